@@ -48,14 +48,16 @@ class RepoFile(_Frozen):
 
 
 class ResponseFormat(_Frozen):
-    """Structured output: any JSON object, or JSON that matches `json_schema`.
+    """Structured output: any JSON object, JSON that matches `json_schema`, or text that follows a
+    GBNF `grammar` (Fireworks and llama.cpp only).
 
     Accepts the OpenAI shapes too: `{"type": "json_object"}` and
     `{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}`.
     """
 
-    type: Literal["json_object", "json_schema"]
+    type: Literal["json_object", "json_schema", "grammar"]
     json_schema: dict[str, Any] | None = None
+    grammar: str | None = None
     name: str = "response"
     strict: bool = True
 
@@ -77,6 +79,8 @@ class ResponseFormat(_Frozen):
     def _check(self) -> ResponseFormat:
         if self.type == "json_schema" and not self.json_schema:
             raise ValueError("type 'json_schema' needs a json_schema")
+        if (self.type == "grammar") != (self.grammar is not None):
+            raise ValueError("a grammar goes with type 'grammar', and only with it")
         return self
 
 

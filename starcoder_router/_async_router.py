@@ -1,0 +1,403 @@
+"""`AsyncRouter`: the asynchronous twin of `Router`, over the same core.
+
+Example::
+
+    async with AsyncRouter() as router:
+        completion = await router.complete(prompt="def fib(n):", max_tokens=64)
+        async with router.stream(prefix="def add(a, b):\\n    ", suffix="\\n") as stream:
+            async for chunk in stream:
+                print(chunk.text, end="")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from typing_extensions import Unpack
+
+from ._budget_types import AsyncSpendStore, Reservation, SpendStore
+from ._catalog import Catalog
+from ._clock import Clock, SystemClock
+from ._completion import Completion, StreamChunk
+from ._config import ProviderSettings, load_config
+from ._core import RequestRun, RouterCore
+from ._driver import (
+    REQUEUE,
+    RequestFields,
+    Requeue,
+    budget_keys_for,
+    interrupted_error,
+    make_store,
+    note_statuses,
+    soft_limited,
+    with_context,
+)
+from ._errors import (
+    BudgetExceededError,
+    ConfigError,
+    ProviderError,
+    ProviderTransportError,
+    StructuredOutputError,
+)
+from ._health import HealthPolicy
+from ._hooks import Hooks
+from ._policy import CostPolicy
+from ._providers._base import Provider
+from ._providers._wire import Call, ProviderResult, WireResponse
+from ._request import CompletionRequest, build_request
+from ._retry import RetryPolicy
+from ._routing import Candidate, RoutingDecision
+from ._stream import AsyncStream
+from ._tokens import TokenCounter, load_token_counter
+
+if TYPE_CHECKING:
+    from ._transports._base import AsyncTransport
+
+__all__ = ["AsyncRouter"]
+
+
+class AsyncRouter:
+    """Routes and runs StarCoder 2 requests on asyncio. Same methods and behaviour as `Router`.
+
+    `transport="aiohttp"` (default) is the fast choice under concurrency; `"httpx"` uses
+    `httpx.AsyncClient` (which respx can mock in tests); or pass any `AsyncTransport`.
+    """
+
+    def __init__(
+        self,
+        *,
+        catalog: Catalog | None = None,
+        policy: CostPolicy | None = None,
+        providers: Mapping[str, ProviderSettings | Mapping[str, Any]] | None = None,
+        tokenizer: str | os.PathLike[str] | TokenCounter | Literal[False] | None = None,
+        store: SpendStore | None = None,
+        retry: RetryPolicy | None = None,
+        health: HealthPolicy | None = None,
+        hooks: Hooks | None = None,
+        transport: AsyncTransport | Literal["aiohttp", "httpx"] = "aiohttp",
+        clock: Clock | None = None,
+        env: Mapping[str, str] | None = None,
+    ):
+        self._core = RouterCore(
+            catalog=catalog, policy=policy, providers=providers,
+            counter=load_token_counter(tokenizer), retry=retry, health=health, hooks=hooks,
+            clock=clock or SystemClock(), env=env,
+        )
+        self._store: SpendStore = store if store is not None else make_store(None)
+        if not isinstance(self._store, AsyncSpendStore):
+            raise ConfigError(f"{type(self._store).__name__} has no async methods (areserve...)")
+        self._astore: AsyncSpendStore = self._store
+        if transport not in ("aiohttp", "httpx") and isinstance(transport, str):
+            raise ConfigError(f"unknown transport {transport!r}; use 'aiohttp' or 'httpx'")
+        self._transport_kind = transport
+        self._transports: dict[str, AsyncTransport] = {}
+        self._soft: dict[str, float] = {}
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str], **overrides: Any) -> AsyncRouter:
+        """A router from a TOML config file; keyword arguments override what the file sets."""
+        cfg = load_config(path, catalog=overrides.pop("catalog", None))
+        kwargs: dict[str, Any] = {
+            "catalog": cfg.catalog, "policy": cfg.policy, "providers": cfg.providers,
+            "tokenizer": cfg.tokenizer, "retry": cfg.retry, "health": cfg.health,
+            "store": make_store(cfg.store) if cfg.store else None,
+        }
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    # -- properties -----------------------------------------------------------------------------
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._core.catalog
+
+    @property
+    def policy(self) -> CostPolicy:
+        return self._core.policy
+
+    @property
+    def store(self) -> SpendStore:
+        return self._store
+
+    @property
+    def token_counter(self) -> TokenCounter:
+        return self._core.counter
+
+    # -- the API --------------------------------------------------------------------------------
+
+    def route(self, request: CompletionRequest | None = None, /,
+              **fields: Unpack[RequestFields]) -> RoutingDecision:
+        """The routing decision for a request, without sending anything (no I/O, so not async)."""
+        return self._core.route(build_request(request, fields))
+
+    async def complete(self, request: CompletionRequest | None = None, /,
+                       **fields: Unpack[RequestFields]) -> Completion:
+        """Route and run a request; returns the costed completion."""
+        req = build_request(request, fields)
+        if req.stream:
+            req = req.model_copy(update={"stream": False})
+        run = self._start(req)
+        while (cand := run.next_candidate()) is not None:
+            outcome = await self._run_candidate(run, cand)
+            if isinstance(outcome, Completion):
+                return outcome
+        raise run.exhausted()
+
+    def stream(self, request: CompletionRequest | None = None, /,
+               **fields: Unpack[RequestFields]) -> AsyncStream:
+        """Route and stream a request: `async with router.stream(...) as s: async for chunk in s`.
+        Routing errors raise here; provider errors raise while iterating."""
+        req = build_request(request, fields)
+        if not req.stream:
+            req = req.model_copy(update={"stream": True})
+        run = self._start(req)
+        return AsyncStream(self._stream_chunks(run))
+
+    async def close(self) -> None:
+        for t in self._transports.values():
+            await t.aclose()
+        self._transports.clear()
+
+    aclose = close
+
+    async def __aenter__(self) -> AsyncRouter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return (f"AsyncRouter(deployments={len(self._core.catalog.deployments)}, "
+                f"objective={self._core.policy.objective!r})")
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _start(self, req: CompletionRequest) -> RequestRun:
+        keys = budget_keys_for(self._core, req)
+        return self._core.start(req, keys, soft_limited(self._core, keys, self._soft))
+
+    def _transport_for(self, provider: str) -> AsyncTransport:
+        kind = self._transport_kind
+        if not isinstance(kind, str):
+            return kind
+        t = self._transports.get(provider)
+        if t is None:
+            if kind == "aiohttp":
+                from ._transports._aiohttp import AiohttpTransport
+
+                t = AiohttpTransport()
+            else:
+                from ._transports._httpx import HttpxAsyncTransport
+
+                t = HttpxAsyncTransport()
+            self._transports[provider] = t
+        return t
+
+    async def _reserve(self, run: RequestRun, cand: Candidate) -> Reservation | None | Requeue:
+        if not run.budget_keys:
+            return None
+        try:
+            res = await self._astore.areserve(run.budget_keys, run.reserve_amount(cand),
+                                              run.reservation_ttl())
+        except BudgetExceededError as err:
+            if run.budget_exhausted(cand, err):
+                return REQUEUE
+            raise
+        note_statuses(self._soft, res.statuses)
+        return res
+
+    async def _settle(self, run: RequestRun, res: Reservation | None, cand: Candidate, cost: int,
+                      usage: Any, outcome: str, provider_request_id: str | None = None) -> None:
+        entry = run.ledger_entry(cand, cost, usage, outcome, provider_request_id)
+        if res is None:
+            await self._astore.arecord(run.budget_keys, cost, entry)
+        else:
+            await self._astore.asettle(res, cost, entry)
+
+    async def _release(self, res: Reservation | None) -> None:
+        if res is not None:
+            await self._astore.arelease(res)
+
+    async def _send(self, provider: Provider, call: Call, timeout: float) -> ProviderResult:
+        wire = provider.build(call)
+        transport = self._transport_for(call.deployment.provider)
+        try:
+            resp = await transport.asend(wire, timeout=timeout,
+                                         connect_timeout=call.endpoint.connect_timeout)
+            if resp.status >= 400:
+                raise provider.error(call, resp)
+            return provider.parse(call, resp)
+        except ProviderError as exc:
+            if exc.deployment:
+                raise
+            raise with_context(exc, call) from exc
+
+    async def _run_candidate(self, run: RequestRun, cand: Candidate) -> Completion | None:
+        """Try one deployment, with its retries. A completion, or None to move on."""
+        clock = self._core.clock
+        retry_no = 0
+        while True:
+            wait = run.cooling_wait(cand)
+            if wait is None:
+                return None
+            if wait:
+                await clock.asleep(wait)
+                continue
+            res = await self._reserve(run, cand)
+            if res is REQUEUE:
+                return None
+            assert not isinstance(res, Requeue)
+            provider, call = run.call_for(cand)
+            started = clock.now()
+            try:
+                result = await self._send(provider, call, run.timeout_for(call))
+            except ProviderError as err:
+                await self._release(res)
+                step = run.failed(cand, err, retry_no, started)
+                if step.wait is None:
+                    return None
+                await clock.asleep(step.wait)
+                retry_no += 1
+                continue
+            completion, problem = run.succeeded(cand, result, started, None, retry_no)
+            await self._settle(run, res, cand, completion.cost_nano, completion.usage,
+                               "ok" if problem is None else "error", completion.request_id)
+            if problem is None:
+                return completion
+            run.structured_error(completion, problem)
+            return None
+
+    async def _stream_chunks(self, run: RequestRun) -> AsyncIterator[StreamChunk | Completion]:
+        """Chunks from the first deployment that starts streaming; falls back only while nothing
+        has reached the caller. Yields the final `Completion` last (the stream keeps it)."""
+        clock = self._core.clock
+        while (cand := run.next_candidate()) is not None:
+            retry_no = 0
+            while True:
+                wait = run.cooling_wait(cand)
+                if wait is None:
+                    break
+                if wait:
+                    await clock.asleep(wait)
+                    continue
+                res = await self._reserve(run, cand)
+                if res is REQUEUE:
+                    break
+                assert not isinstance(res, Requeue)
+                provider, call = run.call_for(cand)
+                started = clock.now()
+                session = _AsyncStreamSession(self, run, cand, provider, call, res, started,
+                                              retry_no)
+                try:
+                    async for chunk in session.chunks():
+                        yield chunk
+                except ProviderError as err:
+                    if session.delivered or isinstance(err, StructuredOutputError):
+                        raise
+                    await self._release(res)
+                    step = run.failed(cand, err, retry_no, started)
+                    if step.wait is None:
+                        break
+                    await clock.asleep(step.wait)
+                    retry_no += 1
+                    continue
+                if session.completion is not None:
+                    yield session.completion
+                    return
+                break
+        raise run.exhausted()
+
+
+class _AsyncStreamSession:
+    """One streaming attempt (async): decode, and settle exactly what was spent on any end."""
+
+    def __init__(self, router: AsyncRouter, run: RequestRun, cand: Candidate, provider: Provider,
+                 call: Call, res: Reservation | None, started: float, retry_no: int):
+        self.router = router
+        self.run = run
+        self.cand = cand
+        self.provider = provider
+        self.call = call
+        self.res = res
+        self.started = started
+        self.retry_no = retry_no
+        self.delivered = 0
+        self.completion: Completion | None = None
+
+    async def chunks(self) -> AsyncIterator[StreamChunk]:
+        router, run, call, provider = self.router, self.run, self.call, self.provider
+        clock = router._core.clock
+        transport = router._transport_for(call.deployment.provider)
+        wire = provider.build(call)
+        try:
+            handle = await transport.aopen(wire, timeout=run.timeout_for(call),
+                                           connect_timeout=call.endpoint.connect_timeout)
+        except ProviderTransportError as exc:
+            raise with_context(exc, call) from exc
+        parts: list[str] = []
+        ttft: float | None = None
+        settled = False
+        try:
+            if handle.status >= 400:
+                raise provider.error(call, WireResponse(handle.status, handle.headers,
+                                                        await handle.aread()))
+            decoder = provider.stream_decoder(call)
+            index = 0
+            async for line in handle.alines():
+                delta = decoder.feed(line)
+                if delta:
+                    if ttft is None:
+                        ttft = clock.now() - self.started
+                    parts.append(delta)
+                    self.delivered += 1
+                    yield StreamChunk(delta, index)
+                    index += 1
+                if decoder.finished:
+                    break
+                if clock.now() > run.deadline:
+                    raise with_context(
+                        ProviderTransportError("the request deadline passed mid-stream"), call)
+            result = decoder.result()
+            completion, problem = run.succeeded(self.cand, result, self.started, ttft,
+                                                self.retry_no)
+            await router._settle(run, self.res, self.cand, completion.cost_nano,
+                                 completion.usage, "ok" if problem is None else "error",
+                                 completion.request_id)
+            settled = True
+            yield StreamChunk("", index, completion.finish_reason)
+            if problem is not None:
+                raise run.structured_error(completion, problem)
+            self.completion = completion
+        except ProviderError as err:
+            if not self.delivered or settled:
+                raise
+            settled = True
+            raise await self._interrupted(err, "".join(parts)) from err
+        except (GeneratorExit, asyncio.CancelledError):
+            # The caller closed the stream early, or its task was cancelled.
+            if not settled:
+                settled = True
+                await self._cancelled("".join(parts))
+            raise
+        finally:
+            await handle.aclose()
+
+    async def _interrupted(self, err: ProviderError, text: str) -> ProviderError:
+        run, cand, core = self.run, self.cand, self.router._core
+        cost, usage = run.partial_cost(cand, text, self.started)
+        run.record(cand, "interrupted", self.started, error=err, cost=cost, usage=usage,
+                   retry=self.retry_no)
+        core.health.record_failure(cand.deployment.name, core.clock.now(), type(err).__name__)
+        await self.router._settle(run, self.res, cand, cost, usage, "partial")
+        return interrupted_error(run, cand, err, text, self.delivered, cost, usage)
+
+    async def _cancelled(self, text: str) -> None:
+        run, cand = self.run, self.cand
+        cost, usage = run.partial_cost(cand, text, self.started)
+        run.record(cand, "cancelled", self.started, cost=cost, usage=usage, retry=self.retry_no)
+        self.router._core.health.release_probe(cand.deployment.name)
+        await self.router._settle(run, self.res, cand, cost, usage, "cancelled")
+

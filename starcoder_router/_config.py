@@ -1,0 +1,144 @@
+"""Router configuration: provider settings, and loading everything from a TOML file.
+
+A config file adds to and overrides the defaults; every error names the file and the field::
+
+    tokenizer = "~/models/starcoder2/tokenizer.json"
+
+    [policy]
+    objective = "cheapest"
+    max_cost_per_request_usd = 0.01
+    prefer_local = true
+
+    [[policy.budgets]]
+    limit_usd = 5
+    period = "day"
+
+    [providers.ollama]
+    base_url = "http://localhost:11434"
+
+    [[deployments]]
+    provider = "ollama"
+    variant = "starcoder2-3b"
+    model = "starcoder2:3b"
+    context_window = 16384
+
+    [store]
+    kind = "sqlite"
+    path = "spend.db"
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError
+
+from ._catalog import Catalog, _read_toml
+from ._errors import ConfigError
+from ._health import HealthPolicy
+from ._models import FrozenModel
+from ._policy import CostPolicy
+from ._retry import RetryPolicy
+
+__all__ = ["ProviderSettings", "RouterConfig", "StoreSettings", "load_config"]
+
+
+class ProviderSettings(FrozenModel):
+    """How to reach one provider. Unset fields fall back to the environment, then to the
+    provider's defaults: `STARCODER_ROUTER_<PROVIDER>_BASE_URL` for the URL, the provider's
+    usual key variables (or `api_key_env`) for the key."""
+
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    api_key_env: str | None = None
+    timeout: float = Field(default=60.0, gt=0)
+    connect_timeout: float = Field(default=5.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class StoreSettings(FrozenModel):
+    """Where spend is kept: `memory` (default), `sqlite` (needs `path`) or `redis` (`url`)."""
+
+    kind: Literal["memory", "sqlite", "redis"] = "memory"
+    path: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    """Everything a config file can set, validated."""
+
+    catalog: Catalog
+    policy: CostPolicy
+    providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
+    tokenizer: str | None = None
+    store: StoreSettings | None = None
+    retry: RetryPolicy | None = None
+    health: HealthPolicy | None = None
+
+
+_TOP_LEVEL = {"tokenizer", "policy", "providers", "deployments", "variants", "store", "retry",
+              "health"}
+
+
+def load_config(path: str | os.PathLike[str], *, catalog: Catalog | None = None) -> RouterConfig:
+    """Read and validate a router config file."""
+    source = os.fspath(path)
+    data = _read_toml(source)
+    unknown = sorted(set(data) - _TOP_LEVEL)
+    if unknown:
+        raise ConfigError(
+            f"unknown section(s) {', '.join(unknown)}; expected some of "
+            f"{', '.join(sorted(_TOP_LEVEL))}", source=source, field=unknown[0],
+        )
+    base = catalog or Catalog.default()
+    merged = base.merged(
+        variants=_list(data, "variants", source), deployments=_list(data, "deployments", source),
+        source=source,
+    )
+    providers = {
+        name: _model(ProviderSettings, raw, source, f"providers.{name}")
+        for name, raw in _table(data, "providers", source).items()
+    }
+    tokenizer = data.get("tokenizer")
+    if tokenizer is not None and not isinstance(tokenizer, str):
+        raise ConfigError("must be a path or a hub id", source=source, field="tokenizer")
+    return RouterConfig(
+        catalog=merged,
+        policy=_model(CostPolicy, data.get("policy", {}), source, "policy"),
+        providers=providers,
+        tokenizer=os.path.expanduser(tokenizer) if tokenizer else None,
+        store=_model(StoreSettings, data["store"], source, "store") if "store" in data else None,
+        retry=_model(RetryPolicy, data["retry"], source, "retry") if "retry" in data else None,
+        health=_model(HealthPolicy, data["health"], source, "health") if "health" in data else None,
+    )
+
+
+def _model(cls: type[Any], raw: Any, source: str, where: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError("must be a table", source=source, field=where)
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+        raise ConfigError(err["msg"].removeprefix("Value error, ") + more, source=source,
+                          field=f"{where}.{loc}" if loc else where) from exc
+
+
+def _table(data: Mapping[str, Any], key: str, source: str) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError("must be a table", source=source, field=key)
+    return value
+
+
+def _list(data: Mapping[str, Any], key: str, source: str) -> list[Mapping[str, Any]]:
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        raise ConfigError(f"must be an array of tables ([[{key}]])", source=source, field=key)
+    return value

@@ -1,0 +1,466 @@
+"""What `Router` and `AsyncRouter` share: configuration, routing, and the per-request state
+machine that decides what to try next. No I/O here; the routers do the sending, sleeping and
+store calls around it, each in its own (sync or async) loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._budget_types import BudgetKey, BudgetStatus, LedgerEntry, Reservation
+from ._catalog import Catalog, Deployment
+from ._completion import Attempt, AttemptOutcome, Completion, Usage
+from ._config import ProviderSettings
+from ._cost import actual_cost_nano
+from ._errors import (
+    AuthenticationError,
+    BudgetExceededError,
+    ConfigError,
+    ContextLengthError,
+    NoRouteError,
+    NotFoundError,
+    ProviderError,
+    ProviderStatusError,
+    StarcoderRouterError,
+    StructuredOutputError,
+)
+from ._fit import PromptCounts
+from ._health import HealthPolicy, HealthTracker
+from ._hooks import Hooks, run_hooks
+from ._policy import CostPolicy
+from ._providers._base import Provider
+from ._providers._registry import provider_class
+from ._providers._wire import Call, Endpoint, ProviderResult
+from ._render import render
+from ._request import CompletionRequest
+from ._retry import RetryPolicy, retry_wait
+from ._routing import BudgetRouting, Candidate, RoutingDecision, decide
+from ._secrets import Secret
+from ._structured import require_schema_support, validate_structured
+from ._tokens import TokenCounter
+
+if TYPE_CHECKING:
+    from ._clock import Clock
+
+__all__ = ["RequestRun", "RouterCore", "Step"]
+
+logger = logging.getLogger("starcoder_router")
+
+# Reservations outlive the request deadline by this much, so a slow settle never races expiry,
+# yet a crashed process frees its budget soon after.
+_RESERVATION_MARGIN_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What to do after a failed attempt: retry the same deployment after `wait` seconds, or
+    move on (`wait is None`)."""
+
+    wait: float | None
+
+
+class RouterCore:
+    """Configuration and routing shared by the sync and async routers."""
+
+    def __init__(
+        self,
+        *,
+        catalog: Catalog | None,
+        policy: CostPolicy | None,
+        providers: Mapping[str, ProviderSettings | Mapping[str, Any]] | None,
+        counter: TokenCounter,
+        retry: RetryPolicy | None,
+        health: HealthPolicy | None,
+        hooks: Hooks | None,
+        clock: Clock,
+        env: Mapping[str, str] | None,
+    ):
+        self.catalog = catalog or Catalog.default()
+        self.policy = policy or CostPolicy()
+        self.counter = counter
+        self.retry = retry or RetryPolicy()
+        self.health = HealthTracker(health)
+        self.hooks = hooks or Hooks()
+        self.clock = clock
+        self._env = dict(os.environ if env is None else env)
+        self._settings = {
+            name: s if isinstance(s, ProviderSettings) else ProviderSettings(**s)
+            for name, s in (providers or {}).items()
+        }
+        self._adapters: dict[str, Provider] = {}
+        self._endpoints: dict[tuple[str, str | None], Endpoint] = {}
+        self.provider_status: dict[str, str | None] = {}
+        for name in sorted({d.provider for d in self.catalog.deployments} | set(self._settings)):
+            cls = provider_class(name)
+            self._adapters[name] = cls()
+            self.provider_status[name] = cls.not_ready_reason(self.endpoint(name, None))
+        self._deployments = self.catalog.deployments
+        self._windows_version = 0
+
+    # -- configuration ------------------------------------------------------------------------
+
+    def endpoint(self, provider: str, base_url: str | None) -> Endpoint:
+        """Resolved URL, key and timeouts for `provider` (cached)."""
+        key = (provider, base_url)
+        found = self._endpoints.get(key)
+        if found is not None:
+            return found
+        cls = provider_class(provider)
+        s = self._settings.get(provider) or ProviderSettings()
+        env_url = self._env.get(f"STARCODER_ROUTER_{provider.upper().replace('-', '_')}_BASE_URL")
+        url = base_url or s.base_url or env_url or cls.default_base_url
+        api_key: Secret | None = None
+        if s.api_key is not None:
+            api_key = Secret(s.api_key.get_secret_value())
+        elif s.api_key_env:
+            value = self._env.get(s.api_key_env)
+            api_key = Secret(value) if value else None
+        else:
+            api_key = cls.key_from_env(self._env)
+        ep = Endpoint(provider, url, api_key, s.timeout, s.connect_timeout,
+                      tuple(sorted(s.headers.items())))
+        self._endpoints[key] = ep
+        return ep
+
+    def adapter(self, provider: str) -> Provider:
+        return self._adapters[provider]
+
+    def deployments(self) -> tuple[Deployment, ...]:
+        """The catalog's deployments with any smaller windows learned from providers."""
+        if self.health.version != self._windows_version:
+            learned = self.health.windows()
+            self._deployments = tuple(
+                d.model_copy(update={"context_window": learned[d.name]})
+                if d.name in learned else d
+                for d in self.catalog.deployments
+            )
+            self._windows_version = self.health.version
+        return self._deployments
+
+    # -- routing ------------------------------------------------------------------------------
+
+    def decide(self, request: CompletionRequest, *, counts: PromptCounts | None = None,
+               budget: BudgetRouting | None = None,
+               only: set[str] | None = None) -> RoutingDecision:
+        now = self.clock.now()
+        deployments = self.deployments()
+        if only is not None:
+            deployments = tuple(d for d in deployments if d.name in only)
+        return decide(
+            request,
+            render(request),
+            deployments=deployments,
+            variants=self.catalog.variants,
+            policy=self.policy,
+            provider_status=self.provider_status,
+            counts=counts or PromptCounts(self.counter),
+            health=self.health.view(now),
+            budget=budget,
+            now=now,
+        )
+
+    def route(self, request: CompletionRequest) -> RoutingDecision:
+        decision = self.decide(request)
+        if self.hooks.on_route:
+            run_hooks(self.hooks.on_route, decision)
+        if not decision.ranked:
+            raise NoRouteError(decision)
+        return decision
+
+    def start(self, request: CompletionRequest, budget_keys: tuple[BudgetKey, ...] = (),
+              soft_limited: bool = False) -> RequestRun:
+        """Route `request` and return the state machine that runs it."""
+        require_schema_support(request.response_format)
+        counts = PromptCounts(self.counter)
+        budget = BudgetRouting(force_cheapest=True, note="soft budget limit passed: objective "
+                               "cheapest") if soft_limited else None
+        decision = self.decide(request, counts=counts, budget=budget)
+        if self.hooks.on_route:
+            run_hooks(self.hooks.on_route, decision)
+        if not decision.ranked:
+            raise NoRouteError(decision)
+        return RequestRun(self, request, decision, counts, budget_keys)
+
+
+class RequestRun:
+    """One request in flight: the queue of candidates, the attempts so far, and the rules for
+    what to do after each failure. Drivers call `next_candidate`, then `call_for`, send, and
+    report back with `succeeded` or `failed`."""
+
+    def __init__(self, core: RouterCore, request: CompletionRequest, decision: RoutingDecision,
+                 counts: PromptCounts, budget_keys: tuple[BudgetKey, ...]):
+        self.core = core
+        self.request = request
+        self.decision = decision
+        self.counts = counts
+        self.budget_keys = budget_keys
+        self.id = uuid.uuid4().hex
+        self.started = core.clock.now()
+        self.deadline = self.started + (request.timeout or core.retry.timeout_s)
+        self.queue: deque[Candidate] = deque(decision.ranked)
+        self.attempts: list[Attempt] = []
+        self.tried: set[str] = set()
+        self.excluded_providers: set[str] = set()
+        self.last_error: ProviderError | None = None
+        self.downgraded = False
+
+    # -- choosing -----------------------------------------------------------------------------
+
+    def next_candidate(self) -> Candidate | None:
+        while self.queue:
+            cand = self.queue.popleft()
+            if cand.deployment.provider in self.excluded_providers:
+                continue
+            return cand
+        return None
+
+    def cooling_wait(self, cand: Candidate) -> float | None:
+        """0 when `cand` may be called now; seconds to wait for its circuit to half-open; None
+        when that is past the deadline (skip it)."""
+        health = self.core.health
+        now = self.core.clock.now()
+        if health.try_acquire(cand.deployment.name, now):
+            return 0.0
+        view = health.view(now).get(cand.deployment.name)
+        until = view.cooling_until if view is not None and view.cooling_until else now
+        wait = max(0.0, until - now) + 0.001
+        if now + wait >= self.deadline or self.queue_has_ready(now):
+            return None
+        return wait
+
+    def queue_has_ready(self, now: float) -> bool:
+        return any(self.core.health.state(c.deployment.name, now) != "open" for c in self.queue)
+
+    def remaining(self) -> float:
+        return self.deadline - self.core.clock.now()
+
+    def call_for(self, cand: Candidate) -> tuple[Provider, Call]:
+        dep = cand.deployment
+        endpoint = self.core.endpoint(dep.provider, dep.base_url)
+        assert cand.rendered is not None
+        call = Call(dep, self.request, cand.rendered, endpoint, cand.prompt_tokens)
+        return self.core.adapter(dep.provider), call
+
+    def timeout_for(self, call: Call) -> float:
+        return max(0.001, min(call.endpoint.timeout, self.remaining()))
+
+    # -- budgets ------------------------------------------------------------------------------
+
+    def reserve_amount(self, cand: Candidate) -> int:
+        """The worst-case cost to hold for `cand`: exact when a tokenizer is available (a byte
+        bound can over-reserve threefold), else the byte bound, which can never under-reserve."""
+        assert cand.worst_case_nano is not None
+        if cand.count_kind == "bound" and self.core.counter.exact and cand.rendered is not None:
+            n, _ = self.counts.count(cand.rendered.prompt)
+            return actual_cost_nano(cand.deployment, n, self.request.max_tokens,
+                                    cand.expected_latency_s or 0.0)
+        return cand.worst_case_nano
+
+    def reservation_ttl(self) -> float:
+        return max(1.0, self.remaining()) + _RESERVATION_MARGIN_S
+
+    def budget_exhausted(self, cand: Candidate, err: BudgetExceededError) -> bool:
+        """Apply `on_budget_exhausted` after `cand` could not be admitted. True when a new queue
+        (downgraded or local-only) was built and the driver should go on; False to raise."""
+        mode = self.core.policy.on_budget_exhausted
+        if mode == "reject" or self.downgraded:
+            return False
+        self.downgraded = True
+        remaining = err.status.remaining_nano
+        budget = BudgetRouting(
+            max_worst_case_nano=remaining if mode == "downgrade" else None,
+            local_only=mode == "local_only",
+            force_cheapest=True,
+            note=f"budget {err.status.name!r} exhausted: {mode}",
+        )
+        decision = self.core.decide(self.request, counts=self.counts, budget=budget)
+        if self.core.hooks.on_route:
+            run_hooks(self.core.hooks.on_route, decision)
+        self.queue = deque(decision.ranked)
+        self.decision = decision
+        return bool(self.queue)
+
+    # -- outcomes -----------------------------------------------------------------------------
+
+    def record(self, cand: Candidate, outcome: AttemptOutcome, started: float, *,
+               error: ProviderError | None = None, ttft: float | None = None, cost: int = 0,
+               usage: Usage | None = None, retry: int = 0) -> Attempt:
+        attempt = Attempt(cand.deployment.name, outcome, self.core.clock.now() - started, error,
+                          ttft, cost, usage, retry)
+        self.attempts.append(attempt)
+        if self.core.hooks.on_attempt:
+            run_hooks(self.core.hooks.on_attempt, attempt)
+        return attempt
+
+    def failed(self, cand: Candidate, err: ProviderError, retry_no: int, started: float) -> Step:
+        """Book a failed attempt (no cost) and say whether to retry it or move on."""
+        core = self.core
+        name = cand.deployment.name
+        now = core.clock.now()
+        self.last_error = err
+        self.tried.add(name)
+        self.record(cand, "error", started, error=err, retry=retry_no)
+        logger.info("attempt on %s failed: %s", name, type(err).__name__)
+        if err.retryable:
+            core.health.record_failure(name, now, type(err).__name__)
+        else:
+            core.health.release_probe(name)
+        if isinstance(err, ContextLengthError):
+            self._context_overflow(cand, err)
+            return Step(None)
+        if isinstance(err, NotFoundError):
+            core.health.disable(name, now + core.health.policy.not_found_cooldown_s,
+                                "model not found (404)")
+            return Step(None)
+        if isinstance(err, AuthenticationError):
+            # The same key will fail on every deployment of this provider.
+            self.excluded_providers.add(cand.deployment.provider)
+            return Step(None)
+        if len(self.attempts) >= core.retry.max_attempts:
+            self.queue.clear()
+            return Step(None)
+        wait = retry_wait(core.retry, retry_no + 1, err)
+        if wait is not None and now + wait < self.deadline and core.health.state(name, now + wait) \
+                != "open":
+            return Step(wait)
+        if isinstance(err, ProviderStatusError) and not err.retryable and \
+                not isinstance(err, StructuredOutputError) and not self._others_could_succeed(cand):
+            self.queue.clear()
+        return Step(None)
+
+    def _others_could_succeed(self, cand: Candidate) -> bool:
+        # A request the provider rejected as malformed may suit another provider's dialect;
+        # another deployment of the same provider would reject it the same way.
+        return any(c.deployment.provider != cand.deployment.provider for c in self.queue)
+
+    def _context_overflow(self, cand: Candidate, err: ContextLengthError) -> None:
+        """Our window setting was wrong: remember the smaller window, and re-fit the request for
+        every remaining deployment (never resend a payload fitted for another window)."""
+        dep = cand.deployment
+        learned = err.context_window
+        if learned is None or learned >= dep.context_window:
+            sent = cand.prompt_tokens or 0
+            if cand.count_kind == "bound" and cand.rendered is not None:
+                sent, _ = self.counts.count(cand.rendered.prompt)
+            learned = min(dep.context_window - 1, sent + self.request.max_tokens - 1)
+        if learned > 0 and self.core.health.learn_window(dep.name, learned):
+            logger.warning("%s serves a smaller window than configured: %d tokens, not %d",
+                           dep.name, learned, dep.context_window)
+        others = {c.deployment.name for c in self.queue} - self.tried
+        if not others:
+            self.queue.clear()
+            return
+        decision = self.core.decide(self.request, counts=self.counts, only=others)
+        self.queue = deque(decision.ranked)
+
+    def succeeded(self, cand: Candidate, result: ProviderResult, started: float,
+                  ttft: float | None, retry_no: int) -> tuple[Completion, str | None]:
+        """Cost the answer and build the completion. Also returns what is wrong with
+        structured output (the driver raises after settling the spend)."""
+        core = self.core
+        now = core.clock.now()
+        latency = now - started
+        core.health.record_success(cand.deployment.name, now, latency, ttft)
+        usage = self.usage_of(cand, result)
+        cost = actual_cost_nano(cand.deployment, usage.prompt_tokens, usage.completion_tokens,
+                                latency)
+        problem = None
+        fmt = self.request.response_format
+        if fmt is not None:
+            problem = validate_structured(result.text, fmt)
+        outcome: AttemptOutcome = "ok" if problem is None else "error"
+        attempt = self.record(cand, outcome, started, ttft=ttft, cost=cost, usage=usage,
+                              retry=retry_no)
+        completion = Completion(
+            text=result.text,
+            finish_reason=result.finish_reason,
+            usage=usage,
+            cost_nano=cost,
+            deployment=cand.deployment,
+            decision=self.decision,
+            attempts=tuple(self.attempts),
+            latency_s=attempt.latency_s,
+            ttft_s=ttft,
+            request_id=result.request_id,
+            model=result.model,
+            trimmed=cand.trimmed,
+            warnings=tuple(result.warnings),
+            raw_finish_reason=result.raw_finish_reason,
+        )
+        if problem is None and core.hooks.on_success:
+            run_hooks(core.hooks.on_success, completion)
+        return completion, problem
+
+    def usage_of(self, cand: Candidate, result: ProviderResult) -> Usage:
+        """The provider's counts, or ours when it gave none."""
+        if result.prompt_tokens is not None and result.completion_tokens is not None:
+            return Usage(result.prompt_tokens, result.completion_tokens, "provider")
+        prompt = result.prompt_tokens
+        if prompt is None:
+            assert cand.rendered is not None
+            prompt, _ = self.counts.count(cand.rendered.prompt)
+        completion = result.completion_tokens
+        if completion is None:
+            completion = self.core.counter.count(result.text)
+        return Usage(prompt, completion, "counted")
+
+    def partial_cost(self, cand: Candidate, text: str, started: float) -> tuple[int, Usage]:
+        """What an interrupted or cancelled stream cost: the prompt plus the output delivered."""
+        assert cand.rendered is not None
+        prompt, _ = self.counts.count(cand.rendered.prompt)
+        usage = Usage(prompt, self.core.counter.count(text), "counted")
+        cost = actual_cost_nano(cand.deployment, usage.prompt_tokens, usage.completion_tokens,
+                                self.core.clock.now() - started)
+        return cost, usage
+
+    def ledger_entry(self, cand: Candidate, cost: int, usage: Usage | None, outcome: str,
+                     provider_request_id: str | None = None) -> LedgerEntry:
+        dep = cand.deployment
+        return LedgerEntry(
+            request_id=self.id,
+            time=self.core.clock.wall(),
+            deployment=dep.name,
+            provider=dep.provider,
+            model=dep.model,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            cost_nano=cost,
+            outcome=outcome,  # type: ignore[arg-type]
+            tenant=self.request.tenant,
+            tags=self.request.tags,
+            provider_request_id=provider_request_id,
+        )
+
+    def exhausted(self) -> StarcoderRouterError:
+        """The error to raise when no deployment is left: the last provider error, with every
+        attempt attached; or NoRouteError if nothing could even be tried."""
+        err = self.last_error
+        if err is None:
+            return NoRouteError(self.decision)
+        err.attempts = tuple(self.attempts)
+        if self.core.hooks.on_failure:
+            run_hooks(self.core.hooks.on_failure, err)
+        return err
+
+    def structured_error(self, completion: Completion, problem: str) -> StructuredOutputError:
+        dep = completion.deployment
+        err = StructuredOutputError(
+            f"{dep.name} returned output that {problem}", text=completion.text,
+            completion=completion, provider=dep.provider, model=dep.model, deployment=dep.name,
+            request_id=completion.request_id,
+        )
+        self.last_error = err
+        return err
+
+
+def soft_limit_passed(statuses: tuple[BudgetStatus, ...], soft_limit: float | None) -> bool:
+    if soft_limit is None:
+        return False
+    return any(s.used_fraction >= soft_limit for s in statuses)
+

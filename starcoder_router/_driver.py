@@ -1,0 +1,133 @@
+"""Small pieces both routers use around the core: request fields, budget bookkeeping, stores,
+and adding provider context to errors raised below the provider boundary."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, TypedDict
+
+from ._budget_types import BudgetKey, BudgetStatus, SpendStore
+from ._budgets import applicable_keys
+from ._completion import Completion, Usage
+from ._config import StoreSettings
+from ._core import RequestRun, RouterCore
+from ._errors import ConfigError, ProviderError, StreamInterruptedError
+from ._providers._wire import Call
+from ._request import Message, RepoFile, ResponseFormat
+from ._routing import Candidate
+
+__all__ = [
+    "REQUEUE",
+    "RequestFields",
+    "Requeue",
+    "budget_keys_for",
+    "interrupted_error",
+    "make_store",
+    "note_statuses",
+    "soft_limited",
+    "with_context",
+]
+
+
+class RequestFields(TypedDict, total=False):
+    """The keyword arguments `complete()`, `stream()` and `route()` accept (CompletionRequest's
+    fields)."""
+
+    prompt: str
+    prefix: str
+    suffix: str
+    repo_name: str
+    path: str
+    files: Sequence[RepoFile | tuple[str, str]]
+    messages: Sequence[Message | Mapping[str, str]]
+    max_tokens: int
+    temperature: float
+    top_p: float
+    stop: str | Sequence[str]
+    response_format: ResponseFormat | Mapping[str, Any] | Literal["json"]
+    stream: bool
+    seed: int
+    tenant: str
+    tags: Sequence[str]
+    timeout: float
+    allow_trim: bool
+    special_tokens: Literal["escape", "reject", "keep"]
+    extra_body: dict[str, Any]
+
+
+class Requeue:
+    """Returned instead of a reservation when the budget policy rebuilt the candidate queue."""
+
+
+REQUEUE = Requeue()
+
+
+def budget_keys_for(core: RouterCore, request: Any) -> tuple[BudgetKey, ...]:
+    budgets = core.policy.budgets
+    if not budgets:
+        return ()
+    return applicable_keys(budgets, tenant=request.tenant, tags=request.tags,
+                           now=core.clock.wall())
+
+
+def soft_limited(core: RouterCore, keys: tuple[BudgetKey, ...], seen: dict[str, float]) -> bool:
+    """Past the soft limit of any budget (as of the last reservation we saw)?"""
+    limit = core.policy.soft_limit
+    if limit is None or not keys:
+        return False
+    return any(seen.get(k.key, 0.0) >= limit for k in keys)
+
+
+def note_statuses(seen: dict[str, float], statuses: Sequence[BudgetStatus]) -> None:
+    for s in statuses:
+        seen[s.key] = s.used_fraction
+
+
+def make_store(settings: StoreSettings | None) -> SpendStore:
+    """The store a config asks for; an in-memory one by default."""
+    if settings is None or settings.kind == "memory":
+        from ._store_memory import MemoryStore
+
+        return MemoryStore()
+    if settings.kind == "sqlite":
+        if not settings.path:
+            raise ConfigError("a sqlite store needs a path", field="store.path")
+        from ._store_sqlite import SQLiteStore
+
+        return SQLiteStore(settings.path)
+    if not settings.url:
+        raise ConfigError("a redis store needs a url", field="store.url")
+    from ._store_redis import RedisStore
+
+    return RedisStore(settings.url)
+
+
+def with_context(exc: ProviderError, call: Call) -> ProviderError:
+    """The same error, naming the provider, model and deployment of `call`."""
+    dep = call.deployment
+    new = type(exc).__new__(type(exc))
+    new.__dict__.update(exc.__dict__)
+    new.provider, new.model, new.deployment = dep.provider, dep.model, dep.name
+    if not new.message.startswith(dep.provider):
+        new.message = f"{dep.provider}: {new.message}"
+    Exception.__init__(new, new.message)
+    return new
+
+
+def interrupted_error(run: RequestRun, cand: Candidate, err: ProviderError, text: str,
+                      delivered: int, cost: int, usage: Usage) -> StreamInterruptedError:
+    dep = cand.deployment
+    partial = Completion(
+        text=text, finish_reason="error", usage=usage, cost_nano=cost, deployment=dep,
+        decision=run.decision, attempts=tuple(run.attempts), latency_s=run.attempts[-1].latency_s,
+        trimmed=cand.trimmed,
+    )
+    out = StreamInterruptedError(
+        f"stream from {dep.name} failed after {delivered} chunk(s) "
+        f"({len(text)} characters) had been delivered: {err}",
+        delivered_text=text, delivered_chunks=delivered, completion=partial,
+        provider=dep.provider, model=dep.model, deployment=dep.name,
+        status_code=err.status_code, request_id=err.request_id,
+    )
+    out.attempts = tuple(run.attempts)
+    return out

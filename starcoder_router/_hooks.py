@@ -1,0 +1,45 @@
+"""Hooks: plain callables the router calls at each step, held per router (no global registry).
+
+Example::
+
+    Router(hooks=Hooks(on_success=[lambda c: metrics.observe(c.cost_usd)]))
+
+A hook that raises is logged and ignored: observability must never fail a request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._completion import Attempt, Completion
+    from ._errors import StarcoderRouterError
+    from ._routing import RoutingDecision
+
+__all__ = ["Hooks"]
+
+logger = logging.getLogger("starcoder_router")
+
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    """Callables run on each routing decision, attempt, success and final failure."""
+
+    on_route: Sequence[Callable[[RoutingDecision], Any]] = ()
+    on_attempt: Sequence[Callable[[Attempt], Any]] = ()
+    on_success: Sequence[Callable[[Completion], Any]] = ()
+    on_failure: Sequence[Callable[[StarcoderRouterError], Any]] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.on_route or self.on_attempt or self.on_success or self.on_failure)
+
+
+def run_hooks(hooks: Sequence[Callable[[Any], Any]], value: Any) -> None:
+    for hook in hooks:
+        try:
+            hook(value)
+        except Exception:
+            logger.exception("hook %r failed; ignored", hook)

@@ -1,0 +1,393 @@
+"""`Router`: the synchronous driver around the shared core.
+
+Example::
+
+    from starcoder_router import Router
+
+    with Router() as router:
+        print(router.route(prompt="def fib(n):", max_tokens=64).explain())
+        completion = router.complete(prefix="def add(a, b):\\n    ", suffix="\\n", max_tokens=32)
+        print(completion.text, completion.cost_usd)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from typing_extensions import Unpack
+
+from ._budget_types import Reservation, SpendStore
+from ._catalog import Catalog
+from ._clock import Clock, SystemClock
+from ._completion import Completion, StreamChunk
+from ._config import ProviderSettings, load_config
+from ._core import RequestRun, RouterCore
+from ._driver import (
+    REQUEUE,
+    RequestFields,
+    Requeue,
+    budget_keys_for,
+    make_store,
+    note_statuses,
+    soft_limited,
+    with_context,
+)
+from ._errors import (
+    BudgetExceededError,
+    ProviderError,
+    ProviderTransportError,
+    StructuredOutputError,
+)
+from ._health import HealthPolicy
+from ._hooks import Hooks
+from ._policy import CostPolicy
+from ._providers._base import Provider
+from ._providers._wire import Call, ProviderResult
+from ._request import CompletionRequest, build_request
+from ._retry import RetryPolicy
+from ._routing import Candidate, RoutingDecision
+from ._stream import Stream
+from ._tokens import TokenCounter, load_token_counter
+
+if TYPE_CHECKING:
+    from ._transports._base import SyncTransport
+
+__all__ = ["Router"]
+
+
+class Router:
+    """Routes and runs StarCoder 2 requests (synchronous). `AsyncRouter` is its async twin.
+
+    With no arguments it uses the default catalog, treats a hosted provider as configured when
+    its API key is in the environment, keeps spend in memory, and counts tokens exactly if a
+    StarCoder 2 tokenizer can be found locally (else conservatively).
+    """
+
+    def __init__(
+        self,
+        *,
+        catalog: Catalog | None = None,
+        policy: CostPolicy | None = None,
+        providers: Mapping[str, ProviderSettings | Mapping[str, Any]] | None = None,
+        tokenizer: str | os.PathLike[str] | TokenCounter | Literal[False] | None = None,
+        store: SpendStore | None = None,
+        retry: RetryPolicy | None = None,
+        health: HealthPolicy | None = None,
+        hooks: Hooks | None = None,
+        transport: SyncTransport | None = None,
+        clock: Clock | None = None,
+        env: Mapping[str, str] | None = None,
+    ):
+        self._core = RouterCore(
+            catalog=catalog, policy=policy, providers=providers,
+            counter=load_token_counter(tokenizer), retry=retry, health=health, hooks=hooks,
+            clock=clock or SystemClock(), env=env,
+        )
+        self._store: SpendStore = store if store is not None else make_store(None)
+        self._transport = transport
+        self._transports: dict[str, SyncTransport] = {}
+        self._soft: dict[str, float] = {}
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str], **overrides: Any) -> Router:
+        """A router from a TOML config file; keyword arguments override what the file sets."""
+        cfg = load_config(path, catalog=overrides.pop("catalog", None))
+        kwargs: dict[str, Any] = {
+            "catalog": cfg.catalog, "policy": cfg.policy, "providers": cfg.providers,
+            "tokenizer": cfg.tokenizer, "retry": cfg.retry, "health": cfg.health,
+            "store": make_store(cfg.store) if cfg.store else None,
+        }
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    # -- properties -----------------------------------------------------------------------------
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._core.catalog
+
+    @property
+    def policy(self) -> CostPolicy:
+        return self._core.policy
+
+    @property
+    def store(self) -> SpendStore:
+        return self._store
+
+    @property
+    def token_counter(self) -> TokenCounter:
+        return self._core.counter
+
+    # -- the API --------------------------------------------------------------------------------
+
+    def route(self, request: CompletionRequest | None = None, /,
+              **fields: Unpack[RequestFields]) -> RoutingDecision:
+        """The routing decision for a request, without sending anything."""
+        return self._core.route(build_request(request, fields))
+
+    def complete(self, request: CompletionRequest | None = None, /,
+                 **fields: Unpack[RequestFields]) -> Completion:
+        """Route and run a request; returns the costed completion."""
+        req = build_request(request, fields)
+        if req.stream:
+            req = req.model_copy(update={"stream": False})
+        run = self._start(req)
+        while (cand := run.next_candidate()) is not None:
+            outcome = self._run_candidate(run, cand)
+            if isinstance(outcome, Completion):
+                return outcome
+        raise run.exhausted()
+
+    def stream(self, request: CompletionRequest | None = None, /,
+               **fields: Unpack[RequestFields]) -> Stream:
+        """Route and stream a request. Iterate for `StreamChunk`s; use as a context manager so
+        an early exit closes the connection. `stream.completion` has usage and cost at the end.
+        """
+        req = build_request(request, fields)
+        if not req.stream:
+            req = req.model_copy(update={"stream": True})
+        run = self._start(req)
+        return Stream(self._stream_chunks(run))
+
+    def close(self) -> None:
+        for t in self._transports.values():
+            t.close()
+        self._transports.clear()
+        if self._transport is not None:
+            self._transport.close()
+
+    def __enter__(self) -> Router:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Router(deployments={len(self._core.catalog.deployments)}, "
+                f"objective={self._core.policy.objective!r})")
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _start(self, req: CompletionRequest) -> RequestRun:
+        keys = budget_keys_for(self._core, req)
+        return self._core.start(req, keys, soft_limited(self._core, keys, self._soft))
+
+    def _transport_for(self, provider: str) -> SyncTransport:
+        if self._transport is not None:
+            return self._transport
+        t = self._transports.get(provider)
+        if t is None:
+            from ._transports._httpx import HttpxTransport
+
+            t = self._transports[provider] = HttpxTransport()
+        return t
+
+    def _reserve(self, run: RequestRun, cand: Candidate) -> Reservation | None | Requeue:
+        if not run.budget_keys:
+            return None
+        try:
+            res = self._store.reserve(run.budget_keys, run.reserve_amount(cand),
+                                      run.reservation_ttl())
+        except BudgetExceededError as err:
+            if run.budget_exhausted(cand, err):
+                return REQUEUE
+            raise
+        note_statuses(self._soft, res.statuses)
+        return res
+
+    def _settle(self, run: RequestRun, res: Reservation | None, cand: Candidate, cost: int,
+                usage: Any, outcome: str, provider_request_id: str | None = None) -> None:
+        entry = run.ledger_entry(cand, cost, usage, outcome, provider_request_id)
+        if res is None:
+            self._store.record(run.budget_keys, cost, entry)
+        else:
+            self._store.settle(res, cost, entry)
+
+    def _release(self, res: Reservation | None) -> None:
+        if res is not None:
+            self._store.release(res)
+
+    def _send(self, provider: Provider, call: Call, timeout: float) -> ProviderResult:
+        wire = provider.build(call)
+        transport = self._transport_for(call.deployment.provider)
+        try:
+            resp = transport.send(wire, timeout=timeout,
+                                  connect_timeout=call.endpoint.connect_timeout)
+            if resp.status >= 400:
+                raise provider.error(call, resp)
+            return provider.parse(call, resp)
+        except ProviderError as exc:
+            if exc.deployment:
+                raise
+            raise with_context(exc, call) from exc
+
+    def _run_candidate(self, run: RequestRun, cand: Candidate) -> Completion | None:
+        """Try one deployment, with its retries. A completion, or None to move on."""
+        clock = self._core.clock
+        retry_no = 0
+        while True:
+            wait = run.cooling_wait(cand)
+            if wait is None:
+                return None
+            if wait:
+                clock.sleep(wait)
+                continue
+            res = self._reserve(run, cand)
+            if res is REQUEUE:
+                return None
+            assert not isinstance(res, Requeue)
+            provider, call = run.call_for(cand)
+            started = clock.now()
+            try:
+                result = self._send(provider, call, run.timeout_for(call))
+            except ProviderError as err:
+                self._release(res)
+                step = run.failed(cand, err, retry_no, started)
+                if step.wait is None:
+                    return None
+                clock.sleep(step.wait)
+                retry_no += 1
+                continue
+            completion, problem = run.succeeded(cand, result, started, None, retry_no)
+            self._settle(run, res, cand, completion.cost_nano, completion.usage,
+                         "ok" if problem is None else "error", completion.request_id)
+            if problem is None:
+                return completion
+            run.structured_error(completion, problem)
+            return None
+
+    def _stream_chunks(self, run: RequestRun) -> Iterator[StreamChunk | Completion]:
+        """Chunks from the first deployment that starts streaming; falls back only while nothing
+        has reached the caller. Yields the final `Completion` last (the `Stream` keeps it)."""
+        clock = self._core.clock
+        while (cand := run.next_candidate()) is not None:
+            retry_no = 0
+            while True:
+                wait = run.cooling_wait(cand)
+                if wait is None:
+                    break
+                if wait:
+                    clock.sleep(wait)
+                    continue
+                res = self._reserve(run, cand)
+                if res is REQUEUE:
+                    break
+                assert not isinstance(res, Requeue)
+                provider, call = run.call_for(cand)
+                started = clock.now()
+                session = _SyncStreamSession(self, run, cand, provider, call, res, started,
+                                             retry_no)
+                try:
+                    yield from session.chunks()
+                except ProviderError as err:
+                    if session.delivered or isinstance(err, StructuredOutputError):
+                        raise
+                    self._release(res)
+                    step = run.failed(cand, err, retry_no, started)
+                    if step.wait is None:
+                        break
+                    clock.sleep(step.wait)
+                    retry_no += 1
+                    continue
+                if session.completion is not None:
+                    yield session.completion
+                    return
+                break
+        raise run.exhausted()
+
+
+class _SyncStreamSession:
+    """One streaming attempt: opens the stream, decodes it, and on any end (finish, error after
+    output, caller closing early) settles exactly what was spent."""
+
+    def __init__(self, router: Router, run: RequestRun, cand: Candidate, provider: Provider,
+                 call: Call, res: Reservation | None, started: float, retry_no: int):
+        self.router = router
+        self.run = run
+        self.cand = cand
+        self.provider = provider
+        self.call = call
+        self.res = res
+        self.started = started
+        self.retry_no = retry_no
+        self.delivered = 0
+        self.completion: Completion | None = None
+
+    def chunks(self) -> Iterator[StreamChunk]:
+        router, run, call, provider = self.router, self.run, self.call, self.provider
+        clock = router._core.clock
+        transport = router._transport_for(call.deployment.provider)
+        wire = provider.build(call)
+        try:
+            handle = transport.open(wire, timeout=run.timeout_for(call),
+                                    connect_timeout=call.endpoint.connect_timeout)
+        except ProviderTransportError as exc:
+            raise with_context(exc, call) from exc
+        parts: list[str] = []
+        ttft: float | None = None
+        settled = False
+        try:
+            if handle.status >= 400:
+                from ._providers._wire import WireResponse
+
+                raise provider.error(call, WireResponse(handle.status, handle.headers,
+                                                        handle.read()))
+            decoder = provider.stream_decoder(call)
+            index = 0
+            for line in handle.lines():
+                delta = decoder.feed(line)
+                if delta:
+                    if ttft is None:
+                        ttft = clock.now() - self.started
+                    parts.append(delta)
+                    self.delivered += 1
+                    yield StreamChunk(delta, index)
+                    index += 1
+                if decoder.finished:
+                    break
+                if clock.now() > run.deadline:
+                    raise with_context(
+                        ProviderTransportError("the request deadline passed mid-stream"), call)
+            result = decoder.result()
+            completion, problem = run.succeeded(self.cand, result, self.started, ttft,
+                                                self.retry_no)
+            router._settle(run, self.res, self.cand, completion.cost_nano, completion.usage,
+                           "ok" if problem is None else "error", completion.request_id)
+            settled = True
+            yield StreamChunk("", index, completion.finish_reason)
+            if problem is not None:
+                raise run.structured_error(completion, problem)
+            self.completion = completion
+        except ProviderError as err:
+            if not self.delivered or settled:
+                raise
+            settled = True
+            raise self._interrupted(err, "".join(parts)) from err
+        except GeneratorExit:
+            if not settled:
+                settled = True
+                self._cancelled("".join(parts))
+            raise
+        finally:
+            handle.close()
+
+    def _interrupted(self, err: ProviderError, text: str) -> ProviderError:
+        from ._driver import interrupted_error
+
+        run, cand = self.run, self.cand
+        cost, usage = run.partial_cost(cand, text, self.started)
+        run.record(cand, "interrupted", self.started, error=err, cost=cost, usage=usage,
+                   retry=self.retry_no)
+        self.router._core.health.record_failure(cand.deployment.name,
+                                                self.router._core.clock.now(), type(err).__name__)
+        self.router._settle(run, self.res, cand, cost, usage, "partial")
+        return interrupted_error(run, cand, err, text, self.delivered, cost, usage)
+
+    def _cancelled(self, text: str) -> None:
+        run, cand = self.run, self.cand
+        cost, usage = run.partial_cost(cand, text, self.started)
+        run.record(cand, "cancelled", self.started, cost=cost, usage=usage, retry=self.retry_no)
+        self.router._core.health.release_probe(cand.deployment.name)
+        self.router._settle(run, self.res, cand, cost, usage, "cancelled")
