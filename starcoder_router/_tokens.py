@@ -20,6 +20,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,14 +74,17 @@ class TokenCounter(Protocol):
 class EstimatingCounter:
     """A conservative estimate, for when the real tokenizer is not available.
 
-    ASCII digits count one token each, other ASCII bytes one token per `ascii_bytes_per_token`,
-    and non-ASCII bytes one per `other_bytes_per_token`. Calibrated on real code so that it
-    over-counts typical code by about 2x and under-counts well under 1% of 2 KB chunks.
+    Digits count one token each, and each run of digits two more (the digit split cuts the text
+    around it into separate pieces: in `x = 1` the space before `1` is a token of its own). Other
+    ASCII counts one token per `ascii_bytes_per_token` bytes, non-ASCII one per
+    `other_bytes_per_token`. Calibrated on ~7,000 2 KB chunks of real code (Python, C headers,
+    JavaScript, Markdown, shell, JSON): it never under-counted them and over-counts by about 1.8x
+    at the median. Never more than the byte bound.
     """
 
     exact = False
 
-    def __init__(self, *, ascii_bytes_per_token: float = 1.8, other_bytes_per_token: float = 1.4):
+    def __init__(self, *, ascii_bytes_per_token: float = 2.0, other_bytes_per_token: float = 1.4):
         self._ascii = ascii_bytes_per_token
         self._other = other_bytes_per_token
 
@@ -89,6 +93,7 @@ class EstimatingCounter:
             return 0
         data = text.encode("utf-8")
         digits = len(data) - len(data.translate(None, _DIGITS))
+        runs = len(_DIGIT_RUN.findall(data)) if digits else 0
         if text.isascii():
             other = 0
             plain = len(data) - digits
@@ -96,7 +101,8 @@ class EstimatingCounter:
             ascii_bytes = len(data.translate(None, _NON_ASCII))
             other = len(data) - ascii_bytes
             plain = ascii_bytes - digits
-        return min(len(data), digits + math.ceil(plain / self._ascii + other / self._other))
+        estimate = digits + 2 * runs + math.ceil(plain / self._ascii + other / self._other)
+        return min(len(data), estimate)
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
         return [self.count(t) for t in texts]
@@ -105,6 +111,7 @@ class EstimatingCounter:
         return "EstimatingCounter()"
 
 
+_DIGIT_RUN = re.compile(rb"[0-9]+")
 _NON_ASCII = bytes(range(128, 256))
 
 

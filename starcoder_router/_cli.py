@@ -1,0 +1,206 @@
+"""The `starcoder-router` command: inspect the catalog, explain routing decisions, report spend,
+find local servers. `catalog` and `route` are offline and need no API keys.
+
+    starcoder-router catalog
+    starcoder-router route "def fib(n):" --max-tokens 128
+    starcoder-router route --prefix-file before.py --suffix-file after.py --min-quality humaneval:35
+    starcoder-router spend --store sqlite --path spend.db --by tenant
+    starcoder-router discover
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ._catalog import Catalog
+from ._config import load_config
+from ._errors import NoRouteError, StarcoderRouterError
+from ._policy import CostPolicy, QualityFloor
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except NoRouteError as exc:
+        print(exc.decision.explain(), file=sys.stderr)
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 2
+    except StarcoderRouterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="starcoder-router",
+                                description="Route StarCoder 2 requests across providers.")
+    sub = p.add_subparsers(required=True, metavar="command")
+
+    cat = sub.add_parser("catalog", help="list variants and deployments")
+    cat.add_argument("--config", help="a router config file (TOML) to apply")
+    cat.add_argument("--variants", action="store_true", help="show variants and scores")
+    cat.set_defaults(func=_cmd_catalog)
+
+    route = sub.add_parser("route", help="explain where a request would go (no I/O)")
+    route.add_argument("prompt", nargs="?", help="a left-to-right prompt")
+    route.add_argument("--prompt-file", help="read the prompt from a file")
+    route.add_argument("--prefix-file", help="fill-in-the-middle: the code before the cursor")
+    route.add_argument("--suffix-file", help="fill-in-the-middle: the code after the cursor")
+    route.add_argument("--max-tokens", type=int, default=256)
+    route.add_argument("--objective", choices=["cheapest", "quality", "latency", "balanced"])
+    route.add_argument("--min-quality", metavar="BENCHMARK:SCORE",
+                       help="e.g. humaneval:35")
+    route.add_argument("--max-cost", type=float, metavar="USD",
+                       help="per-request worst-case cap")
+    route.add_argument("--prefer-local", action="store_true")
+    route.add_argument("--structured", action="store_true", help="ask for JSON output")
+    route.add_argument("--stream", action="store_true")
+    route.add_argument("--tokenizer", help="path to tokenizer.json for exact counts")
+    route.add_argument("--config", help="a router config file (TOML)")
+    route.add_argument("--require-keys", action="store_true",
+                       help="refuse hosted providers whose API key is not set (default: "
+                            "plan as if every provider were configured)")
+    route.set_defaults(func=_cmd_route)
+
+    spend = sub.add_parser("spend", help="report recorded spend")
+    spend.add_argument("--store", choices=["sqlite", "redis"], default="sqlite")
+    spend.add_argument("--path", help="SQLite database file")
+    spend.add_argument("--url", help="Redis URL")
+    spend.add_argument("--by", choices=["period", "tenant", "deployment"], default="period")
+    spend.add_argument("--period", choices=["hour", "day", "week", "month"], default="day")
+    spend.set_defaults(func=_cmd_spend)
+
+    disc = sub.add_parser("discover", help="probe local servers for StarCoder 2 models")
+    disc.add_argument("--timeout", type=float, default=0.5)
+    disc.set_defaults(func=_cmd_discover)
+    return p
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _catalog(args: argparse.Namespace) -> Catalog:
+    if getattr(args, "config", None):
+        return load_config(args.config).catalog
+    return Catalog.default()
+
+
+def _cmd_catalog(args: argparse.Namespace) -> int:
+    catalog = _catalog(args)
+    if args.variants:
+        rows = [("variant", "kind", "params", "window", "scores")]
+        for v in catalog.variants.values():
+            scores = ", ".join(f"{k} {s.value:g}" for k, s in v.scores.items())
+            rows.append((v.id, v.kind, f"{v.parameters / 1e9:.2f}B", str(v.context_window),
+                         scores))
+        print(_table(rows))
+        return 0
+    rows = [("deployment", "model", "window", "in $/1M", "out $/1M", "pricing", "capabilities",
+             "as of")]
+    for d in catalog.deployments:
+        rows.append((
+            d.name, d.model, str(d.context_window), f"{d.input_usd_per_mtok:.2f}",
+            f"{d.output_usd_per_mtok:.2f}", d.pricing, ",".join(sorted(d.capabilities)),
+            str(d.as_of or "-"),
+        ))
+    print(_table(rows))
+    return 0
+
+
+def _cmd_route(args: argparse.Namespace) -> int:
+    from ._router import Router
+
+    fields: dict[str, Any] = {"max_tokens": args.max_tokens}
+    if args.prefix_file or args.suffix_file:
+        fields["prefix"] = _read(args.prefix_file) if args.prefix_file else ""
+        fields["suffix"] = _read(args.suffix_file) if args.suffix_file else ""
+    elif args.prompt_file:
+        fields["prompt"] = _read(args.prompt_file)
+    elif args.prompt is not None:
+        fields["prompt"] = args.prompt
+    else:
+        fields["prompt"] = sys.stdin.read()
+    if args.structured:
+        fields["response_format"] = {"type": "json_object"}
+    if args.stream:
+        fields["stream"] = True
+
+    env = dict(os.environ)
+    if not args.require_keys:
+        # Planning view: routing does no I/O, so a placeholder key only marks the provider as
+        # configured; nothing is ever sent with it.
+        env.setdefault("FIREWORKS_API_KEY", "planning-only")
+        env.setdefault("DEEPINFRA_API_KEY", "planning-only")
+
+    kwargs: dict[str, Any] = {"env": env}
+    if args.tokenizer:
+        kwargs["tokenizer"] = args.tokenizer
+    if args.config:
+        router = Router.from_config(args.config, **kwargs)
+        policy = router.policy
+    else:
+        router = Router(**kwargs)
+        policy = CostPolicy()
+    updates: dict[str, Any] = {}
+    if args.objective:
+        updates["objective"] = args.objective
+    if args.min_quality:
+        bench, _, score = args.min_quality.partition(":")
+        updates["min_quality"] = QualityFloor(benchmark=bench, score=float(score or 0))
+    if args.max_cost is not None:
+        updates["max_cost_per_request_usd"] = args.max_cost
+    if args.prefer_local:
+        updates["prefer_local"] = True
+    if updates:
+        policy = CostPolicy(**{**policy.model_dump(), **updates})
+        router = Router(catalog=router.catalog, policy=policy, **kwargs)
+    decision = router.route(**fields)
+    print(decision.explain())
+    counter = router.token_counter
+    print(f"\ntoken counts: {'exact (tokenizer)' if counter.exact else 'bounded/estimated'}")
+    return 0
+
+
+def _cmd_spend(args: argparse.Namespace) -> int:
+    from ._spend_report import open_store, spend_report
+
+    store = open_store(args.store, path=args.path, url=args.url)
+    try:
+        print(spend_report(store.ledger(), period=args.period, by=args.by))
+    finally:
+        store.close()
+    return 0
+
+
+def _cmd_discover(args: argparse.Namespace) -> int:
+    from ._discovery import discover_local
+
+    found = discover_local(timeout=args.timeout)
+    if not found:
+        print("no local StarCoder 2 servers found")
+        return 1
+    rows = [("deployment", "model", "window", "base url")]
+    rows += [(d.name, d.model, str(d.context_window), d.base_url or "-") for d in found]
+    print(_table(rows))
+    return 0
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

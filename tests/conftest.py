@@ -1,0 +1,34 @@
+"""Shared test fixtures. The real StarCoder 2 tokenizer is read from ../shared (never copied)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("STARCODER_ROUTER_SHARED", ROOT.parent / "shared"))
+TOKENIZER_JSON = SHARED / "data" / "starcoder2-tokenizer" / "tokenizer.json"
+
+
+@pytest.fixture(scope="session")
+def tokenizer_path() -> Path:
+    if not TOKENIZER_JSON.is_file():
+        pytest.fail(f"the StarCoder 2 tokenizer is expected at {TOKENIZER_JSON}")
+    return TOKENIZER_JSON
+
+
+@pytest.fixture(scope="session")
+def exact_counter(tokenizer_path: Path):  # type: ignore[no-untyped-def]
+    from starcoder_router import TokenizerCounter
+
+    return TokenizerCounter.from_file(tokenizer_path)
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see the developer's real API keys or tokenizer settings."""
+    for var in ("FIREWORKS_API_KEY", "FIREWORKS_AI_API_KEY", "DEEPINFRA_API_KEY",
+                "DEEPINFRA_TOKEN", "DEEPINFRA_API_TOKEN", "STARCODER_ROUTER_TOKENIZER"):
+        monkeypatch.delenv(var, raising=False)
