@@ -29,6 +29,7 @@ __all__ = [
     "check_amount",
     "period_bounds",
     "refusal",
+    "require_aware",
     "status_of",
     "to_epoch",
     "unique_keys",
@@ -58,7 +59,7 @@ def period_bounds(
     another zone (PEP 495), so local bounds would compare wrongly with the caller's clock.
     """
     zone = _zone(tz)
-    local = _aware(now, "now").astimezone(zone)
+    local = require_aware(now, "now").astimezone(zone)
     if period == "total":
         return _BEGINNING, None
     if period == "hour":
@@ -167,7 +168,7 @@ def refusal(key: BudgetKey, spent_nano: int, reserved_nano: int,
 
 def to_epoch(when: dt.datetime | None) -> float | None:
     """Seconds since the epoch, for stores that expire by timestamp."""
-    return None if when is None else _aware(when, "time").timestamp()
+    return None if when is None else require_aware(when, "time").timestamp()
 
 
 def _per_tenant(name: str, tenant: str) -> str:
@@ -178,9 +179,12 @@ def _zone(tz: str | dt.tzinfo) -> dt.tzinfo:
     return ZoneInfo(tz) if isinstance(tz, str) else tz
 
 
-def _aware(when: dt.datetime, what: str) -> dt.datetime:
-    # A naive datetime would be read in the machine's zone, so two hosts of one app would put the
-    # same request in different buckets.
+def require_aware(when: dt.datetime, what: str) -> dt.datetime:
+    """`when`, if it is timezone-aware.
+
+    A naive datetime would be read in the machine's zone, so two hosts of one app would put the
+    same request in different buckets, or the same ledger query would return different rows.
+    """
     if when.tzinfo is None or when.utcoffset() is None:
         raise ValueError(f"{what} must be timezone-aware, got {when!r}")
     return when
