@@ -1,0 +1,145 @@
+"""Fixtures for the spend-store tests: a real redis-server, and every store behind one API.
+
+The Redis tests need `redis-server` on PATH (Debian package `redis-server`). Without it they are
+skipped, unless `REQUIRE_REDIS=1` (as CI sets), when they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from starcoder_router._store_memory import MemoryStore
+from starcoder_router._store_redis import RedisStore
+from starcoder_router._store_sqlite import SQLiteStore
+
+STORE_KINDS = ("memory", "sqlite", "redis")
+Store = MemoryStore | SQLiteStore | RedisStore
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start redis-server on a free loopback port; returns the process and its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        message = "redis-server is not installed (apt-get install redis-server)"
+        if os.environ.get("REQUIRE_REDIS") == "1":
+            pytest.fail(message + ", and REQUIRE_REDIS=1")
+        pytest.skip(message)
+    import redis
+
+    for _ in range(5):  # the port may be taken between free_port() and the bind
+        port = free_port()
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        client = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if client.ping():
+                    client.close()
+                    return proc, url
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        client.close()
+        stop_redis(proc)
+    pytest.fail("redis-server did not answer PING")
+
+
+def stop_redis(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    proc, url = start_redis(tmp_path_factory.mktemp("redis"))
+    yield url
+    stop_redis(proc)
+
+
+@pytest.fixture(params=STORE_KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_store(kind: str, request: pytest.FixtureRequest,
+               tmp_path: Path) -> Iterator[Callable[[], Store]]:
+    """Opens stores of the kind under test; every store one test opens shares one backend.
+
+    Each test gets its own SQLite file or Redis key prefix, so tests never see each other.
+    `@pytest.mark.parametrize("kind", [...])` narrows a test to some kinds.
+    """
+    url = request.getfixturevalue("redis_url") if kind == "redis" else ""
+    prefix = f"test:{uuid.uuid4().hex[:12]}:"
+    shared = MemoryStore()
+    opened: list[Store] = []
+
+    def make() -> Store:
+        store: Store
+        if kind == "memory":
+            store = shared
+        elif kind == "sqlite":
+            store = SQLiteStore(tmp_path / "spend.db")
+        else:
+            store = RedisStore(url, prefix=prefix)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+class Api:
+    """One store seen through its sync or its async methods, always awaited.
+
+    The contract tests are written once against this, so the sync methods and their `a`-prefixed
+    twins are held to the same behaviour.
+    """
+
+    def __init__(self, store: Store, *, asynchronous: bool) -> None:
+        self.store = store
+        self.asynchronous = asynchronous
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if self.asynchronous:
+            return getattr(self.store, "a" + name)
+        method = getattr(self.store, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return method(*args, **kwargs)
+
+        return call
+
+
+@pytest.fixture(params=["sync", "async"])
+async def api(request: pytest.FixtureRequest,
+              make_store: Callable[[], Store]) -> AsyncIterator[Api]:
+    store = make_store()
+    yield Api(store, asynchronous=request.param == "async")
+    if request.param == "async":
+        await store.aclose()
