@@ -291,8 +291,9 @@ class AsyncRouter:
                 started = clock.now()
                 session = _AsyncStreamSession(self, run, cand, provider, call, res, started,
                                               retry_no)
+                chunks = session.chunks()
                 try:
-                    async for chunk in session.chunks():
+                    async for chunk in chunks:
                         yield chunk
                 except ProviderError as err:
                     if session.delivered or isinstance(err, StructuredOutputError):
@@ -304,6 +305,10 @@ class AsyncRouter:
                     await clock.asleep(step.wait)
                     retry_no += 1
                     continue
+                finally:
+                    # An async generator does not close the one it iterates: do it, so that an
+                    # early exit by the caller reaches the attempt and books its spend.
+                    await chunks.aclose()
                 if session.completion is not None:
                     yield session.completion
                     return

@@ -20,13 +20,13 @@ from ._config import ProviderSettings
 from ._cost import actual_cost_nano
 from ._errors import (
     AuthenticationError,
+    BadRequestError,
     BudgetExceededError,
     ConfigError,
     ContextLengthError,
     NoRouteError,
     NotFoundError,
     ProviderError,
-    ProviderStatusError,
     StarcoderRouterError,
     StructuredOutputError,
 )
@@ -318,8 +318,9 @@ class RequestRun:
             core.health.disable(name, now + core.health.policy.not_found_cooldown_s,
                                 "model not found (404)")
             return Step(None)
-        if isinstance(err, AuthenticationError):
-            # The same key will fail on every deployment of this provider.
+        if isinstance(err, (AuthenticationError, BadRequestError)):
+            # The same key, or the same dialect, fails on every deployment of this provider;
+            # another provider may still succeed. With none left, the driver raises at once.
             self.excluded_providers.add(cand.deployment.provider)
             return Step(None)
         if len(self.attempts) >= core.retry.max_attempts:
@@ -329,15 +330,7 @@ class RequestRun:
         if wait is not None and now + wait < self.deadline and core.health.state(name, now + wait) \
                 != "open":
             return Step(wait)
-        if isinstance(err, ProviderStatusError) and not err.retryable and \
-                not isinstance(err, StructuredOutputError) and not self._others_could_succeed(cand):
-            self.queue.clear()
         return Step(None)
-
-    def _others_could_succeed(self, cand: Candidate) -> bool:
-        # A request the provider rejected as malformed may suit another provider's dialect;
-        # another deployment of the same provider would reject it the same way.
-        return any(c.deployment.provider != cand.deployment.provider for c in self.queue)
 
     def _context_overflow(self, cand: Candidate, err: ContextLengthError) -> None:
         """Our window setting was wrong: remember the smaller window, and re-fit the request for

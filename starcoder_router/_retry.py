@@ -47,8 +47,8 @@ class _RetryState:
 def _strategy(initial: float, maximum: float, jitter: float) -> Any:
     import tenacity  # imported on the first retry only: it is not needed on the success path
 
-    return tenacity.wait_exponential_jitter(initial=initial, max=maximum, exp_base=2,
-                                            jitter=jitter)
+    backoff = tenacity.wait_exponential(multiplier=initial, max=maximum, exp_base=2)
+    return backoff + tenacity.wait_random(0, jitter) if jitter else backoff
 
 
 def retry_wait(policy: RetryPolicy, retry_no: int, error: ProviderError) -> float | None:

@@ -1,0 +1,350 @@
+"""Router (sync): fallbacks, retries, deadlines, context escalation, health, streams, costs.
+
+Mirrored by test_router_async.py; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+from router_wire import KEYS, NAMES, Wire, ok, sse, status
+
+from starcoder_router import (
+    AuthenticationError,
+    BadRequestError,
+    Catalog,
+    CostPolicy,
+    FakeClock,
+    HealthPolicy,
+    Hooks,
+    MemoryStore,
+    ProviderServerError,
+    RetryPolicy,
+    Router,
+    StreamInterruptedError,
+    StructuredOutputError,
+    TokenizerCounter,
+)
+
+
+def make(clock: FakeClock, store: MemoryStore, retry: RetryPolicy, counter: TokenizerCounter,
+         **kw: object) -> Router:
+    return Router(env=KEYS, clock=clock, store=store, retry=retry, tokenizer=counter,
+                  **kw)  # type: ignore[arg-type]
+
+
+def big_prefix(counter: TokenizerCounter, tokens: int) -> str:
+    line = "    total = accumulate(total, item, weight=3)\n"
+    return line * int(tokens / (counter.count(line * 10) / 10))
+
+
+def test_first_choice_answers_and_is_costed(wire: Wire, clock: FakeClock, store: MemoryStore,
+                                            no_jitter: RetryPolicy,
+                                            exact_counter: TokenizerCounter) -> None:
+    wire.script("fw3", ok("return 1", prompt_tokens=12, completion_tokens=4))
+    c = make(clock, store, no_jitter, exact_counter).complete(prompt="def f():", max_tokens=16)
+    assert (c.text, c.finish_reason, c.deployment.name) == ("return 1", "stop", NAMES["fw3"])
+    assert c.usage.prompt_tokens == 12 and c.usage.source == "provider"
+    assert c.cost_nano == 12 * 100 + 4 * 100  # $0.10/M each way = 100 nano-dollars per token
+    assert [a.outcome for a in c.attempts] == ["ok"]
+    assert wire.received["fw3"][0]["context_length_exceeded_behavior"] == "error"
+    [entry] = store.ledger()
+    assert (entry.deployment, entry.cost_nano, entry.outcome) == (NAMES["fw3"], 1600, "ok")
+
+
+def test_costs_match_prices_to_the_cent(wire: Wire, clock: FakeClock, store: MemoryStore,
+                                        no_jitter: RetryPolicy,
+                                        exact_counter: TokenizerCounter) -> None:
+    wire.script("di15", ok(prompt_tokens=1234, completion_tokens=567))
+    router = make(clock, store, no_jitter, exact_counter,
+                  policy=CostPolicy(allow_providers={"deepinfra"}))
+    c = router.complete(prompt="def f():", max_tokens=600)
+    assert c.cost_usd == pytest.approx(1234 * 0.20 / 1e6 + 567 * 0.60 / 1e6, abs=1e-12)
+    assert c.cost_nano == 246_800 + 340_200
+    assert store.ledger()[0].cost_nano == c.cost_nano
+
+
+def test_retries_with_exponential_backoff(wire: Wire, clock: FakeClock, store: MemoryStore,
+                                          no_jitter: RetryPolicy,
+                                          exact_counter: TokenizerCounter) -> None:
+    wire.script("fw3", status(503, "Service Overloaded"), status(502), ok())
+    c = make(clock, store, no_jitter, exact_counter).complete(prompt="x")
+    assert clock.sleeps == [0.5, 1.0]
+    assert [(a.outcome, a.retry) for a in c.attempts] == [("error", 0), ("error", 1), ("ok", 2)]
+    assert isinstance(c.attempts[0].error, ProviderServerError)
+    assert wire.calls("fw3") == 3 and wire.calls("fw7") == 0
+
+
+def test_jitter_stays_within_its_bound(wire: Wire, clock: FakeClock, store: MemoryStore,
+                                       exact_counter: TokenizerCounter) -> None:
+    wire.script("fw3", status(500), status(500), ok())
+    retry = RetryPolicy(max_retries=2, backoff_initial_s=1, jitter_s=0.5)
+    make(clock, store, retry, exact_counter).complete(prompt="x")
+    assert 1.0 <= clock.sleeps[0] <= 1.5 and 2.0 <= clock.sleeps[1] <= 2.5
+
+
+def test_retry_after_is_honoured(wire: Wire, clock: FakeClock, store: MemoryStore,
+                                 no_jitter: RetryPolicy, exact_counter: TokenizerCounter) -> None:
+    wire.script("fw3", status(429, "slow down", {"retry-after": "3"}), ok())
+    c = make(clock, store, no_jitter, exact_counter).complete(prompt="x")
+    assert clock.sleeps == [3.0]
+    assert c.deployment.name == NAMES["fw3"]
+
+
+def test_exhausted_retries_fall_back_in_order(wire: Wire, clock: FakeClock, store: MemoryStore,
+                                              no_jitter: RetryPolicy,
+                                              exact_counter: TokenizerCounter) -> None:
+    wire.always("fw3", status(500))
+    wire.always("fw7", status(503))
+    c = make(clock, store, no_jitter, exact_counter).complete(prompt="x")
+    assert c.deployment.name == NAMES["di15"]
+    assert [a.deployment for a in c.attempts] == [NAMES["fw3"]] * 3 + [NAMES["fw7"]] * 3 + [
+        NAMES["di15"]]
+    assert c.total_cost_usd == c.cost_usd  # failed attempts cost nothing
+    assert len(store.ledger()) == 1
+
+
+def test_retry_after_beyond_the_deadline_moves_on(wire: Wire, clock: FakeClock,
+                                                  store: MemoryStore, no_jitter: RetryPolicy,
+                                                  exact_counter: TokenizerCounter) -> None:
+    wire.script("fw3", status(429, "busy", {"retry-after": "5"}))
+    c = make(clock, store, no_jitter, exact_counter).complete(prompt="x", timeout=2)
+    assert clock.sleeps == []
+    assert c.deployment.name == NAMES["fw7"]
+
+
+def test_deadline_stops_backoff(wire: Wire, clock: FakeClock, store: MemoryStore,
+                                exact_counter: TokenizerCounter) -> None:
+    for key in ("fw3", "fw7", "di15"):
+        wire.always(key, status(500))
+    retry = RetryPolicy(max_retries=5, jitter_s=0, backoff_initial_s=1)
+    with pytest.raises(ProviderServerError) as info:
+        make(clock, store, retry, exact_counter).complete(prompt="x", timeout=2.5)
+    assert sum(clock.sleeps) < 2.5
+    assert len(info.value.attempts) >= 3
+    assert {a.deployment for a in info.value.attempts} == set(NAMES.values())
+
+
+def test_auth_error_skips_the_provider(wire: Wire, clock: FakeClock, store: MemoryStore,
+                                       no_jitter: RetryPolicy,
+                                       exact_counter: TokenizerCounter) -> None:
+    wire.script("fw3", status(401, "invalid key fw-secret-key-0123456789"))
+    c = make(clock, store, no_jitter, exact_counter).complete(prompt="x")
+    assert c.deployment.name == NAMES["di15"]
+    assert wire.calls("fw7") == 0
+    err = c.attempts[0].error
+    assert isinstance(err, AuthenticationError)
+    assert "fw-secret-key" not in str(err) and "fw-secret-key" not in repr(err)
+
+
+def test_bad_request_raises_at_once_when_no_other_provider(
+        wire: Wire, clock: FakeClock, store: MemoryStore, no_jitter: RetryPolicy,
+        exact_counter: TokenizerCounter) -> None:
+    wire.script("fw3", status(400, "unsupported parameter"))
+    router = make(clock, store, no_jitter, exact_counter,
+                  policy=CostPolicy(allow_providers={"fireworks"}))
+    with pytest.raises(BadRequestError, match="unsupported parameter") as info:
+        router.complete(prompt="x")
+    assert wire.calls("fw3") == 1 and wire.calls("fw7") == 0
+    assert [a.outcome for a in info.value.attempts] == ["error"]
+
+
+def test_context_overflow_refits_for_the_next_window(wire: Wire, clock: FakeClock,
+                                                     store: MemoryStore, no_jitter: RetryPolicy,
+                                                     exact_counter: TokenizerCounter) -> None:
+    # Our catalog claims fw3 serves 16k; it really serves 4k.
+    fw3 = Catalog.default().deployment(NAMES["fw3"]).model_copy(update={"context_window": 16384})
+    catalog = Catalog.default().with_deployments(fw3)
+    wire.script("fw3", status(400, "The prompt is too long: 10100, model maximum context "
+                                   "length: 4096"))
+    router = make(clock, store, no_jitter, exact_counter, catalog=catalog)
+    prefix = big_prefix(exact_counter, 10_000)
+    c = router.complete(prefix=prefix, suffix="\n", max_tokens=100)
+    assert c.deployment.name == NAMES["fw7"]
+    sent_fw3 = wire.received["fw3"][0]["prompt"]
+    sent_fw7 = wire.received["fw7"][0]["prompt"]
+    assert sent_fw3 != sent_fw7
+    assert exact_counter.count(sent_fw3) > 8192
+    assert exact_counter.count(sent_fw7) + 100 <= 8192
+    assert c.trimmed is not None and c.trimmed.tokens_after == exact_counter.count(sent_fw7)
+    # The smaller window is remembered.
+    again = router.route(prefix=prefix, suffix="\n", max_tokens=100)
+    assert again.candidate(NAMES["fw3"]).deployment.context_window == 4096
+
+
+def test_not_found_disables_the_deployment(wire: Wire, clock: FakeClock, store: MemoryStore,
+                                           no_jitter: RetryPolicy,
+                                           exact_counter: TokenizerCounter) -> None:
+    wire.script("fw3", status(404, "Model not found, inaccessible, and/or not deployed"))
+    router = make(clock, store, no_jitter, exact_counter,
+                  health=HealthPolicy(not_found_cooldown_s=300))
+    assert router.complete(prompt="x").deployment.name == NAMES["fw7"]
+    assert router.complete(prompt="x").deployment.name == NAMES["fw7"]
+    assert wire.calls("fw3") == 1
+    clock.advance(301)
+    assert router.complete(prompt="x").deployment.name == NAMES["fw3"]
+
+
+def test_circuit_breaker_opens_half_opens_and_closes(wire: Wire, clock: FakeClock,
+                                                     store: MemoryStore,
+                                                     exact_counter: TokenizerCounter) -> None:
+    router = make(clock, store, RetryPolicy(max_retries=0), exact_counter,
+                  health=HealthPolicy(failure_threshold=2, cooldown_s=10))
+    wire.script("fw3", status(500), status(500))
+    for _ in range(2):
+        assert router.complete(prompt="x").deployment.name == NAMES["fw7"]
+    # Open: fw3 is not called.
+    assert router.complete(prompt="x").deployment.name == NAMES["fw7"]
+    assert wire.calls("fw3") == 2
+    assert "cooling down" in router.route(prompt="x").explain()
+    clock.advance(10)
+    # Half-open: one probe goes through, succeeds, and closes the circuit.
+    assert router.complete(prompt="x").deployment.name == NAMES["fw3"]
+    assert router.complete(prompt="x").deployment.name == NAMES["fw3"]
+    assert wire.calls("fw3") == 4
+
+
+def test_failed_probe_reopens_the_circuit(wire: Wire, clock: FakeClock, store: MemoryStore,
+                                          exact_counter: TokenizerCounter) -> None:
+    router = make(clock, store, RetryPolicy(max_retries=0), exact_counter,
+                  health=HealthPolicy(failure_threshold=1, cooldown_s=10))
+    wire.script("fw3", status(500), status(500))
+    router.complete(prompt="x")
+    clock.advance(10)
+    assert router.complete(prompt="x").deployment.name == NAMES["fw7"]  # probe failed
+    assert router.complete(prompt="x").deployment.name == NAMES["fw7"]  # open again
+    assert wire.calls("fw3") == 2
+
+
+def test_all_cooling_waits_for_the_earliest(wire: Wire, clock: FakeClock, store: MemoryStore,
+                                            exact_counter: TokenizerCounter) -> None:
+    router = make(clock, store, RetryPolicy(max_retries=0), exact_counter,
+                  policy=CostPolicy(allow_providers={"fireworks"}),
+                  health=HealthPolicy(failure_threshold=1, cooldown_s=5))
+    wire.script("fw3", status(500))
+    wire.script("fw7", status(500))
+    with pytest.raises(ProviderServerError):
+        router.complete(prompt="x")
+    c = router.complete(prompt="x", timeout=30)
+    assert c.deployment.name == NAMES["fw3"]
+    assert clock.sleeps and 4.9 <= sum(clock.sleeps) <= 5.1
+
+
+def test_stream_falls_back_before_the_first_chunk(wire: Wire, clock: FakeClock,
+                                                  store: MemoryStore,
+                                                  exact_counter: TokenizerCounter) -> None:
+    wire.script("fw3", status(503))
+    wire.script("fw7", sse("def", " f", "()"))
+    router = make(clock, store, RetryPolicy(max_retries=0), exact_counter)
+    with router.stream(prompt="x", max_tokens=8) as s:
+        texts = [c.text for c in s]
+    assert texts == ["def", " f", "()", ""]
+    assert s.completion is not None and s.completion.deployment.name == NAMES["fw7"]
+    assert s.completion.usage.completion_tokens == 3
+    assert wire.received["fw7"][0]["stream_options"] == {"include_usage": True}
+
+
+def test_stream_failure_after_the_first_chunk_is_costed(wire: Wire, clock: FakeClock,
+                                                        store: MemoryStore,
+                                                        no_jitter: RetryPolicy,
+                                                        exact_counter: TokenizerCounter) -> None:
+    wire.script("fw3", sse("def", " fib", cut=True))
+    router = make(clock, store, no_jitter, exact_counter)
+    got: list[str] = []
+    with pytest.raises(StreamInterruptedError) as info, router.stream(prompt="x") as s:
+        got.extend(c.text for c in s)
+    err = info.value
+    assert got == ["def", " fib"]
+    assert err.delivered_text == "def fib" and err.delivered_chunks == 2
+    assert err.completion is not None and err.completion.cost_nano > 0
+    assert wire.calls("fw7") == 0
+    [entry] = store.ledger()
+    assert entry.outcome == "partial" and entry.cost_nano == err.completion.cost_nano
+    assert entry.completion_tokens == exact_counter.count("def fib")
+
+
+def test_closing_a_stream_early_cancels_and_books_the_spend(
+        wire: Wire, clock: FakeClock, store: MemoryStore, no_jitter: RetryPolicy,
+        exact_counter: TokenizerCounter) -> None:
+    wire.script("fw3", sse("a", "b", "c", "d"))
+    router = make(clock, store, no_jitter, exact_counter)
+    with router.stream(prompt="x") as s:
+        first = next(iter(s))
+    assert first.text == "a"
+    [entry] = store.ledger()
+    assert entry.outcome == "cancelled" and entry.completion_tokens == 1
+    assert entry.prompt_tokens == 1 and entry.cost_nano == 200
+
+
+def test_stream_without_usage_is_counted(wire: Wire, clock: FakeClock, store: MemoryStore,
+                                         no_jitter: RetryPolicy,
+                                         exact_counter: TokenizerCounter) -> None:
+    wire.script("fw3", sse("    return", " a + b", usage=None))
+    router = make(clock, store, no_jitter, exact_counter)
+    with router.stream(prefix="def add(a, b):\n", suffix="\n") as s:
+        text = "".join(c.text for c in s)
+    c = s.completion
+    assert c is not None and c.usage.source == "counted"
+    assert c.usage.completion_tokens == exact_counter.count(text)
+    assert c.usage.prompt_tokens == exact_counter.count(wire.received["fw3"][0]["prompt"])
+
+
+def test_structured_output_is_validated(wire: Wire, clock: FakeClock, store: MemoryStore,
+                                        no_jitter: RetryPolicy,
+                                        exact_counter: TokenizerCounter) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    router = make(clock, store, no_jitter, exact_counter)
+    wire.script("di15", ok('{"n": 3}'), ok('{"n": "three"}'))
+    c = router.complete(prompt="x", response_format={"type": "json_schema",
+                                                     "json_schema": {"schema": schema}})
+    assert c.json() == {"n": 3}
+    with pytest.raises(StructuredOutputError, match="does not match the schema at n") as info:
+        router.complete(prompt="x", response_format={"type": "json_schema",
+                                                     "json_schema": {"schema": schema}})
+    assert info.value.completion is not None and info.value.completion.cost_nano > 0
+    assert [e.outcome for e in store.ledger()] == ["ok", "error"]
+
+
+def test_hooks_and_logs(wire: Wire, clock: FakeClock, store: MemoryStore,
+                        no_jitter: RetryPolicy, exact_counter: TokenizerCounter,
+                        caplog: pytest.LogCaptureFixture) -> None:
+    seen: dict[str, list[object]] = {"route": [], "attempt": [], "success": [], "failure": []}
+    hooks = Hooks(on_route=[seen["route"].append], on_attempt=[seen["attempt"].append],
+                  on_success=[seen["success"].append], on_failure=[seen["failure"].append])
+    wire.script("fw3", status(500), ok())
+    router = make(clock, store, no_jitter, exact_counter, hooks=hooks)
+    caplog.set_level(logging.DEBUG, logger="starcoder_router")
+    router.complete(prompt="SECRET_PROMPT_TEXT")
+    assert len(seen["route"]) == 1 and len(seen["attempt"]) == 2 and len(seen["success"]) == 1
+    wire.always("fw3", status(401))
+    wire.always("di15", status(401))
+    with pytest.raises(AuthenticationError):
+        router.complete(prompt="SECRET_PROMPT_TEXT")
+    assert len(seen["failure"]) == 1
+    assert "SECRET_PROMPT_TEXT" not in caplog.text
+    assert "secret-key" not in caplog.text
+
+
+def test_a_failing_hook_does_not_fail_the_request(wire: Wire, clock: FakeClock,
+                                                  store: MemoryStore, no_jitter: RetryPolicy,
+                                                  exact_counter: TokenizerCounter,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    def broken(_: object) -> None:
+        raise RuntimeError("hook bug")
+
+    router = make(clock, store, no_jitter, exact_counter, hooks=Hooks(on_success=[broken]))
+    assert router.complete(prompt="x").text == "pass"
+    assert "hook bug" in caplog.text
+
+
+def test_connection_errors_are_retried(wire: Wire, clock: FakeClock, store: MemoryStore,
+                                       no_jitter: RetryPolicy,
+                                       exact_counter: TokenizerCounter) -> None:
+    wire.script("fw3", httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), ok())
+    c = make(clock, store, no_jitter, exact_counter).complete(prompt="x")
+    kinds = [type(a.error).__name__ for a in c.attempts if a.error]
+    assert kinds == ["ProviderConnectionError", "ProviderTimeoutError"]
+    assert c.attempts[0].error is not None
+    assert c.attempts[0].error.deployment == NAMES["fw3"]
