@@ -152,7 +152,6 @@ class RedisStore:
 
     def settle(self, reservation: Reservation, actual_nano: int,
                entry: LedgerEntry | None = None) -> None:
-        check_amount(actual_nano, "actual_nano")
         self._settle(*self._settle_call(reservation.keys, reservation.id, actual_nano, entry))
 
     def release(self, reservation: Reservation, entry: LedgerEntry | None = None) -> None:
@@ -160,7 +159,6 @@ class RedisStore:
 
     def record(self, keys: Sequence[BudgetKey], actual_nano: int,
                entry: LedgerEntry | None = None) -> None:
-        check_amount(actual_nano, "actual_nano")
         self._settle(*self._settle_call(keys, "", actual_nano, entry))
 
     def status(self, keys: Sequence[BudgetKey]) -> list[BudgetStatus]:
@@ -191,7 +189,6 @@ class RedisStore:
 
     async def asettle(self, reservation: Reservation, actual_nano: int,
                       entry: LedgerEntry | None = None) -> None:
-        check_amount(actual_nano, "actual_nano")
         await self._asettle(*self._settle_call(reservation.keys, reservation.id, actual_nano,
                                                entry))
 
@@ -200,7 +197,6 @@ class RedisStore:
 
     async def arecord(self, keys: Sequence[BudgetKey], actual_nano: int,
                       entry: LedgerEntry | None = None) -> None:
-        check_amount(actual_nano, "actual_nano")
         await self._asettle(*self._settle_call(keys, "", actual_nano, entry))
 
     async def astatus(self, keys: Sequence[BudgetKey]) -> list[BudgetStatus]:
@@ -240,6 +236,7 @@ class RedisStore:
 
     def _settle_call(self, keys: Sequence[BudgetKey], rid: str, actual_nano: int,
                      entry: LedgerEntry | None) -> tuple[list[str], list[str]]:
+        check_amount(actual_nano, "actual_nano")
         keys = unique_keys(keys)
         day = _day(entry.time) if entry is not None else ""
         names = [*self._names(keys), self.prefix + "ledger:" + day, self.prefix + "ledger:days"]
