@@ -47,7 +47,7 @@ from ._health import HealthPolicy
 from ._hooks import Hooks
 from ._policy import Budget, CostPolicy, QualityFloor
 from ._request import CompletionRequest, Message, RepoFile, ResponseFormat
-from ._retry import RetryPolicy
+from ._retry import HedgePolicy, RetryPolicy
 from ._router import Router
 from ._routing import Candidate, RoutingDecision
 from ._store_memory import MemoryStore
@@ -84,6 +84,7 @@ __all__ = [
     "EstimatingCounter",
     "FakeClock",
     "HealthPolicy",
+    "HedgePolicy",
     "Hooks",
     "InvalidRequestError",
     "InvalidResponseError",

@@ -12,8 +12,10 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from typing_extensions import Unpack
@@ -40,6 +42,7 @@ from ._errors import (
     ConfigError,
     ProviderError,
     ProviderTransportError,
+    StreamInterruptedError,
     StructuredOutputError,
 )
 from ._health import HealthPolicy
@@ -48,7 +51,7 @@ from ._policy import CostPolicy
 from ._providers._base import Provider
 from ._providers._wire import Call, ProviderResult, WireResponse
 from ._request import CompletionRequest, build_request
-from ._retry import RetryPolicy
+from ._retry import HedgePolicy, RetryPolicy
 from ._routing import Candidate, RoutingDecision
 from ._stream import AsyncStream
 from ._tokens import TokenCounter, load_token_counter
@@ -78,6 +81,7 @@ class AsyncRouter:
         health: HealthPolicy | None = None,
         hooks: Hooks | None = None,
         transport: AsyncTransport | Literal["aiohttp", "httpx"] = "aiohttp",
+        hedge: HedgePolicy | None = None,
         clock: Clock | None = None,
         env: Mapping[str, str] | None = None,
     ):
@@ -93,6 +97,7 @@ class AsyncRouter:
         if transport not in ("aiohttp", "httpx") and isinstance(transport, str):
             raise ConfigError(f"unknown transport {transport!r}; use 'aiohttp' or 'httpx'")
         self._transport_kind = transport
+        self._hedge = hedge
         self._transports: dict[str, AsyncTransport] = {}
         self._soft: dict[str, float] = {}
 
@@ -140,6 +145,21 @@ class AsyncRouter:
         if req.stream:
             req = req.model_copy(update={"stream": False})
         run = self._start(req)
+        plan = run.hedge_plan(self._hedge)
+        if plan is not None:
+            won = await self._race(run, *plan, stream=True)
+            if won is not None:
+                session, chunks, _ = won
+                try:
+                    async for _chunk in chunks:
+                        pass
+                except StreamInterruptedError:
+                    pass  # booked; nothing reached the caller yet, so fall back below
+                else:
+                    assert session.completion is not None
+                    return session.completion
+                finally:
+                    await chunks.aclose()
         while (cand := run.next_candidate()) is not None:
             outcome = await self._run_candidate(run, cand)
             if isinstance(outcome, Completion):
@@ -274,6 +294,20 @@ class AsyncRouter:
         """Chunks from the first deployment that starts streaming; falls back only while nothing
         has reached the caller. Yields the final `Completion` last (the stream keeps it)."""
         clock = self._core.clock
+        plan = run.hedge_plan(self._hedge)
+        if plan is not None:
+            won = await self._race(run, *plan)
+            if won is not None:
+                session, chunks, first = won
+                try:
+                    yield first
+                    async for chunk in chunks:
+                        yield chunk
+                finally:
+                    await chunks.aclose()
+                assert session.completion is not None
+                yield session.completion
+                return
         while (cand := run.next_candidate()) is not None:
             retry_no = 0
             while True:
@@ -316,6 +350,71 @@ class AsyncRouter:
         raise run.exhausted()
 
 
+    async def _race(
+        self, run: RequestRun, first: Candidate, second: Candidate, after: float, *,
+        stream: bool | None = None,
+    ) -> tuple[_AsyncStreamSession, AsyncGenerator[StreamChunk, None], StreamChunk] | None:
+        """Hedge: start `first`; if it has no first token after `after` seconds, start `second`
+        too. The first leg to produce output wins; the other is cancelled (and booked). Returns
+        the winner's session, its remaining chunks and its first chunk, or None if both failed
+        before any output (their failures are recorded; the caller falls back)."""
+        clock = self._core.clock
+        legs: dict[asyncio.Future[StreamChunk], _Leg] = {}
+
+        async def start(cand: Candidate) -> None:
+            res = await self._reserve(run, cand)
+            if isinstance(res, Requeue):
+                return
+            provider, call = run.call_for(cand, stream=stream)
+            session = _AsyncStreamSession(self, run, cand, provider, call, res, clock.now(), 0)
+            chunks = session.chunks()
+            legs[asyncio.ensure_future(chunks.__anext__())] = _Leg(cand, res, session, chunks)
+
+        await start(first)
+        done: set[asyncio.Future[StreamChunk]] = set()
+        if legs:
+            done, _ = await asyncio.wait(list(legs), timeout=after)
+        if done and not all(t.exception() is None for t in done):
+            done = set()  # the first leg failed early: start the second now
+        if not done:
+            await start(second)
+        else:
+            run.queue.appendleft(second)  # not needed now; still a fallback
+        winner: tuple[_Leg, StreamChunk] | None = None
+        try:
+            while legs and winner is None:
+                done, _ = await asyncio.wait(list(legs), return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    leg = legs.pop(task)
+                    exc = task.exception()
+                    if exc is None:
+                        winner = (leg, task.result())
+                        break
+                    await leg.chunks.aclose()
+                    if not isinstance(exc, ProviderError):
+                        raise exc
+                    await self._release(leg.res)
+                    run.failed(leg.cand, exc, 0, leg.session.started)
+        finally:
+            for task, leg in legs.items():
+                task.cancel()  # the leg books itself as cancelled, with what it cost
+                with contextlib.suppress(BaseException):
+                    await task
+                await leg.chunks.aclose()
+        if winner is None:
+            return None
+        leg, chunk = winner
+        return leg.session, leg.chunks, chunk
+
+
+@dataclass(slots=True)
+class _Leg:
+    cand: Candidate
+    res: Reservation | None
+    session: _AsyncStreamSession
+    chunks: AsyncGenerator[StreamChunk, None]
+
+
 class _AsyncStreamSession:
     """One streaming attempt (async): decode, and settle exactly what was spent on any end."""
 
@@ -332,7 +431,7 @@ class _AsyncStreamSession:
         self.delivered = 0
         self.completion: Completion | None = None
 
-    async def chunks(self) -> AsyncIterator[StreamChunk]:
+    async def chunks(self) -> AsyncGenerator[StreamChunk, None]:
         router, run, call, provider = self.router, self.run, self.call, self.provider
         clock = router._core.clock
         transport = router._transport_for(call.deployment.provider)
@@ -342,6 +441,11 @@ class _AsyncStreamSession:
                                            connect_timeout=call.endpoint.connect_timeout)
         except ProviderTransportError as exc:
             raise with_context(exc, call) from exc
+        except asyncio.CancelledError:
+            # Cancelled while the request was in flight (e.g. it lost a hedge): the provider
+            # has the prompt, so book it.
+            await self._cancelled("")
+            raise
         parts: list[str] = []
         ttft: float | None = None
         settled = False

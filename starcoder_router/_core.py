@@ -39,7 +39,7 @@ from ._providers._registry import provider_class
 from ._providers._wire import Call, Endpoint, ProviderResult
 from ._render import render
 from ._request import CompletionRequest
-from ._retry import RetryPolicy, retry_wait
+from ._retry import HedgePolicy, RetryPolicy, retry_wait
 from ._routing import BudgetRouting, Candidate, RoutingDecision, decide
 from ._secrets import Secret
 from ._structured import require_schema_support, validate_structured
@@ -240,12 +240,36 @@ class RequestRun:
     def remaining(self) -> float:
         return self.deadline - self.core.clock.now()
 
-    def call_for(self, cand: Candidate) -> tuple[Provider, Call]:
+    def call_for(self, cand: Candidate, *, stream: bool | None = None) -> tuple[Provider, Call]:
+        """The adapter and call for `cand`; `stream` overrides the request's (hedged legs of a
+        plain `complete()` stream to see their first token)."""
         dep = cand.deployment
         endpoint = self.core.endpoint(dep.provider, dep.base_url)
         assert cand.rendered is not None
-        call = Call(dep, self.request, cand.rendered, endpoint, cand.prompt_tokens)
+        request = self.request
+        if stream is not None and stream != request.stream:
+            request = request.model_copy(update={"stream": stream})
+        call = Call(dep, request, cand.rendered, endpoint, cand.prompt_tokens)
         return self.core.adapter(dep.provider), call
+
+    def hedge_plan(self, hedge: HedgePolicy | None) -> tuple[Candidate, Candidate, float] | None:
+        """When this request should hedge: the two legs and the threshold in seconds. Takes
+        both candidates off the queue."""
+        wanted = self.request.hedge
+        if hedge is None or wanted is False:
+            return None
+        if wanted is None and self.decision.objective != "latency":
+            return None
+        legs = [c for c in self.queue if c.deployment.supports("streaming")
+                and c.deployment.provider not in self.excluded_providers][:2]
+        if len(legs) < 2 or legs[0] is not self.queue[0]:
+            return None
+        for leg in legs:
+            self.queue.remove(leg)
+        name = legs[0].deployment.name
+        after = hedge.after_s or self.core.health.ttft_quantile(
+            name, hedge.quantile, hedge.min_samples) or hedge.default_after_s
+        return legs[0], legs[1], after
 
     def timeout_for(self, call: Call) -> float:
         return max(0.001, min(call.endpoint.timeout, self.remaining()))

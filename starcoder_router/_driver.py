@@ -51,6 +51,7 @@ class RequestFields(TypedDict, total=False):
     tags: Sequence[str]
     timeout: float
     allow_trim: bool
+    hedge: bool
     special_tokens: Literal["escape", "reject", "keep"]
     extra_body: dict[str, Any]
 

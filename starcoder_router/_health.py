@@ -44,6 +44,7 @@ class _State:
     probing: bool = False
     latency: float | None = None
     ttft: float | None = None
+    ttfts: deque[float] = field(default_factory=lambda: deque(maxlen=200))
     reason: str = ""
 
 
@@ -74,6 +75,7 @@ class HealthTracker:
             st.latency = latency if st.latency is None else a * latency + (1 - a) * st.latency
             if ttft is not None:
                 st.ttft = ttft if st.ttft is None else a * ttft + (1 - a) * st.ttft
+                st.ttfts.append(ttft)
             self._push(st, now, True)
 
     def record_failure(self, name: str, now: float, reason: str) -> None:
@@ -138,6 +140,14 @@ class HealthTracker:
                 cooling = st.open_until if now < st.open_until else now + 0.05
             out[name] = DeploymentHealth(st.latency, st.ttft, cooling, st.reason)
         return out
+
+    def ttft_quantile(self, name: str, q: float, min_samples: int) -> float | None:
+        """The `q` quantile of recent times to first token, once there are enough samples."""
+        st = self._states.get(name)
+        if st is None or len(st.ttfts) < min_samples:
+            return None
+        ordered = sorted(st.ttfts)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
     def learn_window(self, name: str, window: int) -> bool:
         """Remember that `name` serves a smaller window than configured. True if it changed."""

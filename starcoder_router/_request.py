@@ -117,6 +117,7 @@ class CompletionRequest(_Frozen):
     tags: tuple[str, ...] = ()
     timeout: float | None = Field(default=None, gt=0)
     allow_trim: bool = True
+    hedge: bool | None = None
     special_tokens: SpecialTokenHandling | None = None
     extra_body: dict[str, Any] | None = None
 

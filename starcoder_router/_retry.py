@@ -17,7 +17,7 @@ from pydantic import Field
 from ._errors import ProviderError
 from ._models import FrozenModel
 
-__all__ = ["RetryPolicy", "retry_wait"]
+__all__ = ["HedgePolicy", "RetryPolicy", "retry_wait"]
 
 
 class RetryPolicy(FrozenModel):
@@ -35,6 +35,25 @@ class RetryPolicy(FrozenModel):
     jitter_s: float = Field(default=0.25, ge=0)
     max_retry_after_s: float = Field(default=60.0, ge=0)
     timeout_s: float = Field(default=60.0, gt=0)
+
+
+class HedgePolicy(FrozenModel):
+    """Hedged requests (off unless a router is given one): when the chosen deployment has not
+    produced its first token within a threshold, start the next candidate too, keep whichever
+    answers first and cancel the other. Both are costed: the loser pays for its prompt and
+    whatever it streamed before it was cancelled.
+
+    The threshold is `after_s` when set, else the chosen deployment's observed `quantile` of
+    time to first token (once `min_samples` are known), else `default_after_s`. Requests hedge
+    when they ask to (`hedge=True`), or by default when the policy's objective is `latency`.
+    Hedged legs stream internally (to see the first token), so both candidates must support
+    streaming.
+    """
+
+    after_s: float | None = Field(default=None, gt=0)
+    quantile: float = Field(default=0.95, gt=0, lt=1)
+    min_samples: int = Field(default=20, ge=1)
+    default_after_s: float = Field(default=0.5, gt=0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,9 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+import queue
+import threading
+from collections.abc import Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from typing_extensions import Unpack
@@ -38,21 +40,22 @@ from ._errors import (
     BudgetExceededError,
     ProviderError,
     ProviderTransportError,
+    StreamInterruptedError,
     StructuredOutputError,
 )
 from ._health import HealthPolicy
 from ._hooks import Hooks
 from ._policy import CostPolicy
 from ._providers._base import Provider
-from ._providers._wire import Call, ProviderResult
+from ._providers._wire import Call, ProviderResult, WireResponse
 from ._request import CompletionRequest, build_request
-from ._retry import RetryPolicy
+from ._retry import HedgePolicy, RetryPolicy
 from ._routing import Candidate, RoutingDecision
 from ._stream import Stream
 from ._tokens import TokenCounter, load_token_counter
 
 if TYPE_CHECKING:
-    from ._transports._base import SyncTransport
+    from ._transports._base import StreamHandle, SyncTransport
 
 __all__ = ["Router"]
 
@@ -77,6 +80,7 @@ class Router:
         health: HealthPolicy | None = None,
         hooks: Hooks | None = None,
         transport: SyncTransport | None = None,
+        hedge: HedgePolicy | None = None,
         clock: Clock | None = None,
         env: Mapping[str, str] | None = None,
     ):
@@ -87,6 +91,7 @@ class Router:
         )
         self._store: SpendStore = store if store is not None else make_store(None)
         self._transport = transport
+        self._hedge = hedge
         self._transports: dict[str, SyncTransport] = {}
         self._soft: dict[str, float] = {}
 
@@ -134,6 +139,21 @@ class Router:
         if req.stream:
             req = req.model_copy(update={"stream": False})
         run = self._start(req)
+        plan = run.hedge_plan(self._hedge)
+        if plan is not None:
+            won = self._race(run, *plan, stream=True)
+            if won is not None:
+                session, chunks, _ = won
+                try:
+                    for _chunk in chunks:
+                        pass
+                except StreamInterruptedError:
+                    pass  # booked; nothing reached the caller yet, so fall back below
+                else:
+                    assert session.completion is not None
+                    return session.completion
+                finally:
+                    chunks.close()
         while (cand := run.next_candidate()) is not None:
             outcome = self._run_candidate(run, cand)
             if isinstance(outcome, Completion):
@@ -262,6 +282,19 @@ class Router:
         """Chunks from the first deployment that starts streaming; falls back only while nothing
         has reached the caller. Yields the final `Completion` last (the `Stream` keeps it)."""
         clock = self._core.clock
+        plan = run.hedge_plan(self._hedge)
+        if plan is not None:
+            won = self._race(run, *plan)
+            if won is not None:
+                session, chunks, first = won
+                try:
+                    yield first
+                    yield from chunks
+                finally:
+                    chunks.close()
+                assert session.completion is not None
+                yield session.completion
+                return
         while (cand := run.next_candidate()) is not None:
             retry_no = 0
             while True:
@@ -298,6 +331,105 @@ class Router:
         raise run.exhausted()
 
 
+    def _race(
+        self, run: RequestRun, first: Candidate, second: Candidate, after: float, *,
+        stream: bool | None = None,
+    ) -> tuple[_SyncStreamSession, Generator[StreamChunk, None, None], StreamChunk] | None:
+        """Hedge (see `HedgePolicy`): each leg waits for its first token on a thread of its own;
+        the first to produce output wins and the caller goes on reading it here, the other is
+        cancelled by closing its connection (and books what it cost)."""
+        clock = self._core.clock
+        reports: queue.Queue[_SyncLeg] = queue.Queue()
+        legs: list[_SyncLeg] = []
+
+        def start(cand: Candidate) -> None:
+            res = self._reserve(run, cand)
+            if isinstance(res, Requeue):
+                return
+            provider, call = run.call_for(cand, stream=stream)
+            session = _SyncStreamSession(self, run, cand, provider, call, res, clock.now(), 0)
+            leg = _SyncLeg(cand, res, session, session.chunks())
+            leg.thread = threading.Thread(target=leg.pull_first, args=(reports,), daemon=True,
+                                          name=f"starcoder-router-hedge-{cand.deployment.name}")
+            legs.append(leg)
+            leg.thread.start()
+
+        start(first)
+        early: _SyncLeg | None = None
+        if legs:
+            try:
+                early = reports.get(timeout=after)
+            except queue.Empty:
+                early = None
+        if early is None or early.error is not None:
+            start(second)
+        else:
+            run.queue.appendleft(second)  # not needed now; still a fallback
+        winner: _SyncLeg | None = None
+        unheard = len(legs)
+        while unheard and winner is None:
+            leg = early if early is not None else reports.get()
+            early = None
+            unheard -= 1
+            if leg.error is None:
+                winner = leg
+            elif isinstance(leg.error, ProviderError):
+                self._release(leg.res)
+                run.failed(leg.cand, leg.error, 0, leg.session.started)
+            else:
+                raise leg.error
+        for leg in legs:
+            if leg is not winner and leg.error is None:
+                leg.cancel()
+        for leg in legs:
+            if leg is not winner and leg.thread is not None:
+                leg.thread.join(timeout=5)
+        if winner is None or winner.first is None:
+            return None
+        return winner.session, winner.chunks, winner.first
+
+
+class _SyncLeg:
+    """One hedged attempt: its thread pulls the first chunk, then waits to hear whether it won.
+    A loser is cancelled by closing its connection; it then books its own spend."""
+
+    def __init__(self, cand: Candidate, res: Reservation | None, session: _SyncStreamSession,
+                 chunks: Generator[StreamChunk, None, None]):
+        self.cand = cand
+        self.res = res
+        self.session = session
+        self.chunks = chunks
+        self.first: StreamChunk | None = None
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+        self._lost = threading.Event()
+        self._decided = threading.Event()
+
+    def pull_first(self, reports: queue.Queue[_SyncLeg]) -> None:
+        try:
+            self.first = next(self.chunks)
+        except BaseException as exc:
+            self.error = exc
+        if self._lost.is_set():
+            self._book_loss()
+            return
+        reports.put(self)
+        self._decided.wait()
+        if self._lost.is_set():
+            self._book_loss()
+
+    def cancel(self) -> None:
+        self._lost.set()
+        self.session.cancel()
+        self._decided.set()
+
+    def _book_loss(self) -> None:
+        if self.error is None:
+            self.chunks.close()  # books the cancelled attempt from inside the session
+        else:
+            self.session.book_cancelled()
+
+
 class _SyncStreamSession:
     """One streaming attempt: opens the stream, decodes it, and on any end (finish, error after
     output, caller closing early) settles exactly what was spent."""
@@ -314,8 +446,25 @@ class _SyncStreamSession:
         self.retry_no = retry_no
         self.delivered = 0
         self.completion: Completion | None = None
+        self._handle: StreamHandle | None = None
+        self._cancelled_flag = False
+        self._parts: list[str] = []
+        self._booked = False
 
-    def chunks(self) -> Iterator[StreamChunk]:
+    def cancel(self) -> None:
+        """Cancel from another thread: close the connection under the reader."""
+        self._cancelled_flag = True
+        if self._handle is not None:
+            self._handle.close()
+
+    def book_cancelled(self) -> None:
+        """Book a leg that lost a hedge before its first token (its stream then failed because
+        we closed it)."""
+        if not self._booked:
+            self._booked = True
+            self._cancelled("".join(self._parts))
+
+    def chunks(self) -> Generator[StreamChunk, None, None]:
         router, run, call, provider = self.router, self.run, self.call, self.provider
         clock = router._core.clock
         transport = router._transport_for(call.deployment.provider)
@@ -325,13 +474,14 @@ class _SyncStreamSession:
                                     connect_timeout=call.endpoint.connect_timeout)
         except ProviderTransportError as exc:
             raise with_context(exc, call) from exc
-        parts: list[str] = []
+        self._handle = handle
+        if self._cancelled_flag:
+            handle.close()
+        parts = self._parts
         ttft: float | None = None
         settled = False
         try:
             if handle.status >= 400:
-                from ._providers._wire import WireResponse
-
                 raise provider.error(call, WireResponse(handle.status, handle.headers,
                                                         handle.read()))
             decoder = provider.stream_decoder(call)
@@ -366,8 +516,8 @@ class _SyncStreamSession:
             settled = True
             raise self._interrupted(err, "".join(parts)) from err
         except GeneratorExit:
-            if not settled:
-                settled = True
+            if not settled and not self._booked:
+                settled = self._booked = True
                 self._cancelled("".join(parts))
             raise
         finally:

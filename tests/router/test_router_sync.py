@@ -6,6 +6,7 @@ Mirrored by test_router_async.py; keep the two in step.
 from __future__ import annotations
 
 import logging
+import time
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from starcoder_router import (
     CostPolicy,
     FakeClock,
     HealthPolicy,
+    HedgePolicy,
     Hooks,
     MemoryStore,
     ProviderServerError,
@@ -348,3 +350,51 @@ def test_connection_errors_are_retried(wire: Wire, clock: FakeClock, store: Memo
     assert kinds == ["ProviderConnectionError", "ProviderTimeoutError"]
     assert c.attempts[0].error is not None
     assert c.attempts[0].error.deployment == NAMES["fw3"]
+
+
+def slow(delay: float, response: httpx.Response):  # type: ignore[no-untyped-def]
+    def answer(body: dict[str, object]) -> httpx.Response:
+        time.sleep(delay)
+        return response
+    return answer
+
+
+def test_hedging_keeps_the_faster_and_cancels_the_slower(
+        wire: Wire, clock: FakeClock, store: MemoryStore, no_jitter: RetryPolicy,
+        exact_counter: TokenizerCounter) -> None:
+    wire.script("fw3", slow(0.5, sse("slow", usage=(1, 1))))
+    wire.script("fw7", sse("fast", usage=(1, 1)))
+    router = make(clock, store, no_jitter, exact_counter, hedge=HedgePolicy(after_s=0.05))
+    c = router.complete(prompt="x", hedge=True)
+    assert (c.text, c.deployment.name) == ("fast", NAMES["fw7"])
+    outcomes = {a.deployment: a.outcome for a in c.attempts}
+    assert outcomes == {NAMES["fw3"]: "cancelled", NAMES["fw7"]: "ok"}
+    # Both legs were sent (streaming, to see their first token), and both are costed.
+    assert wire.received["fw3"][0]["stream"] is True
+    entries = {e.deployment: e for e in store.ledger()}
+    assert entries[NAMES["fw3"]].outcome == "cancelled"
+    assert entries[NAMES["fw3"]].cost_nano == 100  # its 1-token prompt at $0.10/M
+    assert entries[NAMES["fw7"]].cost_nano == 2 * 200
+
+
+def test_hedging_waits_for_the_threshold(wire: Wire, clock: FakeClock, store: MemoryStore,
+                                         no_jitter: RetryPolicy,
+                                         exact_counter: TokenizerCounter) -> None:
+    wire.script("fw3", sse("quick"))
+    router = make(clock, store, no_jitter, exact_counter, hedge=HedgePolicy(after_s=2))
+    with router.stream(prompt="x", hedge=True) as s:
+        assert [ch.text for ch in s] == ["quick", ""]
+    assert wire.calls("fw7") == 0
+    assert s.completion is not None and s.completion.deployment.name == NAMES["fw3"]
+
+
+def test_hedging_is_off_without_a_policy_or_a_latency_objective(
+        wire: Wire, clock: FakeClock, store: MemoryStore, no_jitter: RetryPolicy,
+        exact_counter: TokenizerCounter) -> None:
+    wire.script("fw3", ok())
+    router = make(clock, store, no_jitter, exact_counter, hedge=HedgePolicy(after_s=0.01))
+    router.complete(prompt="x")  # objective cheapest, no hedge=True: plain request
+    assert "stream" not in wire.received["fw3"][0]
+    router = make(clock, store, no_jitter, exact_counter)
+    router.complete(prompt="x", hedge=True)  # no HedgePolicy: no hedging
+    assert "stream" not in wire.received["fw3"][1]
