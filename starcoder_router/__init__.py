@@ -5,7 +5,7 @@ Users import everything from here; the modules behind it are private.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from ._async_router import AsyncRouter
 from ._budget_types import (
@@ -54,7 +54,7 @@ from ._store_memory import MemoryStore
 from ._stream import AsyncStream, Stream
 from ._tokens import EstimatingCounter, TokenCounter, TokenizerCounter, load_token_counter
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from ._discovery import discover_local
     from ._store_redis import RedisStore
     from ._store_sqlite import SQLiteStore
@@ -138,12 +138,12 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'starcoder_router' has no attribute {name!r}")
-    import importlib
+    import importlib as _importlib
 
-    value = getattr(importlib.import_module(module, __name__), name)
+    value = getattr(_importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value

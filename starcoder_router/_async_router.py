@@ -226,7 +226,7 @@ class AsyncRouter:
             if run.budget_exhausted(cand, err):
                 return REQUEUE
             raise
-        note_statuses(self._soft, res.statuses)
+        note_statuses(self._soft, res)
         return res
 
     async def _settle(self, run: RequestRun, res: Reservation | None, cand: Candidate, cost: int,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypedDict
 
-from ._budget_types import BudgetKey, BudgetStatus, SpendStore
+from ._budget_types import BudgetKey, Reservation, SpendStore
 from ._budgets import applicable_keys
 from ._completion import Completion, Usage
 from ._config import StoreSettings
@@ -79,9 +79,13 @@ def soft_limited(core: RouterCore, keys: tuple[BudgetKey, ...], seen: dict[str, 
     return any(seen.get(k.key, 0.0) >= limit for k in keys)
 
 
-def note_statuses(seen: dict[str, float], statuses: Sequence[BudgetStatus]) -> None:
-    for s in statuses:
-        seen[s.key] = s.used_fraction
+def note_statuses(seen: dict[str, float], reservation: Reservation) -> None:
+    """Remember how used each budget is, for the soft limit. Our own hold is left out: it is a
+    worst case, and counting it would flip the objective back and forth as requests of
+    different sizes come and go."""
+    for s in reservation.statuses:
+        used = s.spent_nano + s.reserved_nano - reservation.amount_nano
+        seen[s.key] = used / s.limit_nano if s.limit_nano else 1.0
 
 
 def make_store(settings: StoreSettings | None) -> SpendStore:

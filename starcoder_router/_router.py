@@ -214,7 +214,7 @@ class Router:
             if run.budget_exhausted(cand, err):
                 return REQUEUE
             raise
-        note_statuses(self._soft, res.statuses)
+        note_statuses(self._soft, res)
         return res
 
     def _settle(self, run: RequestRun, res: Reservation | None, cand: Candidate, cost: int,
