@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from ._errors import ConfigError
-from ._models import FrozenModel
+from ._models import FrozenModel, validation_error_of
 
 __all__ = [
     "Capability",
@@ -208,16 +208,23 @@ class Catalog(FrozenModel):
             base = current.get(name) if name else None
             merged_raw = {**base.model_dump(), **raw} if base else raw
             dep = _validate(Deployment, merged_raw, source=source, prefix=f"deployments[{i}]")
+            if dep.variant not in all_variants:
+                known = ", ".join(sorted(all_variants))
+                raise ConfigError(f"unknown variant {dep.variant!r}; known variants: {known}",
+                                  source=source, field=f"deployments[{i}].variant")
             if dep.name not in current:
                 order.append(dep.name)
             current[dep.name] = dep
         try:
-            return Catalog(
-                variants=all_variants,
-                deployments=tuple(current[n] for n in order),
-                as_of=self.as_of,
-            )
-        except ValidationError as exc:
+            return Catalog.model_validate({
+                "variants": all_variants,
+                "deployments": tuple(current[n] for n in order),
+                "as_of": self.as_of,
+            })
+        except (ValidationError, ConfigError) as raised:
+            exc = validation_error_of(raised)
+            if exc is None:
+                raise
             raise _config_error(exc, source=source) from None
 
 
@@ -237,7 +244,10 @@ _M = TypeVar("_M", bound=BaseModel)
 def _validate(model: type[_M], data: Any, *, source: str, prefix: str = "") -> _M:
     try:
         return model.model_validate(data)
-    except ValidationError as exc:
+    except (ValidationError, ConfigError) as raised:
+        exc = validation_error_of(raised)
+        if exc is None:
+            raise
         raise _config_error(exc, source=source, prefix=prefix) from None
 
 
@@ -246,7 +256,7 @@ def _config_error(exc: ValidationError, *, source: str, prefix: str = "") -> Con
     first = exc.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
     field = ".".join(p for p in (prefix, loc) if p) or None
-    problems = [first["msg"]]
+    problems = [first["msg"].removeprefix("Value error, ")]
     if len(exc.errors()) > 1:
         problems.append(f"(and {len(exc.errors()) - 1} more problem(s))")
     return ConfigError(" ".join(problems), source=source, field=field)

@@ -37,9 +37,9 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError
 
 from ._catalog import Catalog, _read_toml
-from ._errors import ConfigError
+from ._errors import ConfigError, StarcoderRouterError
 from ._health import HealthPolicy
-from ._models import FrozenModel
+from ._models import FrozenModel, validation_error_of
 from ._policy import CostPolicy
 from ._retry import RetryPolicy
 
@@ -122,12 +122,15 @@ def _model(cls: type[Any], raw: Any, source: str, where: str) -> Any:
         raise ConfigError("must be a table", source=source, field=where)
     try:
         return cls.model_validate(raw)
-    except ValidationError as exc:
+    except (ValidationError, StarcoderRouterError) as raised:
+        exc = validation_error_of(raised)
+        if exc is None:
+            raise
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
         more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
         raise ConfigError(err["msg"].removeprefix("Value error, ") + more, source=source,
-                          field=f"{where}.{loc}" if loc else where) from exc
+                          field=f"{where}.{loc}" if loc else where) from raised
 
 
 def _table(data: Mapping[str, Any], key: str, source: str) -> Mapping[str, Any]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextvars
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ._errors import ConfigError, StarcoderRouterError
 
-__all__ = ["FrozenModel", "describe_validation_error"]
+__all__ = ["FrozenModel", "describe_validation_error", "validation_error_of"]
 
 
 class FrozenModel(BaseModel):
@@ -22,10 +23,29 @@ class FrozenModel(BaseModel):
     _error: ClassVar[type[StarcoderRouterError]] = ConfigError
 
     def __init__(self, /, **data: Any) -> None:
+        if _VALIDATING.get():
+            # Nested inside another model's validation: let pydantic collect the error with
+            # its full location; the outermost model converts it.
+            super().__init__(**data)
+            return
+        token = _VALIDATING.set(True)
         try:
             super().__init__(**data)
         except ValidationError as exc:
             raise self._error(describe_validation_error(exc, type(self).__name__)) from exc
+        finally:
+            _VALIDATING.reset(token)
+
+
+_VALIDATING: contextvars.ContextVar[bool] = contextvars.ContextVar("_VALIDATING", default=False)
+
+
+def validation_error_of(exc: BaseException) -> ValidationError | None:
+    """The pydantic error behind one of ours (or `exc` itself), for callers that add context."""
+    if isinstance(exc, ValidationError):
+        return exc
+    cause = exc.__cause__
+    return cause if isinstance(cause, ValidationError) else None
 
 
 def describe_validation_error(exc: ValidationError, what: str) -> str:
