@@ -56,6 +56,7 @@ from ._tokens import EstimatingCounter, TokenCounter, TokenizerCounter, load_tok
 
 if _typing.TYPE_CHECKING:
     from ._discovery import discover_local
+    from ._spend_report import spend_report
     from ._store_redis import RedisStore
     from ._store_sqlite import SQLiteStore
 
@@ -127,6 +128,7 @@ __all__ = [
     "Variant",
     "discover_local",
     "load_token_counter",
+    "spend_report",
 ]
 
 # Loaded on first use: they pull in sqlite3, redis or httpx, which `import starcoder_router`
@@ -135,6 +137,7 @@ _LAZY = {
     "SQLiteStore": "._store_sqlite",
     "RedisStore": "._store_redis",
     "discover_local": "._discovery",
+    "spend_report": "._spend_report",
 }
 
 

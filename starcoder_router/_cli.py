@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
+def _table(rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
              for r in rows]
@@ -100,22 +100,22 @@ def _catalog(args: argparse.Namespace) -> Catalog:
 def _cmd_catalog(args: argparse.Namespace) -> int:
     catalog = _catalog(args)
     if args.variants:
-        rows = [("variant", "kind", "params", "window", "scores")]
+        rows: list[tuple[str, ...]] = [("variant", "kind", "params", "window", "scores")]
         for v in catalog.variants.values():
             scores = ", ".join(f"{k} {s.value:g}" for k, s in v.scores.items())
             rows.append((v.id, v.kind, f"{v.parameters / 1e9:.2f}B", str(v.context_window),
                          scores))
         print(_table(rows))
         return 0
-    rows = [("deployment", "model", "window", "in $/1M", "out $/1M", "pricing", "capabilities",
-             "as of")]
+    table: list[tuple[str, ...]] = [("deployment", "model", "window", "in $/1M", "out $/1M",
+                                     "pricing", "capabilities", "as of")]
     for d in catalog.deployments:
-        rows.append((
+        table.append((
             d.name, d.model, str(d.context_window), f"{d.input_usd_per_mtok:.2f}",
             f"{d.output_usd_per_mtok:.2f}", d.pricing, ",".join(sorted(d.capabilities)),
             str(d.as_of or "-"),
         ))
-    print(_table(rows))
+    print(_table(table))
     return 0
 
 
@@ -191,7 +191,7 @@ def _cmd_discover(args: argparse.Namespace) -> int:
     if not found:
         print("no local StarCoder 2 servers found")
         return 1
-    rows = [("deployment", "model", "window", "base url")]
+    rows: list[tuple[str, ...]] = [("deployment", "model", "window", "base url")]
     rows += [(d.name, d.model, str(d.context_window), d.base_url or "-") for d in found]
     print(_table(rows))
     return 0

@@ -24,6 +24,7 @@ import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from ._errors import ConfigError, MissingDependencyError
@@ -265,7 +266,7 @@ def _hf_cache_candidates() -> list[str]:
     return found
 
 
-def _import_tokenizers():  # type: ignore[no-untyped-def]
+def _import_tokenizers() -> ModuleType:
     try:
         import tokenizers
     except ImportError as exc:
