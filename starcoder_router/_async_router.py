@@ -268,6 +268,7 @@ class AsyncRouter:
                 continue
             res = await self._reserve(run, cand)
             if res is REQUEUE:
+                self._core.health.release_probe(cand.deployment.name)
                 return None
             assert not isinstance(res, Requeue)
             provider, call = run.call_for(cand)
@@ -319,6 +320,7 @@ class AsyncRouter:
                     continue
                 res = await self._reserve(run, cand)
                 if res is REQUEUE:
+                    self._core.health.release_probe(cand.deployment.name)
                     break
                 assert not isinstance(res, Requeue)
                 provider, call = run.call_for(cand)

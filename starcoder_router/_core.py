@@ -347,7 +347,7 @@ class RequestRun:
             # another provider may still succeed. With none left, the driver raises at once.
             self.excluded_providers.add(cand.deployment.provider)
             return Step(None)
-        if len(self.attempts) >= core.retry.max_attempts:
+        if len(self.attempts) >= core.retry.max_attempts or now >= self.deadline:
             self.queue.clear()
             return Step(None)
         wait = retry_wait(core.retry, retry_no + 1, err)

@@ -256,6 +256,7 @@ class Router:
                 continue
             res = self._reserve(run, cand)
             if res is REQUEUE:
+                self._core.health.release_probe(cand.deployment.name)
                 return None
             assert not isinstance(res, Requeue)
             provider, call = run.call_for(cand)
@@ -306,6 +307,7 @@ class Router:
                     continue
                 res = self._reserve(run, cand)
                 if res is REQUEUE:
+                    self._core.health.release_probe(cand.deployment.name)
                     break
                 assert not isinstance(res, Requeue)
                 provider, call = run.call_for(cand)

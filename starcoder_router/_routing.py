@@ -254,6 +254,8 @@ def decide(
     expected_out = policy.expected_output_tokens or request.max_tokens
     expected_out = min(expected_out, request.max_tokens)
     bench = policy.ranking_benchmark
+    # The tightest money limit a candidate must respect, for tightening byte-bounded counts.
+    limit = min(x for x in (cap_nano, budget_nano, 1 << 62) if x is not None)
 
     candidates: list[Candidate] = []
     for dep in deployments:
@@ -271,8 +273,7 @@ def decide(
             continue
         hv = health.get(dep.name)
         latency = _expected_latency(dep, var, hv, expected_out)
-        fit, worst = _worst_case(fit, dep, request.max_tokens, latency, counts,
-                                 min(x for x in (cap_nano, budget_nano, 1 << 62) if x is not None))
+        fit, worst = _worst_case(fit, dep, request.max_tokens, latency, counts, limit)
         reasons = []
         if cap_nano is not None and worst > cap_nano:
             reasons.append(
