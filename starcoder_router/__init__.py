@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import typing as _typing
 
-from ._async_router import AsyncRouter
 from ._budget_types import (
     AsyncSpendStore,
     BudgetKey,
@@ -55,6 +54,7 @@ from ._stream import AsyncStream, Stream
 from ._tokens import EstimatingCounter, TokenCounter, TokenizerCounter, load_token_counter
 
 if _typing.TYPE_CHECKING:
+    from ._async_router import AsyncRouter
     from ._discovery import discover_local
     from ._spend_report import spend_report
     from ._store_redis import RedisStore
@@ -131,9 +131,10 @@ __all__ = [
     "spend_report",
 ]
 
-# Loaded on first use: they pull in sqlite3, redis or httpx, which `import starcoder_router`
-# should not pay for.
+# Loaded on first use: they pull in asyncio, sqlite3, redis or httpx, which
+# `import starcoder_router` should not pay for when they are not used.
 _LAZY = {
+    "AsyncRouter": "._async_router",
     "SQLiteStore": "._store_sqlite",
     "RedisStore": "._store_redis",
     "discover_local": "._discovery",

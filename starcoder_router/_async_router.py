@@ -59,6 +59,9 @@ from ._tokens import TokenCounter, load_token_counter
 if TYPE_CHECKING:
     from ._transports._base import AsyncTransport
 
+# Lines read after a stream's end marker before giving up on reusing its connection.
+_MAX_DRAIN_LINES = 8
+
 __all__ = ["AsyncRouter"]
 
 
@@ -457,7 +460,15 @@ class _AsyncStreamSession:
                                                         await handle.aread()))
             decoder = provider.stream_decoder(call)
             index = 0
+            drained = 0
             async for line in handle.alines():
+                if decoder.finished:
+                    # Read the little that follows the end marker, so the connection goes back
+                    # to the pool instead of being dropped; give up on a server that keeps on.
+                    drained += 1
+                    if drained > _MAX_DRAIN_LINES:
+                        break
+                    continue
                 delta = decoder.feed(line)
                 if delta:
                     if ttft is None:
@@ -466,9 +477,7 @@ class _AsyncStreamSession:
                     self.delivered += 1
                     yield StreamChunk(delta, index)
                     index += 1
-                if decoder.finished:
-                    break
-                if clock.now() > run.deadline:
+                if clock.now() > run.deadline and not decoder.finished:
                     raise with_context(
                         ProviderTransportError("the request deadline passed mid-stream"), call)
             result = decoder.result()

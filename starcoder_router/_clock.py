@@ -3,7 +3,6 @@ run retries, backoff, cooldowns and deadlines on a fake one without real sleepin
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
 
@@ -38,6 +37,8 @@ class SystemClock(Clock):
             time.sleep(seconds)
 
     async def asleep(self, seconds: float) -> None:
+        import asyncio  # only async users pay for importing asyncio
+
         if seconds > 0:
             await asyncio.sleep(seconds)
 
@@ -74,6 +75,8 @@ class FakeClock(Clock):
         self._t += max(0.0, seconds)
 
     async def asleep(self, seconds: float) -> None:
+        import asyncio
+
         self.sleeps.append(seconds)
         self._t += max(0.0, seconds)
         await asyncio.sleep(0)
