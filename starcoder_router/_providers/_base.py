@@ -12,11 +12,12 @@ import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from .._catalog import Deployment
-from .._completion import FinishReason
-from .._errors import BadRequestError, InvalidResponseError, ProviderError
-from .._request import ResponseFormat
-from .._secrets import Secret
+from starcoder_router._catalog import Deployment
+from starcoder_router._completion import FinishReason
+from starcoder_router._errors import BadRequestError, InvalidResponseError, ProviderError
+from starcoder_router._request import ResponseFormat
+from starcoder_router._secrets import Secret
+
 from ._errormap import error_from_response, extract_message
 from ._wire import (
     Call,
@@ -41,8 +42,8 @@ class StreamDecoder:
     end-of-stream marker; `result()` raises `InvalidResponseError` if the stream was cut short.
     """
 
-    __slots__ = ("call", "finish_raw", "finished", "model", "parts", "prompt_tokens",
-                 "completion_tokens", "provider", "request_id", "warnings")
+    __slots__ = ("call", "completion_tokens", "finish_raw", "finished", "model", "parts",
+                 "prompt_tokens", "provider", "request_id", "warnings")
 
     def __init__(self, provider: Provider, call: Call):
         self.provider = provider
@@ -65,7 +66,8 @@ class StreamDecoder:
     def stream_error(self, obj: Mapping[str, Any]) -> ProviderError:
         """An error event inside a 200 stream."""
         body = dumps(obj)
-        status = obj.get("error", {}).get("code") if isinstance(obj.get("error"), dict) else None
+        err = obj.get("error")
+        status = err.get("code") if isinstance(err, dict) else obj.get("code")
         code = status if isinstance(status, int) and status >= 400 else 500
         return self.provider.error(self.call, WireResponse(code, {}, body))
 
@@ -76,7 +78,7 @@ class StreamDecoder:
                 provider=self.call.deployment.provider, model=self.call.deployment.model,
                 deployment=self.call.deployment.name, request_id=self.request_id,
             )
-        return ProviderResult(
+        result = ProviderResult(
             text="".join(self.parts),
             finish_reason=normalize_finish(self.finish_raw),
             prompt_tokens=self.prompt_tokens,
@@ -86,6 +88,9 @@ class StreamDecoder:
             raw_finish_reason=self.finish_raw,
             warnings=self.warnings,
         )
+        # The same quirk checks as a plain answer (a silent model swap shows in streams too).
+        self.provider.check(self.call, result)
+        return result
 
 
 class SSEDecoder(StreamDecoder):
@@ -129,7 +134,8 @@ class OpenAIStreamDecoder(SSEDecoder):
     def on_event(self, obj: Any) -> str | None:
         if not isinstance(obj, dict):
             return None
-        if "error" in obj:
+        # Newer servers nest the error; older vLLM sends it flat: {"object": "error", ...}.
+        if "error" in obj or obj.get("object") == "error":
             raise self.stream_error(obj)
         if self.request_id is None:
             self.request_id = obj.get("id")
@@ -315,10 +321,18 @@ class Provider:
         """Deployments found from the answers to `probe` (None where a probe failed)."""
         return []
 
+    def tokenize_request(self, endpoint: Endpoint, text: str) -> WireRequest | None:
+        """A request that counts `text`'s tokens on the server (`token_count` reads the
+        answer); None when the provider has no way to."""
+        return None
+
+    def token_count(self, response: WireResponse) -> int:
+        """The number of tokens in the answer to `tokenize_request`."""
+        raise NotImplementedError(f"{self.name} cannot count tokens")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
 def _preview(body: bytes) -> str:
     return extract_message(body)[0][:200]
-

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .._errors import (
+from starcoder_router._errors import (
     AuthenticationError,
     BadRequestError,
     ContextLengthError,
@@ -23,10 +23,17 @@ from .._errors import (
     ProviderTimeoutError,
     RateLimitError,
 )
-from .._secrets import redact
+from starcoder_router._secrets import Secret, redact
+
 from ._wire import Call, parse_retry_after
 
-__all__ = ["error_from_response", "extract_message", "is_context_overflow", "request_id_of"]
+__all__ = [
+    "error_for",
+    "error_from_response",
+    "extract_message",
+    "is_context_overflow",
+    "request_id_of",
+]
 
 # How providers say "prompt + max_tokens is more than I can hold" (vLLM, OpenAI-style servers,
 # Fireworks, llama.cpp, TGI, Ollama, llama-cpp-python).
@@ -41,13 +48,19 @@ _WINDOW = (
     re.compile(r"model maximum context length:? (\d+)", re.I),
     re.compile(r"available context size \((\d+) tokens?\)", re.I),
     re.compile(r"must be <= (\d+)", re.I),
-    re.compile(r"context length of (\d+)", re.I),
+    # LM Studio: "the model is loaded with (a) context length of only 4096 tokens".
+    re.compile(r"context length of (?:only )?(\d+)", re.I),
 )
 _PROMPT = (
+    # "(16000 in the messages, 1000 in the completion)" (vLLM, OpenAI) comes before the
+    # "you requested N tokens" total, which counts the completion too.
+    re.compile(r"\((\d+) (?:tokens )?in (?:the|your) (?:messages|prompt)", re.I),
+    re.compile(r"Given: (\d+) .inputs. tokens", re.I),
     re.compile(r"prompt is too long:? (\d+)", re.I),
     re.compile(r"request \((\d+) tokens?\)", re.I),
     re.compile(r"has (\d+) input tokens", re.I),
     re.compile(r"you requested (\d+) tokens", re.I),
+    re.compile(r"keep the first (\d+) tokens", re.I),
 )
 
 
@@ -85,7 +98,8 @@ def is_context_overflow(message: str, fields: Mapping[str, Any]) -> bool:
     return bool(_OVERFLOW.search(message) or _OVERFLOW.search(kind))
 
 
-def request_id_of(headers: Mapping[str, str], fields: Mapping[str, Any] | None = None) -> str | None:
+def request_id_of(headers: Mapping[str, str],
+                  fields: Mapping[str, Any] | None = None) -> str | None:
     for name in ("x-request-id", "request-id", "x-fireworks-request-id", "cf-ray"):
         if name in headers:
             return headers[name]
@@ -107,19 +121,28 @@ def _first_int(patterns: tuple[re.Pattern[str], ...], text: str) -> int | None:
 def error_from_response(call: Call, status: int, headers: Mapping[str, str],
                         body: bytes) -> ProviderError:
     """The right error class for an error status, with the provider's message (redacted)."""
-    message, fields = extract_message(body)
-    message = redact(message, call.endpoint.api_key)
     dep = call.deployment
+    return error_for(status, headers, body, provider=dep.provider, model=dep.model,
+                     deployment=dep.name, api_key=call.endpoint.api_key)
+
+
+def error_for(status: int, headers: Mapping[str, str], body: bytes, *, provider: str,
+              model: str = "", deployment: str = "", api_key: Secret | None = None,
+              ) -> ProviderError:
+    """`error_from_response` without a `Call`: for side requests such as `/tokenize` or
+    discovery probes, which are not made for one deployment."""
+    message, fields = extract_message(body)
+    message = redact(message, api_key)
     ctx: dict[str, Any] = {
-        "provider": dep.provider,
-        "model": dep.model,
-        "deployment": dep.name,
+        "provider": provider,
+        "model": model,
+        "deployment": deployment,
         "status_code": status,
         "request_id": request_id_of(headers, fields),
         "provider_message": message,
     }
-    head = f"{dep.provider} answered {status}: {message}" if message else \
-        f"{dep.provider} answered {status}"
+    head = f"{provider} answered {status}: {message}" if message else \
+        f"{provider} answered {status}"
     if status in (400, 413, 422) or (status == 500 and "exceed_context" in str(fields.get("type"))):
         if is_context_overflow(message, fields):
             window = fields.get("n_ctx") if isinstance(fields.get("n_ctx"), int) else None

@@ -15,12 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .._catalog import Deployment
-from .._completion import FinishReason
-from .._errors import InvalidResponseError
-from .._render import Rendered
-from .._request import CompletionRequest
-from .._secrets import Secret
+from starcoder_router._catalog import Deployment
+from starcoder_router._completion import FinishReason
+from starcoder_router._errors import InvalidResponseError
+from starcoder_router._render import Rendered
+from starcoder_router._request import CompletionRequest
+from starcoder_router._secrets import Secret
 
 __all__ = [
     "Call",
@@ -144,7 +144,8 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def parse_retry_after(headers: Mapping[str, str], *, now: dt.datetime | None = None) -> float | None:
+def parse_retry_after(headers: Mapping[str, str], *,
+                      now: dt.datetime | None = None) -> float | None:
     """Seconds to wait, from `Retry-After` (seconds or an HTTP date), `retry-after-ms`, or the
     `x-ratelimit-reset-*` headers some providers send ("1s", "6m0s", "20ms")."""
     ms = headers.get("retry-after-ms")
