@@ -2,14 +2,17 @@
 
 Quirks handled here:
 * The base URL must end in `/v1/openai`; plain `/v1` answers 404 to everything.
-* The key goes by three names in the wild: DEEPINFRA_API_KEY, DEEPINFRA_TOKEN,
-  DEEPINFRA_API_TOKEN. We accept all three.
+* The key goes by three names in the wild: DEEPINFRA_API_KEY (AI SDK), DEEPINFRA_TOKEN
+  (DeepInfra's own docs), DEEPINFRA_API_TOKEN (LangChain). We accept all three.
 * Deprecated models keep answering but are silently redirected to a replacement: we compare the
-  reply's `model` with what we asked for, add a warning to the completion, and log it once.
-* At most 4 stop sequences; we keep the caller's first, then ours by importance.
-* Only `json_object` is documented for structured output: a schema is enforced by validating the
-  reply on our side.
-* Validation errors are 422 with a `detail` list.
+  answer's `model` with what we asked for, add a warning to the completion, and log it once per
+  (asked, served) pair and router.
+* At most 4 stop sequences; the caller's come first, then ours by importance.
+* Only `json_object` is documented for structured output, so a schema is enforced by validating
+  the answer on our side; GBNF grammars are refused before anything is sent.
+* Usage comes on the chunk that carries `finish_reason` (the base decoder reads it anywhere).
+* Validation errors are 422 `{"detail": [...]}`; over 200 concurrent requests per model is 429
+  "Rate limited", which also happens briefly while a model scales up (retryable).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import logging
 import threading
 from typing import Any, ClassVar
 
-from .._request import ResponseFormat
+from starcoder_router._request import ResponseFormat
+
 from ._base import Provider
 from ._wire import Call, ProviderResult
 
@@ -41,6 +45,8 @@ class DeepInfra(Provider):
         self._lock = threading.Lock()
 
     def response_format_fields(self, call: Call, fmt: ResponseFormat) -> dict[str, Any]:
+        if fmt.type == "grammar":
+            return super().response_format_fields(call, fmt)  # refuses grammars
         return {"response_format": {"type": "json_object"}}
 
     def check(self, call: Call, result: ProviderResult) -> None:
