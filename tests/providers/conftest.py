@@ -1,0 +1,27 @@
+"""Fixtures for the provider tests (helpers live in provider_wire.py).
+
+`drive` runs each test twice: through the sync `Router` and through
+`AsyncRouter(transport="httpx")`; `mock` is respx, which intercepts both httpx clients, so every
+test sees the exact request on the wire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import respx
+from provider_wire import Driver
+
+
+@pytest.fixture(params=["sync", "async"])
+async def drive(request: pytest.FixtureRequest) -> AsyncIterator[Driver]:
+    driver = Driver(request.param)
+    yield driver
+    await driver.aclose()
+
+
+@pytest.fixture
+def mock() -> Iterator[respx.MockRouter]:
+    with respx.mock(assert_all_called=False) as router:
+        yield router

@@ -1,0 +1,158 @@
+"""Helpers for the provider tests (fixtures live in conftest.py): reply fixtures, one
+deployment per provider, and `Driver`, which runs a test through the sync `Router` or through
+`AsyncRouter(transport="httpx")` with the same code, so the two paths mirror each other exactly.
+
+Routers are isolated to one deployment, one attempt (`RetryPolicy(max_retries=0)`), a fake clock,
+no tokenizer (the conservative estimate) and an explicit `env`, never the real environment.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import respx
+
+from starcoder_router import (
+    AsyncRouter,
+    Catalog,
+    Completion,
+    CostPolicy,
+    Deployment,
+    FakeClock,
+    RetryPolicy,
+    Router,
+    StreamChunk,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+ALL_CAPS = frozenset({"completion", "fim", "streaming", "structured_output"})
+
+# One deployment per provider, as the tests address it.
+DEPLOYMENTS: dict[str, Deployment] = {
+    "fireworks": Deployment(provider="fireworks", variant="starcoder2-7b",
+                            model="accounts/fireworks/models/starcoder2-7b",
+                            context_window=16384, input_usd_per_mtok=0.2,
+                            output_usd_per_mtok=0.2, capabilities=ALL_CAPS),
+    "deepinfra": Deployment(provider="deepinfra", variant="starcoder2-15b",
+                            model="bigcode/starcoder2-15b", context_window=16384,
+                            input_usd_per_mtok=0.4, output_usd_per_mtok=0.4,
+                            capabilities=ALL_CAPS),
+    "vllm": Deployment(provider="vllm", variant="starcoder2-3b", model="bigcode/starcoder2-3b",
+                       context_window=16384, capabilities=ALL_CAPS),
+    "tgi": Deployment(provider="tgi", variant="starcoder2-15b", model="bigcode/starcoder2-15b",
+                      context_window=16384, capabilities=ALL_CAPS),
+    "lmstudio": Deployment(provider="lmstudio", variant="starcoder2-7b", model="starcoder2-7b",
+                           context_window=16384, capabilities=ALL_CAPS),
+}
+
+COMPLETIONS_URL = {
+    "fireworks": "https://api.fireworks.ai/inference/v1/completions",
+    "deepinfra": "https://api.deepinfra.com/v1/openai/completions",
+    "vllm": "http://localhost:8000/v1/completions",
+    "tgi": "http://localhost:8080/v1/completions",
+    "lmstudio": "http://localhost:1234/v1/completions",
+}
+
+# Hosted providers need a key to be routable at all.
+KEY_ENV = {"fireworks": {"FIREWORKS_API_KEY": "fw-test-key"},
+           "deepinfra": {"DEEPINFRA_API_KEY": "di-test-key"}}
+
+FIM_PROMPT = "<fim_prefix>def add(a, b):\n    <fim_suffix>\n<fim_middle>"
+FIM_STOPS = ["<file_sep>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<|endoftext|>"]
+PROMPT_STOPS = ["<file_sep>", "<|endoftext|>"]
+SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+
+
+def fixture_bytes(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def fixture_json(name: str) -> Any:
+    return json.loads(fixture_bytes(name))
+
+
+def sse(name: str) -> httpx.Response:
+    return httpx.Response(200, content=fixture_bytes(name),
+                          headers={"content-type": "text/event-stream"})
+
+
+def body_of(route: respx.Route, index: int = -1) -> Any:
+    """The JSON body of a request a route received (the last one by default)."""
+    return json.loads(route.calls[index].request.content)
+
+
+def catalog_with(*deps: Deployment) -> Catalog:
+    """The default catalog with these deployments instead of their providers' packaged ones."""
+    default = Catalog.default()
+    providers = {d.provider for d in deps}
+    return default.without(*(d.name for d in default.deployments if d.provider in providers)) \
+        .with_deployments(*deps)
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening (connections to it are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+class Driver:
+    """Builds routers and runs them the same way in both modes; closes them at teardown."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self._routers: list[Router | AsyncRouter] = []
+
+    def router(self, provider: str, *, deployment: Deployment | None = None,
+               env: Mapping[str, str] | None = None,
+               providers: Mapping[str, Any] | None = None,
+               retry: RetryPolicy | None = None, clock: FakeClock | None = None,
+               ) -> Router | AsyncRouter:
+        dep = deployment or DEPLOYMENTS[provider]
+        kwargs: dict[str, Any] = {
+            "catalog": catalog_with(dep),
+            "policy": CostPolicy(allow_providers={dep.provider}),
+            "env": dict(KEY_ENV.get(provider, {}) if env is None else env),
+            "providers": providers,
+            "retry": retry or RetryPolicy(max_retries=0),
+            "tokenizer": False,
+            "clock": clock or FakeClock(),
+        }
+        router: Router | AsyncRouter = (
+            AsyncRouter(transport="httpx", **kwargs) if self.mode == "async" else Router(**kwargs)
+        )
+        self._routers.append(router)
+        return router
+
+    async def complete(self, router: Router | AsyncRouter, **fields: Any) -> Completion:
+        if isinstance(router, AsyncRouter):
+            return await router.complete(**fields)
+        return router.complete(**fields)
+
+    async def stream(self, router: Router | AsyncRouter,
+                     **fields: Any) -> tuple[list[StreamChunk], Completion]:
+        """All chunks of a stream and its final completion."""
+        if isinstance(router, AsyncRouter):
+            async with router.stream(**fields) as astream:
+                chunks = [c async for c in astream]
+            completion = astream.completion
+        else:
+            with router.stream(**fields) as stream:
+                chunks = list(stream)
+            completion = stream.completion
+        assert completion is not None
+        return chunks, completion
+
+    async def aclose(self) -> None:
+        for router in self._routers:
+            if isinstance(router, AsyncRouter):
+                await router.aclose()
+            else:
+                router.close()
