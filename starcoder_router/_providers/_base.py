@@ -9,6 +9,7 @@ applies no template of its own, so the tokens the model sees are the tokens we c
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -31,7 +32,7 @@ from ._wire import (
     normalize_finish,
 )
 
-__all__ = ["Provider", "SSEDecoder", "StreamDecoder"]
+__all__ = ["Provider", "SSEDecoder", "StreamDecoder", "starcoder2_variant"]
 
 
 class StreamDecoder:
@@ -316,10 +317,30 @@ class Provider:
         """Requests that find the StarCoder 2 models a local server serves (for discovery)."""
         return []
 
+    def probe_more(self, endpoint: Endpoint,
+                   responses: list[WireResponse | None]) -> list[WireRequest]:
+        """Follow-up probes that depend on the answers so far (e.g. one per model a listing
+        named); `responses` answers every probe sent until now, in order. [] when done."""
+        return []
+
     def discovered(self, endpoint: Endpoint,
                    responses: list[WireResponse | None]) -> list[Deployment]:
-        """Deployments found from the answers to `probe` (None where a probe failed)."""
+        """Deployments found from the answers to `probe` and `probe_more`, in the order the
+        requests were made (None where a probe failed)."""
         return []
+
+    def probe_request(self, endpoint: Endpoint, method: str, path: str,
+                      body: Mapping[str, Any] | None = None) -> WireRequest:
+        """A request outside any completion call (discovery, tokenizing), with the endpoint's
+        key and headers."""
+        headers = {"accept": "application/json"}
+        if body is not None:
+            headers["content-type"] = "application/json"
+        if endpoint.api_key:
+            headers["authorization"] = "Bearer " + endpoint.api_key.reveal()
+        headers.update(endpoint.headers)
+        return WireRequest(method, endpoint.base_url.rstrip("/") + path, headers,
+                           dumps(body) if body is not None else None)
 
     def tokenize_request(self, endpoint: Endpoint, text: str) -> WireRequest | None:
         """A request that counts `text`'s tokens on the server (`token_count` reads the
@@ -336,3 +357,27 @@ class Provider:
 
 def _preview(body: bytes) -> str:
     return extract_message(body)[0][:200]
+
+
+_SIZE = re.compile(r"(?<![0-9.])(3|7|15|16)(?:\.\d+)?b(?![a-z])", re.IGNORECASE)
+_VARIANT_PARAMS = ((10e9, "15b"), (5e9, "7b"), (0.0, "3b"))
+
+
+def starcoder2_variant(name: str, parameters: float | None = None) -> str | None:
+    """The catalog variant a served model name most likely is, for discovery.
+
+    The size comes from the name (`starcoder2:15b-instruct-q4_K_M`, `starcoder2-3b.Q8_0.gguf`,
+    `bigcode/starcoder2-7b`), else from the parameter count the server reports; "instruct" in
+    the name picks the instruct model, which exists only at 15B. None when neither says.
+    """
+    found = _SIZE.search(name)
+    size = None
+    if found:
+        size = "15b" if found.group(1) in ("15", "16") else found.group(1) + "b"
+    elif parameters:
+        size = next(label for floor, label in _VARIANT_PARAMS if parameters >= floor)
+    if size is None:
+        return None
+    if "instruct" in name.lower():
+        return "starcoder2-15b-instruct" if size == "15b" else None
+    return f"starcoder2-{size}"

@@ -21,6 +21,7 @@ from starcoder_router._errors import InvalidResponseError
 from starcoder_router._render import Rendered
 from starcoder_router._request import CompletionRequest
 from starcoder_router._secrets import Secret
+from starcoder_router._tokens import CountKind
 
 __all__ = [
     "Call",
@@ -83,13 +84,20 @@ class WireResponse:
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """Everything an adapter needs for one attempt."""
+    """Everything an adapter needs for one attempt.
+
+    `prompt_tokens` is the router's count of `rendered.prompt` and `prompt_count_kind` says what
+    kind of count it is: "exact" (the real tokenizer), "bound" (the UTF-8 byte length, an upper
+    bound) or "estimate"; None when unknown. Adapters that compare it with the server's own count
+    must only treat an "exact" count as the prompt's true size.
+    """
 
     deployment: Deployment
     request: CompletionRequest
     rendered: Rendered
     endpoint: Endpoint
     prompt_tokens: int | None = None
+    prompt_count_kind: CountKind | None = None
 
 
 @dataclass(slots=True)
