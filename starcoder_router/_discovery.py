@@ -1,0 +1,108 @@
+"""Finding the StarCoder 2 models that local servers serve, on request only.
+
+Example::
+
+    from starcoder_router import Catalog, Router, discover_local
+
+    found = discover_local()          # Ollama, vLLM, llama.cpp, LM Studio, TGI at their usual ports
+    router = Router(catalog=Catalog.default().with_deployments(*found))
+
+Each provider adapter says what to ask (`probe`, then `probe_more` for questions that depend on
+the answers) and reads the answers (`discovered`); this module only sends the requests, with a
+short timeout, and skips a server as soon as it cannot be reached. Nothing here runs at import
+or when a router starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from ._catalog import LOCAL_PROVIDERS, Deployment
+from ._errors import StarcoderRouterError
+from ._providers._base import Provider
+from ._providers._registry import provider_class
+from ._providers._wire import Endpoint, WireRequest, WireResponse
+
+__all__ = ["discover_local"]
+
+logger = logging.getLogger("starcoder_router")
+
+# Enough for Ollama's listing followed by one `/api/show` per model; a bound, not a plan.
+_MAX_ROUNDS = 4
+
+
+def discover_local(*, addresses: Mapping[str, str] | None = None, timeout: float = 0.5,
+                   env: Mapping[str, str] | None = None) -> list[Deployment]:
+    """Probe local inference servers and return a `Deployment` for each StarCoder 2 model found,
+    ready for `Catalog.with_deployments(*found)`.
+
+    `addresses` maps provider names to the base URLs to probe, e.g.
+    `{"ollama": "http://gpu-box:11434", "llamacpp": "http://localhost:9931"}`; only those are
+    probed. By default every local provider is probed at its adapter's usual address. `timeout`
+    (seconds) bounds each request; a refused connection is skipped at once. API keys come from
+    each provider's usual variables in `env` (default: `os.environ`), e.g. `LLAMA_API_KEY`.
+    A provider whose adapter is not installed is skipped with a log message.
+    """
+    env = os.environ if env is None else env
+    targets = _targets(addresses)
+    if not targets:
+        return []
+    limits = httpx.Timeout(timeout)
+    with httpx.Client(timeout=limits, trust_env=False) as client, \
+            ThreadPoolExecutor(max_workers=len(targets)) as pool:
+        batches = pool.map(lambda t: _discover(client, t, env, timeout), targets)
+        return [dep for batch in batches for dep in batch]
+
+
+def _targets(addresses: Mapping[str, str] | None) -> list[tuple[str, Provider, str]]:
+    """(name, adapter, base URL) for each provider to probe."""
+    wanted = dict(addresses) if addresses is not None else {p: "" for p in sorted(LOCAL_PROVIDERS)}
+    targets = []
+    for name, url in wanted.items():
+        try:
+            cls = provider_class(name)
+        except ImportError:
+            logger.info("discovery: no %s adapter is installed; skipped", name)
+            continue
+        targets.append((name, cls(), url or cls.default_base_url))
+    return targets
+
+
+def _discover(client: httpx.Client, target: tuple[str, Provider, str],
+              env: Mapping[str, str], timeout: float) -> list[Deployment]:
+    name, adapter, url = target
+    endpoint = Endpoint(name, url, type(adapter).key_from_env(env), timeout, timeout)
+    responses: list[WireResponse | None] = []
+    requests = adapter.probe(endpoint)
+    for _ in range(_MAX_ROUNDS):
+        if not requests:
+            break
+        for request in requests:
+            answer = _send(client, request)
+            if answer is None and all(r is None for r in responses):
+                logger.debug("discovery: nothing answers at %s (%s)", url, name)
+                return []
+            responses.append(answer)
+        requests = adapter.probe_more(endpoint, responses)
+    try:
+        found = adapter.discovered(endpoint, responses)
+    except (StarcoderRouterError, ValueError, KeyError, TypeError) as exc:
+        logger.warning("discovery: could not read what %s at %s answered: %s", name, url, exc)
+        return []
+    if found:
+        logger.info("discovery: %s at %s serves %s", name, url, ", ".join(d.model for d in found))
+    return found
+
+
+def _send(client: httpx.Client, request: WireRequest) -> WireResponse | None:
+    try:
+        resp = client.request(request.method, request.url, headers=request.headers,
+                              content=request.body)
+    except httpx.HTTPError:
+        return None
+    return WireResponse(resp.status_code, resp.headers, resp.content)
