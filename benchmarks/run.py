@@ -51,12 +51,12 @@ class Settings:
         self.budget_s = 0.3 if quick else 1.5
         self.sync_warmup = 50 if quick else 100
         # RSS "after 1,000 requests" comes from round 1, which runs at least that many.
-        self.sync_min_first = 300 if quick else 900
-        self.sync_min = 200 if quick else 300
+        self.sync_min_first = 100 if quick else 900
+        self.sync_min = 100 if quick else 200
         self.sync_n = 1000 if quick else 5000
         self.async_warmup = 128
         self.async_n = 64 * (20 if quick else 100)
-        self.async_min = 640
+        self.async_min = 320 if quick else 640
         self.chunks = 200
         self.streams = 30 if quick else 100
         self.min_streams = 5 if quick else 10
@@ -223,6 +223,7 @@ def run_rounds(runner: Runner, stacks: list[Stack]) -> list[dict]:
             if "stream" in st.modes and not (runner.s.quick and st.env == "litellm"):
                 res["stream"][st.name] = runner.stream(st)
         print(f"round {r + 1}/{runner.s.rounds}: {time.perf_counter() - t:.0f} s", flush=True)
+        res["loadavg"] = {"1min_at_end": os.getloadavg()[0]}
         rounds.append(res)
     return rounds
 
@@ -306,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     args = p.parse_args(argv)
     started = time.perf_counter()
+    load_before = os.getloadavg()
     settings = Settings(args.quick, args.rounds)
     pin = not args.no_pin and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2
     notes: list[str] = []
@@ -351,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         "import_attribution": attribution,
         "core": core,
         "notes": notes,
+        "loadavg": {"before": load_before, "after": os.getloadavg()},
         "git": report.git_describe(ROOT),
     }
     results["elapsed_s"] = time.perf_counter() - started
