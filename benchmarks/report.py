@@ -73,15 +73,27 @@ class Rounds:
         got = self.ok(stack)
         return got[0].get(key) if got else None
 
-    def paired(self, stack: str, floor: str, key: str,
-               fn: Callable[[float, float], float]) -> float | None:
+    def per_round(self, stack: str, floor: str, key: str,
+                  fn: Callable[[float, float], float]) -> list[float]:
         vals = []
         for r in self.rounds:
             a, b = r.get(stack), r.get(floor)
             if a and b and a.get("ok") and b.get("ok") and a.get(key) is not None \
                     and b.get(key) is not None:
                 vals.append(fn(a[key], b[key]))
-        return _med(vals)
+        return vals
+
+    def paired(self, stack: str, floor: str, key: str,
+               fn: Callable[[float, float], float]) -> float | None:
+        return _med(self.per_round(stack, floor, key, fn))
+
+    def spread(self, stack: str, floor: str, key: str, fn: Callable[[float, float], float],
+               fmt: str) -> str:
+        """` (rounds LO to HI)` when there is more than one round."""
+        vals = self.per_round(stack, floor, key, fn)
+        if len(vals) < 2:
+            return ""
+        return f" (rounds {fmt.format(min(vals))} to {fmt.format(max(vals))})"
 
 
 def _ratio(a: float, b: float) -> float:
@@ -132,24 +144,29 @@ def targets(res: dict) -> list[str]:
     cpu_r = sync.paired(ROUTER, SYNC_FLOOR, "cpu_us_per_req", _ratio)
     floor = sync.median(SYNC_FLOOR, "p50_us")
     rows.append([f"sync `Router.complete()` ≤ 1.15{X} raw httpx per request (median latency)",
-                 _f(r, "{:.2f}" + X) + _f(extra, " ({:+,.0f} µs/req)")
-                 + _f(cpu_r, "; CPU {:.2f}" + X),
+                 _f(r, "{:.2f}" + X) + sync.spread(ROUTER, SYNC_FLOOR, "p50_us", _ratio, "{:.2f}")
+                 + _f(extra, "; {:+,.0f} µs/req") + _f(cpu_r, "; CPU {:.2f}" + X),
                  verdict(None if r is None else r <= 1.15,
                          f"{_f(r, '{:.2f}')}{X} vs ≤ 1.15{X}: {_pct(r, 1.15)} over; "
                          f"{_f(extra)} µs/req over httpx where "
                          f"{_f(floor and 0.15 * floor)} µs was allowed")])
     r = sync.paired(AROUTER, ASYNC_FLOOR, "rps", _ratio)
-    rows.append([f"`AsyncRouter` at c=64 ≥ 0.35{X} raw aiohttp throughput", _f(r, f"{{:.2f}}{X}"),
+    rows.append([f"`AsyncRouter` at c=64 ≥ 0.35{X} raw aiohttp throughput",
+                 _f(r, f"{{:.2f}}{X}") + sync.spread(AROUTER, ASYNC_FLOOR, "rps", _ratio,
+                                                      "{:.2f}"),
                  verdict(None if r is None else r >= 0.35,
                          f"{_f(r, '{:.2f}')}{X} vs ≥ 0.35{X} ({_f(r and 0.35 / r, '{:.2f}')}{X} "
                          "too slow)")])
     d = stream.paired(ROUTER, SYNC_FLOOR, "us_per_chunk", _minus)
     rows.append(["streaming ≤ 5 µs per chunk over the transport (sync, vs raw httpx SSE)",
-                 _f(d, "{:+.1f} µs/chunk"),
+                 _f(d, "{:+.1f} µs/chunk")
+                 + stream.spread(ROUTER, SYNC_FLOOR, "us_per_chunk", _minus, "{:+.1f}"),
                  verdict(None if d is None else d <= 5.0,
                          f"{_f(d, '{:.1f}')} µs vs ≤ 5 µs ({_f(d and d - 5, '{:.1f}')} µs over)")])
     da = stream.paired(AROUTER, ASYNC_FLOOR, "us_per_chunk", _minus)
-    rows.append(["(same, async: `AsyncRouter` vs raw aiohttp SSE)", _f(da, "{:+.1f} µs/chunk"),
+    rows.append(["(same, async: `AsyncRouter` vs raw aiohttp SSE)",
+                 _f(da, "{:+.1f} µs/chunk")
+                 + stream.spread(AROUTER, ASYNC_FLOOR, "us_per_chunk", _minus, "{:+.1f}"),
                  verdict(None if da is None else da <= 5.0,
                          f"{_f(da, '{:.1f}')} µs vs ≤ 5 µs ({_f(da and da - 5, '{:.1f}')} µs "
                          "over)")])
