@@ -89,6 +89,23 @@ def test_infill_reports_the_repository_context_it_dropped(llama_server_constant:
         assert len(c.warnings) == 1 and "util.py" in c.warnings[0]
 
 
+def test_v1_completions_ignores_response_format(llama_server_constant: Any) -> None:
+    # Why the adapter sends llama.cpp's own json_schema/grammar fields instead.
+    raw = raw_post(llama_server_constant, "/v1/completions",
+                   {"prompt": PROMPT, "max_tokens": 3, "response_format": {"type": "json_object"}})
+    assert raw["choices"][0]["text"] == " x x x"
+
+
+@pytest.mark.parametrize("api", [None, "native"])
+def test_grammar_constrains_the_output(llama_server_constant: Any,
+                                       exact_counter: TokenizerCounter, api: Api) -> None:
+    grammar = 'root ::= "yes" | "no"'
+    with sync_router(exact_counter, deployment(llama_server_constant, api=api)) as router:
+        c = router.complete(prompt=PROMPT, max_tokens=8,
+                            response_format={"type": "grammar", "grammar": grammar})
+        assert (c.text in ("yes", "no"), c.finish_reason) == (True, "stop")
+
+
 @pytest.mark.parametrize("text", [PROMPT, PSM, "<repo_name>p<file_sep>a.py\nx = 1234567\n",
                                   "naïve — ünïcödé 😀 日本語", ""])
 def test_tokenize_helper_agrees_with_the_tokenizer(llama_server: Any,

@@ -109,6 +109,18 @@ async def test_infill_reports_the_repository_context_it_dropped(
         assert len(c.warnings) == 1 and "util.py" in c.warnings[0]
 
 
+@pytest.mark.parametrize("api", [None, "native"])
+async def test_grammar_constrains_the_output(llama_server_constant: Any,
+                                             exact_counter: TokenizerCounter, api: Api,
+                                             transport: str) -> None:
+    grammar = 'root ::= "yes" | "no"'
+    dep = deployment(llama_server_constant, api=api)
+    async with async_router(transport, exact_counter, dep) as router:
+        c = await router.complete(prompt=PROMPT, max_tokens=8,
+                                  response_format={"type": "grammar", "grammar": grammar})
+        assert (c.text in ("yes", "no"), c.finish_reason) == (True, "stop")
+
+
 async def test_prompt_over_the_real_context_is_a_context_length_error(
         llama_server: Any, exact_counter: TokenizerCounter, transport: str) -> None:
     dep = deployment(llama_server, window=8192)
