@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from dataclasses import dataclass
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from typing_extensions import Unpack
@@ -31,7 +31,6 @@ from ._driver import (
     RequestFields,
     Requeue,
     budget_keys_for,
-    interrupted_error,
     make_store,
     note_statuses,
     soft_limited,
@@ -43,7 +42,6 @@ from ._errors import (
     ProviderError,
     ProviderTransportError,
     StreamInterruptedError,
-    StructuredOutputError,
 )
 from ._health import HealthPolicy
 from ._hooks import Hooks
@@ -54,13 +52,11 @@ from ._request import CompletionRequest, build_request
 from ._retry import HedgePolicy, RetryPolicy
 from ._routing import Candidate, RoutingDecision
 from ._stream import AsyncStream
+from ._streaming import END, Booking, StreamProgress
 from ._tokens import TokenCounter, load_token_counter
 
 if TYPE_CHECKING:
-    from ._transports._base import AsyncTransport
-
-# Lines read after a stream's end marker before giving up on reusing its connection.
-_MAX_DRAIN_LINES = 8
+    from ._transports._base import AsyncStreamHandle, AsyncTransport
 
 __all__ = ["AsyncRouter"]
 
@@ -219,7 +215,7 @@ class AsyncRouter:
             self._transports[provider] = t
         return t
 
-    async def _reserve(self, run: RequestRun, cand: Candidate) -> Reservation | None | Requeue:
+    async def _reserve(self, run: RequestRun, cand: Candidate) -> Reservation | Requeue | None:
         if not run.budget_keys:
             return None
         try:
@@ -295,121 +291,123 @@ class AsyncRouter:
             return None
 
     async def _stream_chunks(self, run: RequestRun) -> AsyncIterator[StreamChunk | Completion]:
-        """Chunks from the first deployment that starts streaming; falls back only while nothing
-        has reached the caller. Yields the final `Completion` last (the stream keeps it)."""
-        clock = self._core.clock
+        """Chunks from the first deployment that starts streaming, then the final `Completion`
+        (the stream keeps it). Falls back only while nothing has reached the caller."""
+        session, chunks, first = await self._start_streaming(run)
+        try:
+            yield first
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            # An async generator does not close the one it iterates: do it, so that an early
+            # exit by the caller reaches the attempt and books its spend.
+            await chunks.aclose()
+        assert session.completion is not None
+        yield session.completion
+
+    async def _start_streaming(
+        self, run: RequestRun,
+    ) -> tuple[_AsyncStreamSession, AsyncGenerator[StreamChunk, None], StreamChunk]:
+        """The first attempt to produce a chunk (hedged, when the request hedges); the
+        failures before it are retried and fallen back from."""
         plan = run.hedge_plan(self._hedge)
         if plan is not None:
             won = await self._race(run, *plan)
             if won is not None:
-                session, chunks, first = won
-                try:
-                    yield first
-                    async for chunk in chunks:
-                        yield chunk
-                finally:
-                    await chunks.aclose()
-                assert session.completion is not None
-                yield session.completion
-                return
+                return won
         while (cand := run.next_candidate()) is not None:
-            retry_no = 0
-            while True:
-                wait = run.cooling_wait(cand)
-                if wait is None:
-                    break
-                if wait:
-                    await clock.asleep(wait)
-                    continue
-                res = await self._reserve(run, cand)
-                if res is REQUEUE:
-                    self._core.health.release_probe(cand.deployment.name)
-                    break
-                assert not isinstance(res, Requeue)
-                provider, call = run.call_for(cand)
-                started = clock.now()
-                session = _AsyncStreamSession(self, run, cand, provider, call, res, started,
-                                              retry_no)
-                chunks = session.chunks()
-                try:
-                    async for chunk in chunks:
-                        yield chunk
-                except ProviderError as err:
-                    if session.delivered or isinstance(err, StructuredOutputError):
-                        raise
-                    await self._release(res)
-                    step = run.failed(cand, err, retry_no, started)
-                    if step.wait is None:
-                        break
-                    await clock.asleep(step.wait)
-                    retry_no += 1
-                    continue
-                finally:
-                    # An async generator does not close the one it iterates: do it, so that an
-                    # early exit by the caller reaches the attempt and books its spend.
-                    await chunks.aclose()
-                if session.completion is not None:
-                    yield session.completion
-                    return
-                break
+            started = await self._first_chunk_from(run, cand)
+            if started is not None:
+                return started
         raise run.exhausted()
 
+    async def _first_chunk_from(
+        self, run: RequestRun, cand: Candidate,
+    ) -> tuple[_AsyncStreamSession, AsyncGenerator[StreamChunk, None], StreamChunk] | None:
+        """Open a stream on one deployment, with its retries, up to its first chunk."""
+        clock = self._core.clock
+        retry_no = 0
+        while True:
+            wait = run.cooling_wait(cand)
+            if wait is None:
+                return None
+            if wait:
+                await clock.asleep(wait)
+                continue
+            res = await self._reserve(run, cand)
+            if isinstance(res, Requeue):
+                self._core.health.release_probe(cand.deployment.name)
+                return None
+            provider, call = run.call_for(cand)
+            session = _AsyncStreamSession(self, run, cand, provider, call, res, clock.now(),
+                                          retry_no)
+            chunks = session.chunks()
+            try:
+                return session, chunks, await chunks.__anext__()
+            except ProviderError as err:
+                await chunks.aclose()
+                await self._release(res)
+                step = run.failed(cand, err, retry_no, session.started)
+                if step.wait is None:
+                    return None
+                await clock.asleep(step.wait)
+                retry_no += 1
 
     async def _race(
         self, run: RequestRun, first: Candidate, second: Candidate, after: float, *,
         stream: bool | None = None,
     ) -> tuple[_AsyncStreamSession, AsyncGenerator[StreamChunk, None], StreamChunk] | None:
         """Hedge: start `first`; if it has no first token after `after` seconds, start `second`
-        too. The first leg to produce output wins; the other is cancelled (and booked). Returns
-        the winner's session, its remaining chunks and its first chunk, or None if both failed
-        before any output (their failures are recorded; the caller falls back)."""
-        clock = self._core.clock
+        too. The first leg to produce output wins; the other is cancelled (and books what it
+        cost). Returns the winner's session, its remaining chunks and its first chunk, or None
+        if both failed before any output (their failures are recorded; the caller falls back).
+        """
         legs: dict[asyncio.Future[StreamChunk], _Leg] = {}
-
-        async def start(cand: Candidate) -> None:
-            res = await self._reserve(run, cand)
-            if isinstance(res, Requeue):
-                return
-            provider, call = run.call_for(cand, stream=stream)
-            session = _AsyncStreamSession(self, run, cand, provider, call, res, clock.now(), 0)
-            chunks = session.chunks()
-            legs[asyncio.ensure_future(chunks.__anext__())] = _Leg(cand, res, session, chunks)
-
-        await start(first)
+        await self._start_leg(run, first, stream, legs)
         done: set[asyncio.Future[StreamChunk]] = set()
         if legs:
             done, _ = await asyncio.wait(list(legs), timeout=after)
-        if done and not all(t.exception() is None for t in done):
-            done = set()  # the first leg failed early: start the second now
-        if not done:
-            await start(second)
-        else:
+        if done and all(t.exception() is None for t in done):
             run.queue.appendleft(second)  # not needed now; still a fallback
-        winner: tuple[_Leg, StreamChunk] | None = None
+        else:
+            await self._start_leg(run, second, stream, legs)  # first is slow, or failed early
         try:
-            while legs and winner is None:
-                done, _ = await asyncio.wait(list(legs), return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    leg = legs.pop(task)
-                    exc = task.exception()
-                    if exc is None:
-                        winner = (leg, task.result())
-                        break
-                    await leg.chunks.aclose()
-                    if not isinstance(exc, ProviderError):
-                        raise exc
-                    await self._release(leg.res)
-                    run.failed(leg.cand, exc, 0, leg.session.started)
+            return await self._first_output(run, legs)
         finally:
             for task, leg in legs.items():
                 task.cancel()  # the leg books itself as cancelled, with what it cost
                 with contextlib.suppress(BaseException):
                     await task
                 await leg.chunks.aclose()
-        if winner is None:
-            return None
-        leg, chunk = winner
-        return leg.session, leg.chunks, chunk
+
+    async def _start_leg(self, run: RequestRun, cand: Candidate, stream: bool | None,
+                         legs: dict[asyncio.Future[StreamChunk], _Leg]) -> None:
+        res = await self._reserve(run, cand)
+        if isinstance(res, Requeue):
+            return
+        provider, call = run.call_for(cand, stream=stream)
+        session = _AsyncStreamSession(self, run, cand, provider, call, res,
+                                      self._core.clock.now(), 0)
+        chunks = session.chunks()
+        legs[asyncio.ensure_future(chunks.__anext__())] = _Leg(cand, res, session, chunks)
+
+    async def _first_output(
+        self, run: RequestRun, legs: dict[asyncio.Future[StreamChunk], _Leg],
+    ) -> tuple[_AsyncStreamSession, AsyncGenerator[StreamChunk, None], StreamChunk] | None:
+        """Wait for the first leg that produces a chunk; book the ones that fail first."""
+        while legs:
+            done, _ = await asyncio.wait(list(legs), return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                leg = legs.pop(task)
+                exc = task.exception()
+                if exc is None:
+                    return leg.session, leg.chunks, task.result()
+                await leg.chunks.aclose()
+                if not isinstance(exc, ProviderError):
+                    raise exc
+                await self._release(leg.res)
+                run.failed(leg.cand, exc, 0, leg.session.started)
+        return None
 
 
 @dataclass(slots=True)
@@ -421,103 +419,80 @@ class _Leg:
 
 
 class _AsyncStreamSession:
-    """One streaming attempt (async): decode, and settle exactly what was spent on any end."""
+    """One streaming attempt (async): moves the bytes; `StreamProgress` keeps the books."""
 
     def __init__(self, router: AsyncRouter, run: RequestRun, cand: Candidate, provider: Provider,
                  call: Call, res: Reservation | None, started: float, retry_no: int):
         self.router = router
-        self.run = run
-        self.cand = cand
         self.provider = provider
         self.call = call
         self.res = res
-        self.started = started
-        self.retry_no = retry_no
-        self.delivered = 0
-        self.completion: Completion | None = None
+        self.progress = StreamProgress(run, cand, provider, call, started, retry_no)
 
-    async def chunks(self) -> AsyncGenerator[StreamChunk, None]:
-        router, run, call, provider = self.router, self.run, self.call, self.provider
-        clock = router._core.clock
-        transport = router._transport_for(call.deployment.provider)
-        wire = provider.build(call)
+    @property
+    def delivered(self) -> int:
+        return self.progress.delivered
+
+    @property
+    def completion(self) -> Completion | None:
+        return self.progress.completion
+
+    @property
+    def started(self) -> float:
+        return self.progress.started
+
+    async def _book(self, booking: Booking) -> None:
+        prog = self.progress
+        await self.router._settle(prog.run, self.res, prog.cand, booking.cost, booking.usage,
+                                  booking.outcome, booking.provider_request_id)
+
+    async def _open(self) -> AsyncStreamHandle:
+        call, prog = self.call, self.progress
+        transport = self.router._transport_for(call.deployment.provider)
         try:
-            handle = await transport.aopen(wire, timeout=run.timeout_for(call),
-                                           connect_timeout=call.endpoint.connect_timeout)
+            return await transport.aopen(self.provider.build(call),
+                                         timeout=prog.run.timeout_for(call),
+                                         connect_timeout=call.endpoint.connect_timeout)
         except ProviderTransportError as exc:
             raise with_context(exc, call) from exc
         except asyncio.CancelledError:
             # Cancelled while the request was in flight (e.g. it lost a hedge): the provider
             # has the prompt, so book it.
-            await self._cancelled("")
+            prog.settled = True
+            await self._book(prog.cancelled())
             raise
-        parts: list[str] = []
-        ttft: float | None = None
-        settled = False
+
+    async def chunks(self) -> AsyncGenerator[StreamChunk, None]:
+        handle = await self._open()
+        prog = self.progress
         try:
             if handle.status >= 400:
-                raise provider.error(call, WireResponse(handle.status, handle.headers,
-                                                        await handle.aread()))
-            decoder = provider.stream_decoder(call)
-            index = 0
-            drained = 0
+                raise self.provider.error(self.call, WireResponse(handle.status, handle.headers,
+                                                                  await handle.aread()))
             async for line in handle.alines():
-                if decoder.finished:
-                    # Read the little that follows the end marker, so the connection goes back
-                    # to the pool instead of being dropped; give up on a server that keeps on.
-                    drained += 1
-                    if drained > _MAX_DRAIN_LINES:
-                        break
-                    continue
-                delta = decoder.feed(line)
-                if delta:
-                    if ttft is None:
-                        ttft = clock.now() - self.started
-                    parts.append(delta)
-                    self.delivered += 1
-                    yield StreamChunk(delta, index)
-                    index += 1
-                if clock.now() > run.deadline and not decoder.finished:
-                    raise with_context(
-                        ProviderTransportError("the request deadline passed mid-stream"), call)
-            result = decoder.result()
-            completion, problem = run.succeeded(self.cand, result, self.started, ttft,
-                                                self.retry_no)
-            await router._settle(run, self.res, self.cand, completion.cost_nano,
-                                 completion.usage, "ok" if problem is None else "error",
-                                 completion.request_id)
-            settled = True
-            yield StreamChunk("", index, completion.finish_reason)
+                chunk = prog.feed(line)
+                if isinstance(chunk, StreamChunk):
+                    yield chunk
+                elif chunk is END:
+                    break
+            booking, last, problem = prog.finish()
+            prog.settled = True
+            await self._book(booking)
+            yield last
             if problem is not None:
-                raise run.structured_error(completion, problem)
-            self.completion = completion
+                raise prog.structured_error(problem)
         except ProviderError as err:
-            if not self.delivered or settled:
+            if not prog.delivered or prog.settled:
                 raise
-            settled = True
-            raise await self._interrupted(err, "".join(parts)) from err
+            prog.settled = True
+            booking, error = prog.interrupted(err)
+            await self._book(booking)
+            raise error from err
         except (GeneratorExit, asyncio.CancelledError):
             # The caller closed the stream early, or its task was cancelled.
-            if not settled:
-                settled = True
-                await self._cancelled("".join(parts))
+            if not prog.settled:
+                prog.settled = True
+                await self._book(prog.cancelled())
             raise
         finally:
             await handle.aclose()
-
-    async def _interrupted(self, err: ProviderError, text: str) -> ProviderError:
-        run, cand, core = self.run, self.cand, self.router._core
-        cost, usage = run.partial_cost(cand, text, self.started)
-        run.record(cand, "interrupted", self.started, error=err, cost=cost, usage=usage,
-                   retry=self.retry_no)
-        core.health.record_failure(cand.deployment.name, core.clock.now(), type(err).__name__)
-        await self.router._settle(run, self.res, cand, cost, usage, "partial")
-        return interrupted_error(run, cand, err, text, self.delivered, cost, usage)
-
-    async def _cancelled(self, text: str) -> None:
-        run, cand = self.run, self.cand
-        cost, usage = run.partial_cost(cand, text, self.started)
-        run.record(cand, "cancelled", self.started, cost=cost, usage=usage, retry=self.retry_no)
-        self.router._core.health.release_probe(cand.deployment.name)
-        await self.router._settle(run, self.res, cand, cost, usage, "cancelled")
-

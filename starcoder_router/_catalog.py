@@ -199,8 +199,8 @@ class Catalog(FrozenModel):
             all_variants[var.id] = var
         current = {d.name: d for d in self.deployments}
         order = [d.name for d in self.deployments]
-        for i, raw in enumerate(deployments):
-            raw = dict(raw)
+        for i, entry in enumerate(deployments):
+            raw = dict(entry)
             name = raw.get("name") or (
                 f"{raw['provider']}/{raw['variant']}" if "provider" in raw and "variant" in raw
                 else None

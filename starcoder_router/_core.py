@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._budget_types import BudgetKey, BudgetStatus, LedgerEntry, Reservation
+from ._budget_types import BudgetKey, BudgetStatus, LedgerEntry
 from ._catalog import Catalog, Deployment
 from ._completion import Attempt, AttemptOutcome, Completion, Usage
 from ._config import ProviderSettings
@@ -22,7 +22,6 @@ from ._errors import (
     AuthenticationError,
     BadRequestError,
     BudgetExceededError,
-    ConfigError,
     ContextLengthError,
     NoRouteError,
     NotFoundError,
@@ -249,7 +248,7 @@ class RequestRun:
         request = self.request
         if stream is not None and stream != request.stream:
             request = request.model_copy(update={"stream": stream})
-        call = Call(dep, request, cand.rendered, endpoint, cand.prompt_tokens)
+        call = Call(dep, request, cand.rendered, endpoint, cand.prompt_tokens, cand.count_kind)
         return self.core.adapter(dep.provider), call
 
     def hedge_plan(self, hedge: HedgePolicy | None) -> tuple[Candidate, Candidate, float] | None:

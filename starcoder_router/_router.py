@@ -41,7 +41,6 @@ from ._errors import (
     ProviderError,
     ProviderTransportError,
     StreamInterruptedError,
-    StructuredOutputError,
 )
 from ._health import HealthPolicy
 from ._hooks import Hooks
@@ -52,13 +51,11 @@ from ._request import CompletionRequest, build_request
 from ._retry import HedgePolicy, RetryPolicy
 from ._routing import Candidate, RoutingDecision
 from ._stream import Stream
+from ._streaming import END, Booking, StreamProgress
 from ._tokens import TokenCounter, load_token_counter
 
 if TYPE_CHECKING:
     from ._transports._base import StreamHandle, SyncTransport
-
-# Lines read after a stream's end marker before giving up on reusing its connection.
-_MAX_DRAIN_LINES = 8
 
 __all__ = ["Router"]
 
@@ -207,7 +204,7 @@ class Router:
             t = self._transports[provider] = HttpxTransport()
         return t
 
-    def _reserve(self, run: RequestRun, cand: Candidate) -> Reservation | None | Requeue:
+    def _reserve(self, run: RequestRun, cand: Candidate) -> Reservation | Requeue | None:
         if not run.budget_keys:
             return None
         try:
@@ -283,58 +280,64 @@ class Router:
             return None
 
     def _stream_chunks(self, run: RequestRun) -> Iterator[StreamChunk | Completion]:
-        """Chunks from the first deployment that starts streaming; falls back only while nothing
-        has reached the caller. Yields the final `Completion` last (the `Stream` keeps it)."""
-        clock = self._core.clock
+        """Chunks from the first deployment that starts streaming, then the final `Completion`
+        (the `Stream` keeps it). Falls back only while nothing has reached the caller."""
+        session, chunks, first = self._start_streaming(run)
+        try:
+            yield first
+            yield from chunks
+        finally:
+            chunks.close()
+        assert session.completion is not None
+        yield session.completion
+
+    def _start_streaming(
+        self, run: RequestRun,
+    ) -> tuple[_SyncStreamSession, Generator[StreamChunk, None, None], StreamChunk]:
+        """The first attempt to produce a chunk (hedged, when the request hedges); the
+        failures before it are retried and fallen back from."""
         plan = run.hedge_plan(self._hedge)
         if plan is not None:
             won = self._race(run, *plan)
             if won is not None:
-                session, chunks, first = won
-                try:
-                    yield first
-                    yield from chunks
-                finally:
-                    chunks.close()
-                assert session.completion is not None
-                yield session.completion
-                return
+                return won
         while (cand := run.next_candidate()) is not None:
-            retry_no = 0
-            while True:
-                wait = run.cooling_wait(cand)
-                if wait is None:
-                    break
-                if wait:
-                    clock.sleep(wait)
-                    continue
-                res = self._reserve(run, cand)
-                if res is REQUEUE:
-                    self._core.health.release_probe(cand.deployment.name)
-                    break
-                assert not isinstance(res, Requeue)
-                provider, call = run.call_for(cand)
-                started = clock.now()
-                session = _SyncStreamSession(self, run, cand, provider, call, res, started,
-                                             retry_no)
-                try:
-                    yield from session.chunks()
-                except ProviderError as err:
-                    if session.delivered or isinstance(err, StructuredOutputError):
-                        raise
-                    self._release(res)
-                    step = run.failed(cand, err, retry_no, started)
-                    if step.wait is None:
-                        break
-                    clock.sleep(step.wait)
-                    retry_no += 1
-                    continue
-                if session.completion is not None:
-                    yield session.completion
-                    return
-                break
+            started = self._first_chunk_from(run, cand)
+            if started is not None:
+                return started
         raise run.exhausted()
 
+    def _first_chunk_from(
+        self, run: RequestRun, cand: Candidate,
+    ) -> tuple[_SyncStreamSession, Generator[StreamChunk, None, None], StreamChunk] | None:
+        """Open a stream on one deployment, with its retries, up to its first chunk."""
+        clock = self._core.clock
+        retry_no = 0
+        while True:
+            wait = run.cooling_wait(cand)
+            if wait is None:
+                return None
+            if wait:
+                clock.sleep(wait)
+                continue
+            res = self._reserve(run, cand)
+            if isinstance(res, Requeue):
+                self._core.health.release_probe(cand.deployment.name)
+                return None
+            provider, call = run.call_for(cand)
+            started = clock.now()
+            session = _SyncStreamSession(self, run, cand, provider, call, res, started, retry_no)
+            chunks = session.chunks()
+            try:
+                return session, chunks, next(chunks)
+            except ProviderError as err:
+                chunks.close()
+                self._release(res)
+                step = run.failed(cand, err, retry_no, started)
+                if step.wait is None:
+                    return None
+                clock.sleep(step.wait)
+                retry_no += 1
 
     def _race(
         self, run: RequestRun, first: Candidate, second: Candidate, after: float, *,
@@ -436,119 +439,93 @@ class _SyncLeg:
 
 
 class _SyncStreamSession:
-    """One streaming attempt: opens the stream, decodes it, and on any end (finish, error after
-    output, caller closing early) settles exactly what was spent."""
+    """One streaming attempt: moves the bytes; `StreamProgress` keeps the books. On any end
+    (finish, error after output, the caller closing early) exactly what was spent is settled."""
 
     def __init__(self, router: Router, run: RequestRun, cand: Candidate, provider: Provider,
                  call: Call, res: Reservation | None, started: float, retry_no: int):
         self.router = router
-        self.run = run
-        self.cand = cand
         self.provider = provider
         self.call = call
         self.res = res
-        self.started = started
-        self.retry_no = retry_no
-        self.delivered = 0
-        self.completion: Completion | None = None
+        self.progress = StreamProgress(run, cand, provider, call, started, retry_no)
         self._handle: StreamHandle | None = None
-        self._cancelled_flag = False
-        self._parts: list[str] = []
-        self._booked = False
+        self._cancel_requested = False
+
+    @property
+    def delivered(self) -> int:
+        return self.progress.delivered
+
+    @property
+    def completion(self) -> Completion | None:
+        return self.progress.completion
+
+    @property
+    def started(self) -> float:
+        return self.progress.started
 
     def cancel(self) -> None:
-        """Cancel from another thread: close the connection under the reader."""
-        self._cancelled_flag = True
+        """Cancel from another thread (a lost hedge): close the connection under the reader."""
+        self._cancel_requested = True
         if self._handle is not None:
             self._handle.close()
 
     def book_cancelled(self) -> None:
-        """Book a leg that lost a hedge before its first token (its stream then failed because
-        we closed it)."""
-        if not self._booked:
-            self._booked = True
-            self._cancelled("".join(self._parts))
+        """Book a leg that lost a hedge before its first chunk (its read failed because we
+        closed its connection)."""
+        if not self.progress.settled:
+            self.progress.settled = True
+            self._book(self.progress.cancelled())
 
-    def chunks(self) -> Generator[StreamChunk, None, None]:
-        router, run, call, provider = self.router, self.run, self.call, self.provider
-        clock = router._core.clock
-        transport = router._transport_for(call.deployment.provider)
-        wire = provider.build(call)
+    def _book(self, booking: Booking) -> None:
+        prog = self.progress
+        self.router._settle(prog.run, self.res, prog.cand, booking.cost, booking.usage,
+                            booking.outcome, booking.provider_request_id)
+
+    def _open(self) -> StreamHandle:
+        call = self.call
+        transport = self.router._transport_for(call.deployment.provider)
         try:
-            handle = transport.open(wire, timeout=run.timeout_for(call),
+            handle = transport.open(self.provider.build(call),
+                                    timeout=self.progress.run.timeout_for(call),
                                     connect_timeout=call.endpoint.connect_timeout)
         except ProviderTransportError as exc:
             raise with_context(exc, call) from exc
         self._handle = handle
-        if self._cancelled_flag:
+        if self._cancel_requested:
             handle.close()
-        parts = self._parts
-        ttft: float | None = None
-        settled = False
+        return handle
+
+    def chunks(self) -> Generator[StreamChunk, None, None]:
+        handle = self._open()
+        prog = self.progress
         try:
             if handle.status >= 400:
-                raise provider.error(call, WireResponse(handle.status, handle.headers,
-                                                        handle.read()))
-            decoder = provider.stream_decoder(call)
-            index = 0
-            drained = 0
+                raise self.provider.error(self.call, WireResponse(handle.status, handle.headers,
+                                                                  handle.read()))
             for line in handle.lines():
-                if decoder.finished:
-                    # Read the little that follows the end marker, so the connection goes back
-                    # to the pool instead of being dropped; give up on a server that keeps on.
-                    drained += 1
-                    if drained > _MAX_DRAIN_LINES:
-                        break
-                    continue
-                delta = decoder.feed(line)
-                if delta:
-                    if ttft is None:
-                        ttft = clock.now() - self.started
-                    parts.append(delta)
-                    self.delivered += 1
-                    yield StreamChunk(delta, index)
-                    index += 1
-                if clock.now() > run.deadline and not decoder.finished:
-                    raise with_context(
-                        ProviderTransportError("the request deadline passed mid-stream"), call)
-            result = decoder.result()
-            completion, problem = run.succeeded(self.cand, result, self.started, ttft,
-                                                self.retry_no)
-            router._settle(run, self.res, self.cand, completion.cost_nano, completion.usage,
-                           "ok" if problem is None else "error", completion.request_id)
-            settled = True
-            yield StreamChunk("", index, completion.finish_reason)
+                chunk = prog.feed(line)
+                if isinstance(chunk, StreamChunk):
+                    yield chunk
+                elif chunk is END:
+                    break
+            booking, last, problem = prog.finish()
+            prog.settled = True
+            self._book(booking)
+            yield last
             if problem is not None:
-                raise run.structured_error(completion, problem)
-            self.completion = completion
+                raise prog.structured_error(problem)
         except ProviderError as err:
-            if not self.delivered or settled:
+            if not prog.delivered or prog.settled:
                 raise
-            settled = True
-            raise self._interrupted(err, "".join(parts)) from err
+            prog.settled = True
+            booking, error = prog.interrupted(err)
+            self._book(booking)
+            raise error from err
         except GeneratorExit:
-            if not settled and not self._booked:
-                settled = self._booked = True
-                self._cancelled("".join(parts))
+            if not prog.settled:
+                prog.settled = True
+                self._book(prog.cancelled())
             raise
         finally:
             handle.close()
-
-    def _interrupted(self, err: ProviderError, text: str) -> ProviderError:
-        from ._driver import interrupted_error
-
-        run, cand = self.run, self.cand
-        cost, usage = run.partial_cost(cand, text, self.started)
-        run.record(cand, "interrupted", self.started, error=err, cost=cost, usage=usage,
-                   retry=self.retry_no)
-        self.router._core.health.record_failure(cand.deployment.name,
-                                                self.router._core.clock.now(), type(err).__name__)
-        self.router._settle(run, self.res, cand, cost, usage, "partial")
-        return interrupted_error(run, cand, err, text, self.delivered, cost, usage)
-
-    def _cancelled(self, text: str) -> None:
-        run, cand = self.run, self.cand
-        cost, usage = run.partial_cost(cand, text, self.started)
-        run.record(cand, "cancelled", self.started, cost=cost, usage=usage, retry=self.retry_no)
-        self.router._core.health.release_probe(cand.deployment.name)
-        self.router._settle(run, self.res, cand, cost, usage, "cancelled")

@@ -131,8 +131,8 @@ class RedisStore:
     def __init__(self, url: str, *, prefix: str = "scr:") -> None:
         # Imported here so the package imports without the optional `redis` extra.
         try:
-            import redis  # noqa: PLC0415
-            import redis.asyncio  # noqa: PLC0415
+            import redis
+            import redis.asyncio
         except ImportError as exc:
             raise MissingDependencyError("RedisStore", "redis", "redis") from exc
         self.prefix = prefix

@@ -262,7 +262,8 @@ def _hf_cache_candidates() -> list[str]:
     found: list[str] = []
     for repo in _HF_REPOS:
         folder = "models--" + repo.replace("/", "--")
-        found.extend(sorted(glob.glob(os.path.join(hub, folder, "snapshots", "*", "tokenizer.json"))))
+        pattern = os.path.join(hub, folder, "snapshots", "*", "tokenizer.json")
+        found.extend(sorted(glob.glob(pattern)))
     return found
 
 

@@ -19,7 +19,8 @@ from starcoder_router._render import SPECIAL_TOKENS
 from starcoder_router._tokens import LazyCounter, utf8_length
 
 GOLDEN = [
-    ("def hello_world():\n    print('hi')", [610, 17966, 100, 5879, 2284, 303, 1489, 482, 5001, 704]),
+    ("def hello_world():\n    print('hi')",
+     [610, 17966, 100, 5879, 2284, 303, 1489, 482, 5001, 704]),
     ("<fim_prefix>def f(x):\n    <fim_suffix>\n    return y<fim_middle>",
      [1, 610, 315, 45, 125, 731, 294, 3, 303, 461, 553, 2]),
 ]
@@ -146,7 +147,7 @@ def test_lazy_counter_falls_back_to_estimate(monkeypatch: pytest.MonkeyPatch,
 
 def test_wrong_env_var_fails_loudly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("STARCODER_ROUTER_TOKENIZER", str(tmp_path / "missing.json"))
-    with pytest.raises(ConfigError, match="no tokenizer.json"):
+    with pytest.raises(ConfigError, match=r"no tokenizer\.json"):
         LazyCounter().count("x")
 
 

@@ -13,12 +13,11 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from starcoder_router._catalog import Deployment
-from starcoder_router._completion import FinishReason
-from starcoder_router._errors import BadRequestError, InvalidResponseError, ProviderError
-from starcoder_router._request import ResponseFormat
-from starcoder_router._secrets import Secret
-
+from .._catalog import Deployment
+from .._completion import FinishReason
+from .._errors import BadRequestError, InvalidResponseError, ProviderError
+from .._request import ResponseFormat
+from .._secrets import Secret
 from ._errormap import error_from_response, extract_message
 from ._wire import (
     Call,

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from starcoder_router._errors import (
+from .._errors import (
     AuthenticationError,
     BadRequestError,
     ContextLengthError,
@@ -23,8 +23,7 @@ from starcoder_router._errors import (
     ProviderTimeoutError,
     RateLimitError,
 )
-from starcoder_router._secrets import Secret, redact
-
+from .._secrets import Secret, redact
 from ._wire import Call, parse_retry_after
 
 __all__ = [

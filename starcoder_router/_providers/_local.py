@@ -16,8 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from starcoder_router._catalog import Capability, Deployment
-
+from .._catalog import Capability, Deployment
 from ._wire import Endpoint, WireRequest, WireResponse, dumps
 
 __all__ = ["find_variant", "json_body", "local_deployment", "server_root", "side_request"]

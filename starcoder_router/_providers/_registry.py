@@ -8,8 +8,7 @@ from __future__ import annotations
 import functools
 import importlib
 
-from starcoder_router._errors import ConfigError
-
+from .._errors import ConfigError
 from ._base import Provider
 
 __all__ = ["PROVIDERS", "provider_class"]

@@ -15,13 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from starcoder_router._catalog import Deployment
-from starcoder_router._completion import FinishReason
-from starcoder_router._errors import InvalidResponseError
-from starcoder_router._render import Rendered
-from starcoder_router._request import CompletionRequest
-from starcoder_router._secrets import Secret
-from starcoder_router._tokens import CountKind
+from .._catalog import Deployment
+from .._completion import FinishReason
+from .._errors import InvalidResponseError
+from .._render import Rendered
+from .._request import CompletionRequest
+from .._secrets import Secret
+from .._tokens import CountKind
 
 __all__ = [
     "Call",

@@ -21,8 +21,7 @@ import logging
 import threading
 from typing import Any, ClassVar
 
-from starcoder_router._request import ResponseFormat
-
+from .._request import ResponseFormat
 from ._base import Provider
 from ._wire import Call, ProviderResult
 

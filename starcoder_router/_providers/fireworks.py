@@ -20,9 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from starcoder_router._errors import ProviderError, RateLimitError
-from starcoder_router._request import ResponseFormat
-
+from .._errors import ProviderError, RateLimitError
+from .._request import ResponseFormat
 from ._base import Provider
 from ._wire import Call, ProviderResult, WireResponse
 

@@ -35,12 +35,11 @@ import logging
 import posixpath
 from typing import Any, ClassVar
 
-from starcoder_router._catalog import Catalog, Deployment
-from starcoder_router._completion import FinishReason
-from starcoder_router._errors import InvalidResponseError
-from starcoder_router._render import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
-from starcoder_router._request import ResponseFormat
-
+from .._catalog import Catalog, Deployment
+from .._completion import FinishReason
+from .._errors import InvalidResponseError
+from .._render import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
+from .._request import ResponseFormat
 from ._base import Provider, SSEDecoder, StreamDecoder, starcoder2_variant
 from ._errormap import error_for
 from ._local import json_body, local_deployment

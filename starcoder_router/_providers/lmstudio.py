@@ -19,9 +19,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from starcoder_router._catalog import Deployment
-from starcoder_router._request import ResponseFormat
-
+from .._catalog import Deployment
+from .._request import ResponseFormat
 from ._base import Provider
 from ._local import find_variant, json_body, local_deployment, server_root, side_request
 from ._wire import Call, Endpoint, WireRequest, WireResponse

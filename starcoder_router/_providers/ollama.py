@@ -33,11 +33,10 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-from starcoder_router._catalog import Catalog, Deployment
-from starcoder_router._completion import FinishReason
-from starcoder_router._errors import BadRequestError, ProviderError
-from starcoder_router._request import ResponseFormat
-
+from .._catalog import Catalog, Deployment
+from .._completion import FinishReason
+from .._errors import BadRequestError, ProviderError
+from .._request import ResponseFormat
 from ._base import Provider, StreamDecoder, starcoder2_variant
 from ._errormap import error_from_response, extract_message, is_context_overflow
 from ._local import json_body, local_deployment

@@ -34,17 +34,16 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from starcoder_router._catalog import Deployment
-from starcoder_router._errors import (
+from .._catalog import Deployment
+from .._errors import (
     BadRequestError,
     ContextLengthError,
     InvalidResponseError,
     ProviderError,
     ProviderServerError,
 )
-from starcoder_router._render import SPECIAL_TOKENS
-from starcoder_router._request import ResponseFormat
-
+from .._render import SPECIAL_TOKENS
+from .._request import ResponseFormat
 from ._base import OpenAIStreamDecoder, Provider, SSEDecoder, StreamDecoder
 from ._errormap import error_for
 from ._local import find_variant, json_body, local_deployment, server_root, side_request

@@ -4,6 +4,7 @@ than httpx's async pool at high concurrency (figures in BENCHMARKS.md)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
@@ -50,7 +51,8 @@ class AiohttpTransport:
         key = (total, connect)
         t = self._timeouts.get(key)
         if t is None:
-            t = self._timeouts[key] = aiohttp.ClientTimeout(total=total, connect=min(connect, total))
+            t = aiohttp.ClientTimeout(total=total, connect=min(connect, total))
+            self._timeouts[key] = t
         return t
 
     async def asend(self, request: WireRequest, *, timeout: float,
@@ -80,11 +82,9 @@ class AiohttpTransport:
 
     async def aclose(self) -> None:
         if self._session is not None and not self._session.closed:
-            try:
+            # The session's loop may be gone (closed between tests): nothing left to close then.
+            with contextlib.suppress(RuntimeError):
                 await self._session.close()
-            except RuntimeError:
-                # The session's loop is gone (e.g. closed between tests); nothing left to close.
-                pass
         self._session = None
 
 

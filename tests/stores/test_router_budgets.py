@@ -10,15 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from router_budget_support import MAX_TOKENS, WORST_USD, open_store, paid_deployment, \
-    process_main
+from router_budget_support import MAX_TOKENS, WORST_USD, open_store, paid_deployment, process_main
 
 from starcoder_router import (
     Budget,
     BudgetExceededError,
     Catalog,
     CostPolicy,
-    Deployment,
     MemoryStore,
     NoRouteError,
     Router,
@@ -201,8 +199,9 @@ def test_processes_share_one_budget_without_overspending(
     assert usd_to_nano(limit) - spent < usd_to_nano(WORST_USD)
     assert len(entries) == served == len({e.request_id for e in entries})
     assert all(e.outcome == "ok" for e in entries)
-    from starcoder_router._budgets import applicable_keys
     import datetime as dt
+
+    from starcoder_router._budgets import applicable_keys
 
     [status] = store.status(applicable_keys([Budget(limit_usd=limit, period="total")],
                                             tenant=None, tags=(), now=dt.datetime.now(dt.UTC)))
