@@ -38,6 +38,7 @@ from ._errors import (
     ProviderTransportError,
     RateLimitError,
     StarcoderRouterError,
+    StoreError,
     StreamInterruptedError,
     StructuredOutputError,
 )
@@ -115,6 +116,7 @@ __all__ = [
     "Score",
     "SpendStore",
     "StarcoderRouterError",
+    "StoreError",
     "StoreSettings",
     "Stream",
     "StreamChunk",

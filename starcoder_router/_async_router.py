@@ -34,6 +34,7 @@ from ._driver import (
     make_store,
     note_statuses,
     soft_limited,
+    store_error,
     with_context,
 )
 from ._errors import (
@@ -224,21 +225,30 @@ class AsyncRouter:
         except BudgetExceededError as err:
             if run.budget_exhausted(cand, err):
                 return REQUEUE
+            run.failed_before_call(err)
             raise
+        except Exception as exc:
+            raise store_error("reserve", exc) from exc
         note_statuses(self._soft, res)
         return res
 
     async def _settle(self, run: RequestRun, res: Reservation | None, cand: Candidate, cost: int,
                       usage: Any, outcome: str, provider_request_id: str | None = None) -> None:
         entry = run.ledger_entry(cand, cost, usage, outcome, provider_request_id)
-        if res is None:
-            await self._astore.arecord(run.budget_keys, cost, entry)
-        else:
-            await self._astore.asettle(res, cost, entry)
+        try:
+            if res is None:
+                await self._astore.arecord(run.budget_keys, cost, entry)
+            else:
+                await self._astore.asettle(res, cost, entry)
+        except Exception as exc:
+            raise store_error("record the spend of", exc, entry) from exc
 
     async def _release(self, res: Reservation | None) -> None:
         if res is not None:
-            await self._astore.arelease(res)
+            try:
+                await self._astore.arelease(res)
+            except Exception as exc:
+                raise store_error("release", exc) from exc
 
     async def _send(self, provider: Provider, call: Call, timeout: float) -> ProviderResult:
         wire = provider.build(call)

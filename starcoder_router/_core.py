@@ -183,7 +183,10 @@ class RouterCore:
         if self.hooks.on_route:
             run_hooks(self.hooks.on_route, decision)
         if not decision.ranked:
-            raise NoRouteError(decision)
+            err = NoRouteError(decision)
+            if self.hooks.on_failure:
+                run_hooks(self.hooks.on_failure, err)
+            raise err
         return RequestRun(self, request, decision, counts, budget_keys)
 
 
@@ -452,6 +455,11 @@ class RequestRun:
             tags=self.request.tags,
             provider_request_id=provider_request_id,
         )
+
+    def failed_before_call(self, err: StarcoderRouterError) -> None:
+        """A request that ends before any call (a budget refused it): tell the hooks."""
+        if self.core.hooks.on_failure:
+            run_hooks(self.core.hooks.on_failure, err)
 
     def exhausted(self) -> StarcoderRouterError:
         """The error to raise when no deployment is left: the last provider error, with every

@@ -6,12 +6,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypedDict
 
-from ._budget_types import BudgetKey, Reservation, SpendStore
+from ._budget_types import BudgetKey, LedgerEntry, Reservation, SpendStore
 from ._budgets import applicable_keys
 from ._completion import Completion, Usage
 from ._config import StoreSettings
 from ._core import RequestRun, RouterCore
-from ._errors import ConfigError, ProviderError, StreamInterruptedError
+from ._errors import (
+    ConfigError,
+    ProviderError,
+    StarcoderRouterError,
+    StoreError,
+    StreamInterruptedError,
+)
 from ._providers._wire import Call
 from ._request import Message, RepoFile, ResponseFormat
 from ._routing import Candidate
@@ -25,6 +31,7 @@ __all__ = [
     "make_store",
     "note_statuses",
     "soft_limited",
+    "store_error",
     "with_context",
 ]
 
@@ -105,6 +112,15 @@ def make_store(settings: StoreSettings | None) -> SpendStore:
     from ._store_redis import RedisStore
 
     return RedisStore(settings.url)
+
+
+def store_error(action: str, exc: Exception, entry: LedgerEntry | None = None) -> Exception:
+    """Our own errors pass through; a backend's failure becomes a `StoreError`."""
+    if isinstance(exc, StarcoderRouterError):
+        return exc
+    what = f"{action} a reservation" if entry is None else f"{action} a request"
+    return StoreError(f"the spend store failed to {what}: {type(exc).__name__}: {exc}",
+                      unrecorded=entry)
 
 
 def with_context(exc: ProviderError, call: Call) -> ProviderError:

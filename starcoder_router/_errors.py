@@ -8,6 +8,7 @@ Every error the package raises derives from `StarcoderRouterError`::
     ├── MissingDependencyError       an optional extra is needed (also an ImportError)
     ├── NoRouteError                 no deployment can take the request; carries the decision
     ├── BudgetExceededError          a budget cannot admit the request's worst-case cost
+    ├── StoreError                   the spend store failed (e.g. Redis unreachable)
     └── ProviderError                a deployment was tried and failed
         ├── ProviderTransportError   we could not reach it, or it did not answer in time
         │   ├── ProviderConnectionError
@@ -34,7 +35,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._budget_types import BudgetStatus
+    from ._budget_types import BudgetStatus, LedgerEntry
     from ._completion import Attempt, Completion
     from ._routing import RoutingDecision
 
@@ -57,6 +58,7 @@ __all__ = [
     "ProviderTransportError",
     "RateLimitError",
     "StarcoderRouterError",
+    "StoreError",
     "StreamInterruptedError",
     "StructuredOutputError",
 ]
@@ -122,6 +124,15 @@ class BudgetExceededError(StarcoderRouterError):
             f"${status.limit_usd:.6f}, spent ${status.spent_usd:.6f}, reserved "
             f"${status.reserved_usd:.6f}; resets {resets}"
         )
+
+
+class StoreError(StarcoderRouterError):
+    """The spend store failed. Before a call nothing was sent; after one, `unrecorded` is the
+    ledger entry (with its cost) that could not be written, for you to keep."""
+
+    def __init__(self, message: str, *, unrecorded: LedgerEntry | None = None):
+        self.unrecorded = unrecorded
+        super().__init__(message)
 
 
 class ProviderError(StarcoderRouterError):

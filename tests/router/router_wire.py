@@ -87,3 +87,18 @@ class Wire:
         if callable(answer):
             return answer(body)
         return answer
+
+
+class BrokenStore:
+    """A MemoryStore whose chosen operation fails the way an unreachable Redis would."""
+
+    def __init__(self, inner: Any, failing: str):
+        self.inner = inner
+        self.failing = failing
+
+    def __getattr__(self, name: str) -> Any:
+        if name.lstrip("a") == self.failing:
+            def broken(*args: Any, **kwargs: Any) -> Any:
+                raise ConnectionError("Error 111 connecting to 127.0.0.1:6379")
+            return broken
+        return getattr(self.inner, name)

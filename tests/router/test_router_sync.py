@@ -398,3 +398,22 @@ def test_hedging_is_off_without_a_policy_or_a_latency_objective(
     router = make(clock, store, no_jitter, exact_counter)
     router.complete(prompt="x", hedge=True)  # no HedgePolicy: no hedging
     assert "stream" not in wire.received["fw3"][1]
+
+
+@pytest.mark.parametrize("failing", ["reserve", "settle"])
+def test_store_failures_are_store_errors(wire: Wire, clock: FakeClock, store: MemoryStore,
+                                         no_jitter: RetryPolicy, exact_counter: TokenizerCounter,
+                                         failing: str) -> None:
+    from router_wire import BrokenStore
+
+    from starcoder_router import Budget, StoreError
+
+    router = make(clock, BrokenStore(store, failing), no_jitter, exact_counter,  # type: ignore[arg-type]
+                  policy=CostPolicy(budgets=[Budget(limit_usd=1)]))
+    with pytest.raises(StoreError, match="spend store failed") as info:
+        router.complete(prompt="x")
+    if failing == "reserve":
+        assert wire.calls("fw3") == 0 and info.value.unrecorded is None
+    else:
+        entry = info.value.unrecorded
+        assert entry is not None and entry.cost_nano > 0 and entry.deployment == NAMES["fw3"]
