@@ -356,7 +356,9 @@ def imports_section(res: dict) -> list[str]:
     out = ["## Import time and memory", "",
            "Each run is a fresh interpreter that imports only the named modules (timed with "
            "`perf_counter` around the imports; the RSS includes the interpreter itself, shown "
-           "as the bare-interpreter row). Runs are interleaved across modules.", "",
+           "as the bare-interpreter row). Runs are interleaved across modules. Every package's "
+           "bytecode is compiled beforehand, as a wheel install does, so the times are loading, "
+           "not compiling.", "",
            *_table(["import", f"ms, median (min{DASH}max)", "RSS MiB after", "runs"], rows)]
     attr = res.get("import_attribution") or []
     top = next((a for a in attr if a["module"] == "starcoder_router"), None)

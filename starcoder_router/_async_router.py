@@ -15,10 +15,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
-
-from typing_extensions import Unpack
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from ._budget_types import AsyncSpendStore, Reservation, SpendStore
 from ._catalog import Catalog
@@ -57,6 +54,8 @@ from ._streaming import END, Booking, StreamProgress
 from ._tokens import TokenCounter, load_token_counter
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
     from ._transports._base import AsyncStreamHandle, AsyncTransport
 
 __all__ = ["AsyncRouter"]
@@ -420,8 +419,7 @@ class AsyncRouter:
         return None
 
 
-@dataclass(slots=True)
-class _Leg:
+class _Leg(NamedTuple):
     cand: Candidate
     res: Reservation | None
     session: _AsyncStreamSession

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 from ._cost import nano_to_usd
 
@@ -25,8 +24,7 @@ __all__ = [
 Outcome = Literal["ok", "error", "partial", "cancelled"]
 
 
-@dataclass(frozen=True, slots=True)
-class BudgetKey:
+class BudgetKey(NamedTuple):
     """One budget in one period: what a reservation is checked against.
 
     `key` is the storage key, e.g. `"tenant:acme/day|2026-11-26"`: the budget's name, then the
@@ -40,8 +38,7 @@ class BudgetKey:
     expires_at: dt.datetime | None
 
 
-@dataclass(frozen=True, slots=True)
-class BudgetStatus:
+class BudgetStatus(NamedTuple):
     """A budget's state in its current period."""
 
     name: str
@@ -76,8 +73,7 @@ class BudgetStatus:
         return (self.spent_nano + self.reserved_nano) / self.limit_nano if self.limit_nano else 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
+class Reservation(NamedTuple):
     """Budget held for one request until it is settled or released (or expires)."""
 
     id: str
@@ -87,8 +83,7 @@ class Reservation:
     statuses: tuple[BudgetStatus, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
+class LedgerEntry(NamedTuple):
     """One request's spend, as recorded in the store's ledger."""
 
     request_id: str

@@ -10,7 +10,6 @@ import datetime as dt
 import functools
 import tomllib
 from collections.abc import Iterable, Mapping
-from importlib import resources
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -264,6 +263,8 @@ def _config_error(exc: ValidationError, *, source: str, prefix: str = "") -> Con
 
 @functools.cache
 def _default_catalog() -> Catalog:
+    from importlib import resources  # loads tempfile and more: only when the catalog is read
+
     text = resources.files("starcoder_router").joinpath("data/catalog.toml").read_bytes()
     return _catalog_from_data(
         tomllib.loads(text.decode("utf-8")), source="starcoder_router/data/catalog.toml"

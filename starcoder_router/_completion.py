@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from ._cost import nano_to_usd
 
@@ -20,8 +20,7 @@ FinishReason = Literal["stop", "length", "error"]
 AttemptOutcome = Literal["ok", "error", "cancelled", "interrupted"]
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(NamedTuple):
     """Token usage of one call. `source` is "provider" when the provider reported it, "counted"
     when we counted it ourselves (the provider omitted it)."""
 
@@ -34,8 +33,7 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(NamedTuple):
     """One try of one deployment: how it went, how long it took and what it cost."""
 
     deployment: str
@@ -52,7 +50,7 @@ class Attempt:
         return nano_to_usd(self.cost_nano)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Completion:
     """A finished completion, costed.
 
@@ -90,7 +88,7 @@ class Completion:
         return json.loads(self.text)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StreamChunk:
     """A piece of streamed text. The last chunk of a stream carries `finish_reason`; the stream's
     `completion` (after iteration) has the usage and cost."""

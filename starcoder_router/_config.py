@@ -31,8 +31,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import Field, SecretStr, ValidationError
 
@@ -67,13 +66,12 @@ class StoreSettings(FrozenModel):
     url: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class RouterConfig:
+class RouterConfig(NamedTuple):
     """Everything a config file can set, validated."""
 
     catalog: Catalog
     policy: CostPolicy
-    providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
+    providers: Mapping[str, ProviderSettings] = {}
     tokenizer: str | None = None
     store: StoreSettings | None = None
     retry: RetryPolicy | None = None

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._budget_types import BudgetKey, BudgetStatus, LedgerEntry
 from ._catalog import Catalog, Deployment
@@ -32,6 +30,7 @@ from ._errors import (
 from ._fit import PromptCounts
 from ._health import HealthPolicy, HealthTracker
 from ._hooks import Hooks, run_hooks
+from ._ids import new_id
 from ._policy import CostPolicy
 from ._providers._base import Provider
 from ._providers._registry import provider_class
@@ -39,7 +38,7 @@ from ._providers._wire import Call, Endpoint, ProviderResult
 from ._render import render
 from ._request import CompletionRequest
 from ._retry import HedgePolicy, RetryPolicy, retry_wait
-from ._routing import BudgetRouting, Candidate, RoutingDecision, decide
+from ._routing import BudgetRouting, Candidate, RoutingDecision, StaticCache, decide
 from ._secrets import Secret
 from ._structured import require_schema_support, validate_structured
 from ._tokens import TokenCounter
@@ -56,8 +55,7 @@ logger = logging.getLogger("starcoder_router")
 _RESERVATION_MARGIN_S = 30.0
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
+class Step(NamedTuple):
     """What to do after a failed attempt: retry the same deployment after `wait` seconds, or
     move on (`wait is None`)."""
 
@@ -101,6 +99,7 @@ class RouterCore:
             self.provider_status[name] = cls.not_ready_reason(self.endpoint(name, None))
         self._deployments = self.catalog.deployments
         self._windows_version = 0
+        self._static: StaticCache = {}
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -140,6 +139,7 @@ class RouterCore:
                 for d in self.catalog.deployments
             )
             self._windows_version = self.health.version
+            self._static = {}
         return self._deployments
 
     # -- routing ------------------------------------------------------------------------------
@@ -149,8 +149,10 @@ class RouterCore:
                only: set[str] | None = None) -> RoutingDecision:
         now = self.clock.now()
         deployments = self.deployments()
+        static: StaticCache | None = self._static
         if only is not None:
             deployments = tuple(d for d in deployments if d.name in only)
+            static = None
         return decide(
             request,
             render(request),
@@ -162,6 +164,7 @@ class RouterCore:
             health=self.health.view(now),
             budget=budget,
             now=now,
+            static=static,
         )
 
     def route(self, request: CompletionRequest) -> RoutingDecision:
@@ -202,7 +205,7 @@ class RequestRun:
         self.decision = decision
         self.counts = counts
         self.budget_keys = budget_keys
-        self.id = uuid.uuid4().hex
+        self.id = new_id()
         self.started = core.clock.now()
         self.deadline = self.started + (request.timeout or core.retry.timeout_s)
         self.queue: deque[Candidate] = deque(decision.ranked)

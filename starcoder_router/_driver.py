@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypedDict
 
 from ._budget_types import BudgetKey, LedgerEntry, Reservation, SpendStore
-from ._budgets import applicable_keys
 from ._completion import Completion, Usage
 from ._config import StoreSettings
 from ._core import RequestRun, RouterCore
@@ -74,6 +73,8 @@ def budget_keys_for(core: RouterCore, request: Any) -> tuple[BudgetKey, ...]:
     budgets = core.policy.budgets
     if not budgets:
         return ()
+    from ._budgets import applicable_keys  # zoneinfo and calendar maths, only with budgets
+
     return applicable_keys(budgets, tenant=request.tenant, tags=request.tags,
                            now=core.clock.wall())
 

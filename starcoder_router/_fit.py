@@ -9,8 +9,7 @@ never cut, because we trim the parts and render again rather than cutting the re
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ._render import FILE_SEP, FimParts, Rendered, render_fim
 from ._tokens import CountKind, TokenCounter, utf8_length
@@ -20,8 +19,7 @@ __all__ = ["Fit", "NoFit", "PromptCounts", "TrimReport", "fit_prompt"]
 _MAX_REFITS = 6
 
 
-@dataclass(frozen=True, slots=True)
-class TrimReport:
+class TrimReport(NamedTuple):
     """What trimming removed to make a FIM request fit."""
 
     dropped_files: tuple[str, ...]
@@ -43,8 +41,7 @@ class TrimReport:
         return f"trimmed {what}: {self.tokens_before} -> {self.tokens_after} tokens"
 
 
-@dataclass(frozen=True, slots=True)
-class Fit:
+class Fit(NamedTuple):
     """A prompt that fits: its token count and how that count is known."""
 
     rendered: Rendered
@@ -53,8 +50,7 @@ class Fit:
     trimmed: TrimReport | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class NoFit:
+class NoFit(NamedTuple):
     reason: str
     prompt_tokens: int
     count_kind: CountKind
@@ -135,9 +131,7 @@ def _trim_fim(rendered: Rendered, parts: FimParts, budget: int, before: int,
             return None
         candidate = _allocate(parts, available, file_costs, pre_lines, pre_costs,
                               suf_lines, suf_costs)
-        new_rendered = dataclasses.replace(
-            render_fim(candidate, ()), stop=rendered.stop
-        )
+        new_rendered = render_fim(candidate, ())._replace(stop=rendered.stop)
         n, _ = counts.count(new_rendered.prompt)
         if n <= budget:
             report = TrimReport(
@@ -165,7 +159,7 @@ def _allocate(parts: FimParts, available: int, file_costs: list[int], pre_lines:
         kept_files -= 1
         files_total -= file_costs[kept_files]
     if code <= available:
-        return dataclasses.replace(parts, files=parts.files[:kept_files])
+        return parts._replace(files=parts.files[:kept_files])
     # Keep the lines nearest the cursor; the suffix gets at least a quarter of the room
     # (or all it needs), the prefix the rest.
     suf_room = min(suf_total, max(available // 4, available - pre_total))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import Field
@@ -36,16 +35,21 @@ class HealthPolicy(FrozenModel):
     ewma_alpha: float = Field(default=0.2, gt=0, le=1)
 
 
-@dataclass(slots=True)
 class _State:
-    consecutive: int = 0
-    outcomes: deque[tuple[float, bool]] = field(default_factory=deque)
-    open_until: float | None = None
-    probing: bool = False
-    latency: float | None = None
-    ttft: float | None = None
-    ttfts: deque[float] = field(default_factory=lambda: deque(maxlen=200))
-    reason: str = ""
+    """One deployment's record (mutable, guarded by the tracker's lock)."""
+
+    __slots__ = ("consecutive", "latency", "open_until", "outcomes", "probing", "reason",
+                 "ttft", "ttfts")
+
+    def __init__(self) -> None:
+        self.consecutive = 0
+        self.outcomes: deque[tuple[float, bool]] = deque()
+        self.open_until: float | None = None
+        self.probing = False
+        self.latency: float | None = None
+        self.ttft: float | None = None
+        self.ttfts: deque[float] = deque(maxlen=200)
+        self.reason = ""
 
 
 class HealthTracker:

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from ._completion import Attempt, Completion
@@ -24,8 +23,7 @@ __all__ = ["Hooks"]
 logger = logging.getLogger("starcoder_router")
 
 
-@dataclass(frozen=True, slots=True)
-class Hooks:
+class Hooks(NamedTuple):
     """Callables run on each routing decision, attempt, success and final failure."""
 
     on_route: Sequence[Callable[[RoutingDecision], Any]] = ()

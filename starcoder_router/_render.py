@@ -16,8 +16,7 @@ asks otherwise. See `CompletionRequest.special_tokens`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from ._errors import InvalidRequestError
 from ._request import CompletionRequest, Message, Mode, RepoFile
@@ -65,8 +64,7 @@ _SPECIAL_RE = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS))
 _ZWSP = "\u200b"
 
 
-@dataclass(frozen=True, slots=True)
-class FimParts:
+class FimParts(NamedTuple):
     """The pieces of a FIM prompt, after escaping and any trimming (llama.cpp `/infill` takes
     them separately)."""
 
@@ -77,8 +75,7 @@ class FimParts:
     path: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Rendered:
+class Rendered(NamedTuple):
     """A request in StarCoder 2's format: the exact `prompt` text sent to raw-completion endpoints,
     the stop sequences, and the structured pieces for endpoints that build the format themselves."""
 

@@ -9,8 +9,7 @@ longer.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import Field
 
@@ -56,8 +55,7 @@ class HedgePolicy(FrozenModel):
     default_after_s: float = Field(default=0.5, gt=0)
 
 
-@dataclass(frozen=True, slots=True)
-class _RetryState:
+class _RetryState(NamedTuple):
     # tenacity's wait strategies read only `attempt_number` from their state argument.
     attempt_number: int
 

@@ -13,12 +13,9 @@ Example::
 from __future__ import annotations
 
 import os
-import queue
 import threading
 from collections.abc import Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
-
-from typing_extensions import Unpack
 
 from ._budget_types import Reservation, SpendStore
 from ._catalog import Catalog
@@ -56,6 +53,9 @@ from ._streaming import END, Booking, StreamProgress
 from ._tokens import TokenCounter, load_token_counter
 
 if TYPE_CHECKING:
+    import queue
+    from typing import Unpack
+
     from ._transports._base import StreamHandle, SyncTransport
 
 __all__ = ["Router"]
@@ -357,6 +357,8 @@ class Router:
         the first to produce output wins and the caller goes on reading it here, the other is
         cancelled by closing its connection (and books what it cost)."""
         clock = self._core.clock
+        import queue  # only hedged requests need it
+
         reports: queue.Queue[_SyncLeg] = queue.Queue()
         legs: list[_SyncLeg] = []
 

@@ -8,7 +8,8 @@ policy's objective; the first is chosen, the rest are the fallbacks in order.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from ._catalog import Capability, Deployment, Variant
 from ._cost import actual_cost_nano, nano_to_usd, usd_to_nano
@@ -19,15 +20,16 @@ from ._render import Rendered
 from ._request import CompletionRequest
 from ._tokens import CountKind
 
-__all__ = ["BudgetRouting", "Candidate", "DeploymentHealth", "RoutingDecision", "decide"]
+__all__ = [
+    "BudgetRouting", "Candidate", "DeploymentHealth", "RoutingDecision", "StaticCache", "decide",
+]
 
 # Typical bytes per token of code (stdlib Python, C, JS averages): used only to turn a byte bound
 # into an expected token count for ranking, never to prove a fit or to reserve budget.
 _BYTES_PER_TOKEN = 3.5
 
 
-@dataclass(frozen=True, slots=True)
-class DeploymentHealth:
+class DeploymentHealth(NamedTuple):
     """What the router has observed of a deployment, as the decision needs it."""
 
     latency_s: float | None = None
@@ -36,8 +38,7 @@ class DeploymentHealth:
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class BudgetRouting:
+class BudgetRouting(NamedTuple):
     """Constraints that budgets put on this decision (computed by the router from its store)."""
 
     max_worst_case_nano: int | None = None
@@ -46,8 +47,7 @@ class BudgetRouting:
     note: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+class Candidate(NamedTuple):
     """One deployment as the decision saw it."""
 
     deployment: Deployment
@@ -72,7 +72,7 @@ class Candidate:
         return None if self.expected_nano is None else nano_to_usd(self.expected_nano)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RoutingDecision:
     """The outcome of routing one request.
 
@@ -84,7 +84,7 @@ class RoutingDecision:
     candidates: tuple[Candidate, ...]
     ranked: tuple[Candidate, ...]
     objective: Objective
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
     @property
     def chosen(self) -> Deployment:
@@ -160,8 +160,7 @@ _MODE_CAPABILITY: dict[str, Capability] = {"prompt": "completion", "fim": "fim",
 _CheapFilter = Callable[["_Context", Deployment, Variant | None], "str | None"]
 
 
-@dataclass(slots=True)
-class _Context:
+class _Context(NamedTuple):
     request: CompletionRequest
     policy: CostPolicy
     provider_status: Mapping[str, str | None]
@@ -207,20 +206,12 @@ def _f_quality(ctx: _Context, dep: Deployment, var: Variant | None) -> str | Non
     return None
 
 
-def _f_output_cap(ctx: _Context, dep: Deployment, var: Variant | None) -> str | None:
-    cap = dep.max_output_tokens
-    if cap is not None and ctx.request.max_tokens > cap:
-        return f"max_tokens {ctx.request.max_tokens} > the deployment's {cap}"
-    return None
-
-
 _CHEAP_FILTERS: tuple[_CheapFilter, ...] = (
     _f_variant,
     _f_provider_ready,
     _f_policy_providers,
     _f_capabilities,
     _f_quality,
-    _f_output_cap,
 )
 
 
@@ -236,9 +227,14 @@ def decide(
     health: Mapping[str, DeploymentHealth] | None = None,
     budget: BudgetRouting | None = None,
     now: float = 0.0,
+    static: StaticCache | None = None,
 ) -> RoutingDecision:
     """Route `request` (already rendered) over `deployments`. Never raises for no route: the
-    caller checks `decision.ranked` (the router raises `NoRouteError`)."""
+    caller checks `decision.ranked` (the router raises `NoRouteError`).
+
+    `static` memoises what does not depend on the request itself (provider readiness, policy,
+    capabilities, quality), per kind of request; pass the same dict while `deployments`,
+    `variants`, `policy` and `provider_status` stay the same."""
     needs: list[Capability] = [_MODE_CAPABILITY[request.mode]]
     if request.response_format is not None:
         needs.append("structured_output")
@@ -257,44 +253,26 @@ def decide(
     # The tightest money limit a candidate must respect, for tightening byte-bounded counts.
     limit = min(x for x in (cap_nano, budget_nano, 1 << 62) if x is not None)
 
+    key = (ctx.needs, budget is not None and budget.local_only)
+    rows = static.get(key) if static is not None else None
+    if rows is None:
+        rows = _static_rows(ctx, deployments, variants, bench)
+        if static is not None:
+            static[key] = rows
     candidates: list[Candidate] = []
-    for dep in deployments:
-        var = variants.get(dep.variant)
-        reasons = [r for f in _CHEAP_FILTERS if (r := f(ctx, dep, var)) is not None]
-        quality = var.score(bench) if var is not None else None
-        if reasons:
-            candidates.append(Candidate(dep, False, tuple(reasons), quality=quality))
+    for dep, var, quality, refused in rows:
+        if refused is not None:
+            candidates.append(refused)
             continue
-        fit = fit_prompt(rendered, window=dep.context_window, max_tokens=request.max_tokens,
-                         counts=counts, allow_trim=request.allow_trim)
-        if isinstance(fit, NoFit):
-            candidates.append(Candidate(dep, False, (fit.reason,), fit.prompt_tokens,
-                                        fit.count_kind, quality=quality))
+        cap = dep.max_output_tokens
+        if cap is not None and request.max_tokens > cap:
+            candidates.append(Candidate(
+                dep, False, (f"max_tokens {request.max_tokens} > the deployment's {cap}",),
+                quality=quality))
             continue
-        hv = health.get(dep.name)
-        latency = _expected_latency(dep, var, hv, expected_out)
-        fit, worst = _worst_case(fit, dep, request.max_tokens, latency, counts, limit)
-        reasons = []
-        if cap_nano is not None and worst > cap_nano:
-            reasons.append(
-                f"worst-case cost ${nano_to_usd(worst):.6f} > per-request cap "
-                f"${nano_to_usd(cap_nano):.6f}"
-            )
-        if budget_nano is not None and worst > budget_nano:
-            reasons.append(
-                f"worst-case cost ${nano_to_usd(worst):.6f} > remaining budget "
-                f"${nano_to_usd(budget_nano):.6f}"
-            )
-        expected_in = (
-            fit.prompt_tokens if fit.count_kind != "bound"
-            else int(fit.prompt_tokens / _BYTES_PER_TOKEN) + 1
-        )
-        expected = actual_cost_nano(dep, expected_in, expected_out, latency)
-        cooling = hv.cooling_until if hv is not None and hv.cooling_until is not None \
-            and hv.cooling_until > now else None
-        candidates.append(Candidate(
-            dep, not reasons, tuple(reasons), fit.prompt_tokens, fit.count_kind, worst, expected,
-            latency, quality, fit.trimmed, fit.rendered, cooling,
+        candidates.append(_evaluate(
+            dep, var, quality, rendered, request, counts, health.get(dep.name), now,
+            expected_out, cap_nano, budget_nano, limit,
         ))
 
     objective: Objective = policy.objective
@@ -305,6 +283,53 @@ def decide(
         notes.append(budget.note)
     ranked = _rank([c for c in candidates if c.eligible], policy, objective)
     return RoutingDecision(request, tuple(candidates), tuple(ranked), objective, tuple(notes))
+
+
+StaticCache = dict[tuple[tuple[Capability, ...], bool], list["_StaticRow"]]
+_StaticRow = tuple[Deployment, "Variant | None", "float | None", "Candidate | None"]
+
+
+def _static_rows(ctx: _Context, deployments: tuple[Deployment, ...],
+                 variants: Mapping[str, Variant], bench: str) -> list[_StaticRow]:
+    """Per deployment: its variant, its quality score, and the refused candidate when a filter
+    that ignores the request's text already rules it out."""
+    rows: list[_StaticRow] = []
+    for dep in deployments:
+        var = variants.get(dep.variant)
+        quality = var.score(bench) if var is not None else None
+        reasons = tuple(r for f in _CHEAP_FILTERS if (r := f(ctx, dep, var)) is not None)
+        refused = Candidate(dep, False, reasons, quality=quality) if reasons else None
+        rows.append((dep, var, quality, refused))
+    return rows
+
+
+def _evaluate(dep: Deployment, var: Variant | None, quality: float | None, rendered: Rendered,
+              request: CompletionRequest, counts: PromptCounts, hv: DeploymentHealth | None,
+              now: float, expected_out: int, cap_nano: int | None, budget_nano: int | None,
+              limit: int) -> Candidate:
+    """A deployment that passed the static filters: fit the prompt, cost it, and check the
+    money limits."""
+    fit = fit_prompt(rendered, window=dep.context_window, max_tokens=request.max_tokens,
+                     counts=counts, allow_trim=request.allow_trim)
+    if isinstance(fit, NoFit):
+        return Candidate(dep, False, (fit.reason,), fit.prompt_tokens, fit.count_kind,
+                         quality=quality)
+    latency = _expected_latency(dep, var, hv, expected_out)
+    fit, worst = _worst_case(fit, dep, request.max_tokens, latency, counts, limit)
+    reasons = []
+    if cap_nano is not None and worst > cap_nano:
+        reasons.append(f"worst-case cost ${nano_to_usd(worst):.6f} > per-request cap "
+                       f"${nano_to_usd(cap_nano):.6f}")
+    if budget_nano is not None and worst > budget_nano:
+        reasons.append(f"worst-case cost ${nano_to_usd(worst):.6f} > remaining budget "
+                       f"${nano_to_usd(budget_nano):.6f}")
+    expected_in = (fit.prompt_tokens if fit.count_kind != "bound"
+                   else int(fit.prompt_tokens / _BYTES_PER_TOKEN) + 1)
+    expected = actual_cost_nano(dep, expected_in, expected_out, latency)
+    cooling = hv.cooling_until if hv is not None and hv.cooling_until is not None \
+        and hv.cooling_until > now else None
+    return Candidate(dep, not reasons, tuple(reasons), fit.prompt_tokens, fit.count_kind, worst,
+                     expected, latency, quality, fit.trimmed, fit.rendered, cooling)
 
 
 def _worst_case(fit: Fit, dep: Deployment, max_tokens: int, latency: float,

@@ -10,12 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Sequence
 
 from ._budget_types import BudgetKey, BudgetStatus, LedgerEntry, Reservation
 from ._budgets import check_amount, refusal, require_aware, status_of, to_epoch, unique_keys
+from ._ids import new_id
 
 __all__ = ["MemoryStore"]
 
@@ -58,7 +58,7 @@ class MemoryStore:
     def reserve(self, keys: Sequence[BudgetKey], amount_nano: int, ttl_s: float) -> Reservation:
         check_amount(amount_nano, "amount_nano")
         keys = unique_keys(keys)
-        rid = uuid.uuid4().hex
+        rid = new_id()
         now = time.time()
         expires_at = now + ttl_s
         with self._lock:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +26,7 @@ from ._budget_types import BudgetKey, BudgetStatus, LedgerEntry, Reservation
 from ._budgets import check_amount, require_aware, status_of, to_epoch, unique_keys
 from ._cost import nano_to_usd
 from ._errors import BudgetExceededError, MissingDependencyError
+from ._ids import new_id
 
 __all__ = ["RedisStore"]
 
@@ -229,7 +229,7 @@ class RedisStore:
                       ttl_s: float) -> tuple[tuple[BudgetKey, ...], list[str], list[str]]:
         check_amount(amount_nano, "amount_nano")
         unique = unique_keys(keys)
-        args = [uuid.uuid4().hex, str(amount_nano), str(max(1, round(ttl_s * 1000)))]
+        args = [new_id(), str(amount_nano), str(max(1, round(ttl_s * 1000)))]
         for key in unique:
             args += [str(key.limit_nano), _expire_at(key)]
         return unique, self._names(unique), args

@@ -22,12 +22,12 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 from ._budget_types import BudgetKey, BudgetStatus, LedgerEntry, Outcome, Reservation
 from ._budgets import check_amount, refusal, require_aware, status_of, to_epoch, unique_keys
+from ._ids import new_id
 
 __all__ = ["SQLiteStore"]
 
@@ -114,7 +114,7 @@ class SQLiteStore:
     def reserve(self, keys: Sequence[BudgetKey], amount_nano: int, ttl_s: float) -> Reservation:
         check_amount(amount_nano, "amount_nano")
         keys = unique_keys(keys)
-        rid = uuid.uuid4().hex
+        rid = new_id()
         with self._transaction("BEGIN IMMEDIATE") as db:
             now = time.time()
             expires_at = now + ttl_s

@@ -8,7 +8,7 @@ stream, the attempt record) is decided here once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ._completion import Completion, StreamChunk, Usage
 from ._core import RequestRun
@@ -31,8 +31,7 @@ class _End:
 END = _End()
 
 
-@dataclass(frozen=True, slots=True)
-class Booking:
+class Booking(NamedTuple):
     """What to settle for an attempt: the cost, its usage and the ledger outcome."""
 
     cost: int

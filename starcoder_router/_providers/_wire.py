@@ -8,12 +8,11 @@ router, and tests can check the exact bytes on the wire.
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from .._catalog import Deployment
 from .._completion import FinishReason
@@ -39,8 +38,7 @@ __all__ = [
 StreamFormat = Literal["sse", "ndjson"]
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
+class Endpoint(NamedTuple):
     """Where and how to reach one provider: resolved base URL, key and timeouts."""
 
     provider: str
@@ -51,8 +49,7 @@ class Endpoint:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class WireRequest:
+class WireRequest(NamedTuple):
     """An HTTP request, exactly as it will be sent."""
 
     method: str
@@ -73,8 +70,7 @@ class WireRequest:
 _SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
 
 
-@dataclass(frozen=True, slots=True)
-class WireResponse:
+class WireResponse(NamedTuple):
     """An HTTP response: status, headers with lower-case names, and the body."""
 
     status: int
@@ -82,8 +78,7 @@ class WireResponse:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
+class Call(NamedTuple):
     """Everything an adapter needs for one attempt.
 
     `prompt_tokens` is the router's count of `rendered.prompt` and `prompt_count_kind` says what
@@ -100,7 +95,7 @@ class Call:
     prompt_count_kind: CountKind | None = None
 
 
-@dataclass(slots=True)
+@dataclass
 class ProviderResult:
     """A provider's answer in our terms. Token counts are None when the provider did not say."""
 
@@ -168,6 +163,8 @@ def parse_retry_after(headers: Mapping[str, str], *,
         try:
             return max(0.0, float(value))
         except ValueError:
+            import email.utils
+
             try:
                 when = email.utils.parsedate_to_datetime(value)
             except (TypeError, ValueError):

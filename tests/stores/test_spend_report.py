@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import pytest
@@ -17,7 +16,7 @@ ENTRIES = [
     entry(1_000_000, tenant="acme", time=T0),
     entry(2_000_000, tenant="acme", time=T0 + dt.timedelta(hours=3), deployment="dep-b"),
     entry(4_000_000, tenant="globex", time=T0 + dt.timedelta(days=1)),
-    dataclasses.replace(entry(0, time=T0 + dt.timedelta(days=8)), outcome="error"),
+    entry(0, time=T0 + dt.timedelta(days=8))._replace(outcome="error"),
 ]
 
 
