@@ -17,20 +17,18 @@ import os
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
+from ._base_router import BaseRouter
 from ._budget_types import AsyncSpendStore, Reservation, SpendStore
 from ._catalog import Catalog
-from ._clock import Clock, SystemClock
+from ._clock import Clock
 from ._completion import Completion, StreamChunk
-from ._config import ProviderSettings, load_config
-from ._core import RequestRun, RouterCore
+from ._config import ProviderSettings
+from ._core import RequestRun
 from ._driver import (
     REQUEUE,
     RequestFields,
     Requeue,
-    budget_keys_for,
-    make_store,
     note_statuses,
-    soft_limited,
     store_error,
     with_context,
 )
@@ -48,10 +46,10 @@ from ._providers._base import Provider
 from ._providers._wire import Call, ProviderResult, WireResponse
 from ._request import CompletionRequest, build_request
 from ._retry import HedgePolicy, RetryPolicy
-from ._routing import Candidate, RoutingDecision
+from ._routing import Candidate
 from ._stream import AsyncStream
 from ._streaming import END, Booking, StreamProgress
-from ._tokens import TokenCounter, load_token_counter
+from ._tokens import TokenCounter
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -61,7 +59,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncRouter"]
 
 
-class AsyncRouter:
+class AsyncRouter(BaseRouter):
     """Routes and runs StarCoder 2 requests on asyncio. Same methods and behaviour as `Router`.
 
     `transport="aiohttp"` (default) is the fast choice under concurrency; `"httpx"` uses
@@ -84,58 +82,18 @@ class AsyncRouter:
         clock: Clock | None = None,
         env: Mapping[str, str] | None = None,
     ):
-        self._core = RouterCore(
-            catalog=catalog, policy=policy, providers=providers,
-            counter=load_token_counter(tokenizer), retry=retry, health=health, hooks=hooks,
-            clock=clock or SystemClock(), env=env,
-        )
-        self._store: SpendStore = store if store is not None else make_store(None)
+        super().__init__(catalog=catalog, policy=policy, providers=providers,
+                         tokenizer=tokenizer, store=store, retry=retry, health=health,
+                         hooks=hooks, hedge=hedge, clock=clock, env=env)
         if not isinstance(self._store, AsyncSpendStore):
             raise ConfigError(f"{type(self._store).__name__} has no async methods (areserve...)")
         self._astore: AsyncSpendStore = self._store
         if transport not in ("aiohttp", "httpx") and isinstance(transport, str):
             raise ConfigError(f"unknown transport {transport!r}; use 'aiohttp' or 'httpx'")
         self._transport_kind = transport
-        self._hedge = hedge
         self._transports: dict[str, AsyncTransport] = {}
-        self._soft: dict[str, float] = {}
-
-    @classmethod
-    def from_config(cls, path: str | os.PathLike[str], **overrides: Any) -> AsyncRouter:
-        """A router from a TOML config file; keyword arguments override what the file sets."""
-        cfg = load_config(path, catalog=overrides.pop("catalog", None))
-        kwargs: dict[str, Any] = {
-            "catalog": cfg.catalog, "policy": cfg.policy, "providers": cfg.providers,
-            "tokenizer": cfg.tokenizer, "retry": cfg.retry, "health": cfg.health,
-            "store": make_store(cfg.store) if cfg.store else None,
-        }
-        kwargs.update(overrides)
-        return cls(**kwargs)
-
-    # -- properties -----------------------------------------------------------------------------
-
-    @property
-    def catalog(self) -> Catalog:
-        return self._core.catalog
-
-    @property
-    def policy(self) -> CostPolicy:
-        return self._core.policy
-
-    @property
-    def store(self) -> SpendStore:
-        return self._store
-
-    @property
-    def token_counter(self) -> TokenCounter:
-        return self._core.counter
 
     # -- the API --------------------------------------------------------------------------------
-
-    def route(self, request: CompletionRequest | None = None, /,
-              **fields: Unpack[RequestFields]) -> RoutingDecision:
-        """The routing decision for a request, without sending anything (no I/O, so not async)."""
-        return self._core.route(build_request(request, fields))
 
     async def complete(self, request: CompletionRequest | None = None, /,
                        **fields: Unpack[RequestFields]) -> Completion:
@@ -188,15 +146,7 @@ class AsyncRouter:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def __repr__(self) -> str:
-        return (f"AsyncRouter(deployments={len(self._core.catalog.deployments)}, "
-                f"objective={self._core.policy.objective!r})")
-
     # -- internals ------------------------------------------------------------------------------
-
-    def _start(self, req: CompletionRequest) -> RequestRun:
-        keys = budget_keys_for(self._core, req)
-        return self._core.start(req, keys, soft_limited(self._core, keys, self._soft))
 
     def _transport_for(self, provider: str) -> AsyncTransport:
         kind = self._transport_kind

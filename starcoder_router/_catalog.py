@@ -10,12 +10,18 @@ import datetime as dt
 import functools
 import tomllib
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ._errors import ConfigError
-from ._models import FrozenModel, validation_error_of
+from ._models import (
+    FrozenModel,
+    config_error,
+    read_toml,
+    validate_config,
+    validation_error_of,
+)
 
 __all__ = [
     "Capability",
@@ -157,7 +163,7 @@ class Catalog(FrozenModel):
     @classmethod
     def from_toml(cls, path: str) -> Catalog:
         """Load a complete catalog from a TOML file with `[[variants]]` and `[[deployments]]`."""
-        return _catalog_from_data(_read_toml(path), source=path)
+        return _catalog_from_data(read_toml(path), source=path)
 
     def variant(self, variant_id: str) -> Variant:
         try:
@@ -194,7 +200,7 @@ class Catalog(FrozenModel):
         any other is added whole. Errors name `source` and the offending entry."""
         all_variants = dict(self.variants)
         for i, raw in enumerate(variants):
-            var = _validate(Variant, raw, source=source, prefix=f"variants[{i}]")
+            var = validate_config(Variant, raw, source=source, prefix=f"variants[{i}]")
             all_variants[var.id] = var
         current = {d.name: d for d in self.deployments}
         order = [d.name for d in self.deployments]
@@ -206,7 +212,7 @@ class Catalog(FrozenModel):
             )
             base = current.get(name) if name else None
             merged_raw = {**base.model_dump(), **raw} if base else raw
-            dep = _validate(Deployment, merged_raw, source=source, prefix=f"deployments[{i}]")
+            dep = validate_config(Deployment, merged_raw, source=source, prefix=f"deployments[{i}]")
             if dep.variant not in all_variants:
                 known = ", ".join(sorted(all_variants))
                 raise ConfigError(f"unknown variant {dep.variant!r}; known variants: {known}",
@@ -224,41 +230,7 @@ class Catalog(FrozenModel):
             exc = validation_error_of(raised)
             if exc is None:
                 raise
-            raise _config_error(exc, source=source) from None
-
-
-def _read_toml(path: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError("file not found", source=path) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML: {exc}", source=path) from None
-
-
-_M = TypeVar("_M", bound=BaseModel)
-
-
-def _validate(model: type[_M], data: Any, *, source: str, prefix: str = "") -> _M:
-    try:
-        return model.model_validate(data)
-    except (ValidationError, ConfigError) as raised:
-        exc = validation_error_of(raised)
-        if exc is None:
-            raise
-        raise _config_error(exc, source=source, prefix=prefix) from None
-
-
-def _config_error(exc: ValidationError, *, source: str, prefix: str = "") -> ConfigError:
-    """One readable ConfigError naming the file, the field path and the problem."""
-    first = exc.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    field = ".".join(p for p in (prefix, loc) if p) or None
-    problems = [first["msg"].removeprefix("Value error, ")]
-    if len(exc.errors()) > 1:
-        problems.append(f"(and {len(exc.errors()) - 1} more problem(s))")
-    return ConfigError(" ".join(problems), source=source, field=field)
+            raise config_error(exc, source=source) from None
 
 
 @functools.cache
@@ -277,7 +249,7 @@ def _catalog_from_data(data: Mapping[str, Any], *, source: str) -> Catalog:
         variants = {v.get("id", f"#{i}"): v for i, v in enumerate(raw_variants)}
     else:
         variants = raw_variants
-    return _validate(
+    return validate_config(
         Catalog,
         {"variants": variants, "deployments": data.get("deployments", []),
          "as_of": data.get("as_of")},

@@ -31,18 +31,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr
 
-from ._catalog import Catalog, _read_toml
-from ._errors import ConfigError, StarcoderRouterError
+from ._catalog import Catalog
+from ._errors import ConfigError
 from ._health import HealthPolicy
-from ._models import FrozenModel, validation_error_of
+from ._models import FrozenModel, read_toml, validate_config
 from ._policy import CostPolicy
 from ._retry import RetryPolicy
 
 __all__ = ["ProviderSettings", "RouterConfig", "StoreSettings", "load_config"]
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class ProviderSettings(FrozenModel):
@@ -85,7 +87,7 @@ _TOP_LEVEL = {"tokenizer", "policy", "providers", "deployments", "variants", "st
 def load_config(path: str | os.PathLike[str], *, catalog: Catalog | None = None) -> RouterConfig:
     """Read and validate a router config file."""
     source = os.fspath(path)
-    data = _read_toml(source)
+    data = read_toml(source)
     unknown = sorted(set(data) - _TOP_LEVEL)
     if unknown:
         raise ConfigError(
@@ -115,20 +117,10 @@ def load_config(path: str | os.PathLike[str], *, catalog: Catalog | None = None)
     )
 
 
-def _model(cls: type[Any], raw: Any, source: str, where: str) -> Any:
+def _model(cls: type[_M], raw: Any, source: str, where: str) -> _M:
     if not isinstance(raw, Mapping):
         raise ConfigError("must be a table", source=source, field=where)
-    try:
-        return cls.model_validate(raw)
-    except (ValidationError, StarcoderRouterError) as raised:
-        exc = validation_error_of(raised)
-        if exc is None:
-            raise
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-        raise ConfigError(err["msg"].removeprefix("Value error, ") + more, source=source,
-                          field=f"{where}.{loc}" if loc else where) from raised
+    return validate_config(cls, raw, source=source, prefix=where)
 
 
 def _table(data: Mapping[str, Any], key: str, source: str) -> Mapping[str, Any]:

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import contextvars
-from typing import Any, ClassVar
+import tomllib
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ._errors import ConfigError, StarcoderRouterError
 
-__all__ = ["FrozenModel", "describe_validation_error", "validation_error_of"]
+__all__ = [
+    "FrozenModel",
+    "config_error",
+    "describe_validation_error",
+    "read_toml",
+    "validate_config",
+    "validation_error_of",
+]
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class FrozenModel(BaseModel):
@@ -56,3 +66,34 @@ def describe_validation_error(exc: ValidationError, what: str) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         lines.append(f"{loc}: {msg}" if loc else msg)
     return f"{what}: " + "; ".join(lines)
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("file not found", source=path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", source=path) from None
+
+
+def validate_config(model: type[_M], data: Any, *, source: str, prefix: str = "") -> _M:
+    try:
+        return model.model_validate(data)
+    except (ValidationError, ConfigError) as raised:
+        exc = validation_error_of(raised)
+        if exc is None:
+            raise
+        raise config_error(exc, source=source, prefix=prefix) from None
+
+
+def config_error(exc: ValidationError, *, source: str, prefix: str = "") -> ConfigError:
+    """One readable ConfigError naming the file, the field path and the problem."""
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    field = ".".join(p for p in (prefix, loc) if p) or None
+    problems = [first["msg"].removeprefix("Value error, ")]
+    if len(exc.errors()) > 1:
+        problems.append(f"(and {len(exc.errors()) - 1} more problem(s))")
+    return ConfigError(" ".join(problems), source=source, field=field)

@@ -17,20 +17,18 @@ import threading
 from collections.abc import Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._base_router import BaseRouter
 from ._budget_types import Reservation, SpendStore
 from ._catalog import Catalog
-from ._clock import Clock, SystemClock
+from ._clock import Clock
 from ._completion import Completion, StreamChunk
-from ._config import ProviderSettings, load_config
-from ._core import RequestRun, RouterCore
+from ._config import ProviderSettings
+from ._core import RequestRun
 from ._driver import (
     REQUEUE,
     RequestFields,
     Requeue,
-    budget_keys_for,
-    make_store,
     note_statuses,
-    soft_limited,
     store_error,
     with_context,
 )
@@ -47,10 +45,10 @@ from ._providers._base import Provider
 from ._providers._wire import Call, ProviderResult, WireResponse
 from ._request import CompletionRequest, build_request
 from ._retry import HedgePolicy, RetryPolicy
-from ._routing import Candidate, RoutingDecision
+from ._routing import Candidate
 from ._stream import Stream
 from ._streaming import END, Booking, StreamProgress
-from ._tokens import TokenCounter, load_token_counter
+from ._tokens import TokenCounter
 
 if TYPE_CHECKING:
     import queue
@@ -61,7 +59,7 @@ if TYPE_CHECKING:
 __all__ = ["Router"]
 
 
-class Router:
+class Router(BaseRouter):
     """Routes and runs StarCoder 2 requests (synchronous). `AsyncRouter` is its async twin.
 
     With no arguments it uses the default catalog, treats a hosted provider as configured when
@@ -85,53 +83,13 @@ class Router:
         clock: Clock | None = None,
         env: Mapping[str, str] | None = None,
     ):
-        self._core = RouterCore(
-            catalog=catalog, policy=policy, providers=providers,
-            counter=load_token_counter(tokenizer), retry=retry, health=health, hooks=hooks,
-            clock=clock or SystemClock(), env=env,
-        )
-        self._store: SpendStore = store if store is not None else make_store(None)
+        super().__init__(catalog=catalog, policy=policy, providers=providers,
+                         tokenizer=tokenizer, store=store, retry=retry, health=health,
+                         hooks=hooks, hedge=hedge, clock=clock, env=env)
         self._transport = transport
-        self._hedge = hedge
         self._transports: dict[str, SyncTransport] = {}
-        self._soft: dict[str, float] = {}
-
-    @classmethod
-    def from_config(cls, path: str | os.PathLike[str], **overrides: Any) -> Router:
-        """A router from a TOML config file; keyword arguments override what the file sets."""
-        cfg = load_config(path, catalog=overrides.pop("catalog", None))
-        kwargs: dict[str, Any] = {
-            "catalog": cfg.catalog, "policy": cfg.policy, "providers": cfg.providers,
-            "tokenizer": cfg.tokenizer, "retry": cfg.retry, "health": cfg.health,
-            "store": make_store(cfg.store) if cfg.store else None,
-        }
-        kwargs.update(overrides)
-        return cls(**kwargs)
-
-    # -- properties -----------------------------------------------------------------------------
-
-    @property
-    def catalog(self) -> Catalog:
-        return self._core.catalog
-
-    @property
-    def policy(self) -> CostPolicy:
-        return self._core.policy
-
-    @property
-    def store(self) -> SpendStore:
-        return self._store
-
-    @property
-    def token_counter(self) -> TokenCounter:
-        return self._core.counter
 
     # -- the API --------------------------------------------------------------------------------
-
-    def route(self, request: CompletionRequest | None = None, /,
-              **fields: Unpack[RequestFields]) -> RoutingDecision:
-        """The routing decision for a request, without sending anything."""
-        return self._core.route(build_request(request, fields))
 
     def complete(self, request: CompletionRequest | None = None, /,
                  **fields: Unpack[RequestFields]) -> Completion:
@@ -185,15 +143,7 @@ class Router:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        return (f"Router(deployments={len(self._core.catalog.deployments)}, "
-                f"objective={self._core.policy.objective!r})")
-
     # -- internals ------------------------------------------------------------------------------
-
-    def _start(self, req: CompletionRequest) -> RequestRun:
-        keys = budget_keys_for(self._core, req)
-        return self._core.start(req, keys, soft_limited(self._core, keys, self._soft))
 
     def _transport_for(self, provider: str) -> SyncTransport:
         if self._transport is not None:

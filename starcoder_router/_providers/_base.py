@@ -31,7 +31,7 @@ from ._wire import (
     normalize_finish,
 )
 
-__all__ = ["Provider", "SSEDecoder", "StreamDecoder", "starcoder2_variant"]
+__all__ = ["Provider", "SSEDecoder", "StreamDecoder", "side_request", "starcoder2_variant"]
 
 
 class StreamDecoder:
@@ -330,16 +330,8 @@ class Provider:
 
     def probe_request(self, endpoint: Endpoint, method: str, path: str,
                       body: Mapping[str, Any] | None = None) -> WireRequest:
-        """A request outside any completion call (discovery, tokenizing), with the endpoint's
-        key and headers."""
-        headers = {"accept": "application/json"}
-        if body is not None:
-            headers["content-type"] = "application/json"
-        if endpoint.api_key:
-            headers["authorization"] = "Bearer " + endpoint.api_key.reveal()
-        headers.update(endpoint.headers)
-        return WireRequest(method, endpoint.base_url.rstrip("/") + path, headers,
-                           dumps(body) if body is not None else None)
+        """A side request to `path` under the endpoint's base URL (see `side_request`)."""
+        return side_request(endpoint, method, endpoint.base_url.rstrip("/") + path, body)
 
     def tokenize_request(self, endpoint: Endpoint, text: str) -> WireRequest | None:
         """A request that counts `text`'s tokens on the server (`token_count` reads the
@@ -352,6 +344,19 @@ class Provider:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def side_request(endpoint: Endpoint, method: str, url: str,
+                 body: Mapping[str, Any] | None = None) -> WireRequest:
+    """A request outside any completion call (a discovery probe, `/tokenize`), with the
+    endpoint's key and configured headers."""
+    headers = {"accept": "application/json"}
+    if body is not None:
+        headers["content-type"] = "application/json"
+    if endpoint.api_key:
+        headers["authorization"] = "Bearer " + endpoint.api_key.reveal()
+    headers.update(endpoint.headers)
+    return WireRequest(method, url, headers, dumps(body) if body is not None else None)
 
 
 def _preview(body: bytes) -> str:

@@ -1,6 +1,6 @@
 """What the local OpenAI-compatible servers (vLLM, TGI, LM Studio) share for discovery and side
 requests: the server root outside `/v1`, reading probe answers, and turning a served model id
-into a catalog `Deployment`.
+into a catalog `Deployment`. Requests outside a completion go through `side_request`.
 
 Example::
 
@@ -13,35 +13,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
 from typing import Any
 
 from .._catalog import Capability, Deployment
-from ._wire import Endpoint, WireRequest, WireResponse, dumps
+from ._base import starcoder2_variant
+from ._wire import Endpoint, WireResponse
 
-__all__ = ["find_variant", "json_body", "local_deployment", "server_root", "side_request"]
-
-# The size in a model id: "15b", "-7B-", ":3b"; never the "5b" inside "15b".
-_SIZE = re.compile(r"(?<![0-9.])(3|7|15)b(?![0-9])")
-
+__all__ = ["find_variant", "json_body", "local_deployment", "server_root"]
 
 def server_root(base_url: str) -> str:
     """The server's root: `/tokenize`, `/info` and `/api/v0` live beside `/v1`, not under it."""
     url = base_url.rstrip("/")
     return url[: -len("/v1")] if url.endswith("/v1") else url
-
-
-def side_request(endpoint: Endpoint, method: str, url: str,
-                 body: Mapping[str, Any] | None = None) -> WireRequest:
-    """A request outside any completion call (a discovery probe, `/tokenize`), with the
-    endpoint's key and configured headers."""
-    headers = {"accept": "application/json"}
-    if body is not None:
-        headers["content-type"] = "application/json"
-    if endpoint.api_key:
-        headers["authorization"] = "Bearer " + endpoint.api_key.reveal()
-    headers.update(endpoint.headers)
-    return WireRequest(method, url, headers, dumps(body) if body is not None else None)
 
 
 def json_body(response: WireResponse | None) -> Any:
@@ -60,16 +43,11 @@ def find_variant(*names: Any, family_known: bool = False) -> str | None:
     for name in names:
         if not isinstance(name, str):
             continue
-        key = name.lower()
-        if not family_known and "starcoder2" not in re.sub(r"[^a-z0-9]", "", key):
+        if not family_known and "starcoder2" not in re.sub(r"[^a-z0-9]", "", name.lower()):
             continue
-        size = _SIZE.search(key)
-        if "instruct" in key:
-            # Only the 15B has an instruct release; a community 3B "instruct" is another model.
-            if size is None or size.group(1) == "15":
-                return "starcoder2-15b-instruct"
-        elif size is not None:
-            return f"starcoder2-{size.group(1)}b"
+        variant = starcoder2_variant(name)
+        if variant is not None:
+            return variant
     return None
 
 

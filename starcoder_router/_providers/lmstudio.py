@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 
 from .._catalog import Deployment
 from .._request import ResponseFormat
-from ._base import Provider
-from ._local import find_variant, json_body, local_deployment, server_root, side_request
+from ._base import Provider, side_request
+from ._local import find_variant, json_body, local_deployment, server_root
 from ._wire import Call, Endpoint, WireRequest, WireResponse
 
 __all__ = ["LMStudio"]

@@ -44,9 +44,9 @@ from .._errors import (
 )
 from .._render import SPECIAL_TOKENS
 from .._request import ResponseFormat
-from ._base import OpenAIStreamDecoder, Provider, SSEDecoder, StreamDecoder
+from ._base import OpenAIStreamDecoder, Provider, SSEDecoder, StreamDecoder, side_request
 from ._errormap import error_for
-from ._local import find_variant, json_body, local_deployment, server_root, side_request
+from ._local import find_variant, json_body, local_deployment, server_root
 from ._wire import (
     Call,
     Endpoint,

@@ -28,9 +28,9 @@ from typing import Any, ClassVar
 from .._catalog import Deployment
 from .._errors import InvalidResponseError
 from .._request import ResponseFormat
-from ._base import Provider
+from ._base import Provider, side_request
 from ._errormap import error_for
-from ._local import find_variant, json_body, local_deployment, server_root, side_request
+from ._local import find_variant, json_body, local_deployment, server_root
 from ._wire import Call, Endpoint, WireRequest, WireResponse, loads
 
 __all__ = ["VLLM"]
