@@ -209,16 +209,8 @@ class Provider:
             "model": call.deployment.model,
             "prompt": call.rendered.prompt,
             "max_tokens": req.max_tokens,
+            **self.sampling(call),
         }
-        if req.temperature is not None:
-            body["temperature"] = req.temperature
-        if req.top_p is not None:
-            body["top_p"] = req.top_p
-        stops = self.stops(call)
-        if stops:
-            body["stop"] = stops
-        if req.seed is not None:
-            body["seed"] = req.seed
         if req.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -227,6 +219,22 @@ class Provider:
         if req.extra_body:
             body.update(req.extra_body)
         return body
+
+    def sampling(self, call: Call) -> dict[str, Any]:
+        """The sampling settings the caller gave (temperature, top_p, seed) and the stops, under
+        their OpenAI names; unset ones are left out so the server's defaults apply."""
+        req = call.request
+        out: dict[str, Any] = {}
+        if req.temperature is not None:
+            out["temperature"] = req.temperature
+        if req.top_p is not None:
+            out["top_p"] = req.top_p
+        if req.seed is not None:
+            out["seed"] = req.seed
+        stops = self.stops(call)
+        if stops:
+            out["stop"] = stops
+        return out
 
     def stops(self, call: Call) -> list[str]:
         """The rendered stop list, cut to what the provider accepts (most important first)."""

@@ -102,15 +102,7 @@ class LlamaCpp(Provider):
         if prompt is not None:
             body["prompt"] = prompt
         body["n_predict"] = req.max_tokens
-        if req.temperature is not None:
-            body["temperature"] = req.temperature
-        if req.top_p is not None:
-            body["top_p"] = req.top_p
-        if req.seed is not None:
-            body["seed"] = req.seed
-        stops = self.stops(call)
-        if stops:
-            body["stop"] = stops
+        body.update(self.sampling(call))
         body["stream"] = req.stream
         body["cache_prompt"] = True
         if req.response_format is not None:

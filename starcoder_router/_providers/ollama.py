@@ -83,16 +83,8 @@ class Ollama(Provider):
         options: dict[str, Any] = {
             "num_ctx": call.deployment.context_window,
             "num_predict": req.max_tokens,
+            **self.sampling(call),
         }
-        if req.temperature is not None:
-            options["temperature"] = req.temperature
-        if req.top_p is not None:
-            options["top_p"] = req.top_p
-        if req.seed is not None:
-            options["seed"] = req.seed
-        stops = self.stops(call)
-        if stops:
-            options["stop"] = stops
         body: dict[str, Any] = {
             "model": call.deployment.model,
             "prompt": call.rendered.prompt,
