@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from ._budget_types import BudgetKey, BudgetStatus, LedgerEntry, Reservation
 from ._budgets import check_amount, refusal, require_aware, status_of, to_epoch, unique_keys
 from ._ids import new_id
+from ._store_inline import InlineAsync
 
 __all__ = ["MemoryStore"]
 
@@ -38,7 +39,7 @@ class _Bucket:
         return sum(amount for amount, _ in self.held.values())
 
 
-class MemoryStore:
+class MemoryStore(InlineAsync):
     """Spend, reservations and the ledger in a dict, guarded by a lock.
 
         store = MemoryStore()
@@ -126,33 +127,6 @@ class MemoryStore:
     def close(self) -> None:
         """Nothing to release; present so every store can be used the same way."""
 
-    async def areserve(self, keys: Sequence[BudgetKey], amount_nano: int,
-                       ttl_s: float) -> Reservation:
-        return self.reserve(keys, amount_nano, ttl_s)
-
-    async def asettle(self, reservation: Reservation, actual_nano: int,
-                      entry: LedgerEntry | None = None) -> None:
-        self.settle(reservation, actual_nano, entry)
-
-    async def arelease(self, reservation: Reservation, entry: LedgerEntry | None = None) -> None:
-        self.release(reservation, entry)
-
-    async def arecord(self, keys: Sequence[BudgetKey], actual_nano: int,
-                      entry: LedgerEntry | None = None) -> None:
-        self.record(keys, actual_nano, entry)
-
-    async def astatus(self, keys: Sequence[BudgetKey]) -> list[BudgetStatus]:
-        return self.status(keys)
-
-    async def aspent(self, key: str) -> int:
-        return self.spent(key)
-
-    async def aledger(self, *, since: dt.datetime | None = None, until: dt.datetime | None = None,
-                      tenant: str | None = None) -> list[LedgerEntry]:
-        return self.ledger(since=since, until=until, tenant=tenant)
-
-    async def aclose(self) -> None:
-        self.close()
 
     def _bucket(self, key: BudgetKey) -> _Bucket:
         bucket = self._buckets.get(key.key)

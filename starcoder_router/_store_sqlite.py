@@ -28,6 +28,7 @@ from typing import Any, cast
 from ._budget_types import BudgetKey, BudgetStatus, LedgerEntry, Outcome, Reservation
 from ._budgets import check_amount, refusal, require_aware, status_of, to_epoch, unique_keys
 from ._ids import new_id
+from ._store_inline import InlineAsync
 
 __all__ = ["SQLiteStore"]
 
@@ -85,7 +86,7 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _SWEEP_EVERY_S = 600.0
 
 
-class SQLiteStore:
+class SQLiteStore(InlineAsync):
     """Spend, reservations and the ledger in a SQLite file shared by the processes of one host.
 
         store = SQLiteStore("spend.db")
@@ -186,38 +187,9 @@ class SQLiteStore:
         with self._lock:
             self._db.close()
 
-    # The async twins run the transaction inline on the event loop. Each is a short local
-    # transaction (tens of microseconds); handing it to a thread would cost more than it takes.
-    # The price: while another process holds the write lock, the loop waits with it, for at
-    # most `busy_timeout_s`. Use RedisStore where many processes write at once.
-
-    async def areserve(self, keys: Sequence[BudgetKey], amount_nano: int,
-                       ttl_s: float) -> Reservation:
-        return self.reserve(keys, amount_nano, ttl_s)
-
-    async def asettle(self, reservation: Reservation, actual_nano: int,
-                      entry: LedgerEntry | None = None) -> None:
-        self.settle(reservation, actual_nano, entry)
-
-    async def arelease(self, reservation: Reservation, entry: LedgerEntry | None = None) -> None:
-        self.release(reservation, entry)
-
-    async def arecord(self, keys: Sequence[BudgetKey], actual_nano: int,
-                      entry: LedgerEntry | None = None) -> None:
-        self.record(keys, actual_nano, entry)
-
-    async def astatus(self, keys: Sequence[BudgetKey]) -> list[BudgetStatus]:
-        return self.status(keys)
-
-    async def aspent(self, key: str) -> int:
-        return self.spent(key)
-
-    async def aledger(self, *, since: dt.datetime | None = None, until: dt.datetime | None = None,
-                      tenant: str | None = None) -> list[LedgerEntry]:
-        return self.ledger(since=since, until=until, tenant=tenant)
-
-    async def aclose(self) -> None:
-        self.close()
+    # The async twins (from InlineAsync) run each transaction inline on the event loop. The
+    # price: while another process holds the write lock, the loop waits with it, for at most
+    # `busy_timeout_s`. Use RedisStore where many processes write at once.
 
     @contextlib.contextmanager
     def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
