@@ -148,3 +148,13 @@ def test_base_url_from_the_environment() -> None:
     endpoint = router._core.endpoint("fireworks", None)
     assert endpoint.base_url == "http://proxy:9000/v1"
     assert "k" not in repr(endpoint.api_key)
+
+
+def test_the_example_config_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # its SQLite file lands here
+    example = Path(__file__).resolve().parents[1] / "examples" / "router.toml"
+    router = Router.from_config(example, env={})
+    assert router.policy.on_budget_exhausted == "downgrade"
+    assert router.route(prompt="def f():").chosen.name == "ollama/starcoder2-3b"
+    router.store.close()
+    router.close()
