@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._budget_types import BudgetKey, BudgetStatus, LedgerEntry
+from ._budget_types import BudgetKey, LedgerEntry
 from ._catalog import Catalog, Deployment
 from ._completion import Attempt, AttemptOutcome, Completion, Usage
 from ._config import ProviderSettings
@@ -484,10 +484,4 @@ class RequestRun:
         )
         self.last_error = err
         return err
-
-
-def soft_limit_passed(statuses: tuple[BudgetStatus, ...], soft_limit: float | None) -> bool:
-    if soft_limit is None:
-        return False
-    return any(s.used_fraction >= soft_limit for s in statuses)
 

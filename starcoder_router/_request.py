@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -192,6 +192,3 @@ def build_request(
             raise InvalidRequestError(describe_validation_error(exc, "CompletionRequest")) from exc
     return CompletionRequest(**fields)
 
-
-def messages_from(items: Sequence[Message | Mapping[str, str]]) -> tuple[Message, ...]:
-    return tuple(m if isinstance(m, Message) else Message(**m) for m in items)
