@@ -18,7 +18,7 @@ from typing import Any
 
 from ._catalog import Catalog
 from ._config import load_config
-from ._errors import NoRouteError, StarcoderRouterError
+from ._errors import ConfigError, NoRouteError, StarcoderRouterError
 from ._policy import CostPolicy, QualityFloor
 
 __all__ = ["main"]
@@ -73,12 +73,15 @@ def _parser() -> argparse.ArgumentParser:
     spend.add_argument("--store", choices=["sqlite", "redis"], default="sqlite")
     spend.add_argument("--path", help="SQLite database file")
     spend.add_argument("--url", help="Redis URL")
+    spend.add_argument("--prefix", default="scr:", help="Redis key prefix (default: scr:)")
     spend.add_argument("--by", choices=["period", "tenant", "deployment"], default="period")
     spend.add_argument("--period", choices=["hour", "day", "week", "month"], default="day")
     spend.set_defaults(func=_cmd_spend)
 
     disc = sub.add_parser("discover", help="probe local servers for StarCoder 2 models")
     disc.add_argument("--timeout", type=float, default=0.5)
+    disc.add_argument("--address", action="append", default=[], metavar="PROVIDER=URL",
+                      help="probe only these, e.g. llamacpp=http://localhost:9931 (repeatable)")
     disc.set_defaults(func=_cmd_discover)
     return p
 
@@ -176,7 +179,7 @@ def _cmd_route(args: argparse.Namespace) -> int:
 def _cmd_spend(args: argparse.Namespace) -> int:
     from ._spend_report import open_store, spend_report
 
-    store = open_store(args.store, path=args.path, url=args.url)
+    store = open_store(args.store, path=args.path, url=args.url, prefix=args.prefix)
     try:
         print(spend_report(store.ledger(), period=args.period, by=args.by))
     finally:
@@ -187,7 +190,15 @@ def _cmd_spend(args: argparse.Namespace) -> int:
 def _cmd_discover(args: argparse.Namespace) -> int:
     from ._discovery import discover_local
 
-    found = discover_local(timeout=args.timeout)
+    addresses = None
+    if args.address:
+        addresses = {}
+        for item in args.address:
+            provider, sep, url = item.partition("=")
+            if not sep or not provider or not url:
+                raise ConfigError(f"--address wants PROVIDER=URL, got {item!r}")
+            addresses[provider] = url
+    found = discover_local(addresses=addresses, timeout=args.timeout)
     if not found:
         print("no local StarCoder 2 servers found")
         return 1

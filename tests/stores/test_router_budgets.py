@@ -210,3 +210,28 @@ def test_processes_share_one_budget_without_overspending(
     assert MAX_TOKENS == 100
     store.close()
     assert paid_deployment(server.base_url).input_usd_per_mtok == 100.0
+
+
+def test_spend_command_reads_redis(redis_url: str, capsys: pytest.CaptureFixture[str],
+                                   server: FakeServer) -> None:
+    from starcoder_router import RedisStore
+    from starcoder_router._cli import main
+
+    prefix = f"cli:{uuid.uuid4().hex[:8]}:"
+    store = RedisStore(redis_url, prefix=prefix)
+    router = Router(catalog=_catalog(server).without("fake/local"),
+                    policy=CostPolicy(allow_providers={"openai-compatible"},
+                                      budgets=[Budget(limit_usd=1, period="day")]),
+                    store=store, tokenizer=False, env={})
+    for tenant in ("acme", "acme", "globex"):
+        router.complete(prompt="def f():", max_tokens=8, tenant=tenant)
+    store.close()
+    reader = RedisStore(redis_url, prefix=prefix)
+    spent = sum(e.cost_nano for e in reader.ledger())
+    reader.close()
+    assert spent > 0
+    assert main(["spend", "--store", "redis", "--url", redis_url, "--prefix", prefix,
+                 "--by", "tenant"]) == 0
+    out = capsys.readouterr().out
+    assert "acme" in out and "globex" in out
+    assert f"${spent / 1e9:.6f}" in out
