@@ -15,15 +15,15 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal
 
+from ._async_session import AsyncStreamSession, Leg
 from ._base_router import BaseRouter
 from ._budget_types import AsyncSpendStore, Reservation, SpendStore
 from ._catalog import Catalog
 from ._clock import Clock
 from ._completion import Completion, StreamChunk
 from ._config import ProviderSettings
-from ._core import RequestRun
 from ._driver import (
     REQUEUE,
     RequestFields,
@@ -36,25 +36,24 @@ from ._errors import (
     BudgetExceededError,
     ConfigError,
     ProviderError,
-    ProviderTransportError,
     StreamInterruptedError,
 )
 from ._health import HealthPolicy
 from ._hooks import Hooks
 from ._policy import CostPolicy
 from ._providers._base import Provider
-from ._providers._wire import Call, ProviderResult, WireResponse
+from ._providers._wire import Call, ProviderResult
 from ._request import CompletionRequest, build_request
 from ._retry import HedgePolicy, RetryPolicy
 from ._routing import Candidate
+from ._run import RequestRun
 from ._stream import AsyncStream
-from ._streaming import END, Booking, StreamProgress
 from ._tokens import TokenCounter
 
 if TYPE_CHECKING:
     from typing import Unpack
 
-    from ._transports._base import AsyncStreamHandle, AsyncTransport
+    from ._transports._base import AsyncTransport
 
 __all__ = ["AsyncRouter"]
 
@@ -266,7 +265,7 @@ class AsyncRouter(BaseRouter):
 
     async def _start_streaming(
         self, run: RequestRun,
-    ) -> tuple[_AsyncStreamSession, AsyncGenerator[StreamChunk, None], StreamChunk]:
+    ) -> tuple[AsyncStreamSession, AsyncGenerator[StreamChunk, None], StreamChunk]:
         """The first attempt to produce a chunk (hedged, when the request hedges); the
         failures before it are retried and fallen back from."""
         plan = run.hedge_plan(self._hedge)
@@ -282,7 +281,7 @@ class AsyncRouter(BaseRouter):
 
     async def _first_chunk_from(
         self, run: RequestRun, cand: Candidate,
-    ) -> tuple[_AsyncStreamSession, AsyncGenerator[StreamChunk, None], StreamChunk] | None:
+    ) -> tuple[AsyncStreamSession, AsyncGenerator[StreamChunk, None], StreamChunk] | None:
         """Open a stream on one deployment, with its retries, up to its first chunk."""
         clock = self._core.clock
         retry_no = 0
@@ -298,7 +297,7 @@ class AsyncRouter(BaseRouter):
                 self._core.health.release_probe(cand.deployment.name)
                 return None
             provider, call = run.call_for(cand)
-            session = _AsyncStreamSession(self, run, cand, provider, call, res, clock.now(),
+            session = AsyncStreamSession(self, run, cand, provider, call, res, clock.now(),
                                           retry_no)
             chunks = session.chunks()
             try:
@@ -315,13 +314,13 @@ class AsyncRouter(BaseRouter):
     async def _race(
         self, run: RequestRun, first: Candidate, second: Candidate, after: float, *,
         stream: bool | None = None,
-    ) -> tuple[_AsyncStreamSession, AsyncGenerator[StreamChunk, None], StreamChunk] | None:
+    ) -> tuple[AsyncStreamSession, AsyncGenerator[StreamChunk, None], StreamChunk] | None:
         """Hedge: start `first`; if it has no first token after `after` seconds, start `second`
         too. The first leg to produce output wins; the other is cancelled (and books what it
         cost). Returns the winner's session, its remaining chunks and its first chunk, or None
         if both failed before any output (their failures are recorded; the caller falls back).
         """
-        legs: dict[asyncio.Future[StreamChunk], _Leg] = {}
+        legs: dict[asyncio.Future[StreamChunk], Leg] = {}
         await self._start_leg(run, first, stream, legs)
         done: set[asyncio.Future[StreamChunk]] = set()
         if legs:
@@ -340,19 +339,19 @@ class AsyncRouter(BaseRouter):
                 await leg.chunks.aclose()
 
     async def _start_leg(self, run: RequestRun, cand: Candidate, stream: bool | None,
-                         legs: dict[asyncio.Future[StreamChunk], _Leg]) -> None:
+                         legs: dict[asyncio.Future[StreamChunk], Leg]) -> None:
         res = await self._reserve(run, cand)
         if isinstance(res, Requeue):
             return
         provider, call = run.call_for(cand, stream=stream)
-        session = _AsyncStreamSession(self, run, cand, provider, call, res,
+        session = AsyncStreamSession(self, run, cand, provider, call, res,
                                       self._core.clock.now(), 0)
         chunks = session.chunks()
-        legs[asyncio.ensure_future(chunks.__anext__())] = _Leg(cand, res, session, chunks)
+        legs[asyncio.ensure_future(chunks.__anext__())] = Leg(cand, res, session, chunks)
 
     async def _first_output(
-        self, run: RequestRun, legs: dict[asyncio.Future[StreamChunk], _Leg],
-    ) -> tuple[_AsyncStreamSession, AsyncGenerator[StreamChunk, None], StreamChunk] | None:
+        self, run: RequestRun, legs: dict[asyncio.Future[StreamChunk], Leg],
+    ) -> tuple[AsyncStreamSession, AsyncGenerator[StreamChunk, None], StreamChunk] | None:
         """Wait for the first leg that produces a chunk; book the ones that fail first."""
         while legs:
             done, _ = await asyncio.wait(list(legs), return_when=asyncio.FIRST_COMPLETED)
@@ -367,90 +366,3 @@ class AsyncRouter(BaseRouter):
                 await self._release(leg.res)
                 run.failed(leg.cand, exc, 0, leg.session.started)
         return None
-
-
-class _Leg(NamedTuple):
-    cand: Candidate
-    res: Reservation | None
-    session: _AsyncStreamSession
-    chunks: AsyncGenerator[StreamChunk, None]
-
-
-class _AsyncStreamSession:
-    """One streaming attempt (async): moves the bytes; `StreamProgress` keeps the books."""
-
-    def __init__(self, router: AsyncRouter, run: RequestRun, cand: Candidate, provider: Provider,
-                 call: Call, res: Reservation | None, started: float, retry_no: int):
-        self.router = router
-        self.provider = provider
-        self.call = call
-        self.res = res
-        self.progress = StreamProgress(run, cand, provider, call, started, retry_no)
-
-    @property
-    def delivered(self) -> int:
-        return self.progress.delivered
-
-    @property
-    def completion(self) -> Completion | None:
-        return self.progress.completion
-
-    @property
-    def started(self) -> float:
-        return self.progress.started
-
-    async def _book(self, booking: Booking) -> None:
-        prog = self.progress
-        await self.router._settle(prog.run, self.res, prog.cand, booking.cost, booking.usage,
-                                  booking.outcome, booking.provider_request_id)
-
-    async def _open(self) -> AsyncStreamHandle:
-        call, prog = self.call, self.progress
-        transport = self.router._transport_for(call.deployment.provider)
-        try:
-            return await transport.aopen(self.provider.build(call),
-                                         timeout=prog.run.timeout_for(call),
-                                         connect_timeout=call.endpoint.connect_timeout)
-        except ProviderTransportError as exc:
-            raise with_context(exc, call) from exc
-        except asyncio.CancelledError:
-            # Cancelled while the request was in flight (e.g. it lost a hedge): the provider
-            # has the prompt, so book it.
-            prog.settled = True
-            await self._book(prog.cancelled())
-            raise
-
-    async def chunks(self) -> AsyncGenerator[StreamChunk, None]:
-        handle = await self._open()
-        prog = self.progress
-        try:
-            if handle.status >= 400:
-                raise self.provider.error(self.call, WireResponse(handle.status, handle.headers,
-                                                                  await handle.aread()))
-            async for line in handle.alines():
-                chunk = prog.feed(line)
-                if isinstance(chunk, StreamChunk):
-                    yield chunk
-                elif chunk is END:
-                    break
-            booking, last, problem = prog.finish()
-            prog.settled = True
-            await self._book(booking)
-            yield last
-            if problem is not None:
-                raise prog.structured_error(problem)
-        except ProviderError as err:
-            if not prog.delivered or prog.settled:
-                raise
-            prog.settled = True
-            booking, error = prog.interrupted(err)
-            await self._book(booking)
-            raise error from err
-        except (GeneratorExit, asyncio.CancelledError):
-            # The caller closed the stream early, or its task was cancelled.
-            if not prog.settled:
-                prog.settled = True
-                await self._book(prog.cancelled())
-            raise
-        finally:
-            await handle.aclose()

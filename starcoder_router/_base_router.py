@@ -12,7 +12,7 @@ from ._budget_types import SpendStore
 from ._catalog import Catalog
 from ._clock import Clock, SystemClock
 from ._config import ProviderSettings, load_config
-from ._core import RequestRun, RouterCore
+from ._core import RouterCore
 from ._driver import RequestFields, budget_keys_for, make_store, soft_limited
 from ._health import HealthPolicy
 from ._hooks import Hooks
@@ -20,6 +20,7 @@ from ._policy import CostPolicy
 from ._request import CompletionRequest, build_request
 from ._retry import HedgePolicy, RetryPolicy
 from ._routing import RoutingDecision
+from ._run import RequestRun
 from ._tokens import TokenCounter, load_token_counter
 
 if TYPE_CHECKING:

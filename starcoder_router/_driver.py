@@ -9,7 +9,7 @@ from typing import Any, Literal, TypedDict
 from ._budget_types import BudgetKey, LedgerEntry, Reservation, SpendStore
 from ._completion import Completion, Usage
 from ._config import StoreSettings
-from ._core import RequestRun, RouterCore
+from ._core import RouterCore
 from ._errors import (
     ConfigError,
     ProviderError,
@@ -20,6 +20,7 @@ from ._errors import (
 from ._providers._wire import Call
 from ._request import Message, RepoFile, ResponseFormat
 from ._routing import Candidate
+from ._run import RequestRun
 
 __all__ = [
     "REQUEUE",

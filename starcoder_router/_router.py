@@ -23,7 +23,6 @@ from ._catalog import Catalog
 from ._clock import Clock
 from ._completion import Completion, StreamChunk
 from ._config import ProviderSettings
-from ._core import RequestRun
 from ._driver import (
     REQUEUE,
     RequestFields,
@@ -35,26 +34,26 @@ from ._driver import (
 from ._errors import (
     BudgetExceededError,
     ProviderError,
-    ProviderTransportError,
     StreamInterruptedError,
 )
 from ._health import HealthPolicy
 from ._hooks import Hooks
 from ._policy import CostPolicy
 from ._providers._base import Provider
-from ._providers._wire import Call, ProviderResult, WireResponse
+from ._providers._wire import Call, ProviderResult
 from ._request import CompletionRequest, build_request
 from ._retry import HedgePolicy, RetryPolicy
 from ._routing import Candidate
+from ._run import RequestRun
 from ._stream import Stream
-from ._streaming import END, Booking, StreamProgress
+from ._sync_session import SyncLeg, SyncStreamSession
 from ._tokens import TokenCounter
 
 if TYPE_CHECKING:
     import queue
     from typing import Unpack
 
-    from ._transports._base import StreamHandle, SyncTransport
+    from ._transports._base import SyncTransport
 
 __all__ = ["Router"]
 
@@ -253,7 +252,7 @@ class Router(BaseRouter):
 
     def _start_streaming(
         self, run: RequestRun,
-    ) -> tuple[_SyncStreamSession, Generator[StreamChunk, None, None], StreamChunk]:
+    ) -> tuple[SyncStreamSession, Generator[StreamChunk, None, None], StreamChunk]:
         """The first attempt to produce a chunk (hedged, when the request hedges); the
         failures before it are retried and fallen back from."""
         plan = run.hedge_plan(self._hedge)
@@ -269,7 +268,7 @@ class Router(BaseRouter):
 
     def _first_chunk_from(
         self, run: RequestRun, cand: Candidate,
-    ) -> tuple[_SyncStreamSession, Generator[StreamChunk, None, None], StreamChunk] | None:
+    ) -> tuple[SyncStreamSession, Generator[StreamChunk, None, None], StreamChunk] | None:
         """Open a stream on one deployment, with its retries, up to its first chunk."""
         clock = self._core.clock
         retry_no = 0
@@ -286,7 +285,7 @@ class Router(BaseRouter):
                 return None
             provider, call = run.call_for(cand)
             started = clock.now()
-            session = _SyncStreamSession(self, run, cand, provider, call, res, started, retry_no)
+            session = SyncStreamSession(self, run, cand, provider, call, res, started, retry_no)
             chunks = session.chunks()
             try:
                 return session, chunks, next(chunks)
@@ -302,30 +301,30 @@ class Router(BaseRouter):
     def _race(
         self, run: RequestRun, first: Candidate, second: Candidate, after: float, *,
         stream: bool | None = None,
-    ) -> tuple[_SyncStreamSession, Generator[StreamChunk, None, None], StreamChunk] | None:
+    ) -> tuple[SyncStreamSession, Generator[StreamChunk, None, None], StreamChunk] | None:
         """Hedge (see `HedgePolicy`): each leg waits for its first token on a thread of its own;
         the first to produce output wins and the caller goes on reading it here, the other is
         cancelled by closing its connection (and books what it cost)."""
         clock = self._core.clock
         import queue  # only hedged requests need it
 
-        reports: queue.Queue[_SyncLeg] = queue.Queue()
-        legs: list[_SyncLeg] = []
+        reports: queue.Queue[SyncLeg] = queue.Queue()
+        legs: list[SyncLeg] = []
 
         def start(cand: Candidate) -> None:
             res = self._reserve(run, cand)
             if isinstance(res, Requeue):
                 return
             provider, call = run.call_for(cand, stream=stream)
-            session = _SyncStreamSession(self, run, cand, provider, call, res, clock.now(), 0)
-            leg = _SyncLeg(cand, res, session, session.chunks())
+            session = SyncStreamSession(self, run, cand, provider, call, res, clock.now(), 0)
+            leg = SyncLeg(cand, res, session, session.chunks())
             leg.thread = threading.Thread(target=leg.pull_first, args=(reports,), daemon=True,
                                           name=f"starcoder-router-hedge-{cand.deployment.name}")
             legs.append(leg)
             leg.thread.start()
 
         start(first)
-        early: _SyncLeg | None = None
+        early: SyncLeg | None = None
         if legs:
             try:
                 early = reports.get(timeout=after)
@@ -335,7 +334,7 @@ class Router(BaseRouter):
             start(second)
         else:
             run.queue.appendleft(second)  # not needed now; still a fallback
-        winner: _SyncLeg | None = None
+        winner: SyncLeg | None = None
         unheard = len(legs)
         while unheard and winner is None:
             leg = early if early is not None else reports.get()
@@ -357,137 +356,3 @@ class Router(BaseRouter):
         if winner is None or winner.first is None:
             return None
         return winner.session, winner.chunks, winner.first
-
-
-class _SyncLeg:
-    """One hedged attempt: its thread pulls the first chunk, then waits to hear whether it won.
-    A loser is cancelled by closing its connection; it then books its own spend."""
-
-    def __init__(self, cand: Candidate, res: Reservation | None, session: _SyncStreamSession,
-                 chunks: Generator[StreamChunk, None, None]):
-        self.cand = cand
-        self.res = res
-        self.session = session
-        self.chunks = chunks
-        self.first: StreamChunk | None = None
-        self.error: BaseException | None = None
-        self.thread: threading.Thread | None = None
-        self._lost = threading.Event()
-        self._decided = threading.Event()
-
-    def pull_first(self, reports: queue.Queue[_SyncLeg]) -> None:
-        try:
-            self.first = next(self.chunks)
-        except BaseException as exc:
-            self.error = exc
-        if self._lost.is_set():
-            self._book_loss()
-            return
-        reports.put(self)
-        self._decided.wait()
-        if self._lost.is_set():
-            self._book_loss()
-
-    def cancel(self) -> None:
-        self._lost.set()
-        self.session.cancel()
-        self._decided.set()
-
-    def _book_loss(self) -> None:
-        if self.error is None:
-            self.chunks.close()  # books the cancelled attempt from inside the session
-        else:
-            self.session.book_cancelled()
-
-
-class _SyncStreamSession:
-    """One streaming attempt: moves the bytes; `StreamProgress` keeps the books. On any end
-    (finish, error after output, the caller closing early) exactly what was spent is settled."""
-
-    def __init__(self, router: Router, run: RequestRun, cand: Candidate, provider: Provider,
-                 call: Call, res: Reservation | None, started: float, retry_no: int):
-        self.router = router
-        self.provider = provider
-        self.call = call
-        self.res = res
-        self.progress = StreamProgress(run, cand, provider, call, started, retry_no)
-        self._handle: StreamHandle | None = None
-        self._cancel_requested = False
-
-    @property
-    def delivered(self) -> int:
-        return self.progress.delivered
-
-    @property
-    def completion(self) -> Completion | None:
-        return self.progress.completion
-
-    @property
-    def started(self) -> float:
-        return self.progress.started
-
-    def cancel(self) -> None:
-        """Cancel from another thread (a lost hedge): close the connection under the reader."""
-        self._cancel_requested = True
-        if self._handle is not None:
-            self._handle.close()
-
-    def book_cancelled(self) -> None:
-        """Book a leg that lost a hedge before its first chunk (its read failed because we
-        closed its connection)."""
-        if not self.progress.settled:
-            self.progress.settled = True
-            self._book(self.progress.cancelled())
-
-    def _book(self, booking: Booking) -> None:
-        prog = self.progress
-        self.router._settle(prog.run, self.res, prog.cand, booking.cost, booking.usage,
-                            booking.outcome, booking.provider_request_id)
-
-    def _open(self) -> StreamHandle:
-        call = self.call
-        transport = self.router._transport_for(call.deployment.provider)
-        try:
-            handle = transport.open(self.provider.build(call),
-                                    timeout=self.progress.run.timeout_for(call),
-                                    connect_timeout=call.endpoint.connect_timeout)
-        except ProviderTransportError as exc:
-            raise with_context(exc, call) from exc
-        self._handle = handle
-        if self._cancel_requested:
-            handle.close()
-        return handle
-
-    def chunks(self) -> Generator[StreamChunk, None, None]:
-        handle = self._open()
-        prog = self.progress
-        try:
-            if handle.status >= 400:
-                raise self.provider.error(self.call, WireResponse(handle.status, handle.headers,
-                                                                  handle.read()))
-            for line in handle.lines():
-                chunk = prog.feed(line)
-                if isinstance(chunk, StreamChunk):
-                    yield chunk
-                elif chunk is END:
-                    break
-            booking, last, problem = prog.finish()
-            prog.settled = True
-            self._book(booking)
-            yield last
-            if problem is not None:
-                raise prog.structured_error(problem)
-        except ProviderError as err:
-            if not prog.delivered or prog.settled:
-                raise
-            prog.settled = True
-            booking, error = prog.interrupted(err)
-            self._book(booking)
-            raise error from err
-        except GeneratorExit:
-            if not prog.settled:
-                prog.settled = True
-                self._book(prog.cancelled())
-            raise
-        finally:
-            handle.close()

@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ._completion import Completion, StreamChunk, Usage
-from ._core import RequestRun
 from ._driver import interrupted_error, with_context
 from ._errors import ProviderError, ProviderTransportError, StreamInterruptedError
 from ._providers._base import Provider, StreamDecoder
 from ._providers._wire import Call
 from ._routing import Candidate
+from ._run import RequestRun
 
 __all__ = ["END", "Booking", "StreamProgress"]
 
