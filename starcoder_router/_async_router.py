@@ -126,6 +126,8 @@ class AsyncRouter(BaseRouter):
                **fields: Unpack[RequestFields]) -> AsyncStream:
         """Route and stream a request: `async with router.stream(...) as s: async for chunk in s`.
         Routing errors raise here; provider errors raise while iterating."""
+        if request is None:
+            fields["stream"] = True  # set before validation: cheaper than copying after
         req = build_request(request, fields)
         if not req.stream:
             req = req.model_copy(update={"stream": True})

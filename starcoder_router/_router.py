@@ -123,6 +123,8 @@ class Router(BaseRouter):
         """Route and stream a request. Iterate for `StreamChunk`s; use as a context manager so
         an early exit closes the connection. `stream.completion` has usage and cost at the end.
         """
+        if request is None:
+            fields["stream"] = True  # set before validation: cheaper than copying after
         req = build_request(request, fields)
         if not req.stream:
             req = req.model_copy(update={"stream": True})

@@ -103,7 +103,9 @@ class _AiohttpStream:
     async def alines(self) -> AsyncIterator[bytes]:
         splitter = LineSplitter()
         try:
-            async for chunk in self._resp.content.iter_any():
+            # One HTTP chunk at a time, as it arrived: `iter_any` would first gather everything
+            # already buffered, delaying the first event behind all the others.
+            async for chunk, _ in self._resp.content.iter_chunks():
                 for line in splitter.feed(chunk):
                     yield line
         except _ERRORS as exc:
