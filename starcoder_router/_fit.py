@@ -64,7 +64,7 @@ class PromptCounts:
     def __init__(self, counter: TokenCounter):
         self.counter = counter
         self._counts: dict[str, int] = {}
-        self._fits: dict[tuple[int, int, bool], Fit | NoFit] = {}
+        self._fits: dict[tuple[str, int, bool], Fit | NoFit] = {}
 
     def count(self, text: str) -> tuple[int, CountKind]:
         n = self._counts.get(text)
@@ -82,7 +82,9 @@ def fit_prompt(
     allow_trim: bool = True,
 ) -> Fit | NoFit:
     """Fit `rendered` plus `max_tokens` of output into `window` tokens."""
-    key = (id(rendered), window - max_tokens, allow_trim)
+    # Keyed by the prompt text (whose hash Python caches), not the object: a freed Rendered's
+    # id can come back for a different prompt.
+    key = (rendered.prompt, window - max_tokens, allow_trim)
     cached = counts._fits.get(key)
     if cached is not None:
         return cached

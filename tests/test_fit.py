@@ -110,3 +110,17 @@ def test_max_tokens_alone_over_the_window(exact_counter: TokenizerCounter) -> No
     r = render(CompletionRequest(prefix="a" * 10, suffix="", max_tokens=9000))
     fit = fit_prompt(r, window=8192, max_tokens=9000, counts=PromptCounts(exact_counter))
     assert isinstance(fit, NoFit) and "leaves no room" in fit.reason
+
+
+def test_memo_tells_different_prompts_apart(exact_counter: TokenizerCounter) -> None:
+    # A request's counts are shared by every decision made for it (re-fits after a context
+    # error, budget downgrades): a cached verdict must belong to the prompt, not to an object
+    # whose memory a later prompt may reuse.
+    counts = PromptCounts(exact_counter)
+    for _ in range(20):
+        too_big = fit_prompt(render(CompletionRequest(prompt=_lines(3000, "x"))), window=4096,
+                             max_tokens=64, counts=counts)
+        assert isinstance(too_big, NoFit)
+        small = fit_prompt(render(CompletionRequest(prompt="def f(): pass")), window=4096,
+                           max_tokens=64, counts=counts)
+        assert isinstance(small, Fit)
