@@ -70,18 +70,19 @@ class StreamProgress:
             # pool instead of being dropped; give up on a server that keeps on sending.
             self._drained += 1
             return END if self._drained > _MAX_DRAIN_LINES else None
-        delta = decoder.feed(line)
-        clock = self.run.core.clock
-        if delta:
-            if self.ttft is None:
-                self.ttft = clock.now() - self.started
-            self.parts.append(delta)
-            self.delivered += 1
-            return StreamChunk(delta, self.delivered - 1)
-        if not decoder.finished and clock.now() > self.run.deadline:
+        now = self.run.core.clock.now()
+        if now > self.run.deadline:
+            # A server that keeps streaming must not keep the caller past the deadline.
             raise with_context(
                 ProviderTransportError("the request deadline passed mid-stream"), self.call)
-        return None
+        delta = decoder.feed(line)
+        if not delta:
+            return None
+        if self.ttft is None:
+            self.ttft = now - self.started
+        self.parts.append(delta)
+        self.delivered += 1
+        return StreamChunk(delta, self.delivered - 1)
 
     def finish(self) -> tuple[Booking, StreamChunk, str | None]:
         """At the end of the stream: what to settle, the last chunk (with the finish reason),

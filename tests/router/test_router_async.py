@@ -422,3 +422,29 @@ async def test_store_failures_are_store_errors(wire: Wire, clock: FakeClock, sto
     else:
         entry = info.value.unrecorded
         assert entry is not None and entry.cost_nano > 0 and entry.deployment == NAMES["fw3"]
+
+
+class TickingClock(FakeClock):
+    """Each reading of the clock moves it on by a second: a slow, steady stream."""
+
+    def now(self) -> float:
+        self.advance(1.0)
+        return super().now()
+
+
+async def test_a_stream_that_outlasts_the_deadline_is_cut(wire: Wire, store: MemoryStore,
+                                                          no_jitter: RetryPolicy,
+                                                          exact_counter: TokenizerCounter) -> None:
+    # Every line carries text (no blank lines between events, as NDJSON streams look too).
+    body = sse(*["tok"] * 50).content.replace(b"\n\n", b"\n")
+    wire.script("fw3", httpx.Response(200, content=body,
+                                      headers={"content-type": "text/event-stream"}))
+    router = make(TickingClock(), store, no_jitter, exact_counter)
+    got: list[str] = []
+    with pytest.raises(StreamInterruptedError, match="deadline") as info:
+        async with router.stream(prompt="x", timeout=20) as s:
+            async for c in s:
+                got.append(c.text)
+    assert 0 < len(got) < 50
+    assert info.value.delivered_chunks == len(got)
+    assert store.ledger()[0].outcome == "partial"
