@@ -214,32 +214,42 @@ class AsyncRouter(BaseRouter):
                 raise
             raise with_context(exc, call) from exc
 
+    async def _admit(self, run: RequestRun, cand: Candidate) -> Reservation | Requeue | None:
+        """Wait while `cand` cools down (if the deadline allows), then hold its budget.
+        `Requeue` means: move on (too long a wait, or the budget policy chose other
+        deployments)."""
+        while (wait := run.cooling_wait(cand)) != 0.0:
+            if wait is None:
+                return REQUEUE
+            await self._core.clock.asleep(wait)
+        res = await self._reserve(run, cand)
+        if isinstance(res, Requeue):
+            self._core.health.release_probe(cand.deployment.name)
+        return res
+
+    async def _back_off(self, run: RequestRun, cand: Candidate, err: ProviderError,
+                  res: Reservation | None, retry_no: int, started: float) -> bool:
+        """After a failed attempt: free its budget, book it, and wait if it is worth trying
+        the same deployment again (True) rather than moving on (False)."""
+        await self._release(res)
+        step = run.failed(cand, err, retry_no, started)
+        if step.wait is None:
+            return False
+        await self._core.clock.asleep(step.wait)
+        return True
+
     async def _run_candidate(self, run: RequestRun, cand: Candidate) -> Completion | None:
         """Try one deployment, with its retries. A completion, or None to move on."""
         clock = self._core.clock
         retry_no = 0
-        while True:
-            wait = run.cooling_wait(cand)
-            if wait is None:
-                return None
-            if wait:
-                await clock.asleep(wait)
-                continue
-            res = await self._reserve(run, cand)
-            if res is REQUEUE:
-                self._core.health.release_probe(cand.deployment.name)
-                return None
-            assert not isinstance(res, Requeue)
+        while not isinstance(res := await self._admit(run, cand), Requeue):
             provider, call = run.call_for(cand)
             started = clock.now()
             try:
                 result = await self._send(provider, call, run.timeout_for(call))
             except ProviderError as err:
-                await self._release(res)
-                step = run.failed(cand, err, retry_no, started)
-                if step.wait is None:
+                if not await self._back_off(run, cand, err, res, retry_no, started):
                     return None
-                await clock.asleep(step.wait)
                 retry_no += 1
                 continue
             completion, problem = run.succeeded(cand, result, started, None, retry_no)
@@ -249,6 +259,7 @@ class AsyncRouter(BaseRouter):
                 return completion
             run.structured_error(completion, problem)
             return None
+        return None
 
     async def _stream_chunks(self, run: RequestRun) -> AsyncIterator[StreamChunk | Completion]:
         """Chunks from the first deployment that starts streaming, then the final `Completion`
@@ -287,17 +298,7 @@ class AsyncRouter(BaseRouter):
         """Open a stream on one deployment, with its retries, up to its first chunk."""
         clock = self._core.clock
         retry_no = 0
-        while True:
-            wait = run.cooling_wait(cand)
-            if wait is None:
-                return None
-            if wait:
-                await clock.asleep(wait)
-                continue
-            res = await self._reserve(run, cand)
-            if isinstance(res, Requeue):
-                self._core.health.release_probe(cand.deployment.name)
-                return None
+        while not isinstance(res := await self._admit(run, cand), Requeue):
             provider, call = run.call_for(cand)
             session = AsyncStreamSession(self, run, cand, provider, call, res, clock.now(),
                                           retry_no)
@@ -306,12 +307,10 @@ class AsyncRouter(BaseRouter):
                 return session, chunks, await chunks.__anext__()
             except ProviderError as err:
                 await chunks.aclose()
-                await self._release(res)
-                step = run.failed(cand, err, retry_no, session.started)
-                if step.wait is None:
+                if not await self._back_off(run, cand, err, res, retry_no, session.started):
                     return None
-                await clock.asleep(step.wait)
                 retry_no += 1
+        return None
 
     async def _race(
         self, run: RequestRun, first: Candidate, second: Candidate, after: float, *,

@@ -204,32 +204,42 @@ class Router(BaseRouter):
                 raise
             raise with_context(exc, call) from exc
 
+    def _admit(self, run: RequestRun, cand: Candidate) -> Reservation | Requeue | None:
+        """Wait while `cand` cools down (if the deadline allows), then hold its budget.
+        `Requeue` means: move on (too long a wait, or the budget policy chose other
+        deployments)."""
+        while (wait := run.cooling_wait(cand)) != 0.0:
+            if wait is None:
+                return REQUEUE
+            self._core.clock.sleep(wait)
+        res = self._reserve(run, cand)
+        if isinstance(res, Requeue):
+            self._core.health.release_probe(cand.deployment.name)
+        return res
+
+    def _back_off(self, run: RequestRun, cand: Candidate, err: ProviderError,
+                  res: Reservation | None, retry_no: int, started: float) -> bool:
+        """After a failed attempt: free its budget, book it, and wait if it is worth trying
+        the same deployment again (True) rather than moving on (False)."""
+        self._release(res)
+        step = run.failed(cand, err, retry_no, started)
+        if step.wait is None:
+            return False
+        self._core.clock.sleep(step.wait)
+        return True
+
     def _run_candidate(self, run: RequestRun, cand: Candidate) -> Completion | None:
         """Try one deployment, with its retries. A completion, or None to move on."""
         clock = self._core.clock
         retry_no = 0
-        while True:
-            wait = run.cooling_wait(cand)
-            if wait is None:
-                return None
-            if wait:
-                clock.sleep(wait)
-                continue
-            res = self._reserve(run, cand)
-            if res is REQUEUE:
-                self._core.health.release_probe(cand.deployment.name)
-                return None
-            assert not isinstance(res, Requeue)
+        while not isinstance(res := self._admit(run, cand), Requeue):
             provider, call = run.call_for(cand)
             started = clock.now()
             try:
                 result = self._send(provider, call, run.timeout_for(call))
             except ProviderError as err:
-                self._release(res)
-                step = run.failed(cand, err, retry_no, started)
-                if step.wait is None:
+                if not self._back_off(run, cand, err, res, retry_no, started):
                     return None
-                clock.sleep(step.wait)
                 retry_no += 1
                 continue
             completion, problem = run.succeeded(cand, result, started, None, retry_no)
@@ -239,6 +249,7 @@ class Router(BaseRouter):
                 return completion
             run.structured_error(completion, problem)
             return None
+        return None
 
     def _stream_chunks(self, run: RequestRun) -> Iterator[StreamChunk | Completion]:
         """Chunks from the first deployment that starts streaming, then the final `Completion`
@@ -274,17 +285,7 @@ class Router(BaseRouter):
         """Open a stream on one deployment, with its retries, up to its first chunk."""
         clock = self._core.clock
         retry_no = 0
-        while True:
-            wait = run.cooling_wait(cand)
-            if wait is None:
-                return None
-            if wait:
-                clock.sleep(wait)
-                continue
-            res = self._reserve(run, cand)
-            if isinstance(res, Requeue):
-                self._core.health.release_probe(cand.deployment.name)
-                return None
+        while not isinstance(res := self._admit(run, cand), Requeue):
             provider, call = run.call_for(cand)
             started = clock.now()
             session = SyncStreamSession(self, run, cand, provider, call, res, started, retry_no)
@@ -293,12 +294,10 @@ class Router(BaseRouter):
                 return session, chunks, next(chunks)
             except ProviderError as err:
                 chunks.close()
-                self._release(res)
-                step = run.failed(cand, err, retry_no, started)
-                if step.wait is None:
+                if not self._back_off(run, cand, err, res, retry_no, started):
                     return None
-                clock.sleep(step.wait)
                 retry_no += 1
+        return None
 
     def _race(
         self, run: RequestRun, first: Candidate, second: Candidate, after: float, *,
