@@ -31,9 +31,6 @@ class Hooks(NamedTuple):
     on_success: Sequence[Callable[[Completion], Any]] = ()
     on_failure: Sequence[Callable[[StarcoderRouterError], Any]] = ()
 
-    def __bool__(self) -> bool:
-        return bool(self.on_route or self.on_attempt or self.on_success or self.on_failure)
-
 
 def run_hooks(hooks: Sequence[Callable[[Any], Any]], value: Any) -> None:
     for hook in hooks:
