@@ -62,9 +62,11 @@ class BaseRouter:
         kwargs: dict[str, Any] = {
             "catalog": cfg.catalog, "policy": cfg.policy, "providers": cfg.providers,
             "tokenizer": cfg.tokenizer, "retry": cfg.retry, "health": cfg.health,
-            "store": make_store(cfg.store) if cfg.store else None,
         }
         kwargs.update(overrides)
+        if "store" not in kwargs:
+            # Opened only when not overridden: a SQLite path would create its file.
+            kwargs["store"] = make_store(cfg.store) if cfg.store else None
         return cls(**kwargs)
 
     @property

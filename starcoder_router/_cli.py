@@ -124,6 +124,7 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
 
 def _cmd_route(args: argparse.Namespace) -> int:
     from ._router import Router
+    from ._store_memory import MemoryStore
 
     fields: dict[str, Any] = {"max_tokens": args.max_tokens}
     if args.prefix_file or args.suffix_file:
@@ -150,12 +151,7 @@ def _cmd_route(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {"env": env}
     if args.tokenizer:
         kwargs["tokenizer"] = args.tokenizer
-    if args.config:
-        router = Router.from_config(args.config, **kwargs)
-        policy = router.policy
-    else:
-        router = Router(**kwargs)
-        policy = CostPolicy()
+    policy = load_config(args.config).policy if args.config else CostPolicy()
     updates: dict[str, Any] = {}
     if args.objective:
         updates["objective"] = args.objective
@@ -168,7 +164,11 @@ def _cmd_route(args: argparse.Namespace) -> int:
         updates["prefer_local"] = True
     if updates:
         policy = CostPolicy(**{**policy.model_dump(), **updates})
-        router = Router(catalog=router.catalog, policy=policy, **kwargs)
+    if args.config:
+        # Routing needs no spend store: do not open (or create) the one the file names.
+        router = Router.from_config(args.config, policy=policy, store=MemoryStore(), **kwargs)
+    else:
+        router = Router(policy=policy, **kwargs)
     decision = router.route(**fields)
     print(decision.explain())
     counter = router.token_counter

@@ -83,3 +83,18 @@ def test_console_script_is_installed() -> None:
     out = subprocess.run([sys.executable, "-m", "starcoder_router._cli", "catalog"],
                          capture_output=True, text=True, check=True)
     assert "deepinfra/starcoder2-15b" in out.stdout
+
+
+def test_route_with_a_config_and_flags(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    db = tmp_path / "spend.db"
+    config = tmp_path / "router.toml"
+    config.write_text(
+        "[[deployments]]\nprovider = 'ollama'\nvariant = 'starcoder2-15b'\nmodel = 'sc2:15b'\n"
+        f"context_window = 16384\n\n[store]\nkind = 'sqlite'\npath = '{db}'\n")
+    code, out, _ = run(capsys, "route", "def f():", "--config", str(config),
+                       "--min-quality", "humaneval:40")
+    assert code == 0
+    # The flag tightened the file's policy and the file's deployment is still there.
+    assert "ollama/starcoder2-15b" in out.splitlines()[3]
+    assert "refused: humaneval 31.7 < 40" in out
+    assert not db.exists()  # routing opened no spend store
