@@ -57,6 +57,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Router"]
 
+# How long a hedge's winner waits for the cancelled loser to book its attempt.
+_LOSER_GRACE_S = 0.05
+
 
 class Router(BaseRouter):
     """Routes and runs StarCoder 2 requests (synchronous). `AsyncRouter` is its async twin.
@@ -353,7 +356,10 @@ class Router(BaseRouter):
                 leg.cancel()
         for leg in legs:
             if leg is not winner and leg.thread is not None:
-                leg.thread.join(timeout=5)
+                # Usually the closed connection ends the loser at once. One still waiting for
+                # its server cannot be interrupted from here: it books itself when that ends,
+                # and the winner does not wait for it.
+                leg.thread.join(timeout=_LOSER_GRACE_S)
         if winner is None or winner.first is None:
             return None
         return winner.session, winner.chunks, winner.first
