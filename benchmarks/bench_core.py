@@ -143,7 +143,7 @@ def cut_to_tokens(text: str, target: int, counter) -> str:  # type: ignore[no-un
 
 def bench_tokens(quick: bool, texts: dict[str, str], counter) -> dict:  # type: ignore[no-untyped-def]
     from starcoder_router import EstimatingCounter
-    from starcoder_router._tokens import utf8_length
+    from starcoder_router._routing.tokens import utf8_length
 
     budget = 0.3 if quick else 1.5
     est = EstimatingCounter()

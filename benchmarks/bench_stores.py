@@ -30,10 +30,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from starcoder_router._budget_types import BudgetKey, LedgerEntry
-from starcoder_router._store_memory import MemoryStore
-from starcoder_router._store_redis import RedisStore
-from starcoder_router._store_sqlite import SQLiteStore
+from starcoder_router._stores.base import BudgetKey, LedgerEntry
+from starcoder_router._stores.memory import MemoryStore
+from starcoder_router._stores.redis import RedisStore
+from starcoder_router._stores.sqlite import SQLiteStore
 
 WORST, ACTUAL = 2_000_000, 1_000_000  # $0.002 reserved, $0.001 settled
 NOW = dt.datetime.now(dt.UTC)

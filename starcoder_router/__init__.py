@@ -7,17 +7,7 @@ from __future__ import annotations
 
 import typing as _typing
 
-from ._budget_types import (
-    AsyncSpendStore,
-    BudgetKey,
-    BudgetStatus,
-    LedgerEntry,
-    Reservation,
-    SpendStore,
-)
-from ._catalog import Catalog, Deployment, Score, Variant
 from ._clock import Clock, FakeClock, SystemClock
-from ._completion import Attempt, Completion, StreamChunk, Usage
 from ._config import ProviderSettings, StoreSettings
 from ._errors import (
     AuthenticationError,
@@ -42,24 +32,34 @@ from ._errors import (
     StreamInterruptedError,
     StructuredOutputError,
 )
-from ._fit import TrimReport
-from ._health import HealthPolicy
-from ._hooks import Hooks
-from ._policy import Budget, CostPolicy, QualityFloor
-from ._request import CompletionRequest, Message, RepoFile, ResponseFormat
-from ._retry import HedgePolicy, RetryPolicy
-from ._router import Router
-from ._routing import Candidate, RoutingDecision
-from ._store_memory import MemoryStore
-from ._stream import AsyncStream, Stream
-from ._tokens import EstimatingCounter, TokenCounter, TokenizerCounter, load_token_counter
+from ._routing.catalog import Catalog, Deployment, Score, Variant
+from ._routing.decision import Candidate, RoutingDecision
+from ._routing.fit import TrimReport
+from ._routing.health import HealthPolicy
+from ._routing.policy import Budget, CostPolicy, QualityFloor
+from ._routing.request import CompletionRequest, Message, RepoFile, ResponseFormat
+from ._routing.tokens import EstimatingCounter, TokenCounter, TokenizerCounter, load_token_counter
+from ._running.hooks import Hooks
+from ._running.results import Attempt, Completion, StreamChunk, Usage
+from ._running.retry import HedgePolicy, RetryPolicy
+from ._running.streams import AsyncStream, Stream
+from ._running.sync_router import Router
+from ._stores.base import (
+    AsyncSpendStore,
+    BudgetKey,
+    BudgetStatus,
+    LedgerEntry,
+    Reservation,
+    SpendStore,
+)
+from ._stores.memory import MemoryStore
 
 if _typing.TYPE_CHECKING:
-    from ._async_router import AsyncRouter
     from ._discovery import discover_local
-    from ._spend_report import spend_report
-    from ._store_redis import RedisStore
-    from ._store_sqlite import SQLiteStore
+    from ._running.async_router import AsyncRouter
+    from ._stores.redis import RedisStore
+    from ._stores.report import spend_report
+    from ._stores.sqlite import SQLiteStore
 
 __version__ = "0.1.0"
 
@@ -136,11 +136,11 @@ __all__ = [
 # Loaded on first use: they pull in asyncio, sqlite3, redis or httpx, which
 # `import starcoder_router` should not pay for when they are not used.
 _LAZY = {
-    "AsyncRouter": "._async_router",
-    "SQLiteStore": "._store_sqlite",
-    "RedisStore": "._store_redis",
+    "AsyncRouter": "._running.async_router",
+    "SQLiteStore": "._stores.sqlite",
+    "RedisStore": "._stores.redis",
     "discover_local": "._discovery",
-    "spend_report": "._spend_report",
+    "spend_report": "._stores.report",
 }
 
 

@@ -16,10 +16,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ._catalog import Catalog
 from ._config import load_config
 from ._errors import ConfigError, NoRouteError, StarcoderRouterError
-from ._policy import CostPolicy, QualityFloor
+from ._routing.catalog import Catalog
+from ._routing.policy import CostPolicy, QualityFloor
+from ._text import text_table
 
 __all__ = ["main"]
 
@@ -86,14 +87,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _table(rows: Sequence[tuple[str, ...]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-             for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def _catalog(args: argparse.Namespace) -> Catalog:
     if getattr(args, "config", None):
         return load_config(args.config).catalog
@@ -108,7 +101,7 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
             scores = ", ".join(f"{k} {s.value:g}" for k, s in v.scores.items())
             rows.append((v.id, v.kind, f"{v.parameters / 1e9:.2f}B", str(v.context_window),
                          scores))
-        print(_table(rows))
+        print(text_table(rows))
         return 0
     table: list[tuple[str, ...]] = [("deployment", "model", "window", "in $/1M", "out $/1M",
                                      "pricing", "capabilities", "as of")]
@@ -118,13 +111,13 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
             f"{d.output_usd_per_mtok:.2f}", d.pricing, ",".join(sorted(d.capabilities)),
             str(d.as_of or "-"),
         ))
-    print(_table(table))
+    print(text_table(table))
     return 0
 
 
 def _cmd_route(args: argparse.Namespace) -> int:
-    from ._router import Router
-    from ._store_memory import MemoryStore
+    from ._running.sync_router import Router
+    from ._stores.memory import MemoryStore
 
     fields: dict[str, Any] = {"max_tokens": args.max_tokens}
     if args.prefix_file or args.suffix_file:
@@ -177,9 +170,11 @@ def _cmd_route(args: argparse.Namespace) -> int:
 
 
 def _cmd_spend(args: argparse.Namespace) -> int:
-    from ._spend_report import open_store, spend_report
+    from ._stores import open_store
+    from ._stores.report import spend_report
 
-    store = open_store(args.store, path=args.path, url=args.url, prefix=args.prefix)
+    store = open_store(args.store, path=args.path, url=args.url, prefix=args.prefix,
+                       must_exist=True)
     try:
         print(spend_report(store.ledger(), period=args.period, by=args.by))
     finally:
@@ -204,7 +199,7 @@ def _cmd_discover(args: argparse.Namespace) -> int:
         return 1
     rows: list[tuple[str, ...]] = [("deployment", "model", "window", "base url")]
     rows += [(d.name, d.model, str(d.context_window), d.base_url or "-") for d in found]
-    print(_table(rows))
+    print(text_table(rows))
     return 0
 
 

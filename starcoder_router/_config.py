@@ -35,12 +35,12 @@ from typing import Any, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr
 
-from ._catalog import Catalog
 from ._errors import ConfigError
-from ._health import HealthPolicy
-from ._models import FrozenModel, read_toml, validate_config
-from ._policy import CostPolicy
-from ._retry import RetryPolicy
+from ._routing.catalog import Catalog
+from ._routing.health import HealthPolicy
+from ._routing.policy import CostPolicy
+from ._running.retry import RetryPolicy
+from ._validation import FrozenModel, read_toml, validate_config
 
 __all__ = ["ProviderSettings", "RouterConfig", "StoreSettings", "load_config"]
 

@@ -22,11 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from ._catalog import LOCAL_PROVIDERS, Deployment
 from ._errors import StarcoderRouterError
-from ._providers._base import Provider
-from ._providers._registry import provider_class
-from ._providers._wire import Endpoint, WireRequest, WireResponse
+from ._providers.base import Provider
+from ._providers.call import Endpoint
+from ._providers.registry import provider_class
+from ._routing.catalog import LOCAL_PROVIDERS, Deployment
+from ._transports.base import WireRequest, WireResponse
 
 __all__ = ["discover_local"]
 

@@ -35,9 +35,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._budget_types import BudgetStatus, LedgerEntry
-    from ._completion import Attempt, Completion
-    from ._routing import RoutingDecision
+    from ._routing.decision import RoutingDecision
+    from ._running.results import Attempt, Completion
+    from ._stores.base import BudgetStatus, LedgerEntry
 
 __all__ = [
     "AuthenticationError",

@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._catalog import Capability, Deployment
-from ._tokens import EstimatingCounter, TokenCounter
+from ._routing.catalog import Capability, Deployment
+from ._routing.tokens import EstimatingCounter, TokenCounter
 
 __all__ = ["FakeServer", "RecordedRequest", "Reply"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from starcoder_router import CompletionRequest, EstimatingCounter, TokenizerCounter
-from starcoder_router._fit import Fit, NoFit, PromptCounts, fit_prompt
-from starcoder_router._render import render
+from starcoder_router._routing.fit import Fit, NoFit, PromptCounts, fit_prompt
+from starcoder_router._routing.render import render
 
 
 def _lines(n: int, tag: str) -> str:

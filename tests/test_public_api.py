@@ -60,7 +60,7 @@ def test_import_is_light_and_offline() -> None:
 
 
 def test_reprs_hide_api_keys() -> None:
-    from starcoder_router._providers._wire import WireRequest
+    from starcoder_router._providers.call import WireRequest
     from starcoder_router._secrets import Secret
 
     key = Secret("sk-very-secret-value-123456")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from starcoder_router import CompletionRequest, InvalidRequestError, TokenizerCounter
-from starcoder_router._render import (
+from starcoder_router._routing.render import (
     CHAT_STOPS,
     FIM_STOPS,
     PROMPT_STOPS,

@@ -15,8 +15,8 @@ from starcoder_router import (
     TokenizerCounter,
     load_token_counter,
 )
-from starcoder_router._render import SPECIAL_TOKENS
-from starcoder_router._tokens import LazyCounter, utf8_length
+from starcoder_router._routing.render import SPECIAL_TOKENS
+from starcoder_router._routing.tokens import LazyCounter, utf8_length
 
 GOLDEN = [
     ("def hello_world():\n    print('hi')",

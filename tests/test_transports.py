@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import pytest
 
 from starcoder_router import ProviderConnectionError, ProviderTimeoutError
-from starcoder_router._providers._wire import WireRequest
-from starcoder_router._transports._aiohttp import AiohttpTransport
-from starcoder_router._transports._httpx import HttpxAsyncTransport, HttpxTransport
+from starcoder_router._providers.call import WireRequest
+from starcoder_router._transports.aiohttp_transport import AiohttpTransport
+from starcoder_router._transports.httpx_transport import HttpxAsyncTransport, HttpxTransport
 from starcoder_router.testing import FakeServer, Reply
 
 

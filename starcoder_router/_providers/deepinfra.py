@@ -21,9 +21,9 @@ import logging
 import threading
 from typing import Any, ClassVar
 
-from .._request import ResponseFormat
-from ._base import Provider
-from ._wire import Call, ProviderResult
+from .._routing.request import ResponseFormat
+from .base import Provider
+from .call import Call, ProviderResult
 
 __all__ = ["DeepInfra"]
 

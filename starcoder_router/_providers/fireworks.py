@@ -21,9 +21,10 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from .._errors import ProviderError, RateLimitError
-from .._request import ResponseFormat
-from ._base import Provider
-from ._wire import Call, ProviderResult, WireResponse
+from .._routing.request import ResponseFormat
+from .._transports.base import WireResponse
+from .base import Provider
+from .call import Call, ProviderResult
 
 __all__ = ["Fireworks"]
 

@@ -35,17 +35,15 @@ import logging
 import posixpath
 from typing import Any, ClassVar
 
-from .._catalog import Catalog, Deployment
-from .._completion import FinishReason
 from .._errors import InvalidResponseError
-from .._render import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
-from .._request import ResponseFormat
-from ._base import Provider, SSEDecoder, StreamDecoder, starcoder2_variant
-from ._errormap import error_for
-from ._local import json_body, local_deployment
-from ._wire import (
+from .._routing.catalog import Catalog, Deployment
+from .._routing.render import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
+from .._routing.request import ResponseFormat
+from .base import Provider, SSEDecoder, StreamDecoder, starcoder2_variant
+from .call import (
     Call,
     Endpoint,
+    FinishReason,
     ProviderResult,
     StreamFormat,
     WireRequest,
@@ -53,6 +51,8 @@ from ._wire import (
     loads,
     normalize_finish,
 )
+from .errormap import error_for
+from .local import json_body, local_deployment
 
 __all__ = ["LlamaCpp"]
 

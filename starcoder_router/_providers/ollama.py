@@ -33,16 +33,14 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-from .._catalog import Catalog, Deployment
-from .._completion import FinishReason
 from .._errors import BadRequestError, ProviderError
-from .._request import ResponseFormat
-from ._base import Provider, StreamDecoder, starcoder2_variant
-from ._errormap import error_from_response, extract_message, is_context_overflow
-from ._local import json_body, local_deployment
-from ._wire import (
+from .._routing.catalog import Catalog, Deployment
+from .._routing.request import ResponseFormat
+from .base import Provider, StreamDecoder, starcoder2_variant
+from .call import (
     Call,
     Endpoint,
+    FinishReason,
     ProviderResult,
     WireRequest,
     WireResponse,
@@ -50,6 +48,8 @@ from ._wire import (
     loads,
     normalize_finish,
 )
+from .errormap import error_from_response, extract_message, is_context_overflow
+from .local import json_body, local_deployment
 
 __all__ = ["Ollama", "truncation_warning"]
 

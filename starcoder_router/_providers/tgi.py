@@ -34,7 +34,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from .._catalog import Deployment
 from .._errors import (
     BadRequestError,
     ContextLengthError,
@@ -42,12 +41,11 @@ from .._errors import (
     ProviderError,
     ProviderServerError,
 )
-from .._render import SPECIAL_TOKENS
-from .._request import ResponseFormat
-from ._base import OpenAIStreamDecoder, Provider, SSEDecoder, StreamDecoder, side_request
-from ._errormap import error_for
-from ._local import find_variant, json_body, local_deployment, server_root
-from ._wire import (
+from .._routing.catalog import Deployment
+from .._routing.render import SPECIAL_TOKENS
+from .._routing.request import ResponseFormat
+from .base import OpenAIStreamDecoder, Provider, SSEDecoder, StreamDecoder, side_request
+from .call import (
     Call,
     Endpoint,
     ProviderResult,
@@ -57,6 +55,8 @@ from ._wire import (
     dumps,
     loads,
 )
+from .errormap import error_for
+from .local import find_variant, json_body, local_deployment, server_root
 
 __all__ = ["TGI"]
 

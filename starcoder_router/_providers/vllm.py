@@ -25,13 +25,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from .._catalog import Deployment
 from .._errors import InvalidResponseError
-from .._request import ResponseFormat
-from ._base import Provider, side_request
-from ._errormap import error_for
-from ._local import find_variant, json_body, local_deployment, server_root
-from ._wire import Call, Endpoint, WireRequest, WireResponse, loads
+from .._routing.catalog import Deployment
+from .._routing.request import ResponseFormat
+from .._transports.base import WireRequest, WireResponse
+from .base import Provider, side_request
+from .call import Call, Endpoint, loads
+from .errormap import error_for
+from .local import find_variant, json_body, local_deployment, server_root
 
 __all__ = ["VLLM"]
 

@@ -23,7 +23,7 @@ from llama_router_support import (
 )
 
 from starcoder_router import ContextLengthError, TokenizerCounter, Usage, discover_local
-from starcoder_router._providers._wire import Endpoint, WireResponse
+from starcoder_router._providers.call import Endpoint, WireResponse
 from starcoder_router._providers.llamacpp import LlamaCpp
 
 

@@ -14,11 +14,11 @@ import respx
 from local_wire import LLAMA, OLLAMA, fixture, ollama_reply, sync_router
 
 from starcoder_router import Catalog, ConfigError, Deployment
-from starcoder_router._catalog import LOCAL_PROVIDERS
 from starcoder_router._discovery import discover_local
-from starcoder_router._providers import _registry
-from starcoder_router._providers._base import Provider
-from starcoder_router._providers._wire import Endpoint, WireRequest, WireResponse
+from starcoder_router._providers import registry as _registry
+from starcoder_router._providers.base import Provider
+from starcoder_router._providers.call import Endpoint, WireRequest, WireResponse
+from starcoder_router._routing.catalog import LOCAL_PROVIDERS
 
 
 def tags(*models: dict[str, Any]) -> httpx.Response:

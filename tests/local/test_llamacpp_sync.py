@@ -31,7 +31,7 @@ from starcoder_router import (
     ProviderServerError,
     Usage,
 )
-from starcoder_router._providers._wire import Endpoint, WireResponse
+from starcoder_router._providers.call import Endpoint, WireResponse
 from starcoder_router._providers.llamacpp import LlamaCpp
 
 V1 = f"{LLAMA}/v1/completions"

@@ -9,10 +9,10 @@ import pytest
 from local_wire import OLLAMA, ollama_dep, ollama_done
 
 from starcoder_router import CompletionRequest
-from starcoder_router._providers._wire import Call, Endpoint, WireResponse
+from starcoder_router._providers.call import Call, Endpoint, WireResponse
 from starcoder_router._providers.ollama import Ollama, truncation_warning
-from starcoder_router._render import render
-from starcoder_router._tokens import CountKind
+from starcoder_router._routing.render import render
+from starcoder_router._routing.tokens import CountKind
 
 
 def call(sent: int | None, kind: CountKind | None, *, api: str | None = None,

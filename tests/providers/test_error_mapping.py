@@ -34,7 +34,7 @@ from starcoder_router import (
     RetryPolicy,
     StreamInterruptedError,
 )
-from starcoder_router._providers._registry import provider_class
+from starcoder_router._providers.registry import provider_class
 
 PROVIDERS = ["fireworks", "deepinfra", "vllm", "tgi", "lmstudio"]
 
@@ -276,9 +276,9 @@ async def test_keys_never_appear_in_errors_reprs_or_logs(
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_wire_request_repr_hides_the_key(provider: str) -> None:
-    from starcoder_router._providers._wire import Call, Endpoint
-    from starcoder_router._render import render
-    from starcoder_router._request import CompletionRequest
+    from starcoder_router._providers.call import Call, Endpoint
+    from starcoder_router._routing.render import render
+    from starcoder_router._routing.request import CompletionRequest
     from starcoder_router._secrets import Secret
 
     adapter = provider_class(provider)()

@@ -23,7 +23,7 @@ from provider_wire import (
 )
 
 from starcoder_router import BadRequestError, ContextLengthError
-from starcoder_router._providers._wire import Endpoint, WireResponse
+from starcoder_router._providers.call import Endpoint, WireResponse
 from starcoder_router._providers.lmstudio import LMStudio
 
 URL = COMPLETIONS_URL["lmstudio"]

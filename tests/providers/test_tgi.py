@@ -29,7 +29,7 @@ from starcoder_router import (
     ProviderServerError,
     RateLimitError,
 )
-from starcoder_router._providers._wire import Endpoint, WireRequest, WireResponse
+from starcoder_router._providers.call import Endpoint, WireRequest, WireResponse
 from starcoder_router._providers.tgi import TGI
 
 V1 = COMPLETIONS_URL["tgi"]

@@ -30,8 +30,8 @@ from starcoder_router import (
     InvalidResponseError,
     ProviderServerError,
 )
-from starcoder_router._providers._local import find_variant
-from starcoder_router._providers._wire import Endpoint, WireRequest, WireResponse
+from starcoder_router._providers.call import Endpoint, WireRequest, WireResponse
+from starcoder_router._providers.local import find_variant
 from starcoder_router._providers.vllm import VLLM
 from starcoder_router._secrets import Secret
 

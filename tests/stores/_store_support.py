@@ -13,12 +13,12 @@ import time
 import uuid
 from typing import Any
 
-from starcoder_router._budget_types import BudgetKey, LedgerEntry, Reservation
-from starcoder_router._cost import usd_to_nano
 from starcoder_router._errors import BudgetExceededError
-from starcoder_router._store_memory import MemoryStore
-from starcoder_router._store_redis import RedisStore
-from starcoder_router._store_sqlite import SQLiteStore
+from starcoder_router._routing.cost import usd_to_nano
+from starcoder_router._stores.base import BudgetKey, LedgerEntry, Reservation
+from starcoder_router._stores.memory import MemoryStore
+from starcoder_router._stores.redis import RedisStore
+from starcoder_router._stores.sqlite import SQLiteStore
 
 T0 = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 

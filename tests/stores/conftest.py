@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from starcoder_router._store_memory import MemoryStore
-from starcoder_router._store_redis import RedisStore
-from starcoder_router._store_sqlite import SQLiteStore
+from starcoder_router._stores.memory import MemoryStore
+from starcoder_router._stores.redis import RedisStore
+from starcoder_router._stores.sqlite import SQLiteStore
 
 STORE_KINDS = ("memory", "sqlite", "redis")
 Store = MemoryStore | SQLiteStore | RedisStore

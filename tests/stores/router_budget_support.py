@@ -13,9 +13,9 @@ from starcoder_router import (
     Deployment,
     Router,
 )
-from starcoder_router._store_memory import MemoryStore
-from starcoder_router._store_redis import RedisStore
-from starcoder_router._store_sqlite import SQLiteStore
+from starcoder_router._stores.memory import MemoryStore
+from starcoder_router._stores.redis import RedisStore
+from starcoder_router._stores.sqlite import SQLiteStore
 
 # $100 per million tokens each way: "def f():" (8 bytes, the reservation's bound) plus
 # max_tokens=100 reserves $0.0108; a scripted 2-token answer settles far less.

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from starcoder_router._budgets import BUCKET_GRACE, applicable_keys, refusal, unique_keys
-from starcoder_router._policy import Budget
+from starcoder_router._routing.policy import Budget
+from starcoder_router._stores.periods import BUCKET_GRACE, applicable_keys, refusal, unique_keys
 
 NOW = dt.datetime(2026, 11, 26, 15, 30, tzinfo=dt.UTC)
 

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from starcoder_router._budgets import bucket_label, period_bounds
+from starcoder_router._stores.periods import bucket_label, period_bounds
 
 UTC = dt.UTC
 US = dt.timedelta(microseconds=1)

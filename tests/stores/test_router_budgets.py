@@ -21,7 +21,7 @@ from starcoder_router import (
     NoRouteError,
     Router,
 )
-from starcoder_router._cost import usd_to_nano
+from starcoder_router._routing.cost import usd_to_nano
 from starcoder_router.testing import FakeServer, Reply
 
 
@@ -152,7 +152,7 @@ def test_failed_attempts_release_their_reservation(server: FakeServer) -> None:
                     retry=RetryPolicy(max_retries=2, backoff_initial_s=0, jitter_s=0))
     with pytest.raises(ProviderServerError):
         router.complete(prompt="x", max_tokens=10)
-    from starcoder_router._budgets import applicable_keys
+    from starcoder_router._stores.periods import applicable_keys
 
     [status] = router.store.status(applicable_keys(router.policy.budgets, tenant=None, tags=(),
                                                    now=router._core.clock.wall()))
@@ -193,7 +193,7 @@ def test_processes_share_one_budget_without_overspending(
     assert all(e.outcome == "ok" for e in entries)
     import datetime as dt
 
-    from starcoder_router._budgets import applicable_keys
+    from starcoder_router._stores.periods import applicable_keys
 
     [status] = store.status(applicable_keys([Budget(limit_usd=limit, period="total")],
                                             tenant=None, tags=(), now=dt.datetime.now(dt.UTC)))

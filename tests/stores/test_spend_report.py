@@ -9,8 +9,9 @@ from _store_support import T0, entry, key
 
 from starcoder_router._cli import main
 from starcoder_router._errors import ConfigError
-from starcoder_router._spend_report import open_store, spend_report
-from starcoder_router._store_sqlite import SQLiteStore
+from starcoder_router._stores import open_store
+from starcoder_router._stores.report import spend_report
+from starcoder_router._stores.sqlite import SQLiteStore
 
 ENTRIES = [
     entry(1_000_000, tenant="acme", time=T0),
@@ -66,12 +67,12 @@ def test_open_store_refuses_what_it_cannot_open(tmp_path) -> None:
     with pytest.raises(ConfigError, match="needs a path"):
         open_store("sqlite", path=None, url=None)
     with pytest.raises(ConfigError, match="no spend database"):
-        open_store("sqlite", path=str(tmp_path / "typo.db"), url=None)
+        open_store("sqlite", path=str(tmp_path / "typo.db"), must_exist=True)
     assert not (tmp_path / "typo.db").exists()
     with pytest.raises(ConfigError, match="needs a url"):
         open_store("redis", path=None, url=None)
     with pytest.raises(ConfigError, match="unknown store"):
-        open_store("memory", path=None, url=None)
+        open_store("postgres")
 
 
 def test_open_store_reads_a_redis_ledger(redis_url) -> None:

@@ -12,10 +12,10 @@ import time
 import pytest
 from _store_support import hold_reservations, key
 
-from starcoder_router._cost import usd_to_nano
 from starcoder_router._errors import BudgetExceededError, MissingDependencyError
-from starcoder_router._store_redis import RedisStore
-from starcoder_router._store_sqlite import SQLiteStore
+from starcoder_router._routing.cost import usd_to_nano
+from starcoder_router._stores.redis import RedisStore
+from starcoder_router._stores.sqlite import SQLiteStore
 
 CENT = usd_to_nano(0.01)
 

@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 from _store_support import T0, entry, key
 
-from starcoder_router._budget_types import AsyncSpendStore, Reservation, SpendStore
-from starcoder_router._cost import usd_to_nano
 from starcoder_router._errors import BudgetExceededError
+from starcoder_router._routing.cost import usd_to_nano
+from starcoder_router._stores.base import AsyncSpendStore, Reservation, SpendStore
 
 USD = usd_to_nano(1.0)
 CENT = usd_to_nano(0.01)

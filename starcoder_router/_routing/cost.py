@@ -1,0 +1,50 @@
+"""Cost maths, in integer nano-dollars so sums are exact and budgets never drift.
+
+A price of $0.20 per million tokens is 200 nano-dollars per token; one nano-dollar is far below
+any price's precision, so rounding each term to a whole nano-dollar loses nothing a cent can see.
+"""
+
+from __future__ import annotations
+
+from .catalog import Deployment
+
+__all__ = [
+    "NANO_PER_USD",
+    "actual_cost_nano",
+    "nano_to_usd",
+    "token_cost_nano",
+    "usd_to_nano",
+    "worst_case_nano",
+]
+
+NANO_PER_USD = 1_000_000_000
+
+
+def usd_to_nano(usd: float) -> int:
+    return round(usd * NANO_PER_USD)
+
+
+def nano_to_usd(nano: int) -> float:
+    return nano / NANO_PER_USD
+
+
+def token_cost_nano(tokens: int, usd_per_mtok: float) -> int:
+    """`tokens` at `usd_per_mtok` dollars per million, in nano-dollars."""
+    return round(tokens * usd_per_mtok * 1000)
+
+
+def worst_case_nano(dep: Deployment, prompt_tokens: int, max_tokens: int,
+                    seconds: float = 0.0) -> int:
+    """Prompt tokens at the input price plus all of `max_tokens` at the output price (plus
+    `seconds` of the deployment's hourly cost, for priced local hardware)."""
+    return actual_cost_nano(dep, prompt_tokens, max_tokens, seconds)
+
+
+def actual_cost_nano(dep: Deployment, prompt_tokens: int, completion_tokens: int,
+                     seconds: float = 0.0) -> int:
+    cost = token_cost_nano(prompt_tokens, dep.input_usd_per_mtok) + token_cost_nano(
+        completion_tokens, dep.output_usd_per_mtok
+    )
+    if dep.usd_per_hour:
+        cost += round(dep.usd_per_hour * seconds / 3600 * NANO_PER_USD)
+    return cost

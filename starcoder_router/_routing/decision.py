@@ -1,0 +1,401 @@
+"""The routing decision: which deployment serves a request, which ones follow, and why.
+
+Pure: no I/O, no clock of its own. Each deployment passes a row of small filters; every filter
+that refuses records its reason, so `explain()` comes for free. The survivors are ranked by the
+policy's objective; the first is chosen, the rest are the fallbacks in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from .._errors import NoRouteError
+from .catalog import Capability, Deployment, Variant
+from .cost import actual_cost_nano, nano_to_usd, usd_to_nano
+from .fit import Fit, NoFit, PromptCounts, TrimReport, fit_prompt
+from .policy import CostPolicy, Objective
+from .render import Rendered
+from .request import CompletionRequest
+from .tokens import CountKind
+
+__all__ = [
+    "BudgetRouting", "Candidate", "DeploymentHealth", "RoutingDecision", "StaticCache", "decide",
+]
+
+# Typical bytes per token of code (stdlib Python, C, JS averages): used only to turn a byte bound
+# into an expected token count for ranking, never to prove a fit or to reserve budget.
+_BYTES_PER_TOKEN = 3.5
+
+
+class DeploymentHealth(NamedTuple):
+    """What the router has observed of a deployment, as the decision needs it."""
+
+    latency_s: float | None = None
+    ttft_s: float | None = None
+    cooling_until: float | None = None
+    reason: str = ""
+
+
+class BudgetRouting(NamedTuple):
+    """Constraints that budgets put on this decision (computed by the router from its store)."""
+
+    max_worst_case_nano: int | None = None
+    local_only: bool = False
+    force_cheapest: bool = False
+    note: str = ""
+
+
+class Candidate(NamedTuple):
+    """One deployment as the decision saw it."""
+
+    deployment: Deployment
+    eligible: bool
+    reasons: tuple[str, ...] = ()
+    prompt_tokens: int | None = None
+    count_kind: CountKind | None = None
+    worst_case_nano: int | None = None
+    expected_nano: int | None = None
+    expected_latency_s: float | None = None
+    quality: float | None = None
+    trimmed: TrimReport | None = None
+    rendered: Rendered | None = None
+    cooling_until: float | None = None
+
+    @property
+    def worst_case_usd(self) -> float | None:
+        return None if self.worst_case_nano is None else nano_to_usd(self.worst_case_nano)
+
+    @property
+    def expected_usd(self) -> float | None:
+        return None if self.expected_nano is None else nano_to_usd(self.expected_nano)
+
+
+@dataclass(frozen=True)
+class RoutingDecision:
+    """The outcome of routing one request.
+
+    `chosen` is the deployment to try first, `fallbacks` the others in order, `candidates` every
+    deployment with the reasons it was refused. `explain()` renders it all as a table.
+    """
+
+    request: CompletionRequest
+    candidates: tuple[Candidate, ...]
+    ranked: tuple[Candidate, ...]
+    objective: Objective
+    notes: tuple[str, ...] = ()
+
+    @property
+    def chosen(self) -> Deployment:
+        if not self.ranked:
+            raise NoRouteError(self)
+        return self.ranked[0].deployment
+
+    @property
+    def chosen_candidate(self) -> Candidate:
+        if not self.ranked:
+            raise NoRouteError(self)
+        return self.ranked[0]
+
+    @property
+    def fallbacks(self) -> tuple[Deployment, ...]:
+        return tuple(c.deployment for c in self.ranked[1:])
+
+    def candidate(self, name: str) -> Candidate:
+        for c in self.candidates:
+            if c.deployment.name == name:
+                return c
+        raise KeyError(name)
+
+    def explain(self) -> str:
+        """A readable table: rank, deployment, tokens, costs, and why each was refused."""
+        rank = {id(c): i + 1 for i, c in enumerate(self.ranked)}
+        header = ("#", "deployment", "window", "prompt tokens", "worst $", "expected $", "status")
+        rows = [header]
+        ordered = list(self.ranked) + [c for c in self.candidates if id(c) not in rank]
+        for c in ordered:
+            d = c.deployment
+            tokens = _fmt_tokens(c)
+            status = "chosen" if rank.get(id(c)) == 1 else (
+                "fallback" if id(c) in rank else "refused: " + "; ".join(c.reasons)
+            )
+            if c.trimmed is not None and id(c) in rank:
+                status += f" ({c.trimmed.describe()})"
+            if c.cooling_until is not None and id(c) in rank:
+                status += " (cooling down)"
+            rows.append((
+                str(rank.get(id(c), "-")),
+                d.name,
+                str(d.context_window),
+                tokens,
+                _fmt_usd(c.worst_case_usd),
+                _fmt_usd(c.expected_usd),
+                status,
+            ))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+        lines = []
+        for r in rows:
+            cells = [r[i].ljust(widths[i]) for i in range(len(widths))]
+            lines.append("  ".join([*cells, r[-1]]).rstrip())
+        lines.insert(1, "  ".join("-" * w for w in widths) + "  ------")
+        head = f"objective: {self.objective}; mode: {self.request.mode}; " \
+               f"max_tokens: {self.request.max_tokens}"
+        return "\n".join([head, *self.notes, *lines])
+
+
+def _fmt_tokens(c: Candidate) -> str:
+    if c.prompt_tokens is None:
+        return "-"
+    mark = {"exact": "", "bound": "<=", "estimate": "~"}[c.count_kind or "exact"]
+    return f"{mark}{c.prompt_tokens}"
+
+
+def _fmt_usd(v: float | None) -> str:
+    return "-" if v is None else f"{v:.6f}"
+
+
+_MODE_CAPABILITY: dict[str, Capability] = {"prompt": "completion", "fim": "fim", "chat": "chat"}
+
+_CheapFilter = Callable[["_Context", Deployment, Variant | None], "str | None"]
+
+
+class _Context(NamedTuple):
+    request: CompletionRequest
+    policy: CostPolicy
+    provider_status: Mapping[str, str | None]
+    needs: tuple[Capability, ...]
+    budget: BudgetRouting | None
+
+
+def _f_variant(ctx: _Context, dep: Deployment, var: Variant | None) -> str | None:
+    return None if var is not None else f"unknown variant {dep.variant!r}"
+
+
+def _f_provider_ready(ctx: _Context, dep: Deployment, var: Variant | None) -> str | None:
+    if dep.provider not in ctx.provider_status:
+        return f"unknown provider {dep.provider!r}"
+    return ctx.provider_status[dep.provider]
+
+
+def _f_policy_providers(ctx: _Context, dep: Deployment, var: Variant | None) -> str | None:
+    p = ctx.policy
+    if dep.provider in p.deny_providers:
+        return f"provider {dep.provider!r} denied by policy"
+    if p.allow_providers is not None and dep.provider not in p.allow_providers:
+        return f"provider {dep.provider!r} not in the policy's allowed providers"
+    if ctx.budget is not None and ctx.budget.local_only and not dep.is_local:
+        return "budget exhausted: local deployments only"
+    return None
+
+
+def _f_capabilities(ctx: _Context, dep: Deployment, var: Variant | None) -> str | None:
+    missing = [c for c in ctx.needs if c not in dep.capabilities]
+    return f"lacks {', '.join(missing)}" if missing else None
+
+
+def _f_quality(ctx: _Context, dep: Deployment, var: Variant | None) -> str | None:
+    floor = ctx.policy.min_quality
+    if floor is None or var is None:
+        return None
+    score = var.score(floor.benchmark)
+    if score is None:
+        return f"no {floor.benchmark} score for {var.id}"
+    if score < floor.score:
+        return f"{floor.benchmark} {score:g} < {floor.score:g}"
+    return None
+
+
+_CHEAP_FILTERS: tuple[_CheapFilter, ...] = (
+    _f_variant,
+    _f_provider_ready,
+    _f_policy_providers,
+    _f_capabilities,
+    _f_quality,
+)
+
+
+def decide(
+    request: CompletionRequest,
+    rendered: Rendered,
+    *,
+    deployments: tuple[Deployment, ...],
+    variants: Mapping[str, Variant],
+    policy: CostPolicy,
+    provider_status: Mapping[str, str | None],
+    counts: PromptCounts,
+    health: Mapping[str, DeploymentHealth] | None = None,
+    budget: BudgetRouting | None = None,
+    now: float = 0.0,
+    static: StaticCache | None = None,
+) -> RoutingDecision:
+    """Route `request` (already rendered) over `deployments`. Never raises for no route: the
+    caller checks `decision.ranked` (the router raises `NoRouteError`).
+
+    `static` memoises what does not depend on the request itself (provider readiness, policy,
+    capabilities, quality), per kind of request; pass the same dict while `deployments`,
+    `variants`, `policy` and `provider_status` stay the same."""
+    needs: list[Capability] = [_MODE_CAPABILITY[request.mode]]
+    if request.response_format is not None:
+        needs.append("structured_output")
+    if request.stream:
+        needs.append("streaming")
+    ctx = _Context(request, policy, provider_status, tuple(needs), budget)
+    health = health or {}
+    cap_nano = (
+        usd_to_nano(policy.max_cost_per_request_usd)
+        if policy.max_cost_per_request_usd is not None else None
+    )
+    budget_nano = budget.max_worst_case_nano if budget is not None else None
+    expected_out = policy.expected_output_tokens or request.max_tokens
+    expected_out = min(expected_out, request.max_tokens)
+    bench = policy.ranking_benchmark
+    # The tightest money limit a candidate must respect, for tightening byte-bounded counts.
+    limit = min(x for x in (cap_nano, budget_nano, 1 << 62) if x is not None)
+
+    key = (ctx.needs, budget is not None and budget.local_only)
+    rows = static.get(key) if static is not None else None
+    if rows is None:
+        rows = _static_rows(ctx, deployments, variants, bench)
+        if static is not None:
+            static[key] = rows
+    candidates: list[Candidate] = []
+    for dep, var, quality, refused in rows:
+        if refused is not None:
+            candidates.append(refused)
+            continue
+        cap = dep.max_output_tokens
+        if cap is not None and request.max_tokens > cap:
+            candidates.append(Candidate(
+                dep, False, (f"max_tokens {request.max_tokens} > the deployment's {cap}",),
+                quality=quality))
+            continue
+        candidates.append(_evaluate(
+            dep, var, quality, rendered, request, counts, health.get(dep.name), now,
+            expected_out, cap_nano, budget_nano, limit,
+        ))
+
+    objective: Objective = policy.objective
+    notes: list[str] = []
+    if budget is not None and budget.force_cheapest and objective != "cheapest":
+        objective = "cheapest"
+    if budget is not None and budget.note:
+        notes.append(budget.note)
+    ranked = _rank([c for c in candidates if c.eligible], policy, objective)
+    return RoutingDecision(request, tuple(candidates), tuple(ranked), objective, tuple(notes))
+
+
+StaticCache = dict[tuple[tuple[Capability, ...], bool], list["_StaticRow"]]
+_StaticRow = tuple[Deployment, "Variant | None", "float | None", "Candidate | None"]
+
+
+def _static_rows(ctx: _Context, deployments: tuple[Deployment, ...],
+                 variants: Mapping[str, Variant], bench: str) -> list[_StaticRow]:
+    """Per deployment: its variant, its quality score, and the refused candidate when a filter
+    that ignores the request's text already rules it out."""
+    rows: list[_StaticRow] = []
+    for dep in deployments:
+        var = variants.get(dep.variant)
+        quality = var.score(bench) if var is not None else None
+        reasons = tuple(r for f in _CHEAP_FILTERS if (r := f(ctx, dep, var)) is not None)
+        refused = Candidate(dep, False, reasons, quality=quality) if reasons else None
+        rows.append((dep, var, quality, refused))
+    return rows
+
+
+def _evaluate(dep: Deployment, var: Variant | None, quality: float | None, rendered: Rendered,
+              request: CompletionRequest, counts: PromptCounts, hv: DeploymentHealth | None,
+              now: float, expected_out: int, cap_nano: int | None, budget_nano: int | None,
+              limit: int) -> Candidate:
+    """A deployment that passed the static filters: fit the prompt, cost it, and check the
+    money limits."""
+    fit = fit_prompt(rendered, window=dep.context_window, max_tokens=request.max_tokens,
+                     counts=counts, allow_trim=request.allow_trim)
+    if isinstance(fit, NoFit):
+        return Candidate(dep, False, (fit.reason,), fit.prompt_tokens, fit.count_kind,
+                         quality=quality)
+    latency = _expected_latency(dep, var, hv, expected_out)
+    fit, worst = _worst_case(fit, dep, request.max_tokens, latency, counts, limit)
+    reasons = []
+    if cap_nano is not None and worst > cap_nano:
+        reasons.append(f"worst-case cost ${nano_to_usd(worst):.6f} > per-request cap "
+                       f"${nano_to_usd(cap_nano):.6f}")
+    if budget_nano is not None and worst > budget_nano:
+        reasons.append(f"worst-case cost ${nano_to_usd(worst):.6f} > remaining budget "
+                       f"${nano_to_usd(budget_nano):.6f}")
+    expected_in = (fit.prompt_tokens if fit.count_kind != "bound"
+                   else int(fit.prompt_tokens / _BYTES_PER_TOKEN) + 1)
+    expected = actual_cost_nano(dep, expected_in, expected_out, latency)
+    cooling = hv.cooling_until if hv is not None and hv.cooling_until is not None \
+        and hv.cooling_until > now else None
+    return Candidate(dep, not reasons, tuple(reasons), fit.prompt_tokens, fit.count_kind, worst,
+                     expected, latency, quality, fit.trimmed, fit.rendered, cooling)
+
+
+def _worst_case(fit: Fit, dep: Deployment, max_tokens: int, latency: float,
+                counts: PromptCounts, limit: int) -> tuple[Fit, int]:
+    """Worst-case cost; a byte-bounded count is tightened by counting only when the bound alone
+    would break a cost cap or budget."""
+    seconds = latency if dep.usd_per_hour else 0.0
+    worst = actual_cost_nano(dep, fit.prompt_tokens, max_tokens, seconds)
+    if worst > limit and fit.count_kind == "bound":
+        n, kind = counts.count(fit.rendered.prompt)
+        fit = Fit(fit.rendered, n, kind, fit.trimmed)
+        worst = actual_cost_nano(dep, n, max_tokens, seconds)
+    return fit, worst
+
+
+def _expected_latency(dep: Deployment, var: Variant | None, hv: DeploymentHealth | None,
+                      out_tokens: int) -> float:
+    """Observed latency when we have it; otherwise a prior: a fixed overhead (network for hosted,
+    none for local) plus decode time, slower for bigger models unless the deployment says its
+    speed. Priors only order deployments we have not measured yet."""
+    if hv is not None and hv.latency_s is not None:
+        return hv.latency_s
+    if dep.tokens_per_second:
+        tps = dep.tokens_per_second
+    else:
+        billions = (var.parameters if var is not None else 15e9) / 1e9
+        tps = 400.0 / max(billions, 1.0)
+    overhead = 0.05 if dep.is_local else 0.3
+    return overhead + out_tokens / tps
+
+
+def _rank(eligible: list[Candidate], policy: CostPolicy, objective: Objective) -> list[Candidate]:
+    prefer = {p: i for i, p in enumerate(policy.prefer_providers)}
+
+    def preference(c: Candidate) -> tuple[bool, bool, int]:
+        d = c.deployment
+        return (
+            c.cooling_until is not None,
+            policy.prefer_local and not d.is_local,
+            prefer.get(d.provider, len(prefer)),
+        )
+
+    if objective == "balanced" and eligible:
+        max_cost = max(c.expected_nano or 0 for c in eligible) or 1
+        max_lat = max(c.expected_latency_s or 0.0 for c in eligible) or 1.0
+        max_q = max(c.quality or 0.0 for c in eligible) or 1.0
+
+        def key(c: Candidate) -> tuple[object, ...]:
+            score = ((c.expected_nano or 0) / max_cost + (c.expected_latency_s or 0.0) / max_lat
+                     - (c.quality or 0.0) / max_q)
+            return (*preference(c), score, c.deployment.name)
+    elif objective == "quality":
+        def key(c: Candidate) -> tuple[object, ...]:
+            return (*preference(c), -(c.quality or 0.0), c.expected_nano, c.deployment.name)
+    elif objective == "latency":
+        def key(c: Candidate) -> tuple[object, ...]:
+            return (*preference(c), c.expected_latency_s, c.expected_nano, c.deployment.name)
+    else:
+        def key(c: Candidate) -> tuple[object, ...]:
+            return (*preference(c), c.expected_nano, -(c.quality or 0.0), c.deployment.name)
+
+    ranked = sorted(eligible, key=key)
+    if any(c.cooling_until is not None for c in ranked):
+        # Among deployments that are all cooling down, the one that recovers first goes first.
+        ready = [c for c in ranked if c.cooling_until is None]
+        cooling = sorted((c for c in ranked if c.cooling_until is not None),
+                         key=lambda c: c.cooling_until or 0.0)
+        ranked = ready + cooling
+    return ranked

@@ -1,0 +1,139 @@
+"""Cost policies: what the router optimises, the limits it respects, and budgets.
+
+Example::
+
+    CostPolicy(
+        objective="cheapest",
+        max_cost_per_request_usd=0.002,
+        min_quality=("humaneval", 35),
+        budgets=[Budget(limit_usd=5, period="day"), Budget(limit_usd=1, period="day",
+                                                            scope="tenant")],
+        on_budget_exhausted="downgrade",
+        soft_limit=0.8,
+    )
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .._validation import FrozenModel
+from .catalog import normalize_benchmark
+
+__all__ = ["Budget", "CostPolicy", "Objective", "Period", "QualityFloor", "Scope"]
+
+Objective = Literal["cheapest", "quality", "latency", "balanced"]
+Period = Literal["hour", "day", "week", "month", "total"]
+Scope = Literal["global", "tenant", "tag"]
+
+
+class QualityFloor(FrozenModel):
+    """Only deployments whose variant scores at least `score` on `benchmark`."""
+
+    benchmark: str
+    score: float
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_pair(cls, data: Any) -> Any:
+        if isinstance(data, (tuple, list)) and len(data) == 2:
+            return {"benchmark": data[0], "score": data[1]}
+        return data
+
+    @field_validator("benchmark")
+    @classmethod
+    def _normalize(cls, value: str) -> str:
+        return normalize_benchmark(value)
+
+
+class Budget(FrozenModel):
+    """A spending limit over a calendar period.
+
+    `scope="global"` counts every request; `"tenant"` counts each tenant separately (or only
+    `tenant` when it is set); `"tag"` counts requests carrying `tag`. Periods are calendar periods
+    in `timezone` (UTC by default): `hour`, `day`, `week` (from Monday), `month`, or `total`.
+    """
+
+    limit_usd: float = Field(gt=0)
+    period: Period = "day"
+    scope: Scope = "global"
+    name: str = ""
+    tenant: str | None = None
+    tag: str | None = None
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Budget:
+        if self.scope == "tag" and not self.tag:
+            raise ValueError("a budget with scope 'tag' needs a tag")
+        if self.scope != "tenant" and self.tenant is not None:
+            raise ValueError("tenant is only allowed with scope 'tenant'")
+        if self.scope != "tag" and self.tag is not None:
+            raise ValueError("tag is only allowed with scope 'tag'")
+        if not self.name:
+            target = self.tenant or self.tag or ("*" if self.scope == "tenant" else "")
+            label = f"{self.scope}:{target}" if target else self.scope
+            object.__setattr__(self, "name", f"{label}/{self.period}")
+        return self
+
+
+class CostPolicy(FrozenModel):
+    """How the router chooses among eligible deployments, and the limits it never crosses.
+
+    * `objective`: `cheapest` (default; by expected cost), `quality` (best score on
+      `quality_benchmark`), `latency` (lowest expected latency), or `balanced`.
+    * `max_cost_per_request_usd`: drop deployments whose worst-case cost is higher.
+    * `min_quality`: a `(benchmark, score)` floor.
+    * `allow_providers` / `deny_providers` / `prefer_providers`, `prefer_local`.
+    * `budgets`, `on_budget_exhausted` (`reject`, `downgrade` or `local_only`) and `soft_limit`
+      (past that share of any budget the objective becomes `cheapest`).
+    * `expected_output_tokens`: what the expected cost assumes the model writes (default:
+      `max_tokens`, the worst case).
+    """
+
+    objective: Objective = "cheapest"
+    max_cost_per_request_usd: float | None = Field(default=None, gt=0)
+    min_quality: QualityFloor | None = None
+    quality_benchmark: str = "humaneval"
+    allow_providers: frozenset[str] | None = None
+    deny_providers: frozenset[str] = frozenset()
+    prefer_providers: tuple[str, ...] = ()
+    prefer_local: bool = False
+    budgets: tuple[Budget, ...] = ()
+    on_budget_exhausted: Literal["reject", "downgrade", "local_only"] = "reject"
+    soft_limit: float | None = Field(default=None, gt=0, le=1)
+    expected_output_tokens: int | None = Field(default=None, gt=0)
+
+    @field_validator("quality_benchmark")
+    @classmethod
+    def _normalize(cls, value: str) -> str:
+        return normalize_benchmark(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> CostPolicy:
+        if self.allow_providers is not None and self.allow_providers & self.deny_providers:
+            both = ", ".join(sorted(self.allow_providers & self.deny_providers))
+            raise ValueError(f"providers both allowed and denied: {both}")
+        names = [b.name for b in self.budgets]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"budget names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    @property
+    def ranking_benchmark(self) -> str:
+        """The benchmark the `quality` and `balanced` objectives rank by."""
+        return self.min_quality.benchmark if self.min_quality else self.quality_benchmark

@@ -1,0 +1,194 @@
+"""What a caller asks for: one `CompletionRequest`, in one of three modes.
+
+* left-to-right: `prompt`
+* fill-in-the-middle: `prefix` + `suffix`, optionally with repository context
+  (`repo_name`, `path` of the current file, and other `files` as `(path, text)`)
+* instruct/chat: `messages`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from .._errors import InvalidRequestError
+from .._validation import FrozenModel, describe_validation_error
+
+__all__ = ["CompletionRequest", "Message", "Mode", "RepoFile", "ResponseFormat"]
+
+Mode = Literal["prompt", "fim", "chat"]
+SpecialTokenHandling = Literal["escape", "reject", "keep"]
+
+
+class _Frozen(FrozenModel):
+    _error = InvalidRequestError
+
+
+class Message(_Frozen):
+    """One chat turn."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class RepoFile(_Frozen):
+    """Another file of the repository, given to the model as context for fill-in-the-middle."""
+
+    path: str
+    text: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_pair(cls, data: Any) -> Any:
+        if isinstance(data, (tuple, list)) and len(data) == 2:
+            return {"path": data[0], "text": data[1]}
+        return data
+
+
+class ResponseFormat(_Frozen):
+    """Structured output: any JSON object, JSON that matches `json_schema`, or text that follows a
+    GBNF `grammar` (Fireworks and llama.cpp only).
+
+    Accepts the OpenAI shapes too: `{"type": "json_object"}` and
+    `{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}`.
+    """
+
+    type: Literal["json_object", "json_schema", "grammar"]
+    json_schema: dict[str, Any] | None = None
+    grammar: str | None = None
+    name: str = "response"
+    strict: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_openai(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and isinstance(data.get("json_schema"), Mapping):
+            inner = data["json_schema"]
+            if "schema" in inner:
+                out = {k: v for k, v in data.items() if k != "json_schema"}
+                out["json_schema"] = inner["schema"]
+                out.setdefault("name", inner.get("name", "response"))
+                if "strict" in inner:
+                    out.setdefault("strict", bool(inner["strict"]))
+                return out
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> ResponseFormat:
+        if self.type == "json_schema" and not self.json_schema:
+            raise ValueError("type 'json_schema' needs a json_schema")
+        if (self.type == "grammar") != (self.grammar is not None):
+            raise ValueError("a grammar goes with type 'grammar', and only with it")
+        return self
+
+
+class CompletionRequest(_Frozen):
+    """A code-generation request. Exactly one of `prompt`, `prefix` (+`suffix`) or `messages`.
+
+    Example::
+
+        CompletionRequest(prefix="def add(a, b):\\n    ", suffix="\\n", max_tokens=32)
+
+    `special_tokens` decides what happens to StarCoder 2 control strings such as `<fim_prefix>`
+    found in user text: "escape" (they reach the model as plain text), "reject" (raise), or
+    "keep" (they act as control tokens). The default keeps them in a raw `prompt`, whose format
+    the caller owns, and escapes them everywhere the router builds the format itself.
+    """
+
+    prompt: str | None = None
+    prefix: str | None = None
+    suffix: str | None = None
+    repo_name: str | None = None
+    path: str | None = None
+    files: tuple[RepoFile, ...] = ()
+    messages: tuple[Message, ...] | None = None
+
+    max_tokens: int = Field(default=256, gt=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    stop: tuple[str, ...] = ()
+    response_format: ResponseFormat | None = None
+    stream: bool = False
+    seed: int | None = None
+
+    tenant: str | None = None
+    tags: tuple[str, ...] = ()
+    timeout: float | None = Field(default=None, gt=0)
+    allow_trim: bool = True
+    hedge: bool | None = None
+    special_tokens: SpecialTokenHandling | None = None
+    extra_body: dict[str, Any] | None = None
+
+    @field_validator("stop", "tags", mode="before")
+    @classmethod
+    def _str_to_tuple(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return (value,)
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def _no_empty_stop(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not s for s in value):
+            raise ValueError("stop sequences must not be empty")
+        return value
+
+    @field_validator("response_format", mode="before")
+    @classmethod
+    def _format_shorthand(cls, value: Any) -> Any:
+        if value == "json":
+            return {"type": "json_object"}
+        return value
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> CompletionRequest:
+        given = [
+            name
+            for name, present in (
+                ("prompt", self.prompt is not None),
+                ("prefix/suffix", self.prefix is not None or self.suffix is not None),
+                ("messages", self.messages is not None),
+            )
+            if present
+        ]
+        if len(given) != 1:
+            if not given:
+                raise ValueError("give one of prompt, prefix (+ suffix) or messages")
+            raise ValueError(f"give only one of prompt, prefix/suffix or messages, not {given}")
+        if self.prefix is None and self.suffix is not None:
+            raise ValueError("suffix needs a prefix (use prefix='' for an empty one)")
+        if (self.files or self.repo_name or self.path) and self.prefix is None:
+            raise ValueError("repo_name, path and files go with fill-in-the-middle (prefix/suffix)")
+        if self.messages is not None:
+            if not self.messages:
+                raise ValueError("messages must not be empty")
+            if self.messages[-1].role != "user":
+                raise ValueError("the last message must come from the user")
+        return self
+
+    @property
+    def mode(self) -> Mode:
+        if self.prompt is not None:
+            return "prompt"
+        if self.prefix is not None:
+            return "fim"
+        return "chat"
+
+
+def build_request(
+    request: CompletionRequest | None,
+    fields: Mapping[str, Any],
+) -> CompletionRequest:
+    """A request from either a ready `CompletionRequest` or keyword fields, not both."""
+    if request is not None:
+        if not fields:
+            return request
+        data = {**request.model_dump(exclude_unset=True), **fields}
+        try:
+            return CompletionRequest.model_validate(data)
+        except ValidationError as exc:
+            raise InvalidRequestError(describe_validation_error(exc, "CompletionRequest")) from exc
+    return CompletionRequest(**fields)
+

@@ -1,0 +1,102 @@
+"""What `Router` and `AsyncRouter` have in common and does no I/O: construction, configuration
+from a file, the routing decision, and the per-request start. The two routers add only their
+sending loops (as httpx's `Client` and `AsyncClient` do over `BaseClient`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal, Self
+
+from .._clock import Clock, SystemClock
+from .._config import ProviderSettings, load_config
+from .._routing.catalog import Catalog
+from .._routing.decision import RoutingDecision
+from .._routing.health import HealthPolicy
+from .._routing.policy import CostPolicy
+from .._routing.request import CompletionRequest, build_request
+from .._routing.tokens import TokenCounter, load_token_counter
+from .._stores import open_store
+from .._stores.base import SpendStore
+from .core import RouterCore
+from .hooks import Hooks
+from .retry import HedgePolicy, RetryPolicy
+from .run import RequestRun
+from .support import RequestFields, budget_keys_for, soft_limited
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+__all__ = ["BaseRouter"]
+
+
+class BaseRouter:
+    def __init__(
+        self,
+        *,
+        catalog: Catalog | None,
+        policy: CostPolicy | None,
+        providers: Mapping[str, ProviderSettings | Mapping[str, Any]] | None,
+        tokenizer: str | os.PathLike[str] | TokenCounter | Literal[False] | None,
+        store: SpendStore | None,
+        retry: RetryPolicy | None,
+        health: HealthPolicy | None,
+        hooks: Hooks | None,
+        hedge: HedgePolicy | None,
+        clock: Clock | None,
+        env: Mapping[str, str] | None,
+    ):
+        self._core = RouterCore(
+            catalog=catalog, policy=policy, providers=providers,
+            counter=load_token_counter(tokenizer), retry=retry, health=health, hooks=hooks,
+            clock=clock or SystemClock(), env=env,
+        )
+        self._store: SpendStore = store if store is not None else open_store()
+        self._hedge = hedge
+        # The last used share of each budget seen, for the soft limit.
+        self._soft: dict[str, float] = {}
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str], **overrides: Any) -> Self:
+        """A router from a TOML config file; keyword arguments override what the file sets."""
+        cfg = load_config(path, catalog=overrides.pop("catalog", None))
+        kwargs: dict[str, Any] = {
+            "catalog": cfg.catalog, "policy": cfg.policy, "providers": cfg.providers,
+            "tokenizer": cfg.tokenizer, "retry": cfg.retry, "health": cfg.health,
+        }
+        kwargs.update(overrides)
+        if "store" not in kwargs:
+            # Opened only when not overridden: a SQLite path would create its file.
+            kwargs["store"] = (open_store(cfg.store.kind, path=cfg.store.path, url=cfg.store.url)
+                               if cfg.store else None)
+        return cls(**kwargs)
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._core.catalog
+
+    @property
+    def policy(self) -> CostPolicy:
+        return self._core.policy
+
+    @property
+    def store(self) -> SpendStore:
+        return self._store
+
+    @property
+    def token_counter(self) -> TokenCounter:
+        return self._core.counter
+
+    def route(self, request: CompletionRequest | None = None, /,
+              **fields: Unpack[RequestFields]) -> RoutingDecision:
+        """The routing decision for a request, without sending anything (no I/O, so it is
+        not async in `AsyncRouter` either)."""
+        return self._core.route(build_request(request, fields))
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(deployments={len(self._core.catalog.deployments)}, "
+                f"objective={self._core.policy.objective!r})")
+
+    def _start(self, req: CompletionRequest) -> RequestRun:
+        keys = budget_keys_for(self._core, req)
+        return self._core.start(req, keys, soft_limited(self._core, keys, self._soft))

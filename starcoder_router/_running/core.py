@@ -1,0 +1,169 @@
+"""What `Router` and `AsyncRouter` share: provider endpoints and adapters, the effective
+deployments, and routing. No I/O here. Each request then runs as a `RequestRun` (`_run.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .._config import ProviderSettings
+from .._errors import (
+    NoRouteError,
+)
+from .._providers.base import Provider
+from .._providers.call import Endpoint
+from .._providers.registry import provider_class
+from .._routing.catalog import Catalog, Deployment
+from .._routing.decision import BudgetRouting, RoutingDecision, StaticCache, decide
+from .._routing.fit import PromptCounts
+from .._routing.health import HealthPolicy, HealthTracker
+from .._routing.policy import CostPolicy
+from .._routing.render import render
+from .._routing.request import CompletionRequest
+from .._routing.structured import require_schema_support
+from .._routing.tokens import TokenCounter
+from .._secrets import Secret
+from .._stores.base import BudgetKey
+from .hooks import Hooks, run_hooks
+from .retry import RetryPolicy
+from .run import RequestRun
+
+if TYPE_CHECKING:
+    from .._clock import Clock
+
+__all__ = ["RouterCore"]
+
+logger = logging.getLogger("starcoder_router")
+
+class RouterCore:
+    """Configuration and routing shared by the sync and async routers."""
+
+    def __init__(
+        self,
+        *,
+        catalog: Catalog | None,
+        policy: CostPolicy | None,
+        providers: Mapping[str, ProviderSettings | Mapping[str, Any]] | None,
+        counter: TokenCounter,
+        retry: RetryPolicy | None,
+        health: HealthPolicy | None,
+        hooks: Hooks | None,
+        clock: Clock,
+        env: Mapping[str, str] | None,
+    ):
+        self.catalog = catalog or Catalog.default()
+        self.policy = policy or CostPolicy()
+        self.counter = counter
+        self.retry = retry or RetryPolicy()
+        self.health = HealthTracker(health)
+        self.hooks = hooks or Hooks()
+        self.clock = clock
+        self._env = dict(os.environ if env is None else env)
+        self._settings = {
+            name: s if isinstance(s, ProviderSettings) else ProviderSettings(**s)
+            for name, s in (providers or {}).items()
+        }
+        self._adapters: dict[str, Provider] = {}
+        self._endpoints: dict[tuple[str, str | None], Endpoint] = {}
+        self.provider_status: dict[str, str | None] = {}
+        for name in sorted({d.provider for d in self.catalog.deployments} | set(self._settings)):
+            cls = provider_class(name)
+            self._adapters[name] = cls()
+            self.provider_status[name] = cls.not_ready_reason(self.endpoint(name, None))
+        self._deployments = self.catalog.deployments
+        self._windows_version = 0
+        self._static: StaticCache = {}
+
+    # -- configuration ------------------------------------------------------------------------
+
+    def endpoint(self, provider: str, base_url: str | None) -> Endpoint:
+        """Resolved URL, key and timeouts for `provider` (cached)."""
+        key = (provider, base_url)
+        found = self._endpoints.get(key)
+        if found is not None:
+            return found
+        cls = provider_class(provider)
+        s = self._settings.get(provider) or ProviderSettings()
+        env_url = self._env.get(f"STARCODER_ROUTER_{provider.upper().replace('-', '_')}_BASE_URL")
+        url = base_url or s.base_url or env_url or cls.default_base_url
+        api_key: Secret | None = None
+        if s.api_key is not None:
+            api_key = Secret(s.api_key.get_secret_value())
+        elif s.api_key_env:
+            value = self._env.get(s.api_key_env)
+            api_key = Secret(value) if value else None
+        else:
+            api_key = cls.key_from_env(self._env)
+        ep = Endpoint(provider, url, api_key, s.timeout, s.connect_timeout,
+                      tuple(sorted(s.headers.items())))
+        self._endpoints[key] = ep
+        return ep
+
+    def adapter(self, provider: str) -> Provider:
+        return self._adapters[provider]
+
+    def deployments(self) -> tuple[Deployment, ...]:
+        """The catalog's deployments with any smaller windows learned from providers."""
+        if self.health.version != self._windows_version:
+            learned = self.health.windows()
+            self._deployments = tuple(
+                d.model_copy(update={"context_window": learned[d.name]})
+                if d.name in learned else d
+                for d in self.catalog.deployments
+            )
+            self._windows_version = self.health.version
+            self._static = {}
+        return self._deployments
+
+    # -- routing ------------------------------------------------------------------------------
+
+    def decide(self, request: CompletionRequest, *, counts: PromptCounts | None = None,
+               budget: BudgetRouting | None = None,
+               only: set[str] | None = None) -> RoutingDecision:
+        now = self.clock.now()
+        deployments = self.deployments()
+        static: StaticCache | None = self._static
+        if only is not None:
+            deployments = tuple(d for d in deployments if d.name in only)
+            static = None
+        return decide(
+            request,
+            render(request),
+            deployments=deployments,
+            variants=self.catalog.variants,
+            policy=self.policy,
+            provider_status=self.provider_status,
+            counts=counts or PromptCounts(self.counter),
+            health=self.health.view(now),
+            budget=budget,
+            now=now,
+            static=static,
+        )
+
+    def route(self, request: CompletionRequest) -> RoutingDecision:
+        decision = self.decide(request)
+        if self.hooks.on_route:
+            run_hooks(self.hooks.on_route, decision)
+        if not decision.ranked:
+            raise NoRouteError(decision)
+        return decision
+
+    def start(self, request: CompletionRequest, budget_keys: tuple[BudgetKey, ...] = (),
+              soft_limited: bool = False) -> RequestRun:
+        """Route `request` and return the state machine that runs it."""
+        require_schema_support(request.response_format)
+        counts = PromptCounts(self.counter)
+        budget = BudgetRouting(force_cheapest=True, note="soft budget limit passed: objective "
+                               "cheapest") if soft_limited else None
+        decision = self.decide(request, counts=counts, budget=budget)
+        if self.hooks.on_route:
+            run_hooks(self.hooks.on_route, decision)
+        if not decision.ranked:
+            err = NoRouteError(decision)
+            if self.hooks.on_failure:
+                run_hooks(self.hooks.on_failure, err)
+            raise err
+        return RequestRun(self, request, decision, counts, budget_keys)

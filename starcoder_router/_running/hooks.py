@@ -1,0 +1,40 @@
+"""Hooks: plain callables the router calls at each step, held per router (no global registry).
+
+Example::
+
+    Router(hooks=Hooks(on_success=[lambda c: metrics.observe(c.cost_usd)]))
+
+A hook that raises is logged and ignored: observability must never fail a request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from .._errors import StarcoderRouterError
+    from .._routing.decision import RoutingDecision
+    from .results import Attempt, Completion
+
+__all__ = ["Hooks"]
+
+logger = logging.getLogger("starcoder_router")
+
+
+class Hooks(NamedTuple):
+    """Callables run on each routing decision, attempt, success and final failure."""
+
+    on_route: Sequence[Callable[[RoutingDecision], Any]] = ()
+    on_attempt: Sequence[Callable[[Attempt], Any]] = ()
+    on_success: Sequence[Callable[[Completion], Any]] = ()
+    on_failure: Sequence[Callable[[StarcoderRouterError], Any]] = ()
+
+
+def run_hooks(hooks: Sequence[Callable[[Any], Any]], value: Any) -> None:
+    for hook in hooks:
+        try:
+            hook(value)
+        except Exception:
+            logger.exception("hook %r failed; ignored", hook)

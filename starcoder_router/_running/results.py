@@ -1,0 +1,98 @@
+"""What the router returns: completions, stream chunks, usage and the record of every attempt."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+from .._providers.call import FinishReason
+from .._routing.cost import nano_to_usd
+
+if TYPE_CHECKING:
+    from .._errors import ProviderError
+    from .._routing.catalog import Deployment
+    from .._routing.decision import RoutingDecision
+    from .._routing.fit import TrimReport
+
+__all__ = ["Attempt", "Completion", "FinishReason", "StreamChunk", "Usage"]
+
+AttemptOutcome = Literal["ok", "error", "cancelled", "interrupted"]
+
+
+class Usage(NamedTuple):
+    """Token usage of one call. `source` is "provider" when the provider reported it, "counted"
+    when we counted it ourselves (the provider omitted it)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    source: Literal["provider", "counted"] = "provider"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Attempt(NamedTuple):
+    """One try of one deployment: how it went, how long it took and what it cost."""
+
+    deployment: str
+    outcome: AttemptOutcome
+    latency_s: float
+    error: ProviderError | None = None
+    ttft_s: float | None = None
+    cost_nano: int = 0
+    usage: Usage | None = None
+    retry: int = 0
+
+    @property
+    def cost_usd(self) -> float:
+        return nano_to_usd(self.cost_nano)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A finished completion, costed.
+
+    `cost_usd` is computed from the provider's reported usage and the deployment's prices (or
+    our own count when the provider omitted usage). `attempts` lists every try, including
+    failures that preceded this answer; `total_cost_usd` adds their cost too.
+    """
+
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+    cost_nano: int
+    deployment: Deployment
+    decision: RoutingDecision
+    attempts: tuple[Attempt, ...]
+    latency_s: float
+    ttft_s: float | None = None
+    request_id: str | None = None
+    model: str | None = None
+    trimmed: TrimReport | None = None
+    warnings: tuple[str, ...] = ()
+    raw_finish_reason: str | None = None
+
+    @property
+    def cost_usd(self) -> float:
+        return nano_to_usd(self.cost_nano)
+
+    @property
+    def total_cost_usd(self) -> float:
+        """This answer's cost plus that of any earlier attempt that was billed."""
+        return nano_to_usd(sum(a.cost_nano for a in self.attempts))
+
+    def json(self) -> Any:
+        """The text parsed as JSON (for structured-output requests)."""
+        return json.loads(self.text)
+
+
+@dataclass(slots=True)
+class StreamChunk:
+    """A piece of streamed text. The last chunk of a stream carries `finish_reason`; the stream's
+    `completion` (after iteration) has the usage and cost."""
+
+    text: str
+    index: int
+    finish_reason: FinishReason | None = None

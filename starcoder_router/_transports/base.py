@@ -1,0 +1,125 @@
+"""What a transport is: the only code that touches the network.
+
+Adapters build `WireRequest`s and read `WireResponse`s; a transport sends one and returns the
+other, or opens a stream of lines. Transports raise `ProviderConnectionError` or
+`ProviderTimeoutError` without provider details; the router adds them. They are swappable, so the
+async transport can be chosen by measurement (see BENCHMARKS.md) without touching adapters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any, Literal, NamedTuple, Protocol
+
+__all__ = [
+    "AsyncStreamHandle",
+    "AsyncTransport",
+    "StreamFormat",
+    "StreamHandle",
+    "SyncTransport",
+    "WireRequest",
+    "WireResponse",
+    "split_lines",
+]
+
+StreamFormat = Literal["sse", "ndjson"]
+
+
+class WireRequest(NamedTuple):
+    """An HTTP request, exactly as it will be sent."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes | None = None
+    stream: StreamFormat | None = None
+
+    def __repr__(self) -> str:
+        # Never show the Authorization header (or any header that could carry a key).
+        shown = {k: ("***" if k.lower() in _SECRET_HEADERS else v) for k, v in self.headers.items()}
+        return f"WireRequest({self.method} {self.url}, headers={shown}, stream={self.stream})"
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
+
+
+class WireResponse(NamedTuple):
+    """An HTTP response: status, headers with lower-case names, and the body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+
+class StreamHandle(Protocol):
+    status: int
+    headers: Mapping[str, str]
+
+    def lines(self) -> Iterator[bytes]: ...
+
+    def read(self) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class SyncTransport(Protocol):
+    def send(self, request: WireRequest, *, timeout: float, connect_timeout: float) -> WireResponse:
+        ...
+
+    def open(self, request: WireRequest, *, timeout: float, connect_timeout: float) -> StreamHandle:
+        ...
+
+    def close(self) -> None: ...
+
+
+class AsyncStreamHandle(Protocol):
+    status: int
+    headers: Mapping[str, str]
+
+    def alines(self) -> AsyncIterator[bytes]: ...
+
+    async def aread(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+class AsyncTransport(Protocol):
+    async def asend(self, request: WireRequest, *, timeout: float,
+                    connect_timeout: float) -> WireResponse: ...
+
+    async def aopen(self, request: WireRequest, *, timeout: float,
+                    connect_timeout: float) -> AsyncStreamHandle: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LineSplitter:
+    """Splits a byte stream into lines without `\\n` or `\\r`, across chunk boundaries."""
+
+    __slots__ = ("_tail",)
+
+    def __init__(self) -> None:
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        if self._tail:
+            chunk = self._tail + chunk
+        lines = chunk.split(b"\n")
+        self._tail = lines.pop()
+        return [line[:-1] if line.endswith(b"\r") else line for line in lines]
+
+    def flush(self) -> list[bytes]:
+        tail, self._tail = self._tail, b""
+        return [tail.rstrip(b"\r")] if tail else []
+
+
+def split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    splitter = LineSplitter()
+    for chunk in chunks:
+        yield from splitter.feed(chunk)
+    yield from splitter.flush()
