@@ -32,7 +32,6 @@ class AiohttpTransport:
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -46,38 +45,36 @@ class AiohttpTransport:
             self._loop = loop
         return self._session
 
-    def _timeout(self, total: float, connect: float) -> aiohttp.ClientTimeout:
-        key = (total, connect)
-        t = self._timeouts.get(key)
-        if t is None:
-            t = aiohttp.ClientTimeout(total=total, connect=min(connect, total))
-            self._timeouts[key] = t
-        return t
-
     async def asend(self, request: WireRequest, *, timeout: float,
                     connect_timeout: float) -> WireResponse:
         session = self._get_session()
         try:
             async with session.request(request.method, request.url, headers=request.headers,
                                        data=request.body,
-                                       timeout=self._timeout(timeout, connect_timeout)) as resp:
+                                       timeout=_total(timeout, connect_timeout)) as resp:
                 body = await resp.read()
                 return WireResponse(resp.status, _lower(resp.headers), body)
         except _ERRORS as exc:
             raise _mapped(exc) from exc
 
-    async def aopen(self, request: WireRequest, *, timeout: float,
-                    connect_timeout: float) -> _AiohttpStream:
+    async def aopen(self, request: WireRequest, *, timeout: float, connect_timeout: float,
+                    total_timeout: float | None = None) -> _AiohttpStream:
         session = self._get_session()
-        # For a stream, `timeout` bounds the wait between chunks, not the whole stream.
-        t = aiohttp.ClientTimeout(total=None, connect=min(connect_timeout, timeout),
+        # For a stream, `timeout` bounds the wait for the headers and then between chunks;
+        # `total_timeout` the whole stream.
+        first = min(timeout, total_timeout or timeout)
+        t = aiohttp.ClientTimeout(total=None, connect=min(connect_timeout, first),
                                   sock_read=timeout)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + total_timeout if total_timeout is not None else None
         try:
-            resp = await session.request(request.method, request.url, headers=request.headers,
-                                         data=request.body, timeout=t)
+            async with asyncio.timeout(first):
+                resp = await session.request(request.method, request.url,
+                                             headers=request.headers, data=request.body,
+                                             timeout=t)
         except _ERRORS as exc:
             raise _mapped(exc) from exc
-        return _AiohttpStream(resp)
+        return _AiohttpStream(resp, until)
 
     async def aclose(self) -> None:
         if self._session is not None and not self._session.closed:
@@ -87,24 +84,38 @@ class AiohttpTransport:
         self._session = None
 
 
+def _total(total: float, connect: float) -> aiohttp.ClientTimeout:
+    """A fresh timeout per call: it costs well under a microsecond, while a cache keyed on the
+    remaining time (different on every call) grew without bound."""
+    return aiohttp.ClientTimeout(total=total, connect=min(connect, total))
+
+
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
 
 
 class _AiohttpStream:
-    __slots__ = ("_resp", "headers", "status")
+    __slots__ = ("_resp", "_until", "headers", "status")
 
-    def __init__(self, resp: aiohttp.ClientResponse):
+    def __init__(self, resp: aiohttp.ClientResponse, until: float | None = None):
         self._resp = resp
+        self._until = until  # event-loop time
         self.status = resp.status
         self.headers: Mapping[str, str] = _lower(resp.headers)
 
     async def alines(self) -> AsyncIterator[bytes]:
         splitter = LineSplitter()
+        content = self._resp.content
         try:
-            # One HTTP chunk at a time, as it arrived: `iter_any` would first gather everything
-            # already buffered, delaying the first event behind all the others.
-            async for chunk, _ in self._resp.content.iter_chunks():
+            while True:
+                # One HTTP chunk at a time, as it arrived: `iter_any` would first gather
+                # everything already buffered, delaying the first event behind the others.
+                async with asyncio.timeout_at(self._until):
+                    chunk, chunk_end = await content.readchunk()
+                if not chunk:
+                    if not chunk_end:
+                        break  # (b"", False) is the end of the body
+                    continue
                 for line in splitter.feed(chunk):
                     yield line
         except _ERRORS as exc:
@@ -114,7 +125,8 @@ class _AiohttpStream:
 
     async def aread(self) -> bytes:
         try:
-            return await self._resp.read()
+            async with asyncio.timeout_at(self._until):
+                return await self._resp.read()
         except _ERRORS as exc:
             raise _mapped(exc) from exc
 

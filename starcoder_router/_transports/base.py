@@ -4,6 +4,11 @@ Adapters build `WireRequest`s and read `WireResponse`s; a transport sends one an
 other, or opens a stream of lines. Transports raise `ProviderConnectionError` or
 `ProviderTimeoutError` without provider details; the router adds them. They are swappable, so the
 async transport can be chosen by measurement (see BENCHMARKS.md) without touching adapters.
+
+Timeouts: `send` returns or raises `ProviderTimeoutError` within `timeout` seconds in all (plus
+`DEADLINE_SLACK_S`), however slowly the server sends. `open` gets its headers within `timeout`
+and then waits at most `timeout` for each chunk; with `total_timeout`, the whole stream also ends
+by then (the router passes what is left of the request's deadline).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Literal, NamedTuple, Protocol
 
 __all__ = [
+    "DEADLINE_SLACK_S",
     "AsyncStreamHandle",
     "AsyncTransport",
     "StreamFormat",
@@ -22,6 +28,10 @@ __all__ = [
     "WireResponse",
     "split_lines",
 ]
+
+# How late past its deadline a call may return: the time to notice that the deadline passed and
+# unwind (a wake-up from a socket wait or a cancelled task), with room for a loaded machine.
+DEADLINE_SLACK_S = 0.5
 
 StreamFormat = Literal["sse", "ndjson"]
 
@@ -71,7 +81,8 @@ class SyncTransport(Protocol):
     def send(self, request: WireRequest, *, timeout: float, connect_timeout: float) -> WireResponse:
         ...
 
-    def open(self, request: WireRequest, *, timeout: float, connect_timeout: float) -> StreamHandle:
+    def open(self, request: WireRequest, *, timeout: float, connect_timeout: float,
+             total_timeout: float | None = None) -> StreamHandle:
         ...
 
     def close(self) -> None: ...
@@ -92,8 +103,8 @@ class AsyncTransport(Protocol):
     async def asend(self, request: WireRequest, *, timeout: float,
                     connect_timeout: float) -> WireResponse: ...
 
-    async def aopen(self, request: WireRequest, *, timeout: float,
-                    connect_timeout: float) -> AsyncStreamHandle: ...
+    async def aopen(self, request: WireRequest, *, timeout: float, connect_timeout: float,
+                    total_timeout: float | None = None) -> AsyncStreamHandle: ...
 
     async def aclose(self) -> None: ...
 

@@ -1,13 +1,23 @@
-"""httpx transports: the sync default, and an async one that respx can intercept in tests."""
+"""httpx transports: the sync default, and an async one that respx can intercept in tests.
+
+`timeout` is a total for `send`: httpx's own timeouts bound each socket operation, so a server
+that sends a byte just before every read timeout could hold a call for ever. The async transport
+wraps the call in `asyncio.timeout`; the sync one runs its sockets through `_deadline.py`, which
+shortens every wait to what is left of the call's time. For a stream, `timeout` bounds the time
+to the response headers and then the wait between chunks.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 
 import httpx
 
 from .._errors import ProviderConnectionError, ProviderTimeoutError, ProviderTransportError
+from ._deadline import DeadlineTransport, deadline
 from .base import LineSplitter, WireRequest, WireResponse, split_lines
 
 __all__ = ["HttpxAsyncTransport", "HttpxTransport"]
@@ -34,55 +44,80 @@ def _request(request: WireRequest, timeout: float, connect: float) -> httpx.Requ
                          extensions={"timeout": _timeout(timeout, connect).as_dict()})
 
 
-def _mapped(exc: httpx.HTTPError) -> ProviderTransportError:
-    if isinstance(exc, httpx.TimeoutException):
+def _left(until: float | None) -> float:
+    """Seconds to `until` (monotonic), or for ever."""
+    return until - time.monotonic() if until is not None else float("inf")
+
+
+def _mapped(exc: httpx.HTTPError | TimeoutError) -> ProviderTransportError:
+    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
         return ProviderTimeoutError(f"timed out: {type(exc).__name__}")
     return ProviderConnectionError(f"connection failed: {type(exc).__name__}: {exc}")
 
 
 class HttpxTransport:
-    """One pooled, keep-alive `httpx.Client`."""
+    """One pooled, keep-alive `httpx.Client`. A client you pass in keeps its own transport, so
+    only httpx's per-read timeouts apply to it."""
 
     def __init__(self, client: httpx.Client | None = None):
-        self._client = client or httpx.Client(limits=_LIMITS, http2=False)
+        self._client = client or httpx.Client(transport=DeadlineTransport(limits=_LIMITS))
 
     def send(self, request: WireRequest, *, timeout: float, connect_timeout: float) -> WireResponse:
         try:
-            resp = self._client.send(_request(request, timeout, connect_timeout))
+            with deadline(timeout):
+                resp = self._client.send(_request(request, timeout, connect_timeout))
         except httpx.HTTPError as exc:
             raise _mapped(exc) from exc
         return WireResponse(resp.status_code, resp.headers, resp.content)
 
-    def open(self, request: WireRequest, *, timeout: float,
-             connect_timeout: float) -> _HttpxStream:
+    def open(self, request: WireRequest, *, timeout: float, connect_timeout: float,
+             total_timeout: float | None = None) -> _HttpxStream:
         req = _request(request, timeout, connect_timeout)
+        until = time.monotonic() + total_timeout if total_timeout is not None else None
         try:
-            resp = self._client.send(req, stream=True)
+            with deadline(min(timeout, total_timeout or timeout)):
+                resp = self._client.send(req, stream=True)
         except httpx.HTTPError as exc:
             raise _mapped(exc) from exc
-        return _HttpxStream(resp)
+        return _HttpxStream(resp, until)
 
     def close(self) -> None:
         self._client.close()
 
 
 class _HttpxStream:
-    __slots__ = ("_resp", "headers", "status")
+    __slots__ = ("_resp", "_until", "headers", "status")
 
-    def __init__(self, resp: httpx.Response):
+    def __init__(self, resp: httpx.Response, until: float | None = None):
         self._resp = resp
+        self._until = until
         self.status = resp.status_code
         self.headers: Mapping[str, str] = resp.headers
 
     def lines(self) -> Iterator[bytes]:
         try:
-            yield from split_lines(self._resp.iter_raw())
+            yield from split_lines(self._chunks())
         except httpx.HTTPError as exc:
             raise _mapped(exc) from exc
 
+    def _chunks(self) -> Iterator[bytes]:
+        raw = self._resp.iter_raw()
+        if self._until is None:
+            yield from raw
+            return
+        while True:
+            # Each read runs under the deadline on the thread that makes it (a hedged leg
+            # starts on its own thread and is read on the caller's).
+            with deadline(self._until - time.monotonic()):
+                chunk = next(raw, None)
+            if chunk is None:
+                return
+            yield chunk
+
     def read(self) -> bytes:
         try:
-            return self._resp.read()
+            with deadline(_left(self._until)):
+                return self._resp.read()
         except httpx.HTTPError as exc:
             raise _mapped(exc) from exc
 
@@ -100,47 +135,58 @@ class HttpxAsyncTransport:
     async def asend(self, request: WireRequest, *, timeout: float,
                     connect_timeout: float) -> WireResponse:
         try:
-            resp = await self._client.send(_request(request, timeout, connect_timeout))
-        except httpx.HTTPError as exc:
+            async with asyncio.timeout(timeout):
+                resp = await self._client.send(_request(request, timeout, connect_timeout))
+        except (httpx.HTTPError, TimeoutError) as exc:
             raise _mapped(exc) from exc
         return WireResponse(resp.status_code, resp.headers, resp.content)
 
-    async def aopen(self, request: WireRequest, *, timeout: float,
-                    connect_timeout: float) -> _HttpxAsyncStream:
+    async def aopen(self, request: WireRequest, *, timeout: float, connect_timeout: float,
+                    total_timeout: float | None = None) -> _HttpxAsyncStream:
         req = _request(request, timeout, connect_timeout)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + total_timeout if total_timeout is not None else None
         try:
-            resp = await self._client.send(req, stream=True)
-        except httpx.HTTPError as exc:
+            async with asyncio.timeout(min(timeout, total_timeout or timeout)):
+                resp = await self._client.send(req, stream=True)
+        except (httpx.HTTPError, TimeoutError) as exc:
             raise _mapped(exc) from exc
-        return _HttpxAsyncStream(resp)
+        return _HttpxAsyncStream(resp, until)
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
 
 class _HttpxAsyncStream:
-    __slots__ = ("_resp", "headers", "status")
+    __slots__ = ("_resp", "_until", "headers", "status")
 
-    def __init__(self, resp: httpx.Response):
+    def __init__(self, resp: httpx.Response, until: float | None = None):
         self._resp = resp
+        self._until = until  # event-loop time
         self.status = resp.status_code
         self.headers: Mapping[str, str] = resp.headers
 
     async def alines(self) -> AsyncIterator[bytes]:
         splitter = LineSplitter()
+        raw = self._resp.aiter_raw()
         try:
-            async for chunk in self._resp.aiter_raw():
+            while True:
+                async with asyncio.timeout_at(self._until):
+                    chunk = await anext(raw, None)
+                if chunk is None:
+                    break
                 for line in splitter.feed(chunk):
                     yield line
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, TimeoutError) as exc:
             raise _mapped(exc) from exc
         for line in splitter.flush():
             yield line
 
     async def aread(self) -> bytes:
         try:
-            return await self._resp.aread()
-        except httpx.HTTPError as exc:
+            async with asyncio.timeout_at(self._until):
+                return await self._resp.aread()
+        except (httpx.HTTPError, TimeoutError) as exc:
             raise _mapped(exc) from exc
 
     async def aclose(self) -> None:
