@@ -7,6 +7,7 @@ Every error the package raises derives from `StarcoderRouterError`::
     ├── InvalidRequestError          a CompletionRequest cannot be built (also a ValueError)
     ├── MissingDependencyError       an optional extra is needed (also an ImportError)
     ├── NoRouteError                 no deployment can take the request; carries the decision
+    ├── RouterClosedError            the router was closed (also a RuntimeError)
     ├── BudgetExceededError          a budget cannot admit the request's worst-case cost
     ├── StoreError                   the spend store failed (e.g. Redis unreachable)
     └── ProviderError                a deployment was tried and failed
@@ -57,6 +58,7 @@ __all__ = [
     "ProviderTimeoutError",
     "ProviderTransportError",
     "RateLimitError",
+    "RouterClosedError",
     "StarcoderRouterError",
     "StoreError",
     "StreamInterruptedError",
@@ -83,6 +85,11 @@ class ConfigError(StarcoderRouterError):
 
 class InvalidRequestError(StarcoderRouterError, ValueError):
     """The request itself is wrong (no prompt, both prompt and messages, a forbidden token...)."""
+
+
+class RouterClosedError(StarcoderRouterError, RuntimeError):
+    """The router was used after `close()` (or after its `with` block): make a new one. A closed
+    router never reopens connections behind the caller's back."""
 
 
 class MissingDependencyError(StarcoderRouterError, ImportError):

@@ -101,6 +101,9 @@ class RequestRun:
     def queue_has_ready(self, now: float) -> bool:
         return any(self.core.health.state(c.deployment.name, now) != "open" for c in self.queue)
 
+    def now(self) -> float:
+        return self.core.clock.now()
+
     def remaining(self) -> float:
         return self.deadline - self.core.clock.now()
 

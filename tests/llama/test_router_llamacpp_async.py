@@ -166,11 +166,14 @@ async def test_closing_a_stream_early_frees_the_server(llama_server_constant: An
         async with router.stream(prompt=PROMPT, max_tokens=1900) as s:
             got = [(await s.__anext__()).text for _ in range(3)]
         assert got == [" x"] * 3
-        assert s.completion is None
+        # The stream keeps what was delivered and what it cost, as the ledger booked it.
+        assert s.completion is not None
+        assert (s.completion.finish_reason, s.completion.text) == ("cancelled", "".join(got))
         # Polled from a thread: the loop must run to finish closing the socket.
         assert await asyncio.to_thread(seconds_until_idle, llama_server_constant) < 5
         [entry] = [e for e in router.store.ledger() if e.outcome == "cancelled"]
         assert entry.completion_tokens >= 3
+        assert entry.cost_nano == s.completion.cost_nano
         after = await router.complete(prompt=PROMPT, max_tokens=4)
         assert (after.text, after.usage.completion_tokens) == (" x" * 4, 4)
 
