@@ -112,6 +112,7 @@ class Open(NamedTuple):
     wire: WireRequest
     timeout: float
     connect_timeout: float
+    total_timeout: float | None = None  # the whole stream's limit: the request's deadline
 
 
 class _ReadBody:

@@ -247,7 +247,8 @@ class AsyncRouter(BaseRouter):
                         case Open():
                             handle = await self._transport_for(action.provider).aopen(
                                 action.wire, timeout=action.timeout,
-                                connect_timeout=action.connect_timeout)
+                                connect_timeout=action.connect_timeout,
+                                total_timeout=action.total_timeout)
                             reply = handle.status, handle.headers
                             lines = handle.alines()
                         case Book():

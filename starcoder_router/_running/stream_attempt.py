@@ -76,7 +76,8 @@ class StreamAttempt:
         call = self.call
         try:
             status, headers = yield Open(call.deployment.provider, self.provider.build(call),
-                                         self.run.timeout_for(call), call.endpoint.connect_timeout)
+                                         self.run.timeout_for(call), call.endpoint.connect_timeout,
+                                         self.run.remaining())
         except ProviderTransportError as exc:
             raise with_context(exc, call) from exc
         except BaseException:

@@ -246,7 +246,8 @@ class Router(BaseRouter):
 
     def _open(self, attempt: StreamAttempt, action: Open) -> StreamHandle:
         handle = self._transport_for(action.provider).open(
-            action.wire, timeout=action.timeout, connect_timeout=action.connect_timeout)
+            action.wire, timeout=action.timeout, connect_timeout=action.connect_timeout,
+            total_timeout=action.total_timeout)
         attempt.handle = handle
         if attempt.cancel_requested:  # lost a hedge while connecting
             handle.close()

@@ -10,8 +10,9 @@ answers each request with the next fault of a seeded schedule::
         server.served     # Counter: fault name -> requests that got it
 
 Every reply's text starts with `[<tag>-<n>]` (the deployment's name in the URL, and a serial
-number), so a test can check that a completion's text came from the deployment that served it. Usage counts are honest: the
-prompt's UTF-8 bytes divided by four (never more than a byte bound) and one token per word.
+number), so a test can check that a completion's text came from the deployment that served it.
+Usage counts are honest: the prompt's UTF-8 bytes divided by four (never more than a byte bound)
+and one token per word.
 """
 
 from __future__ import annotations
@@ -209,7 +210,7 @@ class FaultServer:
         early = await self._early(request, fault)
         if early is not None:
             return early
-        text, prompt, completion, rid = self._reply(request, body)
+        text, prompt, completion, _ = self._reply(request, body)
         final: dict[str, Any] = {"model": body.get("model"), "response": "", "done": True,
                                  "done_reason": "stop"}
         if fault != "no_usage":
@@ -223,8 +224,8 @@ class FaultServer:
         lines = [_json_bytes({"model": body.get("model"), "response": (" " if i else "") + w,
                               "done": False}) + b"\n" for i, w in enumerate(words)]
         lines.append(_json_bytes(final) + b"\n")
-        return await self._stream(request, fault, lines, "application/x-ndjson",
-                                  b'{"error": "an error was encountered while running the model"}\n')
+        error = b'{"error": "an error was encountered while running the model"}\n'
+        return await self._stream(request, fault, lines, "application/x-ndjson", error)
 
     async def _early(self, request: web.Request, fault: str) -> web.StreamResponse | None:
         """Faults that happen before any answer."""
