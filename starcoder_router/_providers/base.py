@@ -30,6 +30,7 @@ from .call import (
     normalize_finish,
 )
 from .errormap import error_from_response, extract_message
+from .validate import checked, optional_str, text_or_none
 
 __all__ = ["Provider", "SSEDecoder", "StreamDecoder", "side_request", "starcoder2_variant"]
 
@@ -89,7 +90,7 @@ class StreamDecoder:
             warnings=self.warnings,
         )
         # The same quirk checks as a plain answer (a silent model swap shows in streams too).
-        self.provider.check(self.call, result)
+        self.provider.check(self.call, checked(self.call, result))
         return result
 
 
@@ -138,26 +139,29 @@ class OpenAIStreamDecoder(SSEDecoder):
         if "error" in obj or obj.get("object") == "error":
             raise self.stream_error(obj)
         if self.request_id is None:
-            self.request_id = obj.get("id")
-            self.model = obj.get("model")
+            self.request_id = optional_str(obj.get("id"))
+            self.model = optional_str(obj.get("model"))
         usage = obj.get("usage")
-        if usage:
+        if isinstance(usage, dict):
             self.prompt_tokens = usage.get("prompt_tokens", self.prompt_tokens)
             self.completion_tokens = usage.get("completion_tokens", self.completion_tokens)
         choices = obj.get("choices")
         if not choices:
             return None
+        if not isinstance(choices, list) or not isinstance(choices[0], dict):
+            raise self.provider.invalid(self.call, "a stream event's choices are not objects")
         choice = choices[0]
-        fr = choice.get("finish_reason")
+        fr = text_or_none(self.call, choice.get("finish_reason"), "finish reason")
         if fr:
             self.finish_raw = fr
-        text = choice.get("text")
+        text = text_or_none(self.call, choice.get("text"), "text")
         if text is None:
             delta = choice.get("delta")
-            text = delta.get("content") if isinstance(delta, dict) else None
+            text = text_or_none(self.call, delta.get("content"), "text") \
+                if isinstance(delta, dict) else None
         if text:
             self.parts.append(text)
-            return text  # type: ignore[no-any-return]
+            return text
         return None
 
 
@@ -282,13 +286,16 @@ class Provider:
         except (KeyError, IndexError, TypeError) as exc:
             raise self.invalid(call, f"no choices in the answer: {_preview(response.body)}") \
                 from exc
+        if not isinstance(choice, dict):
+            raise self.invalid(call, "the answer's choice is not an object")
         text = choice.get("text")
         if text is None and isinstance(choice.get("message"), dict):
             text = choice["message"].get("content")
         if not isinstance(text, str):
             raise self.invalid(call, "the answer has no text")
-        usage = data.get("usage") or {}
-        raw = choice.get("finish_reason")
+        usage = data.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        raw = text_or_none(call, choice.get("finish_reason"), "finish reason")
         result = ProviderResult(
             text=text,
             finish_reason=self.finish(raw),
@@ -298,7 +305,7 @@ class Provider:
             model=data.get("model"),
             raw_finish_reason=raw,
         )
-        self.check(call, result)
+        self.check(call, checked(call, result))
         return result
 
     def finish(self, raw: str | None) -> FinishReason:

@@ -90,7 +90,7 @@ def dumps(body: Mapping[str, Any]) -> bytes:
 def loads(data: bytes | str, *, provider: str, what: str = "response") -> Any:
     try:
         return json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested thousands deep
         preview = data[:200] if isinstance(data, str) else data[:200].decode("utf-8", "replace")
         raise InvalidResponseError(
             f"{provider} sent a {what} that is not JSON: {preview!r}", provider=provider

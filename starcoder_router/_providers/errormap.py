@@ -75,20 +75,20 @@ def extract_message(body: bytes) -> tuple[str, dict[str, Any]]:
     text = body.decode("utf-8", "replace").strip()
     try:
         data = json.loads(text) if text else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return text[:2000], {}
     if not isinstance(data, dict):
         return text[:2000], {}
     err = data.get("error")
     if isinstance(err, dict):
-        msg = err.get("message") or err.get("msg") or json.dumps(err)
-        return str(msg), {**data, **err}
+        msg = err.get("message") or err.get("msg")
+        return (msg if isinstance(msg, str) else text)[:2000], {**data, **err}
     if isinstance(err, str):
         return err, data
     detail = data.get("detail")
     if isinstance(detail, list) and detail:
-        parts = [f"{'.'.join(map(str, d.get('loc', ())))}: {d.get('msg', '')}"
-                 if isinstance(d, dict) else str(d) for d in detail]
+        parts = [f"{'.'.join(map(str, d['loc'] if isinstance(d.get('loc'), list) else ()))}: "
+                 f"{d.get('msg', '')}" if isinstance(d, dict) else str(d) for d in detail]
         return "; ".join(parts), data
     if isinstance(detail, str):
         return detail, data

@@ -25,6 +25,7 @@ from .._routing.request import ResponseFormat
 from .._transports.base import WireResponse
 from .base import Provider
 from .call import Call, ProviderResult
+from .validate import checked
 
 __all__ = ["Fireworks"]
 
@@ -69,7 +70,7 @@ class Fireworks(Provider):
         if result.completion_tokens is None:
             result.completion_tokens = _int_header(response.headers,
                                                    "fireworks-completion-tokens")
-        return result
+        return checked(call, result)  # the headers are checked like the body
 
     def error(self, call: Call, response: WireResponse) -> ProviderError:
         err = super().error(call, response)

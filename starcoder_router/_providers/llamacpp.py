@@ -53,6 +53,7 @@ from .call import (
 )
 from .errormap import error_for
 from .local import json_body, local_deployment
+from .validate import checked, optional_str, text_or_none
 
 __all__ = ["LlamaCpp"]
 
@@ -147,16 +148,17 @@ class LlamaCpp(Provider):
         data = loads(response.body, provider=call.deployment.provider)
         if not isinstance(data, dict) or not isinstance(data.get("content"), str):
             raise self.invalid(call, "the answer has no `content`")
+        stop_type = text_or_none(call, data.get("stop_type"), "stop_type")
         result = ProviderResult(
             text=data["content"],
-            finish_reason=self.native_finish(data),
+            finish_reason=normalize_finish(stop_type),
             prompt_tokens=data.get("tokens_evaluated"),
             completion_tokens=data.get("tokens_predicted"),
-            model=data.get("model"),
-            raw_finish_reason=data.get("stop_type"),
+            model=optional_str(data.get("model")),
+            raw_finish_reason=stop_type,
         )
         self.check_native(call, result, data)
-        self.check(call, result)
+        self.check(call, checked(call, result))
         return result
 
     @staticmethod
@@ -245,15 +247,15 @@ class NativeStreamDecoder(SSEDecoder):
             return None
         if "error" in obj:
             raise self.stream_error(obj)
-        text = obj.get("content")
+        text = text_or_none(self.call, obj.get("content"), "content")
         if text:
             self.parts.append(text)
         if obj.get("stop") is True:
             self.finished = True
-            self.finish_raw = obj.get("stop_type") or "stop"
+            self.finish_raw = text_or_none(self.call, obj.get("stop_type"), "stop_type") or "stop"
             self.prompt_tokens = obj.get("tokens_evaluated")
             self.completion_tokens = obj.get("tokens_predicted")
-            self.model = obj.get("model")
+            self.model = optional_str(obj.get("model"))
             self._final = obj
         return text or None
 

@@ -50,6 +50,7 @@ from .call import (
 )
 from .errormap import error_from_response, extract_message, is_context_overflow
 from .local import json_body, local_deployment
+from .validate import checked, optional_str, text_or_none
 
 __all__ = ["Ollama", "truncation_warning"]
 
@@ -139,13 +140,13 @@ class Ollama(Provider):
             model=data.get("model"),
             raw_finish_reason=raw,
         )
-        self.check(call, result)
+        self.check(call, checked(call, result))
         return result
 
     def finish_of(self, call: Call, final: dict[str, Any]) -> tuple[str | None, FinishReason]:
         """`done_reason`; servers too old to send it stopped at the limit when they generated
         `num_predict` tokens."""
-        raw = final.get("done_reason")
+        raw = text_or_none(call, final.get("done_reason"), "done_reason")
         if raw is None and final.get("eval_count") == call.request.max_tokens:
             return None, "length"
         return raw, normalize_finish(raw)
@@ -236,8 +237,8 @@ class OllamaStreamDecoder(StreamDecoder):
         if "error" in obj:
             raise self.provider.line_error(self.call, obj)
         if self.model is None:
-            self.model = obj.get("model")
-        text = obj.get("response")
+            self.model = optional_str(obj.get("model"))
+        text = text_or_none(self.call, obj.get("response"), "response")
         if text:
             self.parts.append(text)
         if obj.get("done") is True:

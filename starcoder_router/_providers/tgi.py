@@ -57,6 +57,7 @@ from .call import (
 )
 from .errormap import error_for
 from .local import find_variant, json_body, local_deployment, server_root
+from .validate import checked, text_or_none
 
 __all__ = ["TGI"]
 
@@ -138,8 +139,9 @@ class TGI(Provider):
         text = data.get("generated_text") if isinstance(data, dict) else None
         if not isinstance(text, str):
             raise self.invalid(call, "the answer has no generated_text")
-        details = data.get("details") or {}
-        raw = details.get("finish_reason")
+        details = data.get("details")
+        details = details if isinstance(details, dict) else {}
+        raw = text_or_none(call, details.get("finish_reason"), "finish_reason")
         prompt = response.headers.get("x-prompt-tokens")
         result = ProviderResult(
             text=_strip_stop(text, raw, call),
@@ -149,7 +151,7 @@ class TGI(Provider):
             request_id=response.headers.get("x-request-id"),
             raw_finish_reason=raw,
         )
-        self.check(call, result)
+        self.check(call, checked(call, result))
         return result
 
     def stream_decoder(self, call: Call) -> StreamDecoder:
@@ -260,11 +262,14 @@ class _NativeDecoder(SSEDecoder):
             return None
         if "error" in obj:
             raise self.stream_error(obj)
-        token = obj.get("token") or {}
-        text = token.get("text") if not token.get("special") else None
+        token = obj.get("token")
+        token = token if isinstance(token, dict) else {}
+        text = text_or_none(self.call, token.get("text"), "token text") \
+            if not token.get("special") else None
         details = obj.get("details")
         if isinstance(details, dict):
-            self.finish_raw = details.get("finish_reason")
+            self.finish_raw = text_or_none(self.call, details.get("finish_reason"),
+                                           "finish_reason")
             self.completion_tokens = details.get("generated_tokens")
             self.prompt_tokens = details.get("input_length")
             self.finished = True

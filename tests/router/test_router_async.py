@@ -61,10 +61,11 @@ async def test_first_choice_answers_and_is_costed(wire: Wire, clock: FakeClock, 
 async def test_costs_match_prices_to_the_cent(wire: Wire, clock: FakeClock, store: MemoryStore,
                                         no_jitter: RetryPolicy,
                                         exact_counter: TokenizerCounter) -> None:
+    # The reported usage must be plausible for the prompt (at most twice our exact count).
     wire.script("di15", ok(prompt_tokens=1234, completion_tokens=567))
     router = make(clock, store, no_jitter, exact_counter,
                   policy=CostPolicy(allow_providers={"deepinfra"}))
-    c = await router.complete(prompt="def f():", max_tokens=600)
+    c = await router.complete(prompt="def f():\n" + "    x = 1\n" * 200, max_tokens=600)
     assert c.cost_usd == pytest.approx(1234 * 0.20 / 1e6 + 567 * 0.60 / 1e6, abs=1e-12)
     assert c.cost_nano == 246_800 + 340_200
     assert store.ledger()[0].cost_nano == c.cost_nano
