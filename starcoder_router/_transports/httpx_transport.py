@@ -1,15 +1,14 @@
 """httpx transports: the sync default, and an async one that respx can intercept in tests.
 
 `timeout` is a total for `send`: httpx's own timeouts bound each socket operation, so a server
-that sends a byte just before every read timeout could hold a call for ever. The async transport
-wraps the call in `asyncio.timeout`; the sync one runs its sockets through `_deadline.py`, which
-shortens every wait to what is left of the call's time. For a stream, `timeout` bounds the time
-to the response headers and then the wait between chunks.
+that sends a byte just before every read timeout could hold a call for ever. Both transports run
+their sockets through `_deadline.py`, which shortens every wait to what is left of the call's
+time. For a stream, `timeout` bounds the time to the response headers and then the wait between
+chunks, and `total_timeout` the whole stream.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -17,7 +16,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 import httpx
 
 from .._errors import ProviderConnectionError, ProviderTimeoutError, ProviderTransportError
-from ._deadline import DeadlineTransport, deadline
+from ._deadline import AsyncDeadlineTransport, DeadlineTransport, deadline
 from .base import LineSplitter, WireRequest, WireResponse, split_lines
 
 __all__ = ["HttpxAsyncTransport", "HttpxTransport"]
@@ -49,8 +48,8 @@ def _left(until: float | None) -> float:
     return until - time.monotonic() if until is not None else float("inf")
 
 
-def _mapped(exc: httpx.HTTPError | TimeoutError) -> ProviderTransportError:
-    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
+def _mapped(exc: httpx.HTTPError) -> ProviderTransportError:
+    if isinstance(exc, httpx.TimeoutException):
         return ProviderTimeoutError(f"timed out: {type(exc).__name__}")
     return ProviderConnectionError(f"connection failed: {type(exc).__name__}: {exc}")
 
@@ -130,26 +129,26 @@ class HttpxAsyncTransport:
     the choice when tests mock the network with respx."""
 
     def __init__(self, client: httpx.AsyncClient | None = None):
-        self._client = client or httpx.AsyncClient(limits=_LIMITS, http2=False)
+        self._client = client or httpx.AsyncClient(transport=AsyncDeadlineTransport(
+            limits=_LIMITS))
 
     async def asend(self, request: WireRequest, *, timeout: float,
                     connect_timeout: float) -> WireResponse:
         try:
-            async with asyncio.timeout(timeout):
+            with deadline(timeout):
                 resp = await self._client.send(_request(request, timeout, connect_timeout))
-        except (httpx.HTTPError, TimeoutError) as exc:
+        except httpx.HTTPError as exc:
             raise _mapped(exc) from exc
         return WireResponse(resp.status_code, resp.headers, resp.content)
 
     async def aopen(self, request: WireRequest, *, timeout: float, connect_timeout: float,
                     total_timeout: float | None = None) -> _HttpxAsyncStream:
         req = _request(request, timeout, connect_timeout)
-        loop = asyncio.get_running_loop()
-        until = loop.time() + total_timeout if total_timeout is not None else None
+        until = time.monotonic() + total_timeout if total_timeout is not None else None
         try:
-            async with asyncio.timeout(min(timeout, total_timeout or timeout)):
+            with deadline(min(timeout, total_timeout or timeout)):
                 resp = await self._client.send(req, stream=True)
-        except (httpx.HTTPError, TimeoutError) as exc:
+        except httpx.HTTPError as exc:
             raise _mapped(exc) from exc
         return _HttpxAsyncStream(resp, until)
 
@@ -162,7 +161,7 @@ class _HttpxAsyncStream:
 
     def __init__(self, resp: httpx.Response, until: float | None = None):
         self._resp = resp
-        self._until = until  # event-loop time
+        self._until = until  # monotonic
         self.status = resp.status_code
         self.headers: Mapping[str, str] = resp.headers
 
@@ -171,22 +170,24 @@ class _HttpxAsyncStream:
         raw = self._resp.aiter_raw()
         try:
             while True:
-                async with asyncio.timeout_at(self._until):
+                # Set and reset around the read only: what a generator sets stays visible to
+                # the code it yields to.
+                with deadline(_left(self._until)):
                     chunk = await anext(raw, None)
                 if chunk is None:
                     break
                 for line in splitter.feed(chunk):
                     yield line
-        except (httpx.HTTPError, TimeoutError) as exc:
+        except httpx.HTTPError as exc:
             raise _mapped(exc) from exc
         for line in splitter.flush():
             yield line
 
     async def aread(self) -> bytes:
         try:
-            async with asyncio.timeout_at(self._until):
+            with deadline(_left(self._until)):
                 return await self._resp.aread()
-        except (httpx.HTTPError, TimeoutError) as exc:
+        except httpx.HTTPError as exc:
             raise _mapped(exc) from exc
 
     async def aclose(self) -> None:

@@ -23,6 +23,8 @@ import json
 import random
 import socket
 import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
@@ -325,6 +327,66 @@ def _listening_socket() -> socket.socket:
     return sock
 
 
+class SpawnedFaultServer:
+    """The same server in a process of its own, for measurements that must see only the
+    client's threads, descriptors and memory (leak checks, the soak)::
+
+        with SpawnedFaultServer(seed=1, rate=0.05) as server:
+            dep = server.deployment("a")
+    """
+
+    def __init__(self, *, seed: int = 0, rate: float = 0.0, no_slow: bool = True):
+        self._argv = [sys.executable, __file__, "--seed", str(seed), "--rate", str(rate)]
+        if no_slow:
+            self._argv.append("--no-slow")
+        self._proc: subprocess.Popen[str] | None = None
+        self.base = ""
+
+    def __enter__(self) -> SpawnedFaultServer:
+        self._proc = subprocess.Popen(self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      text=True)
+        assert self._proc.stdout is not None
+        self.base = self._proc.stdout.readline().strip()
+        if not self.base.startswith("http://"):
+            self.__exit__()
+            raise RuntimeError("the fault server process did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.close()  # the server stops at end of input
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+    def deployment(self, tag: str, **kwargs: Any) -> Deployment:
+        return FaultServer.deployment(self, tag, **kwargs)  # type: ignore[arg-type]
+
+
+def _main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Serve faults until standard input ends.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rate", type=float, default=0.0)
+    parser.add_argument("--no-slow", action="store_true", help="leave out hangs and drips")
+    args = parser.parse_args()
+    faults = {f: 1.0 for f in FAULTS if not (args.no_slow and f in ("hang", "drip"))}
+    with FaultServer(seed=args.seed, rate=args.rate, faults=faults) as server:
+        print(server.base, flush=True)
+        sys.stdin.read()
+
+
 def faults_of(served: collections.Counter[str]) -> Iterator[tuple[str, int]]:
     """The injected faults (not the good answers) and how many of each, for reports."""
     return ((k, v) for k, v in sorted(served.items()) if k != "ok")
+
+
+if __name__ == "__main__":
+    _main()

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from fault_server import FaultServer
+from fault_server import FaultServer, SpawnedFaultServer
 from fault_support import TrackingStore, assert_costed, budget_policy
 
 from starcoder_router import (
@@ -34,49 +34,51 @@ ATTEMPT_TIMEOUT = 0.3  # each provider call's: a hang or a drip falls back after
 MAX_TOKENS = 6
 
 
-def router_args(server: FaultServer, store: TrackingStore, **extra: Any) -> dict[str, Any]:
+def router_args(server: FaultServer | SpawnedFaultServer, store: TrackingStore,
+                **extra: Any) -> dict[str, Any]:
     """Three deployments, cheapest first: `a` (OpenAI), `b` (Ollama), `c` (OpenAI)."""
     deps = [server.deployment("a", input_usd_per_mtok=0.1, output_usd_per_mtok=0.2),
             server.deployment("b", protocol="ollama", input_usd_per_mtok=0.2,
                               output_usd_per_mtok=0.4),
             server.deployment("c", input_usd_per_mtok=0.4, output_usd_per_mtok=0.8)]
     settings = {"timeout": ATTEMPT_TIMEOUT, "connect_timeout": ATTEMPT_TIMEOUT}
-    return dict(catalog=Catalog.default().with_deployments(*deps),
-                policy=budget_policy("openai-compatible", "ollama"), store=store,
-                providers={"openai-compatible": settings, "ollama": settings},
-                tokenizer=False, env={},
-                retry=RetryPolicy(max_retries=0, backoff_initial_s=0.01, backoff_max_s=0.05,
-                                  jitter_s=0, timeout_s=TIMEOUT),
-                # The breaker would skip a deployment after a burst of faults; these runs
-                # want every request to meet them.
-                health=HealthPolicy(failure_threshold=10**9, min_requests=10**9), **extra)
+    args: dict[str, Any] = dict(
+        catalog=Catalog.default().with_deployments(*deps),
+        policy=budget_policy("openai-compatible", "ollama"), store=store,
+        providers={"openai-compatible": settings, "ollama": settings},
+        tokenizer=False, env={},
+        retry=RetryPolicy(max_retries=0, backoff_initial_s=0.01, backoff_max_s=0.05,
+                          jitter_s=0, timeout_s=TIMEOUT),
+        # The breaker would skip a deployment after a burst of faults; these runs want every
+        # request to meet them.
+        health=HealthPolicy(failure_threshold=10**9, min_requests=10**9))
+    return {**args, **extra}
 
 
 @dataclass
 class Outcome:
-    """What a run saw: completions, errors by type, and every request's duration."""
+    """What a run saw: completions (kept unless `keep=False`, for leak checks), errors by type,
+    the slowest request and any broken promise."""
 
+    keep: bool = True
     completions: list[Completion] = field(default_factory=list)
+    served: collections.Counter[str] = field(default_factory=collections.Counter)
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
-    durations: list[float] = field(default_factory=list)
+    slowest: float = 0.0
+    late: int = 0
     problems: list[str] = field(default_factory=list)
 
     def check(self) -> None:
         assert not self.problems, self.problems[:5]
-        late = [d for d in self.durations if d > TIMEOUT + DEADLINE_SLACK_S]
-        assert not late, f"{len(late)} requests overran the deadline: {max(late):.2f}s"
-        for c in self.completions:
-            assert_costed(c, MAX_TOKENS)
-            # The text came from the deployment that is said to have served it.
-            assert c.text.startswith(f"[{c.deployment.name}-"), (c.deployment.name, c.text)
+        assert not self.late, f"{self.late} requests overran the deadline: {self.slowest:.2f}s"
 
     def record(self, started: float, completion: Completion | None = None,
                chunks: list[str] | None = None, error: BaseException | None = None) -> None:
-        self.durations.append(time.monotonic() - started)
+        took = time.monotonic() - started
+        self.slowest = max(self.slowest, took)
+        self.late += took > TIMEOUT + DEADLINE_SLACK_S
         if completion is not None:
-            self.completions.append(completion)
-            if chunks is not None and "".join(chunks) != completion.text:
-                self.problems.append(f"streamed {chunks!r} but costed {completion.text!r}")
+            self._check_completion(completion, chunks)
             return
         assert error is not None
         self.errors[type(error).__name__] += 1
@@ -86,35 +88,54 @@ class Outcome:
                 and error.delivered_text != "".join(chunks):
             self.problems.append("an interrupted stream misreports what it delivered")
 
+    def _check_completion(self, c: Completion, chunks: list[str] | None) -> None:
+        self.served[c.deployment.name] += 1
+        if self.keep:
+            self.completions.append(c)
+        try:
+            assert_costed(c, MAX_TOKENS)
+        except AssertionError as exc:
+            self.problems.append(f"miscosted: {exc}")
+        # The text came from the deployment that is said to have served it, and a stream
+        # delivered exactly the costed text (nothing replayed from a fallback).
+        if not c.text.startswith(f"[{c.deployment.name}-"):
+            self.problems.append(f"{c.deployment.name} served {c.text!r}")
+        if chunks is not None and "".join(chunks) != c.text:
+            self.problems.append(f"streamed {chunks!r} but costed {c.text!r}")
 
-def one_sync(router: Router, outcome: Outcome, *, stream: bool, prompt: str) -> None:
+
+def one_sync(router: Router, outcome: Outcome, *, stream: bool, prompt: str,
+             hedge: bool | None = None) -> None:
     started = time.monotonic()
     chunks: list[str] = []
     try:
         if stream:
-            with router.stream(prompt=prompt, max_tokens=MAX_TOKENS) as s:
+            with router.stream(prompt=prompt, max_tokens=MAX_TOKENS, hedge=hedge) as s:
                 for chunk in s:
                     chunks.append(chunk.text)
             assert s.completion is not None
             outcome.record(started, s.completion, chunks)
         else:
-            outcome.record(started, router.complete(prompt=prompt, max_tokens=MAX_TOKENS))
+            outcome.record(started, router.complete(prompt=prompt, max_tokens=MAX_TOKENS,
+                                                    hedge=hedge))
     except Exception as exc:
         outcome.record(started, chunks=chunks, error=exc)
 
 
-async def one_async(router: AsyncRouter, outcome: Outcome, *, stream: bool, prompt: str) -> None:
+async def one_async(router: AsyncRouter, outcome: Outcome, *, stream: bool, prompt: str,
+                    hedge: bool | None = None) -> None:
     started = time.monotonic()
     chunks: list[str] = []
     try:
         if stream:
-            async with router.stream(prompt=prompt, max_tokens=MAX_TOKENS) as s:
+            async with router.stream(prompt=prompt, max_tokens=MAX_TOKENS, hedge=hedge) as s:
                 async for chunk in s:
                     chunks.append(chunk.text)
             assert s.completion is not None
             outcome.record(started, s.completion, chunks)
         else:
-            outcome.record(started, await router.complete(prompt=prompt, max_tokens=MAX_TOKENS))
+            outcome.record(started, await router.complete(prompt=prompt, max_tokens=MAX_TOKENS,
+                                                          hedge=hedge))
     except Exception as exc:
         outcome.record(started, chunks=chunks, error=exc)
 
