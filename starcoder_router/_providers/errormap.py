@@ -124,19 +124,30 @@ def _first_int(patterns: tuple[re.Pattern[str], ...], text: str) -> int | None:
 
 def error_from_response(call: Call, status: int, headers: Mapping[str, str],
                         body: bytes) -> ProviderError:
-    """The right error class for an error status, with the provider's message (redacted)."""
+    """The right error class for an error status, with the provider's message (redacted of the
+    key and of any credential in the endpoint's own headers, which servers may quote back)."""
     dep = call.deployment
     return error_for(status, headers, body, provider=dep.provider, model=dep.model,
-                     deployment=dep.name, api_key=call.endpoint.api_key)
+                     deployment=dep.name, api_key=call.endpoint.api_key,
+                     header_secrets=header_secrets(call.endpoint.headers))
+
+
+# Header names that carry credentials (`x-api-key`, `api-key`, `x-auth-token`, ...).
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|password|cookie", re.IGNORECASE)
+
+
+def header_secrets(headers: tuple[tuple[str, str], ...]) -> tuple[Secret, ...]:
+    """The values of configured headers that look like credentials."""
+    return tuple(Secret(v) for k, v in headers if v and _SECRET_HEADER.search(k))
 
 
 def error_for(status: int, headers: Mapping[str, str], body: bytes, *, provider: str,
               model: str = "", deployment: str = "", api_key: Secret | None = None,
-              ) -> ProviderError:
+              header_secrets: tuple[Secret, ...] = ()) -> ProviderError:
     """`error_from_response` without a `Call`: for side requests such as `/tokenize` or
     discovery probes, which are not made for one deployment."""
     message, fields = extract_message(body)
-    message = redact(message, api_key)
+    message = redact(message, api_key, *header_secrets)
     ctx: dict[str, Any] = {
         "provider": provider,
         "model": model,

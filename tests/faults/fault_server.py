@@ -47,6 +47,8 @@ FAULTS = (
     "no_usage",         # a good answer without token counts
     "drip",             # a good answer sent one byte at a time
 )
+# Asked for by name only (not in the default schedule): a 401 that quotes the key it was sent.
+ECHO_KEY = "echo_key"
 
 # Words the server answers with; one token each in its usage.
 _WORDS = ("alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta")
@@ -237,6 +239,11 @@ class FaultServer:
             return web.json_response({"error": {"message": f"injected {status}",
                                                 "type": "injected"}},
                                      status=status, headers=headers)
+        if fault == "echo_key":
+            # A provider that quotes the credentials it was sent back in its error message.
+            sent = f"{request.headers.get('authorization')} {request.headers.get('x-api-key')}"
+            return web.json_response({"error": {"message": f"invalid credentials: {sent}",
+                                                "type": "invalid_api_key"}}, status=401)
         if fault == "hang":
             await asyncio.sleep(self.hang_s)
             return web.json_response({"error": {"message": "too late"}}, status=504)
