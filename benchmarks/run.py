@@ -371,7 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     results["elapsed_s"] = time.perf_counter() - started
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=1, default=str))
-    Path(args.out).write_text(report.render(results))
+    out = Path(args.out)
+    # The soak section is written by soak.py, on its own schedule: keep it.
+    kept = report.soak_section(out.read_text()) if out.exists() else ""
+    out.write_text(report.render(results) + kept)
     print(f"wrote {args.out} in {results['elapsed_s']:.0f} s")
     return 0
 

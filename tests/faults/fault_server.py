@@ -106,6 +106,7 @@ class FaultServer:
         app = web.Application()
         app.router.add_post("/{tag}/v1/completions", _hung_up_ok(self._openai))
         app.router.add_post("/{tag}/api/generate", _hung_up_ok(self._ollama))
+        app.router.add_get("/stats", self._stats)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      shutdown_timeout=0.5)
         loop.run_until_complete(self._runner.setup())
@@ -175,6 +176,11 @@ class FaultServer:
         text = " ".join([f"[{rid}]", *(_WORDS[(k + i) % 8] for i in range(n - 1))])
         prompt = len(str(body.get("prompt", "")).encode()) // 4
         return text, max(1, prompt), n, rid
+
+    async def _stats(self, request: web.Request) -> web.StreamResponse:
+        """What was served so far, by fault (for a server in another process)."""
+        with self._lock:
+            return web.json_response(dict(self.served))
 
     async def _openai(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -342,8 +348,10 @@ class SpawnedFaultServer:
             dep = server.deployment("a")
     """
 
-    def __init__(self, *, seed: int = 0, rate: float = 0.0, no_slow: bool = True):
-        self._argv = [sys.executable, __file__, "--seed", str(seed), "--rate", str(rate)]
+    def __init__(self, *, seed: int = 0, rate: float = 0.0, no_slow: bool = True,
+                 drip_s: float = 0.2, hang_s: float = 30.0):
+        self._argv = [sys.executable, __file__, "--seed", str(seed), "--rate", str(rate),
+                      "--drip-s", str(drip_s), "--hang-s", str(hang_s)]
         if no_slow:
             self._argv.append("--no-slow")
         self._proc: subprocess.Popen[str] | None = None
@@ -375,6 +383,12 @@ class SpawnedFaultServer:
     def deployment(self, tag: str, **kwargs: Any) -> Deployment:
         return FaultServer.deployment(self, tag, **kwargs)  # type: ignore[arg-type]
 
+    def stats(self) -> dict[str, int]:
+        import urllib.request
+
+        with urllib.request.urlopen(self.base + "/stats", timeout=5) as resp:
+            return dict(json.loads(resp.read()))
+
 
 def _main() -> None:
     import argparse
@@ -383,9 +397,12 @@ def _main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rate", type=float, default=0.0)
     parser.add_argument("--no-slow", action="store_true", help="leave out hangs and drips")
+    parser.add_argument("--drip-s", type=float, default=0.2)
+    parser.add_argument("--hang-s", type=float, default=30.0)
     args = parser.parse_args()
     faults = {f: 1.0 for f in FAULTS if not (args.no_slow and f in ("hang", "drip"))}
-    with FaultServer(seed=args.seed, rate=args.rate, faults=faults) as server:
+    with FaultServer(seed=args.seed, rate=args.rate, faults=faults, drip_s=args.drip_s,
+                     hang_s=args.hang_s) as server:
         print(server.base, flush=True)
         sys.stdin.read()
 
