@@ -1,4 +1,4 @@
-"""Fixtures for the local-server adapter tests (helpers live in local_wire.py)."""
+"""Fixtures for the local-server adapter tests (helpers live in support/local_replies.py)."""
 
 from __future__ import annotations
 

@@ -4,14 +4,12 @@ driver is generic, and servers that are missing, refuse or have no adapter insta
 from __future__ import annotations
 
 import json
-import socket
 import time
 from typing import Any, ClassVar
 
 import httpx
 import pytest
 import respx
-from local_wire import LLAMA, OLLAMA, fixture, ollama_reply, sync_router
 
 from starcoder_router import Catalog, ConfigError, Deployment
 from starcoder_router._discovery import discover_local
@@ -19,6 +17,8 @@ from starcoder_router._providers import registry as _registry
 from starcoder_router._providers.base import Provider
 from starcoder_router._providers.call import Endpoint, WireRequest, WireResponse
 from starcoder_router._routing.catalog import LOCAL_PROVIDERS
+from support.local_replies import LLAMA, OLLAMA, fixture, ollama_reply, sync_router
+from support.ports import free_port
 
 
 def tags(*models: dict[str, Any]) -> httpx.Response:
@@ -131,9 +131,7 @@ def test_an_unreachable_server_is_skipped_after_one_request(mock: respx.MockRout
 
 
 def test_a_refused_port_costs_no_timeout() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     started = time.monotonic()
     assert discover_local(addresses={"ollama": f"http://127.0.0.1:{port}",
                                      "llamacpp": f"http://127.0.0.1:{port}"}, timeout=5) == []

@@ -9,7 +9,18 @@ import json
 import httpx
 import pytest
 import respx
-from local_wire import (
+
+from starcoder_router import (
+    AuthenticationError,
+    BadRequestError,
+    ContextLengthError,
+    ProviderError,
+    ProviderServerError,
+    Usage,
+)
+from starcoder_router._providers.call import Endpoint, WireResponse
+from starcoder_router._providers.llamacpp import LlamaCpp
+from support.local_replies import (
     FIM_STOPS,
     LLAMA,
     PROMPT_STOPS,
@@ -22,17 +33,6 @@ from local_wire import (
     llama_sse,
     sync_router,
 )
-
-from starcoder_router import (
-    AuthenticationError,
-    BadRequestError,
-    ContextLengthError,
-    ProviderError,
-    ProviderServerError,
-    Usage,
-)
-from starcoder_router._providers.call import Endpoint, WireResponse
-from starcoder_router._providers.llamacpp import LlamaCpp
 
 V1 = f"{LLAMA}/v1/completions"
 NATIVE = f"{LLAMA}/completion"

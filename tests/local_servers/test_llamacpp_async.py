@@ -8,7 +8,16 @@ import json
 import httpx
 import pytest
 import respx
-from local_wire import (
+
+from starcoder_router import (
+    AuthenticationError,
+    BadRequestError,
+    ContextLengthError,
+    ProviderError,
+    ProviderServerError,
+    Usage,
+)
+from support.local_replies import (
     FIM_STOPS,
     LLAMA,
     PROMPT_STOPS,
@@ -20,15 +29,6 @@ from local_wire import (
     llama_error,
     llama_json,
     llama_sse,
-)
-
-from starcoder_router import (
-    AuthenticationError,
-    BadRequestError,
-    ContextLengthError,
-    ProviderError,
-    ProviderServerError,
-    Usage,
 )
 
 V1 = f"{LLAMA}/v1/completions"

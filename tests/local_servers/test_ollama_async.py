@@ -9,7 +9,18 @@ import logging
 import httpx
 import pytest
 import respx
-from local_wire import (
+
+from starcoder_router import (
+    BadRequestError,
+    ContextLengthError,
+    InvalidResponseError,
+    NotFoundError,
+    ProviderError,
+    ProviderServerError,
+    StreamInterruptedError,
+    Usage,
+)
+from support.local_replies import (
     FIM_STOPS,
     OLLAMA,
     PROMPT_STOPS,
@@ -21,17 +32,6 @@ from local_wire import (
     ollama_reply,
     ollama_stream,
     structured,
-)
-
-from starcoder_router import (
-    BadRequestError,
-    ContextLengthError,
-    InvalidResponseError,
-    NotFoundError,
-    ProviderError,
-    ProviderServerError,
-    StreamInterruptedError,
-    Usage,
 )
 
 GENERATE = f"{OLLAMA}/api/generate"

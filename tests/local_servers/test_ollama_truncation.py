@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from local_wire import OLLAMA, ollama_dep, ollama_done
 
 from starcoder_router import CompletionRequest
 from starcoder_router._providers.call import Call, Endpoint, WireResponse
 from starcoder_router._providers.ollama import Ollama, truncation_warning
 from starcoder_router._routing.render import render
 from starcoder_router._routing.tokens import CountKind
+from support.local_replies import OLLAMA, ollama_dep, ollama_done
 
 
 def call(sent: int | None, kind: CountKind | None, *, api: str | None = None,

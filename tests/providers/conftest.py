@@ -1,4 +1,4 @@
-"""Fixtures for the provider tests (helpers live in provider_wire.py).
+"""Fixtures for the provider tests (helpers live in support/provider_replies.py).
 
 `drive` runs each test twice: through the sync `Router` and through
 `AsyncRouter(transport="httpx")`; `mock` is respx, which intercepts both httpx clients, so every
@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import respx
-from provider_wire import Driver
+
+from support.provider_replies import Driver
 
 
 @pytest.fixture(params=["sync", "async"])

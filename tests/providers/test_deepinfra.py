@@ -8,15 +8,6 @@ import logging
 
 import pytest
 import respx
-from provider_wire import (
-    COMPLETIONS_URL,
-    FIM_PROMPT,
-    SCHEMA,
-    Driver,
-    body_of,
-    fixture_json,
-    sse,
-)
 
 from starcoder_router import (
     BadRequestError,
@@ -24,6 +15,15 @@ from starcoder_router import (
     NoRouteError,
     RateLimitError,
     StructuredOutputError,
+)
+from support.provider_replies import (
+    COMPLETIONS_URL,
+    FIM_PROMPT,
+    SCHEMA,
+    Driver,
+    body_of,
+    fixture_json,
+    sse,
 )
 
 URL = COMPLETIONS_URL["deepinfra"]

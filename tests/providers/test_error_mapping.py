@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from provider_wire import COMPLETIONS_URL, DEPLOYMENTS, Driver, closed_port, fixture_json
 
 from starcoder_router import (
     AuthenticationError,
@@ -35,6 +34,8 @@ from starcoder_router import (
     StreamInterruptedError,
 )
 from starcoder_router._providers.registry import provider_class
+from support.ports import free_port
+from support.provider_replies import COMPLETIONS_URL, DEPLOYMENTS, Driver, fixture_json
 
 PROVIDERS = ["fireworks", "deepinfra", "vllm", "tgi", "lmstudio"]
 
@@ -206,7 +207,7 @@ async def test_transport_failures(drive: Driver, mock: respx.MockRouter, provide
 
 
 async def test_a_real_refused_connection(drive: Driver) -> None:
-    base_url = f"http://127.0.0.1:{closed_port()}/v1"
+    base_url = f"http://127.0.0.1:{free_port()}/v1"
     router = drive.router("vllm", providers={"vllm": {"base_url": base_url}})
 
     with pytest.raises(ProviderConnectionError) as info:

@@ -9,7 +9,14 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from provider_wire import (
+
+from starcoder_router import (
+    ContextLengthError,
+    NotFoundError,
+    ProviderServerError,
+    RateLimitError,
+)
+from support.provider_replies import (
     COMPLETIONS_URL,
     FIM_PROMPT,
     FIM_STOPS,
@@ -19,13 +26,6 @@ from provider_wire import (
     body_of,
     fixture_json,
     sse,
-)
-
-from starcoder_router import (
-    ContextLengthError,
-    NotFoundError,
-    ProviderServerError,
-    RateLimitError,
 )
 
 URL = COMPLETIONS_URL["fireworks"]

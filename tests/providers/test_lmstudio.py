@@ -9,7 +9,11 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from provider_wire import (
+
+from starcoder_router import BadRequestError, ContextLengthError
+from starcoder_router._providers.call import Endpoint, WireResponse
+from starcoder_router._providers.lmstudio import LMStudio
+from support.provider_replies import (
     COMPLETIONS_URL,
     FIM_PROMPT,
     FIM_STOPS,
@@ -21,10 +25,6 @@ from provider_wire import (
     fixture_json,
     sse,
 )
-
-from starcoder_router import BadRequestError, ContextLengthError
-from starcoder_router._providers.call import Endpoint, WireResponse
-from starcoder_router._providers.lmstudio import LMStudio
 
 URL = COMPLETIONS_URL["lmstudio"]
 MODEL = "starcoder2-7b"

@@ -10,17 +10,6 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from provider_wire import (
-    COMPLETIONS_URL,
-    DEPLOYMENTS,
-    FIM_PROMPT,
-    SCHEMA,
-    Driver,
-    body_of,
-    fixture_bytes,
-    fixture_json,
-    sse,
-)
 
 from starcoder_router import (
     AuthenticationError,
@@ -31,6 +20,17 @@ from starcoder_router import (
 )
 from starcoder_router._providers.call import Endpoint, WireRequest, WireResponse
 from starcoder_router._providers.tgi import TGI
+from support.provider_replies import (
+    COMPLETIONS_URL,
+    DEPLOYMENTS,
+    FIM_PROMPT,
+    SCHEMA,
+    Driver,
+    body_of,
+    fixture_bytes,
+    fixture_json,
+    sse,
+)
 
 V1 = COMPLETIONS_URL["tgi"]
 GENERATE = "http://localhost:8080/generate"

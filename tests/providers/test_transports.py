@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +14,7 @@ from starcoder_router._providers.call import WireRequest
 from starcoder_router._transports.aiohttp_transport import AiohttpTransport
 from starcoder_router._transports.httpx_transport import HttpxAsyncTransport, HttpxTransport
 from starcoder_router.testing import FakeServer, Reply
+from support.ports import free_port
 
 
 @pytest.fixture
@@ -95,9 +95,7 @@ def test_timeouts_and_refused_connections_map_to_our_errors(server: FakeServer) 
     request = _request(server)
     with pytest.raises(ProviderTimeoutError):
         HttpxTransport().send(request, timeout=0.2, connect_timeout=0.2)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     refused = WireRequest("POST", f"http://127.0.0.1:{port}/v1/completions", {}, b"{}")
     with pytest.raises(ProviderConnectionError):
         HttpxTransport().send(refused, timeout=1, connect_timeout=1)

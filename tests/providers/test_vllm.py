@@ -10,18 +10,6 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from provider_wire import (
-    COMPLETIONS_URL,
-    FIM_PROMPT,
-    FIM_STOPS,
-    PROMPT_STOPS,
-    SCHEMA,
-    Driver,
-    body_of,
-    fixture_bytes,
-    fixture_json,
-    sse,
-)
 
 from starcoder_router import (
     AuthenticationError,
@@ -34,6 +22,18 @@ from starcoder_router._providers.call import Endpoint, WireRequest, WireResponse
 from starcoder_router._providers.local import find_variant
 from starcoder_router._providers.vllm import VLLM
 from starcoder_router._secrets import Secret
+from support.provider_replies import (
+    COMPLETIONS_URL,
+    FIM_PROMPT,
+    FIM_STOPS,
+    PROMPT_STOPS,
+    SCHEMA,
+    Driver,
+    body_of,
+    fixture_bytes,
+    fixture_json,
+    sse,
+)
 
 URL = COMPLETIONS_URL["vllm"]
 MODEL = "bigcode/starcoder2-3b"

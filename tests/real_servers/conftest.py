@@ -11,39 +11,19 @@ shared by the whole session; a failing test shows the tail of the log of each se
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from types import ModuleType
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import pytest
 
+from support import llama_server as _process
+from support import make_tiny_starcoder2 as _models
+
 HERE = Path(__file__).resolve().parent
-SUPPORT = HERE.parent / "support"
-
-
-def _load_support(name: str) -> ModuleType:
-    # tests/ is not a package and its root is not on sys.path, so load the helpers by file.
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SUPPORT / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_models = _load_support("make_tiny_starcoder2")
-_process = _load_support("llama_server_process")
-# Loaded by path, so the helpers' classes can't be named in annotations: a `Server` is a
-# llama_server_process.LlamaServer (.base_url, .model_id, .n_ctx, .log_path, .log_tail()).
-Server = Any
+Server = _process.LlamaServer
 StartServer = Callable[..., Server]
 
 

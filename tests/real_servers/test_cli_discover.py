@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from starcoder_router._cli import main
+from support.ports import free_port
 
 
 def test_discover_prints_the_server_and_its_window(llama_server: Any,
@@ -20,11 +21,7 @@ def test_discover_prints_the_server_and_its_window(llama_server: Any,
 
 
 def test_discover_with_nothing_listening(capsys: pytest.CaptureFixture[str]) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     code = main(["discover", "--address", f"llamacpp=http://127.0.0.1:{port}",
                  "--timeout", "0.3"])
     assert code == 1

@@ -9,7 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-from llama_router_support import (
+
+from starcoder_router import ContextLengthError, TokenizerCounter, Usage, discover_local
+from starcoder_router._providers.call import Endpoint, WireResponse
+from starcoder_router._providers.llamacpp import LlamaCpp
+from support.llama_deployments import (
     LONG_PROMPT,
     PREFIX,
     PROMPT,
@@ -21,10 +25,6 @@ from llama_router_support import (
     seconds_until_idle,
     sync_router,
 )
-
-from starcoder_router import ContextLengthError, TokenizerCounter, Usage, discover_local
-from starcoder_router._providers.call import Endpoint, WireResponse
-from starcoder_router._providers.llamacpp import LlamaCpp
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from llama_router_support import (
+
+from starcoder_router import (
+    AsyncRouter,
+    ContextLengthError,
+    Deployment,
+    TokenizerCounter,
+    Usage,
+)
+from support.llama_deployments import (
     LONG_PROMPT,
     PREFIX,
     PROMPT,
@@ -20,14 +28,6 @@ from llama_router_support import (
     raw_post,
     router_kwargs,
     seconds_until_idle,
-)
-
-from starcoder_router import (
-    AsyncRouter,
-    ContextLengthError,
-    Deployment,
-    TokenizerCounter,
-    Usage,
 )
 
 pytestmark = pytest.mark.parametrize("transport", ["aiohttp", "httpx"])

@@ -509,7 +509,7 @@ def test_stream_drops_a_partial_stop_string_match_at_the_length_limit(
 
 # --- recorded fixtures -------------------------------------------------------------------------
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "local_servers" / "fixtures" / "llamacpp"
 RECORDED: dict[str, Any] = json.loads((FIXTURES / "requests.json").read_text("utf-8"))["captures"]
 
 
@@ -537,8 +537,8 @@ def reply_shape(name: str, content: bytes) -> list[set[str]]:
 def test_recorded_fixture_has_the_fields_the_server_sends_today(
     llama_server_constant: Any, name: str
 ) -> None:
-    # The files under fixtures/ back HTTP-mocked provider tests. Regenerate them with
-    # tests/support/capture_llama_shapes.py when this fails after a llama.cpp upgrade.
+    # The files under local_servers/fixtures/llamacpp back HTTP-mocked adapter tests. Regenerate
+    # them with tests/support/capture_llama_shapes.py when this fails after a llama.cpp upgrade.
     entry = RECORDED[name]
     with httpx.Client(base_url=llama_server_constant.base_url, timeout=30) as c:
         response = c.request(entry["method"], entry["path"], json=entry["body"])

@@ -152,7 +152,7 @@ def test_base_url_from_the_environment() -> None:
 
 def test_the_example_config_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # its SQLite file lands here
-    example = Path(__file__).resolve().parents[1] / "examples" / "router.toml"
+    example = Path(__file__).resolve().parents[2] / "examples" / "router.toml"
     router = Router.from_config(example, env={})
     assert router.policy.on_budget_exhausted == "downgrade"
     assert router.route(prompt="def f():").chosen.name == "ollama/starcoder2-3b"

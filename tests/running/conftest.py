@@ -1,4 +1,4 @@
-"""Fixtures for router behaviour tests (helpers live in router_wire.py)."""
+"""Fixtures for router behaviour tests (helpers live in support/hosted_replies.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 import respx
-from router_wire import DI, FW, Wire
 
 from starcoder_router import Catalog, FakeClock, MemoryStore, RetryPolicy
+from support.hosted_replies import DI, FW, Wire
 
 
 @pytest.fixture

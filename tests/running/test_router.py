@@ -10,7 +10,6 @@ import time
 
 import httpx
 import pytest
-from router_wire import KEYS, NAMES, Wire, ok, sse, status
 
 from starcoder_router import (
     AuthenticationError,
@@ -29,6 +28,7 @@ from starcoder_router import (
     StructuredOutputError,
     TokenizerCounter,
 )
+from support.hosted_replies import KEYS, NAMES, Wire, ok, sse, status
 
 
 def make(clock: FakeClock, store: MemoryStore, retry: RetryPolicy, counter: TokenizerCounter,
@@ -409,9 +409,8 @@ def test_hedging_is_off_without_a_policy_or_a_latency_objective(
 def test_store_failures_are_store_errors(wire: Wire, clock: FakeClock, store: MemoryStore,
                                          no_jitter: RetryPolicy, exact_counter: TokenizerCounter,
                                          failing: str) -> None:
-    from router_wire import BrokenStore
-
     from starcoder_router import Budget, StoreError
+    from support.hosted_replies import BrokenStore
 
     router = make(clock, BrokenStore(store, failing), no_jitter, exact_counter,  # type: ignore[arg-type]
                   policy=CostPolicy(budgets=[Budget(limit_usd=1)]))

@@ -1,7 +1,7 @@
 """AsyncRouter: the same behaviours as test_router_sync.py, test for test.
 
 Runs on the httpx async transport, which respx intercepts (the aiohttp transport is covered
-on a real loopback server in tests/test_transports.py).
+on a real loopback server in tests/providers/test_transports.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import logging
 
 import httpx
 import pytest
-from router_wire import KEYS, NAMES, Wire, ok, sse, status
 
 from starcoder_router import (
     AsyncRouter,
@@ -30,6 +29,7 @@ from starcoder_router import (
     StructuredOutputError,
     TokenizerCounter,
 )
+from support.hosted_replies import KEYS, NAMES, Wire, ok, sse, status
 
 
 def make(clock: FakeClock, store: MemoryStore, retry: RetryPolicy, counter: TokenizerCounter,
@@ -409,9 +409,8 @@ async def test_store_failures_are_store_errors(wire: Wire, clock: FakeClock, sto
                                                no_jitter: RetryPolicy,
                                                exact_counter: TokenizerCounter,
                                                failing: str) -> None:
-    from router_wire import BrokenStore
-
     from starcoder_router import Budget, StoreError
+    from support.hosted_replies import BrokenStore
 
     router = make(clock, BrokenStore(store, failing), no_jitter, exact_counter,  # type: ignore[arg-type]
                   policy=CostPolicy(budgets=[Budget(limit_usd=1)]))

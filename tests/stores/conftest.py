@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -21,15 +20,10 @@ import pytest
 from starcoder_router._stores.memory import MemoryStore
 from starcoder_router._stores.redis import RedisStore
 from starcoder_router._stores.sqlite import SQLiteStore
+from support.ports import free_port
 
 STORE_KINDS = ("memory", "sqlite", "redis")
 Store = MemoryStore | SQLiteStore | RedisStore
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:

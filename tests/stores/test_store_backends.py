@@ -10,12 +10,12 @@ import sys
 import time
 
 import pytest
-from _store_support import hold_reservations, key
 
 from starcoder_router._errors import BudgetExceededError, MissingDependencyError
 from starcoder_router._routing.cost import usd_to_nano
 from starcoder_router._stores.redis import RedisStore
 from starcoder_router._stores.sqlite import SQLiteStore
+from support.stores import hold_reservations, key
 
 CENT = usd_to_nano(0.01)
 

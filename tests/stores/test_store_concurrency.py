@@ -16,12 +16,12 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from _store_support import entry, key, process_worker, run_threads
 
 from starcoder_router._errors import BudgetExceededError
 from starcoder_router._routing.cost import usd_to_nano
 from starcoder_router._stores.base import BudgetKey, Reservation
 from starcoder_router._stores.memory import MemoryStore
+from support.stores import entry, key, process_worker, run_threads
 
 WORST = usd_to_nano(0.002)  # about 1,000 settled requests per dollar, half the worst on average
 

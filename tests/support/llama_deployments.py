@@ -1,6 +1,6 @@
 """Shared pieces of the router-over-real-llama-server tests (sync and async files).
 
-The servers come from tests/llama/conftest.py: `llama_server` (random model, `-c 2048`),
+The servers come from tests/real_servers/conftest.py: `llama_server` (random model, `-c 2048`),
 `llama_server_constant` (every token is " x") and `start_llama_server(model, *args)` for others.
 """
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -21,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from support.ports import free_port
 
 BIN_ENV = "LLAMA_SERVER_BIN"
 REQUIRE_ENV = "REQUIRE_LLAMA_SERVER"
@@ -100,13 +101,6 @@ def find_llama_server() -> Path:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _tail(path: Path, lines: int) -> str:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -171,7 +165,7 @@ def running_llama_server(
     the server then exits at once and we try again on a new port.
     """
     for attempt in range(1, attempts + 1):
-        port = _free_port()
+        port = free_port()
         base_url = f"http://127.0.0.1:{port}"
         argv = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port)]
         argv += ["-c", str(ctx), *DEFAULT_ARGS, *extra_args]

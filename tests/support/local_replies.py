@@ -2,7 +2,7 @@
 
 Ollama replies are written from its documented shapes (docs/providers.md §3: no Ollama server can
 run here); llama.cpp replies are the bodies recorded from a real llama-server in
-tests/llama/fixtures.
+tests/local_servers/fixtures/llamacpp.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from starcoder_router import (
 
 OLLAMA = "http://localhost:11434"
 LLAMA = "http://localhost:8080"
-FIXTURES = Path(__file__).resolve().parents[1] / "llama" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "local_servers" / "fixtures" / "llamacpp"
 
 FIM_STOPS = ["<file_sep>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<|endoftext|>"]
 PROMPT_STOPS = ["<file_sep>", "<|endoftext|>"]

@@ -1,4 +1,4 @@
-"""Helpers for the provider tests (fixtures live in conftest.py): reply fixtures, one
+"""Helpers for the provider tests (fixtures live in providers/conftest.py): recorded replies, one
 deployment per provider, and `Driver`, which runs a test through the sync `Router` or through
 `AsyncRouter(transport="httpx")` with the same code, so the two paths mirror each other exactly.
 
@@ -9,7 +9,6 @@ no tokenizer (the conservative estimate) and an explicit `env`, never the real e
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from starcoder_router import (
     StreamChunk,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "providers" / "fixtures"
 
 ALL_CAPS = frozenset({"completion", "fim", "streaming", "structured_output"})
 
@@ -93,14 +92,6 @@ def catalog_with(*deps: Deployment) -> Catalog:
     providers = {d.provider for d in deps}
     return default.without(*(d.name for d in default.deployments if d.provider in providers)) \
         .with_deployments(*deps)
-
-
-def closed_port() -> int:
-    """A loopback port with nothing listening (connections to it are refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 class Driver:
