@@ -1,11 +1,18 @@
-"""Shared test fixtures. The real StarCoder 2 tokenizer is read from ../shared (never copied)."""
+"""Shared test fixtures. The real StarCoder 2 tokenizer is read from ../shared (never copied).
+
+`drive` runs a test once through the sync `Router` and once through `AsyncRouter` (httpx
+transport, which respx intercepts); see support/router_driver.py.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
+from support.router_driver import MODES, Driver
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("STARCODER_ROUTER_SHARED", ROOT.parent / "shared"))
@@ -24,6 +31,13 @@ def exact_counter(tokenizer_path: Path):  # type: ignore[no-untyped-def]
     from starcoder_router import TokenizerCounter
 
     return TokenizerCounter.from_file(tokenizer_path)
+
+
+@pytest.fixture(params=MODES)
+async def drive(request: pytest.FixtureRequest) -> AsyncIterator[Driver]:
+    driver = Driver(request.param)
+    yield driver
+    await driver.aclose()
 
 
 @pytest.fixture(autouse=True)

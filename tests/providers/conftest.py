@@ -1,8 +1,8 @@
 """Fixtures for the provider tests (helpers live in support/provider_replies.py).
 
 `drive` runs each test twice: through the sync `Router` and through
-`AsyncRouter(transport="httpx")`; `mock` is respx, which intercepts both httpx clients, so every
-test sees the exact request on the wire.
+`AsyncRouter(transport="httpx")`, with a router per provider (`drive.router("vllm")`); `mock` is
+respx, which intercepts both httpx clients, so every test sees the exact request on the wire.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import respx
 
-from support.provider_replies import Driver
+from support.provider_replies import ProviderDriver
 
 
 @pytest.fixture(params=["sync", "async"])
-async def drive(request: pytest.FixtureRequest) -> AsyncIterator[Driver]:
-    driver = Driver(request.param)
+async def drive(request: pytest.FixtureRequest) -> AsyncIterator[ProviderDriver]:
+    driver = ProviderDriver(request.param)
     yield driver
     await driver.aclose()
 

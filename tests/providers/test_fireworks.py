@@ -22,7 +22,7 @@ from support.provider_replies import (
     FIM_STOPS,
     PROMPT_STOPS,
     SCHEMA,
-    Driver,
+    ProviderDriver,
     body_of,
     fixture_json,
     sse,
@@ -40,7 +40,7 @@ def _headers(request: httpx.Request, *, accept: str = "application/json") -> Non
     assert request.headers["accept"] == accept
 
 
-async def test_plain_completion(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_plain_completion(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(URL).respond(200, json=fixture_json("fireworks/completion.json"),
                                    headers={"x-request-id": "fw-req-1"})
     router = drive.router("fireworks")
@@ -62,7 +62,7 @@ async def test_plain_completion(drive: Driver, mock: respx.MockRouter) -> None:
     assert completion.cost_usd == pytest.approx(19 * 0.2 / 1e6)
 
 
-async def test_fim_sends_the_psm_prompt_and_no_suffix(drive: Driver,
+async def test_fim_sends_the_psm_prompt_and_no_suffix(drive: ProviderDriver,
                                                       mock: respx.MockRouter) -> None:
     route = mock.post(URL).respond(200, json=fixture_json("fireworks/completion.json"))
     router = drive.router("fireworks")
@@ -76,7 +76,7 @@ async def test_fim_sends_the_psm_prompt_and_no_suffix(drive: Driver,
     }
 
 
-async def test_stream_with_a_usage_only_last_chunk(drive: Driver,
+async def test_stream_with_a_usage_only_last_chunk(drive: ProviderDriver,
                                                    mock: respx.MockRouter) -> None:
     route = mock.post(URL).mock(return_value=sse("fireworks/stream_usage_last.sse"))
     router = drive.router("fireworks")
@@ -98,7 +98,8 @@ async def test_stream_with_a_usage_only_last_chunk(drive: Driver,
     assert completion.request_id == "cmpl-fw-0003"
 
 
-async def test_stream_without_usage_is_counted(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_stream_without_usage_is_counted(
+        drive: ProviderDriver, mock: respx.MockRouter) -> None:
     mock.post(URL).mock(return_value=sse("fireworks/stream_no_usage.sse"))
     router = drive.router("fireworks")
 
@@ -110,7 +111,7 @@ async def test_stream_without_usage_is_counted(drive: Driver, mock: respx.MockRo
     assert completion.usage.completion_tokens > 0
 
 
-async def test_usage_headers_fill_in_a_body_without_usage(drive: Driver,
+async def test_usage_headers_fill_in_a_body_without_usage(drive: ProviderDriver,
                                                           mock: respx.MockRouter) -> None:
     mock.post(URL).respond(200, json=fixture_json("fireworks/completion_no_usage.json"),
                            headers={"fireworks-prompt-tokens": "14",
@@ -136,7 +137,7 @@ async def test_usage_headers_fill_in_a_body_without_usage(drive: Driver,
     pytest.param({"type": "grammar", "grammar": 'root ::= "yes" | "no"'},
                  {"type": "grammar", "grammar": 'root ::= "yes" | "no"'}, "yes", id="grammar"),
 ])
-async def test_structured_output_forms(drive: Driver, mock: respx.MockRouter,
+async def test_structured_output_forms(drive: ProviderDriver, mock: respx.MockRouter,
                                        requested: dict[str, Any], on_wire: dict[str, Any],
                                        reply: str) -> None:
     answer = fixture_json("fireworks/completion.json")
@@ -154,7 +155,8 @@ async def test_structured_output_forms(drive: Driver, mock: respx.MockRouter,
     assert completion.text == reply
 
 
-async def test_overflow_is_a_context_length_error(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_overflow_is_a_context_length_error(
+        drive: ProviderDriver, mock: respx.MockRouter) -> None:
     mock.post(URL).respond(400, json=fixture_json("fireworks/overflow_400.json"))
     router = drive.router("fireworks")
 
@@ -168,7 +170,7 @@ async def test_overflow_is_a_context_length_error(drive: Driver, mock: respx.Moc
     assert err.deployment == "fireworks/starcoder2-7b"
 
 
-async def test_retired_model_is_not_found(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_retired_model_is_not_found(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     mock.post(URL).respond(404, json=fixture_json("fireworks/not_found_404.json"))
     router = drive.router("fireworks")
 
@@ -180,7 +182,8 @@ async def test_retired_model_is_not_found(drive: Driver, mock: respx.MockRouter)
     assert info.value.retryable is False
 
 
-async def test_429_names_the_rate_limits_it_hit(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_429_names_the_rate_limits_it_hit(
+        drive: ProviderDriver, mock: respx.MockRouter) -> None:
     mock.post(URL).respond(429, json={"error": {"message": "rate limit exceeded"}}, headers={
         "x-ratelimit-limit-tokens-prompt": "60000",
         "x-ratelimit-limit-tokens-generated": "6000",
@@ -200,7 +203,7 @@ async def test_429_names_the_rate_limits_it_hit(drive: Driver, mock: respx.MockR
 
 
 async def test_503_service_overloaded_is_a_retryable_server_error(
-        drive: Driver, mock: respx.MockRouter) -> None:
+        drive: ProviderDriver, mock: respx.MockRouter) -> None:
     mock.post(URL).respond(503, json=fixture_json("fireworks/overloaded_503.json"))
     router = drive.router("fireworks")
 
@@ -214,7 +217,7 @@ async def test_503_service_overloaded_is_a_retryable_server_error(
 
 
 @pytest.mark.parametrize("var", ["FIREWORKS_API_KEY", "FIREWORKS_AI_API_KEY"])
-async def test_key_variables(drive: Driver, mock: respx.MockRouter, var: str) -> None:
+async def test_key_variables(drive: ProviderDriver, mock: respx.MockRouter, var: str) -> None:
     route = mock.post(URL).respond(200, json=fixture_json("fireworks/completion.json"))
     router = drive.router("fireworks", env={var: "fw-from-" + var})
 

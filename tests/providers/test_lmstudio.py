@@ -19,7 +19,7 @@ from support.provider_replies import (
     FIM_STOPS,
     PROMPT_STOPS,
     SCHEMA,
-    Driver,
+    ProviderDriver,
     body_of,
     fixture_bytes,
     fixture_json,
@@ -42,7 +42,7 @@ def _headers(request: httpx.Request, *, accept: str = "application/json",
         assert request.headers["authorization"] == "Bearer " + key
 
 
-async def test_plain_completion(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_plain_completion(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(URL).respond(200, json=fixture_json("lmstudio/completion.json"))
     router = drive.router("lmstudio")
 
@@ -56,7 +56,8 @@ async def test_plain_completion(drive: Driver, mock: respx.MockRouter) -> None:
     assert completion.cost_usd == 0.0
 
 
-async def test_lm_api_token_is_sent_as_bearer(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_lm_api_token_is_sent_as_bearer(
+        drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(URL).respond(200, json=fixture_json("lmstudio/completion.json"))
     router = drive.router("lmstudio", env={"LM_API_TOKEN": "lms-secret"})
 
@@ -65,7 +66,7 @@ async def test_lm_api_token_is_sent_as_bearer(drive: Driver, mock: respx.MockRou
     _headers(route.calls.last.request, key="lms-secret")
 
 
-async def test_fim_as_psm_prompt(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_fim_as_psm_prompt(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(URL).respond(200, json=fixture_json("lmstudio/completion.json"))
     router = drive.router("lmstudio")
 
@@ -75,7 +76,7 @@ async def test_fim_as_psm_prompt(drive: Driver, mock: respx.MockRouter) -> None:
                               "stop": FIM_STOPS}
 
 
-async def test_stream(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_stream(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(URL).mock(return_value=sse("lmstudio/stream.sse"))
     router = drive.router("lmstudio")
 
@@ -101,7 +102,7 @@ async def test_stream(drive: Driver, mock: respx.MockRouter) -> None:
                  SCHEMA, "fn", id="json_schema"),
 ])
 async def test_structured_output_is_always_json_schema(
-        drive: Driver, mock: respx.MockRouter, requested: dict[str, Any],
+        drive: ProviderDriver, mock: respx.MockRouter, requested: dict[str, Any],
         schema: dict[str, Any], name: str) -> None:
     answer = fixture_json("lmstudio/completion.json")
     answer["choices"][0]["text"] = '{"name": "add"}'
@@ -119,7 +120,8 @@ async def test_structured_output_is_always_json_schema(
     assert completion.json() == {"name": "add"}
 
 
-async def test_grammars_are_refused_before_sending(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_grammars_are_refused_before_sending(
+        drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(URL).respond(200, json=fixture_json("lmstudio/completion.json"))
     router = drive.router("lmstudio")
 
@@ -130,7 +132,8 @@ async def test_grammars_are_refused_before_sending(drive: Driver, mock: respx.Mo
     assert not route.called
 
 
-async def test_overflow_reports_the_loaded_window(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_overflow_reports_the_loaded_window(
+        drive: ProviderDriver, mock: respx.MockRouter) -> None:
     mock.post(URL).respond(400, json=fixture_json("lmstudio/overflow_400.json"))
     router = drive.router("lmstudio")
 

@@ -28,7 +28,7 @@ from support.provider_replies import (
     FIM_STOPS,
     PROMPT_STOPS,
     SCHEMA,
-    Driver,
+    ProviderDriver,
     body_of,
     fixture_bytes,
     fixture_json,
@@ -51,7 +51,7 @@ def _headers(request: httpx.Request, *, accept: str = "application/json",
         assert request.headers["authorization"] == "Bearer " + key
 
 
-async def test_plain_completion_needs_no_key(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_plain_completion_needs_no_key(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(URL).respond(200, json=fixture_json("vllm/completion.json"))
     router = drive.router("vllm")
 
@@ -70,7 +70,8 @@ async def test_plain_completion_needs_no_key(drive: Driver, mock: respx.MockRout
     assert completion.deployment.is_local
 
 
-async def test_vllm_api_key_is_sent_as_bearer(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_vllm_api_key_is_sent_as_bearer(
+        drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(URL).respond(200, json=fixture_json("vllm/completion.json"))
     router = drive.router("vllm", env={"VLLM_API_KEY": "vllm-secret"})
 
@@ -79,7 +80,7 @@ async def test_vllm_api_key_is_sent_as_bearer(drive: Driver, mock: respx.MockRou
     _headers(route.calls.last.request, key="vllm-secret")
 
 
-async def test_fim_never_sends_suffix(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_fim_never_sends_suffix(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(URL).respond(200, json=fixture_json("vllm/completion.json"))
     router = drive.router("vllm")
 
@@ -90,7 +91,7 @@ async def test_fim_never_sends_suffix(drive: Driver, mock: respx.MockRouter) -> 
                               "stop": FIM_STOPS}
 
 
-async def test_stream(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_stream(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(URL).mock(return_value=sse("vllm/stream.sse"))
     router = drive.router("vllm")
 
@@ -119,7 +120,7 @@ async def test_stream(drive: Driver, mock: respx.MockRouter) -> None:
                  id="json_schema"),
 ])
 async def test_structured_output_uses_response_format(
-        drive: Driver, mock: respx.MockRouter, requested: dict[str, Any],
+        drive: ProviderDriver, mock: respx.MockRouter, requested: dict[str, Any],
         on_wire: dict[str, Any]) -> None:
     answer = fixture_json("vllm/completion.json")
     answer["choices"][0]["text"] = '{"name": "add"}'
@@ -135,7 +136,8 @@ async def test_structured_output_uses_response_format(
     assert completion.json() == {"name": "add"}
 
 
-async def test_grammars_are_refused_before_sending(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_grammars_are_refused_before_sending(
+        drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(URL).respond(200, json=fixture_json("vllm/completion.json"))
     router = drive.router("vllm")
 
@@ -146,7 +148,7 @@ async def test_grammars_are_refused_before_sending(drive: Driver, mock: respx.Mo
     assert not route.called
 
 
-async def test_401_unauthorized(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_401_unauthorized(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     mock.post(URL).respond(401, json=fixture_json("vllm/unauthorized_401.json"))
     router = drive.router("vllm", env={"VLLM_API_KEY": "wrong"})
 
@@ -162,7 +164,7 @@ async def test_401_unauthorized(drive: Driver, mock: respx.MockRouter) -> None:
     pytest.param("vllm/overflow_requested_400.json", 16384, 16400, id="nested-you-requested"),
     pytest.param("vllm/overflow_max_tokens_flat_400.json", 4096, 2778, id="flat-max-tokens"),
 ])
-async def test_overflow_messages(drive: Driver, mock: respx.MockRouter, fixture: str,
+async def test_overflow_messages(drive: ProviderDriver, mock: respx.MockRouter, fixture: str,
                                  window: int, prompt_tokens: int) -> None:
     mock.post(URL).respond(400, json=fixture_json(fixture))
     router = drive.router("vllm")
@@ -174,7 +176,7 @@ async def test_overflow_messages(drive: Driver, mock: respx.MockRouter, fixture:
     assert info.value.retryable is False
 
 
-async def test_flat_error_shape(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_flat_error_shape(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     mock.post(URL).respond(400, json=fixture_json("vllm/bad_request_flat_400.json"))
     router = drive.router("vllm")
 
@@ -185,7 +187,7 @@ async def test_flat_error_shape(drive: Driver, mock: respx.MockRouter) -> None:
     assert info.value.provider_message == "suffix is not currently supported"
 
 
-async def test_flat_error_event_inside_a_200_stream(drive: Driver,
+async def test_flat_error_event_inside_a_200_stream(drive: ProviderDriver,
                                                     mock: respx.MockRouter) -> None:
     mock.post(URL).mock(return_value=sse("vllm/stream_error_flat.sse"))
     router = drive.router("vllm")

@@ -1,6 +1,6 @@
 """Helpers for the provider tests (fixtures live in providers/conftest.py): recorded replies, one
-deployment per provider, and `Driver`, which runs a test through the sync `Router` or through
-`AsyncRouter(transport="httpx")` with the same code, so the two paths mirror each other exactly.
+deployment per provider, and `ProviderDriver`, the `Driver` of support/router_driver.py with a
+router per provider, so each test runs through `Router` and `AsyncRouter` with the same code.
 
 Routers are isolated to one deployment, one attempt (`RetryPolicy(max_retries=0)`), a fake clock,
 no tokenizer (the conservative estimate) and an explicit `env`, never the real environment.
@@ -19,14 +19,13 @@ import respx
 from starcoder_router import (
     AsyncRouter,
     Catalog,
-    Completion,
     CostPolicy,
     Deployment,
     FakeClock,
     RetryPolicy,
     Router,
-    StreamChunk,
 )
+from support.router_driver import Driver
 
 FIXTURES = Path(__file__).resolve().parents[1] / "providers" / "fixtures"
 
@@ -94,12 +93,8 @@ def catalog_with(*deps: Deployment) -> Catalog:
         .with_deployments(*deps)
 
 
-class Driver:
-    """Builds routers and runs them the same way in both modes; closes them at teardown."""
-
-    def __init__(self, mode: str):
-        self.mode = mode
-        self._routers: list[Router | AsyncRouter] = []
+class ProviderDriver(Driver):
+    """A `Driver` that builds each router around one provider's deployment."""
 
     def router(self, provider: str, *, deployment: Deployment | None = None,
                env: Mapping[str, str] | None = None,
@@ -107,43 +102,12 @@ class Driver:
                retry: RetryPolicy | None = None, clock: FakeClock | None = None,
                ) -> Router | AsyncRouter:
         dep = deployment or DEPLOYMENTS[provider]
-        kwargs: dict[str, Any] = {
-            "catalog": catalog_with(dep),
-            "policy": CostPolicy(allow_providers={dep.provider}),
-            "env": dict(KEY_ENV.get(provider, {}) if env is None else env),
-            "providers": providers,
-            "retry": retry or RetryPolicy(max_retries=0),
-            "tokenizer": False,
-            "clock": clock or FakeClock(),
-        }
-        router: Router | AsyncRouter = (
-            AsyncRouter(transport="httpx", **kwargs) if self.mode == "async" else Router(**kwargs)
+        return self.new_router(
+            catalog=catalog_with(dep),
+            policy=CostPolicy(allow_providers={dep.provider}),
+            env=dict(KEY_ENV.get(provider, {}) if env is None else env),
+            providers=providers,
+            retry=retry or RetryPolicy(max_retries=0),
+            tokenizer=False,
+            clock=clock or FakeClock(),
         )
-        self._routers.append(router)
-        return router
-
-    async def complete(self, router: Router | AsyncRouter, **fields: Any) -> Completion:
-        if isinstance(router, AsyncRouter):
-            return await router.complete(**fields)
-        return router.complete(**fields)
-
-    async def stream(self, router: Router | AsyncRouter,
-                     **fields: Any) -> tuple[list[StreamChunk], Completion]:
-        """All chunks of a stream and its final completion."""
-        if isinstance(router, AsyncRouter):
-            async with router.stream(**fields) as astream:
-                chunks = [c async for c in astream]
-            completion = astream.completion
-        else:
-            with router.stream(**fields) as stream:
-                chunks = list(stream)
-            completion = stream.completion
-        assert completion is not None
-        return chunks, completion
-
-    async def aclose(self) -> None:
-        for router in self._routers:
-            if isinstance(router, AsyncRouter):
-                await router.aclose()
-            else:
-                router.close()
