@@ -36,9 +36,7 @@ from starcoder_router import (
     TokenizerCounter,
 )
 from support.hosted_replies import KEYS, NAMES, BrokenStore, Wire, ok, sse, status
-from support.router_driver import Driver
-
-Make = Callable[..., Router | AsyncRouter]
+from support.router_driver import Driver, Make
 
 
 @pytest.fixture

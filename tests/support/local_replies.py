@@ -14,7 +14,6 @@ from typing import Any, Literal
 import httpx
 
 from starcoder_router import (
-    AsyncRouter,
     Catalog,
     Deployment,
     FakeClock,
@@ -53,18 +52,17 @@ def catalog(*deps: Deployment) -> Catalog:
     return Catalog.default().with_deployments(*deps)
 
 
+def router_options(*deps: Deployment, counter: TokenCounter | None = None,
+                   env: dict[str, str] | None = None, retries: int = 0) -> dict[str, Any]:
+    """What `Router` and `AsyncRouter` take for these deployments: an explicit `env`, no
+    retries, a fake clock and no tokenizer unless `counter` is given."""
+    return {"catalog": catalog(*deps), "env": env or {}, "retry": RetryPolicy(max_retries=retries),
+            "tokenizer": counter if counter is not None else False, "clock": FakeClock()}
+
+
 def sync_router(*deps: Deployment, counter: TokenCounter | None = None,
                 env: dict[str, str] | None = None, retries: int = 0) -> Router:
-    return Router(catalog=catalog(*deps), env=env or {}, retry=RetryPolicy(max_retries=retries),
-                  tokenizer=counter if counter is not None else False, clock=FakeClock())
-
-
-def async_router(*deps: Deployment, counter: TokenCounter | None = None,
-                 env: dict[str, str] | None = None, retries: int = 0) -> AsyncRouter:
-    return AsyncRouter(catalog=catalog(*deps), env=env or {},
-                       retry=RetryPolicy(max_retries=retries),
-                       tokenizer=counter if counter is not None else False, clock=FakeClock(),
-                       transport="httpx")
+    return Router(**router_options(*deps, counter=counter, env=env, retries=retries))
 
 
 def body_of(route: Any) -> Any:

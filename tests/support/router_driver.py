@@ -26,6 +26,9 @@ from starcoder_router import AsyncRouter, AsyncStream, Completion, Router, Strea
 
 MODES = ("sync", "async")
 
+# A test's router factory: `make(...)` builds a router in the test's mode.
+Make = Callable[..., Router | AsyncRouter]
+
 T = TypeVar("T")
 
 
