@@ -7,20 +7,26 @@ the cache of ``.ci/build-llama-server.sh`` (tests never start a build).
 
 The real StarCoder 2 tokenizer comes from ``tokenizer_path`` in tests/conftest.py. Servers are
 shared by the whole session; a failing test shows the tail of the log of each server it used.
+
+Here ``drive`` has three modes: the sync `Router`, and `AsyncRouter` on each of its transports
+(httpx and the default aiohttp), since a real server is where the transports differ.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
+from starcoder_router import AsyncRouter, Deployment, Router, TokenizerCounter
 from support import llama_server as _process
 from support import make_tiny_starcoder2 as _models
+from support.llama_deployments import router_kwargs
+from support.router_driver import Driver, Make
 
 HERE = Path(__file__).resolve().parent
 Server = _process.LlamaServer
@@ -120,3 +126,23 @@ def llama_server(start_llama_server: StartServer, tiny_gguf: Path) -> Server:
 def llama_server_constant(start_llama_server: StartServer, tiny_gguf_constant: Path) -> Server:
     """Same flags on the constant model, for exact text and stop strings."""
     return start_llama_server(tiny_gguf_constant)
+
+
+@pytest.fixture(params=[("sync", "httpx"), ("async", "httpx"), ("async", "aiohttp")],
+                ids=["sync", "async-httpx", "async-aiohttp"])
+async def drive(request: pytest.FixtureRequest) -> AsyncIterator[Driver]:
+    mode, transport = request.param
+    driver = Driver(mode, transport=transport)
+    yield driver
+    await driver.aclose()
+
+
+@pytest.fixture
+def make(drive: Driver, exact_counter: TokenizerCounter) -> Make:
+    """`make(*deployments)`: a router over them in the test's mode, with the real tokenizer and
+    no retries."""
+
+    def build(*deps: Deployment, **options: Any) -> Router | AsyncRouter:
+        return drive.new_router(**router_kwargs(exact_counter, *deps) | options)
+
+    return build
