@@ -141,18 +141,6 @@ async def test_a_schema_is_sent_as_json_object_and_checked_here(
     assert body_of(route)["response_format"] == {"type": "json_object"}
 
 
-async def test_grammars_are_refused_before_sending(
-        drive: ProviderDriver, mock: respx.MockRouter) -> None:
-    route = mock.post(URL).respond(200, json=fixture_json("deepinfra/completion.json"))
-    router = drive.router("deepinfra")
-
-    with pytest.raises(BadRequestError, match="does not take GBNF grammars"):
-        await drive.complete(router, prompt="yes or no:", max_tokens=4,
-                             response_format={"type": "grammar", "grammar": 'root ::= "yes"'})
-
-    assert not route.called
-
-
 async def test_422_detail_is_a_bad_request(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     mock.post(URL).respond(422, json=fixture_json("deepinfra/validation_422.json"))
     router = drive.router("deepinfra")

@@ -248,6 +248,24 @@ KEY_SETUP: dict[str, dict[str, Any]] = {
 }
 
 
+# What each provider says when asked for a GBNF grammar it cannot take (Fireworks takes them).
+GRAMMAR_REFUSALS = {"deepinfra": "does not take GBNF grammars", "vllm": "GBNF",
+                    "lmstudio": "GBNF", "tgi": "not GBNF"}
+
+
+@pytest.mark.parametrize("provider", list(GRAMMAR_REFUSALS))
+async def test_grammars_are_refused_before_sending(drive: ProviderDriver, mock: respx.MockRouter,
+                                                   provider: str) -> None:
+    route = mock.route().respond(500)  # any request at all would be a failure
+    router = drive.router(provider)
+
+    with pytest.raises(BadRequestError, match=GRAMMAR_REFUSALS[provider]):
+        await drive.complete(router, prompt="yes or no:", max_tokens=4,
+                             response_format={"type": "grammar", "grammar": 'root ::= "yes"'})
+
+    assert not route.called
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_keys_never_appear_in_errors_reprs_or_logs(

@@ -4,9 +4,9 @@ Each test runs through `Router` and `AsyncRouter(transport="httpx")` (the `drive
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-import httpx
 import pytest
 import respx
 
@@ -23,6 +23,7 @@ from support.provider_replies import (
     PROMPT_STOPS,
     SCHEMA,
     ProviderDriver,
+    assert_post,
     body_of,
     fixture_json,
     sse,
@@ -32,12 +33,7 @@ URL = COMPLETIONS_URL["fireworks"]
 MODEL = "accounts/fireworks/models/starcoder2-7b"
 
 
-def _headers(request: httpx.Request, *, accept: str = "application/json") -> None:
-    assert request.method == "POST"
-    assert str(request.url) == URL
-    assert request.headers["authorization"] == "Bearer fw-test-key"
-    assert request.headers["content-type"] == "application/json"
-    assert request.headers["accept"] == accept
+_headers = partial(assert_post, url=URL, key="fw-test-key")
 
 
 async def test_plain_completion(drive: ProviderDriver, mock: respx.MockRouter) -> None:

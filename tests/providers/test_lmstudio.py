@@ -4,13 +4,14 @@ Router tests run through `Router` and `AsyncRouter(transport="httpx")` (the `dri
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import httpx
 import pytest
 import respx
 
-from starcoder_router import BadRequestError, ContextLengthError
+from starcoder_router import ContextLengthError
 from starcoder_router._providers.call import Endpoint, WireResponse
 from starcoder_router._providers.lmstudio import LMStudio
 from support.provider_replies import (
@@ -20,6 +21,7 @@ from support.provider_replies import (
     PROMPT_STOPS,
     SCHEMA,
     ProviderDriver,
+    assert_post,
     body_of,
     fixture_bytes,
     fixture_json,
@@ -30,16 +32,7 @@ URL = COMPLETIONS_URL["lmstudio"]
 MODEL = "starcoder2-7b"
 
 
-def _headers(request: httpx.Request, *, accept: str = "application/json",
-             key: str | None = None) -> None:
-    assert request.method == "POST"
-    assert str(request.url) == URL
-    assert request.headers["content-type"] == "application/json"
-    assert request.headers["accept"] == accept
-    if key is None:
-        assert "authorization" not in request.headers
-    else:
-        assert request.headers["authorization"] == "Bearer " + key
+_headers = partial(assert_post, url=URL)
 
 
 async def test_plain_completion(drive: ProviderDriver, mock: respx.MockRouter) -> None:
@@ -118,18 +111,6 @@ async def test_structured_output_is_always_json_schema(
                             "json_schema": {"name": name, "schema": schema, "strict": True}},
     }
     assert completion.json() == {"name": "add"}
-
-
-async def test_grammars_are_refused_before_sending(
-        drive: ProviderDriver, mock: respx.MockRouter) -> None:
-    route = mock.post(URL).respond(200, json=fixture_json("lmstudio/completion.json"))
-    router = drive.router("lmstudio")
-
-    with pytest.raises(BadRequestError, match="GBNF"):
-        await drive.complete(router, prompt="yes or no:", max_tokens=4,
-                             response_format={"type": "grammar", "grammar": 'root ::= "yes"'})
-
-    assert not route.called
 
 
 async def test_overflow_reports_the_loaded_window(

@@ -26,6 +26,7 @@ from support.provider_replies import (
     FIM_PROMPT,
     SCHEMA,
     ProviderDriver,
+    assert_post,
     body_of,
     fixture_bytes,
     fixture_json,
@@ -40,14 +41,6 @@ NATIVE = DEPLOYMENTS["tgi"].model_copy(update={"api": "native"})
 FIM_STOPS_4 = ["<file_sep>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>"]
 
 
-def _headers(request: httpx.Request, url: str, *, accept: str = "application/json") -> None:
-    assert request.method == "POST"
-    assert str(request.url) == url
-    assert request.headers["content-type"] == "application/json"
-    assert request.headers["accept"] == accept
-    assert "authorization" not in request.headers
-
-
 # -- OpenAI-compatible /v1/completions (the default) -------------------------------------------
 
 
@@ -58,7 +51,7 @@ async def test_v1_plain_completion(drive: ProviderDriver, mock: respx.MockRouter
     completion = await drive.complete(router, prompt="def add(a, b):", max_tokens=32,
                                       temperature=0.0, top_p=1.0, seed=3)
 
-    _headers(route.calls.last.request, V1)
+    assert_post(route.calls.last.request, V1)
     # model "tgi" (anything else is taken as a LoRA adapter id); top_p=1 would be a 422.
     assert body_of(route) == {"model": "tgi", "prompt": "def add(a, b):", "max_tokens": 32,
                               "temperature": 0.0, "stop": ["<file_sep>", "<|endoftext|>"],
@@ -101,7 +94,7 @@ async def test_v1_stream_maps_eos_token_and_drops_its_text(drive: ProviderDriver
     chunks, completion = await drive.stream(router, prefix="def add(a, b):\n    ", suffix="\n",
                                             max_tokens=32)
 
-    _headers(route.calls.last.request, V1, accept="text/event-stream")
+    assert_post(route.calls.last.request, V1, accept="text/event-stream")
     # Usage always ends a /v1 stream, so no stream_options.
     assert body_of(route) == {"model": "tgi", "prompt": FIM_PROMPT, "max_tokens": 32,
                               "stop": FIM_STOPS_4, "stream": True}
@@ -125,7 +118,7 @@ async def test_native_generate(drive: ProviderDriver, mock: respx.MockRouter) ->
     completion = await drive.complete(router, prefix="def add(a, b):\n    ", suffix="\n",
                                       max_tokens=32, temperature=0.0, top_p=1.0, seed=3)
 
-    _headers(route.calls.last.request, GENERATE)
+    assert_post(route.calls.last.request, GENERATE)
     # temperature 0 (greedy) and top_p 1 are TGI's defaults and would be refused if sent.
     assert body_of(route) == {"inputs": FIM_PROMPT,
                               "parameters": {"max_new_tokens": 32, "details": True,
@@ -159,7 +152,7 @@ async def test_native_stream_skips_special_tokens(
     chunks, completion = await drive.stream(router, prefix="def add(a, b):\n    ", suffix="\n",
                                             max_tokens=32)
 
-    _headers(route.calls.last.request, GENERATE_STREAM, accept="text/event-stream")
+    assert_post(route.calls.last.request, GENERATE_STREAM, accept="text/event-stream")
     assert body_of(route) == {"inputs": FIM_PROMPT,
                               "parameters": {"max_new_tokens": 32, "details": True,
                                              "stop": FIM_STOPS_4}}
@@ -193,17 +186,6 @@ async def test_structured_output_goes_native_with_a_grammar(
                                              "stop": ["<file_sep>", "<|endoftext|>"],
                                              "grammar": grammar}}
     assert completion.json() == {"name": "add"}
-
-
-async def test_gbnf_grammars_are_refused(drive: ProviderDriver, mock: respx.MockRouter) -> None:
-    route = mock.post(GENERATE).respond(200, json=fixture_json("tgi/generate.json"))
-    router = drive.router("tgi")
-
-    with pytest.raises(BadRequestError, match="not GBNF"):
-        await drive.complete(router, prompt="yes or no:", max_tokens=4,
-                             response_format={"type": "grammar", "grammar": 'root ::= "yes"'})
-
-    assert not route.called
 
 
 # -- errors ------------------------------------------------------------------------------------

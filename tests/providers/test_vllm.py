@@ -5,9 +5,9 @@ discovery and tokenize are pure adapter functions, tested on their requests and 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-import httpx
 import pytest
 import respx
 
@@ -29,6 +29,7 @@ from support.provider_replies import (
     PROMPT_STOPS,
     SCHEMA,
     ProviderDriver,
+    assert_post,
     body_of,
     fixture_bytes,
     fixture_json,
@@ -39,16 +40,7 @@ URL = COMPLETIONS_URL["vllm"]
 MODEL = "bigcode/starcoder2-3b"
 
 
-def _headers(request: httpx.Request, *, accept: str = "application/json",
-             key: str | None = None) -> None:
-    assert request.method == "POST"
-    assert str(request.url) == URL
-    assert request.headers["content-type"] == "application/json"
-    assert request.headers["accept"] == accept
-    if key is None:
-        assert "authorization" not in request.headers
-    else:
-        assert request.headers["authorization"] == "Bearer " + key
+_headers = partial(assert_post, url=URL)
 
 
 async def test_plain_completion_needs_no_key(drive: ProviderDriver, mock: respx.MockRouter) -> None:
@@ -134,18 +126,6 @@ async def test_structured_output_uses_response_format(
     assert body_of(route) == {"model": MODEL, "prompt": "Name it:", "max_tokens": 32,
                               "stop": PROMPT_STOPS, "response_format": on_wire}
     assert completion.json() == {"name": "add"}
-
-
-async def test_grammars_are_refused_before_sending(
-        drive: ProviderDriver, mock: respx.MockRouter) -> None:
-    route = mock.post(URL).respond(200, json=fixture_json("vllm/completion.json"))
-    router = drive.router("vllm")
-
-    with pytest.raises(BadRequestError, match="GBNF"):
-        await drive.complete(router, prompt="yes or no:", max_tokens=4,
-                             response_format={"type": "grammar", "grammar": 'root ::= "yes"'})
-
-    assert not route.called
 
 
 async def test_401_unauthorized(drive: ProviderDriver, mock: respx.MockRouter) -> None:

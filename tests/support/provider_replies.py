@@ -80,6 +80,20 @@ def sse(name: str) -> httpx.Response:
                           headers={"content-type": "text/event-stream"})
 
 
+def assert_post(request: httpx.Request, url: str, *, accept: str = "application/json",
+                key: str | None = None) -> None:
+    """`request` is a JSON POST to `url` that accepts `accept`, with `key` as its bearer token,
+    or with no authorization header at all when `key` is None."""
+    assert request.method == "POST"
+    assert str(request.url) == url
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["accept"] == accept
+    if key is None:
+        assert "authorization" not in request.headers
+    else:
+        assert request.headers["authorization"] == "Bearer " + key
+
+
 def body_of(route: respx.Route, index: int = -1) -> Any:
     """The JSON body of a request a route received (the last one by default)."""
     return json.loads(route.calls[index].request.content)
