@@ -21,6 +21,7 @@ from starcoder_router._stores.memory import MemoryStore
 from starcoder_router._stores.redis import RedisStore
 from starcoder_router._stores.sqlite import SQLiteStore
 from support.ports import free_port
+from support.processes import stop
 
 STORE_KINDS = ("memory", "sqlite", "redis")
 Store = MemoryStore | SQLiteStore | RedisStore
@@ -54,24 +55,15 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
             except redis.ConnectionError:
                 time.sleep(0.05)
         client.close()
-        stop_redis(proc)
+        stop(proc)
     pytest.fail("redis-server did not answer PING")
-
-
-def stop_redis(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc, url = start_redis(tmp_path_factory.mktemp("redis"))
     yield url
-    stop_redis(proc)
+    stop(proc)
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -106,6 +98,18 @@ def make_store(kind: str, request: pytest.FixtureRequest,
     yield make
     for store in opened:
         store.close()
+
+
+@pytest.fixture
+def shared_store(kind: str, make_store: Callable[[], Store], tmp_path: Path,
+                 request: pytest.FixtureRequest) -> tuple[Store, tuple[str, str, str]]:
+    """A store of the kind under test, and the spec with which `support.stores.open_store` opens
+    the same backend in a child process (SQLite and Redis only: memory is not shared)."""
+    store = make_store()  # creates the SQLite schema before any child opens the file
+    if kind == "sqlite":
+        return store, (kind, str(tmp_path / "spend.db"), "")
+    assert isinstance(store, RedisStore), f"a {kind} store cannot be shared with other processes"
+    return store, (kind, request.getfixturevalue("redis_url"), store.prefix)
 
 
 class Api:

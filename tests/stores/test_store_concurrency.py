@@ -104,13 +104,9 @@ async def test_tasks_never_overspend(make_store: Callable[[], object]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
-def test_processes_never_overspend(kind: str, make_store, tmp_path, request) -> None:
+def test_processes_never_overspend(kind: str, shared_store) -> None:
     """8 processes x 50 threads, each process with its own store on one backend."""
-    store = make_store()  # creates the SQLite schema before the children race to
-    if kind == "sqlite":
-        spec = (kind, str(tmp_path / "spend.db"), "")
-    else:
-        spec = (kind, request.getfixturevalue("redis_url"), store.prefix)
+    store, spec = shared_store
     budget, processes = key(limit_usd=1.0), 8
     context = multiprocessing.get_context("spawn")
     start, results = context.Barrier(processes), context.Queue()

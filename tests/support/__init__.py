@@ -4,6 +4,7 @@ tests/ on ``sys.path``).
 Each module is named for what it gives the tests; fixtures stay in the folders' conftest.py.
 
 - ``ports``: a free loopback port (nothing listens on it, so connecting is refused).
+- ``processes``: stopping the server processes tests start.
 - ``router_driver``: `Driver`, which runs one test body through `Router` or `AsyncRouter`.
 - ``hosted_replies``: scripted Fireworks and DeepInfra answers for the router tests.
 - ``provider_replies``: recorded provider replies and one deployment per provider.

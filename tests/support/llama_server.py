@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from support.ports import free_port
+from support.processes import stop
 
 BIN_ENV = "LLAMA_SERVER_BIN"
 REQUIRE_ENV = "REQUIRE_LLAMA_SERVER"
@@ -134,16 +135,6 @@ def _wait_healthy(process: subprocess.Popen[bytes], base_url: str, deadline: flo
     return None
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @contextmanager
 def running_llama_server(
     binary: Path,
@@ -199,4 +190,4 @@ def running_llama_server(
             )
             return
         finally:
-            _stop(process)
+            stop(process)
