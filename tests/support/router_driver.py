@@ -99,14 +99,15 @@ class DrivenStream:
     @property
     def completion(self) -> Completion | None:
         """The costed completion once the last chunk was read, else None."""
-        return self._started.completion
+        return self.stream.completion
 
     @property
     def text(self) -> str:
-        return self._started.text
+        return self.stream.text
 
     @property
-    def _started(self) -> Stream | AsyncStream:
+    def stream(self) -> Stream | AsyncStream:
+        """What `router.stream()` returned."""
         assert self._stream is not None, "enter the stream with `async with` first"
         return self._stream
 
@@ -118,7 +119,7 @@ class DrivenStream:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        stream = self._started
+        stream = self.stream
         if isinstance(stream, AsyncStream):
             await stream.__aexit__(exc_type, exc, tb)
         else:
@@ -128,7 +129,7 @@ class DrivenStream:
         return self
 
     async def __anext__(self) -> StreamChunk:
-        stream = self._started
+        stream = self.stream
         if isinstance(stream, AsyncStream):
             return await stream.__anext__()
         try:
