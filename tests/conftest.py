@@ -2,6 +2,13 @@
 
 `drive` runs a test once through the sync `Router` and once through `AsyncRouter` (httpx
 transport, which respx intercepts); see support/router_driver.py.
+
+Folders are by subject: routing/ (requests, rendering, fitting, tokens, routing decisions,
+config), running/ (the routers: retries, fallbacks, health, streams, hedging, costs),
+providers/ (hosted and OpenAI-compatible adapters over respx, error mapping, transports),
+local_servers/ (Ollama and llama.cpp adapters over respx), stores/ (spend stores and budgets),
+cli/, and real_servers/ (everything that starts a real llama-server). Helpers shared between
+folders are the package support/.
 """
 
 from __future__ import annotations

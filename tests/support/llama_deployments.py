@@ -1,4 +1,4 @@
-"""Shared pieces of the router-over-real-llama-server tests (sync and async files).
+"""Deployments and raw HTTP calls for the tests that route to a real llama-server.
 
 The servers come from tests/real_servers/conftest.py: `llama_server` (random model, `-c 2048`),
 `llama_server_constant` (every token is " x") and `start_llama_server(model, *args)` for others.
