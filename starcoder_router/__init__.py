@@ -40,7 +40,7 @@ from ._routing.health import HealthPolicy
 from ._routing.policy import Budget, CostPolicy, QualityFloor
 from ._routing.request import CompletionRequest, Message, RepoFile, ResponseFormat
 from ._routing.tokens import EstimatingCounter, TokenCounter, TokenizerCounter, load_token_counter
-from ._running.hooks import Hooks
+from ._running.hooks import CoolingWait, Hooks
 from ._running.results import Attempt, Completion, StreamChunk, Usage
 from ._running.retry import HedgePolicy, RetryPolicy
 from ._running.streams import AsyncStream, Stream
@@ -82,6 +82,7 @@ __all__ = [
     "CompletionRequest",
     "ConfigError",
     "ContextLengthError",
+    "CoolingWait",
     "CostPolicy",
     "Deployment",
     "EstimatingCounter",

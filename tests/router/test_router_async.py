@@ -226,7 +226,7 @@ async def test_all_cooling_waits_for_the_earliest(wire: Wire, clock: FakeClock, 
                                             exact_counter: TokenizerCounter) -> None:
     router = make(clock, store, RetryPolicy(max_retries=0), exact_counter,
                   policy=CostPolicy(allow_providers={"fireworks"}),
-                  health=HealthPolicy(failure_threshold=1, cooldown_s=5))
+                  health=HealthPolicy(failure_threshold=1, cooldown_s=5, max_wait_s=10))
     wire.script("fw3", status(500))
     wire.script("fw7", status(500))
     with pytest.raises(ProviderServerError):
