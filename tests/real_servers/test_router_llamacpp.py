@@ -154,12 +154,15 @@ async def test_closing_a_stream_early_frees_the_server(drive: Driver, make: Make
     async with drive.open_stream(router, prompt=PROMPT, max_tokens=1900) as s:
         got = [(await anext(s)).text for _ in range(3)]
     assert got == [" x"] * 3
-    assert s.completion is None
+    # The stream keeps what was delivered and what it cost, as the ledger booked it.
+    assert s.completion is not None
+    assert (s.completion.finish_reason, s.completion.text) == ("cancelled", "".join(got))
     # The server notices the closed connection and stops long before 1,900 tokens. Polled from
     # a thread in async mode: the loop must run to finish closing the socket.
     assert await drive.blocking(seconds_until_idle, llama_server_constant) < 5
     [entry] = [e for e in router.store.ledger() if e.outcome == "cancelled"]
     assert entry.completion_tokens >= 3
+    assert entry.cost_nano == s.completion.cost_nano
     after = await drive.complete(router, prompt=PROMPT, max_tokens=4)
     assert (after.text, after.usage.completion_tokens) == (" x" * 4, 4)
 

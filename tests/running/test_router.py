@@ -228,7 +228,7 @@ async def test_all_cooling_waits_for_the_earliest(drive: Driver, make: Make, wir
                                                   clock: FakeClock) -> None:
     router = make(retry=RetryPolicy(max_retries=0),
                   policy=CostPolicy(allow_providers={"fireworks"}),
-                  health=HealthPolicy(failure_threshold=1, cooldown_s=5))
+                  health=HealthPolicy(failure_threshold=1, cooldown_s=5, max_wait_s=10))
     wire.script("fw3", status(500))
     wire.script("fw7", status(500))
     with pytest.raises(ProviderServerError):
