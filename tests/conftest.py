@@ -14,12 +14,11 @@ folders are the package support/.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from support.router_driver import MODES, Driver
+from support.router_driver import MODES, drive_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("STARCODER_ROUTER_SHARED", ROOT.parent / "shared"))
@@ -40,11 +39,7 @@ def exact_counter(tokenizer_path: Path):  # type: ignore[no-untyped-def]
     return TokenizerCounter.from_file(tokenizer_path)
 
 
-@pytest.fixture(params=MODES)
-async def drive(request: pytest.FixtureRequest) -> AsyncIterator[Driver]:
-    driver = Driver(request.param)
-    yield driver
-    await driver.aclose()
+drive = drive_fixture(*MODES)
 
 
 @pytest.fixture(autouse=True)

@@ -7,19 +7,15 @@ respx, which intercepts both httpx clients, so every test sees the exact request
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 import respx
 
 from support.provider_replies import ProviderDriver
+from support.router_driver import MODES, drive_fixture
 
-
-@pytest.fixture(params=["sync", "async"])
-async def drive(request: pytest.FixtureRequest) -> AsyncIterator[ProviderDriver]:
-    driver = ProviderDriver(request.param)
-    yield driver
-    await driver.aclose()
+drive = drive_fixture(*MODES, driver=ProviderDriver)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ Here ``drive`` has three modes: the sync `Router`, and `AsyncRouter` on each of 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, NoReturn
@@ -26,7 +26,7 @@ from starcoder_router import AsyncRouter, Deployment, Router, TokenizerCounter
 from support import llama_server as _process
 from support import make_tiny_starcoder2 as _models
 from support.llama_deployments import router_kwargs
-from support.router_driver import Driver, Make
+from support.router_driver import LOOPBACK_MODES, Driver, Make, drive_fixture
 
 HERE = Path(__file__).resolve().parent
 Server = _process.LlamaServer
@@ -128,13 +128,7 @@ def llama_server_constant(start_llama_server: StartServer, tiny_gguf_constant: P
     return start_llama_server(tiny_gguf_constant)
 
 
-@pytest.fixture(params=[("sync", "httpx"), ("async", "httpx"), ("async", "aiohttp")],
-                ids=["sync", "async-httpx", "async-aiohttp"])
-async def drive(request: pytest.FixtureRequest) -> AsyncIterator[Driver]:
-    mode, transport = request.param
-    driver = Driver(mode, transport=transport)
-    yield driver
-    await driver.aclose()
+drive = drive_fixture(*LOOPBACK_MODES)
 
 
 @pytest.fixture

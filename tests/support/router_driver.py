@@ -11,20 +11,26 @@ written once, always awaiting, and runs in every mode::
             first = await anext(s)
 
 In sync mode the calls are the sync API, made directly (the event loop only waits); in async
-mode they are the async API. `AsyncRouter` uses the httpx transport unless the driver names
-another, so respx sees its requests. Every router a driver built is closed at teardown.
+mode they are the async API. Mode "async" is `AsyncRouter` on the httpx transport, which respx
+intercepts; against real loopback servers "async-httpx" and "async-aiohttp" name the transport.
+Every router a driver built is closed at teardown. A folder or module that needs other modes
+declares its own fixture: `drive = drive_fixture(*LOOPBACK_MODES)`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
+
+import pytest
 
 from starcoder_router import AsyncRouter, AsyncStream, Completion, Router, Stream, StreamChunk
 
 MODES = ("sync", "async")
+# Against real servers on loopback, where both async transports can run.
+LOOPBACK_MODES = ("sync", "async-httpx", "async-aiohttp")
 
 # A test's router factory: `make(...)` builds a router in the test's mode.
 Make = Callable[..., Router | AsyncRouter]
@@ -35,16 +41,16 @@ T = TypeVar("T")
 class Driver:
     """Builds routers for one mode and calls them the same way in every mode."""
 
-    def __init__(self, mode: str, *, transport: Literal["httpx", "aiohttp"] = "httpx"):
-        if mode not in MODES:
+    def __init__(self, mode: str):
+        if mode not in MODES + LOOPBACK_MODES:
             raise ValueError(f"unknown mode {mode!r}")
         self.mode = mode
-        self.transport = transport
+        self.transport = mode.removeprefix("async-") if mode.startswith("async-") else "httpx"
         self._routers: list[Router | AsyncRouter] = []
 
     @property
     def is_async(self) -> bool:
-        return self.mode == "async"
+        return self.mode != "sync"
 
     def new_router(self, **kwargs: Any) -> Router | AsyncRouter:
         """`Router(**kwargs)` or `AsyncRouter(**kwargs)`, closed when the test ends."""
@@ -80,13 +86,30 @@ class Driver:
             return await asyncio.to_thread(fn, *args)
         return fn(*args)
 
+    async def close(self, router: Router | AsyncRouter) -> None:
+        """Close `router` now (closing it again at teardown is harmless)."""
+        if isinstance(router, AsyncRouter):
+            await router.aclose()
+        else:
+            router.close()
+
     async def aclose(self) -> None:
         for router in self._routers:
-            if isinstance(router, AsyncRouter):
-                await router.aclose()
-            else:
-                router.close()
+            await self.close(router)
         self._routers.clear()
+
+
+def drive_fixture(*modes: str, driver: type[Driver] = Driver) -> Any:
+    """A `drive` fixture that runs each test once per mode, closing its routers afterwards;
+    `@pytest.mark.parametrize("drive", [...], indirect=True)` narrows a test to some modes."""
+
+    @pytest.fixture(params=modes)
+    async def drive(request: pytest.FixtureRequest) -> AsyncIterator[Driver]:
+        instance = driver(request.param)
+        yield instance
+        await instance.aclose()
+
+    return drive
 
 
 class DrivenStream:
