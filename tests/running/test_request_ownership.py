@@ -5,7 +5,6 @@ connections after `close()`, and what a stream closed early keeps. Each body run
 from __future__ import annotations
 
 import asyncio
-import inspect
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -34,8 +33,7 @@ from starcoder_router._providers.base import Provider
 from starcoder_router._running.run import RequestRun
 from starcoder_router._stores.base import BudgetKey, LedgerEntry, Reservation
 from starcoder_router.testing import FakeServer, Reply
-
-MODES = ["sync", "async-httpx", "async-aiohttp"]
+from support.router_driver import LOOPBACK_MODES, Driver, Make, drive_fixture
 
 
 class TrackingStore(MemoryStore):
@@ -60,54 +58,33 @@ class TrackingStore(MemoryStore):
         self.held.discard(reservation.id)
 
 
-class Drive:
-    """Runs one test body through a sync or an async router."""
+drive = drive_fixture(*LOOPBACK_MODES)
 
-    def __init__(self, mode: str, servers: Sequence[FakeServer], **kwargs: Any):
+
+@pytest.fixture
+def make(drive: Driver) -> Make:
+    """`make(servers, **kwargs)`: a router in the test's mode over one deployment per server,
+    no retries and a `TrackingStore` under a generous budget unless `kwargs` say other."""
+
+    def build(servers: Sequence[FakeServer], **kwargs: Any) -> Router | AsyncRouter:
         deps = [s.deployment(name=f"fake/{i}", input_usd_per_mtok=1.0, output_usd_per_mtok=2.0)
                 for i, s in enumerate(servers)]
         kwargs.setdefault("retry", RetryPolicy(max_retries=0))
         kwargs.setdefault("store", TrackingStore())
         kwargs.setdefault("policy", CostPolicy(allow_providers={"openai-compatible"},
                                                budgets=[Budget(limit_usd=100)]))
-        common = dict(catalog=Catalog(variants=Catalog.default().variants, deployments=deps),
-                      tokenizer=False, env={}, **kwargs)
-        self.mode = mode
-        if mode == "sync":
-            self.router: Router | AsyncRouter = Router(**common)
-        else:
-            self.router = AsyncRouter(transport=mode.removeprefix("async-"), **common)
+        return drive.new_router(
+            catalog=Catalog(variants=Catalog.default().variants, deployments=deps),
+            tokenizer=False, env={}, **kwargs)
 
-    @property
-    def store(self) -> TrackingStore:
-        store = self.router.store
-        assert isinstance(store, TrackingStore)
-        return store
-
-    async def complete(self, **fields: Any) -> Any:
-        out = self.router.complete(**fields)
-        return await out if inspect.isawaitable(out) else out
-
-    async def read_then_close(self, n: int, **fields: Any) -> tuple[list[str], Any]:
-        """Read `n` chunks of a stream, then close it; the texts and the stream."""
-        stream = self.router.stream(**fields)
-        if isinstance(stream, Iterator):
-            with stream:
-                texts = [next(stream).text for _ in range(n)]
-        else:
-            async with stream:
-                texts = [(await stream.__anext__()).text for _ in range(n)]
-        return texts, stream
-
-    async def close(self) -> None:
-        out = self.router.close()
-        if inspect.isawaitable(out):
-            await out
+    return build
 
 
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+def held(router: Router | AsyncRouter) -> set[str]:
+    """The reservations `router`'s store still holds."""
+    store = router.store
+    assert isinstance(store, TrackingStore)
+    return store.held
 
 
 @pytest.fixture
@@ -116,34 +93,36 @@ def servers() -> Iterator[list[FakeServer]]:
         yield [a, b]
 
 
-async def test_a_closed_router_refuses_requests(mode: str, servers: list[FakeServer]) -> None:
-    drive = Drive(mode, servers[:1])
-    assert (await drive.complete(prompt="def f():", max_tokens=4)).text
-    await drive.close()
+async def test_a_closed_router_refuses_requests(drive: Driver, make: Make,
+                                                servers: list[FakeServer]) -> None:
+    router = make(servers[:1])
+    assert (await drive.complete(router, prompt="def f():", max_tokens=4)).text
+    await drive.close(router)
     with pytest.raises(RouterClosedError, match="closed"):
-        await drive.complete(prompt="def f():", max_tokens=4)
+        await drive.complete(router, prompt="def f():", max_tokens=4)
     with pytest.raises(RouterClosedError):
-        drive.router.stream(prompt="def f():", max_tokens=4)
-    assert drive.router.closed
+        router.stream(prompt="def f():", max_tokens=4)
+    assert router.closed
     assert len(servers[0].requests) == 1
 
 
-async def test_a_stream_closed_early_keeps_what_it_delivered(mode: str,
+async def test_a_stream_closed_early_keeps_what_it_delivered(drive: Driver, make: Make,
                                                              servers: list[FakeServer]) -> None:
     servers[0].script(Reply(text="a b c d e f g h", chunks=8))
-    drive = Drive(mode, servers[:1])
-    texts, stream = await drive.read_then_close(2, prompt="def f():", max_tokens=8)
-    done = stream.completion
+    router = make(servers[:1])
+    async with drive.open_stream(router, prompt="def f():", max_tokens=8) as s:
+        texts = [(await anext(s)).text for _ in range(2)]
+    done = s.completion
     assert done is not None
     assert (done.finish_reason, done.text) == ("cancelled", "".join(texts))
-    [entry] = drive.store.ledger()
+    [entry] = router.store.ledger()
     assert (entry.outcome, entry.cost_nano) == ("cancelled", done.cost_nano)
-    assert done.cost_nano > 0 and not drive.store.held
-    await drive.close()
+    assert done.cost_nano > 0 and not held(router)
 
 
 async def test_an_unreadable_reply_falls_back_and_frees_its_hold(
-        mode: str, servers: list[FakeServer], monkeypatch: pytest.MonkeyPatch) -> None:
+        drive: Driver, make: Make, servers: list[FakeServer],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     real = Provider.parse
 
     def parse(self: Provider, call: Any, resp: Any) -> Any:
@@ -152,80 +131,74 @@ async def test_an_unreadable_reply_falls_back_and_frees_its_hold(
         return real(self, call, resp)
 
     monkeypatch.setattr(Provider, "parse", parse)
-    drive = Drive(mode, servers, retry=RetryPolicy(max_retries=0))
-    done = await drive.complete(prompt="def f():", max_tokens=4)
+    router = make(servers, retry=RetryPolicy(max_retries=0))
+    done = await drive.complete(router, prompt="def f():", max_tokens=4)
     assert done.deployment.name == "fake/1"
     assert isinstance(done.attempts[0].error, InvalidResponseError)
     assert done.attempts[0].error.deployment == "fake/0"
-    assert not drive.store.held
-    await drive.close()
+    assert not held(router)
 
 
 @pytest.mark.parametrize("raised", [RuntimeError("a bug"), KeyboardInterrupt()])
-async def test_an_unforeseen_exception_frees_the_hold(mode: str, servers: list[FakeServer],
+async def test_an_unforeseen_exception_frees_the_hold(drive: Driver, make: Make,
+                                                      servers: list[FakeServer],
                                                       monkeypatch: pytest.MonkeyPatch,
                                                       raised: BaseException) -> None:
     def succeeded(*args: Any, **kwargs: Any) -> Any:
         raise raised
 
     monkeypatch.setattr(RequestRun, "succeeded", succeeded)
-    drive = Drive(mode, servers[:1])
+    router = make(servers[:1])
     with pytest.raises(type(raised)):
-        await drive.complete(prompt="def f():", max_tokens=4)
-    assert not drive.store.held
+        await drive.complete(router, prompt="def f():", max_tokens=4)
+    assert not held(router)
     with pytest.raises(type(raised)):
-        async_or_sync = drive.router.stream(prompt="def f():", max_tokens=4)
-        if isinstance(async_or_sync, Iterator):
-            list(async_or_sync)
-        else:
-            [c async for c in async_or_sync]
-    assert not drive.store.held
-    await drive.close()
+        await drive.stream(router, prompt="def f():", max_tokens=4)
+    assert not held(router)
 
 
-@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
-async def test_a_cancelled_task_frees_the_hold(transport: str, servers: list[FakeServer]) -> None:
+@pytest.mark.parametrize("drive", ["async-httpx", "async-aiohttp"], indirect=True)
+async def test_a_cancelled_task_frees_the_hold(drive: Driver, make: Make,
+                                               servers: list[FakeServer]) -> None:
     servers[0].script(Reply(delay_s=2.0))
-    drive = Drive(f"async-{transport}", servers[:1])
-    task = asyncio.ensure_future(drive.complete(prompt="def f():", max_tokens=4))
+    router = make(servers[:1])
+    task = asyncio.ensure_future(drive.complete(router, prompt="def f():", max_tokens=4))
     await asyncio.sleep(0.3)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert not drive.store.held
-    await drive.close()
+    assert not held(router)
 
 
 async def test_every_candidate_cooling_answers_at_once_saying_why(
-        mode: str, servers: list[FakeServer]) -> None:
+        drive: Driver, make: Make, servers: list[FakeServer]) -> None:
     servers[0].script(Reply(status=500))
-    drive = Drive(mode, servers[:1], health=HealthPolicy(failure_threshold=1, cooldown_s=30))
+    router = make(servers[:1], health=HealthPolicy(failure_threshold=1, cooldown_s=30))
     with pytest.raises(ProviderServerError):
-        await drive.complete(prompt="def f():", max_tokens=4)
+        await drive.complete(router, prompt="def f():", max_tokens=4)
     started = time.monotonic()
     with pytest.raises(NoRouteError) as info:
-        await drive.complete(prompt="def f():", max_tokens=4)
+        await drive.complete(router, prompt="def f():", max_tokens=4)
     assert time.monotonic() - started < 0.5
     text = str(info.value)
     assert "fake/0: cooling down until " in text
     assert "1 failure in a row, the last ProviderServerError (HTTP 500)" in text
     assert "HealthPolicy.max_wait_s" in text
-    assert not drive.store.held
-    await drive.close()
+    assert not held(router)
 
 
-async def test_a_short_cooling_wait_is_announced(mode: str, servers: list[FakeServer]) -> None:
+async def test_a_short_cooling_wait_is_announced(drive: Driver, make: Make,
+                                                 servers: list[FakeServer]) -> None:
     servers[0].script(Reply(status=500))
     waits: list[CoolingWait] = []
-    drive = Drive(mode, servers[:1], hooks=Hooks(on_wait=[waits.append]),
+    router = make(servers[:1], hooks=Hooks(on_wait=[waits.append]),
                   health=HealthPolicy(failure_threshold=1, cooldown_s=0.2, max_wait_s=1))
     with pytest.raises(ProviderServerError):
-        await drive.complete(prompt="def f():", max_tokens=4)
-    done = await drive.complete(prompt="def f():", max_tokens=4)
+        await drive.complete(router, prompt="def f():", max_tokens=4)
+    done = await drive.complete(router, prompt="def f():", max_tokens=4)
     assert done.text
     assert [w.deployment for w in waits] == ["fake/0"]
     assert 0.0 < waits[0].seconds <= 0.21
-    await drive.close()
 
 
 def _threads() -> int:
@@ -244,32 +217,34 @@ async def _tasks_besides_this_one() -> int:
     return len(asyncio.all_tasks()) - 1
 
 
-async def test_hedged_requests_leave_no_thread_or_task_behind(mode: str) -> None:
+async def test_hedged_requests_leave_no_thread_or_task_behind(drive: Driver,
+                                                              make: Make) -> None:
     with FakeServer(latency_s=0.3) as slow, FakeServer(latency_s=0.05) as fast:
-        drive = Drive(mode, [slow, fast], hedge=HedgePolicy(after_s=0.01),
+        router = make([slow, fast], hedge=HedgePolicy(after_s=0.01),
                       policy=CostPolicy(allow_providers={"openai-compatible"},
                                         budgets=[Budget(limit_usd=100)]))
         for _ in range(20):
-            done = await drive.complete(prompt="def f():", max_tokens=4, hedge=True)
+            done = await drive.complete(router, prompt="def f():", max_tokens=4, hedge=True)
             assert done.text
-        await drive.close()
+        await drive.close(router)
         assert await _settle_threads() == 0
-        if mode != "sync":
+        if drive.is_async:
             assert await _tasks_besides_this_one() == 0
-        assert not drive.store.held
+        assert not held(router)
         # Every leg was booked once: the winner as ok, each loser as cancelled.
-        outcomes = [e.outcome for e in drive.store.ledger()]
+        outcomes = [e.outcome for e in router.store.ledger()]
         assert outcomes.count("ok") == 20
         assert len(outcomes) <= 40
 
 
-async def test_hedged_streams_leave_no_thread_or_task_behind(mode: str) -> None:
+async def test_hedged_streams_leave_no_thread_or_task_behind(drive: Driver, make: Make) -> None:
     with FakeServer(latency_s=0.3) as slow, FakeServer(latency_s=0.05) as fast:
-        drive = Drive(mode, [slow, fast], hedge=HedgePolicy(after_s=0.01))
+        router = make([slow, fast], hedge=HedgePolicy(after_s=0.01))
         for _ in range(5):
-            texts, stream = await drive.read_then_close(1, prompt="def f():", max_tokens=4,
-                                                        hedge=True)
-            assert texts and stream.completion is not None
-        await drive.close()
+            async with drive.open_stream(router, prompt="def f():", max_tokens=4,
+                                         hedge=True) as s:
+                texts = [(await anext(s)).text]
+            assert texts and s.completion is not None
+        await drive.close(router)
         assert await _settle_threads() == 0
-        assert not drive.store.held
+        assert not held(router)
