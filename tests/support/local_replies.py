@@ -1,6 +1,6 @@
 """Helpers for the Ollama and llama.cpp adapter tests: deployments, routers and canned replies.
 
-Ollama replies are written from its documented shapes (docs/providers.md §3: no Ollama server can
+Ollama replies are written from its documented shapes (Ollama's docs/api.md: no Ollama server can
 run here); llama.cpp replies are the bodies recorded from a real llama-server in
 tests/local_servers/fixtures/llamacpp.
 """
