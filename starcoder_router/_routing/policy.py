@@ -19,10 +19,12 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from .._errors import ConfigError
 from .._validation import FrozenModel
-from .catalog import normalize_benchmark
+from .catalog import Catalog, normalize_benchmark
 
-__all__ = ["Budget", "CostPolicy", "Objective", "Period", "QualityFloor", "Scope"]
+__all__ = ["Budget", "CostPolicy", "Objective", "Period", "QualityFloor", "Scope",
+           "check_benchmarks"]
 
 Objective = Literal["cheapest", "quality", "latency", "balanced"]
 Period = Literal["hour", "day", "week", "month", "total"]
@@ -137,3 +139,17 @@ class CostPolicy(FrozenModel):
     def ranking_benchmark(self) -> str:
         """The benchmark the `quality` and `balanced` objectives rank by."""
         return self.min_quality.benchmark if self.min_quality else self.quality_benchmark
+
+
+def check_benchmarks(policy: CostPolicy, catalog: Catalog, *, source: str | None = None) -> None:
+    """Refuse a policy naming a benchmark no variant of `catalog` has a score for: a typo such as
+    `"humanevl"` would otherwise make every deployment ineligible, and only at route time."""
+    wanted = [("min_quality", policy.min_quality.benchmark)] if policy.min_quality else []
+    if "quality_benchmark" in policy.model_fields_set:
+        wanted.append(("quality_benchmark", policy.quality_benchmark))
+    known = sorted({name for v in catalog.variants.values() for name in v.scores})
+    for field, benchmark in wanted:
+        if benchmark not in known:
+            raise ConfigError(f"unknown benchmark {benchmark!r}; the catalog has scores for "
+                              f"{', '.join(known) or 'none'}", source=source,
+                              field=f"policy.{field}")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 from .._clock import Clock, SystemClock
 from .._config import ProviderSettings, load_config
+from .._errors import ConfigError, StoreError
 from .._routing.catalog import Catalog
 from .._routing.decision import RoutingDecision
 from .._routing.health import HealthPolicy
@@ -58,18 +59,29 @@ class BaseRouter:
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str], **overrides: Any) -> Self:
-        """A router from a TOML config file; keyword arguments override what the file sets."""
+        """A router from a TOML config file; keyword arguments override what the file sets.
+
+        Relative paths in the file are read from the file's folder. Every error is a
+        `ConfigError` naming the file."""
         cfg = load_config(path, catalog=overrides.pop("catalog", None))
         kwargs: dict[str, Any] = {
             "catalog": cfg.catalog, "policy": cfg.policy, "providers": cfg.providers,
             "tokenizer": cfg.tokenizer, "retry": cfg.retry, "health": cfg.health,
         }
         kwargs.update(overrides)
-        if "store" not in kwargs:
-            # Opened only when not overridden: a SQLite path would create its file.
-            kwargs["store"] = (open_store(cfg.store.kind, path=cfg.store.path, url=cfg.store.url)
-                               if cfg.store else None)
-        return cls(**kwargs)
+        try:
+            if "store" not in kwargs:
+                # Opened only when not overridden: a SQLite path would create its file.
+                kwargs["store"] = (open_store(cfg.store.kind, path=cfg.store.path,
+                                              url=cfg.store.url) if cfg.store else None)
+            return cls(**kwargs)
+        except ConfigError as exc:
+            if exc.source is not None:
+                raise
+            raise ConfigError(str(exc), source=os.fspath(path)) from exc
+        except StoreError as exc:
+            raise ConfigError(f"cannot open the store it names: {exc}",
+                              source=os.fspath(path), field="store") from exc
 
     @property
     def catalog(self) -> Catalog:

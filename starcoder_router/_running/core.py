@@ -20,7 +20,7 @@ from .._routing.catalog import Catalog, Deployment
 from .._routing.decision import BudgetRouting, RoutingDecision, StaticCache, decide
 from .._routing.fit import PromptCounts
 from .._routing.health import HealthPolicy, HealthTracker
-from .._routing.policy import CostPolicy
+from .._routing.policy import CostPolicy, check_benchmarks
 from .._routing.render import render
 from .._routing.request import CompletionRequest
 from .._routing.structured import require_schema_support
@@ -56,6 +56,7 @@ class RouterCore:
     ):
         self.catalog = catalog or Catalog.default()
         self.policy = policy or CostPolicy()
+        check_benchmarks(self.policy, self.catalog)
         self.counter = counter
         self.retry = retry or RetryPolicy()
         self.health = HealthTracker(health)
