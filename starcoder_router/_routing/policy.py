@@ -54,8 +54,10 @@ class Budget(FrozenModel):
     """A spending limit over a calendar period.
 
     `scope="global"` counts every request; `"tenant"` counts each tenant separately (or only
-    `tenant` when it is set); `"tag"` counts requests carrying `tag`. Periods are calendar periods
-    in `timezone` (UTC by default): `hour`, `day`, `week` (from Monday), `month`, or `total`.
+    `tenant` when it is set), and requests without a tenant together in one bucket of their own
+    (the budget's name: `tenant:*/day`) unless the policy has `require_tenant=True`; `"tag"`
+    counts requests carrying `tag`. Periods are calendar periods in `timezone` (UTC by default):
+    `hour`, `day`, `week` (from Monday), `month`, or `total`.
     """
 
     limit_usd: float = Field(gt=0)
@@ -75,6 +77,13 @@ class Budget(FrozenModel):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("tenant", "tag")
+    @classmethod
+    def _named(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or value == "*"):
+            raise ValueError("must be a non-blank name other than '*'")
         return value
 
     @model_validator(mode="after")
@@ -104,6 +113,8 @@ class CostPolicy(FrozenModel):
       (past that share of any budget the objective becomes `cheapest`).
     * `expected_output_tokens`: what the expected cost assumes the model writes (default:
       `max_tokens`, the worst case).
+    * `require_tenant`: refuse requests without a `tenant` (`InvalidRequestError`) instead of
+      counting them in the no-tenant bucket of each tenant budget.
     """
 
     objective: Objective = "cheapest"
@@ -118,6 +129,7 @@ class CostPolicy(FrozenModel):
     on_budget_exhausted: Literal["reject", "downgrade", "local_only"] = "reject"
     soft_limit: float | None = Field(default=None, gt=0, le=1)
     expected_output_tokens: int | None = Field(default=None, gt=0)
+    require_tenant: bool = False
 
     @field_validator("quality_benchmark")
     @classmethod

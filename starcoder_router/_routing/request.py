@@ -185,8 +185,10 @@ class CompletionRequest(_Frozen):
     @field_validator("tenant")
     @classmethod
     def _named_tenant(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("a tenant must be a non-blank name (leave it out for no tenant)")
+        if value is not None and (not value.strip() or value == "*"):
+            # "*" names the bucket of requests without a tenant in budget keys.
+            raise ValueError("a tenant must be a non-blank name other than '*' (leave it out "
+                             "for no tenant)")
         return value
 
     @field_validator("tags")

@@ -10,9 +10,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._config import ProviderSettings
-from .._errors import (
-    NoRouteError,
-)
+from .._errors import InvalidRequestError, NoRouteError
 from .._providers.base import Provider
 from .._providers.call import Endpoint
 from .._providers.registry import provider_class
@@ -144,7 +142,13 @@ class RouterCore:
             static=static,
         )
 
+    def require_tenant(self, request: CompletionRequest) -> None:
+        if self.policy.require_tenant and request.tenant is None:
+            raise InvalidRequestError("this router's policy requires a tenant (require_tenant="
+                                      "True): pass tenant=...")
+
     def route(self, request: CompletionRequest) -> RoutingDecision:
+        self.require_tenant(request)
         decision = self.decide(request)
         if self.hooks.on_route:
             run_hooks(self.hooks.on_route, decision)
@@ -155,6 +159,7 @@ class RouterCore:
     def start(self, request: CompletionRequest, budget_keys: tuple[BudgetKey, ...] = (),
               soft_limited: bool = False) -> RequestRun:
         """Route `request` and return the state machine that runs it."""
+        self.require_tenant(request)
         require_schema_support(request.response_format)
         counts = PromptCounts(self.counter)
         budget = BudgetRouting(force_cheapest=True, note="soft budget limit passed: objective "
