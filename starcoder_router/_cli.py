@@ -374,8 +374,13 @@ def _cmd_discover(args: argparse.Namespace) -> int:
 
 
 def _read(path: str) -> str:
-    with open(path, encoding="utf-8") as fh:
-        return fh.read()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except (UnicodeEncodeError, ValueError) as exc:  # a bad name, or content that is not UTF-8
+        what = "is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else (
+            "is not a valid file name")
+        raise InvalidRequestError(f"{path!r} {what}") from None
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def open_store(kind: Literal["memory", "sqlite", "redis"] | str = "memory", *,
 
         try:
             return SQLiteStore(path)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: a NUL or surrogate in the path
             raise ConfigError(f"cannot open a SQLite spend database at "
                               f"{os.path.abspath(path)!r}: {exc}", field="store.path") from exc
     if kind == "redis":

@@ -80,6 +80,7 @@ REQUEST_TYPED: dict[str, st.SearchStrategy[Any]] = {
     "extra_body": st.dictionaries(texts, values, max_size=3),
 }
 POLICY_TYPED: dict[str, st.SearchStrategy[Any]] = {
+    "max_cost_per_request_usd": st.floats(),
     "min_quality": st.tuples(texts, st.one_of(st.floats(), texts)),
     "budgets": st.lists(st.dictionaries(st.sampled_from([*Budget.model_fields, "x"]), values,
                                         max_size=4), max_size=2),
@@ -101,7 +102,11 @@ def test_completion_request_raises_only_our_errors(fields: dict[str, Any]) -> No
 @PROPERTY
 @given(_fields(CostPolicy, POLICY_TYPED))
 def test_cost_policy_raises_only_our_errors(fields: dict[str, Any]) -> None:
-    _only_ours(lambda: Router(policy=CostPolicy(**fields), env={}).close())
+    def build_and_route() -> None:
+        with Router(policy=CostPolicy(**fields), env={"FIREWORKS_API_KEY": "k"}) as router:
+            router.route(prompt="def f():", tenant="acme")
+
+    _only_ours(build_and_route)
 
 
 @PROPERTY
@@ -194,7 +199,7 @@ def test_arbitrary_file_content_is_a_config_error(tmp_path: Path, content: bytes
 
 @PROPERTY
 @given(st.sampled_from(["memory", "sqlite", "redis", "postgres"]),
-       st.text(alphabet="abc.-_ /\\:", max_size=12).filter(
+       st.text(alphabet="abc.-_ /\\:\x00\ud800", max_size=12).filter(
            lambda p: not p.startswith(("/", "~")) and ".." not in p))
 def test_store_sections_open_or_raise_our_errors(tmp_path: Path, kind: str, where: str) -> None:
     path = tmp_path / "router.toml"
