@@ -27,6 +27,10 @@ BAD_SCHEMAS = [
     {"type": "object", "properties": {"a": {"type": 3}}},
     {"type": "object", "required": "a"},
 ]
+UNUSABLE_SCHEMAS = [
+    {"$schema": "http://json-schema.org/draft-03/schema#", "type": "strng"},
+    {"$ref": "#/definitions/missing"},
+]
 
 
 @pytest.fixture
@@ -80,6 +84,13 @@ def test_surrogate_prompt_is_refused_before_routing(server: FakeServer) -> None:
 @pytest.mark.parametrize("schema", BAD_SCHEMAS)
 def test_an_invalid_json_schema_is_refused_when_built(schema: dict[str, Any]) -> None:
     with pytest.raises(InvalidRequestError, match="not a valid JSON schema"):
+        CompletionRequest(prompt="x", response_format={"type": "json_schema",
+                                                       "json_schema": schema})
+
+
+@pytest.mark.parametrize("schema", UNUSABLE_SCHEMAS)
+def test_a_schema_that_cannot_validate_anything_is_refused(schema: dict[str, Any]) -> None:
+    with pytest.raises(InvalidRequestError, match="json_schema cannot be used"):
         CompletionRequest(prompt="x", response_format={"type": "json_schema",
                                                        "json_schema": schema})
 

@@ -62,12 +62,20 @@ def _checked_schema(schema: dict[str, Any]) -> None:
         import jsonschema
     except ImportError:
         return
+    cls = jsonschema.validators.validator_for(schema)
     try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
+        cls.check_schema(schema)
     except jsonschema.SchemaError as exc:
         where = "/".join(str(p) for p in exc.path) or "(root)"
         raise ValueError(f"json_schema is not a valid JSON schema at {where}: "
                          f"{exc.message}") from None
+    try:
+        # A trial run: some schemas pass the meta-schema yet cannot validate anything (an
+        # unknown type under an old draft, a $ref to nowhere) and would fail after the call.
+        for _ in cls(schema).iter_errors({}):
+            pass
+    except Exception as exc:  # jsonschema's and referencing's errors share no base class
+        raise ValueError(f"json_schema cannot be used: {type(exc).__name__}: {exc}") from None
 
 
 class Message(_Frozen):
