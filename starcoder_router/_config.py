@@ -99,7 +99,7 @@ _TOP_LEVEL = {"tokenizer", "policy", "providers", "deployments", "variants", "st
 
 def load_config(path: str | os.PathLike[str], *, catalog: Catalog | None = None) -> RouterConfig:
     """Read and validate a router config file."""
-    source = os.fspath(path)
+    source = os.path.expanduser(os.fspath(path))
     data = read_toml(source)
     unknown = sorted(set(data) - _TOP_LEVEL)
     if unknown:

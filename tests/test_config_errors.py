@@ -168,3 +168,10 @@ def test_an_unknown_benchmark_in_a_file_names_the_file(tmp_path: Path) -> None:
 def test_known_benchmarks_in_any_spelling_are_accepted() -> None:
     Router(policy=CostPolicy(min_quality=("HumanEval+", 30)), env={}).close()
     Router(policy=CostPolicy(min_quality=("DS1000", 30)), env={}).close()
+
+
+def test_a_config_path_under_home_is_expanded(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _write(tmp_path, "[policy]\nobjective = 'quality'\n")
+    assert load_config("~/router.toml").policy.objective == "quality"
