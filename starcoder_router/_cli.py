@@ -8,8 +8,9 @@ request, report spend, find local servers. `catalog` and `route` are offline and
     starcoder-router spend --store sqlite --path spend.db --by tenant
     starcoder-router discover --verbose
 
-A user's mistake (a missing file, a malformed flag, a closed pipe) is one line on stderr and
-exit status 2 (141 for a closed pipe), never a traceback.
+A user's mistake (a missing file, a malformed flag) is one line on stderr and exit status 2; a
+request that ran and failed is status 1; a closed pipe (`| head -1`) ends quietly with 141.
+Never a traceback.
 """
 
 from __future__ import annotations
