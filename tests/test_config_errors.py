@@ -175,3 +175,19 @@ def test_a_config_path_under_home_is_expanded(tmp_path: Path,
     monkeypatch.setenv("HOME", str(tmp_path))
     _write(tmp_path, "[policy]\nobjective = 'quality'\n")
     assert load_config("~/router.toml").policy.objective == "quality"
+
+
+def test_a_store_opened_for_a_router_that_fails_is_closed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    closed: list[str] = []
+    original = SQLiteStore.close
+
+    def recording_close(self: SQLiteStore) -> None:
+        closed.append(self.path)
+        original(self)
+
+    monkeypatch.setattr(SQLiteStore, "close", recording_close)
+    path = _write(tmp_path, "[store]\nkind = 'sqlite'\npath = 'spend.db'\n")
+    with pytest.raises(ConfigError, match="unknown benchmark"):
+        Router.from_config(path, env={}, policy=CostPolicy(min_quality=("humanevl", 1)))
+    assert closed == [str(tmp_path / "spend.db")]

@@ -69,19 +69,22 @@ class BaseRouter:
             "tokenizer": cfg.tokenizer, "retry": cfg.retry, "health": cfg.health,
         }
         kwargs.update(overrides)
+        opened: SpendStore | None = None
         try:
-            if "store" not in kwargs:
+            if "store" not in kwargs and cfg.store:
                 # Opened only when not overridden: a SQLite path would create its file.
-                kwargs["store"] = (open_store(cfg.store.kind, path=cfg.store.path,
-                                              url=cfg.store.url) if cfg.store else None)
+                opened = kwargs["store"] = open_store(cfg.store.kind, path=cfg.store.path,
+                                                      url=cfg.store.url)
             return cls(**kwargs)
-        except ConfigError as exc:
-            if exc.source is not None:
-                raise
-            raise ConfigError(str(exc), source=os.fspath(path)) from exc
-        except StoreError as exc:
-            raise ConfigError(f"cannot open the store it names: {exc}",
-                              source=os.fspath(path), field="store") from exc
+        except BaseException as exc:
+            if opened is not None:
+                opened.close()  # the router that was to own it was never made
+            if isinstance(exc, StoreError):
+                raise ConfigError(f"cannot open the store it names: {exc}",
+                                  source=os.fspath(path), field="store") from exc
+            if isinstance(exc, ConfigError) and exc.source is None:
+                raise ConfigError(str(exc), source=os.fspath(path)) from exc
+            raise
 
     @property
     def catalog(self) -> Catalog:
