@@ -20,6 +20,11 @@ Quirks handled here (docs/providers.md §5, tests/llama/test_server_protocol.py)
   file-separator token (StarCoder 2 GGUFs converted from the Hugging Face checkpoints), the
   file names. There is no place for a repository name. We compare the prompt the server echoes
   with what we sent and add a warning to the completion when anything was cut.
+* Control tokens are not rendered into the text that stop strings are matched against, so a
+  stop on `<file_sep>` never fires by itself. Every special-token stop is also sent in
+  `preserved_tokens` (llama.cpp tools/server, the completion task params): the server then
+  renders that token as text, the stop matches, and generation ends after one token with
+  `stop_type: "word"` and the stop left out of the text. All three endpoints take it.
 * The native stream is SSE without `[DONE]`: the last event has `stop: true`, the counts
   (`tokens_evaluated`, `tokens_predicted`) and `stop_type` (eos / word → stop, limit → length).
 * Errors are `{"error": {"code", "message", "type"}}`. A prompt longer than the context is 400
@@ -37,7 +42,7 @@ from typing import Any, ClassVar
 
 from .._errors import InvalidResponseError
 from .._routing.catalog import Catalog, Deployment
-from .._routing.render import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
+from .._routing.render import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, SPECIAL_TOKEN_IDS
 from .._routing.request import ResponseFormat
 from .base import Provider, SSEDecoder, StreamDecoder, starcoder2_variant
 from .call import (
@@ -88,6 +93,13 @@ class LlamaCpp(Provider):
             # saying so keeps a client pool from reusing the dead connection for the next call.
             headers["connection"] = "close"
         return headers
+
+    def sampling(self, call: Call) -> dict[str, Any]:
+        out = super().sampling(call)
+        special = [s for s in out.get("stop", ()) if s in SPECIAL_TOKEN_IDS]
+        if special:
+            out["preserved_tokens"] = special
+        return out
 
     def response_format_fields(self, call: Call, fmt: ResponseFormat) -> dict[str, Any]:
         if fmt.type == "grammar":
@@ -156,6 +168,7 @@ class LlamaCpp(Provider):
             raw_finish_reason=data.get("stop_type"),
         )
         self.check_native(call, result, data)
+        self.enforce_stops(call, result)
         self.check(call, result)
         return result
 

@@ -149,6 +149,7 @@ class TGI(Provider):
             request_id=response.headers.get("x-request-id"),
             raw_finish_reason=raw,
         )
+        self.enforce_stops(call, result)
         self.check(call, result)
         return result
 
