@@ -24,6 +24,7 @@ from .request import CompletionRequest, Message, Mode, RepoFile
 __all__ = [
     "EOS",
     "SPECIAL_TOKENS",
+    "SPECIAL_TOKEN_IDS",
     "FimParts",
     "Rendered",
     "escape_special_tokens",
@@ -49,6 +50,8 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     "<pr_in_reply_to_review_id>", "<pr_in_reply_to_comment_id>", "<pr_diff_hunk_comment_line>",
     "<NAME>", "<EMAIL>", "<KEY>", "<PASSWORD>",
 )
+# The same for every StarCoder 2 size and the instruct model (they share one tokenizer.json).
+SPECIAL_TOKEN_IDS: dict[str, int] = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
 
 INSTRUCT_PREAMBLE = (
     "You are an exceptionally intelligent coding assistant that consistently delivers accurate "

@@ -54,7 +54,8 @@ def test_plain_request_and_reply(mock: respx.MockRouter) -> None:
     assert req.headers.get("connection") != "close"
     assert json.loads(req.content) == {"model": "starcoder2-3b", "prompt": PREFIX,
                                        "max_tokens": 8, "temperature": 0.2,
-                                       "stop": PROMPT_STOPS}
+                                       "stop": PROMPT_STOPS,
+                                       "preserved_tokens": PROMPT_STOPS}
     assert (c.text, c.finish_reason) == (" x x x x x x x x", "length")
     assert c.usage == Usage(6, 8, "provider")
     assert (c.model, c.request_id) == ("tiny-starcoder2.gguf",
@@ -124,7 +125,8 @@ def test_native_completion_request_and_reply(mock: respx.MockRouter) -> None:
     c = sync_router(llama_dep(api="native")).complete(prompt=PREFIX, max_tokens=8, seed=3,
                                                       top_p=0.5)
     assert body_of(route) == {"model": "starcoder2-3b", "prompt": PREFIX, "n_predict": 8,
-                              "top_p": 0.5, "seed": 3, "stop": PROMPT_STOPS, "stream": False,
+                              "top_p": 0.5, "seed": 3, "stop": PROMPT_STOPS,
+                              "preserved_tokens": PROMPT_STOPS, "stream": False,
                               "cache_prompt": True}
     assert (c.text, c.finish_reason, c.raw_finish_reason) == (" x x x x x x x x", "length",
                                                               "limit")
@@ -163,7 +165,8 @@ def test_native_fim_goes_to_infill_with_the_parts(mock: respx.MockRouter) -> Non
         prefix=PREFIX, suffix=SUFFIX, files=[("util.py", "def sub(a, b):\n    return a - b\n")],
         max_tokens=4)
     assert body_of(route) == {
-        "model": "starcoder2-3b", "n_predict": 4, "stop": FIM_STOPS, "stream": False,
+        "model": "starcoder2-3b", "n_predict": 4, "stop": FIM_STOPS,
+        "preserved_tokens": FIM_STOPS, "stream": False,
         "cache_prompt": True, "input_prefix": PREFIX, "input_suffix": SUFFIX,
         "input_extra": [{"filename": "util.py", "text": "def sub(a, b):\n    return a - b\n"}],
     }
