@@ -32,6 +32,9 @@ Quirks handled here (docs/providers.md §5, tests/llama/test_server_protocol.py)
   both); 501 `not_supported_error` is `/infill` on a model without FIM tokens (BadRequestError);
   503 `unavailable_error` while the model loads (retryable). There is no 429: requests queue.
 * The server closes the connection after every stream, even under keep-alive.
+* Discovery: `/v1/models` gives each model's `n_ctx_train`, not the window it is served with.
+  One model: `/props` (`default_generation_settings.n_ctx`). Several (router mode): one
+  `/props?model=<id>` per listed model, each answered by that model's own server.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from __future__ import annotations
 import logging
 import posixpath
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 from .._errors import InvalidResponseError
 from .._routing.catalog import Catalog, Deployment
@@ -205,12 +209,22 @@ class LlamaCpp(Provider):
             self.tokenize_request(endpoint, _STARCODER2_PROBE),
         ]
 
+    def probe_more(self, endpoint: Endpoint,
+                   responses: list[WireResponse | None]) -> list[WireRequest]:
+        ids = _model_ids(json_body(responses[1])) if len(responses) == 3 else []
+        if len(ids) < 2:
+            return []
+        return [self.probe_request(endpoint, "GET", "/props?model=" + quote(i, safe=""))
+                for i in ids]
+
     def discovered(self, endpoint: Endpoint,
                    responses: list[WireResponse | None]) -> list[Deployment]:
         props, models, tokens = (json_body(r) for r in [*responses, None, None, None][:3])
         entries = models.get("data") if isinstance(models, dict) else None
         if not isinstance(entries, list) or not entries:
             return []
+        served = dict(zip(_model_ids(models), (_slot_ctx(json_body(r)) for r in responses[3:]),
+                          strict=False))
         settings = props.get("default_generation_settings") if isinstance(props, dict) else None
         is_llama = isinstance(settings, dict)
         slot_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
@@ -228,7 +242,8 @@ class LlamaCpp(Provider):
             if not ("starcoder2" in model_id.lower() or (single and same_vocab)):
                 continue
             variant = starcoder2_variant(posixpath.basename(model_id), meta.get("n_params"))
-            window = slot_ctx if single and isinstance(slot_ctx, int) else meta.get("n_ctx")
+            window = slot_ctx if single and isinstance(slot_ctx, int) else (
+                served.get(model_id) or meta.get("n_ctx"))
             if variant not in variants or not isinstance(window, int) or window <= 0:
                 continue
             dep = local_deployment(
@@ -239,6 +254,18 @@ class LlamaCpp(Provider):
             found.append(dep.model_copy(
                 update={"name": f"{self.name}/{posixpath.basename(model_id)}"}))
         return found
+
+
+def _model_ids(models: Any) -> list[str]:
+    entries = models.get("data") if isinstance(models, dict) else None
+    return [e["id"] for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str)] \
+        if isinstance(entries, list) else []
+
+
+def _slot_ctx(props: Any) -> int | None:
+    settings = props.get("default_generation_settings") if isinstance(props, dict) else None
+    n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
+    return n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else None
 
 
 class NativeStreamDecoder(SSEDecoder):
