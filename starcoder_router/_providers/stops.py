@@ -20,6 +20,7 @@ stop), so a stop split across two chunks is still caught before any of it reache
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 __all__ = ["StreamCutter", "cut_at_stop", "first_stop", "send_order"]
@@ -56,12 +57,18 @@ def send_order(stops: Sequence[str]) -> list[str]:
 class StreamCutter:
     """Cuts a stream of text deltas at the first stop, holding back what may begin one."""
 
-    __slots__ = ("_firsts", "_hold", "_pending", "_stops", "stopped")
+    __slots__ = ("_any", "_firsts", "_hold", "_open", "_pending", "_stops", "stopped")
 
     def __init__(self, stops: Sequence[str]):
         self._stops = tuple(s for s in stops if s)
         self._hold = max((len(s) for s in self._stops), default=1) - 1
-        self._firsts = frozenset(s[0] for s in self._stops)
+        self._firsts = "".join(sorted({s[0] for s in self._stops}))
+        # All in C: does any stop occur, and the longest tail that begins one (a proper prefix
+        # of a stop ending the text; the leftmost match is the longest).
+        self._any = re.compile("|".join(map(re.escape, self._stops)) or "(?!)")
+        prefixes = sorted({s[:i] for s in self._stops for i in range(1, len(s))}, key=len,
+                          reverse=True)
+        self._open = re.compile("(?:" + ("|".join(map(re.escape, prefixes)) or "(?!)") + r")\Z")
         self._pending = ""
         self.stopped = False
 
@@ -70,8 +77,14 @@ class StreamCutter:
         tail (the provider said the generation is over). None when there is nothing to pass."""
         if self.stopped:
             return None
-        buf = self._pending + (delta or "")
-        at = first_stop(buf, self._stops)
+        buf = self._pending + delta if delta else self._pending
+        for c in self._firsts:
+            if c in buf:
+                break
+        else:  # the common case: no stop can even begin here
+            self._pending = ""
+            return buf or None
+        at = first_stop(buf, self._stops) if self._any.search(buf) else None
         if at is not None:
             self.stopped = True
             self._pending = ""
@@ -83,10 +96,5 @@ class StreamCutter:
 
     def _open_tail(self, buf: str) -> int:
         """The length of the longest tail of `buf` that begins some stop."""
-        start = max(0, len(buf) - self._hold)
-        for i in range(start, len(buf)):
-            if buf[i] in self._firsts:
-                tail = buf[i:]
-                if any(s.startswith(tail) for s in self._stops):
-                    return len(buf) - i
-        return 0
+        found = self._open.search(buf, max(0, len(buf) - self._hold))
+        return len(buf) - found.start() if found else 0
