@@ -33,11 +33,18 @@ TOKENIZER = ROOT.parent / "shared" / "data" / "starcoder2-tokenizer" / "tokenize
 
 import code_corpus  # noqa: E402
 
-from starcoder_router import Router, TokenizerCounter  # noqa: E402
+from starcoder_router import Deployment, NoRouteError, Router, TokenizerCounter  # noqa: E402
 from starcoder_router._routing.cost import actual_cost_nano  # noqa: E402
 
 KEYS = {"FIREWORKS_API_KEY": "bench", "DEEPINFRA_API_KEY": "bench"}
 TARGETS = {"cost_ratio": 1.10, "refused": 0.01, "overflow": 0.005}
+
+
+def chosen(router: Router, text: str, max_tokens: int) -> Deployment | None:
+    try:
+        return router.route(prompt=text, max_tokens=max_tokens).chosen
+    except NoRouteError:
+        return None
 
 
 def run(requests: int, seed: int, tokenizer: str) -> dict[str, Any]:
@@ -52,22 +59,21 @@ def run(requests: int, seed: int, tokenizer: str) -> dict[str, Any]:
     started = time.perf_counter()
     for text, tokens in zip(prompts, exact_tokens, strict=True):
         max_tokens = int(math.exp(rng.uniform(math.log(16), math.log(1024))))
-        exact = exact_router.route(prompt=text, max_tokens=max_tokens)
-        est = est_router.route(prompt=text, max_tokens=max_tokens)
-        if not exact.ranked:
+        exact = chosen(exact_router, text, max_tokens)
+        est = chosen(est_router, text, max_tokens)
+        if exact is None:
             continue
         feasible += 1
-        if not est.ranked:
+        if est is None:
             refused += 1
             continue
-        chosen = est.chosen
-        if tokens + max_tokens > chosen.context_window:
+        if tokens + max_tokens > est.context_window:
             overflow += 1
             continue
         routed += 1
-        differ += chosen.name != exact.chosen.name
-        cost_exact += actual_cost_nano(exact.chosen, tokens, max_tokens, 0.0)
-        cost_est += actual_cost_nano(chosen, tokens, max_tokens, 0.0)
+        differ += est.name != exact.name
+        cost_exact += actual_cost_nano(exact, tokens, max_tokens, 0.0)
+        cost_est += actual_cost_nano(est, tokens, max_tokens, 0.0)
     exact_router.close()
     est_router.close()
     return {

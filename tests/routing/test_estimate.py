@@ -106,3 +106,16 @@ def test_explain_and_the_completion_say_counts_are_estimated(
             assert not exact.route(prompt=prompt, max_tokens=16).counts_estimated
             assert "estimated" not in exact.route(prompt=prompt, max_tokens=16).explain()
             assert not exact.complete(prompt=prompt, max_tokens=16).counts_estimated
+
+
+def test_a_12k_token_python_file_routes_without_a_tokenizer(
+        exact_counter: TokenizerCounter) -> None:
+    # Over-counting code 2x, the old estimate refused this with every deployment.
+    source = (Path(sysconfig.get_paths()["stdlib"]) / "typing.py").read_text(encoding="utf-8")
+    lines = source.splitlines(keepends=True)
+    text = "".join(lines[:len(lines) * 12_000 // exact_counter.count(source)])
+    assert 11_000 <= exact_counter.count(text) <= 13_000
+    with Router(env=KEYS, tokenizer=False) as router:
+        decision = router.route(prompt=text, max_tokens=256)
+    assert decision.chosen.name == "deepinfra/starcoder2-15b"
+    assert decision.chosen_candidate.count_kind == "estimate"
