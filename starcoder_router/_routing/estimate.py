@@ -42,11 +42,15 @@ def _class_table() -> bytes:
     return bytes(table)
 
 
+def _marking(marked: bytes) -> bytes:
+    """A table that maps the class letters in `marked` to b"m" and every other byte to b"x"."""
+    return bytes(ord("m") if b in marked else ord("x") for b in range(256))
+
+
 _CLASSES = _class_table()
-_NOT_LETTER = (b"0", b" ", b"\n", b"\t", b".")
-_WORD_STARTS = tuple(x + y for x in _NOT_LETTER for y in (b"a", b"A"))
-_PUNCT_STARTS = tuple(x + b"." for x in (b"a", b"A", b"0", b" ", b"\n", b"\t"))
-_SPACE_RUNS = tuple(x + b"  " for x in (b"a", b"A", b"0", b"\n", b"\t", b"."))
+_LETTERS = _marking(b"aA")
+_PUNCT = _marking(b".")
+_SPACE = _marking(b" ")
 _NON_ASCII = bytes(range(128, 256))
 
 # Tokens per feature, in the order `features` returns them: the output of
@@ -62,16 +66,17 @@ def features(data: bytes) -> tuple[int, ...]:
     punctuation bytes, newlines, runs of 2+ spaces, tabs (and other control whitespace)."""
     s = b"." + data.translate(_CLASSES)
     n = len(data)
+    # A run starts where its class follows another: one two-byte count per kind of run.
     return (
-        sum(map(s.count, _WORD_STARTS)),
+        s.translate(_LETTERS).count(b"xm"),
         s.count(b"a") + s.count(b"A"),
         n - len(data.translate(None, _NON_ASCII)),
         s.count(b"aA"),
         s.count(b"0"),
-        sum(map(s.count, _PUNCT_STARTS)),
+        s.translate(_PUNCT).count(b"xm"),
         s.count(b"."),
         s.count(b"\n"),
-        sum(map(s.count, _SPACE_RUNS)),
+        s.translate(_SPACE).count(b"xmm"),
         s.count(b"\t"),
     )
 
