@@ -49,8 +49,8 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
 
 def send_order(stops: Sequence[str]) -> list[str]:
     """The order to send stops in when a provider takes only a few: as given (the caller's,
-    then the prompt format's), whitespace-only ones such as "\\n\\n" last, since they cost the
-    least to enforce on our side (they end an answer at once, with little text past them)."""
+    then the prompt format's), whitespace-only ones such as "\\n\\n" last, so the control tokens
+    that end a file or a turn reach the provider first. Stops left out are cut on our side."""
     return sorted(dict.fromkeys(s for s in stops if s), key=lambda s: not s.strip())
 
 
