@@ -4,6 +4,7 @@ llama.cpp example runs against a real llama-server in tests/llama/test_example_l
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,17 +56,20 @@ def test_ide_fim_shows_trimming(tmp_path: Path) -> None:
 
 def test_budgets_and_tenants(tmp_path: Path) -> None:
     out = run_example("budgets_and_tenants.py", tmp_path).stdout
-    for line in ("acme: 3 served, then tenant:acme/day said no",
-                 "globex: 3 served, then tenant:globex/day said no",
-                 "(no tenant): 3 served, then tenant:*/day said no"):
-        assert line in out
+    served = {who: re.search(rf"{re.escape(who)}: (\d+) served, then tenant:{key}/day said no",
+                             out) for who, key in (("acme", "acme"), ("globex", "globex"),
+                                                   ("(no tenant)", r"\*"))}
+    counts = {who: int(m.group(1)) for who, m in served.items() if m}
+    # Each bucket, the no-tenant one too, admits the same few requests and then says no.
+    assert len(counts) == 3 and len(set(counts.values())) == 1, out
+    assert 0 < counts["acme"] < 10
     report = out.split("\n\n", 1)[1]
     assert {row.split()[1] for row in report.splitlines()[2:-1]} == {"(none)", "acme", "globex"}
 
 
 def test_chat_instruct(tmp_path: Path) -> None:
     out = run_example("chat_instruct.py", tmp_path).stdout
-    assert "### Instruction\\nWrite a quicksort." in out
+    assert "Write a quicksort.\\n\\n### Response" in out
     assert "from vllm/starcoder2-15b-instruct" in out
 
 

@@ -139,6 +139,7 @@ class Ollama(Provider):
             model=data.get("model"),
             raw_finish_reason=raw,
         )
+        self.enforce_stops(call, result)
         self.check(call, result)
         return result
 
@@ -223,7 +224,7 @@ class OllamaStreamDecoder(StreamDecoder):
 
     provider: Ollama
 
-    def feed(self, line: bytes) -> str | None:
+    def read(self, line: bytes) -> str | None:
         line = line.strip()
         if not line:
             return None

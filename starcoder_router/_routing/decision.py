@@ -103,6 +103,12 @@ class RoutingDecision:
     def fallbacks(self) -> tuple[Deployment, ...]:
         return tuple(c.deployment for c in self.ranked[1:])
 
+    @property
+    def counts_estimated(self) -> bool:
+        """True when some prompt token count behind this decision is an estimate (no
+        tokenizer): a fit it proves may still meet the provider's context-length error."""
+        return any(c.count_kind == "estimate" for c in self.candidates)
+
     def candidate(self, name: str) -> Candidate:
         for c in self.candidates:
             if c.deployment.name == name:
@@ -142,7 +148,11 @@ class RoutingDecision:
         lines.insert(1, "  ".join("-" * w for w in widths) + "  ------")
         head = f"objective: {self.objective}; mode: {self.request.mode}; " \
                f"max_tokens: {self.request.max_tokens}"
-        return "\n".join([head, *self.notes, *lines])
+        notes = list(self.notes)
+        if self.counts_estimated:
+            notes.append("prompt tokens marked ~ are estimated (no tokenizer); for exact "
+                         "counts: pip install 'starcoder-router[tokenizer]'")
+        return "\n".join([head, *notes, *lines])
 
 
 def _fmt_tokens(c: Candidate) -> str:

@@ -79,6 +79,12 @@ class Completion:
         return nano_to_usd(self.cost_nano)
 
     @property
+    def counts_estimated(self) -> bool:
+        """True when the router estimated the prompt's token count to route it (no tokenizer);
+        `usage` is still what the provider reported, or our count when it reported none."""
+        return self.decision.counts_estimated
+
+    @property
     def total_cost_usd(self) -> float:
         """This answer's cost plus that of any earlier attempt that was billed."""
         return nano_to_usd(sum(a.cost_nano for a in self.attempts))

@@ -57,7 +57,8 @@ async def test_plain_request_and_reply(drive: Driver, make: Make,
     assert req.headers.get("connection") != "close"
     assert json.loads(req.content) == {"model": "starcoder2-3b", "prompt": PREFIX,
                                        "max_tokens": 8, "temperature": 0.2,
-                                       "stop": PROMPT_STOPS}
+                                       "stop": PROMPT_STOPS,
+                                       "preserved_tokens": PROMPT_STOPS}
     assert (c.text, c.finish_reason) == (" x x x x x x x x", "length")
     assert c.usage == Usage(6, 8, "provider")
     assert (c.model, c.request_id) == ("tiny-starcoder2.gguf",
@@ -130,7 +131,8 @@ async def test_native_completion_request_and_reply(drive: Driver, make: Make,
     c = await drive.complete(make(llama_dep(api="native")), prompt=PREFIX, max_tokens=8, seed=3,
                              top_p=0.5)
     assert body_of(route) == {"model": "starcoder2-3b", "prompt": PREFIX, "n_predict": 8,
-                              "top_p": 0.5, "seed": 3, "stop": PROMPT_STOPS, "stream": False,
+                              "top_p": 0.5, "seed": 3, "stop": PROMPT_STOPS,
+                              "preserved_tokens": PROMPT_STOPS, "stream": False,
                               "cache_prompt": True}
     assert (c.text, c.finish_reason, c.raw_finish_reason) == (" x x x x x x x x", "length",
                                                               "limit")
@@ -173,7 +175,8 @@ async def test_native_fim_goes_to_infill_with_the_parts(drive: Driver, make: Mak
         make(llama_dep(api="native")), prefix=PREFIX, suffix=SUFFIX,
         files=[("util.py", "def sub(a, b):\n    return a - b\n")], max_tokens=4)
     assert body_of(route) == {
-        "model": "starcoder2-3b", "n_predict": 4, "stop": FIM_STOPS, "stream": False,
+        "model": "starcoder2-3b", "n_predict": 4, "stop": FIM_STOPS,
+        "preserved_tokens": FIM_STOPS, "stream": False,
         "cache_prompt": True, "input_prefix": PREFIX, "input_suffix": SUFFIX,
         "input_extra": [{"filename": "util.py", "text": "def sub(a, b):\n    return a - b\n"}],
     }

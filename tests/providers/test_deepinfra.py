@@ -69,6 +69,7 @@ async def test_without_a_key_deepinfra_is_not_routable(drive: ProviderDriver) ->
 
 async def test_fim_keeps_the_callers_stops_first_and_at_most_four(
         drive: ProviderDriver, mock: respx.MockRouter) -> None:
+    # Whitespace-only stops ("\n\n") go after the format's: the rest are enforced on our side.
     route = mock.post(URL).respond(200, json=fixture_json("deepinfra/completion.json"))
     router = drive.router("deepinfra")
 
@@ -76,7 +77,7 @@ async def test_fim_keeps_the_callers_stops_first_and_at_most_four(
                          stop=["\n\n", "# end"])
 
     assert body_of(route) == {"model": MODEL, "prompt": FIM_PROMPT, "max_tokens": 32,
-                              "stop": ["\n\n", "# end", "<file_sep>", "<fim_prefix>"]}
+                              "stop": ["# end", "<file_sep>", "<fim_prefix>", "<fim_middle>"]}
 
 
 async def test_silent_redirect_warns_on_each_completion_and_logs_once(

@@ -67,7 +67,7 @@ async def test_fim_sends_the_psm_prompt_and_no_suffix(drive: ProviderDriver,
 
     _headers(route.calls.last.request)
     assert body_of(route) == {
-        "model": MODEL, "prompt": FIM_PROMPT, "max_tokens": 32, "stop": FIM_STOPS,
+        "model": MODEL, "prompt": FIM_PROMPT, "max_tokens": 32, "stop": FIM_STOPS[:4],
         "context_length_exceeded_behavior": "error",
     }
 
@@ -82,8 +82,8 @@ async def test_stream_with_a_usage_only_last_chunk(drive: ProviderDriver,
 
     _headers(route.calls.last.request, accept="text/event-stream")
     assert body_of(route) == {
-        "model": MODEL, "prompt": FIM_PROMPT, "max_tokens": 32, "stop": FIM_STOPS,
-        "stream": True, "stream_options": {"include_usage": True},
+        "model": MODEL, "prompt": FIM_PROMPT, "max_tokens": 32, "stop": FIM_STOPS[:4],
+        "stream": True,
         "context_length_exceeded_behavior": "error",
     }
     assert [c.text for c in chunks] == ["return", " a + b", ""]

@@ -19,7 +19,7 @@ from starcoder_router import (
     RateLimitError,
 )
 from starcoder_router._providers.call import Endpoint, WireRequest, WireResponse
-from starcoder_router._providers.tgi import TGI
+from starcoder_router._providers.tgi import JSON_OBJECT_REGEX, TGI
 from support.provider_replies import (
     COMPLETIONS_URL,
     DEPLOYMENTS,
@@ -164,7 +164,7 @@ async def test_native_stream_skips_special_tokens(
 
 
 @pytest.mark.parametrize(("requested", "grammar"), [
-    pytest.param({"type": "json_object"}, {"type": "json", "value": {"type": "object"}},
+    pytest.param({"type": "json_object"}, {"type": "regex", "value": JSON_OBJECT_REGEX},
                  id="json_object"),
     pytest.param({"type": "json_schema", "json_schema": SCHEMA},
                  {"type": "json", "value": SCHEMA}, id="json_schema"),

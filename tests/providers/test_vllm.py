@@ -25,8 +25,6 @@ from starcoder_router._secrets import Secret
 from support.provider_replies import (
     COMPLETIONS_URL,
     FIM_PROMPT,
-    FIM_STOPS,
-    PROMPT_STOPS,
     SCHEMA,
     ProviderDriver,
     assert_post,
@@ -36,6 +34,8 @@ from support.provider_replies import (
     sse,
 )
 
+# Special-token stops go as ids (<file_sep> 6, <fim_prefix> 1, ... <|endoftext|> 0).
+FIM_STOP_IDS = [6, 1, 2, 3, 0]
 URL = COMPLETIONS_URL["vllm"]
 MODEL = "bigcode/starcoder2-3b"
 
@@ -52,7 +52,7 @@ async def test_plain_completion_needs_no_key(drive: ProviderDriver, mock: respx.
 
     _headers(route.calls.last.request)
     assert body_of(route) == {"model": MODEL, "prompt": "def add(a, b):", "max_tokens": 32,
-                              "temperature": 0.0, "top_p": 0.9, "stop": PROMPT_STOPS}
+                              "temperature": 0.0, "top_p": 0.9, "stop_token_ids": [6, 0]}
     assert completion.text == "return a + b"
     assert completion.finish_reason == "stop"
     assert completion.request_id == "cmpl-8c1d2e3f"
@@ -80,7 +80,7 @@ async def test_fim_never_sends_suffix(drive: ProviderDriver, mock: respx.MockRou
 
     _headers(route.calls.last.request)
     assert body_of(route) == {"model": MODEL, "prompt": FIM_PROMPT, "max_tokens": 32,
-                              "stop": FIM_STOPS}
+                              "stop_token_ids": FIM_STOP_IDS}
 
 
 async def test_stream(drive: ProviderDriver, mock: respx.MockRouter) -> None:
@@ -92,7 +92,7 @@ async def test_stream(drive: ProviderDriver, mock: respx.MockRouter) -> None:
 
     _headers(route.calls.last.request, accept="text/event-stream")
     assert body_of(route) == {"model": MODEL, "prompt": FIM_PROMPT, "max_tokens": 4,
-                              "stop": FIM_STOPS, "stream": True,
+                              "stop_token_ids": FIM_STOP_IDS, "stream": True,
                               "stream_options": {"include_usage": True}}
     assert [(c.text, c.finish_reason) for c in chunks] == [
         ("return", None), (" a + b", None), ("", "length")]
@@ -124,7 +124,7 @@ async def test_structured_output_uses_response_format(
 
     # Exactly the OpenAI field: no `structured_outputs`, never the removed `guided_json`.
     assert body_of(route) == {"model": MODEL, "prompt": "Name it:", "max_tokens": 32,
-                              "stop": PROMPT_STOPS, "response_format": on_wire}
+                              "stop_token_ids": [6, 0], "response_format": on_wire}
     assert completion.json() == {"name": "add"}
 
 

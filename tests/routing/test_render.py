@@ -51,7 +51,10 @@ def test_instruct_template_with_system_and_turns() -> None:
         {"role": "user", "content": "Now iterative."},
     ]))
     assert r.prompt == (
-        "<|endoftext|>Be brief.\n\n### Instruction\nWrite fib.\n\n### Response\n"
+        # The template has no place for a system message: it leads the first instruction.
+        "<|endoftext|>You are an exceptionally intelligent coding assistant that consistently "
+        "delivers accurate and reliable responses to user instructions.\n\n"
+        "### Instruction\nBe brief.\n\nWrite fib.\n\n### Response\n"
         "def fib(n): ...<|endoftext|>\n\n### Instruction\nNow iterative.\n\n### Response\n"
     )
     assert r.stop == CHAT_STOPS

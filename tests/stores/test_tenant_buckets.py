@@ -70,7 +70,7 @@ def test_a_budget_for_one_tenant_ignores_others_and_no_tenant() -> None:
 
 
 def test_leaving_out_the_tenant_does_not_slip_past_a_tenant_budget(server: FakeServer) -> None:
-    limit = [Budget(limit_usd=0.03, period="day", scope="tenant")]
+    limit = [Budget(limit_usd=0.01, period="day", scope="tenant")]
     with _router(server, budgets=limit) as router:
         with_tenant = _admitted(router, 50, tenant="acme")
         without = _admitted(router, 50)
