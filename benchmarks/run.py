@@ -17,7 +17,8 @@ What it does, in order:
    floor measured in the same round, then the median over rounds is reported.
 5. Times imports in fresh interpreters (interleaved, median of several) and attributes
    `import starcoder_router` with `-X importtime`.
-6. Runs `bench_core.py` (routing and token counting, no I/O).
+6. Runs `bench_core.py` (routing and token counting, no I/O) and `bench_estimator.py` (routing
+   without a tokenizer against routing on exact counts, on held-out real code).
 7. Writes BENCHMARKS.md and the raw results to `benchmarks/results/latest.json`.
 """
 
@@ -294,6 +295,18 @@ def run_core(python: Path, quick: bool, pin: bool) -> dict:
         return {"error": (proc.stderr or proc.stdout)[-600:]}
 
 
+def run_estimator(python: Path, quick: bool, pin: bool) -> dict:
+    cmd = (["taskset", "-c", str(CLIENT_CPU)] if pin else []) + [
+        str(python), str(HERE / "bench_estimator.py"), "--json"] + (
+        ["--requests", "600"] if quick else [])
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900,
+                          cwd=str(ROOT), env=_env("project"))
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return {"error": (proc.stderr or proc.stdout)[-600:]}
+
+
 def versions(python: Path, names: tuple[str, ...]) -> dict[str, str]:
     code = ("import importlib.metadata as m, json, sys, platform\n"
             "out = {'python': platform.python_version()}\n"
@@ -345,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         imports = run_imports(runner)
         attribution = import_attribution(pythons["project"])
         core = run_core(pythons["project"], settings.quick, pin)
+        estimator = run_estimator(pythons["project"], settings.quick, pin)
     finally:
         server.stop()
     pkg = ("httpx", "httpcore", "aiohttp", "httpx-aiohttp", "openai", "httpx2", "pydantic",
@@ -364,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         "imports": imports,
         "import_attribution": attribution,
         "core": core,
+        "estimator": estimator,
         "notes": notes,
         "loadavg": {"before": load_before, "after": os.getloadavg()},
         "git": report.git_describe(ROOT),

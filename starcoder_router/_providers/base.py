@@ -30,6 +30,7 @@ from .call import (
     normalize_finish,
 )
 from .errormap import error_from_response, extract_message
+from .stops import StreamCutter, cut_at_stop, send_order
 from .validate import checked, optional_str, text_or_none
 
 __all__ = ["Provider", "SSEDecoder", "StreamDecoder", "side_request", "starcoder2_variant"]
@@ -38,13 +39,15 @@ __all__ = ["Provider", "SSEDecoder", "StreamDecoder", "side_request", "starcoder
 class StreamDecoder:
     """Turns a provider's stream, line by line, into text deltas and a final result.
 
-    Subclasses implement `on_event(obj)` for each JSON event. `feed` returns the text delta of a
-    line ("" or None when the line carries no text); `finished` turns true on the provider's
-    end-of-stream marker; `result()` raises `InvalidResponseError` if the stream was cut short.
+    Subclasses implement `read(line)` (the raw text delta of a line) and `on_event(obj)` for each
+    JSON event. `feed` returns the text the caller may see: the delta with every stop enforced,
+    holding back a tail that may begin one ("" or None when there is nothing to pass on);
+    `finished` turns true on the provider's end-of-stream marker; `result()` raises
+    `InvalidResponseError` if the stream was cut short.
     """
 
-    __slots__ = ("call", "completion_tokens", "finish_raw", "finished", "model", "parts",
-                 "prompt_tokens", "provider", "request_id", "warnings")
+    __slots__ = ("call", "completion_tokens", "cutter", "finish_raw", "finished", "model",
+                 "parts", "prompt_tokens", "provider", "request_id", "warnings")
 
     def __init__(self, provider: Provider, call: Call):
         self.provider = provider
@@ -57,8 +60,13 @@ class StreamDecoder:
         self.request_id: str | None = None
         self.model: str | None = None
         self.warnings: list[str] = []
+        self.cutter = StreamCutter(call.rendered.stop)
 
     def feed(self, line: bytes) -> str | None:
+        delta = self.read(line)
+        return self.cutter.push(delta, end=self.finished or self.finish_raw is not None)
+
+    def read(self, line: bytes) -> str | None:
         raise NotImplementedError
 
     def on_event(self, obj: Any) -> str | None:
@@ -89,8 +97,11 @@ class StreamDecoder:
             raw_finish_reason=self.finish_raw,
             warnings=self.warnings,
         )
-        # The same quirk checks as a plain answer (a silent model swap shows in streams too).
-        self.provider.check(self.call, checked(self.call, result))
+        checked(self.call, result)
+        # The same stops and quirk checks as a plain answer (a silent model swap shows in
+        # streams too).
+        self.provider.enforce_stops(self.call, result)
+        self.provider.check(self.call, result)
         return result
 
 
@@ -103,7 +114,7 @@ class SSEDecoder(StreamDecoder):
         super().__init__(provider, call)
         self._data: list[bytes] = []
 
-    def feed(self, line: bytes) -> str | None:
+    def read(self, line: bytes) -> str | None:
         if line.startswith(b"data:"):
             payload = line[6:] if line[5:6] == b" " else line[5:]
             # Every server we know sends one JSON object per `data:` line; dispatching at once
@@ -241,9 +252,12 @@ class Provider:
         return out
 
     def stops(self, call: Call) -> list[str]:
-        """The rendered stop list, cut to what the provider accepts (most important first)."""
+        """The stops to send, cut to what the provider accepts (most important first); those
+        left out are enforced on our side (`enforce_stops`, and the stream decoder)."""
         stops = list(call.rendered.stop)
-        return stops[: self.max_stop] if self.max_stop is not None else stops
+        if self.max_stop is None or len(stops) <= self.max_stop:
+            return stops
+        return send_order(stops)[: self.max_stop]
 
     def response_format_fields(self, call: Call, fmt: ResponseFormat) -> dict[str, Any]:
         """OpenAI's shapes: `json_object`, or `json_schema` with name and schema."""
@@ -305,7 +319,9 @@ class Provider:
             model=data.get("model"),
             raw_finish_reason=raw,
         )
-        self.check(call, checked(call, result))
+        checked(call, result)
+        self.enforce_stops(call, result)
+        self.check(call, result)
         return result
 
     def finish(self, raw: str | None) -> FinishReason:
@@ -313,6 +329,14 @@ class Provider:
 
     def stream_decoder(self, call: Call) -> StreamDecoder:
         return OpenAIStreamDecoder(self, call)
+
+    def enforce_stops(self, call: Call, result: ProviderResult) -> None:
+        """Cut `result.text` at the first stop the provider let through (one it was not sent,
+        or could not see); the generation then ended on a stop. Usage is left as reported."""
+        text, hit = cut_at_stop(result.text, call.rendered.stop)
+        if hit:
+            result.text = text
+            result.finish_reason = "stop"
 
     def check(self, call: Call, result: ProviderResult) -> None:
         """Look for quirks in an answer (e.g. a silent model swap); add `result.warnings`."""

@@ -54,6 +54,9 @@ _WINDOW = (
     re.compile(r"must be <= (\d+)", re.I),
     # LM Studio: "the model is loaded with (a) context length of only 4096 tokens".
     re.compile(r"context length of (?:only )?(\d+)", re.I),
+    # Newer vLLM (vllm/entrypoints/openai/serving_engine.py): "You passed 5000 input tokens and
+    # requested 200 output tokens. However, the model's context length is only 4096 tokens".
+    re.compile(r"context length is only (\d+)", re.I),
 )
 _PROMPT = (
     # "(16000 in the messages, 1000 in the completion)" (vLLM, OpenAI) comes before the
@@ -63,6 +66,10 @@ _PROMPT = (
     re.compile(r"prompt is too long:? (\d+)", re.I),
     re.compile(r"request \((\d+) tokens?\)", re.I),
     re.compile(r"has (\d+) input tokens", re.I),
+    # Newer vLLM: "You passed P input tokens ..." and "... you requested C output tokens and
+    # your prompt contains at least P input tokens, for a total of at least N tokens".
+    re.compile(r"you passed (\d+) input tokens", re.I),
+    re.compile(r"prompt contains at least (\d+) input tokens", re.I),
     re.compile(r"you requested (\d+) tokens", re.I),
     re.compile(r"keep the first (\d+) tokens", re.I),
 )

@@ -7,8 +7,11 @@ Quirks handled here:
 * `response_format` takes `json_object` with an optional `schema`, `json_schema`, or a GBNF
   `grammar`: each request goes in the form it names.
 * Token counts also arrive as `fireworks-prompt-tokens` / `fireworks-completion-tokens` headers,
-  used when the body has no usage. Streams may end with a usage-only chunk (`choices: []`) or
-  never report usage at all; the router then counts.
+  used when the body has no usage. The completion parameters have no `stream_options`
+  (fireworks-ai SDK, completion_create_params.py), so it is not sent: a stream may still end
+  with a usage-only chunk (`choices: []`), which is read, or report no usage at all, and the
+  router then counts.
+* `stop` takes at most 4 sequences (same source); the rest are enforced on our side.
 * 429 above the account's adaptive limit, 503 "Service Overloaded" when load is shed even below
   it (a retryable server error). The `x-ratelimit-*` headers give limits in tokens per second,
   not a reset time, so they go into the error message rather than into `retry_after`.
@@ -45,9 +48,11 @@ class Fireworks(Provider):
     key_envs: ClassVar[tuple[str, ...]] = ("FIREWORKS_API_KEY", "FIREWORKS_AI_API_KEY")
     key_required: ClassVar[bool] = True
     local: ClassVar[bool] = False
+    max_stop: ClassVar[int | None] = 4
 
     def completion_body(self, call: Call) -> dict[str, Any]:
         body = super().completion_body(call)
+        body.pop("stream_options", None)
         body["context_length_exceeded_behavior"] = "error"
         return body
 

@@ -6,7 +6,8 @@ README gives 9931 (host 127.0.0.1), so point `STARCODER_ROUTER_LLAMACPP_BASE_URL
 provider settings at your server. `--api-key` / `LLAMA_API_KEY` turns on Bearer auth; we send
 `LLAMA_API_KEY` when it is set.
 
-Quirks handled here (docs/providers.md §5, tests/llama/test_server_protocol.py):
+Quirks handled here (llama.cpp's tools/server/README.md and server sources, checked against a
+real server in tests/real_servers/test_server_protocol.py):
 
 * `/v1/completions` silently ignores `suffix`, `echo` and `response_format` in the builds we test
   (older docs say it rejects `suffix`). We never send `suffix`: FIM goes as our raw PSM prompt.
@@ -20,6 +21,11 @@ Quirks handled here (docs/providers.md §5, tests/llama/test_server_protocol.py)
   file-separator token (StarCoder 2 GGUFs converted from the Hugging Face checkpoints), the
   file names. There is no place for a repository name. We compare the prompt the server echoes
   with what we sent and add a warning to the completion when anything was cut.
+* Control tokens are not rendered into the text that stop strings are matched against, so a
+  stop on `<file_sep>` never fires by itself. Every special-token stop is also sent in
+  `preserved_tokens` (llama.cpp tools/server, the completion task params): the server then
+  renders that token as text, the stop matches, and generation ends after one token with
+  `stop_type: "word"` and the stop left out of the text. All three endpoints take it.
 * The native stream is SSE without `[DONE]`: the last event has `stop: true`, the counts
   (`tokens_evaluated`, `tokens_predicted`) and `stop_type` (eos / word → stop, limit → length).
 * Errors are `{"error": {"code", "message", "type"}}`. A prompt longer than the context is 400
@@ -27,6 +33,9 @@ Quirks handled here (docs/providers.md §5, tests/llama/test_server_protocol.py)
   both); 501 `not_supported_error` is `/infill` on a model without FIM tokens (BadRequestError);
   503 `unavailable_error` while the model loads (retryable). There is no 429: requests queue.
 * The server closes the connection after every stream, even under keep-alive.
+* Discovery: `/v1/models` gives each model's `n_ctx_train`, not the window it is served with.
+  One model: `/props` (`default_generation_settings.n_ctx`). Several (router mode): one
+  `/props?model=<id>` per listed model, each answered by that model's own server.
 """
 
 from __future__ import annotations
@@ -34,10 +43,11 @@ from __future__ import annotations
 import logging
 import posixpath
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 from .._errors import InvalidResponseError
 from .._routing.catalog import Catalog, Deployment
-from .._routing.render import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
+from .._routing.render import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, SPECIAL_TOKEN_IDS
 from .._routing.request import ResponseFormat
 from .base import Provider, SSEDecoder, StreamDecoder, starcoder2_variant
 from .call import (
@@ -89,6 +99,13 @@ class LlamaCpp(Provider):
             # saying so keeps a client pool from reusing the dead connection for the next call.
             headers["connection"] = "close"
         return headers
+
+    def sampling(self, call: Call) -> dict[str, Any]:
+        out = super().sampling(call)
+        special = [s for s in out.get("stop", ()) if s in SPECIAL_TOKEN_IDS]
+        if special:
+            out["preserved_tokens"] = special
+        return out
 
     def response_format_fields(self, call: Call, fmt: ResponseFormat) -> dict[str, Any]:
         if fmt.type == "grammar":
@@ -158,7 +175,9 @@ class LlamaCpp(Provider):
             raw_finish_reason=stop_type,
         )
         self.check_native(call, result, data)
-        self.check(call, checked(call, result))
+        checked(call, result)
+        self.enforce_stops(call, result)
+        self.check(call, result)
         return result
 
     @staticmethod
@@ -194,12 +213,22 @@ class LlamaCpp(Provider):
             self.tokenize_request(endpoint, _STARCODER2_PROBE),
         ]
 
+    def probe_more(self, endpoint: Endpoint,
+                   responses: list[WireResponse | None]) -> list[WireRequest]:
+        ids = _model_ids(json_body(responses[1])) if len(responses) == 3 else []
+        if len(ids) < 2:
+            return []
+        return [self.probe_request(endpoint, "GET", "/props?model=" + quote(i, safe=""))
+                for i in ids]
+
     def discovered(self, endpoint: Endpoint,
                    responses: list[WireResponse | None]) -> list[Deployment]:
         props, models, tokens = (json_body(r) for r in [*responses, None, None, None][:3])
         entries = models.get("data") if isinstance(models, dict) else None
         if not isinstance(entries, list) or not entries:
             return []
+        served = dict(zip(_model_ids(models), (_slot_ctx(json_body(r)) for r in responses[3:]),
+                          strict=False))
         settings = props.get("default_generation_settings") if isinstance(props, dict) else None
         is_llama = isinstance(settings, dict)
         slot_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
@@ -217,7 +246,8 @@ class LlamaCpp(Provider):
             if not ("starcoder2" in model_id.lower() or (single and same_vocab)):
                 continue
             variant = starcoder2_variant(posixpath.basename(model_id), meta.get("n_params"))
-            window = slot_ctx if single and isinstance(slot_ctx, int) else meta.get("n_ctx")
+            window = slot_ctx if single and isinstance(slot_ctx, int) else (
+                served.get(model_id) or meta.get("n_ctx"))
             if variant not in variants or not isinstance(window, int) or window <= 0:
                 continue
             dep = local_deployment(
@@ -228,6 +258,18 @@ class LlamaCpp(Provider):
             found.append(dep.model_copy(
                 update={"name": f"{self.name}/{posixpath.basename(model_id)}"}))
         return found
+
+
+def _model_ids(models: Any) -> list[str]:
+    entries = models.get("data") if isinstance(models, dict) else None
+    return [e["id"] for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str)] \
+        if isinstance(entries, list) else []
+
+
+def _slot_ctx(props: Any) -> int | None:
+    settings = props.get("default_generation_settings") if isinstance(props, dict) else None
+    n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
+    return n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else None
 
 
 class NativeStreamDecoder(SSEDecoder):

@@ -1,6 +1,6 @@
 """Ollama: the native `POST /api/generate` by default; `/v1/completions` with `api="openai"`.
 
-Quirks handled here (docs/providers.md §3):
+Quirks handled here (ollama/ollama docs/api.md and its server sources):
 
 * **Silent truncation.** Ollama's default context is small (2,048 tokens, then 4,096, now tiered
   by VRAM) and an over-long prompt loses a block after its first `num_keep` tokens, with only a
@@ -140,7 +140,9 @@ class Ollama(Provider):
             model=data.get("model"),
             raw_finish_reason=raw,
         )
-        self.check(call, checked(call, result))
+        checked(call, result)
+        self.enforce_stops(call, result)
+        self.check(call, result)
         return result
 
     def finish_of(self, call: Call, final: dict[str, Any]) -> tuple[str | None, FinishReason]:
@@ -224,7 +226,7 @@ class OllamaStreamDecoder(StreamDecoder):
 
     provider: Ollama
 
-    def feed(self, line: bytes) -> str | None:
+    def read(self, line: bytes) -> str | None:
         line = line.strip()
         if not line:
             return None

@@ -6,8 +6,11 @@ Two APIs on one server: OpenAI-compatible `/v1/completions` (the default) and th
 Quirks handled here (router/src/server.rs, validation.rs):
 * `/v1/completions` builds its generation with `grammar: None`, so it cannot constrain output.
   Structured requests therefore always go to the native API with `parameters.grammar`
-  `{"type": "json", "value": schema}` (`{"type": "object"}` when no schema is given). TGI takes
-  JSON schemas and regexes, not GBNF grammars, which are refused before sending.
+  `{"type": "json", "value": schema}`. Since 2.3 TGI refuses (422) a JSON grammar without
+  top-level `properties`, and an empty `properties` only ever yields `{}`, so `json_object`
+  without a schema goes as `{"type": "regex", "value": JSON_OBJECT_REGEX}`: any JSON object
+  nested up to three levels deep. TGI takes JSON schemas and regexes, not GBNF grammars, which
+  are refused before sending.
 * In `/v1` requests a `model` other than "tgi" is taken as a LoRA adapter id, so we send "tgi".
 * At most 4 stop sequences (the launcher's `--max-stop-sequences` default): the caller's first.
 * `top_p` must be below 1.0 and, natively, `temperature` above 0: `top_p=1` (no nucleus cut)
@@ -19,7 +22,9 @@ Quirks handled here (router/src/server.rs, validation.rs):
   text, and a `/v1` stream's last chunk carries the special token that ended it
   (`<|endoftext|>`, `<file_sep>`): both are removed. A stop sequence that spans several tokens
   can still show in part at the end of a stream.
-* Errors are `{"error": "...", "error_type": "..."}`, also as events inside a 200 stream. 422
+* Errors are `{"error": "...", "error_type": "..."}`, also as events inside a 200 stream; a
+  `/v1/completions` stream nests them as `{"error": {"message", "http_status_code"}}` and is
+  mapped by that status (router/src/server.rs). 422
   "`inputs` tokens + `max_new_tokens` must be <= N" and "`inputs` must have less than N
   tokens" are context overflows; 424 (generation failed) and 500 are server errors; 429 "Model
   is overloaded" means more than `max_concurrent_requests`. A wrong key is 401, empty body.
@@ -59,11 +64,28 @@ from .errormap import error_for
 from .local import find_variant, json_body, local_deployment, server_root
 from .validate import checked, text_or_none
 
-__all__ = ["TGI"]
+__all__ = ["JSON_OBJECT_REGEX", "TGI"]
 
 # `error_type` of an error event inside a stream → the status TGI gives the same error.
 _STREAM_ERROR_STATUS = {"validation": 422, "overloaded": 429, "generation": 424,
                         "incomplete_generation": 500}
+def _json_regex(depth: int) -> str:
+    """A regex for any JSON object nested up to `depth` levels (plain groups only: TGI compiles
+    regex grammars with outlines, whose parser takes a subset of Python's syntax)."""
+    ws = r"[ \t\n]*"
+    string = r'"([^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"'
+    number = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"
+    value = f"({string}|{number}|true|false|null)"
+    obj = ""
+    for _ in range(depth):
+        member = f"{string}{ws}:{ws}{value}"
+        obj = rf"\{{{ws}({member}({ws},{ws}{member})*)?{ws}\}}"
+        array = rf"\[{ws}({value}({ws},{ws}{value})*)?{ws}\]"
+        value = f"({string}|{number}|true|false|null|{obj}|{array})"
+    return obj
+
+
+JSON_OBJECT_REGEX = _json_regex(3)
 _INPUT_LIMIT = ("`inputs` must have less than ", " tokens. Given: ")
 _MAX_NEW_TOKENS = "`max_new_tokens` must be <="
 
@@ -126,7 +148,9 @@ class TGI(Provider):
             dep = call.deployment
             raise BadRequestError("tgi takes JSON schemas and regexes, not GBNF grammars",
                                   provider=dep.provider, model=dep.model, deployment=dep.name)
-        return {"grammar": {"type": "json", "value": fmt.json_schema or {"type": "object"}}}
+        if fmt.json_schema is None:
+            return {"grammar": {"type": "regex", "value": JSON_OBJECT_REGEX}}
+        return {"grammar": {"type": "json", "value": fmt.json_schema}}
 
     # -- answers -------------------------------------------------------------------------------
 
@@ -151,7 +175,9 @@ class TGI(Provider):
             request_id=response.headers.get("x-request-id"),
             raw_finish_reason=raw,
         )
-        self.check(call, checked(call, result))
+        checked(call, result)
+        self.enforce_stops(call, result)
+        self.check(call, result)
         return result
 
     def stream_decoder(self, call: Call) -> StreamDecoder:
@@ -220,7 +246,12 @@ def _strip_stop(text: str, raw_finish: str | None, call: Call) -> str:
 
 
 def _stream_error(decoder: StreamDecoder, obj: Any) -> ProviderError:
-    status = _STREAM_ERROR_STATUS.get(str(obj.get("error_type")), 500)
+    err = obj.get("error")
+    nested = err.get("http_status_code") if isinstance(err, dict) else None
+    if isinstance(nested, int) and nested >= 400:
+        status = nested
+    else:
+        status = _STREAM_ERROR_STATUS.get(str(obj.get("error_type")), 500)
     return decoder.provider.error(decoder.call, WireResponse(status, {}, dumps(obj)))
 
 

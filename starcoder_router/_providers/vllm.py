@@ -16,6 +16,10 @@ Quirks handled here:
   "This model's maximum context length is N tokens. However, you requested M tokens (P in the
   messages, C in the completion)" or "'max_tokens' ... is too large: C. This model's maximum
   context length is N tokens and your request has P input tokens".
+* Stop strings are matched against text decoded with `skip_special_tokens=True`
+  (vllm/v1/engine/detokenizer.py; vLLM issues #792, #2123), so a stop such as `<file_sep>` or
+  `<|endoftext|>` never fires. Stops that are StarCoder 2 special tokens therefore go as
+  `stop_token_ids` (their vocabulary ids), the others as `stop`.
 * `/tokenize` sits beside `/v1`, not under it, and answers `{count, max_model_len, tokens}`.
 * Discovery reads `GET /v1/models`, whose entries carry `max_model_len`: the window the server
   was started with, which can be smaller than StarCoder 2's 16,384.
@@ -27,6 +31,7 @@ from typing import Any, ClassVar
 
 from .._errors import InvalidResponseError
 from .._routing.catalog import Deployment
+from .._routing.render import SPECIAL_TOKEN_IDS
 from .._routing.request import ResponseFormat
 from .._transports.base import WireRequest, WireResponse
 from .base import Provider, side_request
@@ -45,6 +50,17 @@ class VLLM(Provider):
     key_envs: ClassVar[tuple[str, ...]] = ("VLLM_API_KEY",)
     key_required: ClassVar[bool] = False
     local: ClassVar[bool] = True
+
+    def sampling(self, call: Call) -> dict[str, Any]:
+        out = super().sampling(call)
+        stops = out.pop("stop", [])
+        ids = [SPECIAL_TOKEN_IDS[s] for s in stops if s in SPECIAL_TOKEN_IDS]
+        text = [s for s in stops if s not in SPECIAL_TOKEN_IDS]
+        if text:
+            out["stop"] = text
+        if ids:
+            out["stop_token_ids"] = ids
+        return out
 
     def response_format_fields(self, call: Call, fmt: ResponseFormat) -> dict[str, Any]:
         if fmt.type != "grammar" and fmt.json_schema is not None:

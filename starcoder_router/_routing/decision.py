@@ -62,6 +62,7 @@ class Candidate(NamedTuple):
     trimmed: TrimReport | None = None
     rendered: Rendered | None = None
     cooling_until: float | None = None
+    cooling_reason: str = ""
 
     @property
     def worst_case_usd(self) -> float | None:
@@ -102,6 +103,12 @@ class RoutingDecision:
     def fallbacks(self) -> tuple[Deployment, ...]:
         return tuple(c.deployment for c in self.ranked[1:])
 
+    @property
+    def counts_estimated(self) -> bool:
+        """True when some prompt token count behind this decision is an estimate (no
+        tokenizer): a fit it proves may still meet the provider's context-length error."""
+        return any(c.count_kind == "estimate" for c in self.candidates)
+
     def candidate(self, name: str) -> Candidate:
         for c in self.candidates:
             if c.deployment.name == name:
@@ -141,7 +148,11 @@ class RoutingDecision:
         lines.insert(1, "  ".join("-" * w for w in widths) + "  ------")
         head = f"objective: {self.objective}; mode: {self.request.mode}; " \
                f"max_tokens: {self.request.max_tokens}"
-        return "\n".join([head, *self.notes, *lines])
+        notes = list(self.notes)
+        if self.counts_estimated:
+            notes.append("prompt tokens marked ~ are estimated (no tokenizer); for exact "
+                         "counts: pip install 'starcoder-router[tokenizer]'")
+        return "\n".join([head, *notes, *lines])
 
 
 def _fmt_tokens(c: Candidate) -> str:
@@ -329,7 +340,8 @@ def _evaluate(dep: Deployment, var: Variant | None, quality: float | None, rende
     cooling = hv.cooling_until if hv is not None and hv.cooling_until is not None \
         and hv.cooling_until > now else None
     return Candidate(dep, not reasons, tuple(reasons), fit.prompt_tokens, fit.count_kind, worst,
-                     expected, latency, quality, fit.trimmed, fit.rendered, cooling)
+                     expected, latency, quality, fit.trimmed, fit.rendered, cooling,
+                     hv.reason if cooling is not None and hv is not None else "")
 
 
 def _worst_case(fit: Fit, dep: Deployment, max_tokens: int, latency: float,

@@ -5,8 +5,12 @@
   repository context, the files come first, each after `<file_sep>`, behind an optional
   `<repo_name>`, and the current file's path opens the FIM prefix:
   `<repo_name>{repo}<file_sep>{path}\\n{text}...<file_sep><fim_prefix>{path}\\n{prefix}<fim_suffix>...`
-* instruct: the StarCoder2-15B-Instruct template (a system preamble, then `### Instruction` /
-  `### Response` turns).
+* instruct: the StarCoder2-15B-Instruct template (its fixed preamble, then `### Instruction` /
+  `### Response` turns), as starcoder2-self-align's `src/star_align/prompt_template.py` writes it
+  and the model's tokenizer_config.json carries it. That template raises on system messages: the
+  model was never trained with any other preamble. So a system message's text is folded into
+  the next instruction (before the user's text, a blank line between), or becomes an
+  instruction of its own when a response follows it; the preamble never changes.
 
 User text never smuggles control tokens into a format we build: special-token strings in it are
 escaped (a zero-width space after the `<`, so the tokenizer sees plain text) unless the request
@@ -24,6 +28,7 @@ from .request import CompletionRequest, Message, Mode, RepoFile
 __all__ = [
     "EOS",
     "SPECIAL_TOKENS",
+    "SPECIAL_TOKEN_IDS",
     "FimParts",
     "Rendered",
     "escape_special_tokens",
@@ -49,6 +54,8 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     "<pr_in_reply_to_review_id>", "<pr_in_reply_to_comment_id>", "<pr_diff_hunk_comment_line>",
     "<NAME>", "<EMAIL>", "<KEY>", "<PASSWORD>",
 )
+# The same for every StarCoder 2 size and the instruct model (they share one tokenizer.json).
+SPECIAL_TOKEN_IDS: dict[str, int] = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
 
 INSTRUCT_PREAMBLE = (
     "You are an exceptionally intelligent coding assistant that consistently delivers accurate "
@@ -154,16 +161,25 @@ def render_fim(parts: FimParts, user_stops: tuple[str, ...] = ()) -> Rendered:
 
 
 def _instruct_prompt(messages: tuple[Message, ...]) -> str:
-    system = INSTRUCT_PREAMBLE
     turns: list[str] = []
+    pending: list[str] = []  # system text waiting for the next instruction
     for m in messages:
         if m.role == "system":
-            system = m.content
+            pending.append(m.content)
         elif m.role == "user":
-            turns.append(f"### Instruction\n{m.content}\n\n")
+            turns.append(_instruction([*pending, m.content]))
+            pending = []
         else:
+            if pending:
+                turns.append(_instruction(pending))
+                pending = []
             turns.append(f"### Response\n{m.content}{EOS}\n\n")
-    return f"{EOS}{system}\n\n{''.join(turns)}### Response\n"
+    # The request ends with a user message (validated), so nothing is pending here.
+    return f"{EOS}{INSTRUCT_PREAMBLE}\n\n{''.join(turns)}### Response\n"
+
+
+def _instruction(texts: list[str]) -> str:
+    return "### Instruction\n" + "\n\n".join(texts) + "\n\n"
 
 
 def _stops(user: tuple[str, ...], ours: tuple[str, ...]) -> tuple[str, ...]:

@@ -188,7 +188,7 @@ class StreamAttempt:
         run.record(cand, "interrupted", self.started, error=err, cost=cost, usage=usage,
                    retry=self.retry_no)
         core = run.core
-        core.health.record_failure(cand.deployment.name, core.clock.now(), type(err).__name__)
+        core.health.record_failure(cand.deployment.name, core.clock.now(), err.summary())
         self.completion = self._partial(text, cost, usage, "error")
         dep = cand.deployment
         out = StreamInterruptedError(

@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from _store_support import T0, entry, key
 
 from starcoder_router._cli import main
 from starcoder_router._errors import ConfigError
 from starcoder_router._stores import open_store
 from starcoder_router._stores.report import spend_report
 from starcoder_router._stores.sqlite import SQLiteStore
+from support.stores import T0, entry, key
 
 ENTRIES = [
     entry(1_000_000, tenant="acme", time=T0),
@@ -38,7 +38,7 @@ def test_by_tenant_and_week() -> None:
     assert rows(spend_report(ENTRIES, period="week", by="tenant")) == [
         ["2026-W48", "acme", "2", "0", "200", "40", "$0.003000"],
         ["2026-W48", "globex", "1", "0", "100", "20", "$0.004000"],
-        ["2026-W49", "-", "1", "1", "100", "20", "$0.000000"],
+        ["2026-W49", "(none)", "1", "1", "100", "20", "$0.000000"],
         ["total", "4", "1", "400", "80", "$0.007000"],
     ]
 

@@ -1,0 +1,128 @@
+"""Rendering requests into StarCoder 2's formats."""
+
+from __future__ import annotations
+
+import pytest
+
+from starcoder_router import CompletionRequest, InvalidRequestError, TokenizerCounter
+from starcoder_router._routing.render import (
+    CHAT_STOPS,
+    FIM_STOPS,
+    PROMPT_STOPS,
+    escape_special_tokens,
+    render,
+)
+
+
+def test_prompt_is_sent_as_given() -> None:
+    r = render(CompletionRequest(prompt="def fib(n):"))
+    assert r.mode == "prompt"
+    assert r.prompt == "def fib(n):"
+    assert r.stop == PROMPT_STOPS
+
+
+def test_fim_psm_layout(exact_counter: TokenizerCounter) -> None:
+    r = render(CompletionRequest(prefix="def f(x):\n    ", suffix="\n    return y"))
+    assert r.prompt == "<fim_prefix>def f(x):\n    <fim_suffix>\n    return y<fim_middle>"
+    ids = exact_counter.encode(r.prompt)
+    assert ids[0] == 1 and ids[-1] == 2 and ids.count(3) == 1
+    assert r.stop == FIM_STOPS
+
+
+def test_fim_with_repository_context() -> None:
+    r = render(CompletionRequest(
+        prefix="import util\n", suffix="", repo_name="acme/app", path="app/main.py",
+        files=[("app/util.py", "def helper():\n    pass\n"), ("README.md", "# app\n")],
+    ))
+    assert r.prompt == (
+        "<repo_name>acme/app"
+        "<file_sep>app/util.py\ndef helper():\n    pass\n"
+        "<file_sep>README.md\n# app\n"
+        "<file_sep><fim_prefix>app/main.py\nimport util\n<fim_suffix><fim_middle>"
+    )
+    assert r.fim is not None and r.fim.path == "app/main.py"
+
+
+def test_instruct_template_with_system_and_turns() -> None:
+    r = render(CompletionRequest(messages=[
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Write fib."},
+        {"role": "assistant", "content": "def fib(n): ..."},
+        {"role": "user", "content": "Now iterative."},
+    ]))
+    assert r.prompt == (
+        # The template has no place for a system message: it leads the first instruction.
+        "<|endoftext|>You are an exceptionally intelligent coding assistant that consistently "
+        "delivers accurate and reliable responses to user instructions.\n\n"
+        "### Instruction\nBe brief.\n\nWrite fib.\n\n### Response\n"
+        "def fib(n): ...<|endoftext|>\n\n### Instruction\nNow iterative.\n\n### Response\n"
+    )
+    assert r.stop == CHAT_STOPS
+
+
+def test_instruct_default_preamble_costs_about_32_tokens(exact_counter: TokenizerCounter) -> None:
+    r = render(CompletionRequest(messages=[{"role": "user", "content": "x"}]))
+    assert r.prompt.startswith("<|endoftext|>You are an exceptionally intelligent coding")
+    assert 28 <= exact_counter.count(r.prompt) <= 36
+
+
+def test_user_stops_come_first_without_duplicates() -> None:
+    r = render(CompletionRequest(prefix="a", suffix="b", stop=["\n\n", "<file_sep>"]))
+    assert r.stop[:2] == ("\n\n", "<file_sep>")
+    assert len(r.stop) == len(set(r.stop))
+
+
+def test_special_tokens_in_fim_text_are_escaped(exact_counter: TokenizerCounter) -> None:
+    r = render(CompletionRequest(prefix='EOS = "<|endoftext|>"\n', suffix="<fim_middle>"))
+    ids = exact_counter.encode(r.prompt)
+    # Only our own three sentinels are control tokens; the user's strings became plain text.
+    assert [i for i in ids if i < 38] == [1, 3, 2]
+    assert "<\u200b|endoftext|>" in r.prompt
+
+
+def test_special_tokens_in_raw_prompt_are_kept_by_default() -> None:
+    r = render(CompletionRequest(prompt="<fim_prefix>a<fim_suffix>b<fim_middle>"))
+    assert r.prompt == "<fim_prefix>a<fim_suffix>b<fim_middle>"
+
+
+def test_reject_names_the_token_and_field() -> None:
+    with pytest.raises(InvalidRequestError, match=r"suffix contains .*<file_sep>.* offset 3"):
+        render(CompletionRequest(prefix="x", suffix="abc<file_sep>", special_tokens="reject"))
+
+
+def test_escape_is_idempotent_and_leaves_plain_text() -> None:
+    text = "a < b and <fim_pad> <notatoken>"
+    once = escape_special_tokens(text)
+    assert escape_special_tokens(once) == once
+    assert "<notatoken>" in once and "a < b" in once
+
+
+@pytest.mark.parametrize("fields", [
+    {},
+    {"prompt": "a", "prefix": "b"},
+    {"prompt": "a", "messages": [{"role": "user", "content": "x"}]},
+    {"suffix": "x"},
+    {"prompt": "a", "files": [("p", "t")]},
+    {"messages": []},
+    {"messages": [{"role": "assistant", "content": "x"}]},
+    {"prompt": "a", "max_tokens": 0},
+    {"prompt": "a", "temperature": 3},
+    {"prompt": "a", "stop": [""]},
+    {"prompt": "a", "response_format": {"type": "json_schema"}},
+    {"prompt": "a", "unknown_field": 1},
+])
+def test_bad_requests_raise_our_error(fields: dict[str, object]) -> None:
+    with pytest.raises(InvalidRequestError):
+        CompletionRequest(**fields)  # type: ignore[arg-type]
+
+
+def test_response_format_accepts_openai_shapes() -> None:
+    req = CompletionRequest(prompt="a", response_format={
+        "type": "json_schema",
+        "json_schema": {"name": "person", "schema": {"type": "object"}, "strict": False},
+    })
+    fmt = req.response_format
+    assert fmt is not None
+    assert (fmt.type, fmt.name, fmt.json_schema, fmt.strict) == (
+        "json_schema", "person", {"type": "object"}, False)
+    assert CompletionRequest(prompt="a", response_format="json").response_format is not None
