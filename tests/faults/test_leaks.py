@@ -27,8 +27,8 @@ from starcoder_router import AsyncRouter, HealthPolicy, HedgePolicy, Router
 from starcoder_router._transports.aiohttp_transport import AiohttpTransport
 from starcoder_router._transports.base import WireRequest
 
-UNTRACED = 1000     # requests before memory is traced: warm-up, and the bulk of the load
-TRACED = 200        # requests per traced window
+UNTRACED = 900      # requests before memory is traced: warm-up, and the bulk of the load
+TRACED = 300        # requests per traced window
 WINDOWS = 3
 MAX_BYTES_PER_REQUEST = 64
 
