@@ -3,6 +3,7 @@ checks every faulty run must pass (costs exact, spend equal to the ledger, nothi
 
 from __future__ import annotations
 
+import collections
 import math
 import threading
 from collections.abc import Sequence
@@ -35,19 +36,29 @@ class TrackingStore(MemoryStore):
         super().__init__(max_ledger_entries=1_000_000)
         self.open: set[str] = set()
         self.misuse: list[str] = []
+        self.taken_on: dict[str, str] = {}
         self._track = threading.Lock()
 
     def reserve(self, keys: Sequence[BudgetKey], amount_nano: int, ttl_s: float) -> Reservation:
         res = super().reserve(keys, amount_nano, ttl_s)
         with self._track:
             self.open.add(res.id)
+            # Where each hold was taken (a hedge leg's thread, or the caller's), for reports.
+            self.taken_on[res.id] = threading.current_thread().name
         return res
+
+    def open_holds(self) -> str:
+        """The holds still open, by the thread that took them."""
+        with self._track:
+            where = collections.Counter(self.taken_on.get(rid, "?") for rid in self.open)
+        return f"{len(self.open)} budget holds left open (taken on: {dict(where)})"
 
     def _close(self, res: Reservation) -> None:
         with self._track:
             if res.id not in self.open:
                 self.misuse.append(res.id)
             self.open.discard(res.id)
+            self.taken_on.pop(res.id, None)
 
     def settle(self, reservation: Reservation, actual_nano: int,
                entry: LedgerEntry | None = None) -> None:
@@ -63,7 +74,7 @@ class TrackingStore(MemoryStore):
 
     def assert_balanced(self) -> None:
         """No hold left open or closed twice; spend equals the ledger, and no cost is negative."""
-        assert not self.open, f"{len(self.open)} reservations left held"
+        assert not self.open, self.open_holds()
         assert not self.misuse, f"reservations settled twice or unknown: {self.misuse[:3]}"
         ledger = self.ledger()
         assert all(e.cost_nano >= 0 for e in ledger)

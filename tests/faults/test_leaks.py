@@ -100,7 +100,7 @@ def test_sync_router_leaks_nothing(server: SpawnedFaultServer) -> None:
     assert _settles(threading.active_count, threads) == threads
     assert _settles(_fds, fds) == fds
     assert not outcome.problems, outcome.problems[:3]
-    assert not store.open, f"{len(store.open)} budget holds left open"
+    assert not store.open, store.open_holds()
     assert per_request < MAX_BYTES_PER_REQUEST, f"{per_request:.0f} bytes kept per request"
 
 
@@ -140,7 +140,7 @@ def test_async_router_leaks_nothing(server: SpawnedFaultServer, transport: str) 
     assert extra_tasks == 0, f"{extra_tasks} tasks left running"
     assert _settles(_fds, fds) == fds
     assert not outcome.problems, outcome.problems[:3]
-    assert not store.open, f"{len(store.open)} budget holds left open"
+    assert not store.open, store.open_holds()
     assert per_request < MAX_BYTES_PER_REQUEST, f"{per_request:.0f} bytes kept per request"
 
 
