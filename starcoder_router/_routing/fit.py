@@ -9,6 +9,7 @@ never cut, because we trim the parts and render again rather than cutting the re
 
 from __future__ import annotations
 
+from itertools import accumulate
 from typing import NamedTuple
 
 from .render import FILE_SEP, FimParts, Rendered, render_fim
@@ -117,43 +118,46 @@ def _fit(rendered: Rendered, window: int, max_tokens: int, counts: PromptCounts,
 
 def _trim_fim(rendered: Rendered, parts: FimParts, budget: int, before: int,
               counts: PromptCounts) -> Fit | None:
+    """Count each piece once, choose the cuts by arithmetic over those counts, then verify the
+    trimmed prompt with one exact count (again only if joins at the cuts cost more than planned).
+    """
     counter = counts.counter
     kind: CountKind = "exact" if counter.exact else "estimate"
     frame, _ = counts.count(render_fim(FimParts("", "", (), parts.repo_name, parts.path)).prompt)
     # +1: a file separator stands before <fim_prefix> whenever files are kept.
     available = budget - frame - 1
-    file_costs = counter.count_many([f"{FILE_SEP}{f.path}\n{f.text}" for f in parts.files])
-    pre_lines = parts.prefix.splitlines(keepends=True)
-    suf_lines = parts.suffix.splitlines(keepends=True)
-    line_costs = counter.count_many(pre_lines + suf_lines)
-    pre_costs, suf_costs = line_costs[: len(pre_lines)], line_costs[len(pre_lines):]
-
+    file_costs = [counts.count(f"{FILE_SEP}{f.path}\n{f.text}")[0] for f in parts.files]
+    pieces = _PieceCounts(counter)
+    pre_total = pieces.total(parts.prefix)
+    suf_total = pieces.total(parts.suffix)
     for _ in range(_MAX_REFITS):
         if available <= 0:
             return None
-        candidate = _allocate(parts, available, file_costs, pre_lines, pre_costs,
-                              suf_lines, suf_costs)
+        candidate = _allocate(parts, available, file_costs, pre_total, suf_total, pieces)
         new_rendered = render_fim(candidate, ())._replace(stop=rendered.stop)
         n, _ = counts.count(new_rendered.prompt)
         if n <= budget:
             report = TrimReport(
                 dropped_files=tuple(f.path for f in parts.files[len(candidate.files):]),
-                prefix_lines_dropped=len(pre_lines) - len(candidate.prefix.splitlines(True)),
-                suffix_lines_dropped=len(suf_lines) - len(candidate.suffix.splitlines(True)),
+                prefix_lines_dropped=_lines_dropped(parts.prefix, candidate.prefix),
+                suffix_lines_dropped=_lines_dropped(parts.suffix, candidate.suffix),
                 chars_dropped=len(rendered.prompt) - len(new_rendered.prompt),
                 tokens_before=before,
                 tokens_after=n,
             )
             return Fit(new_rendered, n, kind, report)
-        # Per-line counts differ a little from the whole text's count at line joins: shrink by
-        # the observed overshoot (at least one token) and allocate again.
+        # Counts of pieces differ a little from the whole text's count where pieces join:
+        # shrink by the observed overshoot (at least one token) and allocate again.
         available -= max(1, n - budget)
     return None
 
 
-def _allocate(parts: FimParts, available: int, file_costs: list[int], pre_lines: list[str],
-              pre_costs: list[int], suf_lines: list[str], suf_costs: list[int]) -> FimParts:
-    pre_total, suf_total = sum(pre_costs), sum(suf_costs)
+def _lines_dropped(full: str, kept: str) -> int:
+    return len(full.splitlines(True)) - len(kept.splitlines(True))
+
+
+def _allocate(parts: FimParts, available: int, file_costs: list[int], pre_total: int,
+              suf_total: int, pieces: _PieceCounts) -> FimParts:
     code = pre_total + suf_total
     kept_files = len(parts.files)
     files_total = sum(file_costs)
@@ -163,33 +167,107 @@ def _allocate(parts: FimParts, available: int, file_costs: list[int], pre_lines:
     if code <= available:
         return parts._replace(files=parts.files[:kept_files])
     # Keep the lines nearest the cursor; the suffix gets at least a quarter of the room
-    # (or all it needs), the prefix the rest.
+    # (or all it needs), the prefix the rest. One token per cut is kept back for the join.
     suf_room = min(suf_total, max(available // 4, available - pre_total))
     pre_room = available - suf_room
-    prefix = _keep_tail(pre_lines, pre_costs, pre_room)
-    suffix = _keep_head(suf_lines, suf_costs, suf_room)
+    prefix = pieces.keep_tail(parts.prefix, pre_room - 1)
+    suffix = pieces.keep_head(parts.suffix, suf_room - 1) if suf_room < suf_total \
+        else parts.suffix
     return FimParts(prefix, suffix, (), parts.repo_name, parts.path)
 
 
-def _keep_tail(lines: list[str], costs: list[int], room: int) -> str:
-    used, start = 0, len(lines)
-    while start > 0 and used + costs[start - 1] <= room:
-        start -= 1
-        used += costs[start]
-    if start == len(lines) and lines and room > 0:
+class _PieceCounts:
+    """Per-line (or per-block) counts of a text, each counted once, and cuts chosen over them.
+
+    With an exact counter that can report cacheable pieces (`TokenizerCounter.costs`), blocks are
+    counted (cached) and only the block where the cut falls is split into lines; otherwise each
+    line is counted, as the estimator does not need pieces cut at safe places."""
+
+    def __init__(self, counter: TokenCounter):
+        resolve = getattr(counter, "resolve", None)
+        inner = resolve() if callable(resolve) else counter
+        self._counter: TokenCounter = inner
+        self._costs = getattr(inner, "costs", None)
+        self._memo: dict[tuple[str, bool], tuple[list[int], list[int]]] = {}
+
+    def total(self, text: str) -> int:
+        return sum(self.units(text, fine=False)[1])
+
+    def units(self, text: str, *, fine: bool) -> tuple[list[int], list[int]]:
+        """(line starts, costs): unit i is text[starts[i]:starts[i+1]]; starts[0] == 0."""
+        key = (text, fine)
+        got = self._memo.get(key)
+        if got is None:
+            got = self._memo[key] = self._units(text, fine)
+        return got
+
+    def _units(self, text: str, fine: bool) -> tuple[list[int], list[int]]:
+        if not text:
+            return [0], [0]
+        if self._costs is None:
+            lines = text.splitlines(keepends=True)
+            offsets = list(accumulate((len(x) for x in lines[:-1]), initial=0))
+            return offsets, self._counter.count_many(lines)
+        cuts, costs = self._costs(text, fine=fine)
+        # A safe cut sits in the indentation of a line; the unit starts where that line does.
+        starts: list[int] = []
+        merged: list[int] = []
+        for cut, cost in zip(cuts, costs, strict=True):
+            start = text.rfind("\n", 0, cut + 1) + 1 if cut else 0
+            if starts and start <= starts[-1]:
+                merged[-1] += cost
+            else:
+                starts.append(start)
+                merged.append(cost)
+        return starts, merged
+
+    def keep_tail(self, text: str, room: int) -> str:
+        """The longest run of whole lines ending `text` that costs at most `room`."""
+        if room <= 0 or not text:
+            return ""
+        starts, costs = self.units(text, fine=False)
+        used, k = 0, len(costs)
+        while k and used + costs[k - 1] <= room:
+            k -= 1
+            used += costs[k]
+        if k == 0:
+            return text
+        lo, hi = starts[k - 1], starts[k] if k < len(starts) else len(text)
+        sub_starts, sub_costs = self.units(text[lo:hi], fine=True)
+        j = len(sub_costs)
+        while j and used + sub_costs[j - 1] <= room:
+            j -= 1
+            used += sub_costs[j]
+        if j < len(sub_costs):
+            return text[lo + sub_starts[j]:]
+        if hi < len(text):
+            return text[hi:]
         # The cursor's own line is too long: keep its end, cut by characters.
-        line, cost = lines[-1], max(costs[-1], 1)
-        keep = max(0, len(line) * room // cost)
+        line = text[lo + sub_starts[-1]:]
+        keep = len(line) * room // max(sub_costs[-1], 1)
         return line[len(line) - keep:] if keep else ""
-    return "".join(lines[start:])
 
-
-def _keep_head(lines: list[str], costs: list[int], room: int) -> str:
-    used, end = 0, 0
-    while end < len(lines) and used + costs[end] <= room:
-        used += costs[end]
-        end += 1
-    if end == 0 and lines and room > 0:
-        line, cost = lines[0], max(costs[0], 1)
-        return line[: len(line) * room // cost]
-    return "".join(lines[:end])
+    def keep_head(self, text: str, room: int) -> str:
+        """The longest run of whole lines starting `text` that costs at most `room`."""
+        if room <= 0 or not text:
+            return ""
+        starts, costs = self.units(text, fine=False)
+        used, k = 0, 0
+        while k < len(costs) and used + costs[k] <= room:
+            used += costs[k]
+            k += 1
+        if k == len(costs):
+            return text
+        lo, hi = starts[k], starts[k + 1] if k + 1 < len(starts) else len(text)
+        sub_starts, sub_costs = self.units(text[lo:hi], fine=True)
+        j = 0
+        while j < len(sub_costs) and used + sub_costs[j] <= room:
+            used += sub_costs[j]
+            j += 1
+        if j == len(sub_costs):
+            return text[:hi]
+        if j or lo:
+            return text[:lo + sub_starts[j]]
+        # The line after the cursor is too long: keep its start, cut by characters.
+        end = sub_starts[1] if len(sub_starts) > 1 else hi
+        return text[: end * room // max(sub_costs[0], 1)]

@@ -1,0 +1,342 @@
+"""Editor-size requests: routing 10-60 KB fill-in-the-middle prompts, and what they cost end to end.
+
+Editors send the code around the cursor plus repository files, and each request is usually the
+previous one plus a few typed characters. This measures, with the real StarCoder 2 tokenizer:
+
+* `route` — `Router.route()` on the default catalog (hosted keys set) for FIM requests of
+  4+1, 12+3, 24+6 and 48+12 KB (prefix + suffix) and a 32 KB request with two repository files
+  (both of the last two need trimming for the 8k deployments),
+  each request being the previous one plus one typed character ("warm"), and on text never seen
+  before ("cold"), beside one `tokenizers` count of the same rendered prompt.
+* `async` — 64 tasks sharing one `AsyncRouter` against the loopback mock, each task an editor
+  sending 36 KB FIM requests (the previous one plus a typed character); a 2 ms ticker on the same
+  loop records the longest gap (event-loop stall). The same run with 2 KB prompts for throughput.
+* `overhead` — per-request latency of `Router`/`AsyncRouter` over raw httpx/aiohttp posting the
+  same JSON body, for 2, 15 and 40 KB FIM requests.
+
+Prompts are cut from the Python standard library's sources. Prints one JSON object; with
+`--markdown` also the "Realistic prompts" section for BENCHMARKS.md.
+
+Run: `python benchmarks/bench_editor.py [--quick] [--only route,async,overhead] [--markdown]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+TOKENIZER = ROOT.parent / "shared" / "data" / "starcoder2-tokenizer" / "tokenizer.json"
+KEYS = {"FIREWORKS_API_KEY": "bench", "DEEPINFRA_API_KEY": "bench"}
+CORPUS_DIRS = ("asyncio", "email", "json", "concurrent", "importlib", "unittest", "xml",
+               "multiprocessing", "logging", "http")
+ROWS = (("4 KB + 1 KB", 4, 1, 0), ("12 KB + 3 KB", 12, 3, 0), ("24 KB + 6 KB", 24, 6, 0),
+        ("48 KB + 12 KB", 48, 12, 0), ("32 KB: 14 + 4 KB, two 7 KB repository files", 14, 4, 2))
+TYPED = "abcdefghijklmnopqrstuvwxyz_(). "
+
+
+def corpus() -> str:
+    lib = Path(sysconfig.get_paths()["stdlib"])
+    parts = []
+    for d in CORPUS_DIRS:
+        for f in sorted((lib / d).rglob("*.py")):
+            parts.append(f.read_text(encoding="utf-8", errors="replace"))
+    return "\n".join(parts)
+
+
+class Editor:
+    """One editor session: a document cut from the corpus at `offset`; `next()` types one more
+    character at the cursor and returns the FIM request fields."""
+
+    def __init__(self, text: str, offset: int, prefix_kb: float, suffix_kb: float,
+                 files: int) -> None:
+        pos = offset
+        self.files = []
+        for i in range(files):
+            size = 7 * 1024
+            self.files.append({"path": f"pkg/mod{i}.py", "text": text[pos:pos + size]})
+            pos += size
+        p, s = int(prefix_kb * 1024), int(suffix_kb * 1024)
+        self.prefix = text[pos:pos + p]
+        self.suffix = text[pos + p:pos + p + s]
+        self.typed = 0
+
+    def next(self) -> dict:
+        self.prefix += TYPED[self.typed % len(TYPED)]
+        self.typed += 1
+        fields: dict = {"prefix": self.prefix, "suffix": self.suffix, "max_tokens": 128}
+        if self.files:
+            fields.update(files=self.files, path="pkg/current.py", repo_name="acme/app")
+        return fields
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
+def bench_route(text: str, counter, quick: bool) -> dict:  # type: ignore[no-untyped-def]
+    from starcoder_router import CompletionRequest, NoRouteError, Router
+    from starcoder_router._routing.render import render
+
+    raw = counter._tokenizer  # the `tokenizers` encoder itself, for the "one count" yardstick
+    out = {}
+    offset = 0
+    for label, pre, suf, files in ROWS:
+        router = Router(env=KEYS, tokenizer=counter)
+        ed = Editor(text, offset, pre, suf, files)
+        offset += 200_000
+        warm, cold, once = [], [], []
+        n_warm = 10 if quick else 40
+        for i in range(n_warm + 1):
+            req = CompletionRequest(**ed.next())
+            t = time.perf_counter()
+            try:
+                d = router.route(req)
+            except NoRouteError as exc:
+                d = exc.decision
+            if i:
+                warm.append(time.perf_counter() - t)
+        kinds = sorted({f"{c.deployment.context_window}:{c.count_kind}"
+                        f"{'+trim' if c.trimmed else ''}" for c in d.candidates})
+        for j in range(2 if quick else 5):
+            fresh = Editor(text, offset + 1 + j * 97_003, pre, suf, files)
+            req = CompletionRequest(**fresh.next())
+            prompt = render(req).prompt
+            counter.clear_cache()  # cold: nothing counted before, not even shared boilerplate
+            t = time.perf_counter()
+            raw.encode(prompt, add_special_tokens=False)
+            once.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            with contextlib.suppress(NoRouteError):
+                router.route(req)
+            cold.append(time.perf_counter() - t)
+        out[label] = {
+            "bytes": len(prompt.encode()),
+            "warm_ms": _median(warm) * 1e3,
+            "cold_ms": _median(cold) * 1e3,
+            "one_count_ms": _median(once) * 1e3,
+            "cold_over_one_count": _median(cold) / _median(once),
+            "candidates": kinds,
+        }
+        stats = getattr(router.token_counter, "cache_stats", None)
+        if stats is not None:
+            out[label]["cache"] = stats()
+    return out
+
+
+class Mock:
+    def __init__(self) -> None:
+        cmd = [sys.executable, str(HERE / "mock_server.py"), "--port", "0", "--chunks", "16"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().split()
+        if not line or line[0] != "READY":
+            raise RuntimeError(f"mock server failed: {line}")
+        self.base = f"http://127.0.0.1:{line[1]}"
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+
+
+def _router_kwargs(base: str, window: int = 16384) -> dict:
+    from starcoder_router import Catalog, CostPolicy, Deployment
+
+    dep = Deployment(provider="vllm", variant="starcoder2-3b", model="bench-model",
+                     context_window=window, base_url=base + "/v1",
+                     capabilities={"completion", "fim", "streaming"})
+    return {"catalog": Catalog.default().with_deployments(dep),
+            "policy": CostPolicy(allow_providers={"vllm"})}
+
+
+async def _async_run(base: str, counter, text: str, kb: float, seconds: float) -> dict:  # type: ignore[no-untyped-def]
+    from starcoder_router import AsyncRouter
+
+    gaps: list[float] = []
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while time.perf_counter() < stop:
+            await asyncio.sleep(0.002)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    async with AsyncRouter(tokenizer=counter, **_router_kwargs(base)) as router:
+        async def editor(i: int) -> None:
+            nonlocal done
+            ed = Editor(text, i * 50_000, kb * 0.8, kb * 0.2, 0)
+            while time.perf_counter() < stop:
+                await router.complete(**ed.next())
+                done += 1
+
+        await router.complete(prefix="def f(", suffix=")", max_tokens=16)
+        started = time.perf_counter()
+        await asyncio.gather(ticker(), *(editor(i) for i in range(64)))
+        elapsed = time.perf_counter() - started
+    gaps.sort()
+    return {"kb": kb, "requests": done, "req_per_s": done / elapsed,
+            "max_stall_ms": (gaps[-1] - 0.002) * 1e3 if gaps else None,
+            "p99_gap_ms": gaps[int(len(gaps) * 0.99)] * 1e3 if gaps else None}
+
+
+def bench_async(text: str, counter, quick: bool) -> dict:  # type: ignore[no-untyped-def]
+    mock = Mock()
+    try:
+        secs = 4.0 if quick else 10.0
+        big = asyncio.run(_async_run(mock.base, counter, text, 36, secs))
+        small = asyncio.run(_async_run(mock.base, counter, text, 2, secs))
+    finally:
+        mock.close()
+    return {"36KB": big, "2KB": small, "throughput_ratio": small["req_per_s"] / big["req_per_s"]}
+
+
+def _payload(fields: dict) -> dict:
+    from starcoder_router import CompletionRequest
+    from starcoder_router._routing.render import render
+
+    r = render(CompletionRequest(**fields))
+    return {"model": "bench-model", "prompt": r.prompt, "max_tokens": 16, "stop": list(r.stop)}
+
+
+def _sync_overhead(base: str, counter, text: str, kb: float, n: int) -> dict:  # type: ignore[no-untyped-def]
+    import httpx
+
+    from starcoder_router import Router
+
+    raw_t, sc_t = [], []
+    with httpx.Client() as client, Router(tokenizer=counter, **_router_kwargs(base)) as router:
+        a, b = Editor(text, 0, kb * 0.8, kb * 0.2, 0), Editor(text, 0, kb * 0.8, kb * 0.2, 0)
+        for i in range(n + 5):
+            fields = {**a.next(), "max_tokens": 16}
+            body = _payload(fields)  # built outside the timing: the raw floor only sends
+            t = time.perf_counter()
+            client.post(base + "/v1/completions", json=body).json()
+            t1 = time.perf_counter()
+            router.complete(**{**b.next(), "max_tokens": 16})
+            t2 = time.perf_counter()
+            if i >= 5:
+                raw_t.append(t1 - t)
+                sc_t.append(t2 - t1)
+    return {"raw_us": _median(raw_t) * 1e6, "router_us": _median(sc_t) * 1e6,
+            "overhead_us": (_median(sc_t) - _median(raw_t)) * 1e6}
+
+
+async def _async_overhead(base: str, counter, text: str, kb: float, n: int) -> dict:  # type: ignore[no-untyped-def]
+    import aiohttp
+
+    from starcoder_router import AsyncRouter
+
+    raw_t, sc_t = [], []
+    async with aiohttp.ClientSession() as session, \
+            AsyncRouter(tokenizer=counter, **_router_kwargs(base)) as router:
+        a, b = Editor(text, 0, kb * 0.8, kb * 0.2, 0), Editor(text, 0, kb * 0.8, kb * 0.2, 0)
+        for i in range(n + 5):
+            body = _payload({**a.next(), "max_tokens": 16})
+            t = time.perf_counter()
+            async with session.post(base + "/v1/completions", json=body) as resp:
+                await resp.json()
+            t1 = time.perf_counter()
+            await router.complete(**{**b.next(), "max_tokens": 16})
+            t2 = time.perf_counter()
+            if i >= 5:
+                raw_t.append(t1 - t)
+                sc_t.append(t2 - t1)
+    return {"raw_us": _median(raw_t) * 1e6, "router_us": _median(sc_t) * 1e6,
+            "overhead_us": (_median(sc_t) - _median(raw_t)) * 1e6}
+
+
+def bench_overhead(text: str, counter, quick: bool) -> dict:  # type: ignore[no-untyped-def]
+    mock = Mock()
+    n = 40 if quick else 200
+    out = {}
+    try:
+        for kb in (2, 15, 40):
+            out[f"{kb}KB"] = {
+                "sync": _sync_overhead(mock.base, counter, text, kb, n),
+                "async": asyncio.run(_async_overhead(mock.base, counter, text, kb, n)),
+            }
+    finally:
+        mock.close()
+    return out
+
+
+def markdown(res: dict) -> str:
+    lines = ["## Realistic prompts", "",
+             "Generated by `python benchmarks/bench_editor.py --markdown`. Fill-in-the-middle "
+             "requests cut from the Python standard library, real StarCoder 2 tokenizer "
+             f"({res.get('engine', '?')}); an editor's request is the previous one plus one "
+             "typed character.", ""]
+    if "route" in res:
+        lines += ["### `Router.route()`, default catalog", "",
+                  "| FIM request | bytes | warm (previous + 1 char) ms | cold ms | one "
+                  "`tokenizers` count ms | cold / one count |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for label, r in res["route"].items():
+            lines.append(f"| {label} | {r['bytes']:,} | {r['warm_ms']:.3f} | {r['cold_ms']:.2f} "
+                         f"| {r['one_count_ms']:.2f} | {r['cold_over_one_count']:.2f}x |")
+        lines.append("")
+    if "overhead" in res:
+        lines += ["### Per-request overhead over raw clients (same JSON body, loopback mock)", "",
+                  "| FIM request | raw httpx µs | `Router` µs | overhead µs | raw aiohttp µs "
+                  "| `AsyncRouter` µs | overhead µs |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for label, r in res["overhead"].items():
+            s, a = r["sync"], r["async"]
+            lines.append(f"| {label} | {s['raw_us']:,.0f} | {s['router_us']:,.0f} | "
+                         f"{s['overhead_us']:+,.0f} | {a['raw_us']:,.0f} | {a['router_us']:,.0f} "
+                         f"| {a['overhead_us']:+,.0f} |")
+        lines.append("")
+    if "async" in res:
+        lines += ["### `AsyncRouter`, 64 concurrent editors against the loopback mock", "",
+                  "| prompt | requests | req/s | longest loop stall ms | p99 ticker gap ms |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        for key in ("36KB", "2KB"):
+            r = res["async"][key]
+            lines.append(f"| {key} FIM | {r['requests']} | {r['req_per_s']:,.0f} | "
+                         f"{r['max_stall_ms']:.1f} | {r['p99_gap_ms']:.1f} |")
+        lines.append(f"\n2 KB throughput / 36 KB throughput: "
+                     f"{res['async']['throughput_ratio']:.2f}x")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--only", default="route,async,overhead")
+    p.add_argument("--markdown", action="store_true")
+    args = p.parse_args()
+    if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
+        pass  # left unpinned: the machine is shared
+    from starcoder_router import TokenizerCounter
+
+    counter = TokenizerCounter.from_file(TOKENIZER)
+    text = corpus()
+    res: dict = {"engine": getattr(counter, "engine", "tokenizers")}
+    only = set(args.only.split(","))
+    if "route" in only:
+        res["route"] = bench_route(text, counter, args.quick)
+    if "async" in only:
+        res["async"] = bench_async(text, counter, args.quick)
+    if "overhead" in only:
+        res["overhead"] = bench_overhead(text, counter, args.quick)
+    print(json.dumps(res))
+    if args.markdown:
+        print(markdown(res))
+
+
+if __name__ == "__main__":
+    main()

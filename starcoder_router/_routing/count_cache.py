@@ -1,0 +1,193 @@
+"""Exact counts that reuse work: text is cut where StarCoder 2's pre-tokenizer cannot merge across
+the cut, and the counts of the pieces are cached.
+
+Why a cut can be safe: BPE never merges across pre-tokenizer pieces, so when a cut falls on a
+piece boundary that stays a boundary when the text is split there, the count of the text is the
+sum of the counts of its parts. Special tokens are split out first (as `tokenizers` does), so each
+one counts 1 and never joins its neighbours. Within plain text, take a whitespace run W that ends
+just before an ASCII character x that is neither white space nor a digit. The GPT-2 split makes
+`W[:-1]` one piece (`\\s+(?!\\S)` backs off by one character) and starts the next piece at `W[-1]`
+(` ?\\p{L}+`, ` ?[^\\s\\p{L}\\p{N}]+` or a lone `\\s+`), and no piece reaches across: the cut just
+before `W[-1]` is safe. Its left part still ends in `W[:-1]` taken whole (the run then ends the
+text), and no part of the pattern looks behind. Sources: huggingface/tokenizers
+`tokenizers/src/pre_tokenizers/byte_level.rs`, openai/gpt-2 `src/encoder.py`.
+
+Editors' requests repeat almost all of their text, so pieces are blocks of lines cut at blank
+lines (code's paragraphs; found by content, so an edit moves no cut elsewhere), and at every line
+when a block would be long. Test: tests/routing/test_count_cache.py checks the sum against whole
+counts on real code and on random edits.
+
+    cache = CountCache(engine.count_many)
+    cache.count(big_prompt)          # counts each block once
+    cache.count(big_prompt + "x")    # a dictionary look-up per block, then the changed block
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
+
+__all__ = ["CacheStats", "CountCache", "line_cuts"]
+
+# A whitespace run containing a newline, then x. Cut = match end - 2, before the run's last char.
+_LINE = re.compile(r"\n[\t\n\x0b\x0c\r ]*[!-/:-~]")
+_BLANK = re.compile(r"\n[\t\x0b\x0c\r ]*\n[\t\n\x0b\x0c\r ]*[!-/:-~]")
+_MAX_BLOCK = 2048
+_ENTRY_OVERHEAD = 96  # bytes a cached entry costs beyond its text (key object, links, count)
+
+
+class CacheStats(NamedTuple):
+    hits: int
+    misses: int
+    evictions: int
+    entries: int
+    chars: int
+    max_chars: int
+
+    @property
+    def hit_rate(self) -> float:
+        looked = self.hits + self.misses
+        return self.hits / looked if looked else 0.0
+
+
+def line_cuts(text: str, start: int = 0, end: int | None = None) -> list[int]:
+    """Safe cuts in `text[start:end]` at every line whose first non-blank character allows one."""
+    stop = len(text) if end is None else end
+    return [c for m in _LINE.finditer(text, start, stop) if (c := m.end() - 2) > start]
+
+
+def _block_cuts(seg: str) -> list[int]:
+    cuts = [c for m in _BLANK.finditer(seg) if (c := m.end() - 2) > 0]
+    if not cuts and len(seg) <= _MAX_BLOCK:
+        return cuts
+    out: list[int] = []
+    prev = 0
+    for c in [*cuts, len(seg)]:
+        if c - prev > _MAX_BLOCK:
+            out.extend(line_cuts(seg, prev, c))
+        if c < len(seg):
+            out.append(c)
+        prev = c
+    return out
+
+
+class CountCache:
+    """Bounded, thread-safe cache of exact counts of text pieces, least recently used out first.
+
+    `count_many` is the exact engine; it runs outside the lock (the engines release the GIL).
+    `special` matches the tokenizer's special-token strings. Memory is bounded by `max_chars`:
+    each entry is charged its length plus a fixed overhead, and pieces longer than a tenth of the
+    bound are counted but not kept.
+    """
+
+    def __init__(self, count_many: Callable[[list[str]], list[int]], *,
+                 special: re.Pattern[str] | None = None, max_chars: int = 8 << 20):
+        self._count_many = count_many
+        self._special = special
+        self.max_chars = max_chars
+        self._entries: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+        self._chars = 0
+        self._hits = self._misses = self._evictions = 0
+
+    def count(self, text: str) -> int:
+        pieces, specials = self._pieces(text, fine=False)
+        return specials + sum(self._lookup(pieces))
+
+    def costs(self, text: str, *, fine: bool = False) -> tuple[list[int], list[int]]:
+        """Offsets where the pieces of `text` start (the first is 0) and their exact counts, which
+        add up to `count(text)`. `fine` cuts at every line that allows it, not only at blocks."""
+        starts: list[int] = []
+        for seg_start, seg, special in self._segments(text):
+            if special:
+                starts.append(seg_start)
+                continue
+            cuts = line_cuts(seg) if fine else _block_cuts(seg)
+            starts.append(seg_start)
+            starts.extend(seg_start + c for c in cuts)
+        bounds = [*starts, len(text)]
+        pieces = [text[a:b] for a, b in itertools.pairwise(bounds)]
+        return starts, self._lookup(pieces, specials=self._special)
+
+    def stats(self) -> CacheStats:
+        with self._lock:
+            return CacheStats(self._hits, self._misses, self._evictions, len(self._entries),
+                              self._chars, self.max_chars)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._chars = 0
+
+    def _segments(self, text: str) -> Iterable[tuple[int, str, bool]]:
+        """(offset, text, is a special token) in order; special tokens split the text."""
+        if self._special is None or "<" not in text:
+            return ((0, text, False),)
+        out: list[tuple[int, str, bool]] = []
+        pos = 0
+        for m in self._special.finditer(text):
+            if m.start() > pos:
+                out.append((pos, text[pos:m.start()], False))
+            out.append((m.start(), m.group(0), True))
+            pos = m.end()
+        if pos < len(text):
+            out.append((pos, text[pos:], False))
+        return out
+
+    def _pieces(self, text: str, *, fine: bool) -> tuple[list[str], int]:
+        pieces: list[str] = []
+        specials = 0
+        for _, seg, special in self._segments(text):
+            if special:
+                specials += 1
+                continue
+            cuts = line_cuts(seg) if fine else _block_cuts(seg)
+            if not cuts:
+                pieces.append(seg)
+                continue
+            bounds = [0, *cuts, len(seg)]
+            pieces.extend(seg[a:b] for a, b in itertools.pairwise(bounds))
+        return pieces, specials
+
+    def _lookup(self, pieces: list[str], specials: re.Pattern[str] | None = None) -> list[int]:
+        out: list[int] = []
+        missing: list[int] = []
+        with self._lock:
+            get, touch = self._entries.get, self._entries.move_to_end
+            for i, p in enumerate(pieces):
+                n = get(p)
+                if n is None:
+                    if specials is not None and specials.fullmatch(p):
+                        n = 1
+                    else:
+                        missing.append(i)
+                        n = 0
+                else:
+                    touch(p)
+                out.append(n)
+            self._hits += len(pieces) - len(missing)
+            self._misses += len(missing)
+        if missing:
+            counted = self._count_many([pieces[i] for i in missing])
+            for i, n in zip(missing, counted, strict=True):
+                out[i] = n
+            self._store((pieces[i], out[i]) for i in missing)
+        return out
+
+    def _store(self, items: Iterable[tuple[str, int]]) -> None:
+        limit = self.max_chars // 10
+        with self._lock:
+            entries = self._entries
+            for key, n in items:
+                if len(key) > limit or key in entries:
+                    continue
+                entries[key] = n
+                self._chars += len(key) + _ENTRY_OVERHEAD
+            while self._chars > self.max_chars and entries:
+                key, _ = entries.popitem(last=False)
+                self._chars -= len(key) + _ENTRY_OVERHEAD
+                self._evictions += 1
