@@ -148,8 +148,8 @@ class TokenizerCounter:
         self.engine: str = "tiktoken" if fast is not None else "tokenizers"
         self._cache = CountCache(
             fast.count_many if fast is not None else self._count_many_slow,
-            special=_special_pattern(tokenizer), max_chars=cache_chars,
-        ) if cache_chars > 0 else None
+            special=_special_pattern(tokenizer), max_chars=max(0, cache_chars),
+        )
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> TokenizerCounter:
@@ -185,32 +185,29 @@ class TokenizerCounter:
     def count(self, text: str) -> int:
         if not text:
             return 0
-        if self._cache is not None and len(text) >= _CACHE_FROM:
+        if self._cache.max_chars and len(text) >= _CACHE_FROM:
             return self._cache.count(text)
         if self._fast is not None:
             return self._fast.count(text)
         return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
-        if self._cache is not None or self._fast is not None:
+        if self._cache.max_chars or self._fast is not None:
             return [self.count(t) for t in texts]
         return self._count_many_slow(list(texts))
 
     def costs(self, text: str, *, fine: bool = False) -> tuple[list[int], list[int]]:
         """Where the cacheable pieces of `text` start and their exact counts (they add up to
         `count(text)`); trimming chooses its cut over these without counting again."""
-        if self._cache is None:
-            return [0], [self.count(text)]
         return self._cache.costs(text, fine=fine)
 
-    def cache_stats(self) -> CacheStats | None:
-        """Hits, misses, evictions and size of the count cache (None when it is off)."""
-        return self._cache.stats() if self._cache is not None else None
+    def cache_stats(self) -> CacheStats:
+        """Hits, misses, evictions and size of the count cache."""
+        return self._cache.stats()
 
     def clear_cache(self) -> None:
         """Forget every cached count (benchmarks of cold counting use this)."""
-        if self._cache is not None:
-            self._cache.clear()
+        self._cache.clear()
 
     def _count_many_slow(self, texts: list[str]) -> list[int]:
         encs = self._tokenizer.encode_batch(texts, add_special_tokens=False)

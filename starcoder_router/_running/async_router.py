@@ -37,6 +37,7 @@ from .._stores.base import AsyncSpendStore, Reservation, SpendStore
 from .async_attempt import AsyncStreamSession, Leg
 from .base_router import BaseRouter
 from .hooks import Hooks
+from .offload import count_off_loop
 from .results import Completion, StreamChunk
 from .retry import HedgePolicy, RetryPolicy
 from .run import RequestRun
@@ -100,6 +101,7 @@ class AsyncRouter(BaseRouter):
         req = build_request(request, fields)
         if req.stream:
             req = req.model_copy(update={"stream": False})
+        await count_off_loop(self._core.counter, req)
         run = self._start(req)
         plan = run.hedge_plan(self._hedge)
         if plan is not None:
