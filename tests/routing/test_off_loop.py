@@ -1,0 +1,94 @@
+"""`AsyncRouter` counts a large prompt in a worker thread, so its event loop keeps running while
+the count is made; small prompts stay on the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from starcoder_router import AsyncRouter, Catalog, CostPolicy, TokenizerCounter
+from starcoder_router._running.offload import OFF_LOOP_FROM_BYTES
+from starcoder_router.testing import FakeServer
+
+
+class SlowCounter(TokenizerCounter):
+    """The real counter with an engine made slow when it encodes much text at once (as
+    `tokenizers` is on a 100 KB prompt), recording the threads it ran in."""
+
+    def __init__(self, inner: TokenizerCounter):
+        super().__init__(inner._tokenizer)
+        self.threads: list[int] = []
+        engine = self._cache._count_many
+
+        def slow(texts: list[str]) -> list[int]:
+            if sum(map(len, texts)) >= OFF_LOOP_FROM_BYTES:
+                self.threads.append(threading.get_ident())
+                time.sleep(0.3)
+            return engine(texts)
+
+        self._cache._count_many = slow
+
+
+@pytest.fixture
+def server() -> Iterator[FakeServer]:
+    with FakeServer(text="pass") as s:
+        yield s
+
+
+def _router(server: FakeServer, counter: TokenizerCounter) -> AsyncRouter:
+    return AsyncRouter(catalog=Catalog.default().with_deployments(
+                           server.deployment(context_window=8192)),
+                       policy=CostPolicy(allow_providers={"openai-compatible"}), env={},
+                       tokenizer=counter)
+
+
+async def _longest_gap_while(task: asyncio.Future[object]) -> float:
+    gap, last = 0.0, time.perf_counter()
+    while not task.done():
+        await asyncio.sleep(0.005)
+        now = time.perf_counter()
+        gap, last = max(gap, now - last), now
+    return gap
+
+
+async def test_large_prompt_is_counted_off_the_loop(server: FakeServer, tokenizer_path: Path,
+                                                    ) -> None:
+    counter = SlowCounter(TokenizerCounter.from_file(tokenizer_path))
+    prefix = "def handler(event):\n    return event\n\n" * 1200  # 44 KB: trimmed for 8k
+    async with _router(server, counter) as router:
+        await router.complete(prefix="def f(", suffix=")", max_tokens=8)  # imports, connection
+        task = asyncio.ensure_future(router.complete(prefix=prefix, suffix="\n", max_tokens=32))
+        gap = await _longest_gap_while(task)
+        completion = task.result()
+    assert completion.text == "pass"
+    assert counter.threads and threading.get_ident() not in counter.threads
+    assert gap < 0.15  # the count sleeps 0.3 s in its thread; the loop kept ticking
+    sent = server.requests[-1].body["prompt"]
+    assert sent.startswith("<fim_prefix>") and len(sent) < len(prefix)
+
+
+async def test_small_prompt_stays_on_the_loop(server: FakeServer, tokenizer_path: Path) -> None:
+    counter = SlowCounter(TokenizerCounter.from_file(tokenizer_path))
+    async with _router(server, counter) as router:
+        completion = await router.complete(prefix="def f(x):\n    ", suffix="\n", max_tokens=8)
+    assert completion.text == "pass"
+    assert counter.threads == []
+
+
+async def test_estimating_counter_is_never_sent_to_a_thread(server: FakeServer,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            ) -> None:
+    def refuse(*args: object) -> None:
+        raise AssertionError("to_thread called")
+
+    monkeypatch.setattr(asyncio, "to_thread", refuse)
+    async with AsyncRouter(catalog=Catalog.default().with_deployments(server.deployment()),
+                           policy=CostPolicy(allow_providers={"openai-compatible"}), env={},
+                           tokenizer=False) as router:
+        completion = await router.complete(prefix="x = 1\n" * 3000, suffix="", max_tokens=8)
+    assert completion.text == "pass"
