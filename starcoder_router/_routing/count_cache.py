@@ -27,18 +27,24 @@ from __future__ import annotations
 import itertools
 import re
 import threading
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 __all__ = ["CacheStats", "CountCache", "line_cuts"]
 
 # A whitespace run containing a newline, then x. Cut = match end - 2, before the run's last char.
 _LINE = re.compile(r"\n[\t\n\x0b\x0c\r ]*[!-/:-~]")
-# Blocks end at an empty line: the literal "\n\n" lets the regex engine skip ahead fast; a blank
-# line holding spaces is no block end, which only makes that block longer.
+# Blocks end at an empty line; a blank line holding spaces is no block end, which only makes
+# that block longer.
 _BLANK = re.compile(r"\n\n[\t\n\x0b\x0c\r ]*[!-/:-~]")
 _MAX_BLOCK = 2048
+_RECENT_FROM = 4096
+_RECENT_TEXTS = 8
+_BASES_TRIED = 3
+_MARGIN = 64  # more than the longest special token
+_STEP = 4096
 _ENTRY_OVERHEAD = 96  # bytes a cached entry costs beyond its text (key object, links, count)
 
 
@@ -62,8 +68,12 @@ def line_cuts(text: str, start: int = 0, end: int | None = None) -> list[int]:
     return [c for m in _LINE.finditer(text, start, stop) if (c := m.end() - 2) > start]
 
 
+def _blank_cuts(seg: str) -> list[int]:
+    return [c for m in _BLANK.finditer(seg) if (c := m.end() - 2) > 0]
+
+
 def _block_cuts(seg: str) -> list[int]:
-    cuts = [c for m in _BLANK.finditer(seg) if (c := m.end() - 2) > 0]
+    cuts = _blank_cuts(seg)
     if not cuts and len(seg) <= _MAX_BLOCK:
         return cuts
     out: list[int] = []
@@ -77,32 +87,124 @@ def _block_cuts(seg: str) -> list[int]:
     return out
 
 
+def _common_prefix(x: str, y: str) -> int:
+    """Length of the common prefix, compared a block at a time (slices compare at C speed)."""
+    n = min(len(x), len(y))
+    at = 0
+    while at < n and x[at:at + _STEP] == y[at:at + _STEP]:
+        at += _STEP
+    if at >= n:
+        return n
+    lo, hi = at, min(at + _STEP, n)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if x[at:mid] == y[at:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _common_suffix(x: str, y: str, limit: int) -> int:
+    """Length of the common suffix, at most `limit`."""
+    lx, ly = len(x), len(y)
+    k = 0
+    while k < limit:
+        step = min(_STEP, limit - k)
+        if x[lx - k - step:lx - k] != y[ly - k - step:ly - k]:
+            break
+        k += step
+    else:
+        return k
+    lo, hi = 0, step
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if x[lx - k - mid:lx - k] == y[ly - k - mid:ly - k]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return k + lo
+
+
 class CountCache:
     """Bounded, thread-safe cache of exact counts of text pieces, least recently used out first.
 
     `count_many` is the exact engine; it runs outside the lock (the engines release the GIL).
-    `special` matches the tokenizer's special-token strings. Memory is bounded by `max_chars`:
-    each entry is charged its length plus a fixed overhead, and pieces longer than a tenth of the
-    bound are counted but not kept.
+    `specials` are the tokenizer's special-token strings. Memory is bounded by `max_chars`: each
+    entry is charged its length plus a fixed overhead, and pieces longer than a tenth of the bound
+    are counted but not kept; besides, the last 8 large texts counted whole (each at most
+    `max_chars / 32`) are kept with their pieces.
     """
 
     def __init__(self, count_many: Callable[[list[str]], list[int]], *,
-                 special: re.Pattern[str] | None = None, max_chars: int = 8 << 20):
+                 specials: Sequence[str] = (), max_chars: int = 8 << 20):
         self._count_many = count_many
-        self._special = special
+        # Longest first, so that a special token that starts another one never wins.
+        ordered = sorted(specials, key=len, reverse=True)
+        self._special = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self._lead = "<" if ordered and all(t.startswith("<") for t in ordered) else None
         self.max_chars = max_chars
         self._entries: OrderedDict[str, int] = OrderedDict()
         self._lock = threading.Lock()
         self._chars = 0
         self._hits = self._misses = self._evictions = 0
+        # Whole large texts counted lately, with their pieces: the router counts a prompt in a
+        # worker thread and then routes it on the event loop, which finds it here.
+        self._recent: OrderedDict[str, tuple[list[int], list[int]]] = OrderedDict()
 
     def count(self, text: str) -> int:
+        if len(text) >= _RECENT_FROM:
+            return sum(self.costs(text)[1])
         pieces, specials = self._pieces(text, fine=False)
         return specials + sum(self._lookup(pieces))
 
     def costs(self, text: str, *, fine: bool = False) -> tuple[list[int], list[int]]:
         """Offsets where the pieces of `text` start (the first is 0) and their exact counts, which
         add up to `count(text)`. `fine` cuts at every line that allows it, not only at blocks."""
+        if fine or not _RECENT_FROM <= len(text) <= self.max_chars // 32:
+            return self._costs(text, fine)
+        with self._lock:
+            got = self._recent.get(text)
+            if got is not None:
+                self._recent.move_to_end(text)
+                return got
+            bases = list(self._recent.items())[-_BASES_TRIED:]
+        for base, pieces in reversed(bases):
+            got = self._costs_from(text, base, pieces)
+            if got is not None:
+                break
+        else:
+            got = self._costs(text, fine)
+        with self._lock:
+            self._recent[text] = got
+            if len(self._recent) > _RECENT_TEXTS:
+                self._recent.popitem(last=False)
+        return got
+
+    def _costs_from(self, text: str, base: str, pieces: tuple[list[int], list[int]],
+                    ) -> tuple[list[int], list[int]] | None:
+        """`text`'s pieces from those of a recent `base` it mostly shares: the pieces before
+        and after the changed span are reused (shifted), only the span between is cut and
+        counted. A reused boundary lies `_MARGIN` characters inside the shared text, further than
+        the longest special token reaches, so it stays a safe cut in `text`."""
+        head = _common_prefix(text, base)
+        tail = _common_suffix(text, base, min(len(text), len(base)) - head)
+        if head + tail < len(text) // 2:
+            return None
+        starts, costs = pieces
+        i = max(0, bisect_right(starts, head - _MARGIN) - 1)
+        j = bisect_left(starts, len(base) - tail + _MARGIN)
+        if j <= i:
+            return None
+        shift = len(text) - len(base)
+        with self._lock:
+            self._hits += i + len(starts) - j  # pieces reused count as hits
+        lo, hi = starts[i], starts[j] + shift if j < len(starts) else len(text)
+        mid_starts, mid_costs = self._costs(text[lo:hi], False) if hi > lo else ([], [])
+        return ([*starts[:i], *(lo + m for m in mid_starts), *(x + shift for x in starts[j:])],
+                [*costs[:i], *mid_costs, *costs[j:]])
+
+    def _costs(self, text: str, fine: bool) -> tuple[list[int], list[int]]:
         starts: list[int] = []
         for seg_start, seg, special in self._segments(text):
             if special:
@@ -123,15 +225,39 @@ class CountCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._recent.clear()
             self._chars = 0
 
     def _segments(self, text: str) -> Iterable[tuple[int, str, bool]]:
         """(offset, text, is a special token) in order; special tokens split the text."""
-        if self._special is None or "<" not in text:
+        special, lead = self._special, self._lead
+        if special is None or (lead is not None and lead not in text):
             return ((0, text, False),)
+        if lead is None:
+            return self._segments_slow(text, special)
         out: list[tuple[int, str, bool]] = []
         pos = 0
-        for m in self._special.finditer(text):
+        # Every special token starts with "<": find those (fast) and try the pattern there only.
+        at = text.find("<")
+        while at >= 0:
+            m = special.match(text, at)
+            if m is None:
+                at = text.find("<", at + 1)
+                continue
+            if at > pos:
+                out.append((pos, text[pos:at], False))
+            out.append((at, m.group(0), True))
+            pos = m.end()
+            at = text.find("<", pos)
+        if pos < len(text):
+            out.append((pos, text[pos:], False))
+        return out
+
+    @staticmethod
+    def _segments_slow(text: str, special: re.Pattern[str]) -> list[tuple[int, str, bool]]:
+        out: list[tuple[int, str, bool]] = []
+        pos = 0
+        for m in special.finditer(text):
             if m.start() > pos:
                 out.append((pos, text[pos:m.start()], False))
             out.append((m.start(), m.group(0), True))

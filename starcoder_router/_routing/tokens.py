@@ -148,7 +148,8 @@ class TokenizerCounter:
         self.engine: str = "tiktoken" if fast is not None else "tokenizers"
         self._cache = CountCache(
             fast.count_many if fast is not None else self._count_many_slow,
-            special=_special_pattern(tokenizer), max_chars=max(0, cache_chars),
+            specials=[t.content for t in tokenizer.get_added_tokens_decoder().values()],
+            max_chars=max(0, cache_chars),
         )
 
     @classmethod
@@ -219,15 +220,6 @@ class TokenizerCounter:
 
 # Below this many characters a direct count is cheaper than cutting and looking up.
 _CACHE_FROM = 512
-
-
-def _special_pattern(tokenizer: Tokenizer) -> re.Pattern[str] | None:
-    specials = [t.content for t in tokenizer.get_added_tokens_decoder().values()]
-    if not specials:
-        return None
-    # Longest first, so that one special token that starts another never wins.
-    ordered = sorted(specials, key=len, reverse=True)
-    return re.compile("|".join(re.escape(s) for s in ordered))
 
 
 class LazyCounter:

@@ -166,3 +166,23 @@ def test_threads_share_one_cache(oracle: TokenizerCounter, tokenizer_path: Path,
     assert stats.chars <= stats.max_chars and stats.evictions > 0 and stats.hits > 0
     counter.clear_cache()
     assert counter.cache_stats().entries == 0
+
+
+def test_reused_pieces_stay_exact_when_edits_make_or_break_special_tokens(
+        oracle: TokenizerCounter, tokenizer_path: Path) -> None:
+    """A text counted from a recent one it mostly shares: edits that split a special token,
+    join two halves into one, or type next to a reused boundary, on fuzzed text."""
+    counter = _counter(tokenizer_path)
+    rng = random.Random(9)
+    halves = ["<fim_", "suffix>", "<file", "_sep>", "<", ">", "<|endoftext|>", "<fim_middle>"]
+    lines = ["def f(x):\n", "    return x + 1\n", "\n", "\t\tif (a < b) {\n", "  9\n",
+             "x = '日本'\n", "\n\n    ", "}\n", "// note\n", "\u00a0\n"]
+    text = "".join(rng.choice(lines) for _ in range(700))
+    for _ in range(120):
+        at = rng.randrange(len(text))
+        edit = rng.choice([*halves, *_ATOMS, ""])
+        text = text[:at] + edit + text[at + rng.choice((0, 0, 1, 5)):]
+        assert counter.count(text) == oracle.count(text)
+        starts, costs = counter.costs(text)
+        assert starts[0] == 0 and sum(costs) == oracle.count(text)
+    assert counter.cache_stats().hit_rate > 0.8
