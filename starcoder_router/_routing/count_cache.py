@@ -41,8 +41,8 @@ _LINE = re.compile(r"\n[\t\n\x0b\x0c\r ]*[!-/:-~]")
 _BLANK = re.compile(r"\n\n[\t\n\x0b\x0c\r ]*[!-/:-~]")
 _MAX_BLOCK = 2048
 _RECENT_FROM = 4096
-_RECENT_TEXTS = 8
-_BASES_TRIED = 3
+_RECENT_TEXTS = 512
+_ENDS = 256  # characters of a text's head and tail that find its likely base
 _MARGIN = 64  # more than the longest special token
 _STEP = 4096
 _ENTRY_OVERHEAD = 96  # bytes a cached entry costs beyond its text (key object, links, count)
@@ -132,8 +132,8 @@ class CountCache:
     `count_many` is the exact engine; it runs outside the lock (the engines release the GIL).
     `specials` are the tokenizer's special-token strings. Memory is bounded by `max_chars`: each
     entry is charged its length plus a fixed overhead, and pieces longer than a tenth of the bound
-    are counted but not kept; besides, the last 8 large texts counted whole (each at most
-    `max_chars / 32`) are kept with their pieces.
+    are counted but not kept. Besides, large texts counted whole lately are kept with their pieces
+    (at most `max_chars / 2` characters of them).
     """
 
     def __init__(self, count_many: Callable[[list[str]], list[int]], *,
@@ -149,8 +149,12 @@ class CountCache:
         self._chars = 0
         self._hits = self._misses = self._evictions = 0
         # Whole large texts counted lately, with their pieces: the router counts a prompt in a
-        # worker thread and then routes it on the event loop, which finds it here.
+        # worker thread and then routes it on the event loop, which finds it here; and the next
+        # request of the same editor, found by its head or tail, reuses most of them.
         self._recent: OrderedDict[str, tuple[list[int], list[int]]] = OrderedDict()
+        self._recent_chars = 0
+        self._by_head: dict[str, str] = {}
+        self._by_tail: dict[str, str] = {}
 
     def count(self, text: str) -> int:
         if len(text) >= _RECENT_FROM:
@@ -168,18 +172,32 @@ class CountCache:
             if got is not None:
                 self._recent.move_to_end(text)
                 return got
-            bases = list(self._recent.items())[-_BASES_TRIED:]
-        for base, pieces in reversed(bases):
+            bases = [(b, self._recent[b]) for b in dict.fromkeys(
+                (self._by_head.get(text[:_ENDS]), self._by_tail.get(text[-_ENDS:])))
+                if b is not None]
+        for base, pieces in bases:
             got = self._costs_from(text, base, pieces)
             if got is not None:
                 break
         else:
             got = self._costs(text, fine)
-        with self._lock:
-            self._recent[text] = got
-            if len(self._recent) > _RECENT_TEXTS:
-                self._recent.popitem(last=False)
+        self._remember(text, got)
         return got
+
+    def _remember(self, text: str, pieces: tuple[list[int], list[int]]) -> None:
+        with self._lock:
+            if text in self._recent:
+                return
+            self._recent[text] = pieces
+            self._by_head[text[:_ENDS]] = self._by_tail[text[-_ENDS:]] = text
+            self._recent_chars += len(text)
+            while self._recent_chars > self.max_chars // 2 or len(self._recent) > _RECENT_TEXTS:
+                old, _ = self._recent.popitem(last=False)
+                self._recent_chars -= len(old)
+                if self._by_head.get(old[:_ENDS]) is old:
+                    del self._by_head[old[:_ENDS]]
+                if self._by_tail.get(old[-_ENDS:]) is old:
+                    del self._by_tail[old[-_ENDS:]]
 
     def _costs_from(self, text: str, base: str, pieces: tuple[list[int], list[int]],
                     ) -> tuple[list[int], list[int]] | None:
@@ -226,6 +244,9 @@ class CountCache:
         with self._lock:
             self._entries.clear()
             self._recent.clear()
+            self._by_head.clear()
+            self._by_tail.clear()
+            self._recent_chars = 0
             self._chars = 0
 
     def _segments(self, text: str) -> Iterable[tuple[int, str, bool]]:

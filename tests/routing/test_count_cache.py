@@ -105,16 +105,18 @@ def test_special_tokens_count_one_each(oracle: TokenizerCounter, tokenizer_path:
 
 def test_eviction_keeps_memory_bounded_and_counts_exact(oracle: TokenizerCounter,
                                                         tokenizer_path: Path) -> None:
-    counter = _counter(tokenizer_path, cache_chars=20_000)
+    counter = _counter(tokenizer_path, cache_chars=400_000)
     rng = random.Random(5)
     for i in range(80):
         text = "".join(f"def g{i}_{j}(a):\n    return a * {rng.randint(0, 99)}\n\n"
-                       for j in range(60))
+                       for j in range(200))
         assert counter.count(text) == oracle.count(text)
         stats = counter.cache_stats()
         assert stats.chars <= stats.max_chars
     stats = counter.cache_stats()
-    assert stats.evictions > 0 and 0 < stats.entries < 400
+    assert stats.evictions > 0 and 0 < stats.entries < 4000
+    # Whole texts kept to be reused by the next, similar one: bounded too.
+    assert 0 < counter._cache._recent_chars <= stats.max_chars // 2
 
 
 def test_least_recently_used_goes_first() -> None:
