@@ -235,6 +235,15 @@ class CountCache:
         pieces = [text[a:b] for a, b in itertools.pairwise(bounds)]
         return starts, self._lookup(pieces, specials=self._special)
 
+    def cheap(self, text: str) -> bool:
+        """Whether counting `text` now would cost little: it is short, was counted whole lately,
+        or shares its head or tail with a text that was (then only the changed span is cut)."""
+        if len(text) < _RECENT_FROM or len(text) > self.max_chars // 32:
+            return len(text) < _RECENT_FROM
+        with self._lock:
+            return (text[:_ENDS] in self._by_head or text[-_ENDS:] in self._by_tail
+                    or text in self._recent)
+
     def stats(self) -> CacheStats:
         with self._lock:
             return CacheStats(self._hits, self._misses, self._evictions, len(self._entries),

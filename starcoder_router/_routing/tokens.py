@@ -202,6 +202,11 @@ class TokenizerCounter:
         `count(text)`); trimming chooses its cut over these without counting again."""
         return self._cache.costs(text, fine=fine)
 
+    def counts_cheaply(self, text: str) -> bool:
+        """Whether `count(text)` would cost little now (short, or mostly counted lately): the
+        async router counts in a worker thread only when it would not."""
+        return self._cache.max_chars > 0 and self._cache.cheap(text)
+
     def cache_stats(self) -> CacheStats:
         """Hits, misses, evictions and size of the count cache."""
         return self._cache.stats()

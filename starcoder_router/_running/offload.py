@@ -3,8 +3,10 @@
 Routing is pure and runs on the loop, but an exact count of a large prompt that the cache has not
 seen costs milliseconds (about 0.07 µs a byte with the `tiktoken` engine, 0.75 with `tokenizers`
 on this project's benchmark machine; see BENCHMARKS.md, "Realistic prompts"). So before routing,
-`AsyncRouter` counts a large prompt in a worker thread (both engines release the GIL while they
-encode); the routing step then finds the counts cached and stays cheap on the loop.
+`AsyncRouter` counts such a prompt in a worker thread (both engines release the GIL while they
+encode); the routing step then finds the counts cached and stays cheap on the loop. A prompt the
+counter has mostly seen (an editor's next request) costs a fraction of a millisecond and is
+counted on the loop: the thread hop would cost more.
 
     await count_off_loop(counter, request)
     run = router._start(request)  # on the loop, from cached counts
@@ -35,6 +37,9 @@ async def count_off_loop(counter: TokenCounter, request: CompletionRequest) -> N
         prompt = render(request).prompt
     except StarcoderRouterError:
         return
+    cheap = getattr(counter, "counts_cheaply", None)
+    if callable(cheap) and cheap(prompt):
+        return  # mostly counted already (an editor's next request): a thread hop costs more
     await asyncio.to_thread(counter.count, prompt)
 
 
