@@ -92,6 +92,7 @@ class AsyncRouter(BaseRouter):
             raise ConfigError(f"unknown transport {transport!r}; use 'aiohttp' or 'httpx'")
         self._transport_kind = transport
         self._transports: dict[str, AsyncTransport] = {}
+        self._counting = asyncio.Semaphore(1)  # one count off the loop at a time: see offload
 
     # -- the API --------------------------------------------------------------------------------
 
@@ -101,7 +102,7 @@ class AsyncRouter(BaseRouter):
         req = build_request(request, fields)
         if req.stream:
             req = req.model_copy(update={"stream": False})
-        await count_off_loop(self._core.counter, req)
+        await count_off_loop(self._core.counter, req, self._counting)
         run = self._start(req)
         plan = run.hedge_plan(self._hedge)
         if plan is not None:

@@ -28,9 +28,15 @@ __all__ = ["OFF_LOOP_FROM_BYTES", "count_off_loop"]
 OFF_LOOP_FROM_BYTES = 8192
 
 
-async def count_off_loop(counter: TokenCounter, request: CompletionRequest) -> None:
+async def count_off_loop(counter: TokenCounter, request: CompletionRequest,
+                         gate: asyncio.Semaphore | None = None) -> None:
     """Count `request`'s prompt in a worker thread when it is large and the counter keeps what it
-    counts; errors are left for the routing step that follows to raise."""
+    counts; errors are left for the routing step that follows to raise.
+
+    `gate` lets one count run at a time: counting holds the GIL between encoder calls, and with
+    several counting threads the loop can wait for the GIL behind each of them in turn (64 new
+    36 KB prompts at once stalled it for hundreds of ms); behind one, a switch interval at most.
+    """
     if _text_chars(request) < OFF_LOOP_FROM_BYTES or not _keeps_counts(counter):
         return
     try:
@@ -40,7 +46,12 @@ async def count_off_loop(counter: TokenCounter, request: CompletionRequest) -> N
     cheap = getattr(counter, "counts_cheaply", None)
     if callable(cheap) and cheap(prompt):
         return  # mostly counted already (an editor's next request): a thread hop costs more
-    await asyncio.to_thread(counter.count, prompt)
+    if gate is None:
+        await asyncio.to_thread(counter.count, prompt)
+        return
+    async with gate:
+        if not (callable(cheap) and cheap(prompt)):  # counted while this one waited?
+            await asyncio.to_thread(counter.count, prompt)
 
 
 def _text_chars(r: CompletionRequest) -> int:
