@@ -43,15 +43,23 @@ async def count_off_loop(counter: TokenCounter, request: CompletionRequest,
         prompt = render(request).prompt
     except StarcoderRouterError:
         return
-    cheap = getattr(counter, "counts_cheaply", None)
-    if callable(cheap) and cheap(prompt):
+    if _cheap(counter, prompt):
         return  # mostly counted already (an editor's next request): a thread hop costs more
     if gate is None:
         await asyncio.to_thread(counter.count, prompt)
         return
     async with gate:
-        if not (callable(cheap) and cheap(prompt)):  # counted while this one waited?
+        if not _cheap(counter, prompt):  # counted while this one waited?
             await asyncio.to_thread(counter.count, prompt)
+
+
+def _cheap(counter: TokenCounter, prompt: str) -> bool:
+    if isinstance(counter, LazyCounter):
+        if counter._resolved is None:
+            return False  # resolving loads a tokenizer from disk: off the loop too
+        counter = counter._resolved
+    cheap = getattr(counter, "counts_cheaply", None)
+    return callable(cheap) and bool(cheap(prompt))
 
 
 def _text_chars(r: CompletionRequest) -> int:

@@ -116,3 +116,29 @@ async def test_new_large_prompts_are_counted_one_at_a_time(server: FakeServer,
         assert [c.text for c in task.result()] == ["pass"] * 4
     assert len(counter.threads) == 4 and counter.most_at_once == 1
     assert gap < 0.3
+
+
+async def test_an_editors_next_request_is_counted_on_the_loop(
+        server: FakeServer, tokenizer_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default counter (found lazily) too: a prompt that mostly repeats the last one costs
+    less to count on the loop than a thread hop, so only the first goes to a thread."""
+    monkeypatch.setenv("STARCODER_ROUTER_TOKENIZER", str(tokenizer_path))
+    hops = 0
+    real = asyncio.to_thread
+
+    async def counting_to_thread(*args: object) -> object:
+        nonlocal hops
+        hops += 1
+        return await real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(asyncio, "to_thread", counting_to_thread)
+    doc = "def handler(event):\n    return event\n\n" * 600
+    async with AsyncRouter(catalog=Catalog.default().with_deployments(server.deployment()),
+                           policy=CostPolicy(allow_providers={"openai-compatible"}),
+                           env={}) as router:
+        for typed in range(1, 6):
+            completion = await router.complete(prefix=doc + "x" * typed, suffix="\n",
+                                               max_tokens=8)
+            assert completion.text == "pass"
+        assert router.token_counter.exact
+    assert hops == 1
