@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from starcoder_router import Catalog, CompletionRequest, NoRouteError, Router, TokenizerCounter
+from starcoder_router import (
+    Catalog,
+    CompletionRequest,
+    MissingDependencyError,
+    NoRouteError,
+    Router,
+    TokenizerCounter,
+)
 from starcoder_router._routing.render import SPECIAL_TOKENS
 
 pytest.importorskip("tiktoken", reason="the tiktoken engine is the `fast` extra")
@@ -53,6 +60,8 @@ def test_without_tiktoken_counting_falls_back_to_tokenizers(
     counter = TokenizerCounter.from_file(tokenizer_path)
     assert counter.engine == "tokenizers"
     assert counter.count("def f(x):\n    return x + 12\n") == 13
+    with pytest.raises(MissingDependencyError, match=r"starcoder-router\[fast\]"):
+        TokenizerCounter(counter._tokenizer, engine="tiktoken")
 
 
 def _requests(corpus: dict[str, list[tuple[str, str]]]) -> list[CompletionRequest]:
