@@ -38,6 +38,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import bench_editor  # noqa: E402
 import report  # noqa: E402
 from stacks import BY_NAME, STACKS, Stack  # noqa: E402
 
@@ -386,7 +387,15 @@ def main(argv: list[str] | None = None) -> int:
     results["elapsed_s"] = time.perf_counter() - started
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=1, default=str))
-    Path(args.out).write_text(report.render(results))
+    out = Path(args.out)
+    text = report.render(results)
+    if out.is_file():  # keep the section bench_editor.py writes (it is not part of this run)
+        old = out.read_text()
+        if bench_editor.SECTION in old:
+            start = old.index(bench_editor.SECTION)
+            end = old.find("\n## ", start + len(bench_editor.SECTION))
+            text = bench_editor.splice_section(text, old[start:end + 1 if end >= 0 else None])
+    out.write_text(text)
     print(f"wrote {args.out} in {results['elapsed_s']:.0f} s")
     return 0
 

@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -34,6 +35,7 @@ from .actions import (
 from .async_hedge import race
 from .base_router import BaseRouter
 from .flow import Flow, complete_flow, stream_flow
+from .offload import count_off_loop
 from .results import Completion, StreamChunk
 from .streams import AsyncStream
 
@@ -92,13 +94,16 @@ class AsyncRouter(BaseRouter):
             raise ConfigError(f"unknown transport {transport!r}; use 'aiohttp' or 'httpx'")
         self._transport_kind = transport
         self._transports: dict[str, AsyncTransport] = {}
+        self._counting = asyncio.Semaphore(1)  # one count off the loop at a time: see offload
 
     # -- the API --------------------------------------------------------------------------------
 
     async def complete(self, request: CompletionRequest | None = None, /,
                        **fields: Unpack[RequestFields]) -> Completion:
         """Route and run a request; returns the costed completion."""
-        run = self._start(request, fields, stream=False)
+        req = self._request(request, fields, stream=False)
+        await count_off_loop(self._core.counter, req, self._counting)
+        run = self._core.start(req)
         return await self._drive(complete_flow(run, self._hedge))
 
     def stream(self, request: CompletionRequest | None = None, /,

@@ -114,9 +114,9 @@ class BaseRouter:
     def closed(self) -> bool:
         return self._closed
 
-    def _start(self, request: CompletionRequest | None, fields: Mapping[str, Any], *,
-               stream: bool) -> RequestRun:
-        """Validate and route a request for `complete()` (`stream=False`) or `stream()`."""
+    def _request(self, request: CompletionRequest | None, fields: Mapping[str, Any], *,
+                 stream: bool) -> CompletionRequest:
+        """The validated request for `complete()` (`stream=False`) or `stream()`."""
         if self._closed:
             raise RouterClosedError(f"this {type(self).__name__} is closed; make a new one")
         if request is None:
@@ -124,4 +124,9 @@ class BaseRouter:
         req = build_request(request, fields)
         if req.stream != stream:
             req = req.model_copy(update={"stream": stream})
-        return self._core.start(req)
+        return req
+
+    def _start(self, request: CompletionRequest | None, fields: Mapping[str, Any], *,
+               stream: bool) -> RequestRun:
+        """Validate and route a request: the run that carries it out."""
+        return self._core.start(self._request(request, fields, stream=stream))
