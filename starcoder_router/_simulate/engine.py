@@ -42,7 +42,7 @@ from .._stores.base import BudgetKey, Reservation
 from .._stores.memory import MemoryStore
 from .model import DeploymentBehaviour, SimulationSettings
 
-__all__ = ["Prepared", "RequestOutcome", "Scenario", "SimClock", "simulate_scenario"]
+__all__ = ["Prepared", "RequestOutcome", "Scenario", "ScenarioRun", "SimClock", "simulate_scenario"]
 
 _FOREVER = dt.datetime.max.replace(tzinfo=dt.UTC)
 Ranker = Callable[[Sequence[Candidate]], list[Candidate]]
@@ -106,10 +106,20 @@ class RequestOutcome(NamedTuple):
     trimmed_tokens: int
     refused: str | None
     quality: float | None
+    budgets: tuple[str, ...] = ()
 
     @property
     def latency(self) -> float:
         return self.finished - self.arrival
+
+
+class ScenarioRun(NamedTuple):
+    """One scenario's outcomes (in workload order), when each budget period first refused a
+    reservation (seconds after the start), and each budget period's limit."""
+
+    outcomes: list[RequestOutcome]
+    exhausted: dict[str, float]
+    limits_nano: dict[str, int]
 
 
 class _Context(NamedTuple):
@@ -124,6 +134,7 @@ class _Context(NamedTuple):
     keys: dict[tuple[str | None, tuple[str, ...]], tuple[tuple[BudgetKey, ...],
                                                          dt.datetime]]
     behaviours: dict[str, DeploymentBehaviour]
+    limits: dict[str, int]
 
 
 def simulate_scenario(
@@ -136,9 +147,8 @@ def simulate_scenario(
     retry: RetryPolicy | None = None,
     health: HealthPolicy | None = None,
     progress: Callable[[int], None] | None = None,
-) -> tuple[list[RequestOutcome], dict[str, float]]:
-    """Run `requests` under `scenario`. Returns each request's outcome (in workload order) and
-    when each budget first refused a reservation (seconds after the start)."""
+) -> ScenarioRun:
+    """Run `requests` under `scenario`."""
     clock = SimClock(start)
     core = RouterCore(catalog=scenario.catalog, policy=scenario.policy, providers=None,
                       counter=counter, retry=retry, health=health, hooks=Hooks(), clock=clock,
@@ -146,7 +156,7 @@ def simulate_scenario(
     # Plan as if every provider were configured: no API keys are needed to simulate.
     core.provider_status = dict.fromkeys(core.provider_status)
     ctx = _Context(core, MemoryStore(max_ledger_entries=1), clock, settings, scenario,
-                   random.Random(settings.seed), {}, {}, {}, {})
+                   random.Random(settings.seed), {}, {}, {}, {}, {})
     outcomes: list[RequestOutcome | None] = [None] * len(requests)
     heap: list[tuple[float, int, Generator[float, None, RequestOutcome]]] = []
     seq = 0
@@ -172,7 +182,7 @@ def simulate_scenario(
         heapq.heappush(heap, (clock.t + wait, seq, gen))
     if progress is not None:
         progress(done)
-    return [o for o in outcomes if o is not None], ctx.exhausted
+    return ScenarioRun([o for o in outcomes if o is not None], ctx.exhausted, ctx.limits)
 
 
 def _run(ctx: _Context, number: int, p: Prepared) -> Generator[float, None, RequestOutcome]:
@@ -185,18 +195,18 @@ def _run(ctx: _Context, number: int, p: Prepared) -> Generator[float, None, Requ
     try:
         run = core.start(request, keys, soft_limited(core, keys, ctx.soft))
     except NoRouteError as err:
-        return _outcome(ctx, number, p, None, _Ended(0, refusal_reason(err.decision)))
+        return _outcome(ctx, number, p, None, _Ended(0, refusal_reason(err.decision)), keys)
     if ctx.scenario.rank is not None:
         run.queue = deque(ctx.scenario.rank(run.queue))
     while (cand := run.next_candidate()) is not None:
         ended = yield from _on_deployment(ctx, run, cand, p, keys)
         if ended is not None:
-            return _outcome(ctx, number, p, cand, ended, len(run.attempts))
+            return _outcome(ctx, number, p, cand, ended, keys, len(run.attempts))
     last = run.exhausted()
     what = "timed out" if isinstance(last, ProviderTimeoutError) else type(last).__name__
     reason = f"every deployment failed ({what})" if isinstance(last, ProviderError) else \
         refusal_reason(run.decision)
-    return _outcome(ctx, number, p, None, _Ended(0, reason), len(run.attempts))
+    return _outcome(ctx, number, p, None, _Ended(0, reason), keys, len(run.attempts))
 
 
 class _Ended(NamedTuple):
@@ -205,7 +215,7 @@ class _Ended(NamedTuple):
 
 
 def _outcome(ctx: _Context, number: int, p: Prepared, cand: Candidate | None, ended: _Ended,
-             attempts: int = 0) -> RequestOutcome:
+             keys: tuple[BudgetKey, ...], attempts: int = 0) -> RequestOutcome:
     served = cand if ended.refused is None else None
     dep = served.deployment if served is not None else None
     trimmed = served.trimmed if served is not None else None
@@ -213,7 +223,7 @@ def _outcome(ctx: _Context, number: int, p: Prepared, cand: Candidate | None, en
     quality = _quality(ctx.core.catalog, ctx.core.policy, dep) if dep is not None else None
     return RequestOutcome(number, p.arrival, ctx.clock.t, p.tenant, p.kind, p.prompt_tokens,
                           dep.name if dep else None, ended.cost_nano, attempts, cut,
-                          ended.refused, quality)
+                          ended.refused, quality, tuple(k.key for k in keys))
 
 
 def _on_deployment(ctx: _Context, run: RequestRun, cand: Candidate, p: Prepared,
@@ -272,7 +282,7 @@ def _admit(ctx: _Context, run: RequestRun, cand: Candidate, keys: tuple[BudgetKe
     try:
         res = ctx.store.reserve(keys, run.reserve_amount(cand), run.reservation_ttl())
     except BudgetExceededError as err:
-        ctx.exhausted.setdefault(err.status.name, ctx.clock.t)
+        ctx.exhausted.setdefault(err.status.key, ctx.clock.t)
         ctx.core.health.release_probe(cand.deployment.name)
         if run.budget_exhausted(cand, err):
             return _MOVE_ON
@@ -292,6 +302,8 @@ def _budget_keys(ctx: _Context, request: CompletionRequest) -> tuple[BudgetKey, 
     if memo is not None and now < memo[1]:
         return memo[0]
     keys = budget_keys_for(ctx.core, request)
+    for k in keys:
+        ctx.limits[k.key] = k.limit_nano
     ends = [k.resets_at for k in keys if k.resets_at is not None]
     ctx.keys[(request.tenant, request.tags)] = (keys, min(ends) if ends else _FOREVER)
     return keys

@@ -25,7 +25,7 @@ from .._routing.policy import CostPolicy
 from .._routing.render import render
 from .._routing.tokens import EstimatingCounter, TokenCounter, load_token_counter
 from .._running.retry import RetryPolicy
-from .engine import Prepared, RequestOutcome, Scenario, simulate_scenario
+from .engine import Prepared, Scenario, ScenarioRun, simulate_scenario
 from .model import SimulationSettings, draw_output_tokens, load_settings
 from .scenarios import SCENARIO_NAMES, build_scenarios
 from .summary import PolicySummary, summarize
@@ -42,7 +42,7 @@ class SimulationResult(NamedTuple):
     """Every policy's summary and per-request outcomes, and the deployments' windows."""
 
     summaries: tuple[PolicySummary, ...]
-    outcomes: dict[str, list[RequestOutcome]]
+    runs: dict[str, ScenarioRun]
     windows: dict[str, int]
     start: dt.datetime
     seed: int
@@ -88,7 +88,7 @@ def simulate(
     counter = SyntheticCounter(inner)
     prepared = prepare(requests, counter=counter, seed=settings.seed)
     summaries = []
-    outcomes: dict[str, list[RequestOutcome]] = {}
+    runs: dict[str, ScenarioRun] = {}
     for scenario in build_scenarios(catalog, policy, policies):
         tick = _ticker(progress, scenario)
         state = random.getstate()
@@ -96,15 +96,15 @@ def simulate(
         # reproducible, and put it back as it was.
         random.seed(settings.seed)
         try:
-            outs, exhausted = simulate_scenario(
+            ran = simulate_scenario(
                 scenario, prepared, settings=settings, counter=counter, start=start,
                 retry=retry, health=health, progress=tick)
         finally:
             random.setstate(state)
-        outcomes[scenario.name] = outs
-        summaries.append(summarize(scenario, outs, exhausted))
+        runs[scenario.name] = ran
+        summaries.append(summarize(scenario, ran.outcomes, ran.exhausted))
     windows = {d.name: d.context_window for d in catalog.deployments}
-    return SimulationResult(tuple(summaries), outcomes, windows, start, settings.seed)
+    return SimulationResult(tuple(summaries), runs, windows, start, settings.seed)
 
 
 def _ticker(progress: Callable[[str, int], None] | None,

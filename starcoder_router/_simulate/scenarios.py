@@ -22,11 +22,9 @@ from .._routing.catalog import Catalog, Deployment
 from .._routing.decision import Candidate
 from .._routing.policy import CostPolicy
 from .engine import Scenario
+from .model import SCENARIO_NAMES
 
 __all__ = ["SCENARIO_NAMES", "build_scenarios", "summed_price"]
-
-SCENARIO_NAMES = ("configured", "largest", "7b", "cheapest-summed", "no-trim")
-
 
 def summed_price(dep: Deployment) -> float:
     """Input plus output dollars per million tokens: how general routers rank by price."""
