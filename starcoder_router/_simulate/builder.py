@@ -148,6 +148,6 @@ def _text_or_count(kind: str, fields: dict[str, Any], keep_text: bool,
     out["prefix_tokens"] = counter.count(fields["prefix"])
     out["suffix_tokens"] = counter.count(fields["suffix"])
     if fields.get("files"):
-        # Each file as the router renders it: a separator token, its path and a newline.
-        out["file_tokens"] = [counter.count(f"{p}\n{t}") + 1 for p, t in fields["files"]]
+        # The files' text only: the router adds the separators and paths when it renders.
+        out["file_tokens"] = [counter.count(t) for _, t in fields["files"]]
     return out

@@ -204,8 +204,12 @@ def _run(ctx: _Context, number: int, p: Prepared) -> Generator[float, None, Requ
             return _outcome(ctx, number, p, cand, ended, keys, len(run.attempts))
     last = run.exhausted()
     what = "timed out" if isinstance(last, ProviderTimeoutError) else type(last).__name__
-    reason = f"every deployment failed ({what})" if isinstance(last, ProviderError) else \
-        refusal_reason(run.decision)
+    if isinstance(last, ProviderError):
+        reason = f"every deployment failed ({what})"
+    elif run.decision.ranked:
+        reason = "every deployment's circuit open"  # cooling down past the deadline
+    else:
+        reason = refusal_reason(run.decision)
     return _outcome(ctx, number, p, None, _Ended(0, reason), keys, len(run.attempts))
 
 
