@@ -57,6 +57,14 @@ from ._stores.memory import MemoryStore
 if _typing.TYPE_CHECKING:
     from ._discovery import discover_local
     from ._running.async_router import AsyncRouter
+    from ._simulate import (
+        PolicySummary,
+        SimulationResult,
+        SimulationSettings,
+        WorkloadRequest,
+        read_workload,
+        simulate,
+    )
     from ._stores.redis import RedisStore
     from ._stores.report import spend_report
     from ._stores.sqlite import SQLiteStore
@@ -96,6 +104,7 @@ __all__ = [
     "MissingDependencyError",
     "NoRouteError",
     "NotFoundError",
+    "PolicySummary",
     "ProviderConnectionError",
     "ProviderError",
     "ProviderServerError",
@@ -114,6 +123,8 @@ __all__ = [
     "RoutingDecision",
     "SQLiteStore",
     "Score",
+    "SimulationResult",
+    "SimulationSettings",
     "SpendStore",
     "StarcoderRouterError",
     "StoreError",
@@ -128,8 +139,11 @@ __all__ = [
     "TrimReport",
     "Usage",
     "Variant",
+    "WorkloadRequest",
     "discover_local",
     "load_token_counter",
+    "read_workload",
+    "simulate",
     "spend_report",
 ]
 
@@ -141,6 +155,13 @@ _LAZY = {
     "RedisStore": "._stores.redis",
     "discover_local": "._discovery",
     "spend_report": "._stores.report",
+    # The simulator (`starcoder-router simulate`): routing on a simulated clock, no network.
+    "PolicySummary": "._simulate",
+    "SimulationResult": "._simulate",
+    "SimulationSettings": "._simulate",
+    "WorkloadRequest": "._simulate",
+    "read_workload": "._simulate",
+    "simulate": "._simulate",
 }
 
 

@@ -2,7 +2,7 @@
 
 Example::
 
-    from starcoder_router._simulate import read_workload, simulate
+    from starcoder_router import read_workload, simulate
 
     result = simulate(read_workload("examples/workload.jsonl").requests,
                       config="examples/router.toml")

@@ -9,8 +9,8 @@ import pytest
 from sim_support import budget_config, counts_workload
 
 from starcoder_router import ConfigError, EstimatingCounter, Router
-from starcoder_router._routing.cost import actual_cost_nano, nano_to_usd
 from starcoder_router._routing.catalog import Catalog
+from starcoder_router._routing.cost import actual_cost_nano, nano_to_usd
 from starcoder_router._simulate.model import SimulationSettings, load_settings
 from starcoder_router._simulate.runner import simulate
 from starcoder_router._simulate.synthetic import SyntheticCounter

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from chromium_cdp import open_page, start_chromium
+from sim_support import budget_config, counts_workload
 
 from starcoder_router._simulate.report import write_report
 from starcoder_router._simulate.runner import simulate
-
-from chromium_cdp import open_page, start_chromium
-from sim_support import budget_config, counts_workload
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +71,8 @@ async def test_report_renders_every_plot_without_console_errors(chromium: int,
               id: d.id,
               svgs: d.querySelectorAll('svg.main-svg').length,
               traces: d.querySelectorAll('.scatterlayer .trace, .barlayer .trace').length,
-              points: d.querySelectorAll('.barlayer .point path, .scatterlayer path.js-line').length,
+              points: d.querySelectorAll(
+                '.barlayer .point path, .scatterlayer path.js-line').length,
               width: d.getBoundingClientRect().width,
             }))""")
         rows = await page.evaluate("document.querySelectorAll('table.summary tbody tr').length")
