@@ -1,9 +1,14 @@
 """Text of a known token count, for workloads that give only counts.
 
-The router decides from text: it renders the prompt format, counts, fits and trims by lines. So
-a request given as "812 prefix tokens" becomes 812 characters (one control character repeated, in
-lines of `LINE_TOKENS` with the newline), and `SyntheticCounter` counts each as one token.
-Rendering, fitting and trimming then run unchanged and land on the given sizes exactly.
+The router decides from text: it renders the prompt format, bounds and counts tokens, fits and
+trims by lines. So a request given as "812 prefix tokens" becomes 812 synthetic tokens in lines of
+`LINE_TOKENS` (the newline being one of them), and `SyntheticCounter` counts them exactly.
+Rendering, fitting and trimming then run unchanged and land on the given sizes.
+
+Each token is one `START` character and two or three `FILL` characters, 3.5 bytes on average: the
+bytes per token of real code that the router assumes when it ranks a prompt whose fit was proved by
+its byte length alone. Synthetic text of one byte per token would make every such prompt look
+three times cheaper than it is.
 """
 
 from __future__ import annotations
@@ -14,25 +19,27 @@ from collections.abc import Sequence
 from .._routing.render import SPECIAL_TOKENS
 from .._routing.tokens import TokenCounter
 
-__all__ = ["LINE_TOKENS", "UNIT", "SyntheticCounter", "synthetic_lines", "synthetic_text"]
+__all__ = ["LINE_TOKENS", "START", "SyntheticCounter", "synthetic_lines", "synthetic_text"]
 
-# One ASCII control character never found in code or in a prompt format: one byte per token
-# keeps the router's byte bound exact, so most fits are proved without counting at all.
-UNIT = "\x01"
+# ASCII control characters that no source file or prompt format uses.
+START = "\x01"
+FILL = "\x02"
 LINE_TOKENS = 12
-_LINE = UNIT * (LINE_TOKENS - 1) + "\n"
+# Eleven tokens of 4, 4, 3, 4, 4, 3... bytes and the newline: 42 bytes, 3.5 per token.
+_TOKENS = tuple(START + FILL * (3 if i % 3 != 2 else 2) for i in range(LINE_TOKENS - 1))
+_LINE = "".join(_TOKENS) + "\n"
 # A control string of the FIM / repository format with the path or name that follows it.
-_FRAME = re.compile("<[a-z_|]+>[^\x01\n<]*")
+_FRAME = re.compile("<[a-z_|]+>[^\x01\x02\n<]*")
 _SPECIALS = frozenset(SPECIAL_TOKENS)
 
 
 def synthetic_lines(tokens: int, *, cursor: bool = False) -> str:
-    """`tokens` synthetic tokens (each character, newlines included, is one) in lines; with
-    `cursor` the partial line comes last (a prefix ends mid-line at the cursor), else first."""
+    """`tokens` synthetic tokens in lines; with `cursor` the partial line comes last (a prefix
+    ends mid-line at the cursor), else first."""
     full, rest = divmod(tokens, LINE_TOKENS)
     if cursor:
-        return _LINE * full + UNIT * rest
-    return (UNIT * (rest - 1) + "\n" if rest else "") + _LINE * full
+        return _LINE * full + "".join(_TOKENS[:rest])
+    return ("".join(_TOKENS[:rest - 1]) + "\n" if rest else "") + _LINE * full
 
 
 def synthetic_text(tokens: int) -> str:
@@ -43,9 +50,9 @@ def synthetic_text(tokens: int) -> str:
 class SyntheticCounter:
     """Counts synthetic text exactly and everything else with `inner`.
 
-    In a synthetic prompt every character is a token except the format around it (control
-    strings, one token each, and the paths after them, counted by `inner`). `exact` is True: a
-    counts-only workload knows its sizes.
+    In a synthetic prompt each `START` and each newline is a token; the format around it
+    (control strings, one token each, and the paths after them) is counted by `inner`. `exact`
+    is True: a counts-only workload knows its sizes.
     """
 
     exact = True
@@ -56,18 +63,14 @@ class SyntheticCounter:
     def count(self, text: str) -> int:
         if text == _LINE:
             return LINE_TOKENS  # trimming counts line by line: most lines are this one
-        if UNIT not in text:
+        if START not in text:
             return self._inner.count(text)
-        if "<" not in text:
-            if text[0] == UNIT or text[0] == "\n":
-                return len(text)
-            return self._mixed(text)
-        if text[0] != "<" and text[0] != UNIT:
-            return self._mixed(text)  # a chat template: rare enough to count the slow way
-        n = len(text)
-        for piece in _FRAME.findall(text):
-            n -= len(piece)
-            n += self._frame(piece)
+        n = text.count(START) + text.count("\n")
+        if text[0] == "<":
+            for piece in _FRAME.findall(text):
+                n += self._frame(piece)
+        elif text[0] not in (START, "\n"):
+            n += self._other(text)  # a chat template around synthetic text: rare
         return n
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
@@ -79,10 +82,9 @@ class SyntheticCounter:
         head = 1 if special in _SPECIALS else self._inner.count(special)
         return head + (self._inner.count(rest) if rest else 0)
 
-    def _mixed(self, text: str) -> int:
-        synthetic = text.count(UNIT)
-        rest = text.replace(UNIT, "")
-        return synthetic + (self._inner.count(rest) if rest else 0)
+    def _other(self, text: str) -> int:
+        rest = text.replace(START, "").replace(FILL, "").replace("\n", "")
+        return self._inner.count(rest) if rest else 0
 
     def __repr__(self) -> str:
         return f"SyntheticCounter(inner={self._inner!r})"

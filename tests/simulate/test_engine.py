@@ -165,9 +165,7 @@ def test_the_baselines_do_what_they_say() -> None:
     assert by["no-trim"].trimmed_requests == 0 and by["no-trim"].tokens_trimmed == 0
     assert by["no-trim"].refused_by_reason.get("no route: does not fit the window", 0) > 0
     assert by["configured"].trimmed_requests > 0
-    # Summed price puts the 3B first even where the request must be trimmed to fit it.
-    assert by["cheapest-summed"].trimmed_requests > by["configured"].trimmed_requests
-    assert by["cheapest-summed"].cost_usd < by["configured"].cost_usd < by["largest"].cost_usd
+    assert by["configured"].cost_usd < by["7b"].cost_usd < by["largest"].cost_usd
     assert by["largest"].quality == pytest.approx(46.3)
     for s in result.summaries:
         assert s.served + s.refused == 400
@@ -185,3 +183,33 @@ def test_the_simulate_section_of_a_config(tmp_path: Path) -> None:
                     encoding="utf-8")
     assert load_settings(path).seed == 3
     assert Router.from_config(path, store=None).policy.objective == "quality"
+
+
+def test_summed_price_overpays_for_prompt_heavy_requests(tmp_path: Path) -> None:
+    """A deployment with cheap input and dear output: summed price ranks it last, yet for code
+    completion (long prompts, short answers) it is the cheapest; the router's expected cost
+    sees that, the summed-price baseline does not."""
+    path = tmp_path / "r.toml"
+    path.write_text("""
+[policy]
+expected_output_tokens = 32
+
+[[deployments]]
+name = "cheap-input/starcoder2-7b"
+provider = "vllm"
+variant = "starcoder2-7b"
+model = "bigcode/starcoder2-7b"
+pricing = "serverless"
+context_window = 16384
+input_usd_per_mtok = 0.02
+output_usd_per_mtok = 0.90
+""", encoding="utf-8")
+    requests = [r for r in counts_workload(300, seed=10) if r.kind == "fim"]
+    requests = [r.model_copy(update={"output_tokens": 24}) for r in requests]
+    result = simulate(requests, config=path, policies=["configured", "cheapest-summed"],
+                      settings=NO_FAILURES)
+    configured, summed = result.summaries
+    assert configured.requests_by_deployment.get("cheap-input/starcoder2-7b", 0) > \
+        0.9 * configured.served
+    assert "cheap-input/starcoder2-7b" not in summed.requests_by_deployment
+    assert configured.cost_usd < summed.cost_usd / 2
