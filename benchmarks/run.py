@@ -371,7 +371,12 @@ def main(argv: list[str] | None = None) -> int:
     results["elapsed_s"] = time.perf_counter() - started
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=1, default=str))
-    Path(args.out).write_text(report.render(results))
+    out = Path(args.out)
+    # Sections maintained by their own scripts (e.g. bench_simulate.py) survive a new run.
+    kept_mark = "<!-- sections below are maintained by their own scripts -->"
+    old = out.read_text() if out.exists() else ""
+    kept = "\n" + old[old.index(kept_mark):] if kept_mark in old else ""
+    out.write_text(report.render(results) + kept)
     print(f"wrote {args.out} in {results['elapsed_s']:.0f} s")
     return 0
 
