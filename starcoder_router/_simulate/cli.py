@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, TextIO
 
@@ -118,7 +119,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         for budget, at in s.budget_exhausted_at_s.items():
             print(f"{s.name}: budget {budget} exhausted after {at / 3600:.1f} h")
     if args.report:
-        print(f"report written to {args.report}")
+        print(f"report written to {os.path.abspath(args.report)} (open it in a browser)")
     return 0
 
 
