@@ -42,7 +42,10 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("report")
     config = budget_config(tmp / "router.toml", tenant_usd=0.02)
-    result = simulate(counts_workload(400, seed=3), config=config)
+    # A tenant name that would end the page's scripts if the report did not escape it: it
+    # reaches the summary table and, through the budget keys, a plot legend.
+    hostile = "</script><script>console.error('injected')</script>"
+    result = simulate(counts_workload(400, seed=3, tenants=("ide", hostile)), config=config)
     assert any(s.budget_exhausted_at_s for s in result.summaries), "burn-down needs exhaustion"
     path = tmp / "report.html"
     write_report(path, result, workload_name="test workload")
@@ -76,6 +79,8 @@ async def test_report_renders_every_plot_without_console_errors(chromium: int,
               width: d.getBoundingClientRect().width,
             }))""")
         rows = await page.evaluate("document.querySelectorAll('table.summary tbody tr').length")
+        legend = await page.evaluate(
+            "document.querySelector('#fig-budget-burn-down .legend').textContent")
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / "simulate-report.png"
         await page.screenshot(shot)
@@ -92,6 +97,7 @@ async def test_report_renders_every_plot_without_console_errors(chromium: int,
         assert plot["svgs"] >= 1 and plot["traces"] >= 1 and plot["points"] >= 1, plot
         assert plot["width"] > 300, plot
     assert rows == 5
+    assert "</script><script>" in legend  # shown as text, not run
     assert errors == []
     assert shot.stat().st_size > 20_000  # a real picture, not a blank page
     shutil.copy(shot, report.with_suffix(".png"))
