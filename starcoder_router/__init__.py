@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import typing as _typing
 
-from ._clock import Clock, FakeClock, SystemClock
-from ._config import ProviderSettings, StoreSettings
 from ._errors import (
     AuthenticationError,
     BadRequestError,
@@ -27,36 +25,35 @@ from ._errors import (
     ProviderTimeoutError,
     ProviderTransportError,
     RateLimitError,
+    RouterClosedError,
     StarcoderRouterError,
     StoreError,
     StreamInterruptedError,
     StructuredOutputError,
 )
-from ._routing.catalog import Catalog, Deployment, Score, Variant
-from ._routing.decision import Candidate, RoutingDecision
-from ._routing.fit import TrimReport
-from ._routing.health import HealthPolicy
-from ._routing.policy import Budget, CostPolicy, QualityFloor
-from ._routing.request import CompletionRequest, Message, RepoFile, ResponseFormat
-from ._routing.tokens import EstimatingCounter, TokenCounter, TokenizerCounter, load_token_counter
-from ._running.hooks import Hooks
-from ._running.results import Attempt, Completion, StreamChunk, Usage
-from ._running.retry import HedgePolicy, RetryPolicy
-from ._running.streams import AsyncStream, Stream
-from ._running.sync_router import Router
-from ._stores.base import (
-    AsyncSpendStore,
-    BudgetKey,
-    BudgetStatus,
-    LedgerEntry,
-    Reservation,
-    SpendStore,
-)
-from ._stores.memory import MemoryStore
 
 if _typing.TYPE_CHECKING:
+    from ._clock import Clock, FakeClock, SystemClock
+    from ._config import ProviderSettings, StoreSettings
     from ._discovery import discover_local
+    from ._routing.catalog import Catalog, Deployment, Score, Variant
+    from ._routing.decision import Candidate, RoutingDecision
+    from ._routing.fit import TrimReport
+    from ._routing.health import HealthPolicy
+    from ._routing.policy import Budget, CostPolicy, QualityFloor
+    from ._routing.request import CompletionRequest, Message, RepoFile, ResponseFormat
+    from ._routing.tokens import (
+        EstimatingCounter,
+        TokenCounter,
+        TokenizerCounter,
+        load_token_counter,
+    )
     from ._running.async_router import AsyncRouter
+    from ._running.hooks import CoolingWait, Hooks
+    from ._running.results import Attempt, Completion, StreamChunk, Usage
+    from ._running.retry import HedgePolicy, RetryPolicy
+    from ._running.streams import AsyncStream, Stream
+    from ._running.sync_router import Router
     from ._simulate import (
         PolicySummary,
         SimulationResult,
@@ -65,6 +62,15 @@ if _typing.TYPE_CHECKING:
         read_workload,
         simulate,
     )
+    from ._stores.base import (
+        AsyncSpendStore,
+        BudgetKey,
+        BudgetStatus,
+        LedgerEntry,
+        Reservation,
+        SpendStore,
+    )
+    from ._stores.memory import MemoryStore
     from ._stores.redis import RedisStore
     from ._stores.report import spend_report
     from ._stores.sqlite import SQLiteStore
@@ -89,6 +95,7 @@ __all__ = [
     "CompletionRequest",
     "ConfigError",
     "ContextLengthError",
+    "CoolingWait",
     "CostPolicy",
     "Deployment",
     "EstimatingCounter",
@@ -120,6 +127,7 @@ __all__ = [
     "ResponseFormat",
     "RetryPolicy",
     "Router",
+    "RouterClosedError",
     "RoutingDecision",
     "SQLiteStore",
     "Score",
@@ -147,21 +155,62 @@ __all__ = [
     "spend_report",
 ]
 
-# Loaded on first use: they pull in asyncio, sqlite3, redis or httpx, which
-# `import starcoder_router` should not pay for when they are not used.
+# Everything but the exceptions is loaded on first use: `import starcoder_router` costs almost
+# nothing (no pydantic, httpx, asyncio or sqlite3), and each name brings in only what it needs.
 _LAZY = {
     "AsyncRouter": "._running.async_router",
-    "SQLiteStore": "._stores.sqlite",
-    "RedisStore": "._stores.redis",
-    "discover_local": "._discovery",
-    "spend_report": "._stores.report",
-    # The simulator (`starcoder-router simulate`): routing on a simulated clock, no network.
+    "AsyncSpendStore": "._stores.base",
+    "AsyncStream": "._running.streams",
+    "Attempt": "._running.results",
+    "Budget": "._routing.policy",
+    "BudgetKey": "._stores.base",
+    "BudgetStatus": "._stores.base",
+    "Candidate": "._routing.decision",
+    "Catalog": "._routing.catalog",
+    "Clock": "._clock",
+    "Completion": "._running.results",
+    "CompletionRequest": "._routing.request",
+    "CoolingWait": "._running.hooks",
+    "CostPolicy": "._routing.policy",
+    "Deployment": "._routing.catalog",
+    "EstimatingCounter": "._routing.tokens",
+    "FakeClock": "._clock",
+    "HealthPolicy": "._routing.health",
+    "HedgePolicy": "._running.retry",
+    "Hooks": "._running.hooks",
+    "LedgerEntry": "._stores.base",
+    "MemoryStore": "._stores.memory",
+    "Message": "._routing.request",
     "PolicySummary": "._simulate",
+    "ProviderSettings": "._config",
+    "QualityFloor": "._routing.policy",
+    "RedisStore": "._stores.redis",
+    "RepoFile": "._routing.request",
+    "Reservation": "._stores.base",
+    "ResponseFormat": "._routing.request",
+    "RetryPolicy": "._running.retry",
+    "Router": "._running.sync_router",
+    "RoutingDecision": "._routing.decision",
+    "SQLiteStore": "._stores.sqlite",
+    "Score": "._routing.catalog",
     "SimulationResult": "._simulate",
     "SimulationSettings": "._simulate",
+    "SpendStore": "._stores.base",
+    "StoreSettings": "._config",
+    "Stream": "._running.streams",
+    "StreamChunk": "._running.results",
+    "SystemClock": "._clock",
+    "TokenCounter": "._routing.tokens",
+    "TokenizerCounter": "._routing.tokens",
+    "TrimReport": "._routing.fit",
+    "Usage": "._running.results",
+    "Variant": "._routing.catalog",
     "WorkloadRequest": "._simulate",
+    "discover_local": "._discovery",
+    "load_token_counter": "._routing.tokens",
     "read_workload": "._simulate",
     "simulate": "._simulate",
+    "spend_report": "._stores.report",
 }
 
 
@@ -174,3 +223,7 @@ def __getattr__(name: str) -> _typing.Any:
     value = getattr(_importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | set(globals()))

@@ -7,6 +7,7 @@ Every error the package raises derives from `StarcoderRouterError`::
     ├── InvalidRequestError          a CompletionRequest cannot be built (also a ValueError)
     ├── MissingDependencyError       an optional extra is needed (also an ImportError)
     ├── NoRouteError                 no deployment can take the request; carries the decision
+    ├── RouterClosedError            the router was closed (also a RuntimeError)
     ├── BudgetExceededError          a budget cannot admit the request's worst-case cost
     ├── StoreError                   the spend store failed (e.g. Redis unreachable)
     └── ProviderError                a deployment was tried and failed
@@ -32,6 +33,7 @@ request id and the provider's own message. No error ever holds an API key: messa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -57,6 +59,7 @@ __all__ = [
     "ProviderTimeoutError",
     "ProviderTransportError",
     "RateLimitError",
+    "RouterClosedError",
     "StarcoderRouterError",
     "StoreError",
     "StreamInterruptedError",
@@ -85,6 +88,11 @@ class InvalidRequestError(StarcoderRouterError, ValueError):
     """The request itself is wrong (no prompt, both prompt and messages, a forbidden token...)."""
 
 
+class RouterClosedError(StarcoderRouterError, RuntimeError):
+    """The router was used after `close()` (or after its `with` block): make a new one. A closed
+    router never reopens connections behind the caller's back."""
+
+
 class MissingDependencyError(StarcoderRouterError, ImportError):
     """A feature needs an optional extra that is not installed."""
 
@@ -99,11 +107,15 @@ class MissingDependencyError(StarcoderRouterError, ImportError):
 class NoRouteError(StarcoderRouterError):
     """No deployment can serve the request. `decision.explain()` shows why each was refused."""
 
-    def __init__(self, decision: RoutingDecision):
+    def __init__(self, decision: RoutingDecision, skipped: Mapping[str, str] | None = None):
+        """`skipped` says why deployments the decision chose were not tried after all (e.g.
+        cooling down past what the request may wait), by deployment name."""
         self.decision = decision
+        self.skipped = dict(skipped or {})
         lines = ["no deployment can serve this request:"]
         for cand in decision.candidates:
-            lines.append(f"  - {cand.deployment.name}: {'; '.join(cand.reasons)}")
+            why = "; ".join(cand.reasons) or self.skipped.get(cand.deployment.name, "")
+            lines.append(f"  - {cand.deployment.name}: {why}")
         if not decision.candidates:
             lines.append("  (the catalog has no deployments)")
         super().__init__("\n".join(lines))
@@ -165,6 +177,11 @@ class ProviderError(StarcoderRouterError):
         self.attempts: tuple[Attempt, ...] = ()
         self.message = message
         super().__init__(message)
+
+    def summary(self) -> str:
+        """A short label, such as "ProviderServerError (HTTP 500)", for health reasons."""
+        status = f" (HTTP {self.status_code})" if self.status_code is not None else ""
+        return f"{type(self).__name__}{status}"
 
     def __str__(self) -> str:
         parts = [self.message]

@@ -1,4 +1,15 @@
-"""Shared test fixtures. The real StarCoder 2 tokenizer is read from ../shared (never copied)."""
+"""Shared test fixtures. The real StarCoder 2 tokenizer is read from ../shared (never copied).
+
+`drive` runs a test once through the sync `Router` and once through `AsyncRouter` (httpx
+transport, which respx intercepts); see support/router_driver.py.
+
+Folders are by subject: routing/ (requests, rendering, fitting, tokens, routing decisions,
+config), running/ (the routers: retries, fallbacks, health, streams, hedging, costs),
+providers/ (hosted and OpenAI-compatible adapters over respx, error mapping, transports),
+local_servers/ (Ollama and llama.cpp adapters over respx), stores/ (spend stores and budgets),
+cli/, and real_servers/ (everything that starts a real llama-server). Helpers shared between
+folders are the package support/.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +17,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from support.router_driver import MODES, drive_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("STARCODER_ROUTER_SHARED", ROOT.parent / "shared"))
@@ -24,6 +37,9 @@ def exact_counter(tokenizer_path: Path):  # type: ignore[no-untyped-def]
     from starcoder_router import TokenizerCounter
 
     return TokenizerCounter.from_file(tokenizer_path)
+
+
+drive = drive_fixture(*MODES)
 
 
 @pytest.fixture(autouse=True)

@@ -36,8 +36,9 @@ __all__ = [
     "parse_retry_after",
 ]
 
-# How a generation ended, in our terms (each provider maps its own words onto these).
-FinishReason = Literal["stop", "length", "error"]
+# How a generation ended, in our terms (each provider maps its own words onto these);
+# "cancelled" is ours alone: the caller closed a stream before its end.
+FinishReason = Literal["stop", "length", "error", "cancelled"]
 
 
 class Endpoint(NamedTuple):

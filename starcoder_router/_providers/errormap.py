@@ -16,6 +16,7 @@ from .._errors import (
     AuthenticationError,
     BadRequestError,
     ContextLengthError,
+    InvalidResponseError,
     NotFoundError,
     ProviderConnectionError,
     ProviderError,
@@ -27,11 +28,15 @@ from .._secrets import Secret, redact
 from .call import Call, parse_retry_after
 
 __all__ = [
+    "UNREADABLE",
     "error_for",
     "error_from_response",
     "extract_message",
+    "in_context",
     "is_context_overflow",
     "request_id_of",
+    "unreadable_reply",
+    "with_context",
 ]
 
 # How providers say "prompt + max_tokens is more than I can hold" (vLLM, OpenAI-style servers,
@@ -169,3 +174,33 @@ def error_for(status: int, headers: Mapping[str, str], body: bytes, *, provider:
     if status >= 500:
         return ProviderServerError(head, retry_after=parse_retry_after(headers), **ctx)
     return BadRequestError(head, **ctx)
+
+
+def with_context(exc: ProviderError, call: Call) -> ProviderError:
+    """The same error, naming the provider, model and deployment of `call`."""
+    dep = call.deployment
+    new = type(exc).__new__(type(exc))
+    new.__dict__.update(exc.__dict__)
+    new.provider, new.model, new.deployment = dep.provider, dep.model, dep.name
+    if not new.message.startswith(dep.provider):
+        new.message = f"{dep.provider}: {new.message}"
+    Exception.__init__(new, new.message)
+    return new
+
+
+# What a hostile or broken reply can make an adapter raise (deep nesting, wrong types, absurd
+# numbers, bad bytes). Caught where replies are read and turned into `InvalidResponseError`, so
+# that such a reply falls back like any other provider failure instead of escaping the tree.
+UNREADABLE = (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError,
+              OverflowError, UnicodeError)
+
+
+def unreadable_reply(exc: BaseException, call: Call, status: int | None = None) -> ProviderError:
+    """The `InvalidResponseError` for a reply the adapter could not read (`exc`)."""
+    return with_context(InvalidResponseError(f"unreadable reply ({type(exc).__name__})",
+                                             status_code=status), call)
+
+
+def in_context(exc: ProviderError, call: Call) -> ProviderError:
+    """`exc` if it already names its deployment, else a copy that names `call`'s."""
+    return exc if exc.deployment else with_context(exc, call)

@@ -6,7 +6,8 @@ README gives 9931 (host 127.0.0.1), so point `STARCODER_ROUTER_LLAMACPP_BASE_URL
 provider settings at your server. `--api-key` / `LLAMA_API_KEY` turns on Bearer auth; we send
 `LLAMA_API_KEY` when it is set.
 
-Quirks handled here (docs/providers.md §5, tests/llama/test_server_protocol.py):
+Quirks handled here (llama.cpp's tools/server/README.md and server sources, checked against a
+real server in tests/real_servers/test_server_protocol.py):
 
 * `/v1/completions` silently ignores `suffix`, `echo` and `response_format` in the builds we test
   (older docs say it rejects `suffix`). We never send `suffix`: FIM goes as our raw PSM prompt.

@@ -1,6 +1,6 @@
 """Ollama: the native `POST /api/generate` by default; `/v1/completions` with `api="openai"`.
 
-Quirks handled here (docs/providers.md §3):
+Quirks handled here (ollama/ollama docs/api.md and its server sources):
 
 * **Silent truncation.** Ollama's default context is small (2,048 tokens, then 4,096, now tiered
   by VRAM) and an over-long prompt loses a block after its first `num_keep` tokens, with only a

@@ -62,6 +62,7 @@ class Candidate(NamedTuple):
     trimmed: TrimReport | None = None
     rendered: Rendered | None = None
     cooling_until: float | None = None
+    cooling_reason: str = ""
 
     @property
     def worst_case_usd(self) -> float | None:
@@ -329,7 +330,8 @@ def _evaluate(dep: Deployment, var: Variant | None, quality: float | None, rende
     cooling = hv.cooling_until if hv is not None and hv.cooling_until is not None \
         and hv.cooling_until > now else None
     return Candidate(dep, not reasons, tuple(reasons), fit.prompt_tokens, fit.count_kind, worst,
-                     expected, latency, quality, fit.trimmed, fit.rendered, cooling)
+                     expected, latency, quality, fit.trimmed, fit.rendered, cooling,
+                     hv.reason if cooling is not None and hv is not None else "")
 
 
 def _worst_case(fit: Fit, dep: Deployment, max_tokens: int, latency: float,

@@ -31,6 +31,10 @@ class HealthPolicy(FrozenModel):
     min_requests: int = Field(default=10, ge=1)
     window_s: float = Field(default=60.0, gt=0)
     cooldown_s: float = Field(default=15.0, ge=0)
+    # The longest a request waits for a cooling deployment to take a probe. Past it (or past
+    # the request's deadline) the router moves on to the next deployment at once, and when
+    # every candidate is cooling it raises `NoRouteError` saying which, why and until when.
+    max_wait_s: float = Field(default=1.0, ge=0)
     not_found_cooldown_s: float = Field(default=600.0, ge=0)
     ewma_alpha: float = Field(default=0.2, gt=0, le=1)
 
@@ -93,7 +97,14 @@ class HealthTracker:
                 failures / len(st.outcomes) >= p.failure_rate
             if st.probing or st.consecutive >= p.failure_threshold or rate_trip:
                 st.open_until = now + p.cooldown_s
-                st.reason = reason
+                if st.probing:
+                    st.reason = f"its probe failed ({reason})"
+                elif st.consecutive >= p.failure_threshold:
+                    st.reason = (f"{st.consecutive} failure{'s' if st.consecutive > 1 else ''} "
+                                 f"in a row, the last {reason}")
+                else:
+                    st.reason = (f"{failures} of its last {len(st.outcomes)} calls failed "
+                                 f"within {p.window_s:g} s, the last {reason}")
             st.probing = False
 
     def disable(self, name: str, until: float, reason: str) -> None:

@@ -8,15 +8,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, TypedDict
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .._errors import InvalidRequestError
 from .._validation import FrozenModel, describe_validation_error
 
-__all__ = ["CompletionRequest", "Message", "Mode", "RepoFile", "ResponseFormat"]
+__all__ = [
+    "CompletionRequest",
+    "Message",
+    "Mode",
+    "RepoFile",
+    "RequestFields",
+    "ResponseFormat",
+]
 
 Mode = Literal["prompt", "fim", "chat"]
 SpecialTokenHandling = Literal["escape", "reject", "keep"]
@@ -192,3 +199,29 @@ def build_request(
             raise InvalidRequestError(describe_validation_error(exc, "CompletionRequest")) from exc
     return CompletionRequest(**fields)
 
+
+class RequestFields(TypedDict, total=False):
+    """The keyword arguments `complete()`, `stream()` and `route()` accept (CompletionRequest's
+    fields)."""
+
+    prompt: str
+    prefix: str
+    suffix: str
+    repo_name: str
+    path: str
+    files: Sequence[RepoFile | tuple[str, str]]
+    messages: Sequence[Message | Mapping[str, str]]
+    max_tokens: int
+    temperature: float
+    top_p: float
+    stop: str | Sequence[str]
+    response_format: ResponseFormat | Mapping[str, Any] | Literal["json"]
+    stream: bool
+    seed: int
+    tenant: str
+    tags: Sequence[str]
+    timeout: float
+    allow_trim: bool
+    hedge: bool
+    special_tokens: Literal["escape", "reject", "keep"]
+    extra_body: dict[str, Any]

@@ -11,51 +11,52 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from .._clock import Clock
-from .._config import ProviderSettings
-from .._errors import (
-    BudgetExceededError,
-    ConfigError,
-    ProviderError,
-    StreamInterruptedError,
+from .._errors import ConfigError, StreamInterruptedError
+from .._stores.base import AsyncSpendStore
+from .actions import (
+    NEXT_LINE,
+    Action,
+    Book,
+    Drain,
+    Emit,
+    Open,
+    Release,
+    Reserve,
+    Send,
+    Sleep,
+    StartHedge,
+    StartStream,
 )
-from .._providers.base import Provider
-from .._providers.call import Call, ProviderResult
-from .._routing.catalog import Catalog
-from .._routing.decision import Candidate
-from .._routing.health import HealthPolicy
-from .._routing.policy import CostPolicy
-from .._routing.request import CompletionRequest, build_request
-from .._routing.tokens import TokenCounter
-from .._stores.base import AsyncSpendStore, Reservation, SpendStore
-from .async_attempt import AsyncStreamSession, Leg
+from .async_hedge import race
 from .base_router import BaseRouter
-from .hooks import Hooks
+from .flow import Flow, complete_flow, stream_flow
 from .results import Completion, StreamChunk
-from .retry import HedgePolicy, RetryPolicy
-from .run import RequestRun
 from .streams import AsyncStream
-from .support import (
-    REQUEUE,
-    RequestFields,
-    Requeue,
-    note_statuses,
-    store_error,
-    with_context,
-)
 
 if TYPE_CHECKING:
     from typing import Unpack
 
-    from .._transports.base import AsyncTransport
+    from .._clock import Clock
+    from .._config import ProviderSettings
+    from .._routing.catalog import Catalog
+    from .._routing.health import HealthPolicy
+    from .._routing.policy import CostPolicy
+    from .._routing.request import CompletionRequest, RequestFields
+    from .._routing.tokens import TokenCounter
+    from .._stores.base import SpendStore
+    from .._transports.base import AsyncStreamHandle, AsyncTransport
+    from .hooks import Hooks
+    from .retry import HedgePolicy, RetryPolicy
+    from .run import RequestRun
+    from .stream_attempt import StreamAttempt
 
 __all__ = ["AsyncRouter"]
+
+T = TypeVar("T")
 
 
 class AsyncRouter(BaseRouter):
@@ -97,47 +98,27 @@ class AsyncRouter(BaseRouter):
     async def complete(self, request: CompletionRequest | None = None, /,
                        **fields: Unpack[RequestFields]) -> Completion:
         """Route and run a request; returns the costed completion."""
-        req = build_request(request, fields)
-        if req.stream:
-            req = req.model_copy(update={"stream": False})
-        run = self._start(req)
-        plan = run.hedge_plan(self._hedge)
-        if plan is not None:
-            won = await self._race(run, *plan, stream=True)
-            if won is not None:
-                session, chunks, _ = won
-                try:
-                    async for _chunk in chunks:
-                        pass
-                except StreamInterruptedError:
-                    pass  # booked; nothing reached the caller yet, so fall back below
-                else:
-                    assert session.completion is not None
-                    return session.completion
-                finally:
-                    await chunks.aclose()
-        while (cand := run.next_candidate()) is not None:
-            outcome = await self._run_candidate(run, cand)
-            if isinstance(outcome, Completion):
-                return outcome
-        raise run.exhausted()
+        run = self._start(request, fields, stream=False)
+        return await self._drive(complete_flow(run, self._hedge))
 
     def stream(self, request: CompletionRequest | None = None, /,
                **fields: Unpack[RequestFields]) -> AsyncStream:
         """Route and stream a request: `async with router.stream(...) as s: async for chunk in s`.
         Routing errors raise here; provider errors raise while iterating."""
-        if request is None:
-            fields["stream"] = True  # set before validation: cheaper than copying after
-        req = build_request(request, fields)
-        if not req.stream:
-            req = req.model_copy(update={"stream": True})
-        run = self._start(req)
-        return AsyncStream(self._stream_chunks(run))
+        run = self._start(request, fields, stream=True)
+        stream = AsyncStream()
+        stream.attach(self._stream_chunks(run, stream))
+        return stream
 
     async def close(self) -> None:
-        for t in self._transports.values():
-            await t.aclose()
+        """Close every connection. The router cannot be used afterwards."""
+        self._closed = True
+        transports = list(self._transports.values())
         self._transports.clear()
+        if not isinstance(self._transport_kind, str):
+            transports.append(self._transport_kind)
+        for t in transports:
+            await t.aclose()
 
     aclose = close
 
@@ -147,7 +128,47 @@ class AsyncRouter(BaseRouter):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    # -- internals ------------------------------------------------------------------------------
+    # -- performing the flow's actions ---------------------------------------------------------
+
+    async def _drive(self, flow: Flow[T]) -> T:
+        reply: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                action = flow.send(reply) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            reply, error = None, None
+            try:
+                reply = await self.perform(action)
+            except BaseException as exc:  # handed to the flow, which frees what it holds
+                error = exc
+
+    async def perform(self, action: Action) -> Any:
+        """Carry out one action of the flow and return what the flow asked for."""
+        match action:
+            case Send():
+                return await self._transport_for(action.provider).asend(
+                    action.wire, timeout=action.timeout, connect_timeout=action.connect_timeout)
+            case Reserve():
+                return await self._astore.areserve(action.keys, action.amount_nano, action.ttl_s)
+            case Book():
+                if action.reservation is None:
+                    await self._astore.arecord(action.keys, action.cost_nano, action.entry)
+                else:
+                    await self._astore.asettle(action.reservation, action.cost_nano,
+                                               action.entry)
+            case Release():
+                await self._astore.arelease(action.reservation)
+            case Sleep():
+                await self._core.clock.asleep(action.seconds)
+            case StartStream():
+                return await self._first_chunk(action.attempt)
+            case Drain():
+                return await self._drain(action.attempt)
+            case StartHedge():
+                return await race(self, action)
+        return None
 
     def _transport_for(self, provider: str) -> AsyncTransport:
         kind = self._transport_kind
@@ -166,105 +187,15 @@ class AsyncRouter(BaseRouter):
             self._transports[provider] = t
         return t
 
-    async def _reserve(self, run: RequestRun, cand: Candidate) -> Reservation | Requeue | None:
-        if not run.budget_keys:
-            return None
-        try:
-            res = await self._astore.areserve(run.budget_keys, run.reserve_amount(cand),
-                                              run.reservation_ttl())
-        except BudgetExceededError as err:
-            if run.budget_exhausted(cand, err):
-                return REQUEUE
-            run.failed_before_call(err)
-            raise
-        except Exception as exc:
-            raise store_error("reserve", exc) from exc
-        note_statuses(self._soft, res)
-        return res
+    # -- streams ------------------------------------------------------------------------------
 
-    async def _settle(self, run: RequestRun, res: Reservation | None, cand: Candidate, cost: int,
-                      usage: Any, outcome: str, provider_request_id: str | None = None) -> None:
-        entry = run.ledger_entry(cand, cost, usage, outcome, provider_request_id)
-        try:
-            if res is None:
-                await self._astore.arecord(run.budget_keys, cost, entry)
-            else:
-                await self._astore.asettle(res, cost, entry)
-        except Exception as exc:
-            raise store_error("record the spend of", exc, entry) from exc
-
-    async def _release(self, res: Reservation | None) -> None:
-        if res is not None:
-            try:
-                await self._astore.arelease(res)
-            except Exception as exc:
-                raise store_error("release", exc) from exc
-
-    async def _send(self, provider: Provider, call: Call, timeout: float) -> ProviderResult:
-        wire = provider.build(call)
-        transport = self._transport_for(call.deployment.provider)
-        try:
-            resp = await transport.asend(wire, timeout=timeout,
-                                         connect_timeout=call.endpoint.connect_timeout)
-            if resp.status >= 400:
-                raise provider.error(call, resp)
-            return provider.parse(call, resp)
-        except ProviderError as exc:
-            if exc.deployment:
-                raise
-            raise with_context(exc, call) from exc
-
-    async def _admit(self, run: RequestRun, cand: Candidate) -> Reservation | Requeue | None:
-        """Wait while `cand` cools down (if the deadline allows), then hold its budget.
-        `Requeue` means: move on (too long a wait, or the budget policy chose other
-        deployments)."""
-        while (wait := run.cooling_wait(cand)) != 0.0:
-            if wait is None:
-                return REQUEUE
-            await self._core.clock.asleep(wait)
-        res = await self._reserve(run, cand)
-        if isinstance(res, Requeue):
-            self._core.health.release_probe(cand.deployment.name)
-        return res
-
-    async def _back_off(self, run: RequestRun, cand: Candidate, err: ProviderError,
-                  res: Reservation | None, retry_no: int, started: float) -> bool:
-        """After a failed attempt: free its budget, book it, and wait if it is worth trying
-        the same deployment again (True) rather than moving on (False)."""
-        await self._release(res)
-        step = run.failed(cand, err, retry_no, started)
-        if step.wait is None:
-            return False
-        await self._core.clock.asleep(step.wait)
-        return True
-
-    async def _run_candidate(self, run: RequestRun, cand: Candidate) -> Completion | None:
-        """Try one deployment, with its retries. A completion, or None to move on."""
-        clock = self._core.clock
-        retry_no = 0
-        while not isinstance(res := await self._admit(run, cand), Requeue):
-            provider, call = run.call_for(cand)
-            started = clock.now()
-            try:
-                result = await self._send(provider, call, run.timeout_for(call))
-            except ProviderError as err:
-                if not await self._back_off(run, cand, err, res, retry_no, started):
-                    return None
-                retry_no += 1
-                continue
-            completion, problem = run.succeeded(cand, result, started, None, retry_no)
-            await self._settle(run, res, cand, completion.cost_nano, completion.usage,
-                               "ok" if problem is None else "error", completion.request_id)
-            if problem is None:
-                return completion
-            run.structured_error(completion, problem)
-            return None
-        return None
-
-    async def _stream_chunks(self, run: RequestRun) -> AsyncIterator[StreamChunk | Completion]:
-        """Chunks from the first deployment that starts streaming, then the final `Completion`
-        (the stream keeps it). Falls back only while nothing has reached the caller."""
-        session, chunks, first = await self._start_streaming(run)
+    async def _stream_chunks(self, run: RequestRun,
+                             stream: AsyncStream) -> AsyncGenerator[StreamChunk | Completion, None]:
+        """Chunks from the first deployment that starts streaming, then the final `Completion`.
+        Falls back only while nothing has reached the caller."""
+        attempt, first = await self._drive(stream_flow(run, self._hedge))
+        stream.attempt = attempt
+        chunks: AsyncGenerator[StreamChunk, None] = attempt.chunks
         try:
             yield first
             async for chunk in chunks:
@@ -273,97 +204,59 @@ class AsyncRouter(BaseRouter):
             # An async generator does not close the one it iterates: do it, so that an early
             # exit by the caller reaches the attempt and books its spend.
             await chunks.aclose()
-        assert session.completion is not None
-        yield session.completion
+        assert attempt.completion is not None
+        yield attempt.completion
 
-    async def _start_streaming(
-        self, run: RequestRun,
-    ) -> tuple[AsyncStreamSession, AsyncGenerator[StreamChunk, None], StreamChunk]:
-        """The first attempt to produce a chunk (hedged, when the request hedges); the
-        failures before it are retried and fallen back from."""
-        plan = run.hedge_plan(self._hedge)
-        if plan is not None:
-            won = await self._race(run, *plan)
-            if won is not None:
-                return won
-        while (cand := run.next_candidate()) is not None:
-            started = await self._first_chunk_from(run, cand)
-            if started is not None:
-                return started
-        raise run.exhausted()
+    async def _first_chunk(self, attempt: StreamAttempt) -> StreamChunk:
+        attempt.chunks = chunks = self.pump(attempt)
+        return await anext(chunks)
 
-    async def _first_chunk_from(
-        self, run: RequestRun, cand: Candidate,
-    ) -> tuple[AsyncStreamSession, AsyncGenerator[StreamChunk, None], StreamChunk] | None:
-        """Open a stream on one deployment, with its retries, up to its first chunk."""
-        clock = self._core.clock
-        retry_no = 0
-        while not isinstance(res := await self._admit(run, cand), Requeue):
-            provider, call = run.call_for(cand)
-            session = AsyncStreamSession(self, run, cand, provider, call, res, clock.now(),
-                                          retry_no)
-            chunks = session.chunks()
-            try:
-                return session, chunks, await chunks.__anext__()
-            except ProviderError as err:
-                await chunks.aclose()
-                if not await self._back_off(run, cand, err, res, retry_no, session.started):
-                    return None
-                retry_no += 1
-        return None
-
-    async def _race(
-        self, run: RequestRun, first: Candidate, second: Candidate, after: float, *,
-        stream: bool | None = None,
-    ) -> tuple[AsyncStreamSession, AsyncGenerator[StreamChunk, None], StreamChunk] | None:
-        """Hedge: start `first`; if it has no first token after `after` seconds, start `second`
-        too. The first leg to produce output wins; the other is cancelled (and books what it
-        cost). Returns the winner's session, its remaining chunks and its first chunk, or None
-        if both failed before any output (their failures are recorded; the caller falls back).
-        """
-        legs: dict[asyncio.Future[StreamChunk], Leg] = {}
-        await self._start_leg(run, first, stream, legs)
-        done: set[asyncio.Future[StreamChunk]] = set()
-        if legs:
-            done, _ = await asyncio.wait(list(legs), timeout=after)
-        if done and all(t.exception() is None for t in done):
-            run.queue.appendleft(second)  # not needed now; still a fallback
-        else:
-            await self._start_leg(run, second, stream, legs)  # first is slow, or failed early
+    async def _drain(self, attempt: StreamAttempt) -> Completion | None:
+        chunks: AsyncGenerator[StreamChunk, None] = attempt.chunks
         try:
-            return await self._first_output(run, legs)
+            async for _chunk in chunks:
+                pass
+        except StreamInterruptedError:
+            return None  # booked; nothing reached the caller yet, so the flow falls back
         finally:
-            for task, leg in legs.items():
-                task.cancel()  # the leg books itself as cancelled, with what it cost
-                with contextlib.suppress(BaseException):
-                    await task
-                await leg.chunks.aclose()
+            await chunks.aclose()
+        return attempt.completion
 
-    async def _start_leg(self, run: RequestRun, cand: Candidate, stream: bool | None,
-                         legs: dict[asyncio.Future[StreamChunk], Leg]) -> None:
-        res = await self._reserve(run, cand)
-        if isinstance(res, Requeue):
-            return
-        provider, call = run.call_for(cand, stream=stream)
-        session = AsyncStreamSession(self, run, cand, provider, call, res,
-                                      self._core.clock.now(), 0)
-        chunks = session.chunks()
-        legs[asyncio.ensure_future(chunks.__anext__())] = Leg(cand, res, session, chunks)
-
-    async def _first_output(
-        self, run: RequestRun, legs: dict[asyncio.Future[StreamChunk], Leg],
-    ) -> tuple[AsyncStreamSession, AsyncGenerator[StreamChunk, None], StreamChunk] | None:
-        """Wait for the first leg that produces a chunk; book the ones that fail first."""
-        while legs:
-            done, _ = await asyncio.wait(list(legs), return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                leg = legs.pop(task)
-                exc = task.exception()
-                if exc is None:
-                    return leg.session, leg.chunks, task.result()
-                await leg.chunks.aclose()
-                if not isinstance(exc, ProviderError):
-                    raise exc
-                await self._release(leg.res)
-                run.failed(leg.cand, exc, 0, leg.session.started)
-        return None
+    async def pump(self, attempt: StreamAttempt) -> AsyncGenerator[StreamChunk, None]:
+        """Run one streaming attempt: perform what `attempt.pump()` asks, yield its chunks."""
+        flow = attempt.pump()
+        handle: AsyncStreamHandle | None = None
+        lines: AsyncIterator[bytes] | None = None
+        reply: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    action = flow.send(reply) if error is None else flow.throw(error)
+                except StopIteration:
+                    return
+                reply, error = None, None
+                try:
+                    if action is NEXT_LINE:
+                        assert lines is not None
+                        reply = await anext(lines, None)
+                        continue
+                    match action:
+                        case Emit():
+                            yield action.chunk
+                        case Open():
+                            handle = await self._transport_for(action.provider).aopen(
+                                action.wire, timeout=action.timeout,
+                                connect_timeout=action.connect_timeout)
+                            reply = handle.status, handle.headers
+                            lines = handle.alines()
+                        case Book():
+                            await self.perform(action)
+                        case _:  # READ_BODY
+                            assert handle is not None
+                            reply = await handle.aread()
+                except BaseException as exc:  # incl. GeneratorExit and CancelledError
+                    error = exc
+        finally:
+            if handle is not None:
+                await handle.aclose()

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 from .._clock import Clock, SystemClock
 from .._config import ProviderSettings, load_config
+from .._errors import RouterClosedError
 from .._routing.catalog import Catalog
 from .._routing.decision import RoutingDecision
 from .._routing.health import HealthPolicy
 from .._routing.policy import CostPolicy
-from .._routing.request import CompletionRequest, build_request
+from .._routing.request import CompletionRequest, RequestFields, build_request
 from .._routing.tokens import TokenCounter, load_token_counter
 from .._stores import open_store
 from .._stores.base import SpendStore
@@ -22,7 +23,6 @@ from .core import RouterCore
 from .hooks import Hooks
 from .retry import HedgePolicy, RetryPolicy
 from .run import RequestRun
-from .support import RequestFields, budget_keys_for, soft_limited
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -53,8 +53,7 @@ class BaseRouter:
         )
         self._store: SpendStore = store if store is not None else open_store()
         self._hedge = hedge
-        # The last used share of each budget seen, for the soft limit.
-        self._soft: dict[str, float] = {}
+        self._closed = False
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str], **overrides: Any) -> Self:
@@ -97,6 +96,18 @@ class BaseRouter:
         return (f"{type(self).__name__}(deployments={len(self._core.catalog.deployments)}, "
                 f"objective={self._core.policy.objective!r})")
 
-    def _start(self, req: CompletionRequest) -> RequestRun:
-        keys = budget_keys_for(self._core, req)
-        return self._core.start(req, keys, soft_limited(self._core, keys, self._soft))
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _start(self, request: CompletionRequest | None, fields: Mapping[str, Any], *,
+               stream: bool) -> RequestRun:
+        """Validate and route a request for `complete()` (`stream=False`) or `stream()`."""
+        if self._closed:
+            raise RouterClosedError(f"this {type(self).__name__} is closed; make a new one")
+        if request is None:
+            fields = {**fields, "stream": stream}  # set before validation: cheaper than a copy
+        req = build_request(request, fields)
+        if req.stream != stream:
+            req = req.model_copy(update={"stream": stream})
+        return self._core.start(req)

@@ -26,7 +26,7 @@ from .._routing.request import CompletionRequest
 from .._routing.structured import require_schema_support
 from .._routing.tokens import TokenCounter
 from .._secrets import Secret
-from .._stores.base import BudgetKey
+from .._stores.base import BudgetKey, Reservation
 from .hooks import Hooks, run_hooks
 from .retry import RetryPolicy
 from .run import RequestRun
@@ -76,6 +76,8 @@ class RouterCore:
         self._deployments = self.catalog.deployments
         self._windows_version = 0
         self._static: StaticCache = {}
+        # The last used share of each budget seen, for the soft limit.
+        self._budget_use: dict[str, float] = {}
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -151,10 +153,40 @@ class RouterCore:
             raise NoRouteError(decision)
         return decision
 
-    def start(self, request: CompletionRequest, budget_keys: tuple[BudgetKey, ...] = (),
-              soft_limited: bool = False) -> RequestRun:
+    # -- budgets ------------------------------------------------------------------------------
+
+    def budget_keys(self, request: CompletionRequest) -> tuple[BudgetKey, ...]:
+        """The budget buckets `request` counts against, now."""
+        budgets = self.policy.budgets
+        if not budgets:
+            return ()
+        from .._stores.periods import applicable_keys  # zoneinfo and calendar maths: only then
+
+        return applicable_keys(budgets, tenant=request.tenant, tags=request.tags,
+                               now=self.clock.wall())
+
+    def soft_limited(self, keys: tuple[BudgetKey, ...]) -> bool:
+        """Past the soft limit of any budget (as of the last reservation we saw)?"""
+        limit = self.policy.soft_limit
+        if limit is None or not keys:
+            return False
+        return any(self._budget_use.get(k.key, 0.0) >= limit for k in keys)
+
+    def note_reservation(self, reservation: Reservation) -> None:
+        """Remember how used each budget is, for the soft limit. Our own hold is left out: it
+        is a worst case, and counting it would flip the objective back and forth as requests
+        of different sizes come and go."""
+        for s in reservation.statuses:
+            used = s.spent_nano + s.reserved_nano - reservation.amount_nano
+            self._budget_use[s.key] = used / s.limit_nano if s.limit_nano else 1.0
+
+    # -- starting a request -------------------------------------------------------------------
+
+    def start(self, request: CompletionRequest) -> RequestRun:
         """Route `request` and return the state machine that runs it."""
         require_schema_support(request.response_format)
+        budget_keys = self.budget_keys(request)
+        soft_limited = self.soft_limited(budget_keys)
         counts = PromptCounts(self.counter)
         budget = BudgetRouting(force_cheapest=True, note="soft budget limit passed: objective "
                                "cheapest") if soft_limited else None

@@ -18,18 +18,30 @@ if TYPE_CHECKING:
     from .._routing.decision import RoutingDecision
     from .results import Attempt, Completion
 
-__all__ = ["Hooks"]
+__all__ = ["CoolingWait", "Hooks"]
 
 logger = logging.getLogger("starcoder_router")
 
 
+class CoolingWait(NamedTuple):
+    """The router is about to wait `seconds` for `deployment`, whose circuit is open (`reason`)
+    and lets a probe through in `cooling_s` seconds."""
+
+    deployment: str
+    seconds: float
+    cooling_s: float
+    reason: str
+
+
 class Hooks(NamedTuple):
-    """Callables run on each routing decision, attempt, success and final failure."""
+    """Callables run on each routing decision, attempt, success and final failure, and before
+    each wait for a cooling deployment."""
 
     on_route: Sequence[Callable[[RoutingDecision], Any]] = ()
     on_attempt: Sequence[Callable[[Attempt], Any]] = ()
     on_success: Sequence[Callable[[Completion], Any]] = ()
     on_failure: Sequence[Callable[[StarcoderRouterError], Any]] = ()
+    on_wait: Sequence[Callable[[CoolingWait], Any]] = ()
 
 
 def run_hooks(hooks: Sequence[Callable[[Any], Any]], value: Any) -> None:

@@ -5,6 +5,7 @@ sync and async routers send, sleep and call the store around it, each in its own
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, NamedTuple
@@ -29,7 +30,7 @@ from .._routing.fit import PromptCounts
 from .._routing.request import CompletionRequest
 from .._routing.structured import validate_structured
 from .._stores.base import BudgetKey, LedgerEntry
-from .hooks import run_hooks
+from .hooks import CoolingWait, run_hooks
 from .results import Attempt, AttemptOutcome, Completion, Usage
 from .retry import HedgePolicy, retry_wait
 
@@ -73,6 +74,9 @@ class RequestRun:
         self.excluded_providers: set[str] = set()
         self.last_error: ProviderError | None = None
         self.downgraded = False
+        # Deployments skipped while cooling down, and why (for `NoRouteError`); time waited.
+        self.skipped: dict[str, str] = {}
+        self._waited: dict[str, float] = {}
 
     # -- choosing -----------------------------------------------------------------------------
 
@@ -85,21 +89,41 @@ class RequestRun:
         return None
 
     def cooling_wait(self, cand: Candidate) -> float | None:
-        """0 when `cand` may be called now; seconds to wait for its circuit to half-open; None
-        when that is past the deadline (skip it)."""
+        """0 when `cand` may be called now; seconds to wait for its circuit to let a probe
+        through; None to skip it: the wait would pass `HealthPolicy.max_wait_s` (in all, for
+        this request) or the deadline, or another candidate is ready now."""
         health = self.core.health
+        name = cand.deployment.name
         now = self.core.clock.now()
-        if health.try_acquire(cand.deployment.name, now):
+        if health.try_acquire(name, now):
             return 0.0
-        view = health.view(now).get(cand.deployment.name)
+        view = health.view(now).get(name)
         until = view.cooling_until if view is not None and view.cooling_until else now
         wait = max(0.0, until - now) + 0.001
-        if now + wait >= self.deadline or self.queue_has_ready(now):
+        waited = self._waited.get(name, 0.0)
+        if (waited + wait > health.policy.max_wait_s or now + wait >= self.deadline
+                or self.queue_has_ready(now)):
+            reason = view.reason if view is not None and view.reason else "circuit open"
+            in_s = max(0.0, until - now)
+            at = (self.core.clock.wall() + dt.timedelta(seconds=in_s)).isoformat(
+                timespec="seconds")
+            self.skipped[name] = (f"cooling down until {at} (in {in_s:.1f} s) after {reason}; "
+                                  f"requests wait at most {health.policy.max_wait_s:g} s "
+                                  f"(HealthPolicy.max_wait_s)")
             return None
+        self._waited[name] = waited + wait
+        logger.debug("waiting %.3f s for %s to cool down (%s)", wait, name,
+                     view.reason if view is not None else "")
+        if self.core.hooks.on_wait:
+            run_hooks(self.core.hooks.on_wait, CoolingWait(name, wait, until - now,
+                                                           view.reason if view else ""))
         return wait
 
     def queue_has_ready(self, now: float) -> bool:
         return any(self.core.health.state(c.deployment.name, now) != "open" for c in self.queue)
+
+    def now(self) -> float:
+        return self.core.clock.now()
 
     def remaining(self) -> float:
         return self.deadline - self.core.clock.now()
@@ -196,7 +220,7 @@ class RequestRun:
         self.record(cand, "error", started, error=err, retry=retry_no)
         logger.info("attempt on %s failed: %s", name, type(err).__name__)
         if err.retryable:
-            core.health.record_failure(name, now, type(err).__name__)
+            core.health.record_failure(name, now, err.summary())
         else:
             core.health.release_probe(name)
         if isinstance(err, ContextLengthError):
@@ -328,7 +352,10 @@ class RequestRun:
         attempt attached; or NoRouteError if nothing could even be tried."""
         err = self.last_error
         if err is None:
-            return NoRouteError(self.decision)
+            no_route = NoRouteError(self.decision, self.skipped)
+            if self.core.hooks.on_failure:
+                run_hooks(self.core.hooks.on_failure, no_route)
+            return no_route
         err.attempts = tuple(self.attempts)
         if self.core.hooks.on_failure:
             run_hooks(self.core.hooks.on_failure, err)

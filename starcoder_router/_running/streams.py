@@ -2,45 +2,70 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Generator
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from .results import Completion, StreamChunk
+
+if TYPE_CHECKING:
+    from .stream_attempt import StreamAttempt
 
 __all__ = ["AsyncStream", "Stream"]
 
 
-class Stream:
-    """Iterate for chunks. Leaving the `with` block (or calling `close()`) early cancels the
-    request, closes its connection and books what was delivered. After the last chunk,
-    `completion` holds the costed completion."""
-
-    def __init__(self, source: Iterator[StreamChunk | Completion]):
-        self._source = source
-        self.completion: Completion | None = None
+class _StreamBase:
+    def __init__(self) -> None:
         self._parts: list[str] = []
-
-    def __iter__(self) -> Iterator[StreamChunk]:
-        return self
-
-    def __next__(self) -> StreamChunk:
-        item = next(self._source)
-        if isinstance(item, Completion):
-            self.completion = item
-            raise StopIteration
-        if item.text:
-            self._parts.append(item.text)
-        return item
+        self._final: Completion | None = None
+        # The attempt whose chunks the caller reads, once one has started.
+        self.attempt: StreamAttempt | None = None
 
     @property
     def text(self) -> str:
         """Everything received so far."""
         return "".join(self._parts)
 
+    @property
+    def completion(self) -> Completion | None:
+        """The costed completion: the whole answer after the last chunk, or, once the stream
+        was closed early or broke off, what was delivered (`finish_reason` "cancelled" or
+        "error") and what it cost, as booked. None while the stream is still open, or when it
+        failed before any deployment produced output."""
+        if self._final is not None:
+            return self._final
+        attempt = self.attempt
+        return attempt.completion if attempt is not None and attempt.settled else None
+
+    def _take(self, item: StreamChunk | Completion) -> StreamChunk | None:
+        if isinstance(item, Completion):
+            self._final = item
+            return None
+        if item.text:
+            self._parts.append(item.text)
+        return item
+
+
+class Stream(_StreamBase):
+    """Iterate for chunks. Leaving the `with` block (or calling `close()`) early cancels the
+    request, closes its connection and books what was delivered."""
+
+    _source: Generator[StreamChunk | Completion, None, None]
+
+    def attach(self, source: Generator[StreamChunk | Completion, None, None]) -> None:
+        self._source = source
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> StreamChunk:
+        chunk = self._take(next(self._source))
+        if chunk is None:
+            raise StopIteration
+        return chunk
+
     def close(self) -> None:
-        close = getattr(self._source, "close", None)
-        if close is not None:
-            close()
+        self._source.close()
 
     def __enter__(self) -> Stream:
         return self
@@ -50,34 +75,25 @@ class Stream:
         self.close()
 
 
-class AsyncStream:
+class AsyncStream(_StreamBase):
     """The async twin of `Stream`: `async for` and `async with`; `aclose()` cancels."""
 
-    def __init__(self, source: AsyncIterator[StreamChunk | Completion]):
-        self._source = source
-        self.completion: Completion | None = None
-        self._parts: list[str] = []
+    _source: AsyncGenerator[StreamChunk | Completion, None]
 
-    def __aiter__(self) -> AsyncIterator[StreamChunk]:
+    def attach(self, source: AsyncGenerator[StreamChunk | Completion, None]) -> None:
+        self._source = source
+
+    def __aiter__(self) -> AsyncStream:
         return self
 
     async def __anext__(self) -> StreamChunk:
-        item = await self._source.__anext__()
-        if isinstance(item, Completion):
-            self.completion = item
+        chunk = self._take(await self._source.__anext__())
+        if chunk is None:
             raise StopAsyncIteration
-        if item.text:
-            self._parts.append(item.text)
-        return item
-
-    @property
-    def text(self) -> str:
-        return "".join(self._parts)
+        return chunk
 
     async def aclose(self) -> None:
-        aclose = getattr(self._source, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await self._source.aclose()
 
     async def __aenter__(self) -> AsyncStream:
         return self

@@ -1,4 +1,4 @@
-"""`Router`: the synchronous driver around the shared core.
+"""`Router`: the synchronous driver of the request flow.
 
 Example::
 
@@ -8,57 +8,58 @@ Example::
         print(router.route(prompt="def fib(n):", max_tokens=64).explain())
         completion = router.complete(prefix="def add(a, b):\\n    ", suffix="\\n", max_tokens=32)
         print(completion.text, completion.cost_usd)
+
+Everything a request decides is in `flow.py` and `stream_attempt.py`; this module only performs
+their actions with blocking calls. `AsyncRouter` performs the same actions with `await`.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Generator, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from .._clock import Clock
-from .._config import ProviderSettings
-from .._errors import (
-    BudgetExceededError,
-    ProviderError,
-    StreamInterruptedError,
+from .._errors import StreamInterruptedError
+from .actions import (
+    NEXT_LINE,
+    Action,
+    Book,
+    Drain,
+    Emit,
+    Open,
+    Release,
+    Reserve,
+    Send,
+    Sleep,
+    StartHedge,
+    StartStream,
 )
-from .._providers.base import Provider
-from .._providers.call import Call, ProviderResult
-from .._routing.catalog import Catalog
-from .._routing.decision import Candidate
-from .._routing.health import HealthPolicy
-from .._routing.policy import CostPolicy
-from .._routing.request import CompletionRequest, build_request
-from .._routing.tokens import TokenCounter
-from .._stores.base import Reservation, SpendStore
 from .base_router import BaseRouter
-from .hooks import Hooks
+from .flow import Flow, complete_flow, stream_flow
 from .results import Completion, StreamChunk
-from .retry import HedgePolicy, RetryPolicy
-from .run import RequestRun
 from .streams import Stream
-from .support import (
-    REQUEUE,
-    RequestFields,
-    Requeue,
-    note_statuses,
-    store_error,
-    with_context,
-)
-from .sync_attempt import SyncLeg, SyncStreamSession
+from .sync_hedge import race
 
 if TYPE_CHECKING:
-    import queue
     from typing import Unpack
 
-    from .._transports.base import SyncTransport
+    from .._clock import Clock
+    from .._config import ProviderSettings
+    from .._routing.catalog import Catalog
+    from .._routing.health import HealthPolicy
+    from .._routing.policy import CostPolicy
+    from .._routing.request import CompletionRequest, RequestFields
+    from .._routing.tokens import TokenCounter
+    from .._stores.base import SpendStore
+    from .._transports.base import StreamHandle, SyncTransport
+    from .hooks import Hooks
+    from .retry import HedgePolicy, RetryPolicy
+    from .run import RequestRun
+    from .stream_attempt import StreamAttempt
 
 __all__ = ["Router"]
 
-# How long a hedge's winner waits for the cancelled loser to book its attempt.
-_LOSER_GRACE_S = 0.05
+T = TypeVar("T")
 
 
 class Router(BaseRouter):
@@ -96,45 +97,22 @@ class Router(BaseRouter):
     def complete(self, request: CompletionRequest | None = None, /,
                  **fields: Unpack[RequestFields]) -> Completion:
         """Route and run a request; returns the costed completion."""
-        req = build_request(request, fields)
-        if req.stream:
-            req = req.model_copy(update={"stream": False})
-        run = self._start(req)
-        plan = run.hedge_plan(self._hedge)
-        if plan is not None:
-            won = self._race(run, *plan, stream=True)
-            if won is not None:
-                session, chunks, _ = won
-                try:
-                    for _chunk in chunks:
-                        pass
-                except StreamInterruptedError:
-                    pass  # booked; nothing reached the caller yet, so fall back below
-                else:
-                    assert session.completion is not None
-                    return session.completion
-                finally:
-                    chunks.close()
-        while (cand := run.next_candidate()) is not None:
-            outcome = self._run_candidate(run, cand)
-            if isinstance(outcome, Completion):
-                return outcome
-        raise run.exhausted()
+        run = self._start(request, fields, stream=False)
+        return self._drive(complete_flow(run, self._hedge))
 
     def stream(self, request: CompletionRequest | None = None, /,
                **fields: Unpack[RequestFields]) -> Stream:
         """Route and stream a request. Iterate for `StreamChunk`s; use as a context manager so
-        an early exit closes the connection. `stream.completion` has usage and cost at the end.
-        """
-        if request is None:
-            fields["stream"] = True  # set before validation: cheaper than copying after
-        req = build_request(request, fields)
-        if not req.stream:
-            req = req.model_copy(update={"stream": True})
-        run = self._start(req)
-        return Stream(self._stream_chunks(run))
+        an early exit closes the connection. `stream.completion` has usage and cost at the end
+        (or, after an early exit, what was delivered and what it cost)."""
+        run = self._start(request, fields, stream=True)
+        stream = Stream()
+        stream.attach(self._stream_chunks(run, stream))
+        return stream
 
     def close(self) -> None:
+        """Close every connection. The router cannot be used afterwards."""
+        self._closed = True
         for t in self._transports.values():
             t.close()
         self._transports.clear()
@@ -147,7 +125,46 @@ class Router(BaseRouter):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- internals ------------------------------------------------------------------------------
+    # -- performing the flow's actions ---------------------------------------------------------
+
+    def _drive(self, flow: Flow[T]) -> T:
+        reply: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                action = flow.send(reply) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            reply, error = None, None
+            try:
+                reply = self.perform(action)
+            except BaseException as exc:  # handed to the flow, which frees what it holds
+                error = exc
+
+    def perform(self, action: Action) -> Any:
+        """Carry out one action of the flow and return what the flow asked for."""
+        match action:
+            case Send():
+                return self._transport_for(action.provider).send(
+                    action.wire, timeout=action.timeout, connect_timeout=action.connect_timeout)
+            case Reserve():
+                return self._store.reserve(action.keys, action.amount_nano, action.ttl_s)
+            case Book():
+                if action.reservation is None:
+                    self._store.record(action.keys, action.cost_nano, action.entry)
+                else:
+                    self._store.settle(action.reservation, action.cost_nano, action.entry)
+            case Release():
+                self._store.release(action.reservation)
+            case Sleep():
+                self._core.clock.sleep(action.seconds)
+            case StartStream():
+                return self._first_chunk(action.attempt)
+            case Drain():
+                return self._drain(action.attempt)
+            case StartHedge():
+                return race(self, action)
+        return None
 
     def _transport_for(self, provider: str) -> SyncTransport:
         if self._transport is not None:
@@ -159,207 +176,78 @@ class Router(BaseRouter):
             t = self._transports[provider] = HttpxTransport()
         return t
 
-    def _reserve(self, run: RequestRun, cand: Candidate) -> Reservation | Requeue | None:
-        if not run.budget_keys:
-            return None
-        try:
-            res = self._store.reserve(run.budget_keys, run.reserve_amount(cand),
-                                      run.reservation_ttl())
-        except BudgetExceededError as err:
-            if run.budget_exhausted(cand, err):
-                return REQUEUE
-            run.failed_before_call(err)
-            raise
-        except Exception as exc:
-            raise store_error("reserve", exc) from exc
-        note_statuses(self._soft, res)
-        return res
+    # -- streams ------------------------------------------------------------------------------
 
-    def _settle(self, run: RequestRun, res: Reservation | None, cand: Candidate, cost: int,
-                usage: Any, outcome: str, provider_request_id: str | None = None) -> None:
-        entry = run.ledger_entry(cand, cost, usage, outcome, provider_request_id)
-        try:
-            if res is None:
-                self._store.record(run.budget_keys, cost, entry)
-            else:
-                self._store.settle(res, cost, entry)
-        except Exception as exc:
-            raise store_error("record the spend of", exc, entry) from exc
-
-    def _release(self, res: Reservation | None) -> None:
-        if res is not None:
-            try:
-                self._store.release(res)
-            except Exception as exc:
-                raise store_error("release", exc) from exc
-
-    def _send(self, provider: Provider, call: Call, timeout: float) -> ProviderResult:
-        wire = provider.build(call)
-        transport = self._transport_for(call.deployment.provider)
-        try:
-            resp = transport.send(wire, timeout=timeout,
-                                  connect_timeout=call.endpoint.connect_timeout)
-            if resp.status >= 400:
-                raise provider.error(call, resp)
-            return provider.parse(call, resp)
-        except ProviderError as exc:
-            if exc.deployment:
-                raise
-            raise with_context(exc, call) from exc
-
-    def _admit(self, run: RequestRun, cand: Candidate) -> Reservation | Requeue | None:
-        """Wait while `cand` cools down (if the deadline allows), then hold its budget.
-        `Requeue` means: move on (too long a wait, or the budget policy chose other
-        deployments)."""
-        while (wait := run.cooling_wait(cand)) != 0.0:
-            if wait is None:
-                return REQUEUE
-            self._core.clock.sleep(wait)
-        res = self._reserve(run, cand)
-        if isinstance(res, Requeue):
-            self._core.health.release_probe(cand.deployment.name)
-        return res
-
-    def _back_off(self, run: RequestRun, cand: Candidate, err: ProviderError,
-                  res: Reservation | None, retry_no: int, started: float) -> bool:
-        """After a failed attempt: free its budget, book it, and wait if it is worth trying
-        the same deployment again (True) rather than moving on (False)."""
-        self._release(res)
-        step = run.failed(cand, err, retry_no, started)
-        if step.wait is None:
-            return False
-        self._core.clock.sleep(step.wait)
-        return True
-
-    def _run_candidate(self, run: RequestRun, cand: Candidate) -> Completion | None:
-        """Try one deployment, with its retries. A completion, or None to move on."""
-        clock = self._core.clock
-        retry_no = 0
-        while not isinstance(res := self._admit(run, cand), Requeue):
-            provider, call = run.call_for(cand)
-            started = clock.now()
-            try:
-                result = self._send(provider, call, run.timeout_for(call))
-            except ProviderError as err:
-                if not self._back_off(run, cand, err, res, retry_no, started):
-                    return None
-                retry_no += 1
-                continue
-            completion, problem = run.succeeded(cand, result, started, None, retry_no)
-            self._settle(run, res, cand, completion.cost_nano, completion.usage,
-                         "ok" if problem is None else "error", completion.request_id)
-            if problem is None:
-                return completion
-            run.structured_error(completion, problem)
-            return None
-        return None
-
-    def _stream_chunks(self, run: RequestRun) -> Iterator[StreamChunk | Completion]:
-        """Chunks from the first deployment that starts streaming, then the final `Completion`
-        (the `Stream` keeps it). Falls back only while nothing has reached the caller."""
-        session, chunks, first = self._start_streaming(run)
+    def _stream_chunks(self, run: RequestRun,
+                       stream: Stream) -> Generator[StreamChunk | Completion, None, None]:
+        """Chunks from the first deployment that starts streaming, then the final `Completion`.
+        Falls back only while nothing has reached the caller."""
+        attempt, first = self._drive(stream_flow(run, self._hedge))
+        stream.attempt = attempt
+        chunks: Generator[StreamChunk, None, None] = attempt.chunks
         try:
             yield first
             yield from chunks
         finally:
             chunks.close()
-        assert session.completion is not None
-        yield session.completion
+        assert attempt.completion is not None
+        yield attempt.completion
 
-    def _start_streaming(
-        self, run: RequestRun,
-    ) -> tuple[SyncStreamSession, Generator[StreamChunk, None, None], StreamChunk]:
-        """The first attempt to produce a chunk (hedged, when the request hedges); the
-        failures before it are retried and fallen back from."""
-        plan = run.hedge_plan(self._hedge)
-        if plan is not None:
-            won = self._race(run, *plan)
-            if won is not None:
-                return won
-        while (cand := run.next_candidate()) is not None:
-            started = self._first_chunk_from(run, cand)
-            if started is not None:
-                return started
-        raise run.exhausted()
+    def _first_chunk(self, attempt: StreamAttempt) -> StreamChunk:
+        attempt.chunks = chunks = self.pump(attempt)
+        return next(chunks)
 
-    def _first_chunk_from(
-        self, run: RequestRun, cand: Candidate,
-    ) -> tuple[SyncStreamSession, Generator[StreamChunk, None, None], StreamChunk] | None:
-        """Open a stream on one deployment, with its retries, up to its first chunk."""
-        clock = self._core.clock
-        retry_no = 0
-        while not isinstance(res := self._admit(run, cand), Requeue):
-            provider, call = run.call_for(cand)
-            started = clock.now()
-            session = SyncStreamSession(self, run, cand, provider, call, res, started, retry_no)
-            chunks = session.chunks()
-            try:
-                return session, chunks, next(chunks)
-            except ProviderError as err:
-                chunks.close()
-                if not self._back_off(run, cand, err, res, retry_no, started):
-                    return None
-                retry_no += 1
-        return None
+    def _drain(self, attempt: StreamAttempt) -> Completion | None:
+        chunks: Generator[StreamChunk, None, None] = attempt.chunks
+        try:
+            for _chunk in chunks:
+                pass
+        except StreamInterruptedError:
+            return None  # booked; nothing reached the caller yet, so the flow falls back
+        finally:
+            chunks.close()
+        return attempt.completion
 
-    def _race(
-        self, run: RequestRun, first: Candidate, second: Candidate, after: float, *,
-        stream: bool | None = None,
-    ) -> tuple[SyncStreamSession, Generator[StreamChunk, None, None], StreamChunk] | None:
-        """Hedge (see `HedgePolicy`): each leg waits for its first token on a thread of its own;
-        the first to produce output wins and the caller goes on reading it here, the other is
-        cancelled by closing its connection (and books what it cost)."""
-        clock = self._core.clock
-        import queue  # only hedged requests need it
+    def pump(self, attempt: StreamAttempt) -> Generator[StreamChunk, None, None]:
+        """Run one streaming attempt: perform what `attempt.pump()` asks, yield its chunks."""
+        flow = attempt.pump()
+        handle: StreamHandle | None = None
+        lines: Iterator[bytes] = iter(())
+        reply: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    action = flow.send(reply) if error is None else flow.throw(error)
+                except StopIteration:
+                    return
+                reply, error = None, None
+                try:
+                    if action is NEXT_LINE:
+                        reply = next(lines, None)
+                        continue
+                    match action:
+                        case Emit():
+                            yield action.chunk
+                        case Open():
+                            handle = self._open(attempt, action)
+                            reply = handle.status, handle.headers
+                            lines = handle.lines()
+                        case Book():
+                            self.perform(action)
+                        case _:  # READ_BODY
+                            assert handle is not None
+                            reply = handle.read()
+                except BaseException as exc:  # incl. GeneratorExit: the attempt books itself
+                    error = exc
+        finally:
+            if handle is not None:
+                handle.close()
 
-        reports: queue.Queue[SyncLeg] = queue.Queue()
-        legs: list[SyncLeg] = []
-
-        def start(cand: Candidate) -> None:
-            res = self._reserve(run, cand)
-            if isinstance(res, Requeue):
-                return
-            provider, call = run.call_for(cand, stream=stream)
-            session = SyncStreamSession(self, run, cand, provider, call, res, clock.now(), 0)
-            leg = SyncLeg(cand, res, session, session.chunks())
-            leg.thread = threading.Thread(target=leg.pull_first, args=(reports,), daemon=True,
-                                          name=f"starcoder-router-hedge-{cand.deployment.name}")
-            legs.append(leg)
-            leg.thread.start()
-
-        start(first)
-        early: SyncLeg | None = None
-        if legs:
-            try:
-                early = reports.get(timeout=after)
-            except queue.Empty:
-                early = None
-        if early is None or early.error is not None:
-            start(second)
-        else:
-            run.queue.appendleft(second)  # not needed now; still a fallback
-        winner: SyncLeg | None = None
-        unheard = len(legs)
-        while unheard and winner is None:
-            leg = early if early is not None else reports.get()
-            early = None
-            unheard -= 1
-            if leg.error is None:
-                winner = leg
-            elif isinstance(leg.error, ProviderError):
-                self._release(leg.res)
-                run.failed(leg.cand, leg.error, 0, leg.session.started)
-            else:
-                raise leg.error
-        for leg in legs:
-            if leg is not winner and leg.error is None:
-                leg.cancel()
-        for leg in legs:
-            if leg is not winner and leg.thread is not None:
-                # Usually the closed connection ends the loser at once. One still waiting for
-                # its server cannot be interrupted from here: it books itself when that ends,
-                # and the winner does not wait for it.
-                leg.thread.join(timeout=_LOSER_GRACE_S)
-        if winner is None or winner.first is None:
-            return None
-        return winner.session, winner.chunks, winner.first
+    def _open(self, attempt: StreamAttempt, action: Open) -> StreamHandle:
+        handle = self._transport_for(action.provider).open(
+            action.wire, timeout=action.timeout, connect_timeout=action.connect_timeout)
+        attempt.handle = handle
+        if attempt.cancel_requested:  # lost a hedge while connecting
+            handle.close()
+        return handle

@@ -17,7 +17,7 @@ from typing import Any
 
 from .._errors import MissingDependencyError
 from .._routing.cost import nano_to_usd
-from .engine import RequestOutcome
+from .records import RequestOutcome
 from .runner import SimulationResult
 from .summary import PolicySummary
 

@@ -25,8 +25,9 @@ from .._routing.policy import CostPolicy
 from .._routing.render import render
 from .._routing.tokens import EstimatingCounter, TokenCounter, load_token_counter
 from .._running.retry import RetryPolicy
-from .engine import Prepared, Scenario, ScenarioRun, simulate_scenario
+from .engine import simulate_scenario
 from .model import SimulationSettings, draw_output_tokens, load_settings
+from .records import Prepared, Scenario, ScenarioRun
 from .scenarios import SCENARIO_NAMES, build_scenarios
 from .summary import PolicySummary, summarize
 from .synthetic import SyntheticCounter

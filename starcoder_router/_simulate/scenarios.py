@@ -21,8 +21,8 @@ from .._errors import ConfigError
 from .._routing.catalog import Catalog, Deployment
 from .._routing.decision import Candidate
 from .._routing.policy import CostPolicy
-from .engine import Scenario
 from .model import SCENARIO_NAMES
+from .records import Scenario
 
 __all__ = ["SCENARIO_NAMES", "build_scenarios", "summed_price"]
 

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 from .._routing.cost import nano_to_usd
 from .._text import text_table
-from .engine import RequestOutcome, Scenario
+from .records import RequestOutcome, Scenario
 
 __all__ = ["PolicySummary", "summarize", "summary_table"]
 

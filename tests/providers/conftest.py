@@ -1,24 +1,21 @@
-"""Fixtures for the provider tests (helpers live in provider_wire.py).
+"""Fixtures for the provider tests (helpers live in support/provider_replies.py).
 
 `drive` runs each test twice: through the sync `Router` and through
-`AsyncRouter(transport="httpx")`; `mock` is respx, which intercepts both httpx clients, so every
-test sees the exact request on the wire.
+`AsyncRouter(transport="httpx")`, with a router per provider (`drive.router("vllm")`); `mock` is
+respx, which intercepts both httpx clients, so every test sees the exact request on the wire.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 import respx
-from provider_wire import Driver
 
+from support.provider_replies import ProviderDriver
+from support.router_driver import MODES, drive_fixture
 
-@pytest.fixture(params=["sync", "async"])
-async def drive(request: pytest.FixtureRequest) -> AsyncIterator[Driver]:
-    driver = Driver(request.param)
-    yield driver
-    await driver.aclose()
+drive = drive_fixture(*MODES, driver=ProviderDriver)
 
 
 @pytest.fixture

@@ -8,15 +8,6 @@ import logging
 
 import pytest
 import respx
-from provider_wire import (
-    COMPLETIONS_URL,
-    FIM_PROMPT,
-    SCHEMA,
-    Driver,
-    body_of,
-    fixture_json,
-    sse,
-)
 
 from starcoder_router import (
     BadRequestError,
@@ -25,12 +16,22 @@ from starcoder_router import (
     RateLimitError,
     StructuredOutputError,
 )
+from support.provider_replies import (
+    COMPLETIONS_URL,
+    FIM_PROMPT,
+    SCHEMA,
+    ProviderDriver,
+    body_of,
+    fixture_json,
+    sse,
+)
 
 URL = COMPLETIONS_URL["deepinfra"]
 MODEL = "bigcode/starcoder2-15b"
 
 
-async def test_url_is_exactly_the_openai_path(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_url_is_exactly_the_openai_path(
+        drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(URL).respond(200, json=fixture_json("deepinfra/completion.json"))
     router = drive.router("deepinfra")
 
@@ -50,7 +51,7 @@ async def test_url_is_exactly_the_openai_path(drive: Driver, mock: respx.MockRou
 
 
 @pytest.mark.parametrize("var", ["DEEPINFRA_TOKEN", "DEEPINFRA_API_KEY", "DEEPINFRA_API_TOKEN"])
-async def test_each_key_variable(drive: Driver, mock: respx.MockRouter, var: str) -> None:
+async def test_each_key_variable(drive: ProviderDriver, mock: respx.MockRouter, var: str) -> None:
     route = mock.post(URL).respond(200, json=fixture_json("deepinfra/completion.json"))
     router = drive.router("deepinfra", env={var: "di-from-" + var})
 
@@ -59,7 +60,7 @@ async def test_each_key_variable(drive: Driver, mock: respx.MockRouter, var: str
     assert route.calls.last.request.headers["authorization"] == "Bearer di-from-" + var
 
 
-async def test_without_a_key_deepinfra_is_not_routable(drive: Driver) -> None:
+async def test_without_a_key_deepinfra_is_not_routable(drive: ProviderDriver) -> None:
     router = drive.router("deepinfra", env={})
 
     with pytest.raises(NoRouteError, match="DEEPINFRA_API_KEY or DEEPINFRA_TOKEN"):
@@ -67,7 +68,7 @@ async def test_without_a_key_deepinfra_is_not_routable(drive: Driver) -> None:
 
 
 async def test_fim_keeps_the_callers_stops_first_and_at_most_four(
-        drive: Driver, mock: respx.MockRouter) -> None:
+        drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(URL).respond(200, json=fixture_json("deepinfra/completion.json"))
     router = drive.router("deepinfra")
 
@@ -79,7 +80,7 @@ async def test_fim_keeps_the_callers_stops_first_and_at_most_four(
 
 
 async def test_silent_redirect_warns_on_each_completion_and_logs_once(
-        drive: Driver, mock: respx.MockRouter, caplog: pytest.LogCaptureFixture) -> None:
+        drive: ProviderDriver, mock: respx.MockRouter, caplog: pytest.LogCaptureFixture) -> None:
     mock.post(URL).respond(200, json=fixture_json("deepinfra/completion_redirected.json"))
     router = drive.router("deepinfra")
     caplog.set_level(logging.WARNING, logger="starcoder_router")
@@ -97,7 +98,7 @@ async def test_silent_redirect_warns_on_each_completion_and_logs_once(
     assert logged[0].levelno == logging.WARNING
 
 
-async def test_stream_reads_usage_from_the_finish_chunk(drive: Driver,
+async def test_stream_reads_usage_from_the_finish_chunk(drive: ProviderDriver,
                                                         mock: respx.MockRouter) -> None:
     route = mock.post(URL).mock(return_value=sse("deepinfra/stream_usage_on_finish.sse"))
     router = drive.router("deepinfra")
@@ -114,7 +115,8 @@ async def test_stream_reads_usage_from_the_finish_chunk(drive: Driver,
             completion.usage.source) == (14, 4, "provider")
 
 
-async def test_stream_redirect_is_flagged_too(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_stream_redirect_is_flagged_too(
+        drive: ProviderDriver, mock: respx.MockRouter) -> None:
     body = sse("deepinfra/stream_usage_on_finish.sse").content.replace(
         b'"model":"bigcode/starcoder2-15b"', b'"model":"Qwen/Qwen2.5-Coder-32B-Instruct"')
     mock.post(URL).respond(200, content=body, headers={"content-type": "text/event-stream"})
@@ -126,7 +128,7 @@ async def test_stream_redirect_is_flagged_too(drive: Driver, mock: respx.MockRou
 
 
 async def test_a_schema_is_sent_as_json_object_and_checked_here(
-        drive: Driver, mock: respx.MockRouter) -> None:
+        drive: ProviderDriver, mock: respx.MockRouter) -> None:
     answer = fixture_json("deepinfra/completion.json")
     answer["choices"][0]["text"] = '{"title": "add"}'  # JSON, but not the schema's shape
     route = mock.post(URL).respond(200, json=answer)
@@ -139,18 +141,7 @@ async def test_a_schema_is_sent_as_json_object_and_checked_here(
     assert body_of(route)["response_format"] == {"type": "json_object"}
 
 
-async def test_grammars_are_refused_before_sending(drive: Driver, mock: respx.MockRouter) -> None:
-    route = mock.post(URL).respond(200, json=fixture_json("deepinfra/completion.json"))
-    router = drive.router("deepinfra")
-
-    with pytest.raises(BadRequestError, match="does not take GBNF grammars"):
-        await drive.complete(router, prompt="yes or no:", max_tokens=4,
-                             response_format={"type": "grammar", "grammar": 'root ::= "yes"'})
-
-    assert not route.called
-
-
-async def test_422_detail_is_a_bad_request(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_422_detail_is_a_bad_request(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     mock.post(URL).respond(422, json=fixture_json("deepinfra/validation_422.json"))
     router = drive.router("deepinfra")
 
@@ -162,7 +153,7 @@ async def test_422_detail_is_a_bad_request(drive: Driver, mock: respx.MockRouter
     assert info.value.provider_message == "body.max_tokens: ensure this value is greater than 0"
 
 
-async def test_429_rate_limited_is_retryable(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_429_rate_limited_is_retryable(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     mock.post(URL).respond(429, json=fixture_json("deepinfra/rate_limited_429.json"))
     router = drive.router("deepinfra")
 

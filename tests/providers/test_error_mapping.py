@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from provider_wire import COMPLETIONS_URL, DEPLOYMENTS, Driver, closed_port, fixture_json
 
 from starcoder_router import (
     AuthenticationError,
@@ -35,6 +34,8 @@ from starcoder_router import (
     StreamInterruptedError,
 )
 from starcoder_router._providers.registry import provider_class
+from support.ports import free_port
+from support.provider_replies import COMPLETIONS_URL, DEPLOYMENTS, ProviderDriver, fixture_json
 
 PROVIDERS = ["fireworks", "deepinfra", "vllm", "tgi", "lmstudio"]
 
@@ -93,7 +94,7 @@ STATUS_CASES = {
 
 @pytest.mark.parametrize("case_id", list(STATUS_CASES))
 @pytest.mark.parametrize("provider", PROVIDERS)
-async def test_status_mapping(drive: Driver, mock: respx.MockRouter, provider: str,
+async def test_status_mapping(drive: ProviderDriver, mock: respx.MockRouter, provider: str,
                               case_id: str) -> None:
     case = STATUS_CASES[case_id]
     body = case.body if case.body is not None else error_body(provider, case.message)
@@ -122,7 +123,7 @@ async def test_status_mapping(drive: Driver, mock: respx.MockRouter, provider: s
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-async def test_overflow_is_a_context_length_error(drive: Driver, mock: respx.MockRouter,
+async def test_overflow_is_a_context_length_error(drive: ProviderDriver, mock: respx.MockRouter,
                                                   provider: str) -> None:
     status, body, window, prompt_tokens = OVERFLOW[provider]
     mock.post(COMPLETIONS_URL[provider]).respond(status, json=body)
@@ -138,7 +139,7 @@ async def test_overflow_is_a_context_length_error(drive: Driver, mock: respx.Moc
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-async def test_malformed_json(drive: Driver, mock: respx.MockRouter, provider: str) -> None:
+async def test_malformed_json(drive: ProviderDriver, mock: respx.MockRouter, provider: str) -> None:
     mock.post(COMPLETIONS_URL[provider]).respond(
         200, content=b'{"id": "cmpl-1", "choices": [{"text": "ret',
         headers={"content-type": "application/json"})
@@ -158,7 +159,7 @@ def _chunk(text: str) -> bytes:
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-async def test_stream_cut_before_any_text(drive: Driver, mock: respx.MockRouter,
+async def test_stream_cut_before_any_text(drive: ProviderDriver, mock: respx.MockRouter,
                                           provider: str) -> None:
     mock.post(COMPLETIONS_URL[provider]).respond(200, content=_chunk(""),
                                                  headers={"content-type": "text/event-stream"})
@@ -172,7 +173,7 @@ async def test_stream_cut_before_any_text(drive: Driver, mock: respx.MockRouter,
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-async def test_stream_cut_after_text(drive: Driver, mock: respx.MockRouter,
+async def test_stream_cut_after_text(drive: ProviderDriver, mock: respx.MockRouter,
                                      provider: str) -> None:
     mock.post(COMPLETIONS_URL[provider]).respond(200, content=_chunk("return"),
                                                  headers={"content-type": "text/event-stream"})
@@ -192,7 +193,7 @@ async def test_stream_cut_after_text(drive: Driver, mock: respx.MockRouter,
     pytest.param(httpx.ReadTimeout("timed out"), ProviderTimeoutError, id="timeout"),
 ])
 @pytest.mark.parametrize("provider", PROVIDERS)
-async def test_transport_failures(drive: Driver, mock: respx.MockRouter, provider: str,
+async def test_transport_failures(drive: ProviderDriver, mock: respx.MockRouter, provider: str,
                                   raised: Exception, expected: type[ProviderError]) -> None:
     mock.post(COMPLETIONS_URL[provider]).mock(side_effect=raised)
     router = drive.router(provider)
@@ -205,8 +206,8 @@ async def test_transport_failures(drive: Driver, mock: respx.MockRouter, provide
     assert info.value.deployment == DEPLOYMENTS[provider].name
 
 
-async def test_a_real_refused_connection(drive: Driver) -> None:
-    base_url = f"http://127.0.0.1:{closed_port()}/v1"
+async def test_a_real_refused_connection(drive: ProviderDriver) -> None:
+    base_url = f"http://127.0.0.1:{free_port()}/v1"
     router = drive.router("vllm", providers={"vllm": {"base_url": base_url}})
 
     with pytest.raises(ProviderConnectionError) as info:
@@ -216,7 +217,7 @@ async def test_a_real_refused_connection(drive: Driver) -> None:
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-async def test_retry_after_is_waited_on_the_clock(drive: Driver, mock: respx.MockRouter,
+async def test_retry_after_is_waited_on_the_clock(drive: ProviderDriver, mock: respx.MockRouter,
                                                   provider: str) -> None:
     ok = fixture_json("vllm/completion.json")
     route = mock.post(COMPLETIONS_URL[provider]).mock(side_effect=[
@@ -247,11 +248,29 @@ KEY_SETUP: dict[str, dict[str, Any]] = {
 }
 
 
+# What each provider says when asked for a GBNF grammar it cannot take (Fireworks takes them).
+GRAMMAR_REFUSALS = {"deepinfra": "does not take GBNF grammars", "vllm": "GBNF",
+                    "lmstudio": "GBNF", "tgi": "not GBNF"}
+
+
+@pytest.mark.parametrize("provider", list(GRAMMAR_REFUSALS))
+async def test_grammars_are_refused_before_sending(drive: ProviderDriver, mock: respx.MockRouter,
+                                                   provider: str) -> None:
+    route = mock.route().respond(500)  # any request at all would be a failure
+    router = drive.router(provider)
+
+    with pytest.raises(BadRequestError, match=GRAMMAR_REFUSALS[provider]):
+        await drive.complete(router, prompt="yes or no:", max_tokens=4,
+                             response_format={"type": "grammar", "grammar": 'root ::= "yes"'})
+
+    assert not route.called
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_keys_never_appear_in_errors_reprs_or_logs(
-        drive: Driver, mock: respx.MockRouter, caplog: pytest.LogCaptureFixture, provider: str,
-        stream: bool) -> None:
+        drive: ProviderDriver, mock: respx.MockRouter, caplog: pytest.LogCaptureFixture,
+        provider: str, stream: bool) -> None:
     caplog.set_level(logging.DEBUG)
     # A server that echoes the key back, as some do ("Incorrect API key provided: ...").
     route = mock.post(COMPLETIONS_URL[provider]).respond(

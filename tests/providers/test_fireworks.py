@@ -4,22 +4,11 @@ Each test runs through `Router` and `AsyncRouter(transport="httpx")` (the `drive
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-import httpx
 import pytest
 import respx
-from provider_wire import (
-    COMPLETIONS_URL,
-    FIM_PROMPT,
-    FIM_STOPS,
-    PROMPT_STOPS,
-    SCHEMA,
-    Driver,
-    body_of,
-    fixture_json,
-    sse,
-)
 
 from starcoder_router import (
     ContextLengthError,
@@ -27,20 +16,27 @@ from starcoder_router import (
     ProviderServerError,
     RateLimitError,
 )
+from support.provider_replies import (
+    COMPLETIONS_URL,
+    FIM_PROMPT,
+    FIM_STOPS,
+    PROMPT_STOPS,
+    SCHEMA,
+    ProviderDriver,
+    assert_post,
+    body_of,
+    fixture_json,
+    sse,
+)
 
 URL = COMPLETIONS_URL["fireworks"]
 MODEL = "accounts/fireworks/models/starcoder2-7b"
 
 
-def _headers(request: httpx.Request, *, accept: str = "application/json") -> None:
-    assert request.method == "POST"
-    assert str(request.url) == URL
-    assert request.headers["authorization"] == "Bearer fw-test-key"
-    assert request.headers["content-type"] == "application/json"
-    assert request.headers["accept"] == accept
+_headers = partial(assert_post, url=URL, key="fw-test-key")
 
 
-async def test_plain_completion(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_plain_completion(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(URL).respond(200, json=fixture_json("fireworks/completion.json"),
                                    headers={"x-request-id": "fw-req-1"})
     router = drive.router("fireworks")
@@ -62,7 +58,7 @@ async def test_plain_completion(drive: Driver, mock: respx.MockRouter) -> None:
     assert completion.cost_usd == pytest.approx(19 * 0.2 / 1e6)
 
 
-async def test_fim_sends_the_psm_prompt_and_no_suffix(drive: Driver,
+async def test_fim_sends_the_psm_prompt_and_no_suffix(drive: ProviderDriver,
                                                       mock: respx.MockRouter) -> None:
     route = mock.post(URL).respond(200, json=fixture_json("fireworks/completion.json"))
     router = drive.router("fireworks")
@@ -76,7 +72,7 @@ async def test_fim_sends_the_psm_prompt_and_no_suffix(drive: Driver,
     }
 
 
-async def test_stream_with_a_usage_only_last_chunk(drive: Driver,
+async def test_stream_with_a_usage_only_last_chunk(drive: ProviderDriver,
                                                    mock: respx.MockRouter) -> None:
     route = mock.post(URL).mock(return_value=sse("fireworks/stream_usage_last.sse"))
     router = drive.router("fireworks")
@@ -98,7 +94,8 @@ async def test_stream_with_a_usage_only_last_chunk(drive: Driver,
     assert completion.request_id == "cmpl-fw-0003"
 
 
-async def test_stream_without_usage_is_counted(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_stream_without_usage_is_counted(
+        drive: ProviderDriver, mock: respx.MockRouter) -> None:
     mock.post(URL).mock(return_value=sse("fireworks/stream_no_usage.sse"))
     router = drive.router("fireworks")
 
@@ -110,7 +107,7 @@ async def test_stream_without_usage_is_counted(drive: Driver, mock: respx.MockRo
     assert completion.usage.completion_tokens > 0
 
 
-async def test_usage_headers_fill_in_a_body_without_usage(drive: Driver,
+async def test_usage_headers_fill_in_a_body_without_usage(drive: ProviderDriver,
                                                           mock: respx.MockRouter) -> None:
     mock.post(URL).respond(200, json=fixture_json("fireworks/completion_no_usage.json"),
                            headers={"fireworks-prompt-tokens": "14",
@@ -136,7 +133,7 @@ async def test_usage_headers_fill_in_a_body_without_usage(drive: Driver,
     pytest.param({"type": "grammar", "grammar": 'root ::= "yes" | "no"'},
                  {"type": "grammar", "grammar": 'root ::= "yes" | "no"'}, "yes", id="grammar"),
 ])
-async def test_structured_output_forms(drive: Driver, mock: respx.MockRouter,
+async def test_structured_output_forms(drive: ProviderDriver, mock: respx.MockRouter,
                                        requested: dict[str, Any], on_wire: dict[str, Any],
                                        reply: str) -> None:
     answer = fixture_json("fireworks/completion.json")
@@ -154,7 +151,8 @@ async def test_structured_output_forms(drive: Driver, mock: respx.MockRouter,
     assert completion.text == reply
 
 
-async def test_overflow_is_a_context_length_error(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_overflow_is_a_context_length_error(
+        drive: ProviderDriver, mock: respx.MockRouter) -> None:
     mock.post(URL).respond(400, json=fixture_json("fireworks/overflow_400.json"))
     router = drive.router("fireworks")
 
@@ -168,7 +166,7 @@ async def test_overflow_is_a_context_length_error(drive: Driver, mock: respx.Moc
     assert err.deployment == "fireworks/starcoder2-7b"
 
 
-async def test_retired_model_is_not_found(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_retired_model_is_not_found(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     mock.post(URL).respond(404, json=fixture_json("fireworks/not_found_404.json"))
     router = drive.router("fireworks")
 
@@ -180,7 +178,8 @@ async def test_retired_model_is_not_found(drive: Driver, mock: respx.MockRouter)
     assert info.value.retryable is False
 
 
-async def test_429_names_the_rate_limits_it_hit(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_429_names_the_rate_limits_it_hit(
+        drive: ProviderDriver, mock: respx.MockRouter) -> None:
     mock.post(URL).respond(429, json={"error": {"message": "rate limit exceeded"}}, headers={
         "x-ratelimit-limit-tokens-prompt": "60000",
         "x-ratelimit-limit-tokens-generated": "6000",
@@ -200,7 +199,7 @@ async def test_429_names_the_rate_limits_it_hit(drive: Driver, mock: respx.MockR
 
 
 async def test_503_service_overloaded_is_a_retryable_server_error(
-        drive: Driver, mock: respx.MockRouter) -> None:
+        drive: ProviderDriver, mock: respx.MockRouter) -> None:
     mock.post(URL).respond(503, json=fixture_json("fireworks/overloaded_503.json"))
     router = drive.router("fireworks")
 
@@ -214,7 +213,7 @@ async def test_503_service_overloaded_is_a_retryable_server_error(
 
 
 @pytest.mark.parametrize("var", ["FIREWORKS_API_KEY", "FIREWORKS_AI_API_KEY"])
-async def test_key_variables(drive: Driver, mock: respx.MockRouter, var: str) -> None:
+async def test_key_variables(drive: ProviderDriver, mock: respx.MockRouter, var: str) -> None:
     route = mock.post(URL).respond(200, json=fixture_json("fireworks/completion.json"))
     router = drive.router("fireworks", env={var: "fw-from-" + var})
 

@@ -4,45 +4,38 @@ Router tests run through `Router` and `AsyncRouter(transport="httpx")` (the `dri
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import httpx
 import pytest
 import respx
-from provider_wire import (
+
+from starcoder_router import ContextLengthError
+from starcoder_router._providers.call import Endpoint, WireResponse
+from starcoder_router._providers.lmstudio import LMStudio
+from support.provider_replies import (
     COMPLETIONS_URL,
     FIM_PROMPT,
     FIM_STOPS,
     PROMPT_STOPS,
     SCHEMA,
-    Driver,
+    ProviderDriver,
+    assert_post,
     body_of,
     fixture_bytes,
     fixture_json,
     sse,
 )
 
-from starcoder_router import BadRequestError, ContextLengthError
-from starcoder_router._providers.call import Endpoint, WireResponse
-from starcoder_router._providers.lmstudio import LMStudio
-
 URL = COMPLETIONS_URL["lmstudio"]
 MODEL = "starcoder2-7b"
 
 
-def _headers(request: httpx.Request, *, accept: str = "application/json",
-             key: str | None = None) -> None:
-    assert request.method == "POST"
-    assert str(request.url) == URL
-    assert request.headers["content-type"] == "application/json"
-    assert request.headers["accept"] == accept
-    if key is None:
-        assert "authorization" not in request.headers
-    else:
-        assert request.headers["authorization"] == "Bearer " + key
+_headers = partial(assert_post, url=URL)
 
 
-async def test_plain_completion(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_plain_completion(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(URL).respond(200, json=fixture_json("lmstudio/completion.json"))
     router = drive.router("lmstudio")
 
@@ -56,7 +49,8 @@ async def test_plain_completion(drive: Driver, mock: respx.MockRouter) -> None:
     assert completion.cost_usd == 0.0
 
 
-async def test_lm_api_token_is_sent_as_bearer(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_lm_api_token_is_sent_as_bearer(
+        drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(URL).respond(200, json=fixture_json("lmstudio/completion.json"))
     router = drive.router("lmstudio", env={"LM_API_TOKEN": "lms-secret"})
 
@@ -65,7 +59,7 @@ async def test_lm_api_token_is_sent_as_bearer(drive: Driver, mock: respx.MockRou
     _headers(route.calls.last.request, key="lms-secret")
 
 
-async def test_fim_as_psm_prompt(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_fim_as_psm_prompt(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(URL).respond(200, json=fixture_json("lmstudio/completion.json"))
     router = drive.router("lmstudio")
 
@@ -75,7 +69,7 @@ async def test_fim_as_psm_prompt(drive: Driver, mock: respx.MockRouter) -> None:
                               "stop": FIM_STOPS}
 
 
-async def test_stream(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_stream(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(URL).mock(return_value=sse("lmstudio/stream.sse"))
     router = drive.router("lmstudio")
 
@@ -101,7 +95,7 @@ async def test_stream(drive: Driver, mock: respx.MockRouter) -> None:
                  SCHEMA, "fn", id="json_schema"),
 ])
 async def test_structured_output_is_always_json_schema(
-        drive: Driver, mock: respx.MockRouter, requested: dict[str, Any],
+        drive: ProviderDriver, mock: respx.MockRouter, requested: dict[str, Any],
         schema: dict[str, Any], name: str) -> None:
     answer = fixture_json("lmstudio/completion.json")
     answer["choices"][0]["text"] = '{"name": "add"}'
@@ -119,18 +113,8 @@ async def test_structured_output_is_always_json_schema(
     assert completion.json() == {"name": "add"}
 
 
-async def test_grammars_are_refused_before_sending(drive: Driver, mock: respx.MockRouter) -> None:
-    route = mock.post(URL).respond(200, json=fixture_json("lmstudio/completion.json"))
-    router = drive.router("lmstudio")
-
-    with pytest.raises(BadRequestError, match="GBNF"):
-        await drive.complete(router, prompt="yes or no:", max_tokens=4,
-                             response_format={"type": "grammar", "grammar": 'root ::= "yes"'})
-
-    assert not route.called
-
-
-async def test_overflow_reports_the_loaded_window(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_overflow_reports_the_loaded_window(
+        drive: ProviderDriver, mock: respx.MockRouter) -> None:
     mock.post(URL).respond(400, json=fixture_json("lmstudio/overflow_400.json"))
     router = drive.router("lmstudio")
 

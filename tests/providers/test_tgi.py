@@ -10,17 +10,6 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from provider_wire import (
-    COMPLETIONS_URL,
-    DEPLOYMENTS,
-    FIM_PROMPT,
-    SCHEMA,
-    Driver,
-    body_of,
-    fixture_bytes,
-    fixture_json,
-    sse,
-)
 
 from starcoder_router import (
     AuthenticationError,
@@ -31,6 +20,18 @@ from starcoder_router import (
 )
 from starcoder_router._providers.call import Endpoint, WireRequest, WireResponse
 from starcoder_router._providers.tgi import TGI
+from support.provider_replies import (
+    COMPLETIONS_URL,
+    DEPLOYMENTS,
+    FIM_PROMPT,
+    SCHEMA,
+    ProviderDriver,
+    assert_post,
+    body_of,
+    fixture_bytes,
+    fixture_json,
+    sse,
+)
 
 V1 = COMPLETIONS_URL["tgi"]
 GENERATE = "http://localhost:8080/generate"
@@ -40,25 +41,17 @@ NATIVE = DEPLOYMENTS["tgi"].model_copy(update={"api": "native"})
 FIM_STOPS_4 = ["<file_sep>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>"]
 
 
-def _headers(request: httpx.Request, url: str, *, accept: str = "application/json") -> None:
-    assert request.method == "POST"
-    assert str(request.url) == url
-    assert request.headers["content-type"] == "application/json"
-    assert request.headers["accept"] == accept
-    assert "authorization" not in request.headers
-
-
 # -- OpenAI-compatible /v1/completions (the default) -------------------------------------------
 
 
-async def test_v1_plain_completion(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_v1_plain_completion(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(V1).respond(200, json=fixture_json("tgi/v1_completion.json"))
     router = drive.router("tgi")
 
     completion = await drive.complete(router, prompt="def add(a, b):", max_tokens=32,
                                       temperature=0.0, top_p=1.0, seed=3)
 
-    _headers(route.calls.last.request, V1)
+    assert_post(route.calls.last.request, V1)
     # model "tgi" (anything else is taken as a LoRA adapter id); top_p=1 would be a 422.
     assert body_of(route) == {"model": "tgi", "prompt": "def add(a, b):", "max_tokens": 32,
                               "temperature": 0.0, "stop": ["<file_sep>", "<|endoftext|>"],
@@ -68,7 +61,7 @@ async def test_v1_plain_completion(drive: Driver, mock: respx.MockRouter) -> Non
     assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (14, 5)
 
 
-async def test_v1_fim_without_suffix_and_four_stops(drive: Driver,
+async def test_v1_fim_without_suffix_and_four_stops(drive: ProviderDriver,
                                                     mock: respx.MockRouter) -> None:
     route = mock.post(V1).respond(200, json=fixture_json("tgi/v1_completion.json"))
     router = drive.router("tgi")
@@ -80,7 +73,7 @@ async def test_v1_fim_without_suffix_and_four_stops(drive: Driver,
                               "top_p": 0.95, "stop": FIM_STOPS_4}
 
 
-async def test_v1_stop_sequence_is_cut_from_the_text(drive: Driver,
+async def test_v1_stop_sequence_is_cut_from_the_text(drive: ProviderDriver,
                                                      mock: respx.MockRouter) -> None:
     mock.post(V1).respond(200, json=fixture_json("tgi/v1_completion_stop_sequence.json"))
     router = drive.router("tgi")
@@ -93,7 +86,7 @@ async def test_v1_stop_sequence_is_cut_from_the_text(drive: Driver,
     assert completion.raw_finish_reason == "stop_sequence"
 
 
-async def test_v1_stream_maps_eos_token_and_drops_its_text(drive: Driver,
+async def test_v1_stream_maps_eos_token_and_drops_its_text(drive: ProviderDriver,
                                                            mock: respx.MockRouter) -> None:
     route = mock.post(V1).mock(return_value=sse("tgi/v1_stream.sse"))
     router = drive.router("tgi")
@@ -101,7 +94,7 @@ async def test_v1_stream_maps_eos_token_and_drops_its_text(drive: Driver,
     chunks, completion = await drive.stream(router, prefix="def add(a, b):\n    ", suffix="\n",
                                             max_tokens=32)
 
-    _headers(route.calls.last.request, V1, accept="text/event-stream")
+    assert_post(route.calls.last.request, V1, accept="text/event-stream")
     # Usage always ends a /v1 stream, so no stream_options.
     assert body_of(route) == {"model": "tgi", "prompt": FIM_PROMPT, "max_tokens": 32,
                               "stop": FIM_STOPS_4, "stream": True}
@@ -116,7 +109,7 @@ async def test_v1_stream_maps_eos_token_and_drops_its_text(drive: Driver,
 # -- native /generate and /generate_stream -----------------------------------------------------
 
 
-async def test_native_generate(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_native_generate(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(GENERATE).respond(200, json=fixture_json("tgi/generate.json"),
                                         headers={"x-prompt-tokens": "14",
                                                  "x-generated-tokens": "5"})
@@ -125,7 +118,7 @@ async def test_native_generate(drive: Driver, mock: respx.MockRouter) -> None:
     completion = await drive.complete(router, prefix="def add(a, b):\n    ", suffix="\n",
                                       max_tokens=32, temperature=0.0, top_p=1.0, seed=3)
 
-    _headers(route.calls.last.request, GENERATE)
+    assert_post(route.calls.last.request, GENERATE)
     # temperature 0 (greedy) and top_p 1 are TGI's defaults and would be refused if sent.
     assert body_of(route) == {"inputs": FIM_PROMPT,
                               "parameters": {"max_new_tokens": 32, "details": True,
@@ -137,7 +130,7 @@ async def test_native_generate(drive: Driver, mock: respx.MockRouter) -> None:
             completion.usage.source) == (14, 5, "provider")
 
 
-async def test_native_sampling_parameters(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_native_sampling_parameters(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(GENERATE).respond(200, json=fixture_json("tgi/generate.json"))
     router = drive.router("tgi", deployment=NATIVE)
 
@@ -151,14 +144,15 @@ async def test_native_sampling_parameters(drive: Driver, mock: respx.MockRouter)
                                              "top_k": 20}}
 
 
-async def test_native_stream_skips_special_tokens(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_native_stream_skips_special_tokens(
+        drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(GENERATE_STREAM).mock(return_value=sse("tgi/generate_stream.sse"))
     router = drive.router("tgi", deployment=NATIVE)
 
     chunks, completion = await drive.stream(router, prefix="def add(a, b):\n    ", suffix="\n",
                                             max_tokens=32)
 
-    _headers(route.calls.last.request, GENERATE_STREAM, accept="text/event-stream")
+    assert_post(route.calls.last.request, GENERATE_STREAM, accept="text/event-stream")
     assert body_of(route) == {"inputs": FIM_PROMPT,
                               "parameters": {"max_new_tokens": 32, "details": True,
                                              "stop": FIM_STOPS_4}}
@@ -176,7 +170,7 @@ async def test_native_stream_skips_special_tokens(drive: Driver, mock: respx.Moc
                  {"type": "json", "value": SCHEMA}, id="json_schema"),
 ])
 async def test_structured_output_goes_native_with_a_grammar(
-        drive: Driver, mock: respx.MockRouter, requested: dict[str, Any],
+        drive: ProviderDriver, mock: respx.MockRouter, requested: dict[str, Any],
         grammar: dict[str, Any]) -> None:
     # /v1/completions cannot constrain output, so even the default deployment uses /generate.
     v1 = mock.post(V1).respond(500)
@@ -194,17 +188,6 @@ async def test_structured_output_goes_native_with_a_grammar(
     assert completion.json() == {"name": "add"}
 
 
-async def test_gbnf_grammars_are_refused(drive: Driver, mock: respx.MockRouter) -> None:
-    route = mock.post(GENERATE).respond(200, json=fixture_json("tgi/generate.json"))
-    router = drive.router("tgi")
-
-    with pytest.raises(BadRequestError, match="not GBNF"):
-        await drive.complete(router, prompt="yes or no:", max_tokens=4,
-                             response_format={"type": "grammar", "grammar": 'root ::= "yes"'})
-
-    assert not route.called
-
-
 # -- errors ------------------------------------------------------------------------------------
 
 
@@ -215,8 +198,9 @@ async def test_gbnf_grammars_are_refused(drive: Driver, mock: respx.MockRouter) 
     pytest.param(424, "tgi/generation_424.json", ProviderServerError, True, id="424-generation"),
     pytest.param(500, "tgi/incomplete_500.json", ProviderServerError, True, id="500-incomplete"),
 ])
-async def test_error_statuses(drive: Driver, mock: respx.MockRouter, native: bool, status: int,
-                              fixture: str, kind: type[Exception], retryable: bool) -> None:
+async def test_error_statuses(
+        drive: ProviderDriver, mock: respx.MockRouter, native: bool, status: int,
+        fixture: str, kind: type[Exception], retryable: bool) -> None:
     mock.post(GENERATE if native else V1).respond(status, json=fixture_json(fixture))
     router = drive.router("tgi", deployment=NATIVE if native else None)
 
@@ -233,8 +217,9 @@ async def test_error_statuses(drive: Driver, mock: respx.MockRouter, native: boo
     pytest.param("tgi/validation_overflow_422.json", 16384, 16300, id="inputs+max_new_tokens"),
     pytest.param("tgi/input_length_422.json", 4096, 5000, id="max-input-tokens"),
 ])
-async def test_422_overflows(drive: Driver, mock: respx.MockRouter, fixture: str, window: int,
-                             prompt_tokens: int) -> None:
+async def test_422_overflows(
+        drive: ProviderDriver, mock: respx.MockRouter, fixture: str, window: int,
+        prompt_tokens: int) -> None:
     mock.post(V1).respond(422, json=fixture_json(fixture))
     router = drive.router("tgi")
 
@@ -245,7 +230,7 @@ async def test_422_overflows(drive: Driver, mock: respx.MockRouter, fixture: str
     assert info.value.status_code == 422
 
 
-async def test_max_new_tokens_limit_is_not_an_overflow(drive: Driver,
+async def test_max_new_tokens_limit_is_not_an_overflow(drive: ProviderDriver,
                                                        mock: respx.MockRouter) -> None:
     mock.post(V1).respond(422, json={
         "error": "Input validation error: `max_new_tokens` must be <= 1024. Given: 4096",
@@ -258,7 +243,7 @@ async def test_max_new_tokens_limit_is_not_an_overflow(drive: Driver,
     assert type(info.value) is BadRequestError
 
 
-async def test_401_with_an_empty_body(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_401_with_an_empty_body(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     mock.post(V1).respond(401, content=b"")
     router = drive.router("tgi")
 
@@ -270,7 +255,7 @@ async def test_401_with_an_empty_body(drive: Driver, mock: respx.MockRouter) -> 
 
 
 @pytest.mark.parametrize("native", [False, True], ids=["v1", "native"])
-async def test_error_event_inside_a_200_stream(drive: Driver, mock: respx.MockRouter,
+async def test_error_event_inside_a_200_stream(drive: ProviderDriver, mock: respx.MockRouter,
                                                native: bool) -> None:
     mock.post(GENERATE_STREAM if native else V1).mock(
         return_value=sse("tgi/stream_overloaded.sse"))
@@ -284,7 +269,7 @@ async def test_error_event_inside_a_200_stream(drive: Driver, mock: respx.MockRo
 
 
 async def test_api_key_is_never_read_from_a_bare_api_key_variable(
-        drive: Driver, mock: respx.MockRouter) -> None:
+        drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(V1).respond(200, json=fixture_json("tgi/v1_completion.json"))
     router = drive.router("tgi", env={"API_KEY": "some-other-service"})
 
@@ -293,7 +278,7 @@ async def test_api_key_is_never_read_from_a_bare_api_key_variable(
     assert "authorization" not in route.calls.last.request.headers
 
 
-async def test_api_key_when_configured(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_api_key_when_configured(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(V1).respond(200, json=fixture_json("tgi/v1_completion.json"))
     router = drive.router("tgi", env={"API_KEY": "tgi-secret"},
                           providers={"tgi": {"api_key_env": "API_KEY"}})

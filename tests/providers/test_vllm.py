@@ -5,23 +5,11 @@ discovery and tokenize are pure adapter functions, tested on their requests and 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-import httpx
 import pytest
 import respx
-from provider_wire import (
-    COMPLETIONS_URL,
-    FIM_PROMPT,
-    FIM_STOPS,
-    PROMPT_STOPS,
-    SCHEMA,
-    Driver,
-    body_of,
-    fixture_bytes,
-    fixture_json,
-    sse,
-)
 
 from starcoder_router import (
     AuthenticationError,
@@ -34,24 +22,28 @@ from starcoder_router._providers.call import Endpoint, WireRequest, WireResponse
 from starcoder_router._providers.local import find_variant
 from starcoder_router._providers.vllm import VLLM
 from starcoder_router._secrets import Secret
+from support.provider_replies import (
+    COMPLETIONS_URL,
+    FIM_PROMPT,
+    FIM_STOPS,
+    PROMPT_STOPS,
+    SCHEMA,
+    ProviderDriver,
+    assert_post,
+    body_of,
+    fixture_bytes,
+    fixture_json,
+    sse,
+)
 
 URL = COMPLETIONS_URL["vllm"]
 MODEL = "bigcode/starcoder2-3b"
 
 
-def _headers(request: httpx.Request, *, accept: str = "application/json",
-             key: str | None = None) -> None:
-    assert request.method == "POST"
-    assert str(request.url) == URL
-    assert request.headers["content-type"] == "application/json"
-    assert request.headers["accept"] == accept
-    if key is None:
-        assert "authorization" not in request.headers
-    else:
-        assert request.headers["authorization"] == "Bearer " + key
+_headers = partial(assert_post, url=URL)
 
 
-async def test_plain_completion_needs_no_key(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_plain_completion_needs_no_key(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(URL).respond(200, json=fixture_json("vllm/completion.json"))
     router = drive.router("vllm")
 
@@ -70,7 +62,8 @@ async def test_plain_completion_needs_no_key(drive: Driver, mock: respx.MockRout
     assert completion.deployment.is_local
 
 
-async def test_vllm_api_key_is_sent_as_bearer(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_vllm_api_key_is_sent_as_bearer(
+        drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(URL).respond(200, json=fixture_json("vllm/completion.json"))
     router = drive.router("vllm", env={"VLLM_API_KEY": "vllm-secret"})
 
@@ -79,7 +72,7 @@ async def test_vllm_api_key_is_sent_as_bearer(drive: Driver, mock: respx.MockRou
     _headers(route.calls.last.request, key="vllm-secret")
 
 
-async def test_fim_never_sends_suffix(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_fim_never_sends_suffix(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(URL).respond(200, json=fixture_json("vllm/completion.json"))
     router = drive.router("vllm")
 
@@ -90,7 +83,7 @@ async def test_fim_never_sends_suffix(drive: Driver, mock: respx.MockRouter) -> 
                               "stop": FIM_STOPS}
 
 
-async def test_stream(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_stream(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     route = mock.post(URL).mock(return_value=sse("vllm/stream.sse"))
     router = drive.router("vllm")
 
@@ -119,7 +112,7 @@ async def test_stream(drive: Driver, mock: respx.MockRouter) -> None:
                  id="json_schema"),
 ])
 async def test_structured_output_uses_response_format(
-        drive: Driver, mock: respx.MockRouter, requested: dict[str, Any],
+        drive: ProviderDriver, mock: respx.MockRouter, requested: dict[str, Any],
         on_wire: dict[str, Any]) -> None:
     answer = fixture_json("vllm/completion.json")
     answer["choices"][0]["text"] = '{"name": "add"}'
@@ -135,18 +128,7 @@ async def test_structured_output_uses_response_format(
     assert completion.json() == {"name": "add"}
 
 
-async def test_grammars_are_refused_before_sending(drive: Driver, mock: respx.MockRouter) -> None:
-    route = mock.post(URL).respond(200, json=fixture_json("vllm/completion.json"))
-    router = drive.router("vllm")
-
-    with pytest.raises(BadRequestError, match="GBNF"):
-        await drive.complete(router, prompt="yes or no:", max_tokens=4,
-                             response_format={"type": "grammar", "grammar": 'root ::= "yes"'})
-
-    assert not route.called
-
-
-async def test_401_unauthorized(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_401_unauthorized(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     mock.post(URL).respond(401, json=fixture_json("vllm/unauthorized_401.json"))
     router = drive.router("vllm", env={"VLLM_API_KEY": "wrong"})
 
@@ -162,7 +144,7 @@ async def test_401_unauthorized(drive: Driver, mock: respx.MockRouter) -> None:
     pytest.param("vllm/overflow_requested_400.json", 16384, 16400, id="nested-you-requested"),
     pytest.param("vllm/overflow_max_tokens_flat_400.json", 4096, 2778, id="flat-max-tokens"),
 ])
-async def test_overflow_messages(drive: Driver, mock: respx.MockRouter, fixture: str,
+async def test_overflow_messages(drive: ProviderDriver, mock: respx.MockRouter, fixture: str,
                                  window: int, prompt_tokens: int) -> None:
     mock.post(URL).respond(400, json=fixture_json(fixture))
     router = drive.router("vllm")
@@ -174,7 +156,7 @@ async def test_overflow_messages(drive: Driver, mock: respx.MockRouter, fixture:
     assert info.value.retryable is False
 
 
-async def test_flat_error_shape(drive: Driver, mock: respx.MockRouter) -> None:
+async def test_flat_error_shape(drive: ProviderDriver, mock: respx.MockRouter) -> None:
     mock.post(URL).respond(400, json=fixture_json("vllm/bad_request_flat_400.json"))
     router = drive.router("vllm")
 
@@ -185,7 +167,7 @@ async def test_flat_error_shape(drive: Driver, mock: respx.MockRouter) -> None:
     assert info.value.provider_message == "suffix is not currently supported"
 
 
-async def test_flat_error_event_inside_a_200_stream(drive: Driver,
+async def test_flat_error_event_inside_a_200_stream(drive: ProviderDriver,
                                                     mock: respx.MockRouter) -> None:
     mock.post(URL).mock(return_value=sse("vllm/stream_error_flat.sse"))
     router = drive.router("vllm")

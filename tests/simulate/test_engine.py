@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sim_support import budget_config, counts_workload
 
 from starcoder_router import ConfigError, EstimatingCounter, Router
 from starcoder_router._routing.catalog import Catalog
@@ -15,6 +14,7 @@ from starcoder_router._simulate.model import SimulationSettings, load_settings
 from starcoder_router._simulate.runner import simulate
 from starcoder_router._simulate.synthetic import SyntheticCounter
 from starcoder_router._simulate.workload import WorkloadRequest
+from support.simulation import budget_config, counts_workload
 
 KEYS = {"FIREWORKS_API_KEY": "fw-test", "DEEPINFRA_API_KEY": "di-test"}
 NO_FAILURES = SimulationSettings(deployments={

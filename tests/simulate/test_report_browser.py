@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-from chromium_cdp import open_page, start_chromium
-from sim_support import budget_config, counts_workload
 
 from starcoder_router._simulate.report import write_report
 from starcoder_router._simulate.runner import simulate
+from support.chromium import open_page, start_chromium
+from support.processes import stop
+from support.simulation import budget_config, counts_workload
 
 pytestmark = pytest.mark.integration
 
@@ -28,12 +28,7 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     try:
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         if proc.stderr is not None:
             proc.stderr.close()
 

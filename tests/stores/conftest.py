@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -21,15 +20,11 @@ import pytest
 from starcoder_router._stores.memory import MemoryStore
 from starcoder_router._stores.redis import RedisStore
 from starcoder_router._stores.sqlite import SQLiteStore
+from support.ports import free_port
+from support.processes import stop
 
 STORE_KINDS = ("memory", "sqlite", "redis")
 Store = MemoryStore | SQLiteStore | RedisStore
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -60,24 +55,15 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
             except redis.ConnectionError:
                 time.sleep(0.05)
         client.close()
-        stop_redis(proc)
+        stop(proc)
     pytest.fail("redis-server did not answer PING")
-
-
-def stop_redis(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc, url = start_redis(tmp_path_factory.mktemp("redis"))
     yield url
-    stop_redis(proc)
+    stop(proc)
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -112,6 +98,18 @@ def make_store(kind: str, request: pytest.FixtureRequest,
     yield make
     for store in opened:
         store.close()
+
+
+@pytest.fixture
+def shared_store(kind: str, make_store: Callable[[], Store], tmp_path: Path,
+                 request: pytest.FixtureRequest) -> tuple[Store, tuple[str, str, str]]:
+    """A store of the kind under test, and the spec with which `support.stores.open_store` opens
+    the same backend in a child process (SQLite and Redis only: memory is not shared)."""
+    store = make_store()  # creates the SQLite schema before any child opens the file
+    if kind == "sqlite":
+        return store, (kind, str(tmp_path / "spend.db"), "")
+    assert isinstance(store, RedisStore), f"a {kind} store cannot be shared with other processes"
+    return store, (kind, request.getfixturevalue("redis_url"), store.prefix)
 
 
 class Api:

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from router_budget_support import WORST_USD, open_store, process_main
 
 from starcoder_router import (
     Budget,
@@ -23,6 +22,7 @@ from starcoder_router import (
 )
 from starcoder_router._routing.cost import usd_to_nano
 from starcoder_router.testing import FakeServer, Reply
+from support.budget_workers import WORST_USD, open_store, process_main
 
 
 @pytest.fixture

@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from _store_support import T0, entry, key
 
 from starcoder_router._cli import main
 from starcoder_router._errors import ConfigError
 from starcoder_router._stores import open_store
 from starcoder_router._stores.report import spend_report
 from starcoder_router._stores.sqlite import SQLiteStore
+from support.stores import T0, entry, key
 
 ENTRIES = [
     entry(1_000_000, tenant="acme", time=T0),

@@ -10,12 +10,12 @@ import sys
 import time
 
 import pytest
-from _store_support import hold_reservations, key
 
 from starcoder_router._errors import BudgetExceededError, MissingDependencyError
 from starcoder_router._routing.cost import usd_to_nano
 from starcoder_router._stores.redis import RedisStore
 from starcoder_router._stores.sqlite import SQLiteStore
+from support.stores import hold_reservations, key
 
 CENT = usd_to_nano(0.01)
 
@@ -99,15 +99,10 @@ def test_redis_store_without_the_redis_package(monkeypatch) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
-def test_a_killed_holder_frees_the_budget_once_the_ttl_passes(kind, make_store, tmp_path,
-                                                              request) -> None:
+def test_a_killed_holder_frees_the_budget_once_the_ttl_passes(kind, shared_store) -> None:
     """An app instance reserves the whole budget and is SIGKILLed: nothing settles or releases
     its reservations, so only their TTL can give the budget back."""
-    store = make_store()
-    if kind == "sqlite":
-        spec = (kind, str(tmp_path / "spend.db"), "")
-    else:
-        spec = (kind, request.getfixturevalue("redis_url"), store.prefix)
+    store, spec = shared_store
     budget, ttl = key(limit_usd=1.0), 2.0
     context = multiprocessing.get_context("spawn")
     ready = context.Event()

@@ -16,12 +16,12 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from _store_support import entry, key, process_worker, run_threads
 
 from starcoder_router._errors import BudgetExceededError
 from starcoder_router._routing.cost import usd_to_nano
 from starcoder_router._stores.base import BudgetKey, Reservation
 from starcoder_router._stores.memory import MemoryStore
+from support.stores import entry, key, process_worker, run_threads
 
 WORST = usd_to_nano(0.002)  # about 1,000 settled requests per dollar, half the worst on average
 
@@ -104,13 +104,9 @@ async def test_tasks_never_overspend(make_store: Callable[[], object]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
-def test_processes_never_overspend(kind: str, make_store, tmp_path, request) -> None:
+def test_processes_never_overspend(kind: str, shared_store) -> None:
     """8 processes x 50 threads, each process with its own store on one backend."""
-    store = make_store()  # creates the SQLite schema before the children race to
-    if kind == "sqlite":
-        spec = (kind, str(tmp_path / "spend.db"), "")
-    else:
-        spec = (kind, request.getfixturevalue("redis_url"), store.prefix)
+    store, spec = shared_store
     budget, processes = key(limit_usd=1.0), 8
     context = multiprocessing.get_context("spawn")
     start, results = context.Barrier(processes), context.Queue()

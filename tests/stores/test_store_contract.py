@@ -7,11 +7,11 @@ import datetime as dt
 from collections.abc import Callable
 
 import pytest
-from _store_support import T0, entry, key
 
 from starcoder_router._errors import BudgetExceededError
 from starcoder_router._routing.cost import usd_to_nano
 from starcoder_router._stores.base import AsyncSpendStore, Reservation, SpendStore
+from support.stores import T0, entry, key
 
 USD = usd_to_nano(1.0)
 CENT = usd_to_nano(0.01)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Record real llama-server replies into ``tests/llama/fixtures/`` for HTTP-mocked provider tests.
+"""Record real llama-server replies into ``tests/local_servers/fixtures/llamacpp/`` for the
+HTTP-mocked adapter tests.
 
 Runs ``llama-server`` on the tiny constant-mode StarCoder 2 model (every generated token is
 ``" x"``, so the text is readable and the same on every run), sends each request below once, and
@@ -14,7 +15,8 @@ live server and checks that the recorded replies still have the same fields.
 
 Usage (needs the binary; see ``.ci/build-llama-server.sh``)::
 
-    .venv/bin/python tests/support/capture_llama_shapes.py [--out tests/llama/fixtures]
+    PYTHONPATH=tests .venv/bin/python -m support.capture_llama_shapes \
+        [--out tests/local_servers/fixtures/llamacpp]
 """
 
 from __future__ import annotations
@@ -26,15 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from llama_server_process import (
+
+from support.llama_server import (
     DEFAULT_ARGS,
     build_script_default,
     find_llama_server,
     running_llama_server,
 )
-from make_tiny_starcoder2 import default_tokenizer_json, write_tiny_model
+from support.make_tiny_starcoder2 import default_tokenizer_json, write_tiny_model
 
-FIXTURES = Path(__file__).resolve().parents[1] / "llama" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "local_servers" / "fixtures" / "llamacpp"
 MODEL_FILE = "tiny-starcoder2.gguf"  # passed relative, so replies say this rather than a temp path
 
 PROMPT = "def hello_world():\n    "

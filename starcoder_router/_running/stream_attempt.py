@@ -1,0 +1,231 @@
+"""One streaming attempt, free of I/O and written once for both routers.
+
+`StreamAttempt.pump()` is a generator: it yields `Open`, `NEXT_LINE`, `Emit`, `Book`… and each
+router drives it with its own I/O (`Router._pump`, `AsyncRouter._pump`). The attempt keeps the
+books: first-token time, the deadline, draining the end marker, and what to settle when the
+stream finishes, breaks after output, or is closed early by the caller — on every one of those
+paths exactly once (`settled`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from .._errors import ProviderError, ProviderTransportError, StreamInterruptedError
+from .._providers.errormap import UNREADABLE, in_context, unreadable_reply, with_context
+from .._transports.base import WireResponse
+from .actions import NEXT_LINE, READ_BODY, Book, Emit, Open, PumpAction
+from .results import Completion, StreamChunk, Usage
+
+if TYPE_CHECKING:
+    from .._providers.base import Provider, StreamDecoder
+    from .._providers.call import Call, FinishReason
+    from .._routing.decision import Candidate
+    from .._stores.base import Reservation
+    from .run import RequestRun
+
+__all__ = ["StreamAttempt"]
+
+# Lines read after a stream's end marker before giving up on reusing its connection.
+_MAX_DRAIN_LINES = 8
+
+
+class _Booking(NamedTuple):
+    cost: int
+    usage: Usage
+    outcome: str
+    provider_request_id: str | None = None
+
+
+class StreamAttempt:
+    """The state of one streaming attempt. `completion` is set once it ends, however it ends:
+    the whole answer, or what was delivered before it broke off or was closed."""
+
+    def __init__(self, run: RequestRun, cand: Candidate, provider: Provider, call: Call,
+                 reservation: Reservation | None, started: float, retry_no: int):
+        self.run = run
+        self.cand = cand
+        self.provider = provider
+        self.call = call
+        self.reservation = reservation
+        self.started = started
+        self.retry_no = retry_no
+        self.decoder: StreamDecoder = provider.stream_decoder(call)
+        self.parts: list[str] = []
+        self.ttft: float | None = None
+        self.delivered = 0
+        self.settled = False
+        self.completion: Completion | None = None
+        # Set by the driver: its generator of chunks, and (sync) the open connection, so that a
+        # lost hedge leg can be cancelled from another thread by closing it.
+        self.chunks: Any = None
+        self.handle: Any = None
+        self.lock = threading.Lock()
+        self.cancel_requested = False
+        self._drained = 0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    # -- the flow the drivers run ---------------------------------------------------------------
+
+    def pump(self) -> Generator[PumpAction, Any, None]:
+        call = self.call
+        try:
+            status, headers = yield Open(call.deployment.provider, self.provider.build(call),
+                                         self.run.timeout_for(call), call.endpoint.connect_timeout)
+        except ProviderTransportError as exc:
+            raise with_context(exc, call) from exc
+        except BaseException:
+            # Cancelled while the request was in flight: the provider has the prompt.
+            yield from self._book(self.cancelled())
+            raise
+        try:
+            if status >= 400:
+                body = yield READ_BODY
+                raise in_context(self.provider.error(call, WireResponse(status, headers, body)),
+                                  call)
+            while (line := (yield NEXT_LINE)) is not None:
+                chunk = self.feed(line)
+                if isinstance(chunk, StreamChunk):
+                    yield Emit(chunk)
+                elif chunk is _END:
+                    break
+            booking, last, problem = self.finish()
+            yield from self._book(booking)
+            yield Emit(last)
+            if problem is not None:
+                raise self.structured_error(problem)
+        except ProviderError as exc:
+            err = in_context(exc, call)
+            if not self.delivered or self.settled:
+                if err is exc:
+                    raise
+                raise err from exc
+            booking, error = self.interrupted(err)
+            yield from self._book(booking)
+            raise error from exc
+        except BaseException:
+            # The caller closed the stream early (GeneratorExit), its task was cancelled, or
+            # something nobody foresaw: book what was delivered, exactly once.
+            yield from self._book(self.cancelled())
+            raise
+
+    def _book(self, booking: _Booking | None) -> Generator[PumpAction, Any, None]:
+        if booking is None:
+            return
+        run = self.run
+        entry = run.ledger_entry(self.cand, booking.cost, booking.usage, booking.outcome,
+                                 booking.provider_request_id)
+        yield Book(self.reservation, run.budget_keys, booking.cost, entry)
+
+    def cancel_booking(self) -> Book | None:
+        """For a hedge leg cancelled before its first chunk: what to book (once)."""
+        booking = self.cancelled()
+        if booking is None:
+            return None
+        run = self.run
+        entry = run.ledger_entry(self.cand, booking.cost, booking.usage, booking.outcome)
+        return Book(self.reservation, run.budget_keys, booking.cost, entry)
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+
+    def feed(self, line: bytes) -> StreamChunk | object | None:
+        """The chunk to pass on for `line`, None for a line without text, or `_END`."""
+        decoder = self.decoder
+        if decoder.finished:
+            # Read the little that follows the end marker, so the connection goes back to the
+            # pool instead of being dropped; give up on a server that keeps on sending.
+            self._drained += 1
+            return _END if self._drained > _MAX_DRAIN_LINES else None
+        now = self.run.core.clock.now()
+        if now > self.run.deadline:
+            # A server that keeps streaming must not keep the caller past the deadline.
+            raise with_context(
+                ProviderTransportError("the request deadline passed mid-stream"), self.call)
+        try:
+            delta = decoder.feed(line)
+        except UNREADABLE as exc:
+            raise unreadable_reply(exc, self.call) from exc
+        if not delta:
+            return None
+        if self.ttft is None:
+            self.ttft = now - self.started
+        self.parts.append(delta)
+        self.delivered += 1
+        return StreamChunk(delta, self.delivered - 1)
+
+    def finish(self) -> tuple[_Booking, StreamChunk, str | None]:
+        """At the end of the stream: what to settle, the last chunk (with the finish reason),
+        and what is wrong with structured output, if anything."""
+        try:
+            result = self.decoder.result()
+        except UNREADABLE as exc:
+            raise unreadable_reply(exc, self.call) from exc
+        completion, problem = self.run.succeeded(self.cand, result, self.started, self.ttft,
+                                                 self.retry_no)
+        self.settled = True
+        self.completion = completion
+        booking = _Booking(completion.cost_nano, completion.usage,
+                           "ok" if problem is None else "error", completion.request_id)
+        return booking, StreamChunk("", self.delivered, completion.finish_reason), problem
+
+    def structured_error(self, problem: str) -> ProviderError:
+        assert self.completion is not None
+        return self.run.structured_error(self.completion, problem)
+
+    def interrupted(self, err: ProviderError) -> tuple[_Booking, StreamInterruptedError]:
+        """A failure after output reached the caller: cost what was delivered, and the error
+        that says how much it was."""
+        self.settled = True
+        run, cand = self.run, self.cand
+        text = self.text
+        cost, usage = run.partial_cost(cand, text, self.started)
+        run.record(cand, "interrupted", self.started, error=err, cost=cost, usage=usage,
+                   retry=self.retry_no)
+        core = run.core
+        core.health.record_failure(cand.deployment.name, core.clock.now(), err.summary())
+        self.completion = self._partial(text, cost, usage, "error")
+        dep = cand.deployment
+        out = StreamInterruptedError(
+            f"stream from {dep.name} failed after {self.delivered} chunk(s) "
+            f"({len(text)} characters) had been delivered: {err}",
+            delivered_text=text, delivered_chunks=self.delivered, completion=self.completion,
+            provider=dep.provider, model=dep.model, deployment=dep.name,
+            status_code=err.status_code, request_id=err.request_id,
+        )
+        out.attempts = tuple(run.attempts)
+        return _Booking(cost, usage, "partial"), out
+
+    def cancelled(self) -> _Booking | None:
+        """The caller stopped early (or the attempt lost a hedge): cost the prompt and what was
+        delivered. None when the attempt is already settled."""
+        with self.lock:
+            if self.settled:
+                return None
+            self.settled = True
+        run, cand = self.run, self.cand
+        text = self.text
+        cost, usage = run.partial_cost(cand, text, self.started)
+        run.record(cand, "cancelled", self.started, cost=cost, usage=usage, retry=self.retry_no)
+        run.core.health.release_probe(cand.deployment.name)
+        self.completion = self._partial(text, cost, usage, "cancelled")
+        return _Booking(cost, usage, "cancelled")
+
+    def _partial(self, text: str, cost: int, usage: Usage, reason: FinishReason) -> Completion:
+        run = self.run
+        return Completion(
+            text=text, finish_reason=reason, usage=usage, cost_nano=cost,
+            deployment=self.cand.deployment, decision=run.decision,
+            attempts=tuple(run.attempts), latency_s=run.attempts[-1].latency_s,
+            ttft_s=self.ttft, trimmed=self.cand.trimmed,
+        )
+
+class _End:
+    """`feed`'s answer when the stream is over and the connection should be let go."""
+
+
+_END = _End()

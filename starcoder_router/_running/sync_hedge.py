@@ -1,0 +1,123 @@
+"""Hedged requests for the sync `Router`: two streaming attempts, each pulling its first chunk
+on a thread of its own, so that the router can take whichever answers first.
+
+Every thread ends on its own: a leg that has reported its first chunk (or its failure) has
+nothing left to do, and a leg that is still waiting for its server when it loses is cancelled
+by closing its connection under it, after which it books what it cost and ends too. No thread
+ever waits for a signal that might not come.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+from .flow import HedgeOutcome
+from .results import StreamChunk
+
+if TYPE_CHECKING:
+    from .actions import StartHedge
+    from .stream_attempt import StreamAttempt
+    from .sync_router import Router
+
+__all__ = ["race"]
+
+logger = logging.getLogger("starcoder_router")
+
+# How long the winner waits for a cancelled loser to finish: usually the closed connection ends
+# it at once. One still waiting for its server is not waited for; it books itself when it ends.
+_LOSER_GRACE_S = 0.05
+
+
+def race(router: Router, action: StartHedge) -> HedgeOutcome:
+    """Start `action.first`; if it has no output after `action.after_s`, start the second too.
+    The first leg to produce output wins; the other is cancelled and books what it cost."""
+    outcome = HedgeOutcome()
+    reports: queue.Queue[_Leg] = queue.Queue()
+    legs = [_Leg(router, action.first, reports)]
+    try:
+        early: _Leg | None = reports.get(timeout=action.after_s)
+    except queue.Empty:
+        early = None
+    if early is None or early.error is not None:
+        legs.append(_Leg(router, action.second, reports))
+    else:
+        outcome.unstarted = action.second
+    winner: _Leg | None = None
+    unheard = len(legs)
+    while unheard and winner is None:
+        leg = early if early is not None else reports.get()
+        early = None
+        unheard -= 1
+        if leg.error is None:
+            winner = leg
+        else:
+            outcome.failed.append((leg.attempt, leg.error))
+    for leg in legs:
+        if leg is not winner and leg.error is None:
+            leg.lose()
+    for leg in legs:
+        if leg is not winner:
+            leg.thread.join(timeout=_LOSER_GRACE_S)
+    if winner is not None:
+        outcome.winner, outcome.first_chunk = winner.attempt, winner.first
+    return outcome
+
+
+class _Leg:
+    """One attempt of a hedge and the thread that pulls its first chunk."""
+
+    def __init__(self, router: Router, attempt: StreamAttempt, reports: queue.Queue[_Leg]):
+        self.router = router
+        self.attempt = attempt
+        self.chunks: Generator[StreamChunk, None, None] = router.pump(attempt)
+        attempt.chunks = self.chunks
+        self.first: StreamChunk | None = None
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._lost = False
+        self._reported = False
+        self.thread = threading.Thread(
+            target=self._pull_first, args=(reports,), daemon=True,
+            name=f"starcoder-router-hedge-{attempt.cand.deployment.name}")
+        self.thread.start()
+
+    def _pull_first(self, reports: queue.Queue[_Leg]) -> None:
+        try:
+            self.first = next(self.chunks)
+        except BaseException as exc:
+            self.error = exc
+        with self._lock:
+            if not self._lost:
+                self._reported = True
+                reports.put(self)
+                return
+        self._book_loss()  # lost while waiting for its server
+
+    def lose(self) -> None:
+        """This leg lost: book it now if its thread is done, else cut its connection (the
+        thread books it when its read ends)."""
+        with self._lock:
+            self._lost = True
+            reported = self._reported
+        if reported:
+            self._book_loss()
+        else:
+            self.attempt.cancel_requested = True
+            handle = self.attempt.handle
+            if handle is not None:
+                handle.close()
+
+    def _book_loss(self) -> None:
+        if self.error is None:
+            self.chunks.close()  # the attempt books itself as cancelled
+        else:
+            book = self.attempt.cancel_booking()  # it failed because we closed it
+            if book is not None:
+                try:
+                    self.router.perform(book)
+                except Exception:  # no caller is left on this thread to raise to
+                    logger.exception("could not book a cancelled hedge leg")
