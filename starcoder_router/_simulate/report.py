@@ -224,6 +224,7 @@ table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
 th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }}
 th {{ background: #f3f3f3; }}
 td:nth-child(n+3) {{ white-space: nowrap; }}
+table.summary td:nth-child(4), table.summary td:nth-child(12) {{ white-space: normal; }}
 summary {{ cursor: pointer; margin: 0.5em 0; }}
 </style>
 <script type="text/javascript">{plotly}</script>

@@ -25,17 +25,17 @@ NO_FAILURES = SimulationSettings(deployments={
 def test_each_request_goes_where_the_router_would_send_it() -> None:
     requests = counts_workload(300, seed=5)
     result = simulate(requests, policies=["configured"], settings=NO_FAILURES)
-    router = Router(tokenizer=SyntheticCounter(EstimatingCounter()), env=KEYS)
     outcomes = result.runs["configured"].outcomes
     trimmed = 0
-    for wr, out in zip(requests, outcomes, strict=True):
-        decision = router.route(wr.to_request())
-        assert out.deployment == decision.chosen.name
-        cand = decision.chosen_candidate
-        cut = cand.trimmed.tokens_before - cand.trimmed.tokens_after if cand.trimmed else 0
-        assert out.trimmed_tokens == cut
-        trimmed += bool(cut)
-        assert out.attempts == 1
+    with Router(tokenizer=SyntheticCounter(EstimatingCounter()), env=KEYS) as router:
+        for wr, out in zip(requests, outcomes, strict=True):
+            decision = router.route(wr.to_request())
+            assert out.deployment == decision.chosen.name
+            cand = decision.chosen_candidate
+            cut = cand.trimmed.tokens_before - cand.trimmed.tokens_after if cand.trimmed else 0
+            assert out.trimmed_tokens == cut
+            trimmed += bool(cut)
+            assert out.attempts == 1
     assert trimmed > 0  # the workload does exercise trimming
 
 
@@ -182,7 +182,8 @@ def test_the_simulate_section_of_a_config(tmp_path: Path) -> None:
     path.write_text("[simulate]\nseed = 3\n[policy]\nobjective = \"quality\"\n",
                     encoding="utf-8")
     assert load_settings(path).seed == 3
-    assert Router.from_config(path, store=None).policy.objective == "quality"
+    with Router.from_config(path, store=None) as router:
+        assert router.policy.objective == "quality"
 
 
 def test_summed_price_overpays_for_prompt_heavy_requests(tmp_path: Path) -> None:
