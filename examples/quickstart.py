@@ -26,7 +26,12 @@ from starcoder_router.testing import FakeServer
 
 
 def main() -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="starcoder-router-"))
+    # The spend database lives in a temporary folder that is removed when the demo ends.
+    with tempfile.TemporaryDirectory(prefix="starcoder-router-") as tmp:
+        demo(Path(tmp))
+
+
+def demo(workdir: Path) -> None:
     with FakeServer() as server:
         # A "local" deployment priced like a small GPU box, beside the hosted defaults.
         local = server.deployment(variant="starcoder2-3b", name="local/starcoder2-3b",

@@ -1,27 +1,46 @@
-"""The `starcoder-router` command: inspect the catalog, explain routing decisions, report spend,
-find local servers. `catalog` and `route` are offline and need no API keys.
+"""The `starcoder-router` command: inspect the catalog, explain routing decisions, run a
+request, report spend, find local servers. `catalog` and `route` are offline and need no API keys.
 
     starcoder-router catalog
     starcoder-router route "def fib(n):" --max-tokens 128
     starcoder-router route --prefix-file before.py --suffix-file after.py --min-quality humaneval:35
+    starcoder-router complete "def fib(n):" --max-tokens 64 --stream
     starcoder-router spend --store sqlite --path spend.db --by tenant
-    starcoder-router discover
+    starcoder-router discover --verbose
     starcoder-router simulate examples/workload.jsonl --report report.html
+
+A user's mistake (a missing file, a malformed flag) is one line on stderr and exit status 2; a
+request that ran and failed is status 1; a closed pipe (`| head -1`) ends quietly with 141.
+Never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._config import load_config
-from ._errors import ConfigError, NoRouteError, StarcoderRouterError
+from ._errors import (
+    ConfigError,
+    InvalidRequestError,
+    InvalidResponseError,
+    MissingDependencyError,
+    NoRouteError,
+    StarcoderRouterError,
+)
 from ._routing.catalog import Catalog
 from ._routing.policy import CostPolicy, QualityFloor
 from ._text import text_table
+
+if TYPE_CHECKING:
+    from ._running.results import Completion
+    from ._running.sync_router import Router
 
 __all__ = ["main"]
 
@@ -35,14 +54,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc.decision.explain(), file=sys.stderr)
         print(f"\nerror: {exc}", file=sys.stderr)
         return 2
-    except StarcoderRouterError as exc:
+    except (ConfigError, InvalidRequestError, MissingDependencyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except StarcoderRouterError as exc:  # the request ran and failed: provider, budget, store
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (`| head -1`). Point stdout at /dev/null so the interpreter's
+        # final flush does not fail again (Python docs, "Note on SIGPIPE" in the signal module).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:  # a file named on the command line
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot read{where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="starcoder-router",
                                 description="Route StarCoder 2 requests across providers.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(required=True, metavar="command")
 
     cat = sub.add_parser("catalog", help="list variants and deployments")
@@ -51,25 +88,25 @@ def _parser() -> argparse.ArgumentParser:
     cat.set_defaults(func=_cmd_catalog)
 
     route = sub.add_parser("route", help="explain where a request would go (no I/O)")
-    route.add_argument("prompt", nargs="?", help="a left-to-right prompt")
-    route.add_argument("--prompt-file", help="read the prompt from a file")
-    route.add_argument("--prefix-file", help="fill-in-the-middle: the code before the cursor")
-    route.add_argument("--suffix-file", help="fill-in-the-middle: the code after the cursor")
-    route.add_argument("--max-tokens", type=int, default=256)
-    route.add_argument("--objective", choices=["cheapest", "quality", "latency", "balanced"])
-    route.add_argument("--min-quality", metavar="BENCHMARK:SCORE",
-                       help="e.g. humaneval:35")
-    route.add_argument("--max-cost", type=float, metavar="USD",
-                       help="per-request worst-case cap")
-    route.add_argument("--prefer-local", action="store_true")
+    _request_arguments(route)
     route.add_argument("--structured", action="store_true", help="ask for JSON output")
     route.add_argument("--stream", action="store_true")
-    route.add_argument("--tokenizer", help="path to tokenizer.json for exact counts")
-    route.add_argument("--config", help="a router config file (TOML)")
     route.add_argument("--require-keys", action="store_true",
                        help="refuse hosted providers whose API key is not set (default: "
                             "plan as if every provider were configured)")
     route.set_defaults(func=_cmd_route)
+
+    run = sub.add_parser("complete", help="run a request; the text goes to stdout, the "
+                                          "deployment, tokens, cost and attempts to stderr")
+    _request_arguments(run)
+    run.add_argument("--stream", action="store_true", help="print the text as it arrives")
+    run.add_argument("--json", action="store_true",
+                     help="print the completion as JSON (with --stream: one JSON line per "
+                          "chunk, then the completion)")
+    run.add_argument("--structured", action="store_true", help="ask for a JSON object")
+    run.add_argument("--temperature", type=float)
+    run.add_argument("--tenant", help="count the spend against this tenant")
+    run.set_defaults(func=_cmd_complete)
 
     spend = sub.add_parser("spend", help="report recorded spend")
     spend.add_argument("--store", choices=["sqlite", "redis"], default="sqlite")
@@ -83,13 +120,56 @@ def _parser() -> argparse.ArgumentParser:
     disc = sub.add_parser("discover", help="probe local servers for StarCoder 2 models")
     disc.add_argument("--timeout", type=float, default=0.5)
     disc.add_argument("--address", action="append", default=[], metavar="PROVIDER=URL",
-                      help="probe only these, e.g. llamacpp=http://localhost:9931 (repeatable)")
+                      help="probe only these, e.g. llamacpp=http://localhost:9931 (repeatable); "
+                           "by default each local provider at STARCODER_ROUTER_<PROVIDER>_"
+                           "BASE_URL or its usual port")
+    disc.add_argument("--verbose", "-v", action="store_true",
+                      help="list every address probed and what answered (on stderr)")
     disc.set_defaults(func=_cmd_discover)
 
     from ._simulate.cli import add_commands  # workload from-code, simulate
 
     add_commands(sub)
     return p
+
+
+def _request_arguments(p: argparse.ArgumentParser) -> None:
+    """What `route` and `complete` share: the request and the policy flags."""
+    p.add_argument("prompt", nargs="?",
+                   help="a left-to-right prompt (default: read from stdin)")
+    p.add_argument("--prompt-file", help="read the prompt from a file")
+    p.add_argument("--prefix-file", help="fill-in-the-middle: the code before the cursor")
+    p.add_argument("--suffix-file", help="fill-in-the-middle: the code after the cursor")
+    p.add_argument("--max-tokens", type=_positive_int, default=256)
+    p.add_argument("--objective", choices=["cheapest", "quality", "latency", "balanced"])
+    p.add_argument("--min-quality", metavar="BENCHMARK:SCORE", type=_quality_floor,
+                   help="e.g. humaneval:35")
+    p.add_argument("--max-cost", type=float, metavar="USD", help="per-request worst-case cap")
+    p.add_argument("--prefer-local", action="store_true")
+    p.add_argument("--tokenizer", help="path to tokenizer.json for exact counts")
+    p.add_argument("--config", help="a router config file (TOML)")
+
+
+def _quality_floor(text: str) -> tuple[str, float]:
+    bench, sep, score = text.partition(":")
+    try:
+        value = float(score)
+    except ValueError:
+        value = math.nan
+    if not sep or not bench.strip() or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(
+            f"want BENCHMARK:SCORE, e.g. humaneval:35, got {text!r}")
+    return bench, value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"want a positive whole number, got {text!r}")
+    return value
 
 
 def _catalog(args: argparse.Namespace) -> Catalog:
@@ -121,11 +201,99 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
 
 
 def _cmd_route(args: argparse.Namespace) -> int:
-    from ._running.sync_router import Router
     from ._stores.memory import MemoryStore
 
+    fields = _request_fields(args)
+    env = dict(os.environ)
+    if not args.require_keys:
+        # Planning view: routing does no I/O, so a placeholder key only marks the provider as
+        # configured; nothing is ever sent with it.
+        env.setdefault("FIREWORKS_API_KEY", "planning-only")
+        env.setdefault("DEEPINFRA_API_KEY", "planning-only")
+    # Routing needs no spend store: do not open (or create) the one a config file names.
+    router = _router(args, env=env, store=MemoryStore())
+    with router:
+        decision = router.route(**fields)
+    print(decision.explain())
+    counter = router.token_counter
+    print(f"\ntoken counts: {'exact (tokenizer)' if counter.exact else 'bounded/estimated'}")
+    return 0
+
+
+def _cmd_complete(args: argparse.Namespace) -> int:
+    fields = _request_fields(args)
+    if args.temperature is not None:
+        fields["temperature"] = args.temperature
+    if args.tenant is not None:
+        fields["tenant"] = args.tenant
+    with _router(args, env=dict(os.environ)) as router:
+        try:
+            if args.stream:
+                completion = _stream_out(router, fields, args.json)
+            else:
+                completion = router.complete(**fields)
+                text = json.dumps(_as_json(completion)) if args.json else completion.text
+                sys.stdout.write(_line(text))
+            sys.stdout.flush()
+        finally:
+            router.store.close()
+    print(_summary(completion), file=sys.stderr)
+    return 0
+
+
+def _stream_out(router: Router, fields: dict[str, Any], as_json: bool) -> Completion:
+    with router.stream(**fields) as stream:
+        for chunk in stream:
+            if as_json:
+                print(json.dumps({"text": chunk.text}), flush=True)
+            else:
+                print(chunk.text, end="", flush=True)
+    completion = stream.completion
+    if completion is None:
+        raise InvalidResponseError("the stream ended without a completion")
+    sys.stdout.write(_line(json.dumps(_as_json(completion))) if as_json else
+                     "" if completion.text.endswith("\n") else "\n")
+    return completion
+
+
+def _line(text: str) -> str:
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _as_json(c: Completion) -> dict[str, Any]:
+    return {
+        "text": c.text, "deployment": c.deployment.name, "model": c.model or c.deployment.model,
+        "finish_reason": c.finish_reason,
+        "usage": {"prompt_tokens": c.usage.prompt_tokens,
+                  "completion_tokens": c.usage.completion_tokens, "source": c.usage.source},
+        "cost_usd": c.cost_usd, "total_cost_usd": c.total_cost_usd,
+        "latency_s": c.latency_s, "request_id": c.request_id,
+        "attempts": [{"deployment": a.deployment, "outcome": a.outcome,
+                      "latency_s": a.latency_s, "cost_usd": a.cost_usd,
+                      "error": str(a.error) if a.error else None} for a in c.attempts],
+        "warnings": list(c.warnings),
+    }
+
+
+def _summary(c: Completion) -> str:
+    failed = sum(a.outcome != "ok" for a in c.attempts)
+    tries = f"{len(c.attempts)} attempt(s)" + (f", {failed} failed" if failed else "")
+    return (f"{c.deployment.name}: {c.usage.prompt_tokens} prompt + "
+            f"{c.usage.completion_tokens} completion tokens, ${c.cost_usd:.8f}, {tries}, "
+            f"finish {c.finish_reason}")
+
+
+def _request_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The request from the prompt argument, a prompt file, FIM files, or stdin: exactly one."""
+    fim = bool(args.prefix_file or args.suffix_file)
+    given = [name for name, present in (("a prompt argument", args.prompt is not None),
+                                         ("--prompt-file", bool(args.prompt_file)),
+                                         ("--prefix-file/--suffix-file", fim)) if present]
+    if len(given) > 1:
+        raise InvalidRequestError(f"give one of a prompt argument, --prompt-file or "
+                                  f"--prefix-file/--suffix-file, not {' and '.join(given)}")
     fields: dict[str, Any] = {"max_tokens": args.max_tokens}
-    if args.prefix_file or args.suffix_file:
+    if fim:
         fields["prefix"] = _read(args.prefix_file) if args.prefix_file else ""
         fields["suffix"] = _read(args.suffix_file) if args.suffix_file else ""
     elif args.prompt_file:
@@ -133,20 +301,20 @@ def _cmd_route(args: argparse.Namespace) -> int:
     elif args.prompt is not None:
         fields["prompt"] = args.prompt
     else:
+        if sys.stdin.isatty():
+            print("reading the prompt from stdin (end it with Ctrl-D)...", file=sys.stderr)
         fields["prompt"] = sys.stdin.read()
     if args.structured:
         fields["response_format"] = {"type": "json_object"}
     if args.stream:
         fields["stream"] = True
+    return fields
 
-    env = dict(os.environ)
-    if not args.require_keys:
-        # Planning view: routing does no I/O, so a placeholder key only marks the provider as
-        # configured; nothing is ever sent with it.
-        env.setdefault("FIREWORKS_API_KEY", "planning-only")
-        env.setdefault("DEEPINFRA_API_KEY", "planning-only")
 
-    kwargs: dict[str, Any] = {"env": env}
+def _router(args: argparse.Namespace, *, env: dict[str, str], **kwargs: Any) -> Router:
+    """One router from the config file (if any) and the policy flags on top of it."""
+    from ._running.sync_router import Router
+
     if args.tokenizer:
         kwargs["tokenizer"] = args.tokenizer
     policy = load_config(args.config).policy if args.config else CostPolicy()
@@ -154,8 +322,8 @@ def _cmd_route(args: argparse.Namespace) -> int:
     if args.objective:
         updates["objective"] = args.objective
     if args.min_quality:
-        bench, _, score = args.min_quality.partition(":")
-        updates["min_quality"] = QualityFloor(benchmark=bench, score=float(score or 0))
+        updates["min_quality"] = QualityFloor(benchmark=args.min_quality[0],
+                                              score=args.min_quality[1])
     if args.max_cost is not None:
         updates["max_cost_per_request_usd"] = args.max_cost
     if args.prefer_local:
@@ -163,15 +331,8 @@ def _cmd_route(args: argparse.Namespace) -> int:
     if updates:
         policy = CostPolicy(**{**policy.model_dump(), **updates})
     if args.config:
-        # Routing needs no spend store: do not open (or create) the one the file names.
-        router = Router.from_config(args.config, policy=policy, store=MemoryStore(), **kwargs)
-    else:
-        router = Router(policy=policy, **kwargs)
-    decision = router.route(**fields)
-    print(decision.explain())
-    counter = router.token_counter
-    print(f"\ntoken counts: {'exact (tokenizer)' if counter.exact else 'bounded/estimated'}")
-    return 0
+        return Router.from_config(args.config, policy=policy, env=env, **kwargs)
+    return Router(policy=policy, env=env, **kwargs)
 
 
 def _cmd_spend(args: argparse.Namespace) -> int:
@@ -188,7 +349,7 @@ def _cmd_spend(args: argparse.Namespace) -> int:
 
 
 def _cmd_discover(args: argparse.Namespace) -> int:
-    from ._discovery import discover_local
+    from ._discovery import discover_local, logger
 
     addresses = None
     if args.address:
@@ -198,7 +359,17 @@ def _cmd_discover(args: argparse.Namespace) -> int:
             if not sep or not provider or not url:
                 raise ConfigError(f"--address wants PROVIDER=URL, got {item!r}")
             addresses[provider] = url
-    found = discover_local(addresses=addresses, timeout=args.timeout)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = logger.level
+    if args.verbose:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    try:
+        found = discover_local(addresses=addresses, timeout=args.timeout)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
     if not found:
         print("no local StarCoder 2 servers found")
         return 1
@@ -209,8 +380,13 @@ def _cmd_discover(args: argparse.Namespace) -> int:
 
 
 def _read(path: str) -> str:
-    with open(path, encoding="utf-8") as fh:
-        return fh.read()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except (UnicodeEncodeError, ValueError) as exc:  # a bad name, or content that is not UTF-8
+        what = "is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else (
+            "is not a valid file name")
+        raise InvalidRequestError(f"{path!r} {what}") from None
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ A config file adds to and overrides the defaults; every error names the file and
     [store]
     kind = "sqlite"
     path = "spend.db"
+
+Relative paths (`tokenizer`, `store.path`) are read from the config file's folder, so a file
+means the same wherever the program runs; `~` is the home directory.
 """
 
 from __future__ import annotations
@@ -33,12 +36,14 @@ import os
 from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple, TypeVar
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from ._errors import ConfigError
+from ._providers.registry import PROVIDERS
 from ._routing.catalog import Catalog
 from ._routing.health import HealthPolicy
-from ._routing.policy import CostPolicy
+from ._routing.policy import CostPolicy, check_benchmarks
+from ._routing.tokens import looks_like_hub_id
 from ._running.retry import RetryPolicy
 from ._validation import FrozenModel, read_toml, validate_config
 
@@ -67,6 +72,14 @@ class StoreSettings(FrozenModel):
     path: str | None = None
     url: str | None = None
 
+    @model_validator(mode="after")
+    def _address(self) -> StoreSettings:
+        if self.kind == "sqlite" and not self.path:
+            raise ValueError("a sqlite store needs a path")
+        if self.kind == "redis" and not self.url:
+            raise ValueError("a redis store needs a url")
+        return self
+
 
 class RouterConfig(NamedTuple):
     """Everything a config file can set, validated."""
@@ -87,7 +100,7 @@ _TOP_LEVEL = {"tokenizer", "policy", "providers", "deployments", "variants", "st
 
 def load_config(path: str | os.PathLike[str], *, catalog: Catalog | None = None) -> RouterConfig:
     """Read and validate a router config file."""
-    source = os.fspath(path)
+    source = os.path.expanduser(os.fspath(path))
     data = read_toml(source)
     unknown = sorted(set(data) - _TOP_LEVEL)
     if unknown:
@@ -96,26 +109,56 @@ def load_config(path: str | os.PathLike[str], *, catalog: Catalog | None = None)
             f"{', '.join(sorted(_TOP_LEVEL))}", source=source, field=unknown[0],
         )
     base = catalog or Catalog.default()
-    merged = base.merged(
-        variants=_list(data, "variants", source), deployments=_list(data, "deployments", source),
-        source=source,
-    )
-    providers = {
-        name: _model(ProviderSettings, raw, source, f"providers.{name}")
-        for name, raw in _table(data, "providers", source).items()
-    }
-    tokenizer = data.get("tokenizer")
-    if tokenizer is not None and not isinstance(tokenizer, str):
-        raise ConfigError("must be a path or a hub id", source=source, field="tokenizer")
+    entries = _list(data, "deployments", source)
+    for i, entry in enumerate(entries):
+        _known_provider(entry.get("provider"), source, f"deployments[{i}].provider")
+    merged = base.merged(variants=_list(data, "variants", source), deployments=entries,
+                         source=source)
+    providers = {}
+    for name, raw in _table(data, "providers", source).items():
+        _known_provider(name, source, f"providers.{name}")
+        providers[name] = _model(ProviderSettings, raw, source, f"providers.{name}")
+    policy = _model(CostPolicy, data.get("policy", {}), source, "policy")
+    check_benchmarks(policy, merged, source=source)
+    store = _model(StoreSettings, data["store"], source, "store") if "store" in data else None
+    if store is not None and store.kind == "sqlite" and store.path and store.path != ":memory:":
+        store = store.model_copy(update={"path": _resolve(store.path, source)})
     return RouterConfig(
         catalog=merged,
-        policy=_model(CostPolicy, data.get("policy", {}), source, "policy"),
+        policy=policy,
         providers=providers,
-        tokenizer=os.path.expanduser(tokenizer) if tokenizer else None,
-        store=_model(StoreSettings, data["store"], source, "store") if "store" in data else None,
+        tokenizer=_tokenizer(data.get("tokenizer"), source),
+        store=store,
         retry=_model(RetryPolicy, data["retry"], source, "retry") if "retry" in data else None,
         health=_model(HealthPolicy, data["health"], source, "health") if "health" in data else None,
     )
+
+
+def _resolve(path: str, source: str) -> str:
+    """`path` as the config file means it: relative to the file's folder."""
+    folder = os.path.dirname(os.path.abspath(source))
+    return os.path.normpath(os.path.join(folder, os.path.expanduser(path)))
+
+
+def _tokenizer(value: Any, source: str) -> str | None:
+    """A tokenizer path resolved against the file's folder, or a hub id kept as written."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError("must be a path or a hub id", source=source, field="tokenizer")
+    path = _resolve(value, source)
+    if os.path.exists(path):
+        return path
+    if looks_like_hub_id(value) and not value.endswith(".json"):
+        return value
+    raise ConfigError(f"no tokenizer at {path!r} (relative paths are read from the config "
+                      "file's folder)", source=source, field="tokenizer")
+
+
+def _known_provider(name: Any, source: str, field: str) -> None:
+    if isinstance(name, str) and name not in PROVIDERS:
+        raise ConfigError(f"unknown provider {name!r}; known providers: "
+                          f"{', '.join(sorted(PROVIDERS))}", source=source, field=field)
 
 
 def _model(cls: type[_M], raw: Any, source: str, where: str) -> _M:

@@ -44,13 +44,15 @@ def discover_local(*, addresses: Mapping[str, str] | None = None, timeout: float
 
     `addresses` maps provider names to the base URLs to probe, e.g.
     `{"ollama": "http://gpu-box:11434", "llamacpp": "http://localhost:9931"}`; only those are
-    probed. By default every local provider is probed at its adapter's usual address. `timeout`
+    probed. By default every local provider is probed at `STARCODER_ROUTER_<PROVIDER>_BASE_URL`
+    from `env` when set (as a router would reach it), else at its adapter's usual address. Each
+    probe and its answer is logged at DEBUG on the `starcoder_router` logger. `timeout`
     (seconds) bounds each request; a refused connection is skipped at once. API keys come from
     each provider's usual variables in `env` (default: `os.environ`), e.g. `LLAMA_API_KEY`.
     A provider whose adapter is not installed is skipped with a log message.
     """
     env = os.environ if env is None else env
-    targets = _targets(addresses)
+    targets = _targets(addresses, env)
     if not targets:
         return []
     limits = httpx.Timeout(timeout)
@@ -60,9 +62,12 @@ def discover_local(*, addresses: Mapping[str, str] | None = None, timeout: float
         return [dep for batch in batches for dep in batch]
 
 
-def _targets(addresses: Mapping[str, str] | None) -> list[tuple[str, Provider, str]]:
+def _targets(addresses: Mapping[str, str] | None,
+             env: Mapping[str, str]) -> list[tuple[str, Provider, str]]:
     """(name, adapter, base URL) for each provider to probe."""
-    wanted = dict(addresses) if addresses is not None else {p: "" for p in sorted(LOCAL_PROVIDERS)}
+    wanted = dict(addresses) if addresses is not None else {
+        p: env.get(f"STARCODER_ROUTER_{p.upper().replace('-', '_')}_BASE_URL", "")
+        for p in sorted(LOCAL_PROVIDERS)}
     targets = []
     for name, url in wanted.items():
         try:
@@ -104,6 +109,9 @@ def _send(client: httpx.Client, request: WireRequest) -> WireResponse | None:
     try:
         resp = client.request(request.method, request.url, headers=request.headers,
                               content=request.body)
-    except httpx.HTTPError:
+    except httpx.HTTPError as exc:
+        logger.debug("discovery: %s %s -> no answer (%s)", request.method, request.url,
+                     type(exc).__name__)
         return None
+    logger.debug("discovery: %s %s -> %d", request.method, request.url, resp.status_code)
     return WireResponse(resp.status_code, resp.headers, resp.content)

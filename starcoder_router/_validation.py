@@ -26,10 +26,11 @@ class FrozenModel(BaseModel):
     """Immutable, strict about unknown fields, and built lazily to keep import time low.
 
     Invalid input raises the class's `_error` (a `StarcoderRouterError`), not pydantic's own
-    error, so callers catch one exception tree.
+    error, so callers catch one exception tree. Floats must be finite: an infinite price, limit
+    or timeout would pass every range check here and overflow later, far from its cause.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True, allow_inf_nan=False)
     _error: ClassVar[type[StarcoderRouterError]] = ConfigError
 
     def __init__(self, /, **data: Any) -> None:
@@ -74,8 +75,16 @@ def read_toml(path: str) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError("file not found", source=path) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a TOML file", source=path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read it: {exc.strerror or exc}", source=path) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"invalid TOML: not UTF-8 ({exc.reason})", source=path) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", source=path) from None
+    except (UnicodeEncodeError, ValueError):  # a lone surrogate or a NUL in the name
+        raise ConfigError("not a valid file name", source=repr(path)) from None
 
 
 def validate_config(model: type[_M], data: Any, *, source: str, prefix: str = "") -> _M:

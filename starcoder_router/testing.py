@@ -67,8 +67,9 @@ class RecordedRequest:
 class FakeServer:
     """A loopback OpenAI-compatible completions server for tests and demos.
 
-    Unscripted requests get `text` (a callable receives the request body), cut to `max_tokens`
-    words. Token counts use `counter` (an estimate unless you pass an exact one).
+    Unscripted requests get `text` (a callable receives the request body), cut to at most
+    `max_tokens` tokens as `counter` counts them (an estimate unless you pass an exact one), which
+    also counts the usage it reports.
     """
 
     def __init__(self, *, text: str | Callable[[dict[str, Any]], str] = _DEFAULT_TEXT,
@@ -147,9 +148,26 @@ class FakeServer:
         if reply.text is not None:
             return reply.text
         text = self._text(body) if callable(self._text) else self._text
+        return self._cut(text, int(body.get("max_tokens", 16)))
+
+    def _cut(self, text: str, limit: int) -> str:
+        """The longest prefix of `text` (whole words where possible) that counts at most
+        `limit` tokens, as a real server stops at `max_tokens`."""
+        if self.counter.count(text) <= limit:
+            return text
         words = text.split(" ")
-        limit = int(body.get("max_tokens", 16))
-        return " ".join(words[:limit])
+        lo, hi = 0, len(words)  # the longest word prefix within the limit
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.counter.count(" ".join(words[:mid])) <= limit:
+                lo = mid
+            else:
+                hi = mid - 1
+        cut = " ".join(words[:lo])
+        rest = text[len(cut):]
+        while rest and self.counter.count(cut + rest[0]) <= limit:  # a long word, by characters
+            cut, rest = cut + rest[0], rest[1:]
+        return cut
 
 
 class _QuietServer(http.server.ThreadingHTTPServer):

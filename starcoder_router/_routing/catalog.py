@@ -210,7 +210,15 @@ class Catalog(FrozenModel):
                 f"{raw['provider']}/{raw['variant']}" if "provider" in raw and "variant" in raw
                 else None
             )
-            base = current.get(name) if name else None
+            base = current.get(name) if isinstance(name, str) else None
+            if base is None and isinstance(raw.get("name"), str) and not (
+                    {"provider", "variant", "model"} <= raw.keys()):
+                # Only a name: the user meant to change an existing deployment.
+                raise ConfigError(
+                    f"no deployment named {name!r}; known: {', '.join(order) or 'none'}, or "
+                    "give provider/variant/model to add one",
+                    source=source, field=f"deployments[{i}].name",
+                )
             merged_raw = {**base.model_dump(), **raw} if base else raw
             dep = validate_config(Deployment, merged_raw, source=source, prefix=f"deployments[{i}]")
             if dep.variant not in all_variants:

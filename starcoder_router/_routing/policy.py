@@ -19,10 +19,12 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from .._errors import ConfigError
 from .._validation import FrozenModel
-from .catalog import normalize_benchmark
+from .catalog import Catalog, normalize_benchmark
 
-__all__ = ["Budget", "CostPolicy", "Objective", "Period", "QualityFloor", "Scope"]
+__all__ = ["Budget", "CostPolicy", "Objective", "Period", "QualityFloor", "Scope",
+           "check_benchmarks"]
 
 Objective = Literal["cheapest", "quality", "latency", "balanced"]
 Period = Literal["hour", "day", "week", "month", "total"]
@@ -52,8 +54,10 @@ class Budget(FrozenModel):
     """A spending limit over a calendar period.
 
     `scope="global"` counts every request; `"tenant"` counts each tenant separately (or only
-    `tenant` when it is set); `"tag"` counts requests carrying `tag`. Periods are calendar periods
-    in `timezone` (UTC by default): `hour`, `day`, `week` (from Monday), `month`, or `total`.
+    `tenant` when it is set), and requests without a tenant together in one bucket of their own
+    (the budget's name: `tenant:*/day`) unless the policy has `require_tenant=True`; `"tag"`
+    counts requests carrying `tag`. Periods are calendar periods in `timezone` (UTC by default):
+    `hour`, `day`, `week` (from Monday), `month`, or `total`.
     """
 
     limit_usd: float = Field(gt=0)
@@ -73,6 +77,13 @@ class Budget(FrozenModel):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("tenant", "tag")
+    @classmethod
+    def _named(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or value == "*"):
+            raise ValueError("must be a non-blank name other than '*'")
         return value
 
     @model_validator(mode="after")
@@ -102,6 +113,8 @@ class CostPolicy(FrozenModel):
       (past that share of any budget the objective becomes `cheapest`).
     * `expected_output_tokens`: what the expected cost assumes the model writes (default:
       `max_tokens`, the worst case).
+    * `require_tenant`: refuse requests without a `tenant` (`InvalidRequestError`) instead of
+      counting them in the no-tenant bucket of each tenant budget.
     """
 
     objective: Objective = "cheapest"
@@ -116,6 +129,7 @@ class CostPolicy(FrozenModel):
     on_budget_exhausted: Literal["reject", "downgrade", "local_only"] = "reject"
     soft_limit: float | None = Field(default=None, gt=0, le=1)
     expected_output_tokens: int | None = Field(default=None, gt=0)
+    require_tenant: bool = False
 
     @field_validator("quality_benchmark")
     @classmethod
@@ -137,3 +151,17 @@ class CostPolicy(FrozenModel):
     def ranking_benchmark(self) -> str:
         """The benchmark the `quality` and `balanced` objectives rank by."""
         return self.min_quality.benchmark if self.min_quality else self.quality_benchmark
+
+
+def check_benchmarks(policy: CostPolicy, catalog: Catalog, *, source: str | None = None) -> None:
+    """Refuse a policy naming a benchmark no variant of `catalog` has a score for: a typo such as
+    `"humanevl"` would otherwise make every deployment ineligible, and only at route time."""
+    wanted = [("min_quality", policy.min_quality.benchmark)] if policy.min_quality else []
+    if "quality_benchmark" in policy.model_fields_set:
+        wanted.append(("quality_benchmark", policy.quality_benchmark))
+    known = sorted({name for v in catalog.variants.values() for name in v.scores})
+    for field, benchmark in wanted:
+        if benchmark not in known:
+            raise ConfigError(f"unknown benchmark {benchmark!r}; the catalog has scores for "
+                              f"{', '.join(known) or 'none'}", source=source,
+                              field=f"policy.{field}")

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypedDict
 
@@ -33,11 +34,74 @@ class _Frozen(FrozenModel):
     _error = InvalidRequestError
 
 
+def _unicode_text(value: Any) -> Any:
+    """`value`, if every string in it can be sent as UTF-8.
+
+    A lone surrogate such as `"\\ud800"` is a valid Python `str` but not Unicode text: the token
+    counter and the JSON body would both fail on it far from the caller.
+    """
+    for text in value if isinstance(value, tuple) else (value,):
+        if isinstance(text, str) and not text.isascii() and not _latin1(text):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(
+                    f"contains {text[exc.start]!r} at index {exc.start}, a lone surrogate that "
+                    "is not valid Unicode text"
+                ) from None
+    return value
+
+
+def _latin1(text: str) -> bool:
+    # Text whose characters all fit in one byte holds no surrogate; this check is a copy,
+    # several times faster than encoding to UTF-8 (accented code is mostly Latin-1).
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _json_body(value: Any, what: str = "") -> None:
+    """Refuse what cannot go into a JSON request body, before any budget is held."""
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"{what}cannot be sent as JSON: {exc}") from None
+
+
+def _checked_schema(schema: dict[str, Any]) -> None:
+    """Refuse a JSON schema that is itself invalid, so a request that could never be validated
+    is not sent and paid for. Needs the `schema` extra; without it the router refuses the
+    request before any call (see `require_schema_support`)."""
+    _json_body(schema, "json_schema ")
+    try:
+        import jsonschema
+    except ImportError:
+        return
+    cls = jsonschema.validators.validator_for(schema)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path) or "(root)"
+        raise ValueError(f"json_schema is not a valid JSON schema at {where}: "
+                         f"{exc.message}") from None
+    try:
+        # A trial run: some schemas pass the meta-schema yet cannot validate anything (an
+        # unknown type under an old draft, a $ref to nowhere) and would fail after the call.
+        for _ in cls(schema).iter_errors({}):
+            pass
+    except Exception as exc:  # jsonschema's and referencing's errors share no base class
+        raise ValueError(f"json_schema cannot be used: {type(exc).__name__}: {exc}") from None
+
+
 class Message(_Frozen):
     """One chat turn."""
 
     role: Literal["system", "user", "assistant"]
     content: str
+
+    _text = field_validator("content")(_unicode_text)
 
 
 class RepoFile(_Frozen):
@@ -45,6 +109,8 @@ class RepoFile(_Frozen):
 
     path: str
     text: str
+
+    _text = field_validator("path", "text")(_unicode_text)
 
     @model_validator(mode="before")
     @classmethod
@@ -88,6 +154,9 @@ class ResponseFormat(_Frozen):
             raise ValueError("type 'json_schema' needs a json_schema")
         if (self.type == "grammar") != (self.grammar is not None):
             raise ValueError("a grammar goes with type 'grammar', and only with it")
+        _unicode_text(self.grammar)
+        if self.json_schema is not None:
+            _checked_schema(self.json_schema)
         return self
 
 
@@ -133,6 +202,32 @@ class CompletionRequest(_Frozen):
     def _str_to_tuple(cls, value: Any) -> Any:
         if isinstance(value, str):
             return (value,)
+        return value
+
+    _text = field_validator("prompt", "prefix", "suffix", "repo_name", "path", "stop", "tenant",
+                            "tags")(_unicode_text)
+
+    @field_validator("tenant")
+    @classmethod
+    def _named_tenant(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or value == "*"):
+            # "*" names the bucket of requests without a tenant in budget keys.
+            raise ValueError("a tenant must be a non-blank name other than '*' (leave it out "
+                             "for no tenant)")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _named_tags(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not tag.strip() for tag in value):
+            raise ValueError("tags must be non-blank names")
+        return value
+
+    @field_validator("extra_body")
+    @classmethod
+    def _serialisable(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            _json_body(value)
         return value
 
     @field_validator("stop")
@@ -189,6 +284,12 @@ def build_request(
     fields: Mapping[str, Any],
 ) -> CompletionRequest:
     """A request from either a ready `CompletionRequest` or keyword fields, not both."""
+    if request is not None and not isinstance(request, CompletionRequest):
+        hint = ("pass the fields as keywords, e.g. complete(prompt=...)" if
+                isinstance(request, (str, Mapping)) else "or pass its fields as keywords")
+        raise InvalidRequestError(
+            f"the request must be a CompletionRequest, not {type(request).__name__}; {hint}"
+        )
     if request is not None:
         if not fields:
             return request

@@ -12,13 +12,14 @@ __all__ = ["require_schema_support", "validate_structured"]
 
 
 def require_schema_support(fmt: ResponseFormat | None) -> None:
-    """Fail before spending anything when a schema check will need `jsonschema`."""
+    """Fail before spending anything when a schema check will need `jsonschema`: without it the
+    schema itself cannot be checked either, so it could be invalid and still be paid for."""
     if fmt is not None and fmt.json_schema is not None:
         try:
             import jsonschema  # noqa: F401
         except ImportError as exc:
-            raise MissingDependencyError("validating JSON schemas", "jsonschema",
-                                         "schema") from exc
+            raise MissingDependencyError("checking a JSON schema and the output against it",
+                                         "jsonschema", "schema") from exc
 
 
 def validate_structured(text: str, fmt: ResponseFormat) -> str | None:

@@ -222,7 +222,7 @@ def load_token_counter(
         text = os.fspath(source)
         if os.path.exists(text):
             return TokenizerCounter.from_file(text)
-        if _looks_like_hub_id(text):
+        if looks_like_hub_id(text):
             return TokenizerCounter.from_hub(text)
         raise ConfigError(f"tokenizer {text!r} is neither an existing path nor a hub id")
     if isinstance(source, TokenCounter):
@@ -230,7 +230,8 @@ def load_token_counter(
     raise ConfigError(f"unsupported tokenizer source {source!r}")
 
 
-def _looks_like_hub_id(text: str) -> bool:
+def looks_like_hub_id(text: str) -> bool:
+    """`owner/name`, as a Hugging Face hub id is written."""
     parts = text.split("/")
     return len(parts) == 2 and all(parts) and not text.startswith((".", "~"))
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 from .._clock import Clock, SystemClock
 from .._config import ProviderSettings, load_config
-from .._errors import RouterClosedError
+from .._errors import ConfigError, RouterClosedError, StoreError
 from .._routing.catalog import Catalog
 from .._routing.decision import RoutingDecision
 from .._routing.health import HealthPolicy
@@ -57,18 +57,32 @@ class BaseRouter:
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str], **overrides: Any) -> Self:
-        """A router from a TOML config file; keyword arguments override what the file sets."""
+        """A router from a TOML config file; keyword arguments override what the file sets.
+
+        Relative paths in the file are read from the file's folder. Every error is a
+        `ConfigError` naming the file."""
         cfg = load_config(path, catalog=overrides.pop("catalog", None))
         kwargs: dict[str, Any] = {
             "catalog": cfg.catalog, "policy": cfg.policy, "providers": cfg.providers,
             "tokenizer": cfg.tokenizer, "retry": cfg.retry, "health": cfg.health,
         }
         kwargs.update(overrides)
-        if "store" not in kwargs:
-            # Opened only when not overridden: a SQLite path would create its file.
-            kwargs["store"] = (open_store(cfg.store.kind, path=cfg.store.path, url=cfg.store.url)
-                               if cfg.store else None)
-        return cls(**kwargs)
+        opened: SpendStore | None = None
+        try:
+            if "store" not in kwargs and cfg.store:
+                # Opened only when not overridden: a SQLite path would create its file.
+                opened = kwargs["store"] = open_store(cfg.store.kind, path=cfg.store.path,
+                                                      url=cfg.store.url)
+            return cls(**kwargs)
+        except BaseException as exc:
+            if opened is not None:
+                opened.close()  # the router that was to own it was never made
+            if isinstance(exc, StoreError):
+                raise ConfigError(f"cannot open the store it names: {exc}",
+                                  source=os.fspath(path), field="store") from exc
+            if isinstance(exc, ConfigError) and exc.source is None:
+                raise ConfigError(str(exc), source=os.fspath(path)) from exc
+            raise
 
     @property
     def catalog(self) -> Catalog:

@@ -10,9 +10,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._config import ProviderSettings
-from .._errors import (
-    NoRouteError,
-)
+from .._errors import InvalidRequestError, NoRouteError
 from .._providers.base import Provider
 from .._providers.call import Endpoint
 from .._providers.registry import provider_class
@@ -20,7 +18,7 @@ from .._routing.catalog import Catalog, Deployment
 from .._routing.decision import BudgetRouting, RoutingDecision, StaticCache, decide
 from .._routing.fit import PromptCounts
 from .._routing.health import HealthPolicy, HealthTracker
-from .._routing.policy import CostPolicy
+from .._routing.policy import CostPolicy, check_benchmarks
 from .._routing.render import render
 from .._routing.request import CompletionRequest
 from .._routing.structured import require_schema_support
@@ -56,6 +54,7 @@ class RouterCore:
     ):
         self.catalog = catalog or Catalog.default()
         self.policy = policy or CostPolicy()
+        check_benchmarks(self.policy, self.catalog)
         self.counter = counter
         self.retry = retry or RetryPolicy()
         self.health = HealthTracker(health)
@@ -145,7 +144,13 @@ class RouterCore:
             static=static,
         )
 
+    def require_tenant(self, request: CompletionRequest) -> None:
+        if self.policy.require_tenant and request.tenant is None:
+            raise InvalidRequestError("this router's policy requires a tenant (require_tenant="
+                                      "True): pass tenant=...")
+
     def route(self, request: CompletionRequest) -> RoutingDecision:
+        self.require_tenant(request)
         decision = self.decide(request)
         if self.hooks.on_route:
             run_hooks(self.hooks.on_route, decision)
@@ -184,6 +189,7 @@ class RouterCore:
 
     def start(self, request: CompletionRequest) -> RequestRun:
         """Route `request` and return the state machine that runs it."""
+        self.require_tenant(request)
         require_schema_support(request.response_format)
         budget_keys = self.budget_keys(request)
         soft_limited = self.soft_limited(budget_keys)

@@ -50,7 +50,7 @@ class Attempt(NamedTuple):
         return nano_to_usd(self.cost_nano)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Completion:
     """A finished completion, costed.
 
@@ -86,6 +86,14 @@ class Completion:
     def json(self) -> Any:
         """The text parsed as JSON (for structured-output requests)."""
         return json.loads(self.text)
+
+    def __repr__(self) -> str:
+        # One line for logs and the REPL; the full routing decision stays on `.decision`.
+        text = self.text if len(self.text) <= 60 else self.text[:57] + "..."
+        return (f"Completion(text={text!r}, deployment={self.deployment.name!r}, "
+                f"finish_reason={self.finish_reason!r}, tokens={self.usage.prompt_tokens}+"
+                f"{self.usage.completion_tokens}, cost_usd={self.cost_usd:.8f}, "
+                f"attempts={len(self.attempts)}, latency_s={self.latency_s:.3f})")
 
 
 @dataclass(slots=True)

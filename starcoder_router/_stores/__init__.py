@@ -34,9 +34,15 @@ def open_store(kind: Literal["memory", "sqlite", "redis"] | str = "memory", *,
             raise ConfigError("a sqlite store needs a path", field="store.path")
         if must_exist and not os.path.exists(path):
             raise ConfigError(f"no spend database at {path!r}", field="store.path")
+        import sqlite3
+
         from .sqlite import SQLiteStore
 
-        return SQLiteStore(path)
+        try:
+            return SQLiteStore(path)
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: a NUL or surrogate in the path
+            raise ConfigError(f"cannot open a SQLite spend database at "
+                              f"{os.path.abspath(path)!r}: {exc}", field="store.path") from exc
     if kind == "redis":
         if not url:
             raise ConfigError("a redis store needs a url", field="store.url")

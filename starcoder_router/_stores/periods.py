@@ -100,17 +100,24 @@ def applicable_keys(
 ) -> tuple[BudgetKey, ...]:
     """The budget keys one request counts against, in the order of `budgets`.
 
-    A global budget always applies. A tenant budget applies to any request with a tenant, each
-    tenant on its own key (a `*` in the budget's name stands for the tenant, so the default
-    `tenant:*/day` becomes `tenant:acme/day`), or only to its own `tenant` when one is set. A tag
-    budget applies when the request carries its tag.
+    A global budget always applies. A tenant budget applies to every request, each tenant on its
+    own key (a `*` in the budget's name stands for the tenant, so the default `tenant:*/day`
+    becomes `tenant:acme/day`); requests without a tenant share the budget's own key
+    (`tenant:*/day`), so leaving the tenant out never slips past it. A budget for one `tenant`
+    applies only to that tenant. A tag budget applies when the request carries its tag::
+
+        >>> [k.key for k in applicable_keys(budgets, tenant=None, tags=(), now=now)]
+        ['global/day|2026-11-26', 'tenant:*/day|2026-11-26']
     """
     keys: list[BudgetKey] = []
     for budget in budgets:
         if budget.scope == "tenant":
-            if tenant is None or budget.tenant not in (None, tenant):
-                continue
-            name = budget.name if budget.tenant else _per_tenant(budget.name, tenant)
+            if budget.tenant is not None:
+                if budget.tenant != tenant:
+                    continue
+                name = budget.name
+            else:
+                name = budget.name if tenant is None else _per_tenant(budget.name, tenant)
         elif budget.scope == "tag":
             if budget.tag not in tags:
                 continue

@@ -47,9 +47,19 @@ class _Sum:
 
 
 _NUMBERS = ("requests", "failed", "prompt tok", "completion tok", "cost")
+NO_TENANT = "(none)"
+
+
+def _tenant_label(tenant: str | None) -> str:
+    # Every bucket stays apart: no tenant, "" and " " are three rows, not one.
+    if tenant is None:
+        return NO_TENANT
+    return tenant if tenant.strip() and tenant != NO_TENANT else repr(tenant)
+
+
 _GROUPS: dict[By, tuple[str, Callable[[LedgerEntry], str]]] = {
     "period": ("", lambda e: ""),
-    "tenant": ("tenant", lambda e: e.tenant or "-"),
+    "tenant": ("tenant", lambda e: _tenant_label(e.tenant)),
     "deployment": ("deployment", lambda e: e.deployment),
 }
 

@@ -27,7 +27,7 @@ def test_a_tenant_budget_counts_each_tenant_on_its_own_key() -> None:
     budgets = [Budget(limit_usd=1, scope="tenant", period="month")]
     assert keys(budgets, tenant="acme") == ["tenant:acme/month|2026-11"]
     assert keys(budgets, tenant="globex") == ["tenant:globex/month|2026-11"]
-    assert keys(budgets) == []
+    assert keys(budgets) == ["tenant:*/month|2026-11"]  # no tenant: a bucket of its own
 
 
 def test_a_tenant_budget_with_a_tenant_applies_to_that_tenant_only() -> None:

@@ -138,7 +138,7 @@ def test_tenant_budgets_are_separate(server: FakeServer) -> None:
             router.complete(prompt="x", max_tokens=20, tenant="acme")
     assert info.value.status.name == "tenant:acme/day"
     assert router.complete(prompt="x", max_tokens=20, tenant="globex").text == "pass"
-    # Requests without a tenant are not limited by a per-tenant budget.
+    # Requests without a tenant count in a bucket of their own (test_tenant_buckets.py).
     assert router.complete(prompt="x", max_tokens=20).text == "pass"
 
 

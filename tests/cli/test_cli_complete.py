@@ -1,0 +1,91 @@
+"""`starcoder-router complete`: the text on stdout, the deployment, tokens, cost and attempts on
+stderr; FIM files, streaming and JSON; the spend lands in the config's ledger."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from starcoder_router import SQLiteStore
+from starcoder_router._cli import main
+from starcoder_router.testing import FakeServer, Reply
+
+
+def test_complete_prints_the_text_then_a_summary(capsys: pytest.CaptureFixture[str],
+                                                 server: FakeServer, fake_config: Path) -> None:
+    server.script(Reply(text="    return 1\n"))
+    code = main(["complete", "def f():", "--config", str(fake_config), "--max-tokens", "16"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert out == "    return 1\n"
+    assert err.startswith("fake/local: ")
+    assert "prompt +" in err and "completion tokens" in err and "$0.0000" in err
+    assert "1 attempt(s)" in err
+    assert server.requests[-1].body["max_tokens"] == 16
+    store = SQLiteStore(str(fake_config.parent / "spend.db"))  # beside the config file
+    try:
+        [entry] = store.ledger()
+    finally:
+        store.close()
+    assert entry.deployment == "fake/local" and entry.cost_nano > 0
+
+
+def test_complete_fills_in_the_middle_from_files(capsys: pytest.CaptureFixture[str],
+                                                 server: FakeServer, fake_config: Path,
+                                                 tmp_path: Path) -> None:
+    (tmp_path / "before.py").write_text("def add(a, b):\n    ")
+    (tmp_path / "after.py").write_text("\n\nprint(add(1, 2))\n")
+    code = main(["complete", "--prefix-file", str(tmp_path / "before.py"), "--suffix-file",
+                 str(tmp_path / "after.py"), "--config", str(fake_config)])
+    assert code == 0
+    prompt = server.requests[-1].body["prompt"]
+    assert prompt.startswith("<fim_prefix>def add(a, b):\n    <fim_suffix>")
+    assert prompt.endswith("<fim_middle>")
+    assert "fake/local" in capsys.readouterr().err
+
+
+def test_complete_streams(capsys: pytest.CaptureFixture[str], server: FakeServer,
+                          fake_config: Path) -> None:
+    server.script(Reply(text="a b c d", chunks=4))
+    code = main(["complete", "x", "--stream", "--config", str(fake_config)])
+    out, err = capsys.readouterr()
+    assert code == 0 and out == "a b c d\n"
+    assert server.requests[-1].body["stream"] is True
+    assert "fake/local" in err
+
+
+def test_complete_as_json(capsys: pytest.CaptureFixture[str], server: FakeServer,
+                          fake_config: Path) -> None:
+    server.script(Reply(text="pass"))
+    assert main(["complete", "x", "--json", "--tenant", "acme", "--config",
+                 str(fake_config)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["text"] == "pass" and data["deployment"] == "fake/local"
+    assert data["usage"]["completion_tokens"] >= 1 and data["cost_usd"] > 0
+    assert [a["outcome"] for a in data["attempts"]] == ["ok"]
+
+
+def test_complete_streams_json_lines(capsys: pytest.CaptureFixture[str], server: FakeServer,
+                                     fake_config: Path) -> None:
+    server.script(Reply(text="a b", chunks=2))
+    assert main(["complete", "x", "--json", "--stream", "--config", str(fake_config)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert "".join(line["text"] for line in lines[:-1]) == "a b"
+    assert lines[-1]["deployment"] == "fake/local" and lines[-1]["text"] == "a b"
+
+
+def test_a_failed_request_is_one_line_and_status_1(capsys: pytest.CaptureFixture[str],
+                                                   server: FakeServer, fake_config: Path) -> None:
+    server.script(*[Reply(status=401, error="bad key")] * 3)
+    code = main(["complete", "x", "--config", str(fake_config)])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert err.startswith("error: AuthenticationError:") and "Traceback" not in err
+
+
+def test_complete_with_no_route_explains(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["complete", "x"])  # no keys in the test environment
+    _, err = capsys.readouterr()
+    assert code == 2 and "FIREWORKS_API_KEY" in err

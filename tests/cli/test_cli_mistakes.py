@@ -1,0 +1,126 @@
+"""User mistakes on the command line: one line on stderr, a non-zero status, no traceback."""
+
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from starcoder_router import __version__
+from starcoder_router._cli import main
+
+CLI = [sys.executable, "-m", "starcoder_router._cli"]
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse's own usage errors
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_missing_prompt_file_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "route", "--prompt-file", "/nonexistent/prompt.py")
+    assert code == 2
+    assert err == "error: cannot read /nonexistent/prompt.py: No such file or directory\n"
+
+
+def test_a_directory_as_prefix_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "route", "--prefix-file", str(tmp_path))
+    assert code == 2
+    assert err.startswith(f"error: cannot read {tmp_path}") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", ["humaneval:abc", "humaneval", "humaneval:", ":35",
+                                  "humaneval:nan"])
+def test_a_malformed_min_quality_is_a_usage_error(capsys: pytest.CaptureFixture[str],
+                                                  flag: str) -> None:
+    code, _, err = run(capsys, "route", "x", "--min-quality", flag)
+    assert code == 2
+    assert "--min-quality: want BENCHMARK:SCORE" in err and "Traceback" not in err
+
+
+def test_an_unknown_benchmark_lists_the_known_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "route", "x", "--min-quality", "humanevl:30")
+    assert code == 2
+    assert "unknown benchmark 'humanevl'" in err and "humaneval" in err
+
+
+@pytest.mark.parametrize("args", [
+    ("route", "x", "--prefix-file", "f.py"),
+    ("route", "x", "--prompt-file", "p.txt"),
+    ("route", "--prompt-file", "p.txt", "--suffix-file", "s.py"),
+    ("complete", "x", "--prefix-file", "f.py"),
+])
+def test_a_prompt_is_never_dropped_silently(capsys: pytest.CaptureFixture[str],
+                                            args: tuple[str, ...]) -> None:
+    code, out, err = run(capsys, *args)
+    assert code == 2 and out == ""
+    assert "give one of a prompt argument, --prompt-file or --prefix-file/--suffix-file" in err
+
+
+def test_reading_stdin_on_a_terminal_says_so(capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal("def fib(n):"))
+    code, out, err = run(capsys, "route")
+    assert code == 0 and "chosen" in out
+    assert "reading the prompt from stdin" in err
+
+
+def test_piped_stdin_is_read_quietly() -> None:
+    done = subprocess.run([*CLI, "route"], input="def fib(n):", capture_output=True, text=True,
+                          check=False, timeout=60)
+    assert done.returncode == 0 and "chosen" in done.stdout
+    assert done.stderr == ""
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out == f"starcoder-router {__version__}\n"
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    # Enough output to fill the pipe, so the write fails once the reader has gone.
+    config = tmp_path / "big.toml"
+    config.write_text("".join(
+        f"[[deployments]]\nprovider = 'ollama'\nvariant = 'starcoder2-3b'\nname = 'o/{i}'\n"
+        f"model = 'starcoder2:3b-{i:04d}-{'x' * 60}'\ncontext_window = 4096\n\n"
+        for i in range(1500)))
+    proc = subprocess.Popen([*CLI, "catalog", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"deployment")
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 141
+    assert err == ""
+
+
+def test_discover_honours_the_base_url_variables_and_lists_probes(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    ports = []
+    for _ in range(5):
+        with socket.socket() as s:  # bound then closed: nothing listens there
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    for name, port in zip(["OLLAMA", "VLLM", "LLAMACPP", "TGI", "LMSTUDIO"], ports, strict=True):
+        monkeypatch.setenv(f"STARCODER_ROUTER_{name}_BASE_URL", f"http://127.0.0.1:{port}")
+    code, out, err = run(capsys, "discover", "--verbose", "--timeout", "0.3")
+    assert code == 1 and "no local StarCoder 2 servers found" in out
+    for port in ports:
+        assert f"http://127.0.0.1:{port}/" in err
+    assert "no answer" in err
+    assert "localhost:11434" not in err  # the usual ports were not probed
+    code, _, err = run(capsys, "discover", "--timeout", "0.3")
+    assert err == ""  # quiet without --verbose
