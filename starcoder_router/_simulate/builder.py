@@ -18,6 +18,7 @@ unless `keep_text` is set.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 from collections.abc import Iterator, Mapping, Sequence
@@ -87,7 +88,7 @@ def build_from_code(
     keep_text: bool = False,
 ) -> Iterator[str]:
     """Workload lines (JSON) built from the code under `root`."""
-    if rate <= 0 or requests < 0:
+    if not 0 < rate < math.inf or requests < 0:
         raise ConfigError("rate must be positive and requests not negative")
     files = find_code(root)
     if not files:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from typing import Any, TextIO
@@ -56,7 +57,7 @@ def _tenants(spec: str) -> dict[str, float]:
             out[name.strip()] = float(weight or 1)
         except ValueError:
             raise ConfigError(f"bad tenant weight in {part!r} (expected NAME=WEIGHT)") from None
-    if not out or any(not n for n in out) or any(w <= 0 for w in out.values()):
+    if not out or any(not n for n in out) or not all(0 < w < math.inf for w in out.values()):
         raise ConfigError(f"bad --tenants {spec!r} (expected NAME=WEIGHT,...)")
     return out
 

@@ -37,7 +37,7 @@ class WorkloadRequest(FrozenModel):
 
     _error = InvalidRequestError
 
-    timestamp: float = Field(ge=0)
+    timestamp: float = Field(ge=0, allow_inf_nan=False)
     kind: Kind
     prompt: str | None = None
     prefix: str | None = None

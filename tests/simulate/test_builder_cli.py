@@ -10,11 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from starcoder_router import MissingDependencyError, TokenizerCounter
+from starcoder_router import ConfigError, MissingDependencyError, TokenizerCounter
 from starcoder_router._cli import main
 from starcoder_router._simulate.builder import build_from_code
-from starcoder_router._simulate.cli import _Progress
+from starcoder_router._simulate.cli import _Progress, _tenants
 from starcoder_router._simulate.runner import simulate
 from starcoder_router._simulate.workload import parse_lines, read_workload
 
@@ -129,8 +131,26 @@ def test_the_report_names_its_extra_when_plotly_is_missing(
         render_report(result, workload_name="w")
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40))
+def test_any_tenant_mix_is_weights_or_a_config_error(spec: str) -> None:
+    try:
+        weights = _tenants(spec)
+    except ConfigError:
+        return
+    assert weights and all(name and 0 < w < float("inf") for name, w in weights.items())
+
+
+@pytest.mark.parametrize("spec", ["a=nan", "a=inf", "a=-1", "a=0", "=1", "a=1,,b=2", ""])
+def test_bad_tenant_mixes_are_refused(spec: str) -> None:
+    with pytest.raises(ConfigError):
+        _tenants(spec)
+
+
 def test_a_folder_without_code_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("x", encoding="utf-8")
     assert main(["workload", "from-code", str(tmp_path), "--requests", "3"]) == 2
     assert main(["workload", "from-code", str(tmp_path / "missing")]) == 2
     assert main(["workload", "from-code", str(tmp_path), "--tenants", "a=x"]) == 2
+    (tmp_path / "a.py").write_text("x = 1\n", encoding="utf-8")
+    assert main(["workload", "from-code", str(tmp_path), "--rate", "nan"]) == 2

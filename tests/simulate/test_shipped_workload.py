@@ -31,3 +31,16 @@ def test_the_readme_table_is_what_the_shipped_workload_gives() -> None:
             (round(s.cost_usd, 2), s.served, s.trimmed_requests), s.name
         assert (p50, p99, quality) == (f"{s.latency_p50_s:.2f}", f"{s.latency_p99_s:.2f}",
                                        f"{s.quality:.1f}"), s.name
+
+
+@pytest.mark.slow
+def test_the_readme_budget_claim_holds() -> None:
+    workload = read_workload(ROOT / "examples" / "workload.jsonl")
+    result = simulate(workload.requests, config=ROOT / "examples" / "router.toml",
+                      policies=["largest"])
+    [largest] = result.summaries
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    hours = largest.budget_exhausted_at_s["tenant:ide/day|2030-01-07"] / 3600
+    assert f"`ide` tenant's day after {hours:.1f} hours" in readme
+    assert f"the next {largest.refused:,} of its requests" in readme
+    assert largest.refused_by_reason == {"budget tenant:ide/day exhausted": largest.refused}

@@ -34,11 +34,13 @@ def test_invalid_lines_are_reported_by_number_and_the_rest_still_run(tmp_path: A
         '{"timestamp": 0, "kind": "chat", "prompt": "explain", "tenant": "a", "tags": ["x"]}',
         '{"timestamp": 0.5, "kind": "completion", "prompt_tokens": 3, "colour": "red"}',
         '{"timestamp": 0.5, "kind": "structured", "prompt_tokens": 30, "output_tokens": 7}',
+        '{"timestamp": NaN, "kind": "completion", "prompt_tokens": 3}',
+        '{"timestamp": Infinity, "kind": "completion", "prompt_tokens": 3}',
     ]
     path = tmp_path / "w.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     workload = read_workload(path)
-    assert [e.line for e in workload.errors] == [2, 3, 5, 6, 7, 8, 9, 11]
+    assert [e.line for e in workload.errors] == [2, 3, 5, 6, 7, 8, 9, 11, 13, 14]
     assert "not JSON" in workload.errors[0].message
     assert "prompt or prompt_tokens" in workload.errors[2].message
     assert "exactly one" in workload.errors[3].message
