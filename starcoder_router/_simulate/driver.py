@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 __all__ = ["refusal_reason", "run_request"]
 
 Waits = Generator[float, None, RequestOutcome]
+# MemoryStore times a hold's expiry by the real clock, while the flow's TTL is in simulated
+# seconds. The flow settles or releases every hold it takes, so in a simulation a hold simply
+# never expires.
+_HOLD_S = 1e9
 
 
 def run_request(ctx: SimContext, number: int, p: Prepared) -> Waits:
@@ -69,7 +73,7 @@ def run_request(ctx: SimContext, number: int, p: Prepared) -> Waits:
             yield seconds
         elif isinstance(action, Reserve):
             try:
-                reply = ctx.store.reserve(action.keys, action.amount_nano, action.ttl_s)
+                reply = ctx.store.reserve(action.keys, action.amount_nano, _HOLD_S)
             except BudgetExceededError as err:
                 ctx.exhausted.setdefault(err.status.key, ctx.clock.t)
                 error = err
