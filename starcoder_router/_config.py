@@ -93,8 +93,9 @@ class RouterConfig(NamedTuple):
     health: HealthPolicy | None = None
 
 
+# `simulate` belongs to `starcoder-router simulate` (read by `_simulate.model`); routers ignore it.
 _TOP_LEVEL = {"tokenizer", "policy", "providers", "deployments", "variants", "store", "retry",
-              "health"}
+              "health", "simulate"}
 
 
 def load_config(path: str | os.PathLike[str], *, catalog: Catalog | None = None) -> RouterConfig:
