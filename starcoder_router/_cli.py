@@ -6,6 +6,7 @@ find local servers. `catalog` and `route` are offline and need no API keys.
     starcoder-router route --prefix-file before.py --suffix-file after.py --min-quality humaneval:35
     starcoder-router spend --store sqlite --path spend.db --by tenant
     starcoder-router discover
+    starcoder-router serve --config router.toml --port 8080
 """
 
 from __future__ import annotations
@@ -84,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     disc.add_argument("--address", action="append", default=[], metavar="PROVIDER=URL",
                       help="probe only these, e.g. llamacpp=http://localhost:9931 (repeatable)")
     disc.set_defaults(func=_cmd_discover)
+
+    from ._server.cli import add_parser as add_serve_parser  # argparse only; no server imports
+
+    add_serve_parser(sub)
     return p
 
 

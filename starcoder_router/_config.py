@@ -80,8 +80,9 @@ class RouterConfig(NamedTuple):
     health: HealthPolicy | None = None
 
 
+# `server` belongs to the gateway (`starcoder-router serve`), which validates it itself.
 _TOP_LEVEL = {"tokenizer", "policy", "providers", "deployments", "variants", "store", "retry",
-              "health"}
+              "health", "server"}
 
 
 def load_config(path: str | os.PathLike[str], *, catalog: Catalog | None = None) -> RouterConfig:
