@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -31,7 +32,12 @@ from .http import (
 )
 from .problems import Problem, problem_for
 
-__all__ = ["create_app"]
+__all__ = ["RUNNER_OPTIONS", "create_app"]
+
+# How the app must be run (`web.run_app` or `web.AppRunner`): a client that hangs up cancels its
+# handler at once, which closes the upstream stream and books its cost, instead of the gateway
+# noticing only at its next write (aiohttp no longer cancels handlers by default since 3.9).
+RUNNER_OPTIONS: dict[str, Any] = {"handler_cancellation": True, "access_log": None}
 
 logger = logging.getLogger("starcoder_router.server")
 

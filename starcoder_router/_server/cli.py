@@ -70,7 +70,7 @@ def _serve(config: str | None, raw_settings: dict[str, Any], reuse_port: bool) -
     """One worker: build the gateway inside the event loop and serve until signalled."""
     from aiohttp import web
 
-    from .app import create_app
+    from .app import RUNNER_OPTIONS, create_app
     from .gateway import Gateway
     from .settings import ServerSettings
 
@@ -82,5 +82,4 @@ def _serve(config: str | None, raw_settings: dict[str, Any], reuse_port: bool) -
     print(f"starcoder-router gateway on http://{settings.host}:{settings.port}", file=sys.stderr,
           flush=True)
     web.run_app(make_app(), host=settings.host, port=settings.port, reuse_port=reuse_port,
-                shutdown_timeout=settings.shutdown_timeout_s, handler_cancellation=True,
-                access_log=None, print=None)
+                shutdown_timeout=settings.shutdown_timeout_s, print=None, **RUNNER_OPTIONS)

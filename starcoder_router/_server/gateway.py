@@ -164,8 +164,9 @@ class Gateway:
         return AsyncRouter(catalog=catalog, policy=policy, **self._router_args)
 
     def ready(self) -> bool:
-        """At least one deployment could take a small request now (the routing decision)."""
-        return bool(self._probe().ranked)
+        """At least one deployment could take a small completion now: eligible, and not
+        cooling down after failures."""
+        return any(c.cooling_until is None for c in self._probe().ranked)
 
     def cooling(self) -> dict[str, bool]:
         """Per eligible deployment: is its circuit open (cooling down) right now?"""

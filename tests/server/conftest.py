@@ -57,8 +57,11 @@ class LoopThread:
         self.loop.close()
 
 
-async def start_site(app: web.Application, port: int = 0) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+async def start_site(app: web.Application, port: int = 0,
+                     shutdown_timeout: float = 60.0) -> tuple[web.AppRunner, str]:
+    from starcoder_router._server.app import RUNNER_OPTIONS
+
+    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout, **RUNNER_OPTIONS)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
@@ -114,29 +117,36 @@ def serve(loop_thread: LoopThread, upstream_url: str) -> Iterator[Callable[..., 
     from starcoder_router._server.app import create_app
     from starcoder_router._server.gateway import Gateway
 
-    started: list[tuple[web.AppRunner, Any]] = []
+    started: list[Running] = []
 
-    def start(**kwargs: Any) -> Any:
+    def start(**kwargs: Any) -> Running:
         kwargs.setdefault("catalog", mock_catalog(upstream_url))
         kwargs.setdefault("env", {})
 
-        async def boot() -> tuple[web.AppRunner, str, Any]:
+        async def boot() -> Running:
             gateway = Gateway(**kwargs)
-            runner, url = await start_site(create_app(gateway))
-            return runner, url, gateway
+            runner, url = await start_site(
+                create_app(gateway), shutdown_timeout=gateway.settings.shutdown_timeout_s)
+            return Running(url, gateway, runner)
 
-        runner, url, gateway = loop_thread.run(boot())
-        handle = Running(url, gateway, loop_thread)
-        started.append((runner, handle))
+        handle = loop_thread.run(boot())
+        started.append(handle)
         return handle
 
     yield start
-    for runner, _ in started:
-        loop_thread.run(runner.cleanup())
+    for handle in started:
+        loop_thread.run(handle.stop())
 
 
 class Running:
-    def __init__(self, url: str, gateway: Any, loop_thread: LoopThread):
+    """A gateway being served: `url`, `gateway`, and `await stop()` (a graceful shutdown)."""
+
+    def __init__(self, url: str, gateway: Any, runner: web.AppRunner):
         self.url = url
         self.gateway = gateway
-        self.loop_thread = loop_thread
+        self._runner: web.AppRunner | None = runner
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
