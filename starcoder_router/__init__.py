@@ -57,6 +57,7 @@ from ._stores.memory import MemoryStore
 if _typing.TYPE_CHECKING:
     from ._discovery import discover_local
     from ._running.async_router import AsyncRouter
+    from ._server.telemetry import otel_hooks
     from ._stores.redis import RedisStore
     from ._stores.report import spend_report
     from ._stores.sqlite import SQLiteStore
@@ -130,6 +131,7 @@ __all__ = [
     "Variant",
     "discover_local",
     "load_token_counter",
+    "otel_hooks",
     "spend_report",
 ]
 
@@ -141,6 +143,7 @@ _LAZY = {
     "RedisStore": "._stores.redis",
     "discover_local": "._discovery",
     "spend_report": "._stores.report",
+    "otel_hooks": "._server.telemetry",
 }
 
 

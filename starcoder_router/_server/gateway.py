@@ -13,7 +13,6 @@ Example::
 
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
 import os
 import time
@@ -24,6 +23,7 @@ from .._config import load_config
 from .._routing.tokens import load_token_counter
 from .._running.hooks import Hooks
 from .._stores import open_store
+from .context import CallContext, current_call
 from .models import ModelChoice, model_names, resolve_model
 from .settings import ServerSettings, TenantSettings, load_server_settings
 from .tenants import MemoryRateLimiter, RateLimiter, RedisRateLimiter, Tenants
@@ -41,22 +41,7 @@ if TYPE_CHECKING:
     from .._stores.base import SpendStore
     from .metrics import GatewayMetrics
 
-__all__ = ["Call", "CallContext", "Gateway", "Opened", "current_call"]
-
-
-class CallContext(NamedTuple):
-    """What hooks may want to know about the request an attempt belongs to."""
-
-    request_id: str
-    model: str
-    tenant: str | None
-    protocol: str
-
-
-# Set for the duration of a gateway call; the router's hooks run in the same task, so the
-# metrics and spans of an attempt can name the tenant and the requested model.
-current_call: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
-    "starcoder_router_gateway_call", default=None)
+__all__ = ["Call", "Gateway", "Opened"]
 
 
 class Call(NamedTuple):
@@ -108,6 +93,10 @@ class Gateway:
         self.limiter: RateLimiter = (RedisRateLimiter(redis_url, prefix=getattr(
             self.store, "prefix", "scr:")) if redis_url else MemoryRateLimiter())
         extra = hooks or Hooks()
+        if self.settings.tracing:
+            from .telemetry import otel_hooks
+
+            extra = extra._replace(on_attempt=[*extra.on_attempt, *otel_hooks().on_attempt])
         self._hooks = extra._replace(on_attempt=[self._on_attempt, *extra.on_attempt])
         self._counter = load_token_counter(tokenizer)
         self._router_args: dict[str, Any] = {

@@ -21,7 +21,7 @@ MODELS = ["starcoder2", "starcoder2:fast", "starcoder2-7b", "starcoder2:3b", "gp
 
 scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
            | st.floats(allow_nan=False) | st.text(max_size=30)
-           | st.sampled_from(MODELS + ["<fim_prefix>", "<fim_suffix>", "<|endoftext|>"]))
+           | st.sampled_from([*MODELS, "<fim_prefix>", "<fim_suffix>", "<|endoftext|>"]))
 json_values = st.recursive(
     scalars,
     lambda inner: st.lists(inner, max_size=4)
