@@ -38,6 +38,7 @@ class Upstream:
         self._script: deque[Reply] = deque()
         self.closed_streams = 0
         self.open_streams = 0
+        self.fail_models: set[str] = set()  # these models always answer 500
 
     def script(self, *replies: Reply) -> None:
         self._script.extend(replies)
@@ -48,6 +49,7 @@ class Upstream:
         self._script.clear()
         self.closed_streams = 0
         self.open_streams = 0
+        self.fail_models.clear()
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -60,6 +62,8 @@ class Upstream:
         self.bodies.append(body)
         self.paths.append(request.path)
         reply = self._script.popleft() if self._script else Reply()
+        if body.get("model") in self.fail_models:
+            reply = Reply(status=500)
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
         if reply.status >= 400:
