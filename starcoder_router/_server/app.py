@@ -14,6 +14,7 @@ answers with anything but the caller's protocol's error shape.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -59,9 +60,23 @@ def _dialect_for(path: str) -> Dialect:
 
 @web.middleware
 async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    dialect = _dialect_for(request.path)
+    response = await _answer(request, handler, dialect)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    metrics = request.app[GATEWAY_KEY].metrics
+    metrics.requests.labels(dialect.name, route, str(response.status)).inc()
+    metrics.latency.labels(dialect.name, route).observe(time.perf_counter() - started)
+    if response.status >= 400:
+        metrics.errors.labels(f"http_{response.status}").inc()
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler,
+                  dialect: Dialect) -> web.StreamResponse:
     rid = request.headers.get(HEADER_REQUEST_ID) or new_id()
     request[REQUEST_ID_KEY] = rid = rid[:128]
-    dialect = _dialect_for(request.path)
     try:
         if request.path not in _OPEN_PATHS:
             gateway = request.app[GATEWAY_KEY]

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from aiohttp import web
@@ -193,25 +192,3 @@ async def _stream(request: web.Request, gateway: Gateway, dialect: Dialect, pars
     finally:
         await gateway.close_stream(call, stream)
     return response
-
-
-def timed(route: str, protocol: str,
-          handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-          ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """Wrap a handler to count it and time it in the gateway's metrics."""
-
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        metrics = request.app[GATEWAY_KEY].metrics
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        finally:
-            metrics.requests.labels(protocol, route, str(status)).inc()
-            metrics.latency.labels(protocol, route).observe(time.perf_counter() - started)
-            if status >= 400:
-                metrics.errors.labels(f"http_{status}").inc()
-
-    return wrapped

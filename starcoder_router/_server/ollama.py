@@ -29,7 +29,6 @@ from .http import (
     parse_body,
     read_json,
     request_id,
-    timed,
 )
 from .models import UnknownModelError, resolve_model
 from .problems import Problem, problem_for
@@ -193,7 +192,7 @@ def add_routes(app: web.Application) -> None:
     async def generate(request: web.Request) -> web.StreamResponse:
         return await handle(request, dialect, parse_generate)
 
-    app.router.add_post("/api/generate", timed("/api/generate", "ollama", generate))
-    app.router.add_get("/api/tags", timed("/api/tags", "ollama", _tags))
-    app.router.add_post("/api/show", timed("/api/show", "ollama", _show))
-    app.router.add_get("/api/version", timed("/api/version", "ollama", _version))
+    app.router.add_post("/api/generate", generate)
+    app.router.add_get("/api/tags", _tags)
+    app.router.add_post("/api/show", _show)
+    app.router.add_get("/api/version", _version)

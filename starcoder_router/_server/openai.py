@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .._ids import new_id
 from .gateway import Call, Gateway
-from .http import GATEWAY_KEY, Parsed, check_max_tokens, handle, parse_body, timed
+from .http import GATEWAY_KEY, Parsed, check_max_tokens, handle, parse_body
 from .problems import Problem, invalid
 
 if TYPE_CHECKING:
@@ -216,7 +216,7 @@ def add_routes(app: web.Application) -> None:
     async def chat(request: web.Request) -> web.StreamResponse:
         return await handle(request, dialect, parse_chat)
 
-    app.router.add_post("/v1/completions", timed("/v1/completions", "openai", completions))
+    app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/chat/completions",
-                        timed("/v1/chat/completions", "openai", chat))
-    app.router.add_get("/v1/models", timed("/v1/models", "openai", _models))
+                        chat)
+    app.router.add_get("/v1/models", _models)

@@ -18,7 +18,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from .gateway import Call, Gateway
-from .http import GATEWAY_KEY, Parsed, check_max_tokens, handle, parse_body, timed
+from .http import GATEWAY_KEY, Parsed, check_max_tokens, handle, parse_body
 from .models import BASE_NAME
 from .problems import Problem
 
@@ -150,7 +150,7 @@ def add_routes(app: web.Application) -> None:
     async def generate_stream(request: web.Request) -> web.StreamResponse:
         return await handle(request, dialect, streamed)
 
-    app.router.add_post("/generate", timed("/generate", "tgi", generate))
-    app.router.add_post("/generate_stream", timed("/generate_stream", "tgi", generate_stream))
-    app.router.add_post("/", timed("/", "tgi", generate))
-    app.router.add_get("/info", timed("/info", "tgi", _info))
+    app.router.add_post("/generate", generate)
+    app.router.add_post("/generate_stream", generate_stream)
+    app.router.add_post("/", generate)
+    app.router.add_get("/info", _info)

@@ -75,13 +75,13 @@ def write_config(path: Path, upstream_url: str, *, store: str, budget_usd: float
 
 
 class Instance:
-    def __init__(self, config: Path, log: Path):
+    def __init__(self, config: Path, log: Path, *extra: str):
         self.port = helpers.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = log.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "starcoder_router._cli", "serve", "--config", str(config),
-             "--port", str(self.port)], stdout=self._log, stderr=subprocess.STDOUT,
+             "--port", str(self.port), *extra], stdout=self._log, stderr=subprocess.STDOUT,
             env={k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")})
         self.log_path = log
         deadline = time.monotonic() + 20
@@ -197,3 +197,21 @@ def test_sigterm_lets_an_inflight_stream_finish(tmp_path: Path, upstream: Any,
                    for line in lines if line.startswith("data: {"))
     assert text == "one two three four five"
     assert gw.proc.wait(timeout=15) == 0  # a clean exit (a second signal would force it)
+
+
+def test_workers_share_the_port_and_stop_together(tmp_path: Path, upstream: Any,
+                                                  upstream_url: str) -> None:
+    config = write_config(tmp_path / "router.toml", upstream_url, store="")
+    gw = Instance(config, tmp_path / "workers.log", "--workers", "2")
+    try:
+        children = Path(f"/proc/{gw.proc.pid}/task/{gw.proc.pid}/children").read_text().split()
+        workers = [int(c) for c in children
+                   if "starcoder_router" in Path(f"/proc/{c}/cmdline").read_text()
+                   or "multiprocessing" in Path(f"/proc/{c}/cmdline").read_text()]
+        assert len(workers) >= 1
+        assert all(complete(gw.url).status_code == 200 for _ in range(20))
+    finally:
+        assert gw.stop() == 0
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
+            f"/proc/{pid}/status").read_text()
