@@ -254,7 +254,7 @@ def _events() -> list[bytes]:
             for _ in range(MAX_TOKENS)] + [b"data: [DONE]\n\n"]
 
 
-def serve_aiohttp(port: int) -> None:
+def serve_aiohttp(port: int, uvloop: bool = False) -> None:
     from aiohttp import web
 
     async def completions(request: web.Request) -> web.StreamResponse:
@@ -270,7 +270,12 @@ def serve_aiohttp(port: int) -> None:
     app = web.Application()
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/health", lambda r: web.json_response({}))  # type: ignore[arg-type,return-value]
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+    loop = None
+    if uvloop:
+        import uvloop as uv
+
+        loop = uv.new_event_loop()
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=loop)
 
 
 def serve_starlette(port: int) -> None:
@@ -306,6 +311,7 @@ def run_stacks(args: argparse.Namespace) -> list[dict[str, Any]]:
         return []
     rows = []
     for name, mode in (("aiohttp.web (asyncio loop)", "--serve-aiohttp"),
+                       ("aiohttp.web (uvloop)", "--serve-aiohttp-uvloop"),
                        ("Starlette + uvicorn (uvloop, httptools)", "--serve-starlette")):
         port = free_port()
         proc = start([str(py), __file__, mode, str(port)])
@@ -363,9 +369,10 @@ def markdown(gateways: list[dict[str, Any]], stacks: list[dict[str, Any]],
             c, st = r["complete"], r["stream"]
             out.append(f"| {r['target']} | {c['rps']:,.0f} | {c['p50_ms']:.1f} | "
                        f"{st['rps']:,.0f} | {st['ttft_p50_ms']:.1f} | {r['rss_mib']:.0f} |")
-        out += ["", "The gateway runs on aiohttp.web: level with Starlette under uvicorn on this "
-                "load (streams ahead), and already a core dependency (the router's own "
-                "transport), so the `server` extra adds only prometheus-client."]
+        out += ["", "The gateway runs on aiohttp.web, with uvloop's event loop when installed "
+                "(the `server` extra brings it): level with Starlette under uvicorn here, and "
+                "already a core dependency (the router's own transport), so the `server` "
+                "extra adds only prometheus-client and uvloop."]
     out.append(END)
     return "\n".join(out)
 
@@ -389,10 +396,14 @@ def main() -> int:
     p.add_argument("--write", action="store_true",
                    help="run both comparisons and write their section of BENCHMARKS.md")
     p.add_argument("--serve-aiohttp", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--serve-aiohttp-uvloop", type=int, help=argparse.SUPPRESS)
     p.add_argument("--serve-starlette", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve_aiohttp:
         serve_aiohttp(args.serve_aiohttp)
+        return 0
+    if args.serve_aiohttp_uvloop:
+        serve_aiohttp(args.serve_aiohttp_uvloop, uvloop=True)
         return 0
     if args.serve_starlette:
         serve_starlette(args.serve_starlette)

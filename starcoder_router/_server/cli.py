@@ -12,6 +12,7 @@ cost).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import multiprocessing
 import sys
@@ -79,7 +80,20 @@ def _serve(config: str | None, raw_settings: dict[str, Any], reuse_port: bool) -
     async def make_app() -> web.Application:
         return create_app(Gateway.from_config(config, settings=settings))
 
-    print(f"starcoder-router gateway on http://{settings.host}:{settings.port}", file=sys.stderr,
-          flush=True)
+    loop = _new_loop()
+    print(f"starcoder-router gateway on http://{settings.host}:{settings.port} "
+          f"({type(loop).__module__.split('.')[0]} loop)", file=sys.stderr, flush=True)
     web.run_app(make_app(), host=settings.host, port=settings.port, reuse_port=reuse_port,
-                shutdown_timeout=settings.shutdown_timeout_s, print=None, **RUNNER_OPTIONS)
+                shutdown_timeout=settings.shutdown_timeout_s, print=None, loop=loop,
+                **RUNNER_OPTIONS)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop when installed (the `server` extra brings it on Linux and macOS):
+    it cuts the gateway's own time per request; else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
