@@ -106,6 +106,7 @@ class Gateway:
             "hooks": self._hooks, "env": env, "tokenizer": self._counter,
         }
         self._routers: dict[ModelChoice, AsyncRouter] = {}
+        self._by_name: dict[str | None, AsyncRouter] = {}
         self._pending_tokens: list[tuple[TenantSettings, int]] = []
         # Deployments taken out by an opened circuit here or on another instance:
         # name -> (until, as wall-clock time; reason). Routers made later start with them.
@@ -142,10 +143,15 @@ class Gateway:
 
     def router(self, model: str | None) -> AsyncRouter:
         """The router for a model name (`UnknownModelError` for names we do not serve)."""
+        router = self._by_name.get(model)
+        if router is not None:
+            return router
         choice = resolve_model(model, variants=self.catalog.variants)
         router = self._routers.get(choice)
         if router is None:
             router = self._routers[choice] = self._build_router(choice)
+        if len(self._by_name) < 1024:  # names come from clients: keep the memo bounded
+            self._by_name[model] = router
         return router
 
     def _build_router(self, choice: ModelChoice) -> AsyncRouter:
@@ -309,6 +315,7 @@ class Gateway:
         for router in self._routers.values():
             await router.aclose()
         self._routers.clear()
+        self._by_name.clear()
         await self.limiter.aclose()
         close = getattr(self.store, "aclose", None)
         if close is not None:
