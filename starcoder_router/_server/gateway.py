@@ -13,7 +13,6 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import os
 import time
@@ -25,7 +24,7 @@ from .._routing.tokens import load_token_counter
 from .._running.hooks import Hooks
 from .._stores import open_store
 from .context import CallContext, current_call
-from .health_share import SharedHealth, tracker_of
+from .health_share import GatewayHealth
 from .models import ModelChoice, model_names, resolve_model
 from .settings import ServerSettings, TenantSettings, load_server_settings
 from .tenants import MemoryRateLimiter, RateLimiter, RedisRateLimiter, Tenants
@@ -108,12 +107,8 @@ class Gateway:
         self._routers: dict[ModelChoice, AsyncRouter] = {}
         self._by_name: dict[str | None, AsyncRouter] = {}
         self._pending_tokens: list[tuple[TenantSettings, int]] = []
-        # Deployments taken out by an opened circuit here or on another instance:
-        # name -> (until, as wall-clock time; reason). Routers made later start with them.
-        self._down: dict[str, tuple[float, str]] = {}
-        self._shared: SharedHealth | None = None
-        if redis_url:
-            self._shared = SharedHealth(redis_url, prefix=getattr(self.store, "prefix", "scr:"))
+        self.health = GatewayHealth(lambda: list(self._routers.values()), redis_url,
+                                    getattr(self.store, "prefix", "scr:"))
         self.router(None)  # the default router exists from the start: /ready asks it
 
     @classmethod
@@ -165,10 +160,7 @@ class Gateway:
             catalog = catalog.model_copy(update={"deployments": tuple(
                 d for d in catalog.deployments if d.variant == choice.variant)})
         router = AsyncRouter(catalog=catalog, policy=policy, **self._router_args)
-        now = time.time()
-        for name, (until, reason) in self._down.items():
-            if until > now:
-                tracker_of(router).disable(name, time.monotonic() + until - now, reason)
+        self.health.prepare(router)
         return router
 
     def ready(self) -> bool:
@@ -247,40 +239,13 @@ class Gateway:
         ctx = current_call.get()
         tenant = ctx.tenant if ctx else None
         self.metrics.on_attempt(attempt, tenant)
-        if attempt.outcome == "error" and (self._shared is not None or len(self._routers) > 1):
-            # The router updates the circuit right after this hook: look once it has.
-            asyncio.get_running_loop().call_soon(self._spread, attempt.deployment)
+        if attempt.outcome == "error" and (self.health.shared is not None
+                                           or len(self._routers) > 1):
+            self.health.after_failure(attempt.deployment)
         if tenant is not None and attempt.usage is not None:
             limits = next((t for t in self.settings.tenants if t.name == tenant), None)
             if limits is not None and limits.tokens_per_minute is not None:
                 self._pending_tokens.append((limits, attempt.usage.total_tokens))
-
-    def _spread(self, name: str) -> None:
-        """If a router's circuit for `name` is open now, take it out everywhere until then."""
-        now = time.monotonic()
-        for router in list(self._routers.values()):
-            tracker = tracker_of(router)
-            if tracker.state(name, now) == "open":
-                health = tracker.view(now)[name]
-                if health.cooling_until is not None:
-                    until = time.time() + health.cooling_until - now
-                    self._take_out(name, until, health.reason)
-                    if self._shared is not None:
-                        self._shared.publish(name, until, health.reason)
-                return
-
-    def _take_out(self, name: str, until: float, reason: str) -> None:
-        """Open `name`'s circuit in every router until `until` (wall-clock time)."""
-        known = self._down.get(name)
-        if known is not None and known[0] >= until:
-            return
-        self._down[name] = (until, reason)
-        mono = time.monotonic() + until - time.time()
-        for router in self._routers.values():
-            tracker = tracker_of(router)
-            health = tracker.view(time.monotonic()).get(name)
-            if health is None or health.cooling_until is None or health.cooling_until < mono:
-                tracker.disable(name, mono, reason)
 
     async def flush_tokens(self) -> None:
         """Add the tokens of finished attempts to their tenants' per-minute counters."""
@@ -291,8 +256,7 @@ class Gateway:
     async def start(self) -> None:
         """Start background work (listening for shared health); the app calls it once its
         loop runs."""
-        if self._shared is not None:
-            await self._shared.start(self._take_out)
+        await self.health.start()
 
     async def refresh_gauges(self) -> None:
         """Read circuit states and budgets left into the metrics (when `/metrics` is scraped)."""
@@ -310,8 +274,7 @@ class Gateway:
             self.metrics.set_budgets(await astatus(list(keys.values())))
 
     async def aclose(self) -> None:
-        if self._shared is not None:
-            await self._shared.aclose()
+        await self.health.aclose()
         for router in self._routers.values():
             await router.aclose()
         self._routers.clear()

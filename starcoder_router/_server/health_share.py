@@ -1,5 +1,6 @@
-"""Deployment health shared by every gateway on the same Redis: when one instance's circuit for
-a deployment opens, the others take it out until the same moment.
+"""Deployment health shared by every router of a gateway and by every gateway on the same
+Redis: when one router's circuit for a deployment opens, the others take it out until the same
+moment.
 
 An opened circuit is published on `{prefix}health` (and kept under `{prefix}health:{name}`
 until it expires, for instances that start later). Each instance applies what the others
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from .._routing.health import HealthTracker
     from .._running.async_router import AsyncRouter
 
-__all__ = ["SharedHealth", "tracker_of"]
+__all__ = ["GatewayHealth", "SharedHealth", "tracker_of"]
 
 logger = logging.getLogger("starcoder_router.server")
 
@@ -105,3 +106,65 @@ class SharedHealth:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._redis.aclose()
+
+
+class GatewayHealth:
+    """The deployments taken out across a gateway's routers (and, with Redis, across gateways):
+    name -> (until, as wall-clock time; reason). Routers made later start with them."""
+
+    def __init__(self, routers: Callable[[], list[AsyncRouter]], redis_url: str | None,
+                 prefix: str):
+        self._routers = routers
+        self._down: dict[str, tuple[float, str]] = {}
+        self.shared = SharedHealth(redis_url, prefix=prefix) if redis_url else None
+
+    def after_failure(self, name: str) -> None:
+        """An attempt on `name` failed. The router updates its circuit right after its hook
+        runs, so look at it on the loop's next turn."""
+        asyncio.get_running_loop().call_soon(self._spread, name)
+
+    def _spread(self, name: str) -> None:
+        """If a router's circuit for `name` is open now, take it out everywhere until then."""
+        now = time.monotonic()
+        for router in self._routers():
+            tracker = tracker_of(router)
+            if tracker.state(name, now) == "open":
+                health = tracker.view(now)[name]
+                if health.cooling_until is not None:
+                    until = time.time() + health.cooling_until - now
+                    self.take_out(name, until, health.reason)
+                    if self.shared is not None:
+                        self.shared.publish(name, until, health.reason)
+                return
+
+    def take_out(self, name: str, until: float, reason: str) -> None:
+        """Open `name`'s circuit in every router until `until` (wall-clock time)."""
+        known = self._down.get(name)
+        if known is not None and known[0] >= until:
+            return
+        self._down[name] = (until, reason)
+        for router in self._routers():
+            self._disable(router, name, until, reason)
+
+    def prepare(self, router: AsyncRouter) -> None:
+        """A new router starts with what is already taken out."""
+        now = time.time()
+        for name, (until, reason) in self._down.items():
+            if until > now:
+                self._disable(router, name, until, reason)
+
+    @staticmethod
+    def _disable(router: AsyncRouter, name: str, until: float, reason: str) -> None:
+        mono = time.monotonic() + until - time.time()
+        tracker = tracker_of(router)
+        health = tracker.view(time.monotonic()).get(name)
+        if health is None or health.cooling_until is None or health.cooling_until < mono:
+            tracker.disable(name, mono, reason)
+
+    async def start(self) -> None:
+        if self.shared is not None:
+            await self.shared.start(self.take_out)
+
+    async def aclose(self) -> None:
+        if self.shared is not None:
+            await self.shared.aclose()

@@ -184,3 +184,23 @@ def test_shutdown_cancels_a_stream_past_the_timeout_and_books_it(serve: Any, ups
     assert entry.outcome == "cancelled"
     assert entry.completion_tokens >= 2  # counted by the router on the text delivered
     assert entry.cost_nano > 0
+
+
+def test_an_opened_circuit_reaches_every_model_names_router(serve: Any, upstream: Any) -> None:
+    from starcoder_router import HealthPolicy
+
+    # a cooldown longer than a request's deadline: the router does not wait it out
+    gw = serve(retry=RetryPolicy(max_retries=0, timeout_s=5),
+               health=HealthPolicy(failure_threshold=1, cooldown_s=30))
+    body = {"prompt": "x", "max_tokens": 4}
+    pinned = httpx.post(gw.url + "/v1/completions", json={**body, "model": "starcoder2-3b"},
+                        timeout=10)
+    assert pinned.status_code == 200  # the pinned router exists before the failure
+    upstream.fail_models.add("mock-starcoder2-3b")
+    r = httpx.post(gw.url + "/v1/completions", json={**body, "model": "starcoder2"}, timeout=10)
+    assert r.headers["x-starcoder-router-deployment"] == "mock/starcoder2-7b"
+    sent = len(upstream.bodies)
+    for model in ("starcoder2-3b", "starcoder2:3b"):  # an existing router, and a new one
+        r = httpx.post(gw.url + "/v1/completions", json={**body, "model": model}, timeout=10)
+        assert r.status_code == 503
+    assert len(upstream.bodies) == sent  # neither tried the deployment known to be down
