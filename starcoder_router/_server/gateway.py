@@ -226,9 +226,15 @@ class Gateway:
             current_call.reset(token)
 
     def _fields(self, call: Call) -> dict[str, Any]:
-        if call.tenant is None:
-            return call.fields
-        return {**call.fields, "tenant": call.tenant.name}
+        fields = call.fields
+        timeout = self.settings.request_timeout_s
+        if call.tenant is not None or timeout is not None:
+            fields = dict(fields)
+            if call.tenant is not None:
+                fields["tenant"] = call.tenant.name
+            if timeout is not None:
+                fields["timeout"] = timeout
+        return fields
 
     @staticmethod
     def _context(call: Call) -> CallContext:

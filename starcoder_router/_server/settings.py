@@ -54,7 +54,9 @@ class ServerSettings(FrozenModel):
     `max_body_bytes` caps a request body (413 above it); `max_tokens` caps what a caller may ask
     for (400 above it; also the default when a protocol leaves it unset); `shutdown_timeout_s`
     is how long in-flight requests may run on after a stop signal before they are cancelled
-    (a cancelled stream still books what it cost). `tracing` records an OpenTelemetry span per
+    (a cancelled stream still books what it cost). `request_timeout_s` is every request's
+    deadline (default: the retry policy's): an editor would rather get a quick 503 than wait
+    for a deployment to come out of its cooldown. `tracing` records an OpenTelemetry span per
     attempt on the global tracer provider (the `otel` extra; configure the exporter as usual,
     e.g. with `OTEL_EXPORTER_OTLP_ENDPOINT` under `opentelemetry-instrument`).
     """
@@ -65,6 +67,7 @@ class ServerSettings(FrozenModel):
     max_tokens: int = Field(default=4096, gt=0)
     default_max_tokens: int = Field(default=256, gt=0)
     shutdown_timeout_s: float = Field(default=10.0, ge=0)
+    request_timeout_s: float | None = Field(default=None, gt=0)
     tenants: tuple[TenantSettings, ...] = ()
     health_sync_s: float = Field(default=0.25, gt=0)
     tracing: bool = False

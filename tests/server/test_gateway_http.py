@@ -190,7 +190,7 @@ def test_an_opened_circuit_reaches_every_model_names_router(serve: Any, upstream
     from starcoder_router import HealthPolicy
 
     # a cooldown longer than a request's deadline: the router does not wait it out
-    gw = serve(retry=RetryPolicy(max_retries=0, timeout_s=5),
+    gw = serve(settings=ServerSettings(request_timeout_s=5), retry=RetryPolicy(max_retries=0),
                health=HealthPolicy(failure_threshold=1, cooldown_s=30))
     body = {"prompt": "x", "max_tokens": 4}
     pinned = httpx.post(gw.url + "/v1/completions", json={**body, "model": "starcoder2-3b"},
