@@ -137,7 +137,8 @@ Parser = Callable[[web.Request, dict[str, Any], Gateway], Parsed]
 
 
 async def handle(request: web.Request, dialect: Dialect, parse: Parser) -> web.StreamResponse:
-    """Authenticate, rate-limit, parse and serve one completion request in `dialect`."""
+    """Rate-limit, parse and serve one completion request in `dialect` (the middleware has
+    authenticated it)."""
     gateway = request.app[GATEWAY_KEY]
     rid = request_id(request)
     try:
@@ -180,13 +181,13 @@ async def _stream(request: web.Request, gateway: Gateway, dialect: Dialect, pars
                 await response.write(dialect.stream_chunk(chunk, parsed))
                 chunk = await gateway.next_chunk(call, stream)
             await response.write(dialect.stream_end(stream.completion, parsed))
-        except (ConnectionResetError, OSError):
+        except OSError:
             raise
         except Exception as exc:
             # Headers are out: the error travels as the protocol's last event.
             await response.write(dialect.stream_error(problem_for(exc), parsed))
         await response.write_eof()
-    except (ConnectionResetError, OSError):
+    except OSError:  # ConnectionResetError among them
         # The client went away: the `finally` closes the upstream stream, booking its cost.
         logger.info("request %s: client disconnected mid-stream", rid)
     finally:
