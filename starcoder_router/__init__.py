@@ -54,6 +54,7 @@ if _typing.TYPE_CHECKING:
     from ._running.retry import HedgePolicy, RetryPolicy
     from ._running.streams import AsyncStream, Stream
     from ._running.sync_router import Router
+    from ._server.telemetry import otel_hooks
     from ._simulate import (
         PolicySummary,
         SimulationResult,
@@ -150,6 +151,7 @@ __all__ = [
     "WorkloadRequest",
     "discover_local",
     "load_token_counter",
+    "otel_hooks",
     "read_workload",
     "simulate",
     "spend_report",
@@ -211,6 +213,7 @@ _LAZY = {
     "read_workload": "._simulate",
     "simulate": "._simulate",
     "spend_report": "._stores.report",
+    "otel_hooks": "._server.telemetry",
 }
 
 

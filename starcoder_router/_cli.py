@@ -8,6 +8,7 @@ request, report spend, find local servers. `catalog` and `route` are offline and
     starcoder-router spend --store sqlite --path spend.db --by tenant
     starcoder-router discover --verbose
     starcoder-router simulate examples/workload.jsonl --report report.html
+    starcoder-router serve --config router.toml --port 8080
 
 A user's mistake (a missing file, a malformed flag) is one line on stderr and exit status 2; a
 request that ran and failed is status 1; a closed pipe (`| head -1`) ends quietly with 141.
@@ -130,6 +131,10 @@ def _parser() -> argparse.ArgumentParser:
     from ._simulate.cli import add_commands  # workload from-code, simulate
 
     add_commands(sub)
+
+    from ._server.cli import add_parser as add_serve_parser  # argparse only; no server imports
+
+    add_serve_parser(sub)
     return p
 
 

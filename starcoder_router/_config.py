@@ -93,9 +93,10 @@ class RouterConfig(NamedTuple):
     health: HealthPolicy | None = None
 
 
-# `simulate` belongs to `starcoder-router simulate` (read by `_simulate.model`); routers ignore it.
+# `simulate` belongs to `starcoder-router simulate` (read by `_simulate.model`) and `server` to
+# the gateway (`starcoder-router serve`), which validate them themselves; routers ignore both.
 _TOP_LEVEL = {"tokenizer", "policy", "providers", "deployments", "variants", "store", "retry",
-              "health", "simulate"}
+              "health", "simulate", "server"}
 
 
 def load_config(path: str | os.PathLike[str], *, catalog: Catalog | None = None) -> RouterConfig:
