@@ -18,20 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .._errors import ConfigError, StreamInterruptedError
 from .._stores.base import AsyncSpendStore
-from .actions import (
-    NEXT_LINE,
-    Action,
-    Book,
-    Drain,
-    Emit,
-    Open,
-    Release,
-    Reserve,
-    Send,
-    Sleep,
-    StartHedge,
-    StartStream,
-)
+from . import actions as act
 from .async_hedge import race
 from .base_router import BaseRouter
 from .flow import Flow, complete_flow, stream_flow
@@ -149,29 +136,29 @@ class AsyncRouter(BaseRouter):
             except BaseException as exc:  # handed to the flow, which frees what it holds
                 error = exc
 
-    async def perform(self, action: Action) -> Any:
+    async def perform(self, action: act.Action) -> Any:
         """Carry out one action of the flow and return what the flow asked for."""
         match action:
-            case Send():
+            case act.Send():
                 return await self._transport_for(action.provider).asend(
                     action.wire, timeout=action.timeout, connect_timeout=action.connect_timeout)
-            case Reserve():
+            case act.Reserve():
                 return await self._astore.areserve(action.keys, action.amount_nano, action.ttl_s)
-            case Book():
+            case act.Book():
                 if action.reservation is None:
                     await self._astore.arecord(action.keys, action.cost_nano, action.entry)
                 else:
                     await self._astore.asettle(action.reservation, action.cost_nano,
                                                action.entry)
-            case Release():
+            case act.Release():
                 await self._astore.arelease(action.reservation)
-            case Sleep():
+            case act.Sleep():
                 await self._core.clock.asleep(action.seconds)
-            case StartStream():
+            case act.StartStream():
                 return await self._first_chunk(action.attempt)
-            case Drain():
+            case act.Drain():
                 return await self._drain(action.attempt)
-            case StartHedge():
+            case act.StartHedge():
                 return await race(self, action)
         return None
 
@@ -242,20 +229,20 @@ class AsyncRouter(BaseRouter):
                     return
                 reply, error = None, None
                 try:
-                    if action is NEXT_LINE:
+                    if action is act.NEXT_LINE:
                         assert lines is not None
                         reply = await anext(lines, None)
                         continue
                     match action:
-                        case Emit():
+                        case act.Emit():
                             yield action.chunk
-                        case Open():
+                        case act.Open():
                             handle = await self._transport_for(action.provider).aopen(
                                 action.wire, timeout=action.timeout,
                                 connect_timeout=action.connect_timeout)
                             reply = handle.status, handle.headers
                             lines = handle.alines()
-                        case Book():
+                        case act.Book():
                             await self.perform(action)
                         case _:  # READ_BODY
                             assert handle is not None

@@ -13,7 +13,7 @@ from .._config import ProviderSettings, load_config
 from .._errors import ConfigError, RouterClosedError, StoreError
 from .._routing.catalog import Catalog
 from .._routing.decision import RoutingDecision
-from .._routing.health import HealthPolicy
+from .._routing.health import HealthPolicy, HealthTracker
 from .._routing.policy import CostPolicy
 from .._routing.request import CompletionRequest, RequestFields, build_request
 from .._routing.tokens import TokenCounter, load_token_counter
@@ -95,6 +95,12 @@ class BaseRouter:
     @property
     def store(self) -> SpendStore:
         return self._store
+
+    @property
+    def health(self) -> HealthTracker:
+        """This router's circuit breakers, latency averages and learned windows (one tracker
+        per router; the gateway shares opened circuits between instances through it)."""
+        return self._core.health
 
     @property
     def token_counter(self) -> TokenCounter:

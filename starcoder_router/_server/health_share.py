@@ -35,9 +35,8 @@ Apply = Callable[[str, float, str], None]  # (deployment, until as wall-clock ti
 
 
 def tracker_of(router: AsyncRouter) -> HealthTracker:
-    """The router's circuit breakers (private to the router: this is the only access)."""
-    tracker: HealthTracker = router._core.health
-    return tracker
+    """The router's circuit breakers."""
+    return router.health
 
 
 class SharedHealth:
