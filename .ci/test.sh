@@ -4,11 +4,12 @@
 #   bash .ci/test.sh            # all tests
 #   bash .ci/test.sh -k router  # extra arguments go to pytest
 #
-# It creates .venv with the package and its dev extras, installs Debian's redis-server when it
-# is missing (the Redis tests start their own server on a loopback port), builds llama.cpp's
+# It creates .venv with the package and its dev extras, installs Debian's redis-server and
+# chromium when they are missing (the Redis tests start their own server on a loopback port; the
+# simulation report test starts a headless browser), builds llama.cpp's
 # llama-server once (cached under ~/.cache; the local-inference tests start it with a tiny model
-# they generate), and then runs pytest. Because this script provides Redis and llama-server,
-# the tests that need them fail rather than skip when they are missing.
+# they generate), and then runs pytest. Because this script provides Redis, Chromium and
+# llama-server, the tests that need them fail rather than skip when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,18 +20,26 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 
-if ! command -v redis-server >/dev/null 2>&1; then
+# Debian packages the tests start themselves: redis-server (spend stores) and chromium (the
+# simulation report is opened in a real headless browser).
+apt_install() {
   if [ "$(id -u)" = "0" ]; then
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
   elif command -v sudo >/dev/null 2>&1; then
     sudo apt-get update -qq >/dev/null
-    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
   fi
+}
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt_install "${missing[@]}"
 fi
 
 LLAMA_SERVER_BIN="$(PYTHON=.venv/bin/python bash .ci/build-llama-server.sh)"
 export LLAMA_SERVER_BIN
-export REQUIRE_REDIS=1 REQUIRE_LLAMA_SERVER=1
+export REQUIRE_REDIS=1 REQUIRE_LLAMA_SERVER=1 REQUIRE_CHROMIUM=1
 
 exec .venv/bin/python -m pytest "$@"

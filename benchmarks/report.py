@@ -506,17 +506,6 @@ def notes_section(res: dict) -> list[str]:
     return out
 
 
-SOAK_BEGIN, SOAK_END = "<!-- soak:begin -->", "<!-- soak:end -->"
-
-
-def soak_section(old: str) -> str:
-    """The section `soak.py --write` put into an earlier BENCHMARKS.md, or ""."""
-    if SOAK_BEGIN not in old or SOAK_END not in old:
-        return ""
-    body = old.split(SOAK_BEGIN, 1)[1].split(SOAK_END, 1)[0]
-    return f"\n{SOAK_BEGIN}{body}{SOAK_END}\n"
-
-
 def render(res: dict) -> str:
     parts = [
         ["# Benchmarks", "",

@@ -29,6 +29,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -322,6 +323,15 @@ def versions(python: Path, names: tuple[str, ...]) -> dict[str, str]:
         return {}
 
 
+def keep_other_sections(new: str, old: str) -> str:
+    """`new` plus every `## ` section of `old` that this run does not write: the benchmarks with
+    scripts of their own (estimator, editor-size prompts, gateway, simulate, soak) keep theirs."""
+    written = set(re.findall(r"^## .*$", new, re.M))
+    kept = [part for part in re.split(r"(?m)^(?=## )", old)[1:]
+            if part.splitlines()[0] not in written]
+    return new.rstrip("\n") + "\n\n" + "".join(kept) if kept else new
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Run the benchmark suite; write BENCHMARKS.md.")
     p.add_argument("--quick", action="store_true", help="one short round (under a minute)")
@@ -387,9 +397,10 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=1, default=str))
     out = Path(args.out)
-    # The soak section is written by soak.py, on its own schedule: keep it.
-    kept = report.soak_section(out.read_text()) if out.exists() else ""
-    out.write_text(report.render(results) + kept)
+    text = report.render(results)
+    if out.is_file():
+        text = keep_other_sections(text, out.read_text())
+    out.write_text(text)
     print(f"wrote {args.out} in {results['elapsed_s']:.0f} s")
     return 0
 

@@ -9,7 +9,7 @@ deadline overruns, RSS growth and threads, and checks that no budget hold is lef
 the store's spend equals its ledger.
 
 Run: `python benchmarks/soak.py [--seconds 90] [--transport aiohttp|httpx] [--write]`;
-`--write` puts the section into BENCHMARKS.md (between the soak markers, which `run.py` keeps).
+`--write` puts the section into BENCHMARKS.md (`run.py` keeps sections it does not write).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import collections
 import os
+import re
 import statistics
 import sys
 import threading
@@ -41,7 +42,7 @@ from starcoder_router import (  # noqa: E402
 from starcoder_router._routing.cost import actual_cost_nano  # noqa: E402
 from starcoder_router._transports.base import DEADLINE_SLACK_S  # noqa: E402
 
-BEGIN, END = "<!-- soak:begin -->", "<!-- soak:end -->"
+HEADING = "## Soak: 64 concurrent tasks, 5% injected faults"
 CONCURRENCY = 64
 FAULT_RATE = 0.05
 DEADLINE_S = 5.0
@@ -167,24 +168,22 @@ def markdown(results: list[dict]) -> str:
                        f"{r['server_answers']} server answers ({faults}); errors raised to the "
                        f"caller: {errs}.")
     return "\n".join([
-        BEGIN, "## Soak: 64 concurrent tasks, 5% injected faults", "",
+        HEADING, "",
         f"`python benchmarks/soak.py --write` ({results[0]['seconds']} s per transport): "
         "`AsyncRouter` over three deployments on the loopback fault server (its own process), "
         f"half plain and half streamed requests, deadline {DEADLINE_S:g} s, {ATTEMPT_S:g} s per "
         "attempt, one retry. An overrun is a request that ended later than its deadline plus "
         f"`DEADLINE_SLACK_S` ({DEADLINE_SLACK_S:g} s). Errors are what reached the caller after "
         "retries and fallbacks (a stream cut after its first chunk cannot fall back: "
-        "`StreamInterruptedError`).", "", *rows, "", *details, END, ""])
+        "`StreamInterruptedError`).", "", *rows, "", *details, ""])
 
 
 def write(section: str, path: Path) -> None:
+    """Replace the soak section of BENCHMARKS.md (or add it); `run.py` keeps it as it is."""
     text = path.read_text() if path.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    parts = re.split(r"(?m)^(?=## )", text)
+    parts = [p for p in parts if not p.startswith(HEADING)]
+    path.write_text("".join(parts).rstrip("\n") + "\n\n" + section)
 
 
 def main() -> None:

@@ -54,6 +54,15 @@ if _typing.TYPE_CHECKING:
     from ._running.retry import HedgePolicy, RetryPolicy
     from ._running.streams import AsyncStream, Stream
     from ._running.sync_router import Router
+    from ._server.telemetry import otel_hooks
+    from ._simulate import (
+        PolicySummary,
+        SimulationResult,
+        SimulationSettings,
+        WorkloadRequest,
+        read_workload,
+        simulate,
+    )
     from ._stores.base import (
         AsyncSpendStore,
         BudgetKey,
@@ -103,6 +112,7 @@ __all__ = [
     "MissingDependencyError",
     "NoRouteError",
     "NotFoundError",
+    "PolicySummary",
     "ProviderConnectionError",
     "ProviderError",
     "ProviderServerError",
@@ -122,6 +132,8 @@ __all__ = [
     "RoutingDecision",
     "SQLiteStore",
     "Score",
+    "SimulationResult",
+    "SimulationSettings",
     "SpendStore",
     "StarcoderRouterError",
     "StoreError",
@@ -136,8 +148,12 @@ __all__ = [
     "TrimReport",
     "Usage",
     "Variant",
+    "WorkloadRequest",
     "discover_local",
     "load_token_counter",
+    "otel_hooks",
+    "read_workload",
+    "simulate",
     "spend_report",
 ]
 
@@ -167,6 +183,7 @@ _LAZY = {
     "LedgerEntry": "._stores.base",
     "MemoryStore": "._stores.memory",
     "Message": "._routing.request",
+    "PolicySummary": "._simulate",
     "ProviderSettings": "._config",
     "QualityFloor": "._routing.policy",
     "RedisStore": "._stores.redis",
@@ -178,6 +195,8 @@ _LAZY = {
     "RoutingDecision": "._routing.decision",
     "SQLiteStore": "._stores.sqlite",
     "Score": "._routing.catalog",
+    "SimulationResult": "._simulate",
+    "SimulationSettings": "._simulate",
     "SpendStore": "._stores.base",
     "StoreSettings": "._config",
     "Stream": "._running.streams",
@@ -188,9 +207,13 @@ _LAZY = {
     "TrimReport": "._routing.fit",
     "Usage": "._running.results",
     "Variant": "._routing.catalog",
+    "WorkloadRequest": "._simulate",
     "discover_local": "._discovery",
     "load_token_counter": "._routing.tokens",
+    "read_workload": "._simulate",
+    "simulate": "._simulate",
     "spend_report": "._stores.report",
+    "otel_hooks": "._server.telemetry",
 }
 
 

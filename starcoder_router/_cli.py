@@ -7,6 +7,8 @@ request, report spend, find local servers. `catalog` and `route` are offline and
     starcoder-router complete "def fib(n):" --max-tokens 64 --stream
     starcoder-router spend --store sqlite --path spend.db --by tenant
     starcoder-router discover --verbose
+    starcoder-router simulate examples/workload.jsonl --report report.html
+    starcoder-router serve --config router.toml --port 8080
 
 A user's mistake (a missing file, a malformed flag) is one line on stderr and exit status 2; a
 request that ran and failed is status 1; a closed pipe (`| head -1`) ends quietly with 141.
@@ -125,6 +127,14 @@ def _parser() -> argparse.ArgumentParser:
     disc.add_argument("--verbose", "-v", action="store_true",
                       help="list every address probed and what answered (on stderr)")
     disc.set_defaults(func=_cmd_discover)
+
+    from ._simulate.cli import add_commands  # workload from-code, simulate
+
+    add_commands(sub)
+
+    from ._server.cli import add_parser as add_serve_parser  # argparse only; no server imports
+
+    add_serve_parser(sub)
     return p
 
 

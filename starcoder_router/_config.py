@@ -93,8 +93,10 @@ class RouterConfig(NamedTuple):
     health: HealthPolicy | None = None
 
 
+# `simulate` belongs to `starcoder-router simulate` (read by `_simulate.model`) and `server` to
+# the gateway (`starcoder-router serve`), which validate them themselves; routers ignore both.
 _TOP_LEVEL = {"tokenizer", "policy", "providers", "deployments", "variants", "store", "retry",
-              "health"}
+              "health", "simulate", "server"}
 
 
 def load_config(path: str | os.PathLike[str], *, catalog: Catalog | None = None) -> RouterConfig:

@@ -16,6 +16,8 @@ ALLOWED = {
     "_providers": {"_routing", "_transports"},
     "_stores": {"_routing"},
     "_running": {"_routing", "_providers", "_transports", "_stores"},
+    "_server": {"_routing", "_providers", "_transports", "_stores", "_running"},
+    "_simulate": {"_routing", "_providers", "_transports", "_stores", "_running"},
 }
 
 

@@ -118,9 +118,12 @@ class Deployment(FrozenModel):
     def _defaults(cls, data: Any) -> Any:
         if isinstance(data, Mapping):
             data = dict(data)
-            if not data.get("name") and data.get("provider") and data.get("variant"):
-                data["name"] = f"{data['provider']}/{data['variant']}"
-            if "pricing" not in data and data.get("provider") in LOCAL_PROVIDERS:
+            # Only strings are looked at here: anything else is left for validation to refuse.
+            provider, variant = data.get("provider"), data.get("variant")
+            if (not data.get("name") and isinstance(provider, str) and provider
+                    and isinstance(variant, str) and variant):
+                data["name"] = f"{provider}/{variant}"
+            if "pricing" not in data and isinstance(provider, str) and provider in LOCAL_PROVIDERS:
                 data["pricing"] = "local"
         return data
 

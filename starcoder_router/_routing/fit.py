@@ -9,9 +9,11 @@ never cut, because we trim the parts and render again rather than cutting the re
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from bisect import bisect_left, bisect_right
+from itertools import accumulate
+from typing import NamedTuple, Protocol
 
-from .render import FILE_SEP, FimParts, Rendered, render_fim
+from .render import FILE_SEP, FIM_MIDDLE, FIM_SUFFIX, REPO_NAME, FimParts, Rendered, render_fim
 from .tokens import CountKind, TokenCounter, utf8_length
 
 __all__ = ["Fit", "NoFit", "PromptCounts", "TrimReport", "fit_prompt"]
@@ -57,20 +59,51 @@ class NoFit(NamedTuple):
 
 
 class PromptCounts:
-    """Counts for one request, memoised: many candidates share a window or a rendered prompt."""
+    """Counts for one request, memoised: many candidates share a window or a rendered prompt.
 
-    __slots__ = ("_counts", "_fits", "counter")
+    With a counter that reports its cacheable pieces (`TokenizerCounter.costs`), a large text's
+    pieces are kept too, so trimming reads the counts of prefix, suffix and files off the prompt's
+    count instead of counting them again."""
+
+    __slots__ = ("_costs", "_counts", "_fits", "_pieces", "counter")
 
     def __init__(self, counter: TokenCounter):
         self.counter = counter
         self._counts: dict[str, int] = {}
         self._fits: dict[tuple[str, int, bool], Fit | NoFit] = {}
+        self._pieces: dict[str, tuple[list[int], list[int]]] = {}
+        self._costs: tuple[_Costs | None] | None = None  # None: not looked up yet
 
     def count(self, text: str) -> tuple[int, CountKind]:
         n = self._counts.get(text)
         if n is None:
-            n = self._counts[text] = self.counter.count(text)
+            if len(text) >= _PIECES_FROM and (costs := self.costs_function()) is not None:
+                pieces = self._pieces[text] = costs(text, fine=False)
+                n = sum(pieces[1])
+            else:
+                n = self.counter.count(text)
+            self._counts[text] = n
         return n, ("exact" if self.counter.exact else "estimate")
+
+    def pieces(self, text: str) -> tuple[list[int], list[int]] | None:
+        """Where the counted pieces of `text` start and their counts, when the counter has them."""
+        self.count(text)
+        return self._pieces.get(text)
+
+    def costs_function(self) -> _Costs | None:
+        if self._costs is None:
+            resolve = getattr(self.counter, "resolve", None)
+            inner = resolve() if callable(resolve) else self.counter
+            self._costs = (getattr(inner, "costs", None),)
+        return self._costs[0]
+
+
+class _Costs(Protocol):
+    def __call__(self, text: str, *, fine: bool) -> tuple[list[int], list[int]]: ...
+
+
+# Below this a text is counted whole: its pieces would only matter for trimming a huge prompt.
+_PIECES_FROM = 4096
 
 
 def fit_prompt(
@@ -117,79 +150,183 @@ def _fit(rendered: Rendered, window: int, max_tokens: int, counts: PromptCounts,
 
 def _trim_fim(rendered: Rendered, parts: FimParts, budget: int, before: int,
               counts: PromptCounts) -> Fit | None:
-    counter = counts.counter
-    kind: CountKind = "exact" if counter.exact else "estimate"
+    """Count each piece once, choose the cuts by arithmetic over those counts, then verify the
+    trimmed prompt with one exact count (again only if joins at the cuts cost more than planned).
+    """
+    kind: CountKind = "exact" if counts.counter.exact else "estimate"
     frame, _ = counts.count(render_fim(FimParts("", "", (), parts.repo_name, parts.path)).prompt)
     # +1: a file separator stands before <fim_prefix> whenever files are kept.
     available = budget - frame - 1
-    file_costs = counter.count_many([f"{FILE_SEP}{f.path}\n{f.text}" for f in parts.files])
-    pre_lines = parts.prefix.splitlines(keepends=True)
-    suf_lines = parts.suffix.splitlines(keepends=True)
-    line_costs = counter.count_many(pre_lines + suf_lines)
-    pre_costs, suf_costs = line_costs[: len(pre_lines)], line_costs[len(pre_lines):]
-
+    lines = _LineCosts(counts, rendered.prompt, parts)
     for _ in range(_MAX_REFITS):
         if available <= 0:
             return None
-        candidate = _allocate(parts, available, file_costs, pre_lines, pre_costs,
-                              suf_lines, suf_costs)
+        candidate = _allocate(parts, available, lines)
         new_rendered = render_fim(candidate, ())._replace(stop=rendered.stop)
         n, _ = counts.count(new_rendered.prompt)
         if n <= budget:
             report = TrimReport(
                 dropped_files=tuple(f.path for f in parts.files[len(candidate.files):]),
-                prefix_lines_dropped=len(pre_lines) - len(candidate.prefix.splitlines(True)),
-                suffix_lines_dropped=len(suf_lines) - len(candidate.suffix.splitlines(True)),
+                prefix_lines_dropped=parts.prefix.count("\n", 0, len(parts.prefix)
+                                                        - len(candidate.prefix)),
+                suffix_lines_dropped=_suffix_lines_dropped(parts.suffix, candidate.suffix),
                 chars_dropped=len(rendered.prompt) - len(new_rendered.prompt),
                 tokens_before=before,
                 tokens_after=n,
             )
             return Fit(new_rendered, n, kind, report)
-        # Per-line counts differ a little from the whole text's count at line joins: shrink by
-        # the observed overshoot (at least one token) and allocate again.
+        # Counts of pieces differ a little from the whole text's count where pieces join:
+        # shrink by the observed overshoot (at least one token) and allocate again.
         available -= max(1, n - budget)
     return None
 
 
-def _allocate(parts: FimParts, available: int, file_costs: list[int], pre_lines: list[str],
-              pre_costs: list[int], suf_lines: list[str], suf_costs: list[int]) -> FimParts:
-    pre_total, suf_total = sum(pre_costs), sum(suf_costs)
+def _suffix_lines_dropped(full: str, kept: str) -> int:
+    tail = full[len(kept):]
+    whole = tail.count("\n") + (1 if tail and not tail.endswith("\n") else 0)
+    return whole - (1 if kept and not kept.endswith("\n") else 0)
+
+
+def _allocate(parts: FimParts, available: int, lines: _LineCosts) -> FimParts:
+    pre_total, suf_total = lines.prefix_total, lines.suffix_total
     code = pre_total + suf_total
     kept_files = len(parts.files)
-    files_total = sum(file_costs)
+    files_total = sum(lines.file_costs)
     while kept_files and code + files_total > available:
         kept_files -= 1
-        files_total -= file_costs[kept_files]
+        files_total -= lines.file_costs[kept_files]
     if code <= available:
         return parts._replace(files=parts.files[:kept_files])
     # Keep the lines nearest the cursor; the suffix gets at least a quarter of the room
-    # (or all it needs), the prefix the rest.
+    # (or all it needs), the prefix the rest. One token per cut is kept back for the join.
     suf_room = min(suf_total, max(available // 4, available - pre_total))
     pre_room = available - suf_room
-    prefix = _keep_tail(pre_lines, pre_costs, pre_room)
-    suffix = _keep_head(suf_lines, suf_costs, suf_room)
+    prefix = lines.keep_tail(pre_room - 1)
+    suffix = lines.keep_head(suf_room - 1) if suf_room < suf_total else parts.suffix
     return FimParts(prefix, suffix, (), parts.repo_name, parts.path)
 
 
-def _keep_tail(lines: list[str], costs: list[int], room: int) -> str:
-    used, start = 0, len(lines)
-    while start > 0 and used + costs[start - 1] <= room:
-        start -= 1
-        used += costs[start]
-    if start == len(lines) and lines and room > 0:
+_Units = tuple[list[int], list[int]]  # (line starts, costs); unit i is text[s[i]:s[i+1]]
+
+
+class _LineCosts:
+    """Counts per block of lines of a FIM request's prefix, suffix and files, read off the pieces
+    its prompt was counted in (no new count); a cut is chosen over them, and only the block it
+    falls in is split into lines. A counter without pieces (the estimator) counts each line."""
+
+    def __init__(self, counts: PromptCounts, prompt: str, parts: FimParts):
+        self._counts = counts
+        self._parts = parts
+        self._costs = counts.costs_function()
+        pieces = counts.pieces(prompt) if self._costs is not None else None
+        # Offsets of prefix, suffix and files in the prompt, as render_fim lays them out.
+        suf_hi = len(prompt) - len(FIM_MIDDLE)
+        suf_lo = suf_hi - len(parts.suffix)
+        pre_hi = suf_lo - len(FIM_SUFFIX)
+        pre_lo = pre_hi - len(parts.prefix)
+        if pieces is None:
+            self._pre = self._lines(parts.prefix)
+            self._suf = self._lines(parts.suffix)
+            self.file_costs = counts.counter.count_many(
+                [f"{FILE_SEP}{f.path}\n{f.text}" for f in parts.files])
+        else:
+            self._pre = _region(pieces, prompt, pre_lo, pre_hi)
+            self._suf = _region(pieces, prompt, suf_lo, suf_hi)
+            at = len(REPO_NAME) + len(parts.repo_name) if parts.repo_name else 0
+            self.file_costs = []
+            for f in parts.files:
+                end = at + len(FILE_SEP) + len(f.path) + 1 + len(f.text)
+                self.file_costs.append(sum(_region(pieces, prompt, at, end)[1]))
+                at = end
+        self.prefix_total = sum(self._pre[1])
+        self.suffix_total = sum(self._suf[1])
+
+    def _lines(self, text: str) -> _Units:
+        if not text:
+            return [0], [0]
+        if self._costs is not None:
+            cuts, costs = self._costs(text, fine=True)
+            return _to_line_starts(text, cuts, costs)
+        lines = text.splitlines(keepends=True)
+        starts = list(accumulate((len(x) for x in lines[:-1]), initial=0))
+        return starts, self._counts.counter.count_many(lines)
+
+    def keep_tail(self, room: int) -> str:
+        """The longest run of whole lines ending the prefix that costs at most `room`."""
+        text = self._parts.prefix
+        if room <= 0 or not text:
+            return ""
+        starts, costs = self._pre
+        used, k = 0, len(costs)
+        while k and used + costs[k - 1] <= room:
+            k -= 1
+            used += costs[k]
+        if k == 0:
+            return text
+        lo, hi = starts[k - 1], starts[k] if k < len(starts) else len(text)
+        sub_starts, sub_costs = self._lines(text[lo:hi])
+        j = len(sub_costs)
+        while j and used + sub_costs[j - 1] <= room:
+            j -= 1
+            used += sub_costs[j]
+        if j < len(sub_costs):
+            return text[lo + sub_starts[j]:]
+        if hi < len(text):
+            return text[hi:]
         # The cursor's own line is too long: keep its end, cut by characters.
-        line, cost = lines[-1], max(costs[-1], 1)
-        keep = max(0, len(line) * room // cost)
+        line = text[lo + sub_starts[-1]:]
+        keep = len(line) * room // max(sub_costs[-1], 1)
         return line[len(line) - keep:] if keep else ""
-    return "".join(lines[start:])
+
+    def keep_head(self, room: int) -> str:
+        """The longest run of whole lines starting the suffix that costs at most `room`."""
+        text = self._parts.suffix
+        if room <= 0 or not text:
+            return ""
+        starts, costs = self._suf
+        used, k = 0, 0
+        while k < len(costs) and used + costs[k] <= room:
+            used += costs[k]
+            k += 1
+        if k == len(costs):
+            return text
+        lo, hi = starts[k], starts[k + 1] if k + 1 < len(starts) else len(text)
+        sub_starts, sub_costs = self._lines(text[lo:hi])
+        j = 0
+        while j < len(sub_costs) and used + sub_costs[j] <= room:
+            used += sub_costs[j]
+            j += 1
+        if j == len(sub_costs):
+            return text[:hi]
+        if j or lo:
+            return text[:lo + sub_starts[j]]
+        # The line after the cursor is too long: keep its start, cut by characters.
+        end = sub_starts[1] if len(sub_starts) > 1 else hi
+        return text[: end * room // max(sub_costs[0], 1)]
 
 
-def _keep_head(lines: list[str], costs: list[int], room: int) -> str:
-    used, end = 0, 0
-    while end < len(lines) and used + costs[end] <= room:
-        used += costs[end]
-        end += 1
-    if end == 0 and lines and room > 0:
-        line, cost = lines[0], max(costs[0], 1)
-        return line[: len(line) * room // cost]
-    return "".join(lines[:end])
+def _region(pieces: tuple[list[int], list[int]], prompt: str, lo: int, hi: int) -> _Units:
+    """The pieces of `prompt[lo:hi]` as line units of that text. A region always ends at a
+    special token, so no piece crosses its end; one that crosses its start (the path line before
+    the prefix) is charged in full, which errs on the safe side."""
+    starts, costs = pieces
+    if lo >= hi:
+        return [0], [0]
+    first = bisect_right(starts, lo) - 1
+    last = bisect_left(starts, hi)
+    cuts = [max(0, s - lo) for s in starts[first:last]]
+    return _to_line_starts(prompt[lo:hi], cuts, costs[first:last])
+
+
+def _to_line_starts(text: str, cuts: list[int], costs: list[int]) -> _Units:
+    """A safe cut sits in the indentation of a line; its unit starts where that line does."""
+    starts: list[int] = []
+    merged: list[int] = []
+    for cut, cost in zip(cuts, costs, strict=True):
+        start = text.rfind("\n", 0, cut + 1) + 1 if cut else 0
+        if starts and start <= starts[-1]:
+            merged[-1] += cost
+        else:
+            starts.append(start)
+            merged.append(cost)
+    return starts, merged

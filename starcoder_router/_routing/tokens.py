@@ -28,6 +28,8 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from .._errors import ConfigError, MissingDependencyError
+from .bpe import tiktoken_engine
+from .count_cache import CacheStats, CountCache
 from .estimate import estimate_tokens
 
 if TYPE_CHECKING:
@@ -103,17 +105,38 @@ class EstimatingCounter:
 
 
 class TokenizerCounter:
-    """Exact StarCoder 2 counts with Hugging Face `tokenizers`.
+    """Exact StarCoder 2 counts with Hugging Face `tokenizers`, or `tiktoken` when installed.
 
     Special-token strings in the text (`<fim_prefix>`, `<|endoftext|>`...) count as one token each,
-    as the serving stacks parse them.
+    as the serving stacks parse them. Counts of large texts go through a bounded cache of blocks
+    cut where the pre-tokenizer cannot merge across (see `count_cache`), so a prompt that repeats
+    most of an earlier one costs a look-up per block plus the blocks that changed.
+
+        counter = TokenizerCounter.from_file("tokenizer.json")
+        counter.count(prompt)
+        counter.cache_stats().hit_rate
+
+    `engine`: `"auto"` uses `tiktoken` (the `fast` extra) when the tokenizer has StarCoder 2's
+    shape, else `tokenizers`; both give the same ids. `cache_chars=0` turns the cache off.
     """
 
     exact = True
 
-    def __init__(self, tokenizer: Tokenizer, *, source: str = "tokenizer"):
+    def __init__(self, tokenizer: Tokenizer, *, source: str = "tokenizer",
+                 engine: Literal["auto", "tiktoken", "tokenizers"] = "auto",
+                 cache_chars: int = 8 << 20):
         self._tokenizer = tokenizer
         self.source = source
+        fast = tiktoken_engine(tokenizer) if engine != "tokenizers" else None
+        if engine == "tiktoken" and fast is None:
+            raise MissingDependencyError("the tiktoken counting engine", "tiktoken", "fast")
+        self._fast = fast
+        self.engine: str = "tiktoken" if fast is not None else "tokenizers"
+        self._cache = CountCache(
+            fast.count_many if fast is not None else self._count_many_slow,
+            specials=[t.content for t in tokenizer.get_added_tokens_decoder().values()],
+            max_chars=max(0, cache_chars),
+        )
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> TokenizerCounter:
@@ -142,19 +165,52 @@ class TokenizerCounter:
 
     def encode(self, text: str) -> list[int]:
         """Token ids, without adding any special token."""
+        if self._fast is not None:
+            return self._fast.encode(text)
         return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
     def count(self, text: str) -> int:
         if not text:
             return 0
+        if self._cache.max_chars and len(text) >= _CACHE_FROM:
+            return self._cache.count(text)
+        if self._fast is not None:
+            return self._fast.count(text)
         return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
-        encs = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        if self._cache.max_chars or self._fast is not None:
+            return [self.count(t) for t in texts]
+        return self._count_many_slow(list(texts))
+
+    def costs(self, text: str, *, fine: bool = False) -> tuple[list[int], list[int]]:
+        """Where the cacheable pieces of `text` start and their exact counts (they add up to
+        `count(text)`); trimming chooses its cut over these without counting again."""
+        return self._cache.costs(text, fine=fine)
+
+    def counts_cheaply(self, text: str) -> bool:
+        """Whether `count(text)` would cost little now (short, or mostly counted lately): the
+        async router counts in a worker thread only when it would not."""
+        return self._cache.max_chars > 0 and self._cache.cheap(text)
+
+    def cache_stats(self) -> CacheStats:
+        """Hits, misses, evictions and size of the count cache."""
+        return self._cache.stats()
+
+    def clear_cache(self) -> None:
+        """Forget every cached count (benchmarks of cold counting use this)."""
+        self._cache.clear()
+
+    def _count_many_slow(self, texts: list[str]) -> list[int]:
+        encs = self._tokenizer.encode_batch(texts, add_special_tokens=False)
         return [len(e.ids) for e in encs]
 
     def __repr__(self) -> str:
-        return f"TokenizerCounter(source={self.source!r})"
+        return f"TokenizerCounter(source={self.source!r}, engine={self.engine!r})"
+
+
+# Below this many characters a direct count is cheaper than cutting and looking up.
+_CACHE_FROM = 512
 
 
 class LazyCounter:

@@ -11,29 +11,18 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .._errors import ConfigError, StreamInterruptedError
 from .._stores.base import AsyncSpendStore
-from .actions import (
-    NEXT_LINE,
-    Action,
-    Book,
-    Drain,
-    Emit,
-    Open,
-    Release,
-    Reserve,
-    Send,
-    Sleep,
-    StartHedge,
-    StartStream,
-)
+from . import actions as act
 from .async_hedge import race
 from .base_router import BaseRouter
 from .flow import Flow, complete_flow, stream_flow
+from .offload import count_off_loop
 from .results import Completion, StreamChunk
 from .streams import AsyncStream
 
@@ -92,13 +81,16 @@ class AsyncRouter(BaseRouter):
             raise ConfigError(f"unknown transport {transport!r}; use 'aiohttp' or 'httpx'")
         self._transport_kind = transport
         self._transports: dict[str, AsyncTransport] = {}
+        self._counting = asyncio.Semaphore(1)  # one count off the loop at a time: see offload
 
     # -- the API --------------------------------------------------------------------------------
 
     async def complete(self, request: CompletionRequest | None = None, /,
                        **fields: Unpack[RequestFields]) -> Completion:
         """Route and run a request; returns the costed completion."""
-        run = self._start(request, fields, stream=False)
+        req = self._request(request, fields, stream=False)
+        await count_off_loop(self._core.counter, req, self._counting)
+        run = self._core.start(req)
         return await self._drive(complete_flow(run, self._hedge))
 
     def stream(self, request: CompletionRequest | None = None, /,
@@ -144,29 +136,29 @@ class AsyncRouter(BaseRouter):
             except BaseException as exc:  # handed to the flow, which frees what it holds
                 error = exc
 
-    async def perform(self, action: Action) -> Any:
+    async def perform(self, action: act.Action) -> Any:
         """Carry out one action of the flow and return what the flow asked for."""
         match action:
-            case Send():
+            case act.Send():
                 return await self._transport_for(action.provider).asend(
                     action.wire, timeout=action.timeout, connect_timeout=action.connect_timeout)
-            case Reserve():
+            case act.Reserve():
                 return await self._astore.areserve(action.keys, action.amount_nano, action.ttl_s)
-            case Book():
+            case act.Book():
                 if action.reservation is None:
                     await self._astore.arecord(action.keys, action.cost_nano, action.entry)
                 else:
                     await self._astore.asettle(action.reservation, action.cost_nano,
                                                action.entry)
-            case Release():
+            case act.Release():
                 await self._astore.arelease(action.reservation)
-            case Sleep():
+            case act.Sleep():
                 await self._core.clock.asleep(action.seconds)
-            case StartStream():
+            case act.StartStream():
                 return await self._first_chunk(action.attempt)
-            case Drain():
+            case act.Drain():
                 return await self._drain(action.attempt)
-            case StartHedge():
+            case act.StartHedge():
                 return await race(self, action)
         return None
 
@@ -237,21 +229,21 @@ class AsyncRouter(BaseRouter):
                     return
                 reply, error = None, None
                 try:
-                    if action is NEXT_LINE:
+                    if action is act.NEXT_LINE:
                         assert lines is not None
                         reply = await anext(lines, None)
                         continue
                     match action:
-                        case Emit():
+                        case act.Emit():
                             yield action.chunk
-                        case Open():
+                        case act.Open():
                             handle = await self._transport_for(action.provider).aopen(
                                 action.wire, timeout=action.timeout,
                                 connect_timeout=action.connect_timeout,
                                 total_timeout=action.total_timeout)
                             reply = handle.status, handle.headers
                             lines = handle.alines()
-                        case Book():
+                        case act.Book():
                             await self.perform(action)
                         case _:  # READ_BODY
                             assert handle is not None

@@ -13,7 +13,7 @@ from .._config import ProviderSettings, load_config
 from .._errors import ConfigError, RouterClosedError, StoreError
 from .._routing.catalog import Catalog
 from .._routing.decision import RoutingDecision
-from .._routing.health import HealthPolicy
+from .._routing.health import HealthPolicy, HealthTracker
 from .._routing.policy import CostPolicy
 from .._routing.request import CompletionRequest, RequestFields, build_request
 from .._routing.tokens import TokenCounter, load_token_counter
@@ -97,6 +97,12 @@ class BaseRouter:
         return self._store
 
     @property
+    def health(self) -> HealthTracker:
+        """This router's circuit breakers, latency averages and learned windows (one tracker
+        per router; the gateway shares opened circuits between instances through it)."""
+        return self._core.health
+
+    @property
     def token_counter(self) -> TokenCounter:
         return self._core.counter
 
@@ -114,9 +120,9 @@ class BaseRouter:
     def closed(self) -> bool:
         return self._closed
 
-    def _start(self, request: CompletionRequest | None, fields: Mapping[str, Any], *,
-               stream: bool) -> RequestRun:
-        """Validate and route a request for `complete()` (`stream=False`) or `stream()`."""
+    def _request(self, request: CompletionRequest | None, fields: Mapping[str, Any], *,
+                 stream: bool) -> CompletionRequest:
+        """The validated request for `complete()` (`stream=False`) or `stream()`."""
         if self._closed:
             raise RouterClosedError(f"this {type(self).__name__} is closed; make a new one")
         if request is None:
@@ -124,4 +130,9 @@ class BaseRouter:
         req = build_request(request, fields)
         if req.stream != stream:
             req = req.model_copy(update={"stream": stream})
-        return self._core.start(req)
+        return req
+
+    def _start(self, request: CompletionRequest | None, fields: Mapping[str, Any], *,
+               stream: bool) -> RequestRun:
+        """Validate and route a request: the run that carries it out."""
+        return self._core.start(self._request(request, fields, stream=stream))

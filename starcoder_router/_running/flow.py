@@ -8,7 +8,9 @@ generator from a sync and an async loop the same way), so the two routers cannot
 
 Ownership of budget holds: whoever takes a reservation frees it on every path. Here that is
 the `try` around each attempt: a provider error releases it and books the failure; any other
-exception (a bug, a cancelled task, Ctrl-C) releases it too, then goes on up.
+exception (a bug, a cancelled task, Ctrl-C) releases it too, then goes on up. So a driver
+runs a flow to its end and hands every exception back with `throw()`; it never closes one
+half-way, which would leave nobody to perform the `Release` the flow then asks for.
 """
 
 from __future__ import annotations

@@ -20,20 +20,7 @@ from collections.abc import Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .._errors import StreamInterruptedError
-from .actions import (
-    NEXT_LINE,
-    Action,
-    Book,
-    Drain,
-    Emit,
-    Open,
-    Release,
-    Reserve,
-    Send,
-    Sleep,
-    StartHedge,
-    StartStream,
-)
+from . import actions as act
 from .base_router import BaseRouter
 from .flow import Flow, complete_flow, stream_flow
 from .results import Completion, StreamChunk
@@ -141,28 +128,28 @@ class Router(BaseRouter):
             except BaseException as exc:  # handed to the flow, which frees what it holds
                 error = exc
 
-    def perform(self, action: Action) -> Any:
+    def perform(self, action: act.Action) -> Any:
         """Carry out one action of the flow and return what the flow asked for."""
         match action:
-            case Send():
+            case act.Send():
                 return self._transport_for(action.provider).send(
                     action.wire, timeout=action.timeout, connect_timeout=action.connect_timeout)
-            case Reserve():
+            case act.Reserve():
                 return self._store.reserve(action.keys, action.amount_nano, action.ttl_s)
-            case Book():
+            case act.Book():
                 if action.reservation is None:
                     self._store.record(action.keys, action.cost_nano, action.entry)
                 else:
                     self._store.settle(action.reservation, action.cost_nano, action.entry)
-            case Release():
+            case act.Release():
                 self._store.release(action.reservation)
-            case Sleep():
+            case act.Sleep():
                 self._core.clock.sleep(action.seconds)
-            case StartStream():
+            case act.StartStream():
                 return self._first_chunk(action.attempt)
-            case Drain():
+            case act.Drain():
                 return self._drain(action.attempt)
-            case StartHedge():
+            case act.StartHedge():
                 return race(self, action)
         return None
 
@@ -223,17 +210,17 @@ class Router(BaseRouter):
                     return
                 reply, error = None, None
                 try:
-                    if action is NEXT_LINE:
+                    if action is act.NEXT_LINE:
                         reply = next(lines, None)
                         continue
                     match action:
-                        case Emit():
+                        case act.Emit():
                             yield action.chunk
-                        case Open():
+                        case act.Open():
                             handle = self._open(attempt, action)
                             reply = handle.status, handle.headers
                             lines = handle.lines()
-                        case Book():
+                        case act.Book():
                             self.perform(action)
                         case _:  # READ_BODY
                             assert handle is not None
@@ -244,7 +231,7 @@ class Router(BaseRouter):
             if handle is not None:
                 handle.close()
 
-    def _open(self, attempt: StreamAttempt, action: Open) -> StreamHandle:
+    def _open(self, attempt: StreamAttempt, action: act.Open) -> StreamHandle:
         handle = self._transport_for(action.provider).open(
             action.wire, timeout=action.timeout, connect_timeout=action.connect_timeout,
             total_timeout=action.total_timeout)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from starcoder_router import (
@@ -178,6 +178,7 @@ configs = st.fixed_dictionaries({}, optional=SECTIONS)
 
 @PROPERTY
 @given(configs)
+@example({"deployments": [{"provider": []}]})  # once a TypeError from the name default
 def test_from_config_raises_only_our_errors(tmp_path: Path, data: dict[str, Any]) -> None:
     path = tmp_path / "router.toml"
     path.write_text("\n".join(f"{k} = {_toml(v)}" for k, v in data.items()), encoding="utf-8",

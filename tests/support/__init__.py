@@ -13,6 +13,8 @@ Each module is named for what it gives the tests; fixtures stay in the folders' 
 - ``llama_deployments``: deployments and raw calls against a running ``llama-server``.
 - ``stores``: budget keys, ledger entries and worker functions for the store tests.
 - ``budget_workers``: routers that spend a budget from other threads and processes.
+- ``simulation``: workloads given as token counts and budget configs for the simulator tests.
+- ``chromium``: a real headless Chromium driven over the DevTools protocol.
 
 Two are also scripts: ``make_tiny_starcoder2.py`` writes the tiny GGUF model the real-server
 tests run, and ``capture_llama_shapes.py`` re-records the llama.cpp replies the respx tests

@@ -1,0 +1,351 @@
+"""Exact counts that reuse work: text is cut where StarCoder 2's pre-tokenizer cannot merge across
+the cut, and the counts of the pieces are cached.
+
+Why a cut can be safe: BPE never merges across pre-tokenizer pieces, so when a cut falls on a
+piece boundary that stays a boundary when the text is split there, the count of the text is the
+sum of the counts of its parts. Special tokens are split out first (as `tokenizers` does), so each
+one counts 1 and never joins its neighbours. Within plain text, take a whitespace run W that ends
+just before an ASCII character x that is neither white space nor a digit. The GPT-2 split makes
+`W[:-1]` one piece (`\\s+(?!\\S)` backs off by one character) and starts the next piece at `W[-1]`
+(` ?\\p{L}+`, ` ?[^\\s\\p{L}\\p{N}]+` or a lone `\\s+`), and no piece reaches across: the cut just
+before `W[-1]` is safe. Its left part still ends in `W[:-1]` taken whole (the run then ends the
+text), and no part of the pattern looks behind. Sources: huggingface/tokenizers
+`tokenizers/src/pre_tokenizers/byte_level.rs`, openai/gpt-2 `src/encoder.py`.
+
+Editors' requests repeat almost all of their text, so pieces are blocks of lines cut at blank
+lines (code's paragraphs; found by content, so an edit moves no cut elsewhere), and at every line
+when a block would be long. Test: tests/routing/test_count_cache.py checks the sum against whole
+counts on real code and on random edits.
+
+    cache = CountCache(engine.count_many)
+    cache.count(big_prompt)          # counts each block once
+    cache.count(big_prompt + "x")    # a dictionary look-up per block, then the changed block
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+from bisect import bisect_left, bisect_right
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
+
+__all__ = ["CacheStats", "CountCache", "line_cuts"]
+
+# A whitespace run containing a newline, then x. Cut = match end - 2, before the run's last char.
+_LINE = re.compile(r"\n[\t\n\x0b\x0c\r ]*[!-/:-~]")
+# Blocks end at an empty line; a blank line holding spaces is no block end, which only makes
+# that block longer.
+_BLANK = re.compile(r"\n\n[\t\n\x0b\x0c\r ]*[!-/:-~]")
+_MAX_BLOCK = 2048
+_RECENT_FROM = 4096
+_RECENT_TEXTS = 512
+_ENDS = 256  # characters of a text's head and tail that find its likely base
+_MARGIN = 64  # more than the longest special token
+_STEP = 4096
+_ENTRY_OVERHEAD = 96  # bytes a cached entry costs beyond its text (key object, links, count)
+
+
+class CacheStats(NamedTuple):
+    hits: int
+    misses: int
+    evictions: int
+    entries: int
+    chars: int
+    max_chars: int
+
+    @property
+    def hit_rate(self) -> float:
+        looked = self.hits + self.misses
+        return self.hits / looked if looked else 0.0
+
+
+def line_cuts(text: str, start: int = 0, end: int | None = None) -> list[int]:
+    """Safe cuts in `text[start:end]` at every line whose first non-blank character allows one."""
+    stop = len(text) if end is None else end
+    return [c for m in _LINE.finditer(text, start, stop) if (c := m.end() - 2) > start]
+
+
+def _blank_cuts(seg: str) -> list[int]:
+    return [c for m in _BLANK.finditer(seg) if (c := m.end() - 2) > 0]
+
+
+def _block_cuts(seg: str) -> list[int]:
+    cuts = _blank_cuts(seg)
+    if not cuts and len(seg) <= _MAX_BLOCK:
+        return cuts
+    out: list[int] = []
+    prev = 0
+    for c in [*cuts, len(seg)]:
+        if c - prev > _MAX_BLOCK:
+            out.extend(line_cuts(seg, prev, c))
+        if c < len(seg):
+            out.append(c)
+        prev = c
+    return out
+
+
+def _common_prefix(x: str, y: str) -> int:
+    """Length of the common prefix, compared a block at a time (slices compare at C speed)."""
+    n = min(len(x), len(y))
+    at = 0
+    while at < n and x[at:at + _STEP] == y[at:at + _STEP]:
+        at += _STEP
+    if at >= n:
+        return n
+    lo, hi = at, min(at + _STEP, n)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if x[at:mid] == y[at:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _common_suffix(x: str, y: str, limit: int) -> int:
+    """Length of the common suffix, at most `limit`."""
+    lx, ly = len(x), len(y)
+    k = 0
+    while k < limit:
+        step = min(_STEP, limit - k)
+        if x[lx - k - step:lx - k] != y[ly - k - step:ly - k]:
+            break
+        k += step
+    else:
+        return k
+    lo, hi = 0, step
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if x[lx - k - mid:lx - k] == y[ly - k - mid:ly - k]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return k + lo
+
+
+class CountCache:
+    """Bounded, thread-safe cache of exact counts of text pieces, least recently used out first.
+
+    `count_many` is the exact engine; it runs outside the lock (the engines release the GIL).
+    `specials` are the tokenizer's special-token strings. Memory is bounded by `max_chars`: each
+    entry is charged its length plus a fixed overhead, and pieces longer than a tenth of the bound
+    are counted but not kept. Besides, large texts counted whole lately are kept with their pieces
+    (at most `max_chars / 2` characters of them).
+    """
+
+    def __init__(self, count_many: Callable[[list[str]], list[int]], *,
+                 specials: Sequence[str] = (), max_chars: int = 8 << 20):
+        self._count_many = count_many
+        # Longest first, so that a special token that starts another one never wins.
+        ordered = sorted(specials, key=len, reverse=True)
+        self._special = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self._lead = "<" if ordered and all(t.startswith("<") for t in ordered) else None
+        self.max_chars = max_chars
+        self._entries: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+        self._chars = 0
+        self._hits = self._misses = self._evictions = 0
+        # Whole large texts counted lately, with their pieces: the router counts a prompt in a
+        # worker thread and then routes it on the event loop, which finds it here; and the next
+        # request of the same editor, found by its head or tail, reuses most of them.
+        self._recent: OrderedDict[str, tuple[list[int], list[int]]] = OrderedDict()
+        self._recent_chars = 0
+        self._by_head: dict[str, str] = {}
+        self._by_tail: dict[str, str] = {}
+
+    def count(self, text: str) -> int:
+        if len(text) >= _RECENT_FROM:
+            return sum(self.costs(text)[1])
+        pieces, specials = self._pieces(text, fine=False)
+        return specials + sum(self._lookup(pieces))
+
+    def costs(self, text: str, *, fine: bool = False) -> tuple[list[int], list[int]]:
+        """Offsets where the pieces of `text` start (the first is 0) and their exact counts, which
+        add up to `count(text)`. `fine` cuts at every line that allows it, not only at blocks."""
+        if fine or not _RECENT_FROM <= len(text) <= self.max_chars // 32:
+            return self._costs(text, fine)
+        with self._lock:
+            got = self._recent.get(text)
+            if got is not None:
+                self._recent.move_to_end(text)
+                return got
+            bases = [(b, self._recent[b]) for b in dict.fromkeys(
+                (self._by_head.get(text[:_ENDS]), self._by_tail.get(text[-_ENDS:])))
+                if b is not None]
+        for base, pieces in bases:
+            got = self._costs_from(text, base, pieces)
+            if got is not None:
+                break
+        else:
+            got = self._costs(text, fine)
+        self._remember(text, got)
+        return got
+
+    def _remember(self, text: str, pieces: tuple[list[int], list[int]]) -> None:
+        with self._lock:
+            if text in self._recent:
+                return
+            self._recent[text] = pieces
+            self._by_head[text[:_ENDS]] = self._by_tail[text[-_ENDS:]] = text
+            self._recent_chars += len(text)
+            while self._recent_chars > self.max_chars // 2 or len(self._recent) > _RECENT_TEXTS:
+                old, _ = self._recent.popitem(last=False)
+                self._recent_chars -= len(old)
+                if self._by_head.get(old[:_ENDS]) is old:
+                    del self._by_head[old[:_ENDS]]
+                if self._by_tail.get(old[-_ENDS:]) is old:
+                    del self._by_tail[old[-_ENDS:]]
+
+    def _costs_from(self, text: str, base: str, pieces: tuple[list[int], list[int]],
+                    ) -> tuple[list[int], list[int]] | None:
+        """`text`'s pieces from those of a recent `base` it mostly shares: the pieces before
+        and after the changed span are reused (shifted), only the span between is cut and
+        counted. A reused boundary lies `_MARGIN` characters inside the shared text, further than
+        the longest special token reaches, so it stays a safe cut in `text`."""
+        head = _common_prefix(text, base)
+        tail = _common_suffix(text, base, min(len(text), len(base)) - head)
+        if head + tail < len(text) // 2:
+            return None
+        starts, costs = pieces
+        i = max(0, bisect_right(starts, head - _MARGIN) - 1)
+        j = bisect_left(starts, len(base) - tail + _MARGIN)
+        if j <= i:
+            return None
+        shift = len(text) - len(base)
+        with self._lock:
+            self._hits += i + len(starts) - j  # pieces reused count as hits
+        lo, hi = starts[i], starts[j] + shift if j < len(starts) else len(text)
+        mid_starts, mid_costs = self._costs(text[lo:hi], False) if hi > lo else ([], [])
+        return ([*starts[:i], *(lo + m for m in mid_starts), *(x + shift for x in starts[j:])],
+                [*costs[:i], *mid_costs, *costs[j:]])
+
+    def _costs(self, text: str, fine: bool) -> tuple[list[int], list[int]]:
+        starts: list[int] = []
+        for seg_start, seg, special in self._segments(text):
+            if special:
+                starts.append(seg_start)
+                continue
+            cuts = line_cuts(seg) if fine else _block_cuts(seg)
+            starts.append(seg_start)
+            starts.extend(seg_start + c for c in cuts)
+        bounds = [*starts, len(text)]
+        pieces = [text[a:b] for a, b in itertools.pairwise(bounds)]
+        return starts, self._lookup(pieces, specials=self._special)
+
+    def cheap(self, text: str) -> bool:
+        """Whether counting `text` now would cost little: it is short, was counted whole lately,
+        or shares its head or tail with a text that was (then only the changed span is cut)."""
+        if len(text) < _RECENT_FROM or len(text) > self.max_chars // 32:
+            return len(text) < _RECENT_FROM
+        with self._lock:
+            return (text[:_ENDS] in self._by_head or text[-_ENDS:] in self._by_tail
+                    or text in self._recent)
+
+    def stats(self) -> CacheStats:
+        with self._lock:
+            return CacheStats(self._hits, self._misses, self._evictions, len(self._entries),
+                              self._chars, self.max_chars)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._recent.clear()
+            self._by_head.clear()
+            self._by_tail.clear()
+            self._recent_chars = 0
+            self._chars = 0
+
+    def _segments(self, text: str) -> Iterable[tuple[int, str, bool]]:
+        """(offset, text, is a special token) in order; special tokens split the text."""
+        special, lead = self._special, self._lead
+        if special is None or (lead is not None and lead not in text):
+            return ((0, text, False),)
+        if lead is None:
+            return self._segments_slow(text, special)
+        out: list[tuple[int, str, bool]] = []
+        pos = 0
+        # Every special token starts with "<": find those (fast) and try the pattern there only.
+        at = text.find("<")
+        while at >= 0:
+            m = special.match(text, at)
+            if m is None:
+                at = text.find("<", at + 1)
+                continue
+            if at > pos:
+                out.append((pos, text[pos:at], False))
+            out.append((at, m.group(0), True))
+            pos = m.end()
+            at = text.find("<", pos)
+        if pos < len(text):
+            out.append((pos, text[pos:], False))
+        return out
+
+    @staticmethod
+    def _segments_slow(text: str, special: re.Pattern[str]) -> list[tuple[int, str, bool]]:
+        out: list[tuple[int, str, bool]] = []
+        pos = 0
+        for m in special.finditer(text):
+            if m.start() > pos:
+                out.append((pos, text[pos:m.start()], False))
+            out.append((m.start(), m.group(0), True))
+            pos = m.end()
+        if pos < len(text):
+            out.append((pos, text[pos:], False))
+        return out
+
+    def _pieces(self, text: str, *, fine: bool) -> tuple[list[str], int]:
+        pieces: list[str] = []
+        specials = 0
+        for _, seg, special in self._segments(text):
+            if special:
+                specials += 1
+                continue
+            cuts = line_cuts(seg) if fine else _block_cuts(seg)
+            if not cuts:
+                pieces.append(seg)
+                continue
+            bounds = [0, *cuts, len(seg)]
+            pieces.extend(seg[a:b] for a, b in itertools.pairwise(bounds))
+        return pieces, specials
+
+    def _lookup(self, pieces: list[str], specials: re.Pattern[str] | None = None) -> list[int]:
+        out: list[int] = []
+        missing: list[int] = []
+        with self._lock:
+            get, touch = self._entries.get, self._entries.move_to_end
+            for i, p in enumerate(pieces):
+                n = get(p)
+                if n is None:
+                    if specials is not None and specials.fullmatch(p):
+                        n = 1
+                    else:
+                        missing.append(i)
+                        n = 0
+                else:
+                    touch(p)
+                out.append(n)
+            self._hits += len(pieces) - len(missing)
+            self._misses += len(missing)
+        if missing:
+            counted = self._count_many([pieces[i] for i in missing])
+            for i, n in zip(missing, counted, strict=True):
+                out[i] = n
+            self._store((pieces[i], out[i]) for i in missing)
+        return out
+
+    def _store(self, items: Iterable[tuple[str, int]]) -> None:
+        limit = self.max_chars // 10
+        with self._lock:
+            entries = self._entries
+            for key, n in items:
+                if len(key) > limit or key in entries:
+                    continue
+                entries[key] = n
+                self._chars += len(key) + _ENTRY_OVERHEAD
+            while self._chars > self.max_chars and entries:
+                key, _ = entries.popitem(last=False)
+                self._chars -= len(key) + _ENTRY_OVERHEAD
+                self._evictions += 1

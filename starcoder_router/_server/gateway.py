@@ -1,0 +1,291 @@
+"""The gateway's core, whatever protocol the client speaks: model names → routers, tenants and
+rate limits, and the router's public API (`complete`, `stream`, `route`) underneath.
+
+One `AsyncRouter` serves each model name in use (`starcoder2:quality` has its own objective,
+`starcoder2-7b` its own catalog); they share the token counter, the spend store and the hooks.
+
+Example::
+
+    gateway = Gateway.from_config("router.toml")
+    completion = await gateway.complete(Call(model="starcoder2", fields={"prompt": "def f("}))
+    await gateway.aclose()
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from .._config import load_config
+from .._routing.tokens import load_token_counter
+from .._running.hooks import Hooks
+from .._stores import open_store
+from .context import CallContext, current_call
+from .health_share import GatewayHealth
+from .models import ModelChoice, model_names, resolve_model
+from .settings import ServerSettings, TenantSettings, load_server_settings
+from .tenants import MemoryRateLimiter, RateLimiter, RedisRateLimiter, Tenants
+
+if TYPE_CHECKING:
+    from .._config import ProviderSettings
+    from .._routing.catalog import Catalog
+    from .._routing.health import HealthPolicy
+    from .._routing.policy import CostPolicy
+    from .._routing.tokens import TokenCounter
+    from .._running.async_router import AsyncRouter
+    from .._running.results import Attempt, Completion, StreamChunk
+    from .._running.retry import RetryPolicy
+    from .._running.streams import AsyncStream
+    from .._stores.base import SpendStore
+    from .metrics import GatewayMetrics
+
+__all__ = ["Call", "Gateway", "Opened"]
+
+
+class Call(NamedTuple):
+    """One request as a protocol module parsed it: a model name and `CompletionRequest`
+    fields."""
+
+    model: str | None
+    fields: dict[str, Any]
+    tenant: TenantSettings | None = None
+    request_id: str = ""
+    protocol: str = "openai"
+
+
+class Opened(NamedTuple):
+    """A stream that has produced its first chunk (None: it ended without any)."""
+
+    stream: AsyncStream
+    first: StreamChunk | None
+
+
+class Gateway:
+    """Serves requests through one `AsyncRouter` per model name; owns them and the store."""
+
+    def __init__(
+        self,
+        *,
+        settings: ServerSettings | None = None,
+        catalog: Catalog | None = None,
+        policy: CostPolicy | None = None,
+        providers: Mapping[str, ProviderSettings] | None = None,
+        tokenizer: str | os.PathLike[str] | TokenCounter | None = None,
+        store: SpendStore | None = None,
+        retry: RetryPolicy | None = None,
+        health: HealthPolicy | None = None,
+        hooks: Hooks | None = None,
+        env: Mapping[str, str] | None = None,
+        redis_url: str | None = None,
+    ):
+        from .._routing.catalog import Catalog
+        from .._routing.policy import CostPolicy
+        from .metrics import GatewayMetrics
+
+        self.settings = settings or ServerSettings()
+        self.catalog = catalog or Catalog.default()
+        self.policy = policy or CostPolicy()
+        self.store: SpendStore = store if store is not None else open_store()
+        self.metrics: GatewayMetrics = GatewayMetrics()
+        self.tenants = Tenants(self.settings.tenants)
+        self.limiter: RateLimiter = (RedisRateLimiter(redis_url, prefix=getattr(
+            self.store, "prefix", "scr:")) if redis_url else MemoryRateLimiter())
+        extra = hooks or Hooks()
+        if self.settings.tracing:
+            from .telemetry import otel_hooks
+
+            extra = extra._replace(on_attempt=[*extra.on_attempt, *otel_hooks().on_attempt])
+        self._hooks = extra._replace(on_attempt=[self._on_attempt, *extra.on_attempt])
+        self._counter = load_token_counter(tokenizer)
+        self._router_args: dict[str, Any] = {
+            "providers": providers, "store": self.store, "retry": retry, "health": health,
+            "hooks": self._hooks, "env": env, "tokenizer": self._counter,
+        }
+        self._routers: dict[ModelChoice, AsyncRouter] = {}
+        self._by_name: dict[str | None, AsyncRouter] = {}
+        self._pending_tokens: list[tuple[TenantSettings, int]] = []
+        self.health = GatewayHealth(lambda: list(self._routers.values()), redis_url,
+                                    getattr(self.store, "prefix", "scr:"))
+        self.router(None)  # the default router exists from the start: /ready asks it
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str] | None, **overrides: Any) -> Gateway:
+        """A gateway from a router config file (its `[server]` section included)."""
+        if path is None:
+            return cls(**overrides)
+        cfg = load_config(path)
+        kwargs: dict[str, Any] = {
+            "settings": load_server_settings(path), "catalog": cfg.catalog,
+            "policy": cfg.policy, "providers": cfg.providers, "tokenizer": cfg.tokenizer,
+            "retry": cfg.retry, "health": cfg.health,
+        }
+        kwargs.update(overrides)
+        if "store" not in kwargs and cfg.store is not None:
+            kwargs["store"] = open_store(cfg.store.kind, path=cfg.store.path, url=cfg.store.url)
+            if cfg.store.kind == "redis":
+                kwargs.setdefault("redis_url", cfg.store.url)
+        return cls(**kwargs)
+
+    # -- routers --------------------------------------------------------------------------------
+
+    @property
+    def model_names(self) -> list[str]:
+        used = {d.variant for d in self.catalog.deployments}
+        return model_names(v for v in self.catalog.variants if v in used)
+
+    def router(self, model: str | None) -> AsyncRouter:
+        """The router for a model name (`UnknownModelError` for names we do not serve)."""
+        router = self._by_name.get(model)
+        if router is not None:
+            return router
+        choice = resolve_model(model, variants=self.catalog.variants)
+        router = self._routers.get(choice)
+        if router is None:
+            router = self._routers[choice] = self._build_router(choice)
+        if len(self._by_name) < 1024:  # names come from clients: keep the memo bounded
+            self._by_name[model] = router
+        return router
+
+    def _build_router(self, choice: ModelChoice) -> AsyncRouter:
+        from .._running.async_router import AsyncRouter
+
+        policy = self.policy
+        if choice.objective is not None:
+            policy = policy.model_copy(update={"objective": choice.objective})
+        catalog = self.catalog
+        if choice.variant is not None:
+            catalog = catalog.model_copy(update={"deployments": tuple(
+                d for d in catalog.deployments if d.variant == choice.variant)})
+        router = AsyncRouter(catalog=catalog, policy=policy, **self._router_args)
+        self.health.prepare(router)
+        return router
+
+    def ready(self) -> bool:
+        """At least one deployment could take a small completion now: eligible, and not
+        cooling down after failures."""
+        return any(c.cooling_until is None for c in self._probe().ranked)
+
+    def cooling(self) -> dict[str, bool]:
+        """Per eligible deployment: is its circuit open (cooling down) right now?"""
+        return {c.deployment.name: c.cooling_until is not None for c in self._probe().candidates
+                if c.eligible}
+
+    def _probe(self) -> Any:
+        return self.router(None).route(prompt="def", max_tokens=1)
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    async def admit(self, tenant: TenantSettings | None) -> None:
+        """Count the request against its tenant's rate limits (429 when over)."""
+        if tenant is not None:
+            await self.limiter.admit(tenant, time.time())
+
+    async def complete(self, call: Call) -> Completion:
+        router = self.router(call.model)
+        token = current_call.set(self._context(call))
+        try:
+            return await router.complete(**self._fields(call))
+        finally:
+            current_call.reset(token)
+
+    async def open_stream(self, call: Call) -> Opened:
+        """Route and start a stream up to its first chunk, so that failures before any output
+        still become an HTTP error status."""
+        router = self.router(call.model)
+        token = current_call.set(self._context(call))
+        try:
+            stream = router.stream(**self._fields(call))
+            try:
+                first = await stream.__anext__()
+            except StopAsyncIteration:
+                return Opened(stream, None)
+            except BaseException:
+                await stream.aclose()
+                raise
+            return Opened(stream, first)
+        finally:
+            current_call.reset(token)
+
+    async def next_chunk(self, call: Call, stream: AsyncStream) -> StreamChunk | None:
+        token = current_call.set(self._context(call))
+        try:
+            return await stream.__anext__()
+        except StopAsyncIteration:
+            return None
+        finally:
+            current_call.reset(token)
+
+    async def close_stream(self, call: Call, stream: AsyncStream) -> None:
+        token = current_call.set(self._context(call))
+        try:
+            await stream.aclose()
+        finally:
+            current_call.reset(token)
+
+    def _fields(self, call: Call) -> dict[str, Any]:
+        fields = call.fields
+        timeout = self.settings.request_timeout_s
+        if call.tenant is not None or timeout is not None:
+            fields = dict(fields)
+            if call.tenant is not None:
+                fields["tenant"] = call.tenant.name
+            if timeout is not None:
+                fields["timeout"] = timeout
+        return fields
+
+    @staticmethod
+    def _context(call: Call) -> CallContext:
+        return CallContext(call.request_id, call.model or "starcoder2",
+                           call.tenant.name if call.tenant else None, call.protocol)
+
+    def _on_attempt(self, attempt: Attempt) -> None:
+        ctx = current_call.get()
+        tenant = ctx.tenant if ctx else None
+        self.metrics.on_attempt(attempt, tenant)
+        if attempt.outcome == "error" and (self.health.shared is not None
+                                           or len(self._routers) > 1):
+            self.health.after_failure(attempt.deployment)
+        if tenant is not None and attempt.usage is not None:
+            limits = next((t for t in self.settings.tenants if t.name == tenant), None)
+            if limits is not None and limits.tokens_per_minute is not None:
+                self._pending_tokens.append((limits, attempt.usage.total_tokens))
+
+    async def flush_tokens(self) -> None:
+        """Add the tokens of finished attempts to their tenants' per-minute counters."""
+        pending, self._pending_tokens = self._pending_tokens, []
+        for tenant, tokens in pending:
+            await self.limiter.add_tokens(tenant, tokens, time.time())
+
+    async def start(self) -> None:
+        """Start background work (listening for shared health); the app calls it once its
+        loop runs."""
+        await self.health.start()
+
+    async def refresh_gauges(self) -> None:
+        """Read circuit states and budgets left into the metrics (when `/metrics` is scraped)."""
+        self.metrics.set_circuits(self.cooling())
+        budgets = self.policy.budgets
+        if not budgets:
+            return
+        from .._stores.periods import applicable_keys
+
+        now = dt.datetime.now(dt.UTC)
+        keys = {k.key: k for tenant in [None, *self.tenants.names]
+                for k in applicable_keys(budgets, tenant=tenant, tags=(), now=now)}
+        astatus = getattr(self.store, "astatus", None)
+        if astatus is not None and keys:
+            self.metrics.set_budgets(await astatus(list(keys.values())))
+
+    async def aclose(self) -> None:
+        await self.health.aclose()
+        for router in self._routers.values():
+            await router.aclose()
+        self._routers.clear()
+        self._by_name.clear()
+        await self.limiter.aclose()
+        close = getattr(self.store, "aclose", None)
+        if close is not None:
+            await close()

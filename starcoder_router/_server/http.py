@@ -1,0 +1,195 @@
+"""The HTTP side every protocol shares: reading a capped JSON body, answering a completion or
+a stream, the response headers, and turning any error into the protocol's error shape.
+
+A protocol module supplies a `Dialect` (how its bodies, stream events and errors look); this
+module drives the gateway with it. Streams start only once the first chunk is there, so a
+failure before any output is still an HTTP error status; the upstream stream is closed on
+every path (end, error, client gone, shutdown), which books its cost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from .._ids import new_id
+from .gateway import Call, Gateway
+from .problems import GatewayError, Problem, invalid, problem_for
+from .settings import TenantSettings
+
+if TYPE_CHECKING:
+    from .._running.results import Completion, StreamChunk
+
+__all__ = ["Dialect", "Parsed", "handle", "parse_body", "read_json"]
+
+logger = logging.getLogger("starcoder_router.server")
+
+_M = TypeVar("_M", bound=BaseModel)
+
+GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
+REQUEST_ID_KEY: web.RequestKey[str] = web.RequestKey("request_id", str)
+TENANT_KEY: web.RequestKey[TenantSettings | None] = web.RequestKey("tenant")
+
+HEADER_DEPLOYMENT = "x-starcoder-router-deployment"
+HEADER_COST = "x-starcoder-router-cost-usd"
+HEADER_ATTEMPTS = "x-starcoder-router-attempts"
+HEADER_REQUEST_ID = "x-request-id"
+
+
+class Parsed(NamedTuple):
+    """A request as a dialect understood it: the gateway call and whatever the dialect needs
+    to shape its answer (`meta`)."""
+
+    call: Call
+    stream: bool
+    meta: Any = None
+
+
+class Dialect(Protocol):
+    name: str
+    stream_content_type: str
+
+    def error_body(self, problem: Problem) -> dict[str, Any]: ...
+
+    def completion_body(self, completion: Completion, parsed: Parsed) -> Any: ...
+
+    def stream_chunk(self, chunk: StreamChunk, parsed: Parsed) -> bytes: ...
+
+    def stream_end(self, completion: Completion | None, parsed: Parsed) -> bytes: ...
+
+    def stream_error(self, problem: Problem, parsed: Parsed) -> bytes: ...
+
+
+async def read_json(request: web.Request, max_bytes: int) -> dict[str, Any]:
+    """The body as a JSON object: 413 above `max_bytes`, 400 when not a JSON object."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise _too_large(max_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    async for data in request.content.iter_any():
+        size += len(data)
+        if size > max_bytes:
+            raise _too_large(max_bytes)
+        chunks.append(data)
+    try:
+        body = json.loads(b"".join(chunks))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise invalid(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise invalid("the body must be a JSON object")
+    return body
+
+
+def _too_large(max_bytes: int) -> GatewayError:
+    return GatewayError(Problem(413, "invalid_request_error", "request_too_large",
+                                f"the body is larger than {max_bytes} bytes"))
+
+
+def parse_body(model: type[_M], body: dict[str, Any]) -> _M:
+    """Validate a protocol body; every problem becomes one 400 naming the fields."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        message = f"{where}: {first['msg']}" if where else first["msg"]
+        raise invalid(message, param=where or None) from None
+
+
+def check_max_tokens(value: int | None, gateway: Gateway) -> int:
+    """The caller's max_tokens, or the gateway's default; 400 above the gateway's cap."""
+    settings = gateway.settings
+    if value is None or value <= 0:
+        return settings.default_max_tokens
+    if value > settings.max_tokens:
+        raise invalid(f"max_tokens {value} is above this gateway's limit of "
+                      f"{settings.max_tokens}", param="max_tokens")
+    return value
+
+
+def request_id(request: web.Request) -> str:
+    return request.get(REQUEST_ID_KEY) or new_id()
+
+
+def error_response(dialect: Dialect, problem: Problem, rid: str) -> web.Response:
+    headers = {HEADER_REQUEST_ID: rid}
+    if problem.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(problem.retry_after)))
+    return web.json_response(dialect.error_body(problem), status=problem.status,
+                             headers=headers)
+
+
+def _headers(completion: Completion | None, rid: str) -> dict[str, str]:
+    headers = {HEADER_REQUEST_ID: rid}
+    if completion is not None:
+        headers[HEADER_DEPLOYMENT] = completion.deployment.name
+        headers[HEADER_COST] = f"{completion.total_cost_usd:.9f}"
+        headers[HEADER_ATTEMPTS] = str(len(completion.attempts))
+    return headers
+
+
+Parser = Callable[[web.Request, dict[str, Any], Gateway], Parsed]
+
+
+async def handle(request: web.Request, dialect: Dialect, parse: Parser) -> web.StreamResponse:
+    """Rate-limit, parse and serve one completion request in `dialect` (the middleware has
+    authenticated it)."""
+    gateway = request.app[GATEWAY_KEY]
+    rid = request_id(request)
+    try:
+        tenant = request.get(TENANT_KEY)
+        body = await read_json(request, gateway.settings.max_body_bytes)
+        parsed = parse(request, body, gateway)
+        gateway.router(parsed.call.model)  # an unknown model is a 404 before any counting
+        await gateway.admit(tenant)
+        parsed = parsed._replace(call=parsed.call._replace(tenant=tenant, request_id=rid))
+        if parsed.stream:
+            return await _stream(request, gateway, dialect, parsed, rid)
+        completion = await gateway.complete(parsed.call)
+        return web.json_response(dialect.completion_body(completion, parsed),
+                                 headers=_headers(completion, rid))
+    except Exception as exc:
+        return _failed(dialect, exc, rid)
+    finally:
+        await gateway.flush_tokens()
+
+
+def _failed(dialect: Dialect, exc: Exception, rid: str) -> web.Response:
+    problem = problem_for(exc)
+    if problem.status >= 500 and problem.status != 503:
+        logger.exception("request %s failed", rid, exc_info=exc)
+    return error_response(dialect, problem, rid)
+
+
+async def _stream(request: web.Request, gateway: Gateway, dialect: Dialect, parsed: Parsed,
+                  rid: str) -> web.StreamResponse:
+    call = parsed.call
+    stream, chunk = await gateway.open_stream(call)
+    response = web.StreamResponse(headers={
+        "Content-Type": dialect.stream_content_type, "Cache-Control": "no-cache",
+        HEADER_REQUEST_ID: rid,
+    })
+    try:
+        await response.prepare(request)
+        try:
+            while chunk is not None:
+                await response.write(dialect.stream_chunk(chunk, parsed))
+                chunk = await gateway.next_chunk(call, stream)
+            await response.write(dialect.stream_end(stream.completion, parsed))
+        except OSError:
+            raise
+        except Exception as exc:
+            # Headers are out: the error travels as the protocol's last event.
+            await response.write(dialect.stream_error(problem_for(exc), parsed))
+        await response.write_eof()
+    except OSError:  # ConnectionResetError among them
+        # The client went away: the `finally` closes the upstream stream, booking its cost.
+        logger.info("request %s: client disconnected mid-stream", rid)
+    finally:
+        await gateway.close_stream(call, stream)
+    return response

@@ -1,0 +1,75 @@
+"""Model names a client may send, and what each one means to the router.
+
+* `starcoder2` (or no model): the config's policy as written.
+* `starcoder2:cheapest`, `starcoder2:quality`, `starcoder2:fast`, `starcoder2:balanced`: that
+  objective.
+* a variant id such as `starcoder2-7b` (or Ollama's spelling `starcoder2:7b`): that size only,
+  the router still picks the provider; `starcoder2-7b:quality` combines both.
+
+Example::
+
+    >>> resolve_model("starcoder2-7b:fast", variants={"starcoder2-7b"})
+    ModelChoice(objective='latency', variant='starcoder2-7b')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from typing import NamedTuple
+
+from .._routing.policy import Objective
+
+__all__ = ["BASE_NAME", "ModelChoice", "UnknownModelError", "model_names", "resolve_model"]
+
+BASE_NAME = "starcoder2"
+
+_OBJECTIVES: dict[str, Objective] = {
+    "cheapest": "cheapest",
+    "quality": "quality",
+    "fast": "latency",
+    "latency": "latency",
+    "balanced": "balanced",
+}
+_LISTED_OBJECTIVES = ("cheapest", "quality", "fast", "balanced")
+
+
+class UnknownModelError(LookupError):
+    """The client named a model the gateway does not offer."""
+
+    def __init__(self, name: str, known: Iterable[str]):
+        self.name = name
+        super().__init__(f"the model {name!r} does not exist; available: {', '.join(known)}")
+
+
+class ModelChoice(NamedTuple):
+    """What a model name asks for: an objective (None: the policy's) and a variant (None: any)."""
+
+    objective: Objective | None = None
+    variant: str | None = None
+
+
+def resolve_model(name: str | None, *, variants: Collection[str]) -> ModelChoice:
+    """The choice a model name stands for; `UnknownModelError` for names we do not serve."""
+    if not name or name == BASE_NAME:
+        return ModelChoice()
+    if name.endswith(":latest"):  # Ollama clients add the default tag
+        name = name.removesuffix(":latest")
+        if name == BASE_NAME:
+            return ModelChoice()
+    head, sep, tail = name.rpartition(":")
+    if sep and tail in _OBJECTIVES:
+        if head == BASE_NAME:
+            return ModelChoice(_OBJECTIVES[tail], None)
+        if head in variants:
+            return ModelChoice(_OBJECTIVES[tail], head)
+    if name in variants:
+        return ModelChoice(None, name)
+    if sep and head == BASE_NAME and f"{BASE_NAME}-{tail}" in variants:
+        return ModelChoice(None, f"{BASE_NAME}-{tail}")  # Ollama's "starcoder2:7b"
+    raise UnknownModelError(name, model_names(variants))
+
+
+def model_names(variants: Iterable[str]) -> list[str]:
+    """Every name `/v1/models` and `/api/tags` list, the virtual ones first."""
+    names = [BASE_NAME] + [f"{BASE_NAME}:{o}" for o in _LISTED_OBJECTIVES]
+    return names + sorted(variants)

@@ -1,0 +1,156 @@
+"""The TGI protocol as llm-vscode (llm-ls) and Hugging Face's clients send it: `POST /generate`,
+`POST /generate_stream`, and `POST /` (TGI's compatibility route, streaming when the body says
+`"stream": true`).
+
+`inputs` goes as written: llm-ls puts the FIM sentinels in it itself. `parameters` carries
+`max_new_tokens`, `temperature`, `top_p`, `stop` and `seed`; the rest of TGI's sampling knobs
+are accepted and ignored. Streams are server-sent events, one token object each, the last with
+`generated_text` and `details` (https://huggingface.github.io/text-generation-inference/).
+Errors are `{"error": "...", "error_type": "..."}`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from .gateway import Call, Gateway
+from .http import GATEWAY_KEY, Parsed, check_max_tokens, handle, parse_body
+from .models import BASE_NAME
+from .problems import Problem
+
+if TYPE_CHECKING:
+    from .._running.results import Completion, StreamChunk
+
+__all__ = ["add_routes"]
+
+_ERROR_TYPES = {400: "validation", 401: "authentication", 404: "validation",
+                413: "validation", 422: "validation", 429: "overloaded", 503: "overloaded"}
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _Parameters(_Body):
+    max_new_tokens: int | None = None
+    temperature: float | None = Field(default=None, gt=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, lt=1)
+    stop: list[str] = []
+    seed: int | None = None
+    do_sample: bool = False
+    details: bool = False
+    return_full_text: bool = False
+
+
+class GenerateBody(_Body):
+    inputs: str
+    parameters: _Parameters = _Parameters()
+    stream: bool = False
+    model: str | None = None
+
+
+class _Meta(NamedTuple):
+    details: bool
+    prefix: str
+
+
+def _parse(raw: dict[str, Any], gateway: Gateway, *, stream: bool | None) -> Parsed:
+    body = parse_body(GenerateBody, raw)
+    p = body.parameters
+    fields: dict[str, Any] = {"prompt": body.inputs,
+                              "max_tokens": check_max_tokens(p.max_new_tokens, gateway)}
+    if p.stop:
+        fields["stop"] = p.stop
+    if p.do_sample or p.temperature is not None:
+        fields["temperature"] = p.temperature if p.temperature is not None else 1.0
+    else:
+        fields["temperature"] = 0.0  # TGI decodes greedily unless asked to sample
+    if p.top_p is not None:
+        fields["top_p"] = p.top_p
+    if p.seed is not None:
+        fields["seed"] = p.seed
+    # TGI serves one model, so its clients name none: the model is the gateway's default.
+    call = Call(body.model or BASE_NAME, fields, protocol="tgi")
+    meta = _Meta(p.details, body.inputs if p.return_full_text else "")
+    return Parsed(call, body.stream if stream is None else stream, meta)
+
+
+def _finish(reason: str | None) -> str:
+    return "length" if reason == "length" else "eos_token"
+
+
+def _details(completion: Completion | None) -> dict[str, Any]:
+    if completion is None:
+        return {"finish_reason": "eos_token", "generated_tokens": 0, "seed": None}
+    return {"finish_reason": _finish(completion.finish_reason),
+            "generated_tokens": completion.usage.completion_tokens, "seed": None}
+
+
+def _sse(payload: Any) -> bytes:
+    return b"data:" + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+class TGIDialect:
+    name = "tgi"
+    stream_content_type = "text/event-stream"
+
+    def error_body(self, problem: Problem) -> dict[str, Any]:
+        return {"error": problem.message,
+                "error_type": _ERROR_TYPES.get(problem.status, "generation")}
+
+    def completion_body(self, completion: Completion, parsed: Parsed) -> Any:
+        meta: _Meta = parsed.meta
+        out: dict[str, Any] = {"generated_text": meta.prefix + completion.text}
+        if meta.details:
+            out["details"] = {**_details(completion), "prefill": [], "tokens": []}
+        return out
+
+    def stream_chunk(self, chunk: StreamChunk, parsed: Parsed) -> bytes:
+        token = {"id": 0, "text": chunk.text, "logprob": 0.0, "special": False}
+        return _sse({"index": chunk.index + 1, "token": token, "generated_text": None,
+                     "details": None})
+
+    def stream_end(self, completion: Completion | None, parsed: Parsed) -> bytes:
+        meta: _Meta = parsed.meta
+        # TGI puts the whole text and the details on the last token's event; ours is an empty
+        # token after the last chunk, so clients that join token texts get the text once.
+        text = meta.prefix + (completion.text if completion is not None else "")
+        token = {"id": 0, "text": "", "logprob": 0.0, "special": True}
+        return _sse({"index": 0, "token": token, "generated_text": text,
+                     "details": _details(completion)})
+
+    def stream_error(self, problem: Problem, parsed: Parsed) -> bytes:
+        return _sse(self.error_body(problem))
+
+
+async def _info(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY_KEY]
+    return web.json_response({"model_id": BASE_NAME, "router": "starcoder-router",
+                              "max_input_tokens": gateway.settings.max_tokens,
+                              "max_total_tokens": gateway.settings.max_tokens})
+
+
+def add_routes(app: web.Application) -> None:
+    dialect = TGIDialect()
+
+    def parser(stream: bool | None) -> Any:
+        def parse(request: web.Request, raw: dict[str, Any], gateway: Gateway) -> Parsed:
+            return _parse(raw, gateway, stream=stream)
+        return parse
+
+    streamed, either = parser(True), parser(None)
+
+    async def generate(request: web.Request) -> web.StreamResponse:
+        return await handle(request, dialect, either)
+
+    async def generate_stream(request: web.Request) -> web.StreamResponse:
+        return await handle(request, dialect, streamed)
+
+    app.router.add_post("/generate", generate)
+    app.router.add_post("/generate_stream", generate_stream)
+    app.router.add_post("/", generate)
+    app.router.add_get("/info", _info)

@@ -1,0 +1,29 @@
+"""Know the bill before paying it: replay a workload through the router's own routing, fitting
+and budget logic on a simulated clock, with no network, and compare policies side by side.
+
+    starcoder-router workload from-code ~/src/project --requests 2000 -o workload.jsonl
+    starcoder-router simulate workload.jsonl --config router.toml --report report.html
+
+or from Python::
+
+    from starcoder_router import read_workload, simulate
+
+    result = simulate(read_workload("workload.jsonl").requests, config="router.toml")
+    for s in result.summaries:
+        print(s.name, s.cost_usd, s.refused, s.latency_p99_s)
+"""
+
+from .model import DeploymentBehaviour, SimulationSettings
+from .runner import SimulationResult, simulate
+from .summary import PolicySummary
+from .workload import WorkloadRequest, read_workload
+
+__all__ = [
+    "DeploymentBehaviour",
+    "PolicySummary",
+    "SimulationResult",
+    "SimulationSettings",
+    "WorkloadRequest",
+    "read_workload",
+    "simulate",
+]

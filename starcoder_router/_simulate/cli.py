@@ -1,0 +1,149 @@
+"""The `workload from-code` and `simulate` commands (registered by `_cli`).
+
+    starcoder-router workload from-code /usr/lib/python3.11 --requests 5000 -o workload.jsonl
+    starcoder-router simulate workload.jsonl --config router.toml --report report.html
+    starcoder-router simulate workload.jsonl --policy configured --policy largest --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from typing import Any, TextIO
+
+__all__ = ["add_commands"]
+
+
+def add_commands(sub: Any) -> None:
+    """Add the commands to the `starcoder-router` subparsers `sub`."""
+    from .model import SCENARIO_NAMES
+
+    wl = sub.add_parser("workload", help="build workloads for `simulate`")
+    wl_sub = wl.add_subparsers(required=True, metavar="source")
+    code = wl_sub.add_parser("from-code", help="random cursor positions in a folder of code")
+    code.add_argument("folder")
+    code.add_argument("--requests", type=int, default=1000)
+    code.add_argument("--seed", type=int, default=0)
+    code.add_argument("--rate", type=float, default=1.0, help="requests per second")
+    code.add_argument("--tenants", default="ide=0.6,review-bot=0.3,batch=0.1",
+                      metavar="NAME=WEIGHT,...")
+    code.add_argument("--tokenizer", help="tokenizer.json for exact counts (default: the "
+                                          "router's own search, else the estimate)")
+    code.add_argument("--keep-text", action="store_true",
+                      help="store the code itself, not only its token counts")
+    code.add_argument("-o", "--output", help="write here instead of standard output")
+    code.set_defaults(func=_cmd_from_code)
+
+    sim = sub.add_parser("simulate", help="replay a workload offline and compare policies")
+    sim.add_argument("workload", help="a JSON Lines workload")
+    sim.add_argument("--config", help="a router config file (TOML), with its [simulate] section")
+    sim.add_argument("--policy", action="append", choices=SCENARIO_NAMES,
+                     help="simulate only these (repeatable; default: all)")
+    sim.add_argument("--report", metavar="HTML", help="write a self-contained HTML report")
+    sim.add_argument("--json", action="store_true", help="print a JSON summary instead")
+    sim.set_defaults(func=_cmd_simulate)
+
+
+def _tenants(spec: str) -> dict[str, float]:
+    from .._errors import ConfigError
+
+    out = {}
+    for part in spec.split(","):
+        name, _, weight = part.partition("=")
+        try:
+            out[name.strip()] = float(weight or 1)
+        except ValueError:
+            raise ConfigError(f"bad tenant weight in {part!r} (expected NAME=WEIGHT)") from None
+    if not out or any(not n for n in out) or not all(0 < w < math.inf for w in out.values()):
+        raise ConfigError(f"bad --tenants {spec!r} (expected NAME=WEIGHT,...)")
+    return out
+
+
+def _cmd_from_code(args: argparse.Namespace) -> int:
+    from .._routing.tokens import load_token_counter
+    from .builder import build_from_code
+
+    counter = load_token_counter(args.tokenizer)
+    lines = build_from_code(args.folder, requests=args.requests, counter=counter,
+                            seed=args.seed, rate=args.rate, tenants=_tenants(args.tenants),
+                            keep_text=args.keep_text)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            _write(lines, f)
+    else:
+        _write(lines, sys.stdout)
+    return 0
+
+
+def _write(lines: Any, out: TextIO) -> None:
+    for line in lines:
+        out.write(line + "\n")
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from .model import SCENARIO_NAMES
+    from .runner import simulate
+    from .summary import summary_table
+    from .workload import read_workload
+
+    workload = read_workload(args.workload)
+    for err in workload.errors[:20]:
+        print(f"{args.workload}:{err.line}: skipped: {err.message}", file=sys.stderr)
+    if len(workload.errors) > 20:
+        print(f"... and {len(workload.errors) - 20} more invalid lines", file=sys.stderr)
+    bar = _Progress(sys.stderr, len(workload.requests))
+    result = simulate(workload.requests, config=args.config,
+                      policies=args.policy or SCENARIO_NAMES, progress=bar.update)
+    bar.close()
+    if args.report:
+        from .report import write_report
+
+        write_report(args.report, result, workload_name=args.workload)
+    if args.json:
+        out = {"workload": args.workload, "requests": len(workload.requests),
+               "invalid_lines": [e._asdict() for e in workload.errors],
+               "seed": result.seed, "policies": [s.as_json() for s in result.summaries]}
+        if args.report:
+            out["report"] = args.report
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{len(workload.requests)} requests from {args.workload}"
+          + (f" ({len(workload.errors)} invalid lines skipped)" if workload.errors else ""))
+    print(summary_table(result.summaries))
+    for s in result.summaries:
+        if s.refused_by_reason:
+            reasons = "; ".join(f"{n} {r}" for r, n in s.refused_by_reason.items())
+            print(f"{s.name} refused: {reasons}")
+        for budget, at in s.budget_exhausted_at_s.items():
+            print(f"{s.name}: budget {budget} exhausted after {at / 3600:.1f} h")
+    if args.report:
+        print(f"report written to {os.path.abspath(args.report)} (open it in a browser)")
+    return 0
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; silent when the output is piped."""
+
+    def __init__(self, out: TextIO, total: int):
+        self._out = out
+        self._total = max(1, total)
+        self._on = out.isatty()
+        self._shown = False
+
+    def update(self, policy: str, done: int) -> None:
+        if not self._on:
+            return
+        width = 30
+        filled = width * done // self._total
+        self._out.write(f"\r{policy:<16} [{'#' * filled}{'.' * (width - filled)}] "
+                        f"{done}/{self._total}")
+        self._out.flush()
+        self._shown = True
+
+    def close(self) -> None:
+        if self._shown:
+            self._out.write("\r" + " " * 70 + "\r")
+            self._out.flush()

@@ -1,0 +1,69 @@
+"""The simulator's records: a scenario to run, a request made ready for it, and what happened."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+from .._routing.catalog import Catalog
+from .._routing.decision import Candidate
+from .._routing.policy import CostPolicy
+from .._routing.request import CompletionRequest
+
+__all__ = ["Prepared", "Ranker", "RequestOutcome", "Scenario", "ScenarioRun"]
+
+Ranker = Callable[[Sequence[Candidate]], list[Candidate]]
+
+
+class Scenario(NamedTuple):
+    """One policy to simulate: the deployments it may use, the policy, whether FIM requests
+    may be trimmed, and optionally a ranking that replaces the policy's."""
+
+    name: str
+    description: str
+    catalog: Catalog
+    policy: CostPolicy
+    allow_trim: bool = True
+    rank: Ranker | None = None
+
+
+class Prepared(NamedTuple):
+    """A workload line made ready once for every scenario."""
+
+    arrival: float
+    request: CompletionRequest
+    kind: str
+    tenant: str
+    prompt_tokens: int
+    output_tokens: int
+
+
+class RequestOutcome(NamedTuple):
+    """What happened to one request under one scenario."""
+
+    number: int
+    arrival: float
+    finished: float
+    tenant: str
+    kind: str
+    prompt_tokens: int
+    deployment: str | None
+    cost_nano: int
+    attempts: int
+    trimmed_tokens: int
+    refused: str | None
+    quality: float | None
+    budgets: tuple[str, ...] = ()
+
+    @property
+    def latency(self) -> float:
+        return self.finished - self.arrival
+
+
+class ScenarioRun(NamedTuple):
+    """One scenario's outcomes (in workload order), when each budget period first refused a
+    reservation (seconds after the start), and each budget period's limit."""
+
+    outcomes: list[RequestOutcome]
+    exhausted: dict[str, float]
+    limits_nano: dict[str, int]

@@ -1,0 +1,242 @@
+"""The HTML report of a simulation: one self-contained file, plotted with Plotly.
+
+Plotly (the `report` extra) writes interactive figures whose JavaScript can be inlined, so the
+file opens with no network, and hovering shows each point's numbers; the whole library is inlined
+once and every figure refers to it.
+
+    write_report("report.html", simulate(requests), workload_name="workload.jsonl")
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Iterable, Sequence
+from types import ModuleType
+from typing import Any
+
+from .._errors import MissingDependencyError
+from .._routing.cost import nano_to_usd
+from .records import RequestOutcome
+from .runner import SimulationResult
+from .summary import PolicySummary
+
+__all__ = ["render_report", "write_report"]
+
+# Enough points for a smooth line; a workload of 100,000 requests would otherwise put 100,000
+# points per policy in the file.
+_MAX_POINTS = 400
+_MAX_LISTED = 300
+
+
+def _plotly() -> ModuleType:
+    try:
+        import plotly.graph_objects as go
+    except ImportError as exc:
+        raise MissingDependencyError("the HTML report", "plotly", "report") from exc
+    module: ModuleType = go
+    return module
+
+
+def write_report(path: str | os.PathLike[str], result: SimulationResult, *,
+                 workload_name: str) -> None:
+    """Write the report of `result` to `path`."""
+    text = render_report(result, workload_name=workload_name)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def render_report(result: SimulationResult, *, workload_name: str) -> str:
+    """The report as one HTML document."""
+    go = _plotly()
+    from plotly.offline import get_plotlyjs
+
+    figures = [
+        ("Cost over time", _cost_over_time(go, result)),
+        ("Deployment mix", _deployment_mix(go, result.summaries)),
+        ("Budget burn-down", _burn_down(go, result)),
+        ("Prompt sizes and deployment windows", _prompt_sizes(go, result)),
+    ]
+    parts = [f"<h2>{html.escape(title)}</h2>" + (
+        fig.to_html(full_html=False, include_plotlyjs=False, div_id=_slug(title),
+                    config={"displaylogo": False})
+        if fig is not None else "<p>No budgets are configured.</p>")
+        for title, fig in figures]
+    requests = result.summaries[0].requests if result.summaries else 0
+    return _PAGE.format(
+        plotly=get_plotlyjs(),
+        title=html.escape(f"starcoder-router simulation: {workload_name}"),
+        intro=html.escape(f"{requests} requests from {workload_name}; simulated from "
+                          f"{result.start:%Y-%m-%d %H:%M} UTC, seed {result.seed}."),
+        summary=_summary_table(result.summaries),
+        figures="\n".join(parts),
+        listed=_listed(result),
+    )
+
+
+def _slug(title: str) -> str:
+    return "fig-" + "-".join(title.lower().split())[:40]
+
+
+def _downsample(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    if len(points) <= _MAX_POINTS:
+        return list(points)
+    step = len(points) / _MAX_POINTS
+    picked = [points[int(i * step)] for i in range(_MAX_POINTS)]
+    picked.append(points[-1])
+    return picked
+
+
+def _cumulative(outcomes: Iterable[RequestOutcome]) -> list[tuple[float, float]]:
+    total = 0
+    points = []
+    for o in sorted(outcomes, key=lambda o: o.finished):
+        if o.cost_nano:
+            total += o.cost_nano
+            points.append((o.finished / 3600, nano_to_usd(total)))
+    return _downsample(points)
+
+
+def _cost_over_time(go: ModuleType, result: SimulationResult) -> Any:
+    fig = go.Figure()
+    for name, run in result.runs.items():
+        pts = _cumulative(run.outcomes)
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], name=name,
+                                 mode="lines"))
+    fig.update_layout(xaxis_title="hours since start", yaxis_title="cumulative cost (USD)")
+    return fig
+
+
+def _deployment_mix(go: ModuleType, summaries: Sequence[PolicySummary]) -> Any:
+    fig = go.Figure()
+    names = [s.name for s in summaries]
+    deployments = sorted({d for s in summaries for d in s.requests_by_deployment})
+    for dep in deployments:
+        fig.add_trace(go.Bar(x=names, y=[s.requests_by_deployment.get(dep, 0)
+                                         for s in summaries], name=dep))
+    fig.add_trace(go.Bar(x=names, y=[s.refused for s in summaries], name="refused",
+                         marker_color="#999999"))
+    fig.update_layout(barmode="stack", yaxis_title="requests")
+    return fig
+
+
+def _burn_down(go: ModuleType, result: SimulationResult) -> Any:
+    fig = go.Figure()
+    any_budget = False
+    for name, run in result.runs.items():
+        spent: dict[str, int] = {}
+        series: dict[str, list[tuple[float, float]]] = {}
+        for o in sorted(run.outcomes, key=lambda o: o.finished):
+            for key in o.budgets:
+                if not o.cost_nano:
+                    continue
+                spent[key] = spent.get(key, 0) + o.cost_nano
+                left = max(0, run.limits_nano[key] - spent[key])
+                series.setdefault(key, []).append((o.finished / 3600, nano_to_usd(left)))
+        for key, raw in sorted(series.items()):
+            any_budget = True
+            pts = _downsample(raw)
+            fig.add_trace(go.Scatter(
+                x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines",
+                name=f"{name}: {key}", legendgroup=name,
+                visible=True if name == result.summaries[0].name else "legendonly"))
+    if not any_budget:
+        return None
+    fig.update_layout(xaxis_title="hours since start", yaxis_title="budget left (USD)")
+    return fig
+
+
+def _prompt_sizes(go: ModuleType, result: SimulationResult) -> Any:
+    first = next(iter(result.runs.values()), None)
+    sizes = [o.prompt_tokens for o in first.outcomes] if first else []
+    fig = go.Figure(go.Histogram(x=sizes, nbinsx=80, name="requests"))
+    for i, (dep, window) in enumerate(sorted(result.windows.items(), key=lambda kv: kv[1])):
+        fig.add_vline(x=window, line_dash="dash", line_color="#c0392b",
+                      annotation_text=f"{dep} ({window})", annotation_textangle=-90,
+                      annotation_position="top left" if i % 2 else "top right")
+    fig.update_layout(xaxis_title="prompt tokens", yaxis_title="requests", bargap=0.05)
+    return fig
+
+
+def _usd(v: float) -> str:
+    return f"${v:,.4f}"
+
+
+def _summary_table(summaries: Sequence[PolicySummary]) -> str:
+    head = ("policy", "what it does", "cost", "cost by tenant", "served", "refused", "trimmed",
+            "tokens trimmed", "p50 latency", "p99 latency", "expected quality",
+            "budgets exhausted")
+    rows = []
+    for s in summaries:
+        tenants = ", ".join(f"{t} {_usd(v)}" for t, v in s.cost_by_tenant_usd.items())
+        exhausted = ", ".join(f"{k} at {at / 3600:.1f} h"
+                              for k, at in s.budget_exhausted_at_s.items()) or "-"
+        quality = "-" if s.quality is None else f"{s.quality:.1f} ({s.quality_benchmark})"
+        cells = (s.name, s.description, _usd(s.cost_usd), tenants, str(s.served),
+                 str(s.refused), str(s.trimmed_requests), f"{s.tokens_trimmed:,}",
+                 _secs(s.latency_p50_s), _secs(s.latency_p99_s), quality, exhausted)
+        rows.append(cells)
+    return _table(head, rows, "summary")
+
+
+def _secs(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f} s"
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[str]], cls: str) -> str:
+    out = [f'<table class="{cls}"><thead><tr>']
+    out += [f"<th>{html.escape(h)}</th>" for h in head]
+    out.append("</tr></thead><tbody>")
+    for r in rows:
+        out.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _listed(result: SimulationResult) -> str:
+    """Per policy, the requests that were refused or trimmed (the first few hundred)."""
+    parts = []
+    for name, run in result.runs.items():
+        picked = [o for o in run.outcomes if o.refused is not None or o.trimmed_tokens]
+        if not picked:
+            continue
+        rows = [(str(o.number + 1), f"{o.arrival / 3600:.2f} h", o.kind, o.tenant,
+                 f"{o.prompt_tokens:,}",
+                 o.refused or f"trimmed {o.trimmed_tokens:,} tokens on {o.deployment}")
+                for o in picked[:_MAX_LISTED]]
+        more = f" (first {_MAX_LISTED} of {len(picked)})" if len(picked) > _MAX_LISTED else ""
+        parts.append(f"<details><summary>{html.escape(name)}: {len(picked)} request(s){more}"
+                     "</summary>" + _table(("request", "arrival", "kind", "tenant",
+                                            "prompt tokens", "what happened"), rows, "listed")
+                     + "</details>")
+    return "\n".join(parts) or "<p>No request was refused or trimmed.</p>"
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px;
+       color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }}
+th {{ background: #f3f3f3; }}
+td:nth-child(n+3) {{ white-space: nowrap; }}
+table.summary td:nth-child(4), table.summary td:nth-child(12) {{ white-space: normal; }}
+summary {{ cursor: pointer; margin: 0.5em 0; }}
+</style>
+<script type="text/javascript">{plotly}</script>
+</head>
+<body>
+<h1>{title}</h1>
+<p>{intro}</p>
+<h2>Policies side by side</h2>
+{summary}
+{figures}
+<h2>Refused and trimmed requests</h2>
+{listed}
+</body>
+</html>
+"""

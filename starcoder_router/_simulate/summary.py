@@ -1,0 +1,104 @@
+"""The numbers of one simulated policy, for the terminal, `--json` and the report."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from .._routing.cost import nano_to_usd
+from .._text import text_table
+from .records import RequestOutcome, Scenario
+
+__all__ = ["PolicySummary", "summarize", "summary_table"]
+
+
+class PolicySummary(NamedTuple):
+    """Totals for one policy over the whole workload."""
+
+    name: str
+    description: str
+    requests: int
+    served: int
+    cost_usd: float
+    cost_by_tenant_usd: dict[str, float]
+    requests_by_deployment: dict[str, int]
+    refused_by_reason: dict[str, int]
+    trimmed_requests: int
+    tokens_trimmed: int
+    budget_exhausted_at_s: dict[str, float]
+    latency_p50_s: float | None
+    latency_p99_s: float | None
+    quality: float | None
+    quality_benchmark: str
+    retried_requests: int
+
+    @property
+    def refused(self) -> int:
+        return self.requests - self.served
+
+    def as_json(self) -> dict[str, Any]:
+        out = self._asdict()
+        out["refused"] = self.refused
+        return out
+
+
+def _quantile(sorted_values: Sequence[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    i = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[i]
+
+
+def summarize(scenario: Scenario, outcomes: Sequence[RequestOutcome],
+              exhausted: dict[str, float]) -> PolicySummary:
+    """Aggregate one scenario's outcomes."""
+    served = [o for o in outcomes if o.refused is None]
+    tenants: Counter[str] = Counter()
+    for o in outcomes:
+        tenants[o.tenant] += o.cost_nano
+    latencies = sorted(o.latency for o in served)
+    scores = [o.quality for o in served if o.quality is not None]
+    return PolicySummary(
+        name=scenario.name,
+        description=scenario.description,
+        requests=len(outcomes),
+        served=len(served),
+        cost_usd=nano_to_usd(sum(o.cost_nano for o in outcomes)),
+        cost_by_tenant_usd={t: nano_to_usd(n) for t, n in sorted(tenants.items())},
+        requests_by_deployment=dict(sorted(Counter(o.deployment for o in served
+                                                   if o.deployment).items())),
+        refused_by_reason=dict(Counter(o.refused for o in outcomes
+                                       if o.refused is not None).most_common()),
+        trimmed_requests=sum(1 for o in served if o.trimmed_tokens),
+        tokens_trimmed=sum(o.trimmed_tokens for o in served),
+        budget_exhausted_at_s=dict(sorted(exhausted.items(), key=lambda kv: kv[1])),
+        latency_p50_s=_quantile(latencies, 0.50),
+        latency_p99_s=_quantile(latencies, 0.99),
+        quality=sum(scores) / len(scores) if scores else None,
+        quality_benchmark=scenario.policy.ranking_benchmark,
+        retried_requests=sum(1 for o in served if o.attempts > 1),
+    )
+
+
+def _usd(v: float) -> str:
+    return f"${v:,.4f}" if v < 10 else f"${v:,.2f}"
+
+
+def _secs(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}s"
+
+
+def summary_table(summaries: Sequence[PolicySummary]) -> str:
+    """One row per policy, for the terminal."""
+    rows = [("policy", "cost", "served", "refused", "trimmed", "p50", "p99", "quality",
+             "busiest deployment")]
+    for s in summaries:
+        top = max(s.requests_by_deployment.items(), key=lambda kv: kv[1], default=None)
+        rows.append((
+            s.name, _usd(s.cost_usd), str(s.served), str(s.refused), str(s.trimmed_requests),
+            _secs(s.latency_p50_s), _secs(s.latency_p99_s),
+            "-" if s.quality is None else f"{s.quality:.1f}",
+            f"{top[0]} ({top[1]})" if top else "-",
+        ))
+    return text_table(rows)

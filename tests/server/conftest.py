@@ -1,0 +1,152 @@
+"""Fixtures for the gateway tests: a real gateway on 127.0.0.1 in front of a real loopback
+upstream, both served by aiohttp on one background event loop, so that the official clients
+(openai, ollama, huggingface_hub) call them from the test thread over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from aiohttp import web
+
+from starcoder_router import Catalog, Deployment
+
+HERE = Path(__file__).resolve().parent
+T = TypeVar("T")
+
+
+def _load(name: str) -> Any:
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+upstream_mod = _load("upstream")
+Reply = upstream_mod.Reply
+
+# USD per million tokens of the mock deployments: small but not zero, so costs are visible.
+PRICES = {"starcoder2-3b": (0.1, 0.2), "starcoder2-7b": (0.2, 0.4),
+          "starcoder2-15b-instruct": (0.5, 1.0)}
+
+
+class LoopThread:
+    """An event loop on a daemon thread; `run(coro)` runs a coroutine there and waits."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+
+async def start_site(app: web.Application, port: int = 0,
+                     shutdown_timeout: float = 60.0) -> tuple[web.AppRunner, str]:
+    from starcoder_router._server.app import RUNNER_OPTIONS
+
+    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout, **RUNNER_OPTIONS)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    host, bound = runner.addresses[0][:2]
+    return runner, f"http://{host}:{bound}"
+
+
+@pytest.fixture(scope="session")
+def loop_thread() -> Iterator[LoopThread]:
+    lt = LoopThread()
+    yield lt
+    lt.stop()
+
+
+@pytest.fixture(scope="session")
+def _upstream_site(loop_thread: LoopThread) -> Iterator[tuple[Any, str]]:
+    up = upstream_mod.Upstream()
+    runner, url = loop_thread.run(start_site(up.app()))
+    yield up, url
+    loop_thread.run(runner.cleanup())
+
+
+@pytest.fixture
+def upstream(_upstream_site: tuple[Any, str]) -> Any:
+    up, _ = _upstream_site
+    up.reset()
+    return up
+
+
+@pytest.fixture
+def upstream_url(_upstream_site: tuple[Any, str]) -> str:
+    return _upstream_site[1]
+
+
+def mock_catalog(base_url: str, variants: tuple[str, ...] = tuple(PRICES)) -> Catalog:
+    """The packaged variants, with only mock deployments that point at the upstream."""
+    deployments = []
+    for variant in variants:
+        caps = {"chat", "streaming", "structured_output"} if "instruct" in variant else {
+            "completion", "fim", "streaming"}
+        inp, out = PRICES[variant]
+        deployments.append(Deployment(
+            name=f"mock/{variant}", provider="openai-compatible", variant=variant,
+            model=f"mock-{variant}", context_window=2048, base_url=base_url + "/v1",
+            input_usd_per_mtok=inp, output_usd_per_mtok=out, capabilities=frozenset(caps)))
+    return Catalog(variants=Catalog.default().variants, deployments=tuple(deployments))
+
+
+@pytest.fixture
+def serve(loop_thread: LoopThread, upstream_url: str) -> Iterator[Callable[..., Any]]:
+    """`serve(**gateway_kwargs)` starts a gateway (default: the mock catalog, in-memory
+    store) and returns a handle with `.url` and `.gateway`; all are stopped after the test."""
+    from starcoder_router._server.app import create_app
+    from starcoder_router._server.gateway import Gateway
+
+    started: list[Running] = []
+
+    def start(**kwargs: Any) -> Running:
+        kwargs.setdefault("catalog", mock_catalog(upstream_url))
+        kwargs.setdefault("env", {})
+
+        async def boot() -> Running:
+            gateway = Gateway(**kwargs)
+            runner, url = await start_site(
+                create_app(gateway), shutdown_timeout=gateway.settings.shutdown_timeout_s)
+            return Running(url, gateway, runner)
+
+        handle = loop_thread.run(boot())
+        started.append(handle)
+        return handle
+
+    yield start
+    for handle in started:
+        loop_thread.run(handle.stop())
+
+
+class Running:
+    """A gateway being served: `url`, `gateway`, and `await stop()` (a graceful shutdown)."""
+
+    def __init__(self, url: str, gateway: Any, runner: web.AppRunner):
+        self.url = url
+        self.gateway = gateway
+        self._runner: web.AppRunner | None = runner
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()

@@ -1,0 +1,114 @@
+"""The HTML report in a real headless Chromium: it renders every plot, offline, without console
+errors. The screenshot is kept in tests/artifacts/ (git-ignored) for a human to look at."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from starcoder_router._simulate.report import write_report
+from starcoder_router._simulate.runner import simulate
+from support.chromium import open_page, start_chromium
+from support.processes import stop
+from support.simulation import budget_config, counts_workload
+
+pytestmark = pytest.mark.integration
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    proc, port = start_chromium(tmp_path_factory.mktemp("chromium-profile"))
+    try:
+        yield port
+    finally:
+        stop(proc)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("report")
+    config = budget_config(tmp / "router.toml", tenant_usd=0.02)
+    # A tenant name that would end the page's scripts if the report did not escape it: it
+    # reaches the summary table and, through the budget keys, a plot legend.
+    hostile = "</script><script>console.error('injected')</script>"
+    result = simulate(counts_workload(400, seed=3, tenants=("ide", hostile)), config=config)
+    assert any(s.budget_exhausted_at_s for s in result.summaries), "burn-down needs exhaustion"
+    path = tmp / "report.html"
+    write_report(path, result, workload_name="test workload")
+    return path
+
+
+async def _load(port: int, url: str, *, settle_s: float = 0.5):  # type: ignore[no-untyped-def]
+    session = aiohttp.ClientSession()
+    page, ws = await open_page(session, port)
+    loaded = page.expect("Page.loadEventFired")
+    await page.send("Page.navigate", url=url)
+    await asyncio.wait_for(loaded.wait(), 60)
+    await asyncio.sleep(settle_s)  # late errors (a plot drawn after load) still count
+    return session, page, ws
+
+
+async def test_report_renders_every_plot_without_console_errors(chromium: int,
+                                                                report: Path) -> None:
+    session, page, ws = await _load(chromium, report.as_uri())
+    try:
+        # Offline: the page may load nothing but itself (plotly.js is inlined).
+        resources = await page.evaluate(
+            "performance.getEntriesByType('resource').map(e => e.name)")
+        plots = await page.evaluate("""
+            Array.from(document.querySelectorAll('.js-plotly-plot')).map(d => ({
+              id: d.id,
+              svgs: d.querySelectorAll('svg.main-svg').length,
+              traces: d.querySelectorAll('.scatterlayer .trace, .barlayer .trace').length,
+              points: d.querySelectorAll(
+                '.barlayer .point path, .scatterlayer path.js-line').length,
+              width: d.getBoundingClientRect().width,
+            }))""")
+        rows = await page.evaluate("document.querySelectorAll('table.summary tbody tr').length")
+        legend = await page.evaluate(
+            "document.querySelector('#fig-budget-burn-down .legend').textContent")
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "simulate-report.png"
+        await page.screenshot(shot)
+        errors = list(page.errors)
+    finally:
+        await ws.close()
+        await page.close()
+        await session.close()
+    assert resources == []
+    assert [p["id"] for p in plots] == [
+        "fig-cost-over-time", "fig-deployment-mix", "fig-budget-burn-down",
+        "fig-prompt-sizes-and-deployment-windows"]
+    for plot in plots:
+        assert plot["svgs"] >= 1 and plot["traces"] >= 1 and plot["points"] >= 1, plot
+        assert plot["width"] > 300, plot
+    assert rows == 5
+    assert "</script><script>" in legend  # shown as text, not run
+    assert errors == []
+    assert shot.stat().st_size > 20_000  # a real picture, not a blank page
+    shutil.copy(shot, report.with_suffix(".png"))
+
+
+async def test_the_check_sees_console_errors(chromium: int, tmp_path: Path) -> None:
+    """The same check on a page that logs an error and throws: it must notice both."""
+    bad = tmp_path / "bad.html"
+    bad.write_text("<html><body><script>console.error('broken plot');"
+                   "undefinedFunction();</script></body></html>", encoding="utf-8")
+    session, page, ws = await _load(chromium, bad.as_uri())
+    try:
+        errors = list(page.errors)
+    finally:
+        await ws.close()
+        await page.close()
+        await session.close()
+    assert any("broken plot" in e for e in errors)
+    assert any("undefinedFunction" in e for e in errors)
