@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
+from .actions import Release
 from .flow import HedgeOutcome
 from .results import StreamChunk
 
@@ -46,10 +47,28 @@ async def race(router: AsyncRouter, action: StartHedge) -> HedgeOutcome:
                 await attempt.chunks.aclose()  # a second winner loses; a failure is over
                 if exc is not None:
                     outcome.failed.append((attempt, exc))
-    finally:
-        for task, attempt in legs.items():
-            task.cancel()  # the attempt books itself as cancelled, with what it cost
-            with contextlib.suppress(BaseException):
-                await task
-            await attempt.chunks.aclose()
+    except BaseException:
+        # Cancelled (or worse) mid-race: nobody will read the outcome, so the holds of the legs
+        # that failed before output are freed here; the others book themselves.
+        await _end_legs(legs, outcome)
+        for attempt, _ in outcome.failed:
+            if not attempt.settled and attempt.reservation is not None:
+                await router.perform(Release(attempt.reservation))
+        raise
+    await _end_legs(legs, outcome)
     return outcome
+
+
+async def _end_legs(legs: dict[asyncio.Future[StreamChunk], StreamAttempt],
+                    outcome: HedgeOutcome) -> None:
+    """Cancel the legs still running (each books itself as cancelled, with what it cost) and
+    note the ones that failed on their own before they could be, for the flow to book."""
+    for task, attempt in legs.items():
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        await attempt.chunks.aclose()
+        error = None if task.cancelled() else task.exception()
+        if error is not None and not attempt.settled:
+            outcome.failed.append((attempt, error))
+    legs.clear()

@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 from collections.abc import Generator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .flow import HedgeOutcome
 from .results import StreamChunk
@@ -47,18 +47,20 @@ def race(router: Router, action: StartHedge) -> HedgeOutcome:
     else:
         outcome.unstarted = action.second
     winner: _Leg | None = None
-    unheard = len(legs)
-    while unheard and winner is None:
+    heard: list[_Leg] = []
+    while len(heard) < len(legs) and winner is None:
         leg = early if early is not None else reports.get()
         early = None
-        unheard -= 1
+        heard.append(leg)
         if leg.error is None:
             winner = leg
         else:
             outcome.failed.append((leg.attempt, leg.error))
     for leg in legs:
-        if leg is not winner and leg.error is None:
-            leg.lose()
+        if leg is not winner and leg not in heard:
+            error = leg.lose()
+            if error is not None:  # it failed on its own, just now: the flow frees its hold
+                outcome.failed.append((leg.attempt, error))
     for leg in legs:
         if leg is not winner:
             leg.thread.join(timeout=_LOSER_GRACE_S)
@@ -97,19 +99,23 @@ class _Leg:
                 return
         self._book_loss()  # lost while waiting for its server
 
-    def lose(self) -> None:
-        """This leg lost: book it now if its thread is done, else cut its connection (the
-        thread books it when its read ends)."""
+    def lose(self) -> BaseException | None:
+        """This leg lost. If its thread is done, book it now (output it had reached is costed
+        as cancelled) or return the failure it ended with, for the flow to book; else cut its
+        connection, and the thread books it when its read ends."""
         with self._lock:
             self._lost = True
             reported = self._reported
-        if reported:
-            self._book_loss()
-        else:
+        if not reported:
             self.attempt.cancel_requested = True
             handle = self.attempt.handle
             if handle is not None:
-                handle.close()
+                cut(handle)
+            return None
+        if self.error is not None:
+            return self.error
+        self.chunks.close()  # the attempt books itself as cancelled
+        return None
 
     def _book_loss(self) -> None:
         if self.error is None:
@@ -121,3 +127,10 @@ class _Leg:
                     self.router.perform(book)
                 except Exception:  # no caller is left on this thread to raise to
                     logger.exception("could not book a cancelled hedge leg")
+
+
+def cut(handle: Any) -> None:
+    """Close a stream another thread may be blocked reading: `abort()` where the transport has
+    it (it wakes the reader at once), else `close()`."""
+    abort = getattr(handle, "abort", None)
+    (abort or handle.close)()

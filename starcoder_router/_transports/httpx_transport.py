@@ -9,7 +9,9 @@ chunks, and `total_timeout` the whole stream.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 
@@ -122,6 +124,16 @@ class _HttpxStream:
 
     def close(self) -> None:
         self._resp.close()
+
+    def abort(self) -> None:
+        """Close from another thread (a hedge leg that lost): shut the socket down first, so a
+        read blocked in it returns at once; closing alone does not wake it."""
+        stream = self._resp.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self.close()
 
 
 class HttpxAsyncTransport:
