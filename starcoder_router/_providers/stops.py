@@ -78,6 +78,8 @@ class StreamCutter:
         if self.stopped:
             return None
         buf = self._pending + delta if delta else self._pending
+        if not buf:
+            return None
         for c in self._firsts:
             if c in buf:
                 break

@@ -221,6 +221,7 @@ class AsyncRouter(BaseRouter):
         lines: AsyncIterator[bytes] | None = None
         reply: Any = None
         error: BaseException | None = None
+        next_line, emit = act.NEXT_LINE, act.Emit
         try:
             while True:
                 try:
@@ -229,13 +230,17 @@ class AsyncRouter(BaseRouter):
                     return
                 reply, error = None, None
                 try:
-                    if action is act.NEXT_LINE:
+                    if action is next_line:  # the hot path: one line, then one chunk
                         assert lines is not None
-                        reply = await anext(lines, None)
+                        try:
+                            reply = await lines.__anext__()
+                        except StopAsyncIteration:
+                            reply = None
+                        continue
+                    if type(action) is emit:
+                        yield action.chunk
                         continue
                     match action:
-                        case act.Emit():
-                            yield action.chunk
                         case act.Open():
                             handle = await self._transport_for(action.provider).aopen(
                                 action.wire, timeout=action.timeout,

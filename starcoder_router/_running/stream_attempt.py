@@ -65,6 +65,8 @@ class StreamAttempt:
         self.lock = threading.Lock()
         self.cancel_requested = False
         self._drained = 0
+        self._now = run.core.clock.now
+        self._deadline = run.deadline
 
     @property
     def text(self) -> str:
@@ -142,8 +144,8 @@ class StreamAttempt:
             # pool instead of being dropped; give up on a server that keeps on sending.
             self._drained += 1
             return _END if self._drained > _MAX_DRAIN_LINES else None
-        now = self.run.core.clock.now()
-        if now > self.run.deadline:
+        now = self._now()
+        if now > self._deadline:
             # A server that keeps streaming must not keep the caller past the deadline.
             raise with_context(
                 ProviderTransportError("the request deadline passed mid-stream"), self.call)

@@ -85,19 +85,23 @@ class _Leg:
         self.thread = threading.Thread(
             target=self._pull_first, args=(reports,), daemon=True,
             name=f"starcoder-router-hedge-{attempt.cand.deployment.name}")
+        router.hedge_threads.add(self.thread)
         self.thread.start()
 
     def _pull_first(self, reports: queue.Queue[_Leg]) -> None:
         try:
-            self.first = next(self.chunks)
-        except BaseException as exc:
-            self.error = exc
-        with self._lock:
-            if not self._lost:
-                self._reported = True
-                reports.put(self)
-                return
-        self._book_loss()  # lost while waiting for its server
+            try:
+                self.first = next(self.chunks)
+            except BaseException as exc:
+                self.error = exc
+            with self._lock:
+                if not self._lost:
+                    self._reported = True
+                    reports.put(self)
+                    return
+            self._book_loss()  # lost while waiting for its server
+        finally:
+            self.router.hedge_threads.discard(self.thread)
 
     def lose(self) -> BaseException | None:
         """This leg lost. If its thread is done, book it now (output it had reached is costed

@@ -16,6 +16,8 @@ their actions with blocking calls. `AsyncRouter` performs the same actions with 
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -45,6 +47,10 @@ if TYPE_CHECKING:
     from .stream_attempt import StreamAttempt
 
 __all__ = ["Router"]
+
+# How long `close()` waits for lost hedge legs to end (they are cut off, so usually at once;
+# one still waiting for its server's first byte ends when that comes, or at its deadline).
+_CLOSE_WAIT_S = 2.0
 
 T = TypeVar("T")
 
@@ -78,6 +84,9 @@ class Router(BaseRouter):
                          hooks=hooks, hedge=hedge, clock=clock, env=env)
         self._transport = transport
         self._transports: dict[str, SyncTransport] = {}
+        # Threads of hedge legs that lost and are still ending: `close()` lets them finish
+        # (each books what it cost) before it closes the connections they use.
+        self.hedge_threads: set[threading.Thread] = set()
 
     # -- the API --------------------------------------------------------------------------------
 
@@ -100,6 +109,9 @@ class Router(BaseRouter):
     def close(self) -> None:
         """Close every connection. The router cannot be used afterwards."""
         self._closed = True
+        deadline = time.monotonic() + _CLOSE_WAIT_S
+        for thread in list(self.hedge_threads):
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         for t in self._transports.values():
             t.close()
         self._transports.clear()
@@ -202,6 +214,7 @@ class Router(BaseRouter):
         lines: Iterator[bytes] = iter(())
         reply: Any = None
         error: BaseException | None = None
+        next_line, emit = act.NEXT_LINE, act.Emit
         try:
             while True:
                 try:
@@ -210,12 +223,13 @@ class Router(BaseRouter):
                     return
                 reply, error = None, None
                 try:
-                    if action is act.NEXT_LINE:
+                    if action is next_line:  # the hot path: one line, then one chunk
                         reply = next(lines, None)
                         continue
+                    if type(action) is emit:
+                        yield action.chunk
+                        continue
                     match action:
-                        case act.Emit():
-                            yield action.chunk
                         case act.Open():
                             handle = self._open(attempt, action)
                             reply = handle.status, handle.headers

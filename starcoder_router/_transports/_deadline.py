@@ -20,10 +20,9 @@ awaited one in its task, and each has at most one call in flight.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import httpcore
@@ -35,16 +34,22 @@ _until: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "starcoder_router_deadline", default=None)
 
 
-@contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Socket waits inside the block end `seconds` from now at the latest."""
-    outer = _until.get()
-    until = time.monotonic() + seconds
-    token = _until.set(until if outer is None else min(outer, until))
-    try:
-        yield
-    finally:
-        _until.reset(token)
+class deadline:
+    """Socket waits inside the block end `seconds` from now at the latest. (A class, not a
+    generator context manager: streams enter one per chunk, and this costs a fifth as much.)"""
+
+    __slots__ = ("_token", "_until")
+
+    def __init__(self, seconds: float):
+        until = time.monotonic() + seconds
+        outer = _until.get()
+        self._until = until if outer is None else min(outer, until)
+
+    def __enter__(self) -> None:
+        self._token = _until.set(self._until)
+
+    def __exit__(self, *exc: object) -> None:
+        _until.reset(self._token)
 
 
 def _left(timeout: float | None, expired: type[Exception]) -> float | None:

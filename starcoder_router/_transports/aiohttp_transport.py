@@ -95,23 +95,32 @@ def _lower(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 class _AiohttpStream:
-    __slots__ = ("_resp", "_until", "headers", "status")
+    __slots__ = ("_expired", "_resp", "_until", "headers", "status")
 
     def __init__(self, resp: aiohttp.ClientResponse, until: float | None = None):
         self._resp = resp
         self._until = until  # event-loop time
+        self._expired = False
         self.status = resp.status
         self.headers: Mapping[str, str] = _lower(resp.headers)
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._resp.close()  # wakes the pending read with a connection error
 
     async def alines(self) -> AsyncIterator[bytes]:
         splitter = LineSplitter()
         content = self._resp.content
+        # One timer for the whole stream, not a timeout per chunk (that costs a timer handle
+        # scheduled and cancelled for every chunk): when the deadline passes, the connection is
+        # closed under the pending read.
+        watchdog = (asyncio.get_running_loop().call_at(self._until, self._expire)
+                    if self._until is not None else None)
         try:
             while True:
                 # One HTTP chunk at a time, as it arrived: `iter_any` would first gather
                 # everything already buffered, delaying the first event behind the others.
-                async with asyncio.timeout_at(self._until):
-                    chunk, chunk_end = await content.readchunk()
+                chunk, chunk_end = await content.readchunk()
                 if not chunk:
                     if not chunk_end:
                         break  # (b"", False) is the end of the body
@@ -119,7 +128,14 @@ class _AiohttpStream:
                 for line in splitter.feed(chunk):
                     yield line
         except _ERRORS as exc:
+            if self._expired:
+                raise ProviderTimeoutError("the stream's deadline passed") from exc
             raise _mapped(exc) from exc
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+        if self._expired:
+            raise ProviderTimeoutError("the stream's deadline passed")
         for line in splitter.flush():
             yield line
 

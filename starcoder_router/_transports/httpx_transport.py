@@ -126,14 +126,17 @@ class _HttpxStream:
         self._resp.close()
 
     def abort(self) -> None:
-        """Close from another thread (a hedge leg that lost): shut the socket down first, so a
-        read blocked in it returns at once; closing alone does not wake it."""
+        """Cut a stream that another thread is reading (a hedge leg that lost): shut its socket
+        down, which ends a read blocked in it at once (closing alone does not wake it). The
+        reading thread then closes the response itself: httpcore's connection state is not
+        safe to close from a second thread while the first is inside a read."""
         stream = self._resp.extensions.get("network_stream")
         sock = stream.get_extra_info("socket") if stream is not None else None
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        self.close()
+        if sock is None:
+            self.close()
+            return
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 class HttpxAsyncTransport:
