@@ -1,5 +1,5 @@
 """Every script in examples/ runs, offline, and shows what it says it shows. (The local
-llama.cpp example runs against a real llama-server in tests/llama/test_example_local.py.)"""
+llama.cpp example runs against a real llama-server in tests/real_servers/test_example_local.py.)"""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ counter has mostly seen (an editor's next request) costs a fraction of a millise
 counted on the loop: the thread hop would cost more.
 
     await count_off_loop(counter, request)
-    run = router._start(request)  # on the loop, from cached counts
+    run = core.start(request)  # on the loop, from cached counts
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """One streaming attempt, free of I/O and written once for both routers.
 
 `StreamAttempt.pump()` is a generator: it yields `Open`, `NEXT_LINE`, `Emit`, `Book`… and each
-router drives it with its own I/O (`Router._pump`, `AsyncRouter._pump`). The attempt keeps the
+router drives it with its own I/O (`Router.pump`, `AsyncRouter.pump`). The attempt keeps the
 books: first-token time, the deadline, draining the end marker, and what to settle when the
 stream finishes, breaks after output, or is closed early by the caller — on every one of those
 paths exactly once (`settled`).
