@@ -7,12 +7,14 @@ Example::
     web.run_app(app, host="127.0.0.1", port=8080)
 
 A middleware gives every request an id, authenticates the tenant (except for `/health`,
-`/ready` and `/metrics`) and makes sure that nothing, not even an unknown route or a bug,
-answers with anything but the caller's protocol's error shape.
+`/ready` and `/metrics`, which has its own `metrics_key`) and makes sure that nothing, not even
+an unknown route or a bug, answers with anything but the caller's protocol's error shape.
+`listen` serves the app with the connection caps and deadlines of `connections.py`.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +24,7 @@ from aiohttp import web
 
 from .._ids import new_id
 from . import ollama, openai, tgi
+from .connections import GuardedHandler, GuardedSite
 from .gateway import Gateway
 from .http import (
     GATEWAY_KEY,
@@ -31,9 +34,10 @@ from .http import (
     Dialect,
     error_response,
 )
-from .problems import Problem, problem_for
+from .problems import GatewayError, Problem, problem_for
+from .settings import ServerSettings
 
-__all__ = ["RUNNER_OPTIONS", "create_app"]
+__all__ = ["RUNNER_OPTIONS", "create_app", "listen"]
 
 # How the app must be run (`web.run_app` or `web.AppRunner`): a client that hangs up cancels its
 # handler at once, which closes the upstream stream and books its cost, instead of the gateway
@@ -65,7 +69,13 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await _answer(request, handler, dialect)
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
-    metrics = request.app[GATEWAY_KEY].metrics
+    gateway = request.app[GATEWAY_KEY]
+    protocol = request.protocol
+    if isinstance(protocol, GuardedHandler):
+        protocol.served += 1
+        if protocol.served >= gateway.settings.max_requests_per_connection:
+            response.force_close()  # the client opens a new connection: no endless keep-alive
+    metrics = gateway.metrics
     metrics.requests.labels(dialect.name, route, str(response.status)).inc()
     metrics.latency.labels(dialect.name, route).observe(time.perf_counter() - started)
     if response.status >= 400:
@@ -78,9 +88,11 @@ async def _answer(request: web.Request, handler: Handler,
     rid = request.headers.get(HEADER_REQUEST_ID) or new_id()
     request[REQUEST_ID_KEY] = rid = rid[:128]
     try:
+        gateway = request.app[GATEWAY_KEY]
         if request.path not in _OPEN_PATHS:
-            gateway = request.app[GATEWAY_KEY]
             request[TENANT_KEY] = gateway.tenants.authenticate(request.headers.get("Authorization"))
+        elif request.path == "/metrics":
+            _check_metrics_key(gateway, request.headers.get("Authorization"))
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -93,6 +105,19 @@ async def _answer(request: web.Request, handler: Handler,
         if problem.status == 500:
             logger.exception("request %s failed", rid)
         return error_response(dialect, problem, rid)
+
+
+def _check_metrics_key(gateway: Gateway, authorization: str | None) -> None:
+    """401 unless `Authorization: Bearer <metrics_key>` (when a metrics key is configured)."""
+    expected = gateway.settings.metrics_key
+    if expected is None:
+        return
+    scheme, _, presented = (authorization or "").strip().partition(" ")
+    ok = hmac.compare_digest(presented.strip().encode("utf-8", "surrogatepass"),
+                             expected.get_secret_value().encode())
+    if scheme.lower() != "bearer" or not ok:
+        raise GatewayError(Problem(401, "invalid_request_error", "invalid_api_key",
+                                   "/metrics needs 'Authorization: Bearer <metrics_key>'"))
 
 
 async def _health(request: web.Request) -> web.Response:
@@ -134,3 +159,19 @@ def create_app(gateway: Gateway) -> web.Application:
 
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+async def listen(app: web.Application, settings: ServerSettings, *, host: str, port: int,
+                 reuse_port: bool | None = None, shutdown_timeout: float | None = None,
+                 ) -> web.AppRunner:
+    """Serve `app` on host:port with `settings`' connection caps and deadlines; `cleanup()` the
+    returned runner to stop."""
+    timeout = settings.shutdown_timeout_s if shutdown_timeout is None else shutdown_timeout
+    runner = web.AppRunner(app, shutdown_timeout=timeout, **RUNNER_OPTIONS)
+    await runner.setup()
+    try:
+        await GuardedSite(runner, settings, host=host, port=port, reuse_port=reuse_port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner

@@ -114,7 +114,7 @@ def mock_catalog(base_url: str, variants: tuple[str, ...] = tuple(PRICES)) -> Ca
 def serve(loop_thread: LoopThread, upstream_url: str) -> Iterator[Callable[..., Any]]:
     """`serve(**gateway_kwargs)` starts a gateway (default: the mock catalog, in-memory
     store) and returns a handle with `.url` and `.gateway`; all are stopped after the test."""
-    from starcoder_router._server.app import create_app
+    from starcoder_router._server.app import create_app, listen
     from starcoder_router._server.gateway import Gateway
 
     started: list[Running] = []
@@ -125,9 +125,10 @@ def serve(loop_thread: LoopThread, upstream_url: str) -> Iterator[Callable[..., 
 
         async def boot() -> Running:
             gateway = Gateway(**kwargs)
-            runner, url = await start_site(
-                create_app(gateway), shutdown_timeout=gateway.settings.shutdown_timeout_s)
-            return Running(url, gateway, runner)
+            runner = await listen(create_app(gateway), gateway.settings, host="127.0.0.1",
+                                  port=0)
+            host, bound = runner.addresses[0][:2]
+            return Running(f"http://{host}:{bound}", gateway, runner)
 
         handle = loop_thread.run(boot())
         started.append(handle)

@@ -1,0 +1,184 @@
+"""The gateway's connections: how many a client may hold, how long it may take to send a
+request, and what a malformed request gets back.
+
+aiohttp's own answer to a request it cannot parse is a plain-text 400 that repeats the offending
+header line, and its `aiohttp.server` logger prints the same line: a bearer key followed by a
+stray CR, LF or NUL would land in both. `GuardedHandler` answers such requests with a fixed body
+and logs only the error's kind. It also caps open connections, in all and per client address,
+before a single byte is read: a client over its cap gets a bare 429 (503 when the gateway is
+full) and is closed.
+
+Deadlines: aiohttp closes a connection whose keep-alive timer fires while it is still waiting
+for a request's headers, and that timer starts when the connection opens and again when each
+answer ends. With `keepalive_timeout = header_timeout_s` it is the headers' deadline (slowloris
+gets nowhere). The body's deadline is `read_json`'s (408).
+
+Example (what `app.listen` does)::
+
+    runner = web.AppRunner(app, **RUNNER_OPTIONS)
+    await runner.setup()
+    await GuardedSite(runner, settings, host="127.0.0.1", port=8080).start()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from .settings import ServerSettings
+
+__all__ = ["ConnectionGuard", "GuardedHandler", "GuardedSite", "client_of", "handler_options"]
+
+logger = logging.getLogger("starcoder_router.server.connections")
+
+_REFUSALS = {
+    429: b"HTTP/1.1 429 Too Many Requests\r\nConnection: close\r\nRetry-After: 1\r\n"
+         b"Content-Length: 0\r\n\r\n",
+    503: b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n"
+         b"Content-Length: 0\r\n\r\n",
+}
+
+
+def client_of(peername: Any) -> str:
+    """The address a client's connections are counted under: its IP, or its /64 for IPv6
+    (one host usually holds a whole /64)."""
+    if not isinstance(peername, tuple) or not peername:
+        return "-"
+    host = str(peername[0])
+    if ":" in host:
+        try:
+            return str(ipaddress.IPv6Network((host.split("%", maxsplit=1)[0], 64), strict=False))
+        except ValueError:
+            return host
+    return host
+
+
+class ConnectionGuard:
+    """Open connections per client and in all (pure bookkeeping, no I/O)."""
+
+    def __init__(self, total: int, per_client: int):
+        self.total = total
+        self.per_client = per_client
+        self.open = 0
+        self._by_client: dict[str, int] = {}
+
+    def enter(self, client: str) -> int | None:
+        """Count a new connection; the status to refuse it with when over a cap."""
+        if self.open >= self.total:
+            return 503
+        held = self._by_client.get(client, 0)
+        if held >= self.per_client:
+            return 429
+        self._by_client[client] = held + 1
+        self.open += 1
+        return None
+
+    def leave(self, client: str) -> None:
+        held = self._by_client.get(client, 0) - 1
+        if held > 0:
+            self._by_client[client] = held
+        else:
+            self._by_client.pop(client, None)
+        self.open = max(0, self.open - 1)
+
+
+def handler_options(settings: ServerSettings) -> dict[str, Any]:
+    """What every connection's `RequestHandler` gets."""
+    return {
+        "keepalive_timeout": settings.header_timeout_s,  # also the headers' deadline (above)
+        # A body the handler did not read is drained for at most this long before closing.
+        "lingering_time": min(5.0, settings.body_timeout_s),
+        "max_line_size": 8190,
+        "max_field_size": 8190,
+        "max_headers": 64,
+        "auto_decompress": False,  # no inflating of client bodies: read_json refuses them
+        "logger": logger,
+        "access_log": None,
+    }
+
+
+class GuardedHandler(web.RequestHandler):
+    """aiohttp's connection handler with the caps and the quiet error answer above."""
+
+    def __init__(self, manager: Any, *, guard: ConnectionGuard, **kwargs: Any):
+        super().__init__(manager, **kwargs)
+        self._guard = guard
+        self._client = "-"
+        self._admitted = False
+        self.served = 0  # requests answered on this connection (the app's middleware counts)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._client = client_of(transport.get_extra_info("peername"))
+        refused = self._guard.enter(self._client)
+        if refused is not None:
+            logger.warning("refused a connection from %s: %s", self._client,
+                           "too many connections" if refused == 503 else
+                           "too many connections from this client")
+            assert isinstance(transport, asyncio.Transport)
+            transport.write(_REFUSALS[refused])
+            transport.close()
+            return
+        self._admitted = True
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self._admitted:
+            return
+        self._admitted = False
+        self._guard.leave(self._client)
+        super().connection_lost(exc)
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        # aiohttp's message and exception name the header line it choked on: neither is kept.
+        if status >= 500:
+            logger.error("request from %s failed: %s", self._client, type(exc).__name__,
+                         exc_info=exc if not isinstance(exc, ValueError) else None)
+        else:
+            logger.info("rejected a malformed request from %s (%s)", self._client,
+                        type(exc).__name__ if exc is not None else status)
+        if request.writer.output_size > 0:
+            raise ConnectionError("the answer had started")
+        text = "malformed HTTP request" if status < 500 else "internal error"
+        body = {"error": {"message": text, "type": "invalid_request_error" if status < 500
+                          else "server_error", "param": None, "code": f"http_{status}"}}
+        response = web.Response(status=status, body=json.dumps(body).encode(),
+                                content_type="application/json")
+        response.force_close()
+        return response
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        exc = kw.get("exc_info")
+        logger.error("connection from %s failed: %s", self._client,
+                     type(exc).__name__ if isinstance(exc, BaseException) else "error")
+
+
+class GuardedSite(web.TCPSite):
+    """A TCP site whose connections are `GuardedHandler`s under one `ConnectionGuard`."""
+
+    def __init__(self, runner: web.BaseRunner, settings: ServerSettings, *, host: str,
+                 port: int, reuse_port: bool | None = None):
+        super().__init__(runner, host, port, reuse_port=reuse_port)
+        self.guard = ConnectionGuard(settings.max_connections,
+                                     settings.max_connections_per_client)
+        self._options = handler_options(settings)
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with its runner
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+        assert server is not None
+        guard, options = self.guard, self._options
+
+        def connection() -> GuardedHandler:
+            return GuardedHandler(server, guard=guard, loop=loop, **options)
+
+        self._server = await loop.create_server(
+            connection, self._host, self._port, backlog=self._backlog,
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port)
+        self._bound_port = self._server.sockets[0].getsockname()[1]
