@@ -280,7 +280,9 @@ class Gateway:
         from .._stores.periods import applicable_keys
 
         now = dt.datetime.now(dt.UTC)
-        keys = {k.key: k for tenant in [None, *self.tenants.names]
+        # Without tenant labels a tenant's budgets are not shown either (their keys name it).
+        tenants = self.tenants.names if self.settings.metrics_tenant_labels else []
+        keys = {k.key: k for tenant in [None, *tenants]
                 for k in applicable_keys(budgets, tenant=tenant, tags=(), now=now)}
         astatus = getattr(self.store, "astatus", None)
         if astatus is not None and keys:

@@ -86,8 +86,6 @@ async def read_json(request: web.Request, max_bytes: int) -> dict[str, Any]:
                     raise _too_large(max_bytes)
                 chunks.append(data)
     except TimeoutError:
-        # The connection cannot carry another request after half a body: close it.
-        request.protocol.force_close()
         raise GatewayError(Problem(408, "invalid_request_error", "request_timeout",
                                    "the request body was not received in time")) from None
     try:
@@ -134,8 +132,12 @@ def error_response(dialect: Dialect, problem: Problem, rid: str) -> web.Response
     headers = {HEADER_REQUEST_ID: rid}
     if problem.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(problem.retry_after)))
-    return web.json_response(dialect.error_body(problem), status=problem.status,
-                             headers=headers)
+    response = web.json_response(dialect.error_body(problem), status=problem.status,
+                                 headers=headers)
+    if problem.status in (408, 413):
+        # The rest of the body was not read: the connection cannot carry another request.
+        response.force_close()
+    return response
 
 
 def _headers(completion: Completion | None, rid: str) -> dict[str, str]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
+import re
 import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -67,6 +69,56 @@ async def start_site(app: web.Application, port: int = 0,
     await site.start()
     host, bound = runner.addresses[0][:2]
     return runner, f"http://{host}:{bound}"
+
+
+# What must never reach a log: bearer keys and provider keys (every key the gateway tests use
+# starts with "sk-"), an Authorization header's value, SHA-256 digests (a key's hash is as good
+# as a tenant name to an attacker who has the config), and the canaries the adversarial tests
+# put in prompts and keys.
+SECRET = re.compile(r"sk-[\w-]+|Bearer\s+\S|\b[0-9a-f]{64}\b|CANARY", re.IGNORECASE)
+
+
+class _SecretScan(logging.Handler):
+    """Keeps every record, at any level and from any logger, that shows a secret."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.leaks: list[str] = []
+        self._fmt = logging.Formatter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # a record that cannot format shows nothing
+            text = str(record.msg)
+        if record.exc_info:
+            text += self._fmt.formatException(record.exc_info)
+        if SECRET.search(text):
+            self.leaks.append(f"{record.name} {record.levelname}: {text[:500]!r}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log() -> Iterator[_SecretScan]:
+    """Every log record of the gateway tests, DEBUG up, every library's logger included, is
+    scanned as it is made; the session fails at the end if any showed a key or a canary."""
+    root = logging.getLogger()
+    scan = _SecretScan()
+    level = root.level
+    root.addHandler(scan)
+    root.setLevel(logging.DEBUG)
+    quiet = {name: logging.getLogger(name).level for name in (
+        "aiohttp.server", "aiohttp.access", "aiohttp.web", "aiohttp.internal",
+        "aiohttp.client", "asyncio", "httpx", "httpcore", "openai", "redis")}
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    try:
+        yield scan
+    finally:
+        root.removeHandler(scan)
+        root.setLevel(level)
+        for name, old in quiet.items():
+            logging.getLogger(name).setLevel(old)
+    assert not scan.leaks, "secrets in the logs:\n" + "\n".join(scan.leaks[:20])
 
 
 @pytest.fixture(scope="session")
