@@ -13,6 +13,9 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from starcoder_router._server.settings import ServerSettings, TenantSettings
 from starcoder_router._server.tenants import hash_key
@@ -287,3 +290,70 @@ def test_compressed_bodies_are_refused_without_inflating_them(gw: Any) -> None:
     r = exchange(gw.url, request(b"POST", b"/v1/completions", b"Content-Encoding: gzip\r\n",
                                  body=gzip.compress(b'{"prompt": "x"}')))
     assert r is not None and r.status == 415
+
+
+# -- fuzzing ----------------------------------------------------------------------------------
+
+PATHS = [b"/v1/completions", b"/v1/chat/completions", b"/v1/models", b"/api/generate",
+         b"/api/show", b"/api/tags", b"/api/version", b"/generate", b"/generate_stream", b"/",
+         b"/info", b"/health", b"/metrics", b"/nowhere", b"/v1/models/../../etc/passwd"]
+HEADER_NAMES = [b"Authorization", b"Content-Length", b"Transfer-Encoding", b"Content-Type",
+                b"Expect", b"Connection", b"X-Request-Id", b"Content-Encoding", b"Host",
+                b"Upgrade", b"Accept"]
+HEADER_VALUES = [b"Bearer " + KEY_B, b"Bearer " + KEY_B + b"\r", b"Bearer " + KEY_B + b"\x00",
+                 b"Bearer " + KEY_B + b"\xff", b"bearer  " + KEY_B + b" ", b"\x00", b"chunked",
+                 b"chunked, gzip", b"-1", b"99999999999", b"0x10", b"100-continue", b"gzip",
+                 b"close", b"keep-alive, Upgrade", b"websocket", b"h2c", KEY_B * 300,
+                 b"application/json; charset=\xff"]
+
+methods = st.sampled_from([b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH",
+                           b"BREW", b"G\x00T", b"PRI"]) | st.binary(min_size=1, max_size=8)
+paths = st.sampled_from(PATHS) | st.binary(min_size=1, max_size=40).map(lambda b: b"/" + b)
+header = st.tuples(st.sampled_from(HEADER_NAMES) | st.binary(min_size=1, max_size=12),
+                   st.sampled_from(HEADER_VALUES) | st.binary(max_size=40))
+bodies = st.sampled_from([b"", b"{}", b'{"model": "starcoder2", "prompt": "x", "max_tokens": 2}',
+                          b"0\r\n\r\n", b"5\r\nhello\r\n0\r\n\r\n"]) | st.binary(max_size=100)
+
+
+@pytest.fixture
+def fuzz_gw(serve: Any) -> Any:
+    return serve(settings=settings(header_timeout_s=0.3, body_timeout_s=0.3,
+                                   max_connections_per_client=1000))
+
+
+@hyp_settings(max_examples=300, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(method=methods, path=paths, headers=st.lists(header, max_size=6), body=bodies)
+def test_any_request_gets_a_4xx_or_a_success(fuzz_gw: Any, method: bytes, path: bytes,
+                                             headers: list[tuple[bytes, bytes]],
+                                             body: bytes) -> None:
+    head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+    raw = method + b" " + path + b" HTTP/1.1\r\nHost: g\r\n" + head + b"\r\n" + body
+    errors_before = len(_ERRORS)
+    r = exchange(fuzz_gw.url, raw, timeout=5)
+    if r is not None:
+        assert r.status < 500, r.raw[:300]
+        assert b"Traceback" not in r.raw
+        assert_no_key(r.raw)
+    assert len(_ERRORS) == errors_before, _ERRORS[errors_before:]
+
+
+class _Errors(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        _ERRORS.append(f"{record.name}: {record.getMessage()}")
+
+
+_ERRORS: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_error_records() -> Any:
+    """Nothing a client sends is worth an ERROR record (that is a bug's level)."""
+    handler = _Errors(logging.ERROR)
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+    errors, _ERRORS[:] = list(_ERRORS), []
+    assert not errors
