@@ -7,6 +7,7 @@ session-wide log scan in conftest.py checks every record too)."""
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import socket
 import time
@@ -357,3 +358,31 @@ def _no_error_records() -> Any:
         logging.getLogger().removeHandler(handler)
     errors, _ERRORS[:] = list(_ERRORS), []
     assert not errors
+
+
+def test_urls_in_a_body_are_never_called(gw: Any) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    here = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    named = {"base_url": here, "api_base": here, "url": here, "host": here, "endpoint": here,
+             "images": [here], "image_url": {"url": here}}
+    bodies = [
+        {"model": here, "prompt": here},
+        {"model": "starcoder2", "prompt": here, "max_tokens": 2, **named,
+         "extra_body": named, "options": named, "parameters": named},
+        {"model": "starcoder2", "messages": [{"role": "user", "content": here, **named}],
+         "max_tokens": 2, **named},
+        {"inputs": here, "parameters": {"max_new_tokens": 2, **named}, **named},
+        {"model": f"{here}/v1", "name": here},
+    ]
+    try:
+        for path in PATHS:
+            for body in bodies:
+                data = json.dumps(body).encode()
+                r = exchange(gw.url, request(b"POST", path, b"Content-Type: application/json\r\n",
+                                             body=data))
+                assert r is None or r.status < 500
+        with pytest.raises(TimeoutError):
+            listener.accept()
+    finally:
+        listener.close()
