@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -85,8 +86,7 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 async def _answer(request: web.Request, handler: Handler,
                   dialect: Dialect) -> web.StreamResponse:
-    rid = request.headers.get(HEADER_REQUEST_ID) or new_id()
-    request[REQUEST_ID_KEY] = rid = rid[:128]
+    request[REQUEST_ID_KEY] = rid = _request_id(request)
     try:
         _authenticate(request)
         return await handler(request)
@@ -101,6 +101,16 @@ async def _answer(request: web.Request, handler: Handler,
         if problem.status == 500:
             logger.exception("request %s failed", rid)
         return error_response(dialect, problem, rid)
+
+
+# A caller's request id goes into our logs and answers: plain tokens only (no control or
+# escape characters to forge log lines or terminal output with), else one of our own.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+
+
+def _request_id(request: web.Request) -> str:
+    given = request.headers.get(HEADER_REQUEST_ID)
+    return given if given is not None and _REQUEST_ID.fullmatch(given) else new_id()
 
 
 def _authenticate(request: web.Request) -> None:
@@ -124,7 +134,7 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
     stranger is not invited to send a body; aiohttp's own handler would say 100 first (and
     echo an unknown Expect value in its 417)."""
     dialect = _dialect_for(request.path)
-    rid = (request.headers.get(HEADER_REQUEST_ID) or new_id())[:128]
+    rid = _request_id(request)
     try:
         _authenticate(request)
     except GatewayError as exc:

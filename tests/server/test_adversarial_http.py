@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import re
 import socket
 import time
 from typing import Any
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
+from starcoder_router._server.connections import ConnectionGuard, client_of
 from starcoder_router._server.settings import ServerSettings, TenantSettings
 from starcoder_router._server.tenants import hash_key
 from support.raw_http import closed_within, connect, exchange, read_response
@@ -313,6 +315,10 @@ paths = st.sampled_from(PATHS) | st.binary(min_size=1, max_size=40).map(lambda b
 header = st.tuples(st.sampled_from(HEADER_NAMES) | st.binary(min_size=1, max_size=12),
                    st.sampled_from(HEADER_VALUES) | st.binary(max_size=40))
 bodies = st.sampled_from([b"", b"{}", b'{"model": "starcoder2", "prompt": "x", "max_tokens": 2}',
+                          b'{"prompt": "PROMPT-CANARY", "max_tokens": 99999, "stream": true}',
+                          b'{"model": "starcoder2", "messages": [{"role": "user", '
+                          b'"content": "PROMPT-CANARY"}], "max_tokens": 2}',
+                          b'{"inputs": "PROMPT-CANARY", "parameters": {"max_new_tokens": -1}}',
                           b"0\r\n\r\n", b"5\r\nhello\r\n0\r\n\r\n"]) | st.binary(max_size=100)
 
 
@@ -386,3 +392,30 @@ def test_urls_in_a_body_are_never_called(gw: Any) -> None:
             listener.accept()
     finally:
         listener.close()
+
+
+def test_a_request_id_is_echoed_only_when_it_is_a_plain_token(gw: Any) -> None:
+    r = exchange(gw.url, request(path=b"/nowhere", headers=b"X-Request-Id: req-42.a:b\r\n"))
+    assert r is not None and r.headers["x-request-id"] == "req-42.a:b"
+    for hostile in (b"a\x1b[31mred", b"a\x00b", b"\xff\xfe", b"x" * 200, b"a b", b"%0d%0a"):
+        r = exchange(gw.url, request(path=b"/nowhere",
+                                     headers=b"X-Request-Id: " + hostile + b"\r\n"))
+        assert r is not None and r.status in (400, 404)  # 400: the parser refused it already
+        if r.status == 404:
+            assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"]), r.headers
+
+
+def test_connections_are_counted_per_address_and_ipv6_per_64() -> None:
+    assert client_of(("10.1.2.3", 5000)) == "10.1.2.3"
+    assert client_of(("2001:db8::1", 5000, 0, 0)) == client_of(("2001:db8::ffff:1", 1, 0, 0))
+    assert client_of(("2001:db8:0:1::1", 5000, 0, 0)) != client_of(("2001:db8::1", 1, 0, 0))
+    assert client_of(None) == client_of("/tmp/socket") == "-"
+    guard = ConnectionGuard(total=3, per_client=2)
+    assert [guard.enter("a"), guard.enter("a"), guard.enter("a")] == [None, None, 429]
+    assert guard.enter("b") is None
+    assert guard.enter("c") == 503
+    guard.leave("a")
+    assert guard.enter("c") is None
+    for who in ("a", "b", "c"):
+        guard.leave(who)
+    assert guard.open == 0 and guard.enter("a") is None
