@@ -79,14 +79,18 @@ SECRET = re.compile(r"sk-[\w-]+|Bearer\s+\S|\b[0-9a-f]{64}\b|CANARY", re.IGNOREC
 
 
 class _SecretScan(logging.Handler):
-    """Keeps every record, at any level and from any logger, that shows a secret."""
+    """Keeps every record, at any level and from any logger, that shows a secret (while a
+    gateway test runs: other folders' tests keep their own logging)."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
+        self.active = False
         self.leaks: list[str] = []
         self._fmt = logging.Formatter()
 
     def emit(self, record: logging.LogRecord) -> None:
+        if not self.active:
+            return
         try:
             text = record.getMessage()
         except Exception:  # a record that cannot format shows nothing
@@ -97,28 +101,37 @@ class _SecretScan(logging.Handler):
             self.leaks.append(f"{record.name} {record.levelname}: {text[:500]!r}")
 
 
-@pytest.fixture(scope="session", autouse=True)
+_LIBRARIES = ("aiohttp.server", "aiohttp.access", "aiohttp.web", "aiohttp.internal",
+              "aiohttp.client", "asyncio", "httpx", "httpcore", "openai", "redis")
+
+
+@pytest.fixture(scope="session")
 def no_secret_in_any_log() -> Iterator[_SecretScan]:
     """Every log record of the gateway tests, DEBUG up, every library's logger included, is
     scanned as it is made; the session fails at the end if any showed a key or a canary."""
-    root = logging.getLogger()
     scan = _SecretScan()
-    level = root.level
-    root.addHandler(scan)
-    root.setLevel(logging.DEBUG)
-    quiet = {name: logging.getLogger(name).level for name in (
-        "aiohttp.server", "aiohttp.access", "aiohttp.web", "aiohttp.internal",
-        "aiohttp.client", "asyncio", "httpx", "httpcore", "openai", "redis")}
-    for name in quiet:
-        logging.getLogger(name).setLevel(logging.DEBUG)
+    logging.getLogger().addHandler(scan)
     try:
         yield scan
     finally:
-        root.removeHandler(scan)
-        root.setLevel(level)
-        for name, old in quiet.items():
-            logging.getLogger(name).setLevel(old)
+        logging.getLogger().removeHandler(scan)
     assert not scan.leaks, "secrets in the logs:\n" + "\n".join(scan.leaks[:20])
+
+
+@pytest.fixture(autouse=True)
+def _logs_at_debug(no_secret_in_any_log: _SecretScan) -> Iterator[None]:
+    """Each gateway test runs with every logger at DEBUG, under the scan."""
+    loggers = [logging.getLogger(), *(logging.getLogger(n) for n in _LIBRARIES)]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.DEBUG)
+    no_secret_in_any_log.active = True
+    try:
+        yield
+    finally:
+        no_secret_in_any_log.active = False
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 @pytest.fixture(scope="session")

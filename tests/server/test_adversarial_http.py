@@ -419,3 +419,25 @@ def test_connections_are_counted_per_address_and_ipv6_per_64() -> None:
     for who in ("a", "b", "c"):
         guard.leave(who)
     assert guard.open == 0 and guard.enter("a") is None
+
+
+PROVIDER_KEY = "sk-provider-CANARY-4e1f0a9b8c7d"
+
+
+@pytest.mark.parametrize("status", [401, 429, 500])
+def test_a_provider_key_echoed_upstream_reaches_no_answer_or_log(
+        serve: Any, upstream: Any, status: int, caplog: pytest.LogCaptureFixture) -> None:
+    from upstream import Reply
+
+    from starcoder_router._config import ProviderSettings
+    from starcoder_router._running.retry import RetryPolicy
+
+    caplog.set_level(logging.DEBUG)
+    gw = serve(settings=settings(), retry=RetryPolicy(max_attempts=1),
+               providers={"openai-compatible": ProviderSettings(api_key=PROVIDER_KEY)})
+    upstream.script(*[Reply(status=status, error=f"key {PROVIDER_KEY} refused")] * 4)
+    body = json.dumps({"model": "starcoder2", "prompt": "x", "max_tokens": 2}).encode()
+    r = exchange(gw.url, request(b"POST", b"/v1/completions", body=body))
+    assert r is not None and r.status in (429, 503), r.raw[:300]
+    assert PROVIDER_KEY.encode() not in r.raw and PROVIDER_KEY[-8:].encode() not in r.raw
+    assert PROVIDER_KEY[-8:] not in caplog.text
