@@ -11,7 +11,8 @@ full) and is closed.
 Deadlines: aiohttp closes a connection whose keep-alive timer fires while it is still waiting
 for a request's headers, and that timer starts when the connection opens and again when each
 answer ends. With `keepalive_timeout = header_timeout_s` it is the headers' deadline (slowloris
-gets nowhere). The body's deadline is `read_json`'s (408).
+gets nowhere). The body's deadline is `read_json`'s (408). A client that stops reading an
+answer is closed after `send_timeout_s` (below).
 
 Example (what `app.listen` does)::
 
@@ -105,12 +106,37 @@ def handler_options(settings: ServerSettings) -> dict[str, Any]:
 class GuardedHandler(web.RequestHandler):
     """aiohttp's connection handler with the caps and the quiet error answer above."""
 
-    def __init__(self, manager: Any, *, guard: ConnectionGuard, **kwargs: Any):
+    def __init__(self, manager: Any, *, guard: ConnectionGuard, send_timeout_s: float,
+                 **kwargs: Any):
         super().__init__(manager, **kwargs)
         self._guard = guard
+        self._send_timeout_s = send_timeout_s
+        self._stalled: asyncio.TimerHandle | None = None
         self._client = "-"
         self._admitted = False
         self.served = 0  # requests answered on this connection (the app's middleware counts)
+
+    # A client that stops reading (a stream it asked for, left unread) fills the socket's
+    # buffers; the transport then pauses writing. Paused for longer than the send deadline,
+    # the connection is closed, which cancels the handler and closes its upstream stream.
+    # One timer per stall, nothing per chunk.
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stalled is None:
+            self._stalled = self._loop.call_later(self._send_timeout_s, self._give_up)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
+    def _give_up(self) -> None:
+        self._stalled = None
+        logger.info("closed a connection from %s: it stopped reading", self._client)
+        if self.transport is not None:
+            # close() would wait for the unsent bytes to go out, which is never.
+            self.transport.abort()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._client = client_of(transport.get_extra_info("peername"))
@@ -127,6 +153,9 @@ class GuardedHandler(web.RequestHandler):
         super().connection_made(transport)
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
         if not self._admitted:
             return
         self._admitted = False
@@ -167,16 +196,18 @@ class GuardedSite(web.TCPSite):
         self.guard = ConnectionGuard(settings.max_connections,
                                      settings.max_connections_per_client)
         self._options = handler_options(settings)
+        self._send_timeout_s = settings.send_timeout_s
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with its runner
         loop = asyncio.get_running_loop()
         server = self._runner.server
         assert server is not None
-        guard, options = self.guard, self._options
+        guard, options, send_timeout_s = self.guard, self._options, self._send_timeout_s
 
         def connection() -> GuardedHandler:
-            return GuardedHandler(server, guard=guard, loop=loop, **options)
+            return GuardedHandler(server, guard=guard, send_timeout_s=send_timeout_s, loop=loop,
+                                  **options)
 
         self._server = await loop.create_server(
             connection, self._host, self._port, backlog=self._backlog,

@@ -63,9 +63,11 @@ class ServerSettings(FrozenModel):
     Every client is assumed hostile (SECURITY.md): `header_timeout_s` is how long a connection
     may take to send a request's headers (counted from when it opened or its last answer ended,
     so it is also how long an idle keep-alive connection is kept), `body_timeout_s` how long a
-    request's body may take (408 after it); `max_connections` caps open connections in all and
-    `max_connections_per_client` per client address (an IPv6 client by its /64); over a cap a
-    new connection is answered 503 (all) or 429 (one client) and closed.
+    request's body may take (408 after it), `send_timeout_s` how long a client may leave an
+    answer unread while the gateway waits to send more (then it is closed); `max_connections`
+    caps open connections in all and `max_connections_per_client` per client address (an IPv6
+    client by its /64); over a cap a new connection is answered 503 (all) or 429 (one client)
+    and closed.
     `max_requests_per_connection` closes a keep-alive connection after that many requests.
     `metrics_key`, when set, is the bearer token `/metrics` requires (401 without it);
     `metrics_tenant_labels = false` drops tenant names from the metrics.
@@ -83,6 +85,7 @@ class ServerSettings(FrozenModel):
     tracing: bool = False
     header_timeout_s: float = Field(default=10.0, gt=0)
     body_timeout_s: float = Field(default=30.0, gt=0)
+    send_timeout_s: float = Field(default=30.0, gt=0)
     max_connections: int = Field(default=1024, gt=0)
     max_connections_per_client: int = Field(default=64, gt=0)
     max_requests_per_connection: int = Field(default=1000, gt=0)

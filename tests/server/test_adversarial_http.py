@@ -441,3 +441,23 @@ def test_a_provider_key_echoed_upstream_reaches_no_answer_or_log(
     assert r is not None and r.status in (429, 503), r.raw[:300]
     assert PROVIDER_KEY.encode() not in r.raw and PROVIDER_KEY[-8:].encode() not in r.raw
     assert PROVIDER_KEY[-8:] not in caplog.text
+
+
+def test_a_client_that_stops_reading_a_stream_is_closed(serve: Any, upstream: Any) -> None:
+    from upstream import Reply
+
+    gw = serve(settings=settings(send_timeout_s=0.5))
+    upstream.script(Reply(text=" ".join(["y" * 12_000] * 1500)))  # 18 MB: past any buffer
+    body = json.dumps({"model": "starcoder2", "prompt": "x", "max_tokens": 1500,
+                       "stream": True}).encode()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    host, port = gw.url.removeprefix("http://").split(":")
+    sock.connect((host, int(port)))
+    with sock:
+        sock.sendall(request(b"POST", b"/v1/completions", body=body))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and upstream.closed_streams == 0:
+            time.sleep(0.1)  # never reading
+        assert upstream.closed_streams == 1  # the gateway gave up and closed the upstream
+        assert closed_within(sock, 10) is not None
