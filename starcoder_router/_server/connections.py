@@ -45,6 +45,28 @@ _REFUSALS = {
 }
 
 
+class _Quiet:
+    """Logs one line for the first of a kind of event, then at most one per `every_s` with the
+    count since: a client that sends garbage on purpose cannot flood the log."""
+
+    def __init__(self, level: int, every_s: float = 10.0):
+        self._level = level
+        self._every_s = every_s
+        self._next = 0.0
+        self._since = 0
+
+    def log(self, loop: asyncio.AbstractEventLoop, message: str, *args: object) -> None:
+        now = loop.time()
+        if now < self._next:
+            self._since += 1
+            return
+        if self._since:
+            message += f" (and {self._since} more in the last {self._every_s:g} s)"
+        logger.log(self._level, message, *args)
+        self._next, self._since = now + self._every_s, 0
+
+
+
 def client_of(peername: Any) -> str:
     """The address a client's connections are counted under: its IP, or its /64 for IPv6
     (one host usually holds a whole /64)."""
@@ -60,13 +82,17 @@ def client_of(peername: Any) -> str:
 
 
 class ConnectionGuard:
-    """Open connections per client and in all (pure bookkeeping, no I/O)."""
+    """Open connections per client and in all (pure bookkeeping, no I/O), and the site's
+    throttled log lines."""
 
     def __init__(self, total: int, per_client: int):
         self.total = total
         self.per_client = per_client
         self.open = 0
         self._by_client: dict[str, int] = {}
+        self.refused = _Quiet(logging.WARNING)
+        self.malformed = _Quiet(logging.INFO)
+        self.stalled = _Quiet(logging.INFO)
 
     def enter(self, client: str) -> int | None:
         """Count a new connection; the status to refuse it with when over a cap."""
@@ -133,7 +159,8 @@ class GuardedHandler(web.RequestHandler):
 
     def _give_up(self) -> None:
         self._stalled = None
-        logger.info("closed a connection from %s: it stopped reading", self._client)
+        self._guard.stalled.log(self._loop, "closed a connection from %s: it stopped reading",
+                                self._client)
         if self.transport is not None:
             # close() would wait for the unsent bytes to go out, which is never.
             self.transport.abort()
@@ -142,9 +169,9 @@ class GuardedHandler(web.RequestHandler):
         self._client = client_of(transport.get_extra_info("peername"))
         refused = self._guard.enter(self._client)
         if refused is not None:
-            logger.warning("refused a connection from %s: %s", self._client,
-                           "too many connections" if refused == 503 else
-                           "too many connections from this client")
+            self._guard.refused.log(self._loop, "refused a connection from %s: %s", self._client,
+                                    "too many connections" if refused == 503 else
+                                    "too many connections from this client")
             assert isinstance(transport, asyncio.Transport)
             transport.write(_REFUSALS[refused])
             transport.close()
@@ -169,8 +196,9 @@ class GuardedHandler(web.RequestHandler):
             logger.error("request from %s failed: %s", self._client, type(exc).__name__,
                          exc_info=exc if not isinstance(exc, ValueError) else None)
         else:
-            logger.info("rejected a malformed request from %s (%s)", self._client,
-                        type(exc).__name__ if exc is not None else status)
+            self._guard.malformed.log(self._loop, "rejected a malformed request from %s (%s)",
+                                      self._client,
+                                      type(exc).__name__ if exc is not None else status)
         if request.writer.output_size > 0:
             raise ConnectionError("the answer had started")
         text = "malformed HTTP request" if status < 500 else "internal error"

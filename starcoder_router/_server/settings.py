@@ -35,7 +35,7 @@ class TenantSettings(FrozenModel):
     and its rate limits per minute (None: unlimited)."""
 
     name: str = Field(min_length=1)
-    key_sha256: str
+    key_sha256: str = Field(repr=False)  # as good as the key to whoever can guess keys
     requests_per_minute: int | None = Field(default=None, gt=0)
     tokens_per_minute: int | None = Field(default=None, gt=0)
 

@@ -461,3 +461,17 @@ def test_a_client_that_stops_reading_a_stream_is_closed(serve: Any, upstream: An
             time.sleep(0.1)  # never reading
         assert upstream.closed_streams == 1  # the gateway gave up and closed the upstream
         assert closed_within(sock, 10) is not None
+
+
+def test_garbage_cannot_flood_the_log(gw: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="starcoder_router")
+    for _ in range(50):
+        exchange(gw.url, b"GET / HTTP/1.1\r\nHost: g\r\nX: \x00\r\n\r\n")
+    lines = [r for r in caplog.records if "malformed" in r.getMessage()]
+    assert len(lines) <= 2
+
+
+def test_settings_show_no_key_digest() -> None:
+    s = settings(metrics_key="sk-metrics-CANARY-1234")
+    for text in (repr(s), str(s), repr(s.tenants[0])):
+        assert hash_key(KEY) not in text and "CANARY" not in text
