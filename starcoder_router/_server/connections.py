@@ -33,7 +33,15 @@ from aiohttp import web
 
 from .settings import ServerSettings
 
-__all__ = ["ConnectionGuard", "GuardedHandler", "GuardedSite", "client_of", "handler_options"]
+__all__ = [
+    "ConnectionGuard",
+    "GuardedHandler",
+    "GuardedSite",
+    "client_of",
+    "connection_cap",
+    "fit_connections",
+    "handler_options",
+]
 
 logger = logging.getLogger("starcoder_router.server.connections")
 
@@ -112,6 +120,43 @@ class ConnectionGuard:
         else:
             self._by_client.pop(client, None)
         self.open = max(0, self.open - 1)
+
+
+# Each client connection may hold an upstream connection too; the rest is for the store, the
+# log files and the listening sockets.
+_FDS_PER_CONNECTION = 2
+_FDS_SPARE = 256
+
+
+def fit_connections(wanted: int, soft: int, hard: int) -> tuple[int, int]:
+    """(the connection cap that fits the open-file limit, the soft limit to ask for). A cap
+    above the limit would not hold: accept() would fail with EMFILE and asyncio would stop
+    accepting anyone for a second at a time. Negative limits mean unlimited."""
+    need = wanted * _FDS_PER_CONNECTION + _FDS_SPARE
+    if soft < 0 or soft >= need:
+        return wanted, soft
+    target = need if hard < 0 else min(need, hard)
+    return min(wanted, max(1, (target - _FDS_SPARE) // _FDS_PER_CONNECTION)), target
+
+
+def connection_cap(wanted: int) -> int:
+    """`wanted`, or less when the process may not open enough files (after raising its soft
+    limit as far as the hard one allows)."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to fit
+        return wanted
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    cap, target = fit_connections(wanted, soft, hard)
+    if target != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            cap = fit_connections(wanted, soft, soft)[0]
+    if cap < wanted:
+        logger.warning("max_connections lowered from %d to %d to fit the open-file limit "
+                       "(ulimit -n)", wanted, cap)
+    return cap
 
 
 def handler_options(settings: ServerSettings) -> dict[str, Any]:
@@ -221,7 +266,7 @@ class GuardedSite(web.TCPSite):
     def __init__(self, runner: web.BaseRunner, settings: ServerSettings, *, host: str,
                  port: int, reuse_port: bool | None = None):
         super().__init__(runner, host, port, reuse_port=reuse_port)
-        self.guard = ConnectionGuard(settings.max_connections,
+        self.guard = ConnectionGuard(connection_cap(settings.max_connections),
                                      settings.max_connections_per_client)
         self._options = handler_options(settings)
         self._send_timeout_s = settings.send_timeout_s

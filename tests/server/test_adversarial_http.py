@@ -475,3 +475,14 @@ def test_settings_show_no_key_digest() -> None:
     s = settings(metrics_key="sk-metrics-CANARY-1234")
     for text in (repr(s), str(s), repr(s.tenants[0])):
         assert hash_key(KEY) not in text and "CANARY" not in text
+
+
+def test_the_connection_cap_fits_the_open_file_limit() -> None:
+    from starcoder_router._server.connections import fit_connections
+
+    assert fit_connections(1024, 20_000, 20_000) == (1024, 20_000)  # room enough
+    assert fit_connections(1024, 1024, 4096) == (1024, 2304)  # the soft limit goes up
+    assert fit_connections(1024, 1024, 1024) == (384, 1024)  # it cannot: fewer connections
+    assert fit_connections(1024, 1024, -1) == (1024, 2304)  # unlimited hard limit
+    assert fit_connections(1024, -1, -1) == (1024, -1)
+    assert fit_connections(10, 100, 100)[0] == 1
