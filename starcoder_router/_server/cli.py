@@ -89,7 +89,10 @@ async def _serve_until_signalled(config: str | None, raw_settings: dict[str, Any
     settings = ServerSettings(**raw_settings)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except NotImplementedError:  # Windows' loops: Ctrl-C ends run_until_complete instead
+            pass
     app = create_app(Gateway.from_config(config, settings=settings))
     runner = await listen(app, settings, host=settings.host, port=settings.port,
                           reuse_port=reuse_port)
