@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import sys
@@ -89,10 +90,9 @@ async def _serve_until_signalled(config: str | None, raw_settings: dict[str, Any
     settings = ServerSettings(**raw_settings)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
+        # Windows' loops have no signal handlers: Ctrl-C ends run_until_complete instead.
+        with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-        except NotImplementedError:  # Windows' loops: Ctrl-C ends run_until_complete instead
-            pass
     app = create_app(Gateway.from_config(config, settings=settings))
     runner = await listen(app, settings, host=settings.host, port=settings.port,
                           reuse_port=reuse_port)
