@@ -486,3 +486,14 @@ def test_the_connection_cap_fits_the_open_file_limit() -> None:
     assert fit_connections(1024, 1024, -1) == (1024, 2304)  # unlimited hard limit
     assert fit_connections(1024, -1, -1) == (1024, -1)
     assert fit_connections(10, 100, 100)[0] == 1
+
+
+@pytest.mark.parametrize("text", ["\U00040000", "a\U0007ffff" * 300, "x" * 600 + "\U00050000"])
+def test_characters_outside_the_vocabulary_are_counted(serve: Any, exact_counter: Any,
+                                                       text: str) -> None:
+    gw = serve(settings=settings(), tokenizer=exact_counter)
+    body = json.dumps({"model": "starcoder2", "prompt": text, "max_tokens": 2}).encode()
+    r = exchange(gw.url, request(b"POST", b"/v1/completions", body=body))
+    assert r is not None and r.status == 200, r
+    assert exact_counter.count(text) == len(exact_counter.encode(text)) > 0
+    assert exact_counter.count("\U00040000") == 3  # as `tokenizers` counts: the 0xF1 is dropped

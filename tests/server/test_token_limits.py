@@ -12,6 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 from upstream import Reply  # loaded by conftest.py
 
 from starcoder_router import RedisStore
@@ -160,3 +163,37 @@ def test_two_gateways_share_one_token_limit_through_redis(
 def test_every_path_settles_its_hold_in_redis(serve: Any, upstream: Any,
                                               fresh_redis: str) -> None:
     _settles_every_path(redis_gateway(serve, fresh_redis, 2 * HOLD + 5), upstream)
+
+
+# -- the hold is a bound -----------------------------------------------------------------------
+
+_text = st.text(st.characters(codec="utf-8"), max_size=60) | st.sampled_from(
+    ["<fim_prefix>", "<|endoftext|>", "### Instruction", "def f(x):\n    return x\n", "é" * 7,
+     "\U0001F600" * 3, "<file_sep>", " " * 9])
+_requests = st.one_of(
+    st.fixed_dictionaries({"prompt": _text}),
+    st.fixed_dictionaries({"prompt": _text, "suffix": _text}),
+    st.fixed_dictionaries({"messages": st.lists(st.fixed_dictionaries(
+        {"role": st.just("user"), "content": _text}), min_size=1, max_size=4)}),
+    st.fixed_dictionaries({"prefix": _text, "suffix": _text, "path": _text,
+                           "repo_name": _text, "files": st.lists(st.fixed_dictionaries(
+                               {"path": _text, "text": _text}), max_size=3)}),
+)
+
+
+@hyp_settings(max_examples=150, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fields=_requests, max_tokens=st.integers(1, 4096))
+def test_the_hold_covers_the_rendered_prompt_and_the_output(exact_counter: Any,
+                                                           fields: dict[str, Any],
+                                                           max_tokens: int) -> None:
+    from starcoder_router._routing.render import render
+    from starcoder_router._routing.request import CompletionRequest
+
+    fields = {**fields, "max_tokens": max_tokens}
+    try:
+        request = CompletionRequest(**fields)
+        rendered = render(request)
+    except Exception:  # not a request the router would run
+        return
+    assert exact_counter.count(rendered.prompt) + max_tokens <= tokens_to_hold(fields)
