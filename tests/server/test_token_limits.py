@@ -75,7 +75,7 @@ def test_concurrent_requests_cannot_overrun_the_limit_in_memory(serve: Any,
 
 def _settles_every_path(gw: Any, upstream: Any) -> None:
     """With room for two holds: failed, abandoned and served requests all give theirs back."""
-    away_from_minute_edge(20)
+    away_from_minute_edge(6)
     upstream.script(Reply(status=400), Reply(status=400))  # not retried: a client error
     assert asyncio.run(_burst([gw.url], 2)) != [200, 200]
     upstream.script(*[Reply(delay_s=1.5)] * 2)
