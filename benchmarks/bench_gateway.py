@@ -181,7 +181,8 @@ def gateway_config(mock: str, path: Path) -> None:
         'name = "mock/starcoder2-3b"\nprovider = "openai-compatible"\n'
         f'variant = "starcoder2-3b"\nmodel = "bench-model"\nbase_url = "{mock}/v1"\n'
         "context_window = 16384\n"
-        '[server]\nmax_tokens = 4096\n')
+        # Every load client comes from 127.0.0.1: one address, so its connection cap goes up.
+        '[server]\nmax_tokens = 4096\nmax_connections_per_client = 1024\n')
 
 
 def litellm_config(mock: str, path: Path) -> None:

@@ -18,6 +18,7 @@ Agreement, token for token, is tested on real code (tests/routing/test_bpe_oracl
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -38,24 +39,40 @@ _PRE_TOKENIZER = {
 
 
 class TiktokenEngine:
-    """Exact StarCoder 2 ids with `tiktoken`. Special-token strings count as one token each."""
+    """Exact StarCoder 2 ids with `tiktoken`. Special-token strings count as one token each.
+
+    The vocabulary has no token for a few byte values (0xC0, 0xC1, 0xF1, 0xF5 to 0xFF): the
+    `tokenizers` BPE drops such a byte, while `tiktoken` panics (a `BaseException`). Only text
+    with a character from U+40000 to U+7FFFF (UTF-8 lead byte 0xF1) has one, so such a text,
+    which anyone can send, goes to `fallback` (the `tokenizers` encoder) instead.
+    """
 
     name = "tiktoken"
 
-    def __init__(self, encoding: Any):
+    def __init__(self, encoding: Any, fallback: Callable[[str], list[int]]):
         self._encoding = encoding
         # Bound once: the hot path is one call per uncached block of text.
         self._encode = encoding.encode
+        self._fallback = fallback
 
     def encode(self, text: str) -> list[int]:
-        return list(self._encode(text, allowed_special="all"))
+        try:
+            return list(self._encode(text, allowed_special="all"))
+        except BaseException as exc:
+            if type(exc).__name__ != "PanicException":
+                raise
+            return self._fallback(text)
 
     def count(self, text: str) -> int:
-        return len(self._encode(text, allowed_special="all"))
+        try:
+            return len(self._encode(text, allowed_special="all"))
+        except BaseException as exc:
+            if type(exc).__name__ != "PanicException":
+                raise
+            return len(self._fallback(text))
 
     def count_many(self, texts: list[str]) -> list[int]:
-        enc = self._encode
-        return [len(enc(t, allowed_special="all")) for t in texts]
+        return [self.count(t) for t in texts]
 
 
 def tiktoken_engine(tokenizer: Tokenizer) -> TiktokenEngine | None:
@@ -73,7 +90,10 @@ def tiktoken_engine(tokenizer: Tokenizer) -> TiktokenEngine | None:
     encoding = tiktoken.Encoding(
         "starcoder2", pat_str=SPLIT_PATTERN, mergeable_ranks=ranks, special_tokens=special,
     )
-    return TiktokenEngine(encoding)
+    def fallback(text: str) -> list[int]:
+        return list(tokenizer.encode(text, add_special_tokens=False).ids)
+
+    return TiktokenEngine(encoding, fallback)
 
 
 def _ranks(spec: dict[str, Any]) -> dict[bytes, int] | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import sys
@@ -56,7 +57,7 @@ def run_serve(args: argparse.Namespace) -> int:
     for child in children:
         child.start()
 
-    # aiohttp turns SIGINT/SIGTERM into a graceful stop of this worker; then the others stop.
+    # SIGINT/SIGTERM stop this worker gracefully; then the others stop.
     try:
         _serve(args.config, settings.model_dump(), reuse_port=True)
     finally:
@@ -69,23 +70,39 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def _serve(config: str | None, raw_settings: dict[str, Any], reuse_port: bool) -> None:
     """One worker: build the gateway inside the event loop and serve until signalled."""
-    from aiohttp import web
+    loop = _new_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(_serve_until_signalled(config, raw_settings, reuse_port, loop))
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
 
-    from .app import RUNNER_OPTIONS, create_app
+
+async def _serve_until_signalled(config: str | None, raw_settings: dict[str, Any],
+                                 reuse_port: bool, loop: asyncio.AbstractEventLoop) -> None:
+    import signal
+
+    from .app import create_app, listen
     from .gateway import Gateway
     from .settings import ServerSettings
 
     settings = ServerSettings(**raw_settings)
-
-    async def make_app() -> web.Application:
-        return create_app(Gateway.from_config(config, settings=settings))
-
-    loop = _new_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # Windows' loops have no signal handlers: Ctrl-C ends run_until_complete instead.
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    app = create_app(Gateway.from_config(config, settings=settings))
+    runner = await listen(app, settings, host=settings.host, port=settings.port,
+                          reuse_port=reuse_port)
     print(f"starcoder-router gateway on http://{settings.host}:{settings.port} "
           f"({type(loop).__module__.split('.')[0]} loop)", file=sys.stderr, flush=True)
-    web.run_app(make_app(), host=settings.host, port=settings.port, reuse_port=reuse_port,
-                shutdown_timeout=settings.shutdown_timeout_s, print=None, loop=loop,
-                **RUNNER_OPTIONS)
+    try:
+        await stop.wait()
+    finally:
+        # Stops accepting, lets in-flight requests run for shutdown_timeout_s, then cancels.
+        await runner.cleanup()
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

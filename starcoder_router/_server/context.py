@@ -8,7 +8,10 @@ gateway it is None.
 from __future__ import annotations
 
 import contextvars
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from .tenants import TokenHold
 
 __all__ = ["CallContext", "current_call"]
 
@@ -18,6 +21,7 @@ class CallContext(NamedTuple):
     model: str
     tenant: str | None
     protocol: str
+    hold: TokenHold | None = None  # the tokens this request holds; its attempts add usage
 
 
 current_call: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(

@@ -27,7 +27,14 @@ from .context import CallContext, current_call
 from .health_share import GatewayHealth
 from .models import ModelChoice, model_names, resolve_model
 from .settings import ServerSettings, TenantSettings, load_server_settings
-from .tenants import MemoryRateLimiter, RateLimiter, RedisRateLimiter, Tenants
+from .tenants import (
+    MemoryRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+    Tenants,
+    TokenHold,
+    tokens_to_hold,
+)
 
 if TYPE_CHECKING:
     from .._config import ProviderSettings
@@ -54,6 +61,7 @@ class Call(NamedTuple):
     tenant: TenantSettings | None = None
     request_id: str = ""
     protocol: str = "openai"
+    hold: TokenHold | None = None
 
 
 class Opened(NamedTuple):
@@ -106,7 +114,6 @@ class Gateway:
         }
         self._routers: dict[ModelChoice, AsyncRouter] = {}
         self._by_name: dict[str | None, AsyncRouter] = {}
-        self._pending_tokens: list[tuple[TenantSettings, int]] = []
         self.health = GatewayHealth(lambda: list(self._routers.values()), redis_url,
                                     getattr(self.store, "prefix", "scr:"))
         self.router(None)  # the default router exists from the start: /ready asks it
@@ -178,10 +185,18 @@ class Gateway:
 
     # -- calls ----------------------------------------------------------------------------------
 
-    async def admit(self, tenant: TenantSettings | None) -> None:
-        """Count the request against its tenant's rate limits (429 when over)."""
-        if tenant is not None:
-            await self.limiter.admit(tenant, time.time())
+    async def admit(self, tenant: TenantSettings | None, call: Call) -> TokenHold | None:
+        """Count the request against its tenant's rate limits and reserve the most tokens it
+        can use (429 when over). The caller owns the hold: `settle` it on every path."""
+        if tenant is None:
+            return None
+        want = tokens_to_hold(call.fields) if tenant.tokens_per_minute is not None else 0
+        return await self.limiter.admit(tenant, time.time(), want)
+
+    async def settle(self, hold: TokenHold | None) -> None:
+        """Give back what a finished request held beyond what it used."""
+        if hold is not None and not hold.settled:
+            await self.limiter.settle(hold)
 
     async def complete(self, call: Call) -> Completion:
         router = self.router(call.model)
@@ -239,25 +254,17 @@ class Gateway:
     @staticmethod
     def _context(call: Call) -> CallContext:
         return CallContext(call.request_id, call.model or "starcoder2",
-                           call.tenant.name if call.tenant else None, call.protocol)
+                           call.tenant.name if call.tenant else None, call.protocol, call.hold)
 
     def _on_attempt(self, attempt: Attempt) -> None:
         ctx = current_call.get()
         tenant = ctx.tenant if ctx else None
-        self.metrics.on_attempt(attempt, tenant)
+        self.metrics.on_attempt(attempt, tenant if self.settings.metrics_tenant_labels else None)
         if attempt.outcome == "error" and (self.health.shared is not None
                                            or len(self._routers) > 1):
             self.health.after_failure(attempt.deployment)
-        if tenant is not None and attempt.usage is not None:
-            limits = next((t for t in self.settings.tenants if t.name == tenant), None)
-            if limits is not None and limits.tokens_per_minute is not None:
-                self._pending_tokens.append((limits, attempt.usage.total_tokens))
-
-    async def flush_tokens(self) -> None:
-        """Add the tokens of finished attempts to their tenants' per-minute counters."""
-        pending, self._pending_tokens = self._pending_tokens, []
-        for tenant, tokens in pending:
-            await self.limiter.add_tokens(tenant, tokens, time.time())
+        if ctx is not None and ctx.hold is not None and attempt.usage is not None:
+            ctx.hold.used += attempt.usage.total_tokens
 
     async def start(self) -> None:
         """Start background work (listening for shared health); the app calls it once its
@@ -273,7 +280,9 @@ class Gateway:
         from .._stores.periods import applicable_keys
 
         now = dt.datetime.now(dt.UTC)
-        keys = {k.key: k for tenant in [None, *self.tenants.names]
+        # Without tenant labels a tenant's budgets are not shown either (their keys name it).
+        tenants = self.tenants.names if self.settings.metrics_tenant_labels else []
+        keys = {k.key: k for tenant in [None, *tenants]
                 for k in applicable_keys(budgets, tenant=tenant, tags=(), now=now)}
         astatus = getattr(self.store, "astatus", None)
         if astatus is not None and keys:

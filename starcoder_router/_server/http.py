@@ -9,6 +9,7 @@ every path (end, error, client gone, shutdown), which books its cost.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from .._ids import new_id
 from .gateway import Call, Gateway
 from .problems import GatewayError, Problem, invalid, problem_for
 from .settings import TenantSettings
+from .tenants import TokenHold
 
 if TYPE_CHECKING:
     from .._running.results import Completion, StreamChunk
@@ -66,16 +68,26 @@ class Dialect(Protocol):
 
 
 async def read_json(request: web.Request, max_bytes: int) -> dict[str, Any]:
-    """The body as a JSON object: 413 above `max_bytes`, 400 when not a JSON object."""
+    """The body as a JSON object: 413 above `max_bytes`, 408 when it takes longer than the
+    gateway's `body_timeout_s`, 415 when compressed, 400 when not a JSON object."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise _too_large(max_bytes)
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding != "identity":  # the app does not inflate bodies: no decompression bombs
+        raise GatewayError(Problem(415, "invalid_request_error", "unsupported_content_encoding",
+                                   "compressed request bodies are not accepted"))
     chunks: list[bytes] = []
     size = 0
-    async for data in request.content.iter_any():
-        size += len(data)
-        if size > max_bytes:
-            raise _too_large(max_bytes)
-        chunks.append(data)
+    try:
+        async with asyncio.timeout(request.app[GATEWAY_KEY].settings.body_timeout_s):
+            async for data in request.content.iter_any():
+                size += len(data)
+                if size > max_bytes:
+                    raise _too_large(max_bytes)
+                chunks.append(data)
+    except TimeoutError:
+        raise GatewayError(Problem(408, "invalid_request_error", "request_timeout",
+                                   "the request body was not received in time")) from None
     try:
         body = json.loads(b"".join(chunks))
     except (ValueError, UnicodeDecodeError) as exc:
@@ -120,8 +132,12 @@ def error_response(dialect: Dialect, problem: Problem, rid: str) -> web.Response
     headers = {HEADER_REQUEST_ID: rid}
     if problem.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(problem.retry_after)))
-    return web.json_response(dialect.error_body(problem), status=problem.status,
-                             headers=headers)
+    response = web.json_response(dialect.error_body(problem), status=problem.status,
+                                 headers=headers)
+    if problem.status in (408, 413):
+        # The rest of the body was not read: the connection cannot carry another request.
+        response.force_close()
+    return response
 
 
 def _headers(completion: Completion | None, rid: str) -> dict[str, str]:
@@ -141,13 +157,15 @@ async def handle(request: web.Request, dialect: Dialect, parse: Parser) -> web.S
     authenticated it)."""
     gateway = request.app[GATEWAY_KEY]
     rid = request_id(request)
+    hold = None
     try:
         tenant = request.get(TENANT_KEY)
         body = await read_json(request, gateway.settings.max_body_bytes)
         parsed = parse(request, body, gateway)
         gateway.router(parsed.call.model)  # an unknown model is a 404 before any counting
-        await gateway.admit(tenant)
-        parsed = parsed._replace(call=parsed.call._replace(tenant=tenant, request_id=rid))
+        hold = await gateway.admit(tenant, parsed.call)
+        parsed = parsed._replace(call=parsed.call._replace(tenant=tenant, request_id=rid,
+                                                           hold=hold))
         if parsed.stream:
             return await _stream(request, gateway, dialect, parsed, rid)
         completion = await gateway.complete(parsed.call)
@@ -156,7 +174,21 @@ async def handle(request: web.Request, dialect: Dialect, parse: Parser) -> web.S
     except Exception as exc:
         return _failed(dialect, exc, rid)
     finally:
-        await gateway.flush_tokens()
+        if hold is not None:
+            # This handler owns the hold: settle it even when the client is gone and the task
+            # is being cancelled (shielded, so a second cancel cannot leave it held).
+            await _settle(gateway, hold)
+
+
+async def _settle(gateway: Gateway, hold: TokenHold) -> None:
+    settling = asyncio.ensure_future(gateway.settle(hold))
+    try:
+        await asyncio.shield(settling)
+    except asyncio.CancelledError:
+        await settling
+        raise
+    except Exception:  # the store is down: the hold ends with its window
+        logger.warning("could not settle a token hold", exc_info=True)
 
 
 def _failed(dialect: Dialect, exc: Exception, rid: str) -> web.Response:

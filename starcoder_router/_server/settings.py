@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from .._errors import ConfigError
 from .._validation import FrozenModel, read_toml, validate_config
@@ -35,7 +35,7 @@ class TenantSettings(FrozenModel):
     and its rate limits per minute (None: unlimited)."""
 
     name: str = Field(min_length=1)
-    key_sha256: str
+    key_sha256: str = Field(repr=False)  # as good as the key to whoever can guess keys
     requests_per_minute: int | None = Field(default=None, gt=0)
     tokens_per_minute: int | None = Field(default=None, gt=0)
 
@@ -59,6 +59,18 @@ class ServerSettings(FrozenModel):
     for a deployment to come out of its cooldown. `tracing` records an OpenTelemetry span per
     attempt on the global tracer provider (the `otel` extra; configure the exporter as usual,
     e.g. with `OTEL_EXPORTER_OTLP_ENDPOINT` under `opentelemetry-instrument`).
+
+    Every client is assumed hostile (SECURITY.md): `header_timeout_s` is how long a connection
+    may take to send a request's headers (counted from when it opened or its last answer ended,
+    so it is also how long an idle keep-alive connection is kept), `body_timeout_s` how long a
+    request's body may take (408 after it), `send_timeout_s` how long a client may leave an
+    answer unread while the gateway waits to send more (then it is closed); `max_connections`
+    caps open connections in all and `max_connections_per_client` per client address (an IPv6
+    client by its /64); over a cap a new connection is answered 503 (all) or 429 (one client)
+    and closed.
+    `max_requests_per_connection` closes a keep-alive connection after that many requests.
+    `metrics_key`, when set, is the bearer token `/metrics` requires (401 without it);
+    `metrics_tenant_labels = false` drops tenant names from the metrics.
     """
 
     host: str = "127.0.0.1"
@@ -71,6 +83,21 @@ class ServerSettings(FrozenModel):
     tenants: tuple[TenantSettings, ...] = ()
     health_sync_s: float = Field(default=0.25, gt=0)
     tracing: bool = False
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    send_timeout_s: float = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=1024, gt=0)
+    max_connections_per_client: int = Field(default=64, gt=0)
+    max_requests_per_connection: int = Field(default=1000, gt=0)
+    metrics_key: SecretStr | None = None
+    metrics_tenant_labels: bool = True
+
+    @field_validator("metrics_key")
+    @classmethod
+    def _not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be empty (leave it out to serve /metrics openly)")
+        return value
 
     @field_validator("tenants")
     @classmethod

@@ -8,6 +8,11 @@ Rate limits count requests and tokens per tenant in fixed one-minute windows. Wi
 store the counters live in the same Redis, so every gateway instance shares them; otherwise they
 live in the process. Refused requests count too: a client that keeps hammering stays limited.
 
+Tokens are reserved before the call, as budgets are: a request holds the most it can use (its
+prompt's bound plus its output cap) and is refused when that does not fit in what the minute has
+left, so concurrent requests can never overrun the limit together. When it ends, however it
+ends, its `TokenHold` is settled with the real usage, which gives the rest back.
+
 Example::
 
     tenants = Tenants([TenantSettings(name="acme", key_sha256=hash_key("sk-acme"))])
@@ -19,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from .problems import GatewayError, Problem
@@ -30,7 +35,9 @@ __all__ = [
     "RateLimiter",
     "RedisRateLimiter",
     "Tenants",
+    "TokenHold",
     "hash_key",
+    "tokens_to_hold",
 ]
 
 WINDOW_S = 60.0
@@ -39,6 +46,33 @@ WINDOW_S = 60.0
 def hash_key(key: str) -> str:
     """The hex SHA-256 digest the config stores instead of the key."""
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+# What a prompt template may add around the caller's text (FIM tokens, chat roles), per request
+# and per message, on top of the text's UTF-8 length.
+_TEMPLATE_TOKENS = 32
+_MESSAGE_TOKENS = 16
+
+
+def tokens_to_hold(fields: Mapping[str, Any]) -> int:
+    """The most tokens a request can use: a bound on its prompt (a byte-level BPE token covers
+    at least one byte, so every text's UTF-8 length, plus the template's share) and its output
+    cap. A bound, not an estimate: a limit reserved this way is never overrun."""
+    output = fields.get("max_tokens")
+    total = _TEMPLATE_TOKENS + (output if isinstance(output, int) and output > 0 else 0)
+    stack: list[Any] = [v for k, v in fields.items() if k != "max_tokens"]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            total += len(value.encode("utf-8", "surrogatepass"))
+        elif isinstance(value, Mapping):
+            total += _MESSAGE_TOKENS
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+        elif hasattr(value, "model_dump"):
+            stack.append(value.model_dump())
+    return total
 
 
 def _unauthorized(message: str) -> GatewayError:
@@ -68,7 +102,12 @@ class Tenants:
         scheme, _, key = (authorization or "").strip().partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-        presented = hashlib.sha256(key.strip().encode()).digest()
+        # aiohttp decodes header bytes that are not UTF-8 as surrogates: hash the bytes as sent.
+        try:
+            raw = key.strip().encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate no bytes decode to: no key can match it
+            raise _unauthorized("invalid API key") from None
+        presented = hashlib.sha256(raw).digest()
         found: TenantSettings | None = None
         for tenant, digest in zip(self._tenants, self._digests, strict=True):
             if hmac.compare_digest(presented, digest):
@@ -78,16 +117,42 @@ class Tenants:
         return found
 
 
+class TokenHold:
+    """Tokens one request holds in its tenant's minute. The HTTP handler that was admitted owns
+    it and settles it once, on every path; the router's attempts add their usage to `used`."""
+
+    __slots__ = ("reserved", "settled", "tenant", "used", "window")
+
+    def __init__(self, tenant: TenantSettings, window: int, reserved: int):
+        self.tenant = tenant
+        self.window = window
+        self.reserved = reserved
+        self.used = 0
+        self.settled = False
+
+    def take_settlement(self) -> int | None:
+        """The correction to book (used - reserved), once; None when already settled."""
+        if self.settled:
+            return None
+        self.settled = True
+        return self.used - self.reserved
+
+
 class RateLimiter(Protocol):
     """Per-tenant request and token counters for the current minute."""
 
-    async def admit(self, tenant: TenantSettings, now: float) -> None:
-        """Count a request; a `GatewayError` (429, with Retry-After) when over a limit."""
+    async def admit(self, tenant: TenantSettings, now: float, tokens: int) -> TokenHold | None:
+        """Count a request and reserve `tokens` (when the tenant has a token limit); a
+        `GatewayError` (429, with Retry-After) when over a limit."""
 
-    async def add_tokens(self, tenant: TenantSettings, tokens: int, now: float) -> None:
-        """Count the tokens a finished request used."""
+    async def settle(self, hold: TokenHold) -> None:
+        """Book a finished request's real usage in place of what it reserved."""
 
     async def aclose(self) -> None: ...
+
+
+def _window(now: float) -> int:
+    return int(now // WINDOW_S)
 
 
 def _limited(tenant: TenantSettings, what: str, now: float) -> GatewayError:
@@ -97,40 +162,79 @@ def _limited(tenant: TenantSettings, what: str, now: float) -> GatewayError:
         f"tenant {tenant.name!r} is over its {what} per minute", retry_after=float(wait)))
 
 
-def _check(tenant: TenantSettings, requests: int, tokens: int, now: float) -> None:
-    """The pure verdict on one tenant's counters (this request already counted)."""
+def _verdict(tenant: TenantSettings, requests: int, used: int, want: int) -> str | None:
+    """The pure verdict on one tenant's counters (this request already counted): what it is
+    over, or None when `want` more tokens fit."""
     if tenant.requests_per_minute is not None and requests > tenant.requests_per_minute:
-        raise _limited(tenant, "requests", now)
-    if tenant.tokens_per_minute is not None and tokens >= tenant.tokens_per_minute:
-        raise _limited(tenant, "tokens", now)
+        return "requests"
+    if tenant.tokens_per_minute is not None and used + want > tenant.tokens_per_minute:
+        return "tokens"
+    return None
+
+
+def _limits(tenant: TenantSettings) -> bool:
+    return tenant.requests_per_minute is not None or tenant.tokens_per_minute is not None
 
 
 class MemoryRateLimiter:
-    """Counters in this process (with a memory or SQLite spend store)."""
+    """Counters in this process (with a memory or SQLite spend store). Check and reserve happen
+    without an await between them, so they are atomic on the event loop."""
 
     def __init__(self) -> None:
         self._windows: dict[str, tuple[int, int, int]] = {}  # tenant -> (window, requests, tokens)
 
-    def _current(self, name: str, now: float) -> tuple[int, int, int]:
-        window = int(now // WINDOW_S)
+    def _current(self, name: str, window: int) -> tuple[int, int]:
         got = self._windows.get(name)
-        return got if got is not None and got[0] == window else (window, 0, 0)
+        return (got[1], got[2]) if got is not None and got[0] == window else (0, 0)
 
-    async def admit(self, tenant: TenantSettings, now: float) -> None:
-        if tenant.requests_per_minute is None and tenant.tokens_per_minute is None:
-            return
-        window, requests, tokens = self._current(tenant.name, now)
-        self._windows[tenant.name] = (window, requests + 1, tokens)
-        _check(tenant, requests + 1, tokens, now)
+    async def admit(self, tenant: TenantSettings, now: float, tokens: int) -> TokenHold | None:
+        if not _limits(tenant):
+            return None
+        window = _window(now)
+        requests, used = self._current(tenant.name, window)
+        requests += 1
+        want = tokens if tenant.tokens_per_minute is not None else 0
+        over = _verdict(tenant, requests, used, want)
+        self._windows[tenant.name] = (window, requests, used + (0 if over else want))
+        if over:
+            raise _limited(tenant, over, now)
+        return TokenHold(tenant, window, want) if want else None
 
-    async def add_tokens(self, tenant: TenantSettings, tokens: int, now: float) -> None:
-        if tenant.tokens_per_minute is None:
-            return
-        window, requests, used = self._current(tenant.name, now)
-        self._windows[tenant.name] = (window, requests, used + tokens)
+    async def settle(self, hold: TokenHold) -> None:
+        delta = hold.take_settlement()
+        got = self._windows.get(hold.tenant.name)
+        if delta and got is not None and got[0] == hold.window:
+            self._windows[hold.tenant.name] = (got[0], got[1], max(0, got[2] + delta))
 
     async def aclose(self) -> None:
         self._windows.clear()
+
+
+# Count the request, then reserve the tokens only if they fit: one script, so concurrent
+# gateways sharing the Redis cannot both see room for the same tokens.
+_ADMIT = """
+local requests = redis.call('HINCRBY', KEYS[1], 'requests', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+local rpm = tonumber(ARGV[1])
+if rpm > 0 and requests > rpm then return 1 end
+local tpm = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+if tpm > 0 and want > 0 then
+  local used = tonumber(redis.call('HGET', KEYS[1], 'tokens') or '0')
+  if used + want > tpm then return 2 end
+  redis.call('HINCRBY', KEYS[1], 'tokens', want)
+end
+return 0
+"""
+# A settlement whose window has expired has nothing left to correct (and must not recreate
+# the key without its expiry).
+_SETTLE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local left = redis.call('HINCRBY', KEYS[1], 'tokens', ARGV[1])
+  if left < 0 then redis.call('HSET', KEYS[1], 'tokens', 0) end
+end
+return 0
+"""
 
 
 class RedisRateLimiter:
@@ -141,29 +245,28 @@ class RedisRateLimiter:
 
         self._redis: Any = redis.asyncio.Redis.from_url(url, decode_responses=True)
         self._prefix = prefix
+        self._admit = self._redis.register_script(_ADMIT)
+        self._settle = self._redis.register_script(_SETTLE)
 
-    def _key(self, tenant: TenantSettings, now: float) -> str:
-        return f"{self._prefix}rl:{tenant.name}:{int(now // WINDOW_S)}"
+    def _key(self, tenant: TenantSettings, window: int) -> str:
+        return f"{self._prefix}rl:{tenant.name}:{window}"
 
-    async def admit(self, tenant: TenantSettings, now: float) -> None:
-        if tenant.requests_per_minute is None and tenant.tokens_per_minute is None:
-            return
-        key = self._key(tenant, now)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(key, "requests", 1)
-            pipe.hget(key, "tokens")
-            pipe.expire(key, int(WINDOW_S * 2))
-            requests, tokens, _ = await pipe.execute()
-        _check(tenant, int(requests), int(tokens or 0), now)
+    async def admit(self, tenant: TenantSettings, now: float, tokens: int) -> TokenHold | None:
+        if not _limits(tenant):
+            return None
+        window = _window(now)
+        want = tokens if tenant.tokens_per_minute is not None else 0
+        verdict = await self._admit(keys=[self._key(tenant, window)], args=[
+            tenant.requests_per_minute or 0, tenant.tokens_per_minute or 0, want,
+            int(WINDOW_S * 2)])
+        if int(verdict):
+            raise _limited(tenant, "requests" if int(verdict) == 1 else "tokens", now)
+        return TokenHold(tenant, window, want) if want else None
 
-    async def add_tokens(self, tenant: TenantSettings, tokens: int, now: float) -> None:
-        if tenant.tokens_per_minute is None or tokens <= 0:
-            return
-        key = self._key(tenant, now)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(key, "tokens", tokens)
-            pipe.expire(key, int(WINDOW_S * 2))
-            await pipe.execute()
+    async def settle(self, hold: TokenHold) -> None:
+        delta = hold.take_settlement()
+        if delta:
+            await self._settle(keys=[self._key(hold.tenant, hold.window)], args=[delta])
 
     async def aclose(self) -> None:
         await self._redis.aclose()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
+import re
 import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -69,6 +71,69 @@ async def start_site(app: web.Application, port: int = 0,
     return runner, f"http://{host}:{bound}"
 
 
+# What must never reach a log: bearer keys and provider keys (every key the gateway tests use
+# starts with "sk-"), an Authorization header's value, SHA-256 digests (a key's hash is as good
+# as a tenant name to an attacker who has the config), and the canaries the adversarial tests
+# put in prompts and keys.
+SECRET = re.compile(r"sk-[\w-]+|Bearer\s+\S|\b[0-9a-f]{64}\b|CANARY", re.IGNORECASE)
+
+
+class _SecretScan(logging.Handler):
+    """Keeps every record, at any level and from any logger, that shows a secret (while a
+    gateway test runs: other folders' tests keep their own logging)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.active = False
+        self.leaks: list[str] = []
+        self._fmt = logging.Formatter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.active:
+            return
+        try:
+            text = record.getMessage()
+        except Exception:  # a record that cannot format shows nothing
+            text = str(record.msg)
+        if record.exc_info:
+            text += self._fmt.formatException(record.exc_info)
+        if SECRET.search(text):
+            self.leaks.append(f"{record.name} {record.levelname}: {text[:500]!r}")
+
+
+_LIBRARIES = ("aiohttp.server", "aiohttp.access", "aiohttp.web", "aiohttp.internal",
+              "aiohttp.client", "asyncio", "httpx", "httpcore", "openai", "redis")
+
+
+@pytest.fixture(scope="session")
+def no_secret_in_any_log() -> Iterator[_SecretScan]:
+    """Every log record of the gateway tests, DEBUG up, every library's logger included, is
+    scanned as it is made; the session fails at the end if any showed a key or a canary."""
+    scan = _SecretScan()
+    logging.getLogger().addHandler(scan)
+    try:
+        yield scan
+    finally:
+        logging.getLogger().removeHandler(scan)
+    assert not scan.leaks, "secrets in the logs:\n" + "\n".join(scan.leaks[:20])
+
+
+@pytest.fixture(autouse=True)
+def _logs_at_debug(no_secret_in_any_log: _SecretScan) -> Iterator[None]:
+    """Each gateway test runs with every logger at DEBUG, under the scan."""
+    loggers = [logging.getLogger(), *(logging.getLogger(n) for n in _LIBRARIES)]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.DEBUG)
+    no_secret_in_any_log.active = True
+    try:
+        yield
+    finally:
+        no_secret_in_any_log.active = False
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def loop_thread() -> Iterator[LoopThread]:
     lt = LoopThread()
@@ -114,7 +179,7 @@ def mock_catalog(base_url: str, variants: tuple[str, ...] = tuple(PRICES)) -> Ca
 def serve(loop_thread: LoopThread, upstream_url: str) -> Iterator[Callable[..., Any]]:
     """`serve(**gateway_kwargs)` starts a gateway (default: the mock catalog, in-memory
     store) and returns a handle with `.url` and `.gateway`; all are stopped after the test."""
-    from starcoder_router._server.app import create_app
+    from starcoder_router._server.app import create_app, listen
     from starcoder_router._server.gateway import Gateway
 
     started: list[Running] = []
@@ -125,9 +190,10 @@ def serve(loop_thread: LoopThread, upstream_url: str) -> Iterator[Callable[..., 
 
         async def boot() -> Running:
             gateway = Gateway(**kwargs)
-            runner, url = await start_site(
-                create_app(gateway), shutdown_timeout=gateway.settings.shutdown_timeout_s)
-            return Running(url, gateway, runner)
+            runner = await listen(create_app(gateway), gateway.settings, host="127.0.0.1",
+                                  port=0)
+            host, bound = runner.addresses[0][:2]
+            return Running(f"http://{host}:{bound}", gateway, runner)
 
         handle = loop_thread.run(boot())
         started.append(handle)

@@ -198,14 +198,16 @@ def test_requests_per_minute_limit_is_a_429_with_retry_after(serve: Any) -> None
 
 
 def test_tokens_per_minute_limit(serve: Any) -> None:
+    # Each request holds its prompt's bound plus max_tokens while it runs, then only what it
+    # used (about 11 tokens here) stays counted.
     tenants = (TenantSettings(name="acme", key_sha256=hash_key("sk-acme"),
-                              tokens_per_minute=10),)
+                              tokens_per_minute=100),)
     gw = serve(settings=ServerSettings(tenants=tenants))
     c = client(gw.url, "sk-acme")
-    c.completions.create(model="starcoder2", prompt="def add(a, b):", max_tokens=8)  # 7 tokens
-    c.completions.create(model="starcoder2", prompt="def add(a, b):", max_tokens=8)  # 14
-    with pytest.raises(openai.RateLimitError):
-        c.completions.create(model="starcoder2", prompt="x", max_tokens=4)
+    c.completions.create(model="starcoder2", prompt="def add(a, b):", max_tokens=8)
+    c.completions.create(model="starcoder2", prompt="def add(a, b):", max_tokens=8)
+    with pytest.raises(openai.RateLimitError):  # ~22 used + a hold of 80 + 33: over 100
+        c.completions.create(model="starcoder2", prompt="x", max_tokens=80)
 
 
 def test_exhausted_tenant_budget_is_a_429(serve: Any) -> None:
