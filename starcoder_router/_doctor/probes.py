@@ -154,18 +154,21 @@ def judge_model(dep: Deployment, served: str | None) -> Finding:
     return Finding("model", "differs", f"asked for {asked}, the reply names {served}", served)
 
 
-def judge_usage(plain: tuple[int | None, int | None] | None,
-                streamed: tuple[int | None, int | None] | None,
-                *, prompt_bound: int, max_tokens: int) -> Finding:
-    """Usage present in a plain and a streamed reply, and plausible: at least one prompt token
-    and no more than the prompt's UTF-8 bytes (an upper bound on its tokens) plus a few the
-    server adds; no more completion tokens than asked for."""
-    parts, bad = [], []
-    for label, usage in (("plain", plain), ("streamed", streamed)):
+UsageSeen = tuple[int | None, int | None]
+
+
+def judge_usage(*replies: tuple[str, UsageSeen | None, int, int]) -> Finding:
+    """Usage present in each reply (label, (prompt, completion) or None when the request
+    failed, the prompt's UTF-8 bytes, max_tokens), and plausible: at least one prompt token and
+    no more than the prompt's bytes (an upper bound on its tokens) plus a few the server adds;
+    no more completion tokens than asked for."""
+    parts, bad, present = [], [], {}
+    for label, usage, prompt_bound, max_tokens in replies:
         if usage is None:
             parts.append(f"{label}: no reply")
             continue
         prompt, completion = usage
+        present[label] = prompt is not None and completion is not None
         if prompt is None and completion is None:
             parts.append(f"{label}: absent")
             continue
@@ -176,14 +179,13 @@ def judge_usage(plain: tuple[int | None, int | None] | None,
             bad.append(f"{label} completion count {completion} above max_tokens {max_tokens}")
     detail = "; ".join(parts)
     if bad:
-        return Finding("usage", "differs", f"{detail} ({'; '.join(bad)})")
-    if plain is None and streamed is None:
+        return Finding("usage", "differs", f"{detail} ({'; '.join(bad)})", present)
+    if not present:
         return Finding("usage", "undecided", "no reply to read usage from")
-    absent = any(p.endswith("absent") for p in parts)
-    return Finding("usage", "differs" if absent else "ok",
-                   detail + (" (the router counts where usage is absent)" if absent else ""),
-                   {"plain": not parts[0].endswith("absent"),
-                    "streamed": not parts[1].endswith("absent")})
+    if not all(present.values()):
+        return Finding("usage", "differs", detail + " (the router counts where usage is absent)",
+                       present)
+    return Finding("usage", "ok", detail, present)
 
 
 def judge_latency(ttfts: Sequence[float], per_token: Sequence[float]) -> Finding:

@@ -87,7 +87,8 @@ def learned_overrides(reports: Sequence[DeploymentReport], now: dt.datetime
             fields["special_stops"] = special.value
         latency = rep.finding("latency")
         if latency and latency.status == "ok" and isinstance(latency.value, Mapping):
-            fields.update({k: v for k, v in latency.value.items() if v is not None})
+            fields.update({k: float(f"{v:.4g}") for k, v in latency.value.items()
+                           if v is not None})
         if fields:
             out[rep.deployment.name] = DeploymentOverride(measured_at=now, **fields)
     return out

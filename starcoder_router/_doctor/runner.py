@@ -207,8 +207,9 @@ def run_probes(session: Session) -> DeploymentReport:
     out.append(P.judge_model(session.dep, reach.result.model))
     streams = [session.send(LATENCY_PROMPT, P.LATENCY_TOKENS, stream=True)
                for _ in range(P.STREAM_SAMPLES)]
-    out.append(P.judge_usage(_usage(reach), _usage(streams[0]),
-                             prompt_bound=len(REACH_PROMPT.encode()), max_tokens=4))
+    out.append(P.judge_usage(
+        ("plain", _usage(reach), len(REACH_PROMPT.encode()), 4),
+        ("streamed", _usage(streams[0]), len(LATENCY_PROMPT.encode()), P.LATENCY_TOKENS)))
     out.append(_latency(streams))
     out.append(probe_window(session))
     out.append(probe_stops(session))
