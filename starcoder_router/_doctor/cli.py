@@ -29,8 +29,9 @@ from .runner import DeploymentReport, probe_deployment
 __all__ = ["run"]
 
 
-def run(args: argparse.Namespace, *, ask: Callable[[str], str] = input) -> int:
-    """The command. Exit status 0, or 1 when a deployment could not be reached."""
+def run(args: argparse.Namespace, *, ask: Callable[[str], str] | None = None) -> int:
+    """The command. Exit status 0, or 1 when a deployment could not be reached. `ask` reads
+    the answer to the confirmation (default: `input`, on a terminal only)."""
     catalog, providers = _configured(args.config)
     deployments = _selected(catalog, args.deployment)
     core = RouterCore(catalog=catalog, policy=None, providers=providers,
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace, *, ask: Callable[[str], str] = input) -> int:
     info = sys.stderr if args.json else sys.stdout
     print(plan_text(deployments), file=info, flush=True)
     hosted = [d for d in deployments if not d.is_local]
-    allowed = not hosted or args.yes or _confirmed(ask, len(hosted))
+    allowed = not hosted or args.yes or _confirmed(ask or input, len(hosted))
     if not allowed:
         print(f"\nhosted probes cost money and need --yes (or a yes at a terminal); not "
               f"probing {', '.join(d.name for d in hosted)}", file=sys.stderr)

@@ -193,6 +193,42 @@ def test_hosted_probes_need_consent(tmp_path: Path, stack: ExitStack,
     assert "worst case for the whole run: $" in err
 
 
+@pytest.mark.parametrize(("answer", "sent"), [("y", True), ("yes", True), ("n", False),
+                                              ("", False)])
+def test_a_terminal_is_asked_before_hosted_probes(
+        answer: str, sent: bool, tmp_path: Path, stack: ExitStack,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    fw = stack.enter_context(stand_in("fireworks"))
+    config = write_config(tmp_path / "router.toml", [fw])
+    asked: list[str] = []
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or answer)
+
+    code = main(["doctor", "--config", str(config), "--deployment", "fireworks/starcoder2-7b"])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert asked and "1 deployment(s)" in asked[0]
+    assert (fw.completions > 0) is sent
+    # The plan with its worst case was shown before the question.
+    assert "worst case for the whole run" in out
+
+
+def test_a_refused_key_fails_reach_and_never_shows_the_key(
+        tmp_path: Path, stack: ExitStack, capsys: pytest.CaptureFixture[str]) -> None:
+    fw = stack.enter_context(stand_in("fireworks", api_key="the-right-key"))
+    config = write_config(tmp_path / "router.toml", [fw])
+
+    code = main(["doctor", "--config", str(config), "--deployment", "fireworks/starcoder2-7b",
+                 "--yes"])
+
+    out = capsys.readouterr()
+    assert code == 1
+    assert re.search(r"reach +failed +key refused", out.out)
+    assert fw.requests == 1  # nothing more is sent once the key is refused
+    assert KEY not in out.out + out.err
+
+
 def test_the_table_names_the_spend_and_an_unreachable_deployment(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     dead = StandIn("vllm", DEFAULTS["vllm"], {}, port=free_port())  # never started: refuses

@@ -122,7 +122,8 @@ class StandIn:
     behaviour: Behaviour
     routes: dict[str, Handler]  # path suffix -> handler
     received: list[dict[str, Any]] = field(default_factory=list)
-    completions: int = 0
+    completions: int = 0  # completion requests past the key check
+    requests: int = 0  # every request, refused or not
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
     _thread: threading.Thread | None = None
@@ -181,6 +182,7 @@ class StandIn:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         b = self.behaviour
+        self.requests += 1
         if b.api_key and request.headers.get("authorization") != f"Bearer {b.api_key}":
             return web.json_response({"error": {"message": "invalid API key"}}, status=401)
         try:
