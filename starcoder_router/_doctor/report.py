@@ -14,14 +14,14 @@ from .._routing.cost import nano_to_usd
 from .._text import text_table
 from .overrides import DeploymentOverride
 from .probes import PROBES, Probe, worst_case_cost_nano
-from .runner import DeploymentReport
+from .runner import REQUEST_TIMEOUT_S, DeploymentReport
 
 __all__ = ["learned_overrides", "plan_text", "report_json", "report_table"]
 
 
 def plan_text(deployments: Sequence[Deployment], probes: Sequence[Probe] = PROBES) -> str:
     """The probes, and what running them against `deployments` can cost at most."""
-    lines = ["Probes, each bounded in tokens and time:"]
+    lines = [f"Probes (each request at most {REQUEST_TIMEOUT_S:g} s; a 429 is waited out once):"]
     lines += [f"  {p.name:<13} {p.what}" for p in probes]
     rows: list[tuple[str, ...]] = [("deployment", "kind", "window", "worst case")]
     total = 0
