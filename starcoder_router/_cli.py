@@ -131,7 +131,8 @@ def _parser() -> argparse.ArgumentParser:
 
     doc = sub.add_parser("doctor", help="measure what each configured deployment really does")
     doc.add_argument("--config", help="a router config file (TOML)")
-    doc.add_argument("--deployment", action="extend", nargs="+", metavar="NAME")
+    doc.add_argument("--deployment", action="extend", nargs="+", metavar="NAME",
+                     help="probe only these (default: every deployment configured)")
     doc.add_argument("--json", action="store_true", help="print the findings as JSON")
     doc.add_argument("--write", metavar="FILE", help="write the measured figures (overrides)")
     doc.add_argument("--yes", action="store_true", help="send the hosted probes (they cost)")
