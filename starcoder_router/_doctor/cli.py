@@ -18,7 +18,7 @@ from .._clock import SystemClock
 from .._config import ProviderSettings, load_config
 from .._errors import ConfigError
 from .._routing.catalog import Catalog, Deployment
-from .._routing.tokens import load_token_counter
+from .._routing.tokens import TokenCounter, load_token_counter
 from .._running.core import RouterCore
 from .._transports.httpx_transport import HttpxTransport
 from .overrides import dump_overrides, read_overrides
@@ -32,11 +32,14 @@ __all__ = ["run"]
 def run(args: argparse.Namespace, *, ask: Callable[[str], str] | None = None) -> int:
     """The command. Exit status 0, or 1 when a deployment could not be reached. `ask` reads
     the answer to the confirmation (default: `input`, on a terminal only)."""
-    catalog, providers = _configured(args.config)
+    catalog, providers, tokenizer = _configured(args.config)
     deployments = _selected(catalog, args.deployment)
-    core = RouterCore(catalog=catalog, policy=None, providers=providers,
-                      counter=load_token_counter(False), retry=None, health=None, hooks=None,
-                      clock=SystemClock(), env=dict(os.environ))
+    # The tokenizer the config names, else one found locally (never downloaded): with it,
+    # usage is checked against exact counts.
+    counter = load_token_counter(tokenizer)
+    core = RouterCore(catalog=catalog, policy=None, providers=providers, counter=counter,
+                      retry=None, health=None, hooks=None, clock=SystemClock(),
+                      env=dict(os.environ))
     info = sys.stderr if args.json else sys.stdout
     print(plan_text(deployments), file=info, flush=True)
     hosted = [d for d in deployments if not d.is_local]
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace, *, ask: Callable[[str], str] | None = None) ->
     transport = HttpxTransport()
     try:
         for dep in deployments:
-            reports.append(_probe(core, dep, transport, allowed or dep.is_local))
+            reports.append(_probe(core, dep, transport, allowed or dep.is_local, counter))
     finally:
         transport.close()
     if args.json:
@@ -62,11 +65,12 @@ def run(args: argparse.Namespace, *, ask: Callable[[str], str] | None = None) ->
     return 0 if reached else 1
 
 
-def _configured(path: str | None) -> tuple[Catalog, dict[str, ProviderSettings]]:
+def _configured(path: str | None
+                ) -> tuple[Catalog, dict[str, ProviderSettings], str | None]:
     if not path:
-        return Catalog.default(), {}
+        return Catalog.default(), {}, None
     cfg = load_config(path)
-    return cfg.catalog, dict(cfg.providers)
+    return cfg.catalog, dict(cfg.providers), cfg.tokenizer
 
 
 def _selected(catalog: Catalog, names: Sequence[str] | None) -> list[Deployment]:
@@ -85,8 +89,8 @@ def _confirmed(ask: Callable[[str], str], hosted: int) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def _probe(core: RouterCore, dep: Deployment, transport: HttpxTransport,
-           allowed: bool) -> DeploymentReport:
+def _probe(core: RouterCore, dep: Deployment, transport: HttpxTransport, allowed: bool,
+           counter: TokenCounter) -> DeploymentReport:
     if not allowed:
         return _skipped(dep, "hosted probes not confirmed (--yes)")
     adapter = core.adapter(dep.provider)
@@ -94,7 +98,7 @@ def _probe(core: RouterCore, dep: Deployment, transport: HttpxTransport,
     not_ready = adapter.not_ready_reason(endpoint)
     if not_ready:
         return _skipped(dep, not_ready)
-    return probe_deployment(dep, adapter, endpoint, transport)
+    return probe_deployment(dep, adapter, endpoint, transport, counter=counter)
 
 
 def _skipped(dep: Deployment, why: str) -> DeploymentReport:

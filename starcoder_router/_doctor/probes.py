@@ -157,13 +157,16 @@ def judge_model(dep: Deployment, served: str | None) -> Finding:
 UsageSeen = tuple[int | None, int | None]
 
 
-def judge_usage(*replies: tuple[str, UsageSeen | None, int, int]) -> Finding:
+def judge_usage(*replies: tuple[str, UsageSeen | None, int, int],
+                exact: Sequence[int | None] = ()) -> Finding:
     """Usage present in each reply (label, (prompt, completion) or None when the request
     failed, the prompt's UTF-8 bytes, max_tokens), and plausible: at least one prompt token and
     no more than the prompt's bytes (an upper bound on its tokens) plus a few the server adds;
-    no more completion tokens than asked for."""
+    no more completion tokens than asked for. With our exact count of a prompt (`exact`, one
+    per reply, from the real tokenizer) the server's count must be it, or a few more."""
     parts, bad, present = [], [], {}
-    for label, usage, prompt_bound, max_tokens in replies:
+    ours = list(exact) + [None] * (len(replies) - len(exact))
+    for (label, usage, prompt_bound, max_tokens), mine in zip(replies, ours, strict=True):
         if usage is None:
             parts.append(f"{label}: no reply")
             continue
@@ -175,6 +178,8 @@ def judge_usage(*replies: tuple[str, UsageSeen | None, int, int]) -> Finding:
         parts.append(f"{label}: {prompt} + {completion}")
         if prompt is not None and not 0 < prompt <= prompt_bound + 4:
             bad.append(f"{label} prompt count {prompt} outside 1..{prompt_bound + 4}")
+        elif prompt is not None and mine is not None and not mine <= prompt <= mine + 4:
+            bad.append(f"{label} prompt count {prompt}, our tokenizer counts {mine}")
         if completion is not None and not 0 <= completion <= max_tokens + 1:
             bad.append(f"{label} completion count {completion} above max_tokens {max_tokens}")
     detail = "; ".join(parts)

@@ -29,6 +29,7 @@ from .._routing.catalog import Deployment
 from .._routing.cost import actual_cost_nano, nano_to_usd
 from .._routing.render import FILE_SEP, Rendered
 from .._routing.request import CompletionRequest, ResponseFormat
+from .._routing.tokens import TokenCounter
 from .._transports.base import SyncTransport, WireResponse
 from . import probes as P
 from .probes import Bisect, Finding
@@ -69,8 +70,10 @@ class Session:
     """Probe requests to one deployment, with the account of what they cost."""
 
     def __init__(self, dep: Deployment, adapter: Provider, endpoint: Endpoint,
-                 transport: SyncTransport, *, sleep: Callable[[float], None] = time.sleep):
+                 transport: SyncTransport, *, counter: TokenCounter | None = None,
+                 sleep: Callable[[float], None] = time.sleep):
         self.dep, self.adapter, self.endpoint, self.transport = dep, adapter, endpoint, transport
+        self.counter = counter  # with the real tokenizer, usage is checked against its counts
         self.sleep = sleep
         self.report = DeploymentReport(dep)
         self.rate_limits: list[RateLimitError] = []
@@ -207,9 +210,13 @@ def run_probes(session: Session) -> DeploymentReport:
     out.append(P.judge_model(session.dep, reach.result.model))
     streams = [session.send(LATENCY_PROMPT, P.LATENCY_TOKENS, stream=True)
                for _ in range(P.STREAM_SAMPLES)]
+    counter = session.counter
+    exact = [counter.count(p) for p in (REACH_PROMPT, LATENCY_PROMPT)] \
+        if counter is not None and counter.exact else []
     out.append(P.judge_usage(
         ("plain", _usage(reach), len(REACH_PROMPT.encode()), 4),
-        ("streamed", _usage(streams[0]), len(LATENCY_PROMPT.encode()), P.LATENCY_TOKENS)))
+        ("streamed", _usage(streams[0]), len(LATENCY_PROMPT.encode()), P.LATENCY_TOKENS),
+        exact=exact))
     out.append(_latency(streams))
     out.append(probe_window(session))
     out.append(probe_stops(session))

@@ -193,6 +193,24 @@ def test_hosted_probes_need_consent(tmp_path: Path, stack: ExitStack,
     assert "worst case for the whole run: $" in err
 
 
+@pytest.mark.parametrize(("bos", "status"), [(0, "ok"), (1, "ok"), (9, "differs")])
+def test_usage_is_checked_against_the_configured_tokenizer(
+        bos: int, status: str, tmp_path: Path, stack: ExitStack, tokenizer_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    si = stack.enter_context(stand_in("vllm", bos_tokens=bos))  # adds tokens to every count
+    config = write_config(tmp_path / "router.toml", [si])
+    config.write_text(f'tokenizer = "{tokenizer_path}"\n' + config.read_text())  # top level
+
+    code, report, err = doctor(capsys, "--config", str(config), "--deployment",
+                               "vllm/starcoder2-3b")
+
+    assert code == 0, err
+    usage = findings(report, "vllm/starcoder2-3b")["usage"]
+    assert usage["status"] == status, usage["detail"]
+    if status == "differs":
+        assert "our tokenizer counts 4" in usage["detail"]
+
+
 @pytest.mark.parametrize(("answer", "sent"), [("y", True), ("yes", True), ("n", False),
                                               ("", False)])
 def test_a_terminal_is_asked_before_hosted_probes(

@@ -11,24 +11,35 @@ is the behaviour's `specials`:
 * "hidden": left out of the text and of stop matching (vLLM's `skip_special_tokens`, llama.cpp
   unless the token is in `preserved_tokens`); `stop_token_ids` still fire.
 
-Counting: a special token is one token (several when `sentinels_as_text`); other text splits into
-words with their leading space, so `" x" * n` is n tokens, as with StarCoder 2's tokenizer.
+Counting is StarCoder 2's own tokenizer (read from ../shared, as tests/conftest.py does), so a
+server's usage and the router's exact counts can be compared.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import os
 import re
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from aiohttp import web
 
-from starcoder_router._routing.render import SPECIAL_TOKEN_IDS, SPECIAL_TOKENS
+from starcoder_router._routing.render import (
+    SPECIAL_TOKEN_IDS,
+    SPECIAL_TOKENS,
+    escape_special_tokens,
+)
+
+_ROOT = Path(__file__).resolve().parents[3]
+TOKENIZER_JSON = (Path(os.environ.get("STARCODER_ROUTER_SHARED", _ROOT.parent / "shared"))
+                  / "data" / "starcoder2-tokenizer" / "tokenizer.json")
 
 Specials = Literal["match", "shown", "hidden"]
 
@@ -67,13 +78,18 @@ class Behaviour:
 
 
 def count(text: str, b: Behaviour) -> int:
-    n = 0
-    for tok in TOKEN_PATTERN.findall(text):
-        if tok in SPECIAL_TOKEN_IDS:
-            n += 4 if b.sentinels_as_text else 1
-        else:
-            n += -(-len(tok) // 4)  # " x" is one token, a long word several
-    return n
+    """The prompt's tokens as StarCoder 2's tokenizer counts them; with `sentinels_as_text`,
+    as a server that reads control strings as plain text would."""
+    if b.sentinels_as_text:
+        text = escape_special_tokens(text)
+    return len(_tokenizer().encode(text, add_special_tokens=False).ids)
+
+
+@functools.cache
+def _tokenizer() -> Any:
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(TOKENIZER_JSON))
 
 
 @dataclass
