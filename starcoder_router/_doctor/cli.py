@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from .._clock import SystemClock
 from .._config import ProviderSettings, load_config
@@ -21,7 +21,7 @@ from .._routing.catalog import Catalog, Deployment
 from .._routing.tokens import TokenCounter, load_token_counter
 from .._running.core import RouterCore
 from .._transports.httpx_transport import HttpxTransport
-from .overrides import dump_overrides, read_overrides
+from .overrides import DeploymentOverride, dump_overrides, read_overrides
 from .probes import Finding
 from .report import learned_overrides, plan_text, report_json, report_table
 from .runner import DeploymentReport, probe_deployment
@@ -40,6 +40,8 @@ def run(args: argparse.Namespace, *, ask: Callable[[str], str] | None = None) ->
     core = RouterCore(catalog=catalog, policy=None, providers=providers, counter=counter,
                       retry=None, health=None, hooks=None, clock=SystemClock(),
                       env=dict(os.environ))
+    # A broken overrides file is reported before anything is spent, not after.
+    existing = read_overrides(args.write) if args.write and os.path.isfile(args.write) else {}
     info = sys.stderr if args.json else sys.stdout
     print(plan_text(deployments), file=info, flush=True)
     hosted = [d for d in deployments if not d.is_local]
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace, *, ask: Callable[[str], str] | None = None) ->
     else:
         print("\n" + report_table(reports))
     if args.write:
-        _write(args.write, reports)
+        _write(args.write, existing, reports)
         print(f"wrote the measured figures to {args.write}", file=info)
     reached = all(r.findings and r.findings[0].status != "failed" for r in reports)
     return 0 if reached else 1
@@ -105,9 +107,9 @@ def _skipped(dep: Deployment, why: str) -> DeploymentReport:
     return DeploymentReport(dep, [Finding("reach", "skipped", why)])
 
 
-def _write(path: str, reports: Sequence[DeploymentReport]) -> None:
+def _write(path: str, existing: Mapping[str, DeploymentOverride],
+           reports: Sequence[DeploymentReport]) -> None:
     """Merge what was learned into `path`, keeping entries for deployments not probed now."""
-    existing = read_overrides(path) if os.path.isfile(path) else {}
     learned = learned_overrides(reports, dt.datetime.now(dt.UTC).replace(microsecond=0))
     text = dump_overrides({**existing, **learned})
     try:

@@ -264,6 +264,37 @@ def test_the_table_names_the_spend_and_an_unreachable_deployment(
     assert "spent: $0.000000 over 1 requests" in out
 
 
+def test_a_broken_overrides_file_stops_the_run_before_anything_is_sent(
+        tmp_path: Path, stack: ExitStack, capsys: pytest.CaptureFixture[str]) -> None:
+    fw = stack.enter_context(stand_in("fireworks"))
+    config = write_config(tmp_path / "router.toml", [fw])
+    broken = tmp_path / "elsewhere.toml"
+    broken.write_text('[deployments."x"]\ncontext_window = 1\n')  # no measured_at
+
+    code = main(["doctor", "--config", str(config), "--yes", "--write", str(broken)])
+
+    assert code == 2
+    assert "measured_at" in capsys.readouterr().err
+    assert fw.requests == 0
+
+
+def test_new_measurements_keep_the_others_in_the_file(
+        tmp_path: Path, stack: ExitStack, capsys: pytest.CaptureFixture[str]) -> None:
+    fw = stack.enter_context(stand_in("fireworks", window=2048))
+    config = write_config(tmp_path / "router.toml", [fw])
+    out = tmp_path / "router.overrides.toml"
+    out.write_text('[deployments."deepinfra/starcoder2-15b"]\n'
+                   "measured_at = 2026-12-01T00:00:00Z\ncontext_window = 8000\n")
+
+    assert main(["doctor", "--config", str(config), "--yes", "--write", str(out),
+                 "--deployment", "fireworks/starcoder2-7b"]) == 0
+
+    written = tomllib.loads(out.read_text())["deployments"]
+    assert written["deepinfra/starcoder2-15b"]["context_window"] == 8000
+    assert written["fireworks/starcoder2-7b"]["context_window"] == 2048
+    capsys.readouterr()
+
+
 def test_an_unknown_deployment_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor", "--deployment", "nope/x"]) == 2
     assert "unknown deployment 'nope/x'" in capsys.readouterr().err
