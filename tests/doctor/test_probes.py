@@ -169,3 +169,20 @@ def test_a_bad_overrides_file_names_the_file_and_the_field(tmp_path: Path, text:
 
 def test_the_default_overrides_path_sits_beside_the_config() -> None:
     assert default_overrides_path("/etc/sr/router.toml") == "/etc/sr/router.overrides.toml"
+
+
+async def test_the_gateway_routes_with_the_overrides_beside_its_config(tmp_path: Path) -> None:
+    from starcoder_router._server.gateway import Gateway
+
+    config = tmp_path / "router.toml"
+    config.write_text('[policy]\nobjective = "cheapest"\n')
+    (tmp_path / "router.overrides.toml").write_text(
+        '[deployments."fireworks/starcoder2-7b"]\nmeasured_at = 2026-12-07T00:00:00Z\n'
+        "context_window = 4096\nmax_stop = 2\n")
+    gateway = Gateway.from_config(config)
+    try:
+        dep = gateway.catalog.deployment("fireworks/starcoder2-7b")
+        assert (dep.context_window, dep.max_stop) == (4096, 2)
+        assert gateway.router(None).catalog.deployment(dep.name).context_window == 4096
+    finally:
+        await gateway.aclose()
