@@ -82,7 +82,7 @@ PROBES: tuple[Probe, ...] = (
     Probe("window", "the context window enforced, from the overflow error and a bounded search",
           (("small", 1),) + (("window", 1),) * (2 + WINDOW_STEPS)),
     Probe("stops", f"how many stop sequences are accepted (searched up to {STOP_CEILING})",
-          (("small", 1),) * 7),
+          (("small", 1),) * 8),
     Probe("special-stop", f"whether a {FILE_SEP} stop ends the generation on the server",
           (("small", SPECIAL_TOKENS_OUT),) * 2),
     Probe("fim", "FIM sentinels reach the model as control tokens, and the reply obeys them",

@@ -17,12 +17,20 @@ import pytest
 
 from starcoder_router import BadRequestError, RetryPolicy, Router, TokenCounter
 from starcoder_router._cli import main
+from starcoder_router._doctor.probes import PROBES
+from starcoder_router._doctor.runner import Session, probe_stops
+from starcoder_router._providers.call import Endpoint
+from starcoder_router._providers.fireworks import Fireworks
+from starcoder_router._routing.catalog import Catalog
+from starcoder_router._secrets import Secret
+from starcoder_router._transports.httpx_transport import HttpxTransport
 from support.ports import free_port
 from support.stand_ins import (
     DEFAULTS,
     DEPLOYMENT_NAMES,
     KEY,
     StandIn,
+    base_url,
     deployment_entry,
     stand_in,
     write_config,
@@ -68,6 +76,8 @@ def test_every_provider_as_documented(provider: str, tmp_path: Path, stack: Exit
     assert found["usage"]["status"] == "ok"
     assert found["retry-after"]["status"] == "undecided"
     assert report["requests"] == si.completions
+    # The plan's worst case counts every request a run can make.
+    assert report["requests"] <= sum(len(p.requests) for p in PROBES)
     if provider == "deepinfra":
         assert found["billed"]["status"] == "ok"
     else:
@@ -298,3 +308,22 @@ def test_new_measurements_keep_the_others_in_the_file(
 def test_an_unknown_deployment_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor", "--deployment", "nope/x"]) == 2
     assert "unknown deployment 'nope/x'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("limit", "status", "value"), [
+    (1, "differs", 1), (3, "differs", 3), (4, "ok", 4), (5, "differs", 5), (17, "differs", 17),
+    (31, "differs", 31), (40, "differs", 32), (None, "differs", 32),
+])
+def test_the_stop_search_finds_any_limit_within_its_bound(
+        limit: int | None, status: str, value: int, stack: ExitStack) -> None:
+    si = stack.enter_context(stand_in("fireworks", max_stop=limit))
+    dep = Catalog.default().deployment("fireworks/starcoder2-7b")
+    transport = HttpxTransport()
+    stack.callback(transport.close)
+    session = Session(dep, Fireworks(), Endpoint("fireworks", base_url(si), Secret(KEY)),
+                      transport)
+
+    found = probe_stops(session)
+
+    assert (found.status, found.value) == (status, value), found.detail
+    assert session.report.requests <= 8
