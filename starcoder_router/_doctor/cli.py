@@ -24,7 +24,8 @@ from .._transports.httpx_transport import HttpxTransport
 from .overrides import DeploymentOverride, dump_overrides, read_overrides
 from .probes import Finding
 from .report import learned_overrides, plan_text, report_json, report_table
-from .runner import DeploymentReport, probe_deployment
+from .runner import probe_deployment
+from .session import DeploymentReport
 
 __all__ = ["run"]
 

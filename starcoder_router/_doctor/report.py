@@ -14,7 +14,7 @@ from .._routing.cost import nano_to_usd
 from .._text import text_table
 from .overrides import DeploymentOverride
 from .probes import PROBES, Probe, worst_case_cost_nano
-from .runner import REQUEST_TIMEOUT_S, DeploymentReport
+from .session import REQUEST_TIMEOUT_S, DeploymentReport
 
 __all__ = ["learned_overrides", "plan_text", "report_json", "report_table"]
 

@@ -18,7 +18,8 @@ import pytest
 from starcoder_router import BadRequestError, RetryPolicy, Router, TokenCounter
 from starcoder_router._cli import main
 from starcoder_router._doctor.probes import PROBES
-from starcoder_router._doctor.runner import Session, probe_stops
+from starcoder_router._doctor.runner import probe_stops
+from starcoder_router._doctor.session import Session
 from starcoder_router._providers.call import Endpoint
 from starcoder_router._providers.fireworks import Fireworks
 from starcoder_router._routing.catalog import Catalog

@@ -12,7 +12,8 @@ import pytest
 
 from starcoder_router import NoRouteError, Router, TokenizerCounter
 from starcoder_router._cli import main
-from starcoder_router._doctor.runner import Session, _special_stop
+from starcoder_router._doctor.runner import probe_special_stop
+from starcoder_router._doctor.session import Session
 from starcoder_router._providers.call import Endpoint
 from starcoder_router._providers.llamacpp import LlamaCpp
 from starcoder_router._transports.httpx_transport import HttpxTransport
@@ -70,7 +71,7 @@ def test_a_special_token_stop_fires_on_llama_server(
     try:
         session = Session(dep, LlamaCpp(), Endpoint("llamacpp", server.base_url),
                           transport)
-        found = _special_stop(session)
+        found = probe_special_stop(session)
     finally:
         transport.close()
     # The server hides the token unless asked to render it; the router asks (preserved_tokens).
