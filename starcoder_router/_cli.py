@@ -7,6 +7,7 @@ request, report spend, find local servers. `catalog` and `route` are offline and
     starcoder-router complete "def fib(n):" --max-tokens 64 --stream
     starcoder-router spend --store sqlite --path spend.db --by tenant
     starcoder-router discover --verbose
+    starcoder-router doctor --config router.toml --write router.overrides.toml
     starcoder-router simulate examples/workload.jsonl --report report.html
     starcoder-router serve --config router.toml --port 8080
 
@@ -127,6 +128,15 @@ def _parser() -> argparse.ArgumentParser:
     disc.add_argument("--verbose", "-v", action="store_true",
                       help="list every address probed and what answered (on stderr)")
     disc.set_defaults(func=_cmd_discover)
+
+    doc = sub.add_parser("doctor", help="measure what each configured deployment really does")
+    doc.add_argument("--config", help="a router config file (TOML)")
+    doc.add_argument("--deployment", action="extend", nargs="+", metavar="NAME",
+                     help="probe only these (default: every deployment configured)")
+    doc.add_argument("--json", action="store_true", help="print the findings as JSON")
+    doc.add_argument("--write", metavar="FILE", help="write the measured figures (overrides)")
+    doc.add_argument("--yes", action="store_true", help="send the hosted probes (they cost)")
+    doc.set_defaults(func=_cmd_doctor)
 
     from ._simulate.cli import add_commands  # workload from-code, simulate
 
@@ -351,6 +361,12 @@ def _cmd_spend(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from ._doctor.cli import run
+
+    return run(args)
 
 
 def _cmd_discover(args: argparse.Namespace) -> int:

@@ -26,6 +26,9 @@ A config file adds to and overrides the defaults; every error names the file and
     kind = "sqlite"
     path = "spend.db"
 
+What `starcoder-router doctor --write` measured is applied on top: the file `overrides = "path"`
+names, else `<config stem>.overrides.toml` beside the config when it exists.
+
 Relative paths (`tokenizer`, `store.path`) are read from the config file's folder, so a file
 means the same wherever the program runs; `~` is the home directory.
 """
@@ -96,7 +99,7 @@ class RouterConfig(NamedTuple):
 # `simulate` belongs to `starcoder-router simulate` (read by `_simulate.model`) and `server` to
 # the gateway (`starcoder-router serve`), which validate them themselves; routers ignore both.
 _TOP_LEVEL = {"tokenizer", "policy", "providers", "deployments", "variants", "store", "retry",
-              "health", "simulate", "server"}
+              "health", "simulate", "server", "overrides"}
 
 
 def load_config(path: str | os.PathLike[str], *, catalog: Catalog | None = None) -> RouterConfig:
@@ -115,6 +118,7 @@ def load_config(path: str | os.PathLike[str], *, catalog: Catalog | None = None)
         _known_provider(entry.get("provider"), source, f"deployments[{i}].provider")
     merged = base.merged(variants=_list(data, "variants", source), deployments=entries,
                          source=source)
+    merged = _with_overrides(merged, data.get("overrides"), source)
     providers = {}
     for name, raw in _table(data, "providers", source).items():
         _known_provider(name, source, f"providers.{name}")
@@ -133,6 +137,24 @@ def load_config(path: str | os.PathLike[str], *, catalog: Catalog | None = None)
         retry=_model(RetryPolicy, data["retry"], source, "retry") if "retry" in data else None,
         health=_model(HealthPolicy, data["health"], source, "health") if "health" in data else None,
     )
+
+
+def _with_overrides(catalog: Catalog, value: Any, source: str) -> Catalog:
+    """`catalog` with the measured overrides the config names (or keeps beside it) applied."""
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ConfigError("must be the path of an overrides file", source=source,
+                          field="overrides")
+    if value is None:
+        from ._doctor.overrides import default_overrides_path
+
+        path = default_overrides_path(source)
+        if not os.path.isfile(path):
+            return catalog
+    else:
+        path = _resolve(value, source)
+    from ._doctor.overrides import apply_overrides, read_overrides
+
+    return apply_overrides(catalog, read_overrides(path))
 
 
 def _resolve(path: str, source: str) -> str:

@@ -18,6 +18,7 @@ ALLOWED = {
     "_running": {"_routing", "_providers", "_transports", "_stores"},
     "_server": {"_routing", "_providers", "_transports", "_stores", "_running"},
     "_simulate": {"_routing", "_providers", "_transports", "_stores", "_running"},
+    "_doctor": {"_routing", "_providers", "_transports", "_stores", "_running"},
 }
 
 

@@ -255,9 +255,10 @@ class Provider:
         """The stops to send, cut to what the provider accepts (most important first); those
         left out are enforced on our side (`enforce_stops`, and the stream decoder)."""
         stops = list(call.rendered.stop)
-        if self.max_stop is None or len(stops) <= self.max_stop:
+        limit = call.deployment.max_stop or self.max_stop  # a measured limit wins
+        if limit is None or len(stops) <= limit:
             return stops
-        return send_order(stops)[: self.max_stop]
+        return send_order(stops)[:limit]
 
     def response_format_fields(self, call: Call, fmt: ResponseFormat) -> dict[str, Any]:
         """OpenAI's shapes: `json_object`, or `json_schema` with name and schema."""

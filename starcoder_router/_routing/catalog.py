@@ -107,6 +107,9 @@ class Deployment(FrozenModel):
     pricing: Pricing = "serverless"
     capabilities: frozenset[Capability] = frozenset({"completion", "fim", "streaming"})
     max_output_tokens: int | None = Field(default=None, gt=0)
+    # How many stop sequences the server takes, when measured (`starcoder-router doctor`);
+    # unset, the provider's documented limit applies.
+    max_stop: int | None = Field(default=None, gt=0)
     api: Literal["openai", "native"] | None = None
     tokens_per_second: float | None = Field(default=None, gt=0)
     base_url: str | None = None
