@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from .._errors import ConfigError
+from .._routing.limits import InputLimits
 from .._validation import FrozenModel, read_toml, validate_config
 
 __all__ = ["ServerSettings", "TenantSettings", "load_server_settings"]
@@ -71,6 +72,8 @@ class ServerSettings(FrozenModel):
     tenants: tuple[TenantSettings, ...] = ()
     health_sync_s: float = Field(default=0.25, gt=0)
     tracing: bool = False
+    # Caps on one request's inputs, `[server.limits]` (table in _routing/limits.py).
+    limits: InputLimits = InputLimits()
 
     @field_validator("tenants")
     @classmethod

@@ -18,7 +18,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from .gateway import Call, Gateway
-from .http import GATEWAY_KEY, Parsed, check_max_tokens, handle, parse_body
+from .http import GATEWAY_KEY, Parsed, handle, parse_body
+from .inputs import Float, Int, check_max_tokens
 from .models import BASE_NAME
 from .problems import Problem
 
@@ -36,11 +37,11 @@ class _Body(BaseModel):
 
 
 class _Parameters(_Body):
-    max_new_tokens: int | None = None
-    temperature: float | None = Field(default=None, gt=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, lt=1)
+    max_new_tokens: Int | None = None
+    temperature: Float | None = Field(default=None, gt=0, le=2)
+    top_p: Float | None = Field(default=None, gt=0, lt=1)
     stop: list[str] = []
-    seed: int | None = None
+    seed: Int | None = None
     do_sample: bool = False
     details: bool = False
     return_full_text: bool = False
@@ -62,7 +63,8 @@ def _parse(raw: dict[str, Any], gateway: Gateway, *, stream: bool | None) -> Par
     body = parse_body(GenerateBody, raw)
     p = body.parameters
     fields: dict[str, Any] = {"prompt": body.inputs,
-                              "max_tokens": check_max_tokens(p.max_new_tokens, gateway)}
+                              "max_tokens": check_max_tokens(p.max_new_tokens, gateway,
+                                                            "max_new_tokens")}
     if p.stop:
         fields["stop"] = p.stop
     if p.do_sample or p.temperature is not None:
