@@ -412,3 +412,19 @@ def test_hostile_schemas_get_a_clean_answer(client: httpx.Client, upstream: Any,
         r = client.post(path, content=json.dumps(body_for(schema)),
                         headers={"content-type": "application/json"})
         _clean(r, path, caplog)
+
+
+def test_caps_load_from_the_server_limits_table(tmp_path: Any) -> None:
+    from starcoder_router import ConfigError
+    from starcoder_router._server.settings import load_server_settings
+
+    path = tmp_path / "router.toml"
+    path.write_text("[server.limits]\nmax_stops = 4\nmax_schema_depth = 16\n")
+    limits = load_server_settings(path).limits
+    assert (limits.max_stops, limits.max_schema_depth, limits.max_stop_chars) == (4, 16, 256)
+    path.write_text("[server.limits]\nmax_schema_depth = 1000\n")  # above the SDK's ceiling
+    with pytest.raises(ConfigError, match="max_schema_depth"):
+        load_server_settings(path)
+    path.write_text("[server.limits]\nmax_stopz = 4\n")
+    with pytest.raises(ConfigError, match="max_stopz"):
+        load_server_settings(path)
