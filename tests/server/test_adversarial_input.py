@@ -4,6 +4,7 @@ traceback."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import socket
@@ -295,7 +296,7 @@ HOSTILE_SCHEMAS = st.sampled_from([
     {"pattern": 5}, {"anyOf": []}, {"type": "object", "required": ["a"] * 3},
     {"properties": {"a": {"$ref": "#/$defs/b"}}, "$defs": {"b": {"$ref": "#/$defs/a"}}},
     {"items": [{"$dynamicRef": "#x"}]}, {"format": "regex", "type": "string"},
-])
+]).map(copy.deepcopy)  # bodies are edited after drawing: never hand out the shared objects
 TEXTS = st.sampled_from(["", "x", "\ud800", "\x00", "<fim_prefix>", "<|endoftext|>",
                          "a" * 300, "\n\n", "é" * 10])
 
@@ -313,7 +314,7 @@ def _deep(levels: int) -> Any:
 
 
 VALUES = (NUMBERS | TEXTS | _stops() | HOSTILE_SCHEMAS | st.none()
-          | st.sampled_from([[], {}, _deep(30), _deep(200)]))
+          | st.sampled_from([[], {}, _deep(30), _deep(200)])).map(copy.deepcopy)
 FIELDS_BY_PATH = {
     "/v1/completions": ["prompt", "suffix", "max_tokens", "temperature", "top_p", "n",
                         "best_of", "seed", "stop", "stream", "echo", "logit_bias",
