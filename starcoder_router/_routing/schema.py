@@ -9,6 +9,8 @@ A schema comes from the caller, so three things jsonschema does by default are s
 * backtracking regexes: `pattern` and `patternProperties` run on RE2 (`google-re2`), whose
   matching time is linear in the text, instead of Python's `re`, which `^(a+)+$` takes
   exponential time on. A pattern RE2 cannot compile (backreferences, lookaround) is refused;
+* quadratic checks: `uniqueItems` compares items pairwise in jsonschema; here one pass over
+  hashable forms;
 * unbounded shapes: depth, size and `$ref` count are capped first (`limits.check_schema_shape`).
 
     validator = safe_validator({"type": "object", "properties": {"n": {"pattern": "^[0-9]+$"}}})
@@ -78,7 +80,36 @@ def _keywords() -> dict[str, Any]:
                     yield from validator.descend(value, subschema, path=key,
                                                  schema_path=patrn)
 
-    return {"pattern": pattern, "patternProperties": pattern_properties}
+    def unique_items(validator: Any, unique: Any, instance: Any,
+                     schema: Any) -> Iterator[Any]:
+        if not unique or not validator.is_type(instance, "array"):
+            return
+        seen: set[Any] = set()
+        for item in instance:
+            key = _canonical(item)
+            if key in seen:
+                yield ValidationError(f"{instance!r:.60} has non-unique elements")
+                return
+            seen.add(key)
+
+    return {"pattern": pattern, "patternProperties": pattern_properties,
+            "uniqueItems": unique_items}
+
+
+def _canonical(value: Any) -> Any:
+    """A hashable form of a JSON value, equal where jsonschema's equality holds (1 == 1.0,
+    but true != 1), so `uniqueItems` costs one pass instead of jsonschema's pairwise
+    comparison of unsortable items (1,000 distinct objects took 3 s, 4,000 took 26 s). The
+    value's depth is bounded before validation."""
+    if isinstance(value, bool) or value is None:
+        return ("b", value)
+    if isinstance(value, (int, float, str)):
+        return value
+    if isinstance(value, list):
+        return ("l", tuple(_canonical(v) for v in value))
+    if isinstance(value, dict):
+        return ("d", frozenset((k, _canonical(v)) for k, v in value.items()))
+    return ("o", id(value))
 
 
 _CLASSES: dict[type, type] = {}
