@@ -429,3 +429,28 @@ def test_caps_load_from_the_server_limits_table(tmp_path: Any) -> None:
     path.write_text("[server.limits]\nmax_stopz = 4\n")
     with pytest.raises(ConfigError, match="max_stopz"):
         load_server_settings(path)
+
+
+@pytest.mark.parametrize("grammar_type", ["json", "json_object"])
+def test_a_tgi_grammar_ref_is_never_fetched(client: httpx.Client, upstream: Any,
+                                           trap: tuple[str, socket.socket],
+                                           no_tracebacks: None, grammar_type: str) -> None:
+    url, sock = trap
+    for value in ({"$ref": url + "/s.json"}, {"$id": url + "/", "$ref": "o.json"}):
+        r = client.post("/generate", json={"inputs": "x", "parameters": {
+            "grammar": {"type": grammar_type, "value": value}}})
+        assert "$ref" in error_of(r, "/generate")
+    assert_untouched(sock)
+    assert upstream.bodies == []
+
+
+@pytest.mark.parametrize("grammar", [{"type": "regex", "value": "(a+)+"},
+                                     {"type": "json", "value": "x"},
+                                     {"type": "json", "value": {"pattern": "(a)\\1"}},
+                                     {"type": "ebnf", "value": "x"}])
+def test_unusable_tgi_grammars_are_a_400(client: httpx.Client, upstream: Any,
+                                         no_tracebacks: None, grammar: Any) -> None:
+    r = client.post("/generate", json={"inputs": "x", "parameters": {"grammar": grammar}})
+    assert r.status_code == 400
+    error_of(r, "/generate")
+    assert upstream.bodies == []
