@@ -180,7 +180,9 @@ def _resolve_all_refs(validator: Any, schema: Any) -> None:
     members = list(walk_members(schema))
     if any(key in ("$id", "id") and depth > 1 for key, _, depth in members):
         return  # embedded resources change the base URI: leave those to the trial run
-    resolver = validator._resolver
+    resolver = getattr(validator, "_resolver", None)  # jsonschema >= 4.18
+    if resolver is None:
+        return
     for key, value, _ in members:
         if key == "$ref" and isinstance(value, str):
             resolver.lookup(value)
