@@ -21,6 +21,7 @@ depth and size are bounded everywhere, whoever builds the request.
 | grammar (GBNF) size | 65,536 chars | `[server.limits] max_grammar_chars` | 400 |
 | `n` / `best_of` | 1 | fixed | 400 |
 | `seed` | a signed 64-bit integer | fixed | 400 |
+| model name | 256 chars | fixed (`MAX_MODEL_CHARS`) | 400 |
 
 Schemas never cause a fetch: a `$ref` must resolve inside the schema (400 otherwise), and
 `pattern`s run on RE2, whose matching is linear in the text (400 for a pattern RE2 cannot
@@ -46,6 +47,7 @@ from .._errors import ConfigError, InvalidRequestError
 from .._validation import FrozenModel
 
 __all__ = [
+    "MAX_MODEL_CHARS",
     "SCHEMA_CEILING",
     "InputLimits",
     "LimitExceeded",
@@ -56,6 +58,7 @@ __all__ = [
 ]
 
 _INT64 = 2**63
+MAX_MODEL_CHARS = 256  # longer than any name we serve; an unknown name is echoed in the 404
 
 
 class LimitExceeded(InvalidRequestError):

@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AllowInfNan, Strict
 
-from .._routing.limits import InputLimits, LimitExceeded, check_fields, check_json_depth
+from .._routing.limits import (
+    MAX_MODEL_CHARS,
+    InputLimits,
+    LimitExceeded,
+    check_fields,
+    check_json_depth,
+)
 from .problems import GatewayError, Problem, invalid
 
 if TYPE_CHECKING:
@@ -81,6 +87,9 @@ def ollama_max_tokens(num_predict: int | None, gateway: Gateway) -> int:
 
 def check_call(call: Call, limits: InputLimits) -> None:
     """400 when the call's fields go over an input cap."""
+    if call.model is not None and len(call.model) > MAX_MODEL_CHARS:
+        raise _limit(LimitExceeded(f"the model name is longer than {MAX_MODEL_CHARS} "
+                                   "characters", cap="model name", param="model"))
     try:
         check_fields(call.fields, limits)
     except LimitExceeded as exc:

@@ -234,6 +234,8 @@ def test_bad_numbers_are_a_400(client: httpx.Client, upstream: Any, path: str,
      "max_pattern_chars"),
     ("/api/generate", ollama_with_schema({"patternProperties": {"b" * 2000: {}}}),
      "max_pattern_chars"),
+    ("/v1/completions", {"model": "m" * 5000, "prompt": "x"}, "256 characters"),
+    ("/api/generate", {"model": "m" * 5000, "prompt": "x"}, "256 characters"),
 ])
 def test_each_cap_is_a_400_that_names_it(client: httpx.Client, upstream: Any,
                                          no_tracebacks: None, path: str,
