@@ -138,6 +138,7 @@ class StreamCutter:
     def _open_tail(self, new: str | None) -> int:
         """The length of the longest tail of the buffer that begins some stop, after `new`."""
         if new:
-            self._states = [_advance(k, new, stop, fail) for k, stop, fail in
-                            zip(self._states, self._stops, self._fails, strict=True)]
+            self._states = [_advance(k, new, stop, fail) if k or stop[0] in new else 0
+                            for k, stop, fail in zip(self._states, self._stops, self._fails,
+                                                     strict=True)]
         return max(self._states, default=0)
