@@ -20,7 +20,6 @@ stop), so a stop split across two chunks is still caught before any of it reache
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 __all__ = ["StreamCutter", "cut_at_stop", "first_stop", "send_order"]
@@ -54,21 +53,56 @@ def send_order(stops: Sequence[str]) -> list[str]:
     return sorted(dict.fromkeys(s for s in stops if s), key=lambda s: not s.strip())
 
 
-class StreamCutter:
-    """Cuts a stream of text deltas at the first stop, holding back what may begin one."""
+def _failure(stop: str) -> tuple[int, ...]:
+    """KMP's failure function: for each prefix of `stop`, the length of its longest proper
+    prefix that is also its suffix."""
+    fail = [0] * len(stop)
+    k = 0
+    for i in range(1, len(stop)):
+        while k and stop[i] != stop[k]:
+            k = fail[k - 1]
+        if stop[i] == stop[k]:
+            k += 1
+        fail[i] = k
+    return tuple(fail)
 
-    __slots__ = ("_any", "_firsts", "_hold", "_open", "_pending", "_stops", "stopped")
+
+def _advance(k: int, text: str, stop: str, fail: tuple[int, ...]) -> int:
+    """KMP: given `k`, the longest tail of the text so far that is a proper prefix of `stop`,
+    the same after `text` follows (the text holds no whole `stop`). A partial match still open
+    at the end starts within its last `len(stop) - 1` characters, so a longer `text` restarts
+    there, from the first character that could begin `stop`: each call costs
+    O(min(len(text), len(stop))), amortised."""
+    if k == 0 or len(text) >= len(stop) - 1:
+        start = text.find(stop[0], max(0, len(text) - len(stop) + 1))
+        if start < 0:
+            return 0
+        k, text = 0, text[start:]
+    for ch in text:
+        while k and stop[k] != ch:
+            k = fail[k - 1]
+        if stop[k] == ch:
+            k += 1
+    return k
+
+
+class StreamCutter:
+    """Cuts a stream of text deltas at the first stop, holding back what may begin one.
+
+    Each push costs time linear in the new text and the stops' total length: `str.find` per
+    stop over the new text and the held tail (CPython switches to the linear two-way search on
+    long needles), and one KMP automaton per stop that carries its state from push to push, so
+    each character is matched once. No pattern is built from the stops: their number and
+    length cost no more than reading them.
+    """
+
+    __slots__ = ("_fails", "_firsts", "_pending", "_states", "_stops", "stopped")
 
     def __init__(self, stops: Sequence[str]):
-        self._stops = tuple(s for s in stops if s)
-        self._hold = max((len(s) for s in self._stops), default=1) - 1
+        self._stops = tuple(dict.fromkeys(s for s in stops if s))
+        self._fails = tuple(_failure(s) for s in self._stops)
         self._firsts = "".join(sorted({s[0] for s in self._stops}))
-        # All in C: does any stop occur, and the longest tail that begins one (a proper prefix
-        # of a stop ending the text; the leftmost match is the longest).
-        self._any = re.compile("|".join(map(re.escape, self._stops)) or "(?!)")
-        prefixes = sorted({s[:i] for s in self._stops for i in range(1, len(s))}, key=len,
-                          reverse=True)
-        self._open = re.compile("(?:" + ("|".join(map(re.escape, prefixes)) or "(?!)") + r")\Z")
+        self._states = [0] * len(self._stops)  # KMP state per stop at the end of _pending
         self._pending = ""
         self.stopped = False
 
@@ -84,19 +118,27 @@ class StreamCutter:
             if c in buf:
                 break
         else:  # the common case: no stop can even begin here
+            if self._pending:
+                self._states = [0] * len(self._stops)
             self._pending = ""
             return buf or None
-        at = first_stop(buf, self._stops) if self._any.search(buf) else None
+        at = first_stop(buf, self._stops)
         if at is not None:
             self.stopped = True
             self._pending = ""
             return buf[:at] or None
-        keep = 0 if end else self._open_tail(buf)
+        if end:
+            self._pending, self._states = "", [0] * len(self._stops)
+            return buf
+        keep = self._open_tail(delta if self._pending else buf)
         self._pending = buf[len(buf) - keep:] if keep else ""
         out = buf[: len(buf) - keep]
         return out or None
 
-    def _open_tail(self, buf: str) -> int:
-        """The length of the longest tail of `buf` that begins some stop."""
-        found = self._open.search(buf, max(0, len(buf) - self._hold))
-        return len(buf) - found.start() if found else 0
+    def _open_tail(self, new: str | None) -> int:
+        """The length of the longest tail of the buffer that begins some stop, after `new`."""
+        if new:
+            self._states = [_advance(k, new, stop, fail) if k or stop[0] in new else 0
+                            for k, stop, fail in zip(self._states, self._stops, self._fails,
+                                                     strict=True)]
+        return max(self._states, default=0)

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .._errors import InvalidRequestError
 from .._validation import FrozenModel, describe_validation_error
+from .limits import SCHEMA_CEILING
 
 __all__ = [
     "CompletionRequest",
@@ -72,27 +73,26 @@ def _json_body(value: Any, what: str = "") -> None:
 
 def _checked_schema(schema: dict[str, Any]) -> None:
     """Refuse a JSON schema that is itself invalid, so a request that could never be validated
-    is not sent and paid for. Needs the `schema` extra; without it the router refuses the
-    request before any call (see `require_schema_support`)."""
+    is not sent and paid for; and one that could turn the check against us (a remote `$ref`, a
+    backtracking pattern, a depth that exhausts the stack): see `schema.py`. Needs the `schema`
+    extra; without it the router refuses the request before any call (see
+    `require_schema_support`)."""
+    from .limits import check_json_depth
+
+    check_json_depth(schema, SCHEMA_CEILING.max_schema_depth, "the JSON schema",
+                     "max_schema_depth")
     _json_body(schema, "json_schema ")
     try:
-        import jsonschema
+        import jsonschema  # noqa: F401
+        import re2  # noqa: F401
     except ImportError:
         return
-    cls = jsonschema.validators.validator_for(schema)
+    from .schema import check_schema
+
     try:
-        cls.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        where = "/".join(str(p) for p in exc.path) or "(root)"
-        raise ValueError(f"json_schema is not a valid JSON schema at {where}: "
-                         f"{exc.message}") from None
-    try:
-        # A trial run: some schemas pass the meta-schema yet cannot validate anything (an
-        # unknown type under an old draft, a $ref to nowhere) and would fail after the call.
-        for _ in cls(schema).iter_errors({}):
-            pass
-    except Exception as exc:  # jsonschema's and referencing's errors share no base class
-        raise ValueError(f"json_schema cannot be used: {type(exc).__name__}: {exc}") from None
+        check_schema(schema)
+    except InvalidRequestError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class Message(_Frozen):

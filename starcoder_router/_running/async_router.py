@@ -22,7 +22,7 @@ from . import actions as act
 from .async_hedge import race
 from .base_router import BaseRouter
 from .flow import Flow, complete_flow, stream_flow
-from .offload import count_off_loop
+from .offload import count_off_loop, counts_off_loop
 from .results import Completion, StreamChunk
 from .streams import AsyncStream
 
@@ -96,11 +96,27 @@ class AsyncRouter(BaseRouter):
     def stream(self, request: CompletionRequest | None = None, /,
                **fields: Unpack[RequestFields]) -> AsyncStream:
         """Route and stream a request: `async with router.stream(...) as s: async for chunk in s`.
-        Routing errors raise here; provider errors raise while iterating."""
-        run = self._start(request, fields, stream=True)
+        Invalid requests raise here; routing errors raise here too, except for a large prompt,
+        which is counted in a worker thread first (as `complete()` does) and routed when the
+        stream is first iterated; provider errors raise while iterating."""
+        req = self._request(request, fields, stream=True)
         stream = AsyncStream()
-        stream.attach(self._stream_chunks(run, stream))
+        if counts_off_loop(req):
+            stream.attach(self._counted_stream(req, stream))
+        else:
+            stream.attach(self._stream_chunks(self._core.start(req), stream))
         return stream
+
+    async def _counted_stream(self, req: CompletionRequest,
+                              stream: AsyncStream) -> AsyncGenerator[StreamChunk | Completion,
+                                                                     None]:
+        await count_off_loop(self._core.counter, req, self._counting)
+        chunks = self._stream_chunks(self._core.start(req), stream)
+        try:
+            async for item in chunks:
+                yield item
+        finally:
+            await chunks.aclose()
 
     async def close(self) -> None:
         """Close every connection. The router cannot be used afterwards."""

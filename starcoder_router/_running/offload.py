@@ -21,7 +21,7 @@ from .._routing.render import render
 from .._routing.request import CompletionRequest
 from .._routing.tokens import LazyCounter, TokenCounter
 
-__all__ = ["OFF_LOOP_FROM_BYTES", "count_off_loop"]
+__all__ = ["OFF_LOOP_FROM_BYTES", "count_off_loop", "counts_off_loop"]
 
 # Below this a cold count costs under ~1 ms with tiktoken (~6 ms with tokenizers), and the byte
 # bound proves most such prompts fit without counting; a thread hop is not worth it.
@@ -51,6 +51,12 @@ async def count_off_loop(counter: TokenCounter, request: CompletionRequest,
     async with gate:
         if not _cheap(counter, prompt):  # counted while this one waited?
             await asyncio.to_thread(counter.count, prompt)
+
+
+def counts_off_loop(request: CompletionRequest) -> bool:
+    """Whether `count_off_loop` may send `request`'s count to a thread (its text is large), so
+    that routing should wait for it."""
+    return _text_chars(request) >= OFF_LOOP_FROM_BYTES
 
 
 def _cheap(counter: TokenCounter, prompt: str) -> bool:

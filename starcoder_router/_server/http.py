@@ -10,7 +10,6 @@ every path (end, error, client gone, shutdown), which books its cost.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
@@ -19,7 +18,9 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from .._ids import new_id
+from .._routing.limits import InputLimits
 from .gateway import Call, Gateway
+from .inputs import check_call, load_json
 from .problems import GatewayError, Problem, invalid, problem_for
 from .settings import TenantSettings
 from .tenants import TokenHold
@@ -32,6 +33,7 @@ __all__ = ["Dialect", "Parsed", "handle", "parse_body", "read_json"]
 logger = logging.getLogger("starcoder_router.server")
 
 _M = TypeVar("_M", bound=BaseModel)
+DEFAULT_LIMITS = InputLimits()
 
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
 REQUEST_ID_KEY: web.RequestKey[str] = web.RequestKey("request_id", str)
@@ -67,9 +69,11 @@ class Dialect(Protocol):
     def stream_error(self, problem: Problem, parsed: Parsed) -> bytes: ...
 
 
-async def read_json(request: web.Request, max_bytes: int) -> dict[str, Any]:
+async def read_json(request: web.Request, max_bytes: int,
+                    max_depth: int = DEFAULT_LIMITS.max_json_depth) -> dict[str, Any]:
     """The body as a JSON object: 413 above `max_bytes`, 408 when it takes longer than the
-    gateway's `body_timeout_s`, 415 when compressed, 400 when not a JSON object."""
+    gateway's `body_timeout_s`, 415 when compressed, 400 when not a JSON object or nested
+    deeper than `max_depth`."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise _too_large(max_bytes)
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
@@ -88,13 +92,7 @@ async def read_json(request: web.Request, max_bytes: int) -> dict[str, Any]:
     except TimeoutError:
         raise GatewayError(Problem(408, "invalid_request_error", "request_timeout",
                                    "the request body was not received in time")) from None
-    try:
-        body = json.loads(b"".join(chunks))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise invalid(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise invalid("the body must be a JSON object")
-    return body
+    return load_json(b"".join(chunks), max_depth)
 
 
 def _too_large(max_bytes: int) -> GatewayError:
@@ -111,17 +109,6 @@ def parse_body(model: type[_M], body: dict[str, Any]) -> _M:
         where = ".".join(str(p) for p in first["loc"])
         message = f"{where}: {first['msg']}" if where else first["msg"]
         raise invalid(message, param=where or None) from None
-
-
-def check_max_tokens(value: int | None, gateway: Gateway) -> int:
-    """The caller's max_tokens, or the gateway's default; 400 above the gateway's cap."""
-    settings = gateway.settings
-    if value is None or value <= 0:
-        return settings.default_max_tokens
-    if value > settings.max_tokens:
-        raise invalid(f"max_tokens {value} is above this gateway's limit of "
-                      f"{settings.max_tokens}", param="max_tokens")
-    return value
 
 
 def request_id(request: web.Request) -> str:
@@ -160,8 +147,10 @@ async def handle(request: web.Request, dialect: Dialect, parse: Parser) -> web.S
     hold = None
     try:
         tenant = request.get(TENANT_KEY)
-        body = await read_json(request, gateway.settings.max_body_bytes)
+        limits = gateway.settings.limits
+        body = await read_json(request, gateway.settings.max_body_bytes, limits.max_json_depth)
         parsed = parse(request, body, gateway)
+        check_call(parsed.call, limits)
         gateway.router(parsed.call.model)  # an unknown model is a 404 before any counting
         hold = await gateway.admit(tenant, parsed.call)
         parsed = parsed._replace(call=parsed.call._replace(tenant=tenant, request_id=rid,

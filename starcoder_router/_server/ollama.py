@@ -23,13 +23,13 @@ from .gateway import Call, Gateway
 from .http import (
     GATEWAY_KEY,
     Parsed,
-    check_max_tokens,
     error_response,
     handle,
     parse_body,
     read_json,
     request_id,
 )
+from .inputs import Float, Int, ollama_max_tokens
 from .models import UnknownModelError, resolve_model
 from .problems import Problem, problem_for
 
@@ -47,11 +47,11 @@ class _Body(BaseModel):
 
 
 class _Options(_Body):
-    num_predict: int | None = None
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
+    num_predict: Int | None = None
+    temperature: Float | None = Field(default=None, ge=0, le=2)
+    top_p: Float | None = Field(default=None, gt=0, le=1)
     stop: list[str] | None = None
-    seed: int | None = None
+    seed: Int | None = None
 
 
 class GenerateBody(_Body):
@@ -82,7 +82,7 @@ def _now() -> str:
 def parse_generate(request: web.Request, raw: dict[str, Any], gateway: Gateway) -> Parsed:
     body = parse_body(GenerateBody, raw)
     opts = body.options
-    fields: dict[str, Any] = {"max_tokens": check_max_tokens(opts.num_predict, gateway)}
+    fields: dict[str, Any] = {"max_tokens": ollama_max_tokens(opts.num_predict, gateway)}
     if body.suffix is not None:
         fields.update(prefix=body.prompt, suffix=body.suffix)
     else:

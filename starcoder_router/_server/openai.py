@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .._ids import new_id
 from .gateway import Call, Gateway
-from .http import GATEWAY_KEY, Parsed, check_max_tokens, handle, parse_body
+from .http import GATEWAY_KEY, Parsed, handle, parse_body
+from .inputs import Float, Int, check_max_tokens
 from .problems import Problem, invalid
 
 if TYPE_CHECKING:
@@ -39,14 +40,17 @@ class _StreamOptions(_Body):
 
 class _Sampling(_Body):
     model: str | None = None
-    max_tokens: int | None = None
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_tokens: Int | None = None
+    temperature: Float | None = Field(default=None, ge=0, le=2)
+    top_p: Float | None = Field(default=None, gt=0, le=1)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: _StreamOptions | None = None
-    seed: int | None = None
-    n: int = 1
+    seed: Int | None = None
+    n: Int = 1
+    best_of: Int | None = None
+    presence_penalty: Float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: Float | None = Field(default=None, ge=-2, le=2)
 
 
 class CompletionBody(_Sampling):
@@ -67,7 +71,7 @@ class _Message(_Body):
 
 class ChatBody(_Sampling):
     messages: list[_Message] = Field(min_length=1)
-    max_completion_tokens: int | None = None
+    max_completion_tokens: Int | None = None
     response_format: dict[str, Any] | None = None
 
 
@@ -82,6 +86,8 @@ class _Meta(NamedTuple):
 def _sampling(body: _Sampling, gateway: Gateway, max_tokens: int | None) -> dict[str, Any]:
     if body.n != 1:
         raise invalid("only n=1 is supported", param="n")
+    if body.best_of not in (None, 1):
+        raise invalid("only best_of=1 is supported", param="best_of")
     fields: dict[str, Any] = {"max_tokens": check_max_tokens(max_tokens, gateway)}
     if body.temperature is not None:
         fields["temperature"] = body.temperature
@@ -120,7 +126,8 @@ def parse_completion(request: web.Request, raw: dict[str, Any], gateway: Gateway
 
 def parse_chat(request: web.Request, raw: dict[str, Any], gateway: Gateway) -> Parsed:
     body = parse_body(ChatBody, raw)
-    fields = _sampling(body, gateway, body.max_completion_tokens or body.max_tokens)
+    fields = _sampling(body, gateway, body.max_tokens if body.max_completion_tokens is None
+                       else body.max_completion_tokens)
     fields["messages"] = [
         {"role": "system" if m.role == "developer" else m.role,
          "content": m.content if isinstance(m.content, str)

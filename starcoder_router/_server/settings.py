@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator
 
 from .._errors import ConfigError
+from .._routing.limits import InputLimits
 from .._validation import FrozenModel, read_toml, validate_config
 
 __all__ = ["ServerSettings", "TenantSettings", "load_server_settings"]
@@ -98,6 +99,9 @@ class ServerSettings(FrozenModel):
         if value is not None and not value.get_secret_value().strip():
             raise ValueError("must not be empty (leave it out to serve /metrics openly)")
         return value
+
+    # Caps on one request's inputs, `[server.limits]` (table in _routing/limits.py).
+    limits: InputLimits = InputLimits()
 
     @field_validator("tenants")
     @classmethod

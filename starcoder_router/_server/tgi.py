@@ -3,24 +3,26 @@
 `"stream": true`).
 
 `inputs` goes as written: llm-ls puts the FIM sentinels in it itself. `parameters` carries
-`max_new_tokens`, `temperature`, `top_p`, `stop` and `seed`; the rest of TGI's sampling knobs
-are accepted and ignored. Streams are server-sent events, one token object each, the last with
-`generated_text` and `details` (https://huggingface.github.io/text-generation-inference/).
+`max_new_tokens`, `temperature`, `top_p`, `stop`, `seed` and a JSON-schema `grammar`; the rest
+of TGI's sampling knobs are accepted and ignored. Streams are server-sent events, one token
+object each, the last with `generated_text` and `details`
+(https://huggingface.github.io/text-generation-inference/).
 Errors are `{"error": "...", "error_type": "..."}`.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from .gateway import Call, Gateway
-from .http import GATEWAY_KEY, Parsed, check_max_tokens, handle, parse_body
+from .http import GATEWAY_KEY, Parsed, handle, parse_body
+from .inputs import Float, Int, check_max_tokens
 from .models import BASE_NAME
-from .problems import Problem
+from .problems import Problem, invalid
 
 if TYPE_CHECKING:
     from .._running.results import Completion, StreamChunk
@@ -35,15 +37,21 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+class _Grammar(_Body):
+    type: Literal["json", "json_object", "regex"]
+    value: Any
+
+
 class _Parameters(_Body):
-    max_new_tokens: int | None = None
-    temperature: float | None = Field(default=None, gt=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, lt=1)
+    max_new_tokens: Int | None = None
+    temperature: Float | None = Field(default=None, gt=0, le=2)
+    top_p: Float | None = Field(default=None, gt=0, lt=1)
     stop: list[str] = []
-    seed: int | None = None
+    seed: Int | None = None
     do_sample: bool = False
     details: bool = False
     return_full_text: bool = False
+    grammar: _Grammar | None = None
 
 
 class GenerateBody(_Body):
@@ -62,7 +70,8 @@ def _parse(raw: dict[str, Any], gateway: Gateway, *, stream: bool | None) -> Par
     body = parse_body(GenerateBody, raw)
     p = body.parameters
     fields: dict[str, Any] = {"prompt": body.inputs,
-                              "max_tokens": check_max_tokens(p.max_new_tokens, gateway)}
+                              "max_tokens": check_max_tokens(p.max_new_tokens, gateway,
+                                                            "max_new_tokens")}
     if p.stop:
         fields["stop"] = p.stop
     if p.do_sample or p.temperature is not None:
@@ -73,10 +82,23 @@ def _parse(raw: dict[str, Any], gateway: Gateway, *, stream: bool | None) -> Par
         fields["top_p"] = p.top_p
     if p.seed is not None:
         fields["seed"] = p.seed
+    if p.grammar is not None:
+        fields["response_format"] = _response_format(p.grammar)
     # TGI serves one model, so its clients name none: the model is the gateway's default.
     call = Call(body.model or BASE_NAME, fields, protocol="tgi")
     meta = _Meta(p.details, body.inputs if p.return_full_text else "")
     return Parsed(call, body.stream if stream is None else stream, meta)
+
+
+def _response_format(grammar: _Grammar) -> dict[str, Any]:
+    """TGI's `grammar`: a JSON schema (checked like any other: no fetching, RE2 patterns)."""
+    if grammar.type == "regex":
+        raise invalid("regex grammars are not supported; use a JSON schema",
+                      param="parameters.grammar")
+    if not isinstance(grammar.value, dict):
+        raise invalid("a json grammar's value must be a JSON schema object",
+                      param="parameters.grammar")
+    return {"type": "json_schema", "json_schema": grammar.value}
 
 
 def _finish(reason: str | None) -> str:

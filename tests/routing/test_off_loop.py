@@ -142,3 +142,23 @@ async def test_an_editors_next_request_is_counted_on_the_loop(
             assert completion.text == "pass"
         assert router.token_counter.exact
     assert hops == 1
+
+
+async def test_a_stream_counts_a_large_prompt_off_the_loop(server: FakeServer,
+                                                           tokenizer_path: Path) -> None:
+    counter = SlowCounter(TokenizerCounter.from_file(tokenizer_path))
+    prefix = "def handler(event):\n    return event\n\n" * 1200
+
+    async def run() -> str:
+        async with router.stream(prefix=prefix, suffix="\n", max_tokens=32) as stream:
+            return "".join([chunk.text async for chunk in stream])
+
+    async with _router(server, counter) as router:
+        await router.complete(prefix="def f(", suffix=")", max_tokens=8)
+        task = asyncio.ensure_future(run())
+        gap = await _longest_gap_while(task)
+        assert task.result() == "pass"
+        async with router.stream(prefix="def f(", suffix=")", max_tokens=8) as small:
+            assert "".join([c.text async for c in small]) == "pass"
+    assert counter.threads and threading.get_ident() not in counter.threads
+    assert gap < 0.3  # the count sleeps 0.5 s in its thread; the loop kept ticking

@@ -90,7 +90,7 @@ def test_an_invalid_json_schema_is_refused_when_built(schema: dict[str, Any]) ->
 
 @pytest.mark.parametrize("schema", UNUSABLE_SCHEMAS)
 def test_a_schema_that_cannot_validate_anything_is_refused(schema: dict[str, Any]) -> None:
-    with pytest.raises(InvalidRequestError, match="json_schema cannot be used"):
+    with pytest.raises(InvalidRequestError, match=r"json_schema (cannot be used|has a \$ref)"):
         CompletionRequest(prompt="x", response_format={"type": "json_schema",
                                                        "json_schema": schema})
 

@@ -1,0 +1,340 @@
+"""A noisy neighbour: one tenant sends the worst inputs we know while another tenant's latency
+on simple requests is measured, against a loopback upstream stand-in.
+
+    python benchmarks/bench_noisy_neighbour.py [--seconds 5] [--attackers 32] [--write]
+
+The gateway runs in a process of its own (its one event loop is what is under test); the
+upstream stand-in, the victim and the attacker each run their own event loop on a thread of
+this process. The victim sends
+`/v1/completions` requests one after another; the attacker keeps `--attackers` requests in
+flight, cycling through: a stream with the most and longest stops allowed over an answer that
+keeps almost matching them, a schema with a backtracking `pattern` over a steered answer, a
+schema whose `$ref` points at a listening socket (counted: it must get no connection), a body
+nested 10,000 deep, a prompt of the largest size allowed, and bad token limits. Prints the
+victim's p50/p99 alone and under attack; `--write` puts them in BENCHMARKS.md.
+`tests/server/test_noisy_neighbour.py` runs the same scenario, shorter, and holds the bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from starcoder_router import Catalog, Deployment  # noqa: E402
+from starcoder_router._server.app import RUNNER_OPTIONS, create_app  # noqa: E402
+from starcoder_router._server.gateway import Gateway  # noqa: E402
+from starcoder_router._server.settings import ServerSettings, TenantSettings  # noqa: E402
+
+HEADING = "## Noisy neighbour: a hostile tenant beside a simple one"
+T = TypeVar("T")
+VICTIM_KEY, ATTACKER_KEY = "victim-key", "attacker-key"
+# The answer the upstream gives to structured-output requests: ^(a+)+$ backtracks on it for
+# ~2^40 steps in Python's `re`.
+STEERED = json.dumps({"a": "a" * 40 + "!"})
+
+
+class LoopThread:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+async def _upstream(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    chat = request.path.endswith("/chat/completions")
+    words = [STEERED] if chat else ["ab" * 8] * min(int(body.get("max_tokens", 16)), 200)
+    usage = {"prompt_tokens": 8, "completion_tokens": len(words), "total_tokens": 8 + len(words)}
+    if not body.get("stream"):
+        text = " ".join(words)
+        choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
+        choice.update({"message": {"role": "assistant", "content": text}} if chat
+                      else {"text": text})
+        return web.json_response({"id": "u", "object": "x", "choices": [choice],
+                                  "usage": usage})
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    for i, word in enumerate(words):
+        choice = {"index": 0, "finish_reason": "stop" if i == len(words) - 1 else None}
+        choice.update({"delta": {"content": word}} if chat else {"text": word})
+        await response.write(b"data: " + json.dumps({"id": "u", "choices": [choice]}).encode()
+                             + b"\n\n")
+    await response.write(b"data: " + json.dumps({"id": "u", "choices": [],
+                                                 "usage": usage}).encode() + b"\n\n")
+    await response.write(b"data: [DONE]\n\n")
+    return response
+
+
+async def _site(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, **RUNNER_OPTIONS)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    return runner, f"http://{host}:{port}"
+
+
+def _catalog(base_url: str) -> Catalog:
+    deployments = []
+    for variant, caps in (("starcoder2-7b", {"completion", "fim", "streaming"}),
+                          ("starcoder2-15b-instruct",
+                           {"chat", "streaming", "structured_output"})):
+        deployments.append(Deployment(
+            name=f"mock/{variant}", provider="openai-compatible", variant=variant,
+            model=f"mock-{variant}", context_window=16384, base_url=base_url + "/v1",
+            input_usd_per_mtok=0.1, output_usd_per_mtok=0.2, capabilities=frozenset(caps)))
+    return Catalog(variants=Catalog.default().variants, deployments=tuple(deployments))
+
+
+def _tenants() -> tuple[TenantSettings, ...]:
+    import hashlib
+
+    return tuple(TenantSettings(name=name, key_sha256=hashlib.sha256(key.encode()).hexdigest())
+                 for name, key in (("victim", VICTIM_KEY), ("attacker", ATTACKER_KEY)))
+
+
+def attacks(trap_url: str) -> list[tuple[str, str, bytes]]:
+    """(label, path, body) of each hostile request the attacker cycles through."""
+    chat = "/v1/chat/completions"
+    instruct = "starcoder2-15b-instruct"
+
+    def js(obj: Any) -> bytes:
+        return json.dumps(obj).encode()
+
+    def schema(s: Any) -> bytes:
+        return js({"model": instruct, "messages": [{"role": "user", "content": "json"}],
+                   "response_format": {"type": "json_schema",
+                                       "json_schema": {"name": "r", "schema": s}}})
+
+    stops = ["ab" * 127 + "a" + chr(0x100 + i) for i in range(16)]
+    return [
+        ("max stops, streamed", "/v1/completions",
+         js({"prompt": "x", "stop": stops, "stream": True, "max_tokens": 200})),
+        ("ReDoS pattern", chat, schema({"type": "object", "properties": {
+            "a": {"type": "string", "pattern": "^(a+)+$"}}})),
+        ("remote $ref", chat, schema({"$ref": trap_url + "/schema.json"})),
+        ("$id + relative $ref", "/api/generate",
+         js({"model": "starcoder2", "prompt": "x", "stream": False,
+             "format": {"$id": trap_url + "/", "$ref": "x.json"}})),
+        ("deep JSON", "/v1/completions",
+         b'{"prompt": "x", "x": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"),
+        ("deep schema", chat, schema(_deep_schema(29))),  # under the body's depth cap
+        ("max-size prompt", "/v1/completions",
+         js({"prompt": ("def f(x):\n    return x * 2\n\n" * 9000)[:262_000],
+             "max_tokens": 8})),
+        ("negative max_new_tokens", "/generate",
+         js({"inputs": "x", "parameters": {"max_new_tokens": -5}})),
+    ]
+
+
+def _deep_schema(levels: int) -> Any:
+    s: Any = {"type": "string"}
+    for _ in range(levels):
+        s = {"type": "object", "properties": {"a": s}}
+    return s
+
+
+async def _victim(url: str, until: float) -> list[float]:
+    latencies: list[float] = []
+    headers = {"Authorization": f"Bearer {VICTIM_KEY}"}
+    body = {"prompt": "def add(a, b):", "max_tokens": 8}
+    timeout = aiohttp.ClientTimeout(total=10)  # a frozen gateway fails the run, not hangs it
+    async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
+        while time.perf_counter() < until:
+            started = time.perf_counter()
+            async with session.post(url + "/v1/completions", json=body) as r:
+                await r.read()
+                assert r.status == 200, r.status
+            latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+async def _attacker(url: str, until: float, workers: int, trap_url: str) -> Counter[str]:
+    seen: Counter[str] = Counter()
+    plan = attacks(trap_url)
+    headers = {"Authorization": f"Bearer {ATTACKER_KEY}",
+               "Content-Type": "application/json"}
+    timeout = aiohttp.ClientTimeout(total=60)
+
+    async def worker(i: int, session: aiohttp.ClientSession) -> None:
+        n = i
+        while time.perf_counter() < until:
+            label, path, body = plan[n % len(plan)]
+            n += 1
+            async with session.post(url + path, data=body) as r:
+                await r.read()
+                seen[f"{label}: {r.status}"] += 1
+
+    async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
+        await asyncio.gather(*(worker(i, session) for i in range(workers)))
+    return seen
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Scenario:
+    """The upstream, a trap socket and the gateway (a child process), up; `run(seconds,
+    attackers)` measures."""
+
+    def __init__(self) -> None:
+        self.loops = [LoopThread() for _ in range(3)]  # upstream, victim, attacker
+        upstream = web.Application()
+        upstream.router.add_post("/v1/completions", _upstream)
+        upstream.router.add_post("/v1/chat/completions", _upstream)
+        self._up_runner, up_url = self.loops[0].run(_site(upstream))
+        self.trap = socket.socket()
+        self.trap.bind(("127.0.0.1", 0))
+        self.trap.listen(64)
+        self.trap_url = f"http://127.0.0.1:{self.trap.getsockname()[1]}"
+        self._gateway = subprocess.Popen(
+            [sys.executable, __file__, "--serve", up_url], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self._gateway.stdout is not None
+        self.url = self._gateway.stdout.readline().strip()
+        if not self.url.startswith("http"):
+            self.close()
+            raise RuntimeError("the gateway did not start")
+
+    def run(self, seconds: float, attackers: int) -> dict[str, Any]:
+        victim_loop, attacker_loop = self.loops[1:]
+        until = time.perf_counter() + seconds
+        attack = None
+        if attackers:
+            attack = asyncio.run_coroutine_threadsafe(
+                _attacker(self.url, until, attackers, self.trap_url), attacker_loop.loop)
+            time.sleep(0.2)  # the attack is under way before the victim starts
+        latencies = victim_loop.run(_victim(self.url, until), timeout=seconds + 60)
+        seen = attack.result(seconds + 120) if attack is not None else Counter()
+        return {"p50_ms": _pct(latencies, 0.50) * 1e3, "p99_ms": _pct(latencies, 0.99) * 1e3,
+                "max_ms": max(latencies) * 1e3, "victim_requests": len(latencies),
+                "attack_requests": sum(seen.values()), "attack": dict(seen),
+                "trap_connections": self.trap_connections()}
+
+    def trap_connections(self) -> int:
+        self.trap.setblocking(False)
+        n = 0
+        while True:
+            try:
+                conn, _ = self.trap.accept()
+            except BlockingIOError:
+                return n
+            conn.close()
+            n += 1
+
+    def close(self) -> None:
+        if self._gateway.stdin is not None:
+            self._gateway.stdin.close()  # the gateway stops when its stdin closes
+        try:
+            self._gateway.wait(10)
+        except subprocess.TimeoutExpired:
+            self._gateway.kill()
+            self._gateway.wait()
+        if self._gateway.stdout is not None:
+            self._gateway.stdout.close()
+        self.loops[0].run(self._up_runner.cleanup())
+        self.trap.close()
+        for lt in self.loops:
+            lt.stop()
+
+
+def serve(upstream_url: str) -> None:
+    """The gateway under test, in this (child) process: prints its URL, serves until stdin
+    closes."""
+
+    async def run() -> None:
+        gateway = Gateway(settings=ServerSettings(max_tokens=512, tenants=_tenants()),
+                          catalog=_catalog(upstream_url), env={})
+        runner, url = await _site(create_app(gateway))
+        print(url, flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await runner.cleanup()
+        await gateway.aclose()
+
+    asyncio.run(run())
+
+
+def measure(seconds: float, attackers: int) -> dict[str, Any]:
+    scenario = Scenario()
+    try:
+        scenario.run(0.5, 0)  # warm up: imports, connections, the first routes
+        alone = scenario.run(seconds, 0)
+        attacked = scenario.run(seconds, attackers)
+    finally:
+        scenario.close()
+    return {"alone": alone, "attacked": attacked, "attackers": attackers, "seconds": seconds}
+
+
+def section(result: dict[str, Any]) -> str:
+    alone, attacked = result["alone"], result["attacked"]
+    rows = [f"| {label} | {r['victim_requests']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+            f"{r['max_ms']:.1f} |" for label, r in (("alone", alone), ("under attack", attacked))]
+    kinds = sorted(attacked["attack"].items())
+    return "\n".join([
+        HEADING, "",
+        f"`benchmarks/bench_noisy_neighbour.py`: one tenant sends simple `/v1/completions` "
+        f"requests one after another for {result['seconds']:.0f} s, alone and then while "
+        f"another tenant keeps {result['attackers']} hostile requests in flight (max-length "
+        "stops on a stream, a backtracking schema `pattern` over a steered answer, remote "
+        "`$ref`s, a body nested 10,000 deep, a deep schema, a max-size prompt, negative "
+        "token limits), all through one gateway process (one event loop) against a loopback "
+        "upstream; clients and upstream share another process on the same 2-core machine. "
+        "Latency in ms.", "",
+        "| victim | requests | p50 | p99 | max |", "|---|---|---|---|---|", *rows, "",
+        f"The attacker's requests: {attacked['attack_requests']} "
+        f"({', '.join(f'{k} x{v}' for k, v in kinds)}). Connections to the `$ref` URL: "
+        f"{attacked['trap_connections']}.", ""])
+
+
+def write(text: str, path: Path) -> None:
+    old = path.read_text() if path.exists() else ""
+    parts = [p for p in re.split(r"(?m)^(?=## )", old) if not p.startswith(HEADING)]
+    path.write_text("".join(parts).rstrip("\n") + "\n\n" + text)
+
+
+def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--attackers", type=int, default=32)
+    p.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
+    p.add_argument("--serve", metavar="UPSTREAM_URL", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.serve:
+        serve(args.serve)
+        return
+    result = measure(args.seconds, args.attackers)
+    text = section(result)
+    out(text)
+    if args.write:
+        write(text, ROOT / "BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()
