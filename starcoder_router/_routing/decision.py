@@ -22,6 +22,7 @@ from .tokens import CountKind
 
 __all__ = [
     "BudgetRouting", "Candidate", "DeploymentHealth", "RoutingDecision", "StaticCache", "decide",
+    "servable",
 ]
 
 # Typical bytes per token of code (stdlib Python, C, JS averages): used only to turn a byte bound
@@ -224,6 +225,20 @@ _CHEAP_FILTERS: tuple[_CheapFilter, ...] = (
     _f_capabilities,
     _f_quality,
 )
+
+
+def servable(deployments: tuple[Deployment, ...], *, variants: Mapping[str, Variant],
+             policy: CostPolicy, provider_status: Mapping[str, str | None]
+             ) -> tuple[Deployment, ...]:
+    """The deployments some request could reach now: a known variant, a provider that is ready
+    (key set), allowed by the policy and above its quality floor. What a model list shows: the
+    filters that look at no request, with no capability asked for."""
+    ctx = _Context(_ANY_REQUEST, policy, provider_status, (), None)
+    return tuple(d for d in deployments
+                 if all(f(ctx, d, variants.get(d.variant)) is None for f in _CHEAP_FILTERS))
+
+
+_ANY_REQUEST = CompletionRequest(prompt="", max_tokens=1)
 
 
 def decide(

@@ -81,6 +81,33 @@ def test_list_and_show(serve: Any, make_client: Any) -> None:
     assert info.value.status_code == 404
 
 
+def test_show_template_uses_the_suffix_and_num_ctx_is_the_deployments(
+        serve: Any, make_client: Any, upstream_url: str) -> None:
+    from conftest import mock_catalog
+
+    catalog = mock_catalog(upstream_url)
+    # the 7B is served at 8192 tokens although the model itself reads 16384
+    deployments = tuple(d.model_copy(update={"context_window": 8192})
+                        if d.variant == "starcoder2-7b" else d for d in catalog.deployments)
+    gw = serve(catalog=catalog.model_copy(update={"deployments": deployments}))
+    c = make_client(gw.url)
+    shown = c.show("starcoder2:7b")
+    # Continue sends a suffix only when the template contains `.Suffix`; Ollama reports
+    # `insert` only for such a template.
+    assert shown.template is not None and ".Suffix" in shown.template
+    assert "<fim_prefix>{{ .Prompt }}<fim_suffix>{{ .Suffix }}<fim_middle>" in shown.template
+    assert shown.capabilities is not None and "insert" in shown.capabilities
+    assert shown.parameters is not None
+    assert shown.parameters.split() == ["num_ctx", "8192"]
+    assert shown.modelinfo is not None
+    assert shown.modelinfo["starcoder2.context_length"] == 8192
+    # a chat-only variant has no FIM deployment: no insert, no suffix in the template
+    instruct = c.show("starcoder2-15b-instruct")
+    assert instruct.capabilities == ["completion"]
+    assert instruct.template is not None and ".Suffix" not in instruct.template
+    assert instruct.parameters is not None and instruct.parameters.split()[1] == "2048"
+
+
 def test_version(serve: Any) -> None:
     import httpx
 

@@ -67,6 +67,6 @@ def test_errors_are_tgi_shaped(serve: Any) -> None:
     assert r.status_code == 400
     assert r.json()["error_type"] == "validation"
     # the client reads error_type and raises its own class for it
-    with pytest.raises(ValidationError, match="context window"):
+    with pytest.raises(ValidationError, match="maximum context length is 2048 tokens"):
         InferenceClient(model=gw.url + "/generate", timeout=10).text_generation(
             "x = 1\n" * 3000, max_new_tokens=8)
