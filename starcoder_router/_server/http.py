@@ -54,7 +54,7 @@ class Dialect(Protocol):
     name: str
     stream_content_type: str
 
-    def error_body(self, problem: Problem) -> dict[str, Any]: ...
+    def error_body(self, problem: Problem) -> dict[str, Any] | None: ...
 
     def completion_body(self, completion: Completion, parsed: Parsed) -> Any: ...
 
@@ -120,8 +120,10 @@ def error_response(dialect: Dialect, problem: Problem, rid: str) -> web.Response
     headers = {HEADER_REQUEST_ID: rid}
     if problem.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(problem.retry_after)))
-    return web.json_response(dialect.error_body(problem), status=problem.status,
-                             headers=headers)
+    body = dialect.error_body(problem)
+    if body is None:  # the protocol answers this status without a body
+        return web.Response(status=problem.status, headers=headers)
+    return web.json_response(body, status=problem.status, headers=headers)
 
 
 def _headers(completion: Completion | None, rid: str) -> dict[str, str]:

@@ -127,6 +127,8 @@ class OllamaDialect:
         return _final(completion, parsed.meta, completion.text)
 
     def stream_chunk(self, chunk: StreamChunk, parsed: Parsed) -> bytes:
+        if not chunk.text:  # Ollama sends no empty parts; its final line has the reason
+            return b""
         return _line({"model": parsed.meta.model, "created_at": _now(), "response": chunk.text,
                       "done": False})
 

@@ -64,6 +64,22 @@ def test_generate_streams_ndjson(serve: Any, upstream: Any, make_client: Any) ->
     assert upstream.bodies[-1]["stream"] is True
 
 
+@pytest.mark.parametrize("empty_final", [False, True])
+def test_stream_has_no_empty_parts(serve: Any, upstream: Any, make_client: Any,
+                                   empty_final: bool) -> None:
+    from upstream import Reply
+
+    # Ollama streams one part per piece of text and a last `done` part with an empty response;
+    # nothing empty in between, whatever the upstream's last chunk looks like.
+    gw = serve()
+    upstream.script(Reply(empty_final=empty_final))
+    parts = list(make_client(gw.url).generate(model="starcoder2", prompt="def f():",
+                                              stream=True, options={"num_predict": 8}))
+    assert [p.response for p in parts] == ["return", " a", " +", " b", ""]
+    assert [p.done for p in parts] == [False, False, False, False, True]
+    assert parts[-1].done_reason == "stop"
+
+
 def test_list_and_show(serve: Any, make_client: Any) -> None:
     gw = serve()
     c = make_client(gw.url)
