@@ -16,7 +16,7 @@ from .catalog import Capability, Deployment, Variant
 from .cost import actual_cost_nano, nano_to_usd, usd_to_nano
 from .fit import Fit, NoFit, PromptCounts, TrimReport, fit_prompt
 from .policy import CostPolicy, Objective
-from .render import Rendered
+from .render import Rendered, has_fim_sentinels
 from .request import CompletionRequest
 from .tokens import CountKind
 
@@ -261,7 +261,9 @@ def decide(
     `static` memoises what does not depend on the request itself (provider readiness, policy,
     capabilities, quality), per kind of request; pass the same dict while `deployments`,
     `variants`, `policy` and `provider_status` stay the same."""
-    needs: list[Capability] = [_MODE_CAPABILITY[request.mode]]
+    mode = request.mode
+    raw_fim = mode == "prompt" and has_fim_sentinels(rendered.prompt)
+    needs: list[Capability] = ["fim" if raw_fim else _MODE_CAPABILITY[mode]]
     if request.response_format is not None:
         needs.append("structured_output")
     if request.stream:
