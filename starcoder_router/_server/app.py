@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from .._ids import new_id
-from . import ollama, openai, tgi
+from . import mistral, ollama, openai, tgi
 from .gateway import Gateway
 from .http import (
     GATEWAY_KEY,
@@ -121,6 +121,7 @@ def create_app(gateway: Gateway) -> web.Application:
                           client_max_size=gateway.settings.max_body_bytes)
     app[GATEWAY_KEY] = gateway
     openai.add_routes(app)
+    mistral.add_routes(app)
     ollama.add_routes(app)
     tgi.add_routes(app)
     app.router.add_get("/health", _health)

@@ -25,7 +25,7 @@ from .problems import Problem, invalid
 if TYPE_CHECKING:
     from .._running.results import Completion, StreamChunk
 
-__all__ = ["add_routes"]
+__all__ = ["OpenAIDialect", "OpenAIMeta", "add_routes"]
 
 
 class _Body(BaseModel):
@@ -77,6 +77,10 @@ class _Meta(NamedTuple):
     model: str
     chat: bool
     include_usage: bool
+
+
+# What the dialect needs to shape an answer; Mistral's FIM route (mistral.py) shares it.
+OpenAIMeta = _Meta
 
 
 def _sampling(body: _Sampling, gateway: Gateway, max_tokens: int | None) -> dict[str, Any]:
