@@ -31,6 +31,7 @@ from .http import (
     Dialect,
     error_response,
 )
+from .logs import log_access, log_problem
 from .problems import Problem, problem_for
 
 __all__ = ["RUNNER_OPTIONS", "create_app"]
@@ -65,11 +66,17 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await _answer(request, handler, dialect)
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
-    metrics = request.app[GATEWAY_KEY].metrics
+    gateway = request.app[GATEWAY_KEY]
+    metrics = gateway.metrics
+    elapsed = time.perf_counter() - started
     metrics.requests.labels(dialect.name, route, str(response.status)).inc()
-    metrics.latency.labels(dialect.name, route).observe(time.perf_counter() - started)
+    metrics.latency.labels(dialect.name, route).observe(elapsed)
     if response.status >= 400:
         metrics.errors.labels(f"http_{response.status}").inc()
+    if gateway.settings.access_log:
+        tenant = request.get(TENANT_KEY)
+        log_access(request, response.status, elapsed, tenant.name if tenant else None,
+                   request.get(REQUEST_ID_KEY, ""))
     return response
 
 
@@ -90,8 +97,7 @@ async def _answer(request: web.Request, handler: Handler,
         return error_response(dialect, problem, rid)
     except Exception as exc:
         problem = problem_for(exc)
-        if problem.status == 500:
-            logger.exception("request %s failed", rid)
+        log_problem(problem, exc, rid)
         return error_response(dialect, problem, rid)
 
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from .._ids import new_id
 from .gateway import Call, Gateway
+from .logs import log_problem
 from .problems import GatewayError, Problem, invalid, problem_for
 from .settings import TenantSettings
 
@@ -163,8 +164,7 @@ async def handle(request: web.Request, dialect: Dialect, parse: Parser) -> web.S
 
 def _failed(dialect: Dialect, exc: Exception, rid: str) -> web.Response:
     problem = problem_for(exc)
-    if problem.status >= 500 and problem.status != 503:
-        logger.exception("request %s failed", rid, exc_info=exc)
+    log_problem(problem, exc, rid)
     return error_response(dialect, problem, rid)
 
 
@@ -187,7 +187,9 @@ async def _stream(request: web.Request, gateway: Gateway, dialect: Dialect, pars
             raise
         except Exception as exc:
             # Headers are out: the error travels as the protocol's last event.
-            await response.write(dialect.stream_error(problem_for(exc), parsed))
+            problem = problem_for(exc)
+            log_problem(problem, exc, rid)
+            await response.write(dialect.stream_error(problem, parsed))
         await response.write_eof()
     except OSError:  # ConnectionResetError among them
         # The client went away: the `finally` closes the upstream stream, booking its cost.

@@ -58,7 +58,8 @@ class ServerSettings(FrozenModel):
     deadline (default: the retry policy's): an editor would rather get a quick 503 than wait
     for a deployment to come out of its cooldown. `tracing` records an OpenTelemetry span per
     attempt on the global tracer provider (the `otel` extra; configure the exporter as usual,
-    e.g. with `OTEL_EXPORTER_OTLP_ENDPOINT` under `opentelemetry-instrument`).
+    e.g. with `OTEL_EXPORTER_OTLP_ENDPOINT` under `opentelemetry-instrument`). `access_log`
+    writes one line per request to the `starcoder_router.access` logger (no keys, no bodies).
     """
 
     host: str = "127.0.0.1"
@@ -71,6 +72,7 @@ class ServerSettings(FrozenModel):
     tenants: tuple[TenantSettings, ...] = ()
     health_sync_s: float = Field(default=0.25, gt=0)
     tracing: bool = False
+    access_log: bool = True
 
     @field_validator("tenants")
     @classmethod
