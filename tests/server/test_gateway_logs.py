@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import mock_catalog
 from upstream import Reply
 
 from starcoder_router import RetryPolicy
@@ -32,8 +31,8 @@ def _info(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_chat_without_a_chat_deployment_is_a_400_that_says_why(
-        serve: Any, upstream_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    gw = serve(catalog=mock_catalog(upstream_url, ("starcoder2-3b",)))
+        serve: Any, catalog_of: Any, caplog: pytest.LogCaptureFixture) -> None:
+    gw = serve(catalog=catalog_of("starcoder2-3b"))
     r = httpx.post(gw.url + "/v1/chat/completions", json={
         "model": "starcoder2", "messages": [{"role": "user", "content": SECRET_PROMPT}]},
         timeout=10)

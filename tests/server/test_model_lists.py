@@ -7,7 +7,6 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import PRICES, mock_catalog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,9 +32,9 @@ def _lists(url: str) -> dict[str, list[str]]:
             "404": missing.split("available: ", 1)[1].split(", ")}
 
 
-def test_lists_leave_out_deployments_without_a_key(serve: Any, upstream_url: str) -> None:
+def test_lists_leave_out_deployments_without_a_key(serve: Any, catalog_of: Any) -> None:
     # starcoder2-15b only on a hosted provider whose key is not set: it cannot be served.
-    mock = mock_catalog(upstream_url, ("starcoder2-3b",))
+    mock = catalog_of("starcoder2-3b")
     catalog = mock.model_copy(update={"deployments": (*mock.deployments,
                                                       _hosted("starcoder2-15b"))})
     gw = serve(catalog=catalog, env={})
@@ -53,8 +52,8 @@ def test_lists_leave_out_deployments_without_a_key(serve: Any, upstream_url: str
     assert "starcoder2-15b-instruct" not in r.json()["error"]["message"]
 
 
-def test_lists_follow_allow_providers(serve: Any, upstream_url: str) -> None:
-    mock = mock_catalog(upstream_url, ("starcoder2-3b",))
+def test_lists_follow_allow_providers(serve: Any, catalog_of: Any) -> None:
+    mock = catalog_of("starcoder2-3b")
     catalog = mock.model_copy(update={"deployments": (*mock.deployments,
                                                       _hosted("starcoder2-7b"))})
     gw = serve(catalog=catalog, env={"FIREWORKS_API_KEY": "k"},
@@ -80,7 +79,7 @@ _PROVIDERS = ("openai-compatible", "fireworks", "deepinfra")
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    placed=st.lists(st.tuples(st.sampled_from((*PRICES, "starcoder2-15b")),
+    placed=st.lists(st.tuples(st.sampled_from(tuple(Catalog.default().variants)),
                               st.sampled_from(_PROVIDERS)), max_size=6, unique=True),
     keys=st.sets(st.sampled_from(("FIREWORKS_API_KEY", "DEEPINFRA_API_KEY"))),
     allow=st.none() | st.frozensets(st.sampled_from(_PROVIDERS)),

@@ -98,10 +98,8 @@ def test_list_and_show(serve: Any, make_client: Any) -> None:
 
 
 def test_show_template_uses_the_suffix_and_num_ctx_is_the_deployments(
-        serve: Any, make_client: Any, upstream_url: str) -> None:
-    from conftest import mock_catalog
-
-    catalog = mock_catalog(upstream_url)
+        serve: Any, make_client: Any, catalog_of: Any) -> None:
+    catalog = catalog_of()
     # the 7B is served at 8192 tokens although the model itself reads 16384
     deployments = tuple(d.model_copy(update={"context_window": 8192})
                         if d.variant == "starcoder2-7b" else d for d in catalog.deployments)

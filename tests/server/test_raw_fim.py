@@ -7,7 +7,6 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import mock_catalog
 
 from starcoder_router import CostPolicy
 
@@ -24,10 +23,10 @@ REQUESTS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 @pytest.fixture
-def cheap_instruct(serve: Any, upstream_url: str) -> Any:
+def cheap_instruct(serve: Any, catalog_of: Any) -> Any:
     # The instruct deployment takes raw completions too, and is the cheapest: without the FIM
     # check, a FIM prompt would land on it.
-    catalog = mock_catalog(upstream_url, ("starcoder2-7b", "starcoder2-15b-instruct"))
+    catalog = catalog_of("starcoder2-7b", "starcoder2-15b-instruct")
     deployments = tuple(
         d.model_copy(update={"capabilities": d.capabilities | {"completion"},
                              "input_usd_per_mtok": 0.01, "output_usd_per_mtok": 0.01})
