@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .._ids import new_id
 from .gateway import Call, Gateway
 from .http import GATEWAY_KEY, Parsed, check_max_tokens, handle, parse_body
+from .models import UnknownModelError
 from .problems import Problem, invalid
 
 if TYPE_CHECKING:
@@ -211,6 +212,17 @@ async def _models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": data})
 
 
+async def _model(request: web.Request) -> web.Response:
+    # `models.retrieve()`: one entry of the list, or the same 404 an unknown model gets.
+    gateway = request.app[GATEWAY_KEY]
+    name = request.match_info["model"]
+    gateway.resolve(name)  # raises UnknownModelError, which the middleware answers
+    if name not in gateway.model_names:  # an alias such as "starcoder2:latest"
+        raise UnknownModelError(name, gateway.model_names)
+    return web.json_response({"id": name, "object": "model", "created": int(time.time()),
+                              "owned_by": "starcoder-router"})
+
+
 def add_routes(app: web.Application) -> None:
     dialect = OpenAIDialect()
 
@@ -224,3 +236,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions",
                         chat)
     app.router.add_get("/v1/models", _models)
+    app.router.add_get("/v1/models/{model}", _model)

@@ -147,7 +147,14 @@ class TGIDialect:
                      "details": _stream_details(completion)})
 
     def stream_error(self, problem: Problem, parsed: Parsed) -> bytes:
-        return _sse(_error(problem))
+        meta: _Meta = parsed.meta
+        held, meta.last[0] = meta.last[0], ""
+        if not held:
+            return _sse(_error(problem))
+        meta.sent[0] += 1  # the text held back still reaches the client, before the error
+        token = {"id": 0, "text": held, "logprob": 0.0, "special": False}
+        return _sse({"index": meta.sent[0], "token": token, "generated_text": None,
+                     "details": None}) + _sse(_error(problem))
 
 
 async def _info(request: web.Request) -> web.Response:

@@ -52,6 +52,20 @@ def test_lists_leave_out_deployments_without_a_key(serve: Any, catalog_of: Any) 
     assert "starcoder2-15b-instruct" not in r.json()["error"]["message"]
 
 
+def test_retrieve_agrees_with_the_list(serve: Any, catalog_of: Any) -> None:
+    import openai
+
+    gw = serve(catalog=catalog_of("starcoder2-3b"))
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0) as client:
+        listed = [m.id for m in client.models.list()]
+        for name in listed:
+            assert client.models.retrieve(name).id == name
+        for name in ("starcoder2-7b", "gpt-4"):  # a packaged variant nothing serves here
+            with pytest.raises(openai.NotFoundError) as info:
+                client.models.retrieve(name)
+            assert info.value.code == "model_not_found"
+
+
 def test_lists_follow_allow_providers(serve: Any, catalog_of: Any) -> None:
     mock = catalog_of("starcoder2-3b")
     catalog = mock.model_copy(update={"deployments": (*mock.deployments,

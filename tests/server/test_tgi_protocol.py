@@ -186,3 +186,19 @@ def test_wrong_key_is_a_plain_401(serve: Any) -> None:
     assert info.value.response is not None and info.value.response.status_code == 401
     ok = InferenceClient(model=gw.url + "/generate", token="sk-acme", timeout=10)
     assert ok.text_generation("x", max_new_tokens=2) == "return a"
+
+
+def test_stream_error_after_text_keeps_every_token(serve: Any, upstream: Any) -> None:
+    from upstream import Reply
+
+    from starcoder_router._server.settings import ServerSettings
+
+    # the upstream stalls after two words and the request's deadline ends it: both words reach
+    # the client (the last one is not lost with the final event), then TGI's error event
+    gw = serve(settings=ServerSettings(request_timeout_s=1.0))
+    upstream.script(Reply(text="one two three four", hang_after=2))
+    r = httpx.post(gw.url + "/generate_stream",
+                   json={"inputs": "def f():", "parameters": {"max_new_tokens": 8}}, timeout=10)
+    events = _events(r)
+    assert [e["token"]["text"] for e in events[:-1]] == ["one", " two"]
+    assert events[-1]["error_type"] in ("overloaded", "generation")
