@@ -53,6 +53,10 @@ def run_serve(args: argparse.Namespace) -> int:
     if updates:
         settings = settings.model_copy(update=updates)
     workers = max(1, int(args.workers))
+    if args.config is not None:
+        from .._config import load_config
+
+        load_config(args.config)  # a broken config says so here (ConfigError), not per worker
     problem = _cannot_serve(settings.host, settings.port)
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)

@@ -56,13 +56,16 @@ class GenerateBody(_Body):
 class _Meta(NamedTuple):
     details: bool
     prefix: str
+    # TGI's compatibility route `/` answers a list of one generation (its `compat_generate`).
+    listed: bool
     # Per stream: the tokens sent so far, and the latest chunk's text, held back because TGI
     # puts the last token on the final event (with generated_text and details).
     sent: list[int]
     last: list[str]
 
 
-def _parse(raw: dict[str, Any], gateway: Gateway, *, stream: bool | None) -> Parsed:
+def _parse(raw: dict[str, Any], gateway: Gateway, *, stream: bool | None,
+           listed: bool = False) -> Parsed:
     body = parse_body(GenerateBody, raw)
     p = body.parameters
     fields: dict[str, Any] = {"prompt": body.inputs,
@@ -79,7 +82,7 @@ def _parse(raw: dict[str, Any], gateway: Gateway, *, stream: bool | None) -> Par
         fields["seed"] = p.seed
     # TGI serves one model, so its clients name none: the model is the gateway's default.
     call = Call(body.model or BASE_NAME, fields, protocol="tgi")
-    meta = _Meta(p.details, body.inputs if p.return_full_text else "", [0], [""])
+    meta = _Meta(p.details, body.inputs if p.return_full_text else "", listed, [0], [""])
     return Parsed(call, body.stream if stream is None else stream, meta)
 
 
@@ -123,7 +126,7 @@ class TGIDialect:
         out: dict[str, Any] = {"generated_text": meta.prefix + completion.text}
         if meta.details:
             out["details"] = {**_details(completion), "prefill": [], "tokens": []}
-        return out
+        return [out] if meta.listed else out
 
     def stream_chunk(self, chunk: StreamChunk, parsed: Parsed) -> bytes:
         # TGI's final event is the last token's, so each text waits for the next one (or the
@@ -179,20 +182,23 @@ def _version() -> str:
 def add_routes(app: web.Application) -> None:
     dialect = TGIDialect()
 
-    def parser(stream: bool | None) -> Any:
+    def parser(stream: bool | None, listed: bool = False) -> Any:
         def parse(request: web.Request, raw: dict[str, Any], gateway: Gateway) -> Parsed:
-            return _parse(raw, gateway, stream=stream)
+            return _parse(raw, gateway, stream=stream, listed=listed)
         return parse
 
-    streamed, either = parser(True), parser(None)
+    streamed, either, compat = parser(True), parser(None), parser(None, listed=True)
 
     async def generate(request: web.Request) -> web.StreamResponse:
         return await handle(request, dialect, either)
+
+    async def compat_generate(request: web.Request) -> web.StreamResponse:
+        return await handle(request, dialect, compat)
 
     async def generate_stream(request: web.Request) -> web.StreamResponse:
         return await handle(request, dialect, streamed)
 
     app.router.add_post("/generate", generate)
     app.router.add_post("/generate_stream", generate_stream)
-    app.router.add_post("/", generate)
+    app.router.add_post("/", compat_generate)
     app.router.add_get("/info", _info)

@@ -62,6 +62,18 @@ def test_missing_prometheus_client_fails_before_the_banner() -> None:
     assert "Traceback" not in err
 
 
+def test_broken_config_fails_before_the_banner(tmp_path: Path) -> None:
+    config = tmp_path / "router.toml"
+    config.write_text('[policy]\nobjective = "fastest-please"\n')
+    proc = _serve("--config", str(config), "--port", str(_free_port()))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert err.startswith("error: ")
+    assert "objective" in err
+    assert BANNER not in err + out
+    assert "Traceback" not in err
+
+
 def test_two_workers_print_one_banner() -> None:
     port = _free_port()
     proc = _serve("--port", str(port), "--workers", "2", "--no-access-log")

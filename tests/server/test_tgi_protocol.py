@@ -159,6 +159,13 @@ def test_responses_match_tgis_schema(serve: Any) -> None:
             "inputs": "def f():", "parameters": {"max_new_tokens": 4, "details": details}},
             timeout=10)
         jsonschema.validate(r.json(), GENERATE_RESPONSE)
+    # the compatibility route answers a list of one generation, as TGI's compat_generate does
+    compat = httpx.post(gw.url + "/", json={"inputs": "def f():",
+                                            "parameters": {"max_new_tokens": 4}}, timeout=10)
+    jsonschema.validate(compat.json(), {"type": "array", "items": GENERATE_RESPONSE,
+                                        "minItems": 1, "maxItems": 1})
+    assert InferenceClient(model=gw.url, timeout=10).text_generation(
+        "def f():", max_new_tokens=4) == "return a + b"
     info = httpx.get(gw.url + "/info", timeout=10).json()
     jsonschema.validate(info, INFO)
     assert info["max_total_tokens"] == 2048  # the deployments' window
