@@ -4,7 +4,9 @@ their own files (test_openai_protocol.py, test_ollama_protocol.py, test_tgi_prot
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -18,6 +20,24 @@ from langchain_ollama import OllamaLLM
 from langchain_openai import ChatOpenAI, OpenAI
 
 LONG = "x = 1\n" * 3000
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _litellm_leaves_nothing_open() -> Iterator[None]:
+    """LiteLLM keeps its clients in a module cache and sets an event loop on the calling
+    thread, for its process exit to clean up; close them here, or their sockets and the loop
+    warn (as errors) in whichever test the garbage collector happens to run."""
+    yield
+    cache = litellm.in_memory_llm_clients_cache
+    loop = asyncio.get_event_loop_policy().get_event_loop()
+    loop.run_until_complete(litellm.close_litellm_async_clients())
+    for client in list(cache.cache_dict.values()):
+        close = getattr(client, "close", None)
+        if callable(close) and not asyncio.iscoroutinefunction(close):
+            close()
+    cache.flush_cache()
+    loop.close()
+    asyncio.set_event_loop(None)
 
 
 def test_litellm_completion_and_stream(serve: Any, upstream: Any) -> None:
