@@ -40,6 +40,7 @@ fi
 
 LLAMA_SERVER_BIN="$(PYTHON=.venv/bin/python bash .ci/build-llama-server.sh)"
 export LLAMA_SERVER_BIN
-export REQUIRE_REDIS=1 REQUIRE_LLAMA_SERVER=1 REQUIRE_CHROMIUM=1
+bash .ci/npm-clients.sh  # the JavaScript clients the gateway tests run (tests/js_clients)
+export REQUIRE_REDIS=1 REQUIRE_LLAMA_SERVER=1 REQUIRE_CHROMIUM=1 REQUIRE_NODE_CLIENTS=1
 
 exec .venv/bin/python -m pytest "$@"

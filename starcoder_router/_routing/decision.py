@@ -16,12 +16,13 @@ from .catalog import Capability, Deployment, Variant
 from .cost import actual_cost_nano, nano_to_usd, usd_to_nano
 from .fit import Fit, NoFit, PromptCounts, TrimReport, fit_prompt
 from .policy import CostPolicy, Objective
-from .render import Rendered
+from .render import Rendered, has_fim_sentinels
 from .request import CompletionRequest
 from .tokens import CountKind
 
 __all__ = [
     "BudgetRouting", "Candidate", "DeploymentHealth", "RoutingDecision", "StaticCache", "decide",
+    "servable",
 ]
 
 # Typical bytes per token of code (stdlib Python, C, JS averages): used only to turn a byte bound
@@ -226,6 +227,20 @@ _CHEAP_FILTERS: tuple[_CheapFilter, ...] = (
 )
 
 
+def servable(deployments: tuple[Deployment, ...], *, variants: Mapping[str, Variant],
+             policy: CostPolicy, provider_status: Mapping[str, str | None]
+             ) -> tuple[Deployment, ...]:
+    """The deployments some request could reach now: a known variant, a provider that is ready
+    (key set), allowed by the policy and above its quality floor. What a model list shows: the
+    filters that look at no request, with no capability asked for."""
+    ctx = _Context(_ANY_REQUEST, policy, provider_status, (), None)
+    return tuple(d for d in deployments
+                 if all(f(ctx, d, variants.get(d.variant)) is None for f in _CHEAP_FILTERS))
+
+
+_ANY_REQUEST = CompletionRequest(prompt="", max_tokens=1)
+
+
 def decide(
     request: CompletionRequest,
     rendered: Rendered,
@@ -246,7 +261,9 @@ def decide(
     `static` memoises what does not depend on the request itself (provider readiness, policy,
     capabilities, quality), per kind of request; pass the same dict while `deployments`,
     `variants`, `policy` and `provider_status` stay the same."""
-    needs: list[Capability] = [_MODE_CAPABILITY[request.mode]]
+    mode = request.mode
+    raw_fim = mode == "prompt" and has_fim_sentinels(rendered.prompt)
+    needs: list[Capability] = ["fim" if raw_fim else _MODE_CAPABILITY[mode]]
     if request.response_format is not None:
         needs.append("structured_output")
     if request.stream:

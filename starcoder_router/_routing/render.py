@@ -32,6 +32,7 @@ __all__ = [
     "FimParts",
     "Rendered",
     "escape_special_tokens",
+    "has_fim_sentinels",
     "render",
     "render_fim",
 ]
@@ -115,6 +116,13 @@ def _guard(text: str, how: Literal["escape", "reject", "keep"], field: str) -> s
     return escape_special_tokens(text)
 
 
+def has_fim_sentinels(prompt: str) -> bool:
+    """A raw prompt its writer put in the FIM format (llm-ls, editor templates): it needs a
+    FIM-capable deployment and the FIM stops, as a prefix/suffix request does."""
+    return "<fim_" in prompt and (FIM_MIDDLE in prompt or FIM_SUFFIX in prompt
+                                  or FIM_PREFIX in prompt)
+
+
 def render(request: CompletionRequest) -> Rendered:
     """Render `request` into StarCoder 2's prompt format (no trimming)."""
     how = request.special_tokens
@@ -122,7 +130,8 @@ def render(request: CompletionRequest) -> Rendered:
     if mode == "prompt":
         assert request.prompt is not None
         prompt = _guard(request.prompt, how or "keep", "prompt")
-        return Rendered("prompt", prompt, _stops(request.stop, PROMPT_STOPS))
+        stops = FIM_STOPS if has_fim_sentinels(prompt) else PROMPT_STOPS
+        return Rendered("prompt", prompt, _stops(request.stop, stops))
     if mode == "fim":
         how = how or "escape"
         parts = FimParts(

@@ -15,7 +15,7 @@ from .._providers.base import Provider
 from .._providers.call import Endpoint
 from .._providers.registry import provider_class
 from .._routing.catalog import Catalog, Deployment
-from .._routing.decision import BudgetRouting, RoutingDecision, StaticCache, decide
+from .._routing.decision import BudgetRouting, RoutingDecision, StaticCache, decide, servable
 from .._routing.fit import PromptCounts
 from .._routing.health import HealthPolicy, HealthTracker
 from .._routing.policy import CostPolicy, check_benchmarks
@@ -143,6 +143,11 @@ class RouterCore:
             now=now,
             static=static,
         )
+
+    def servable(self) -> tuple[Deployment, ...]:
+        """The deployments that could serve some request (see `decision.servable`)."""
+        return servable(self.catalog.deployments, variants=self.catalog.variants,
+                        policy=self.policy, provider_status=self.provider_status)
 
     def require_tenant(self, request: CompletionRequest) -> None:
         if self.policy.require_tenant and request.tenant is None:

@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from .._ids import new_id
-from . import ollama, openai, tgi
+from . import mistral, ollama, openai, tgi
 from .connections import GuardedHandler, GuardedSite
 from .gateway import Gateway
 from .http import (
@@ -35,6 +35,7 @@ from .http import (
     Dialect,
     error_response,
 )
+from .logs import log_access, log_problem
 from .problems import GatewayError, Problem, problem_for
 from .settings import ServerSettings
 
@@ -77,10 +78,15 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if protocol.served >= gateway.settings.max_requests_per_connection:
             response.force_close()  # the client opens a new connection: no endless keep-alive
     metrics = gateway.metrics
+    elapsed = time.perf_counter() - started
     metrics.requests.labels(dialect.name, route, str(response.status)).inc()
-    metrics.latency.labels(dialect.name, route).observe(time.perf_counter() - started)
+    metrics.latency.labels(dialect.name, route).observe(elapsed)
     if response.status >= 400:
         metrics.errors.labels(f"http_{response.status}").inc()
+    if gateway.settings.access_log:
+        tenant = request.get(TENANT_KEY)
+        log_access(request, response.status, elapsed, tenant.name if tenant else None,
+                   request.get(REQUEST_ID_KEY, ""))
     return response
 
 
@@ -98,8 +104,7 @@ async def _answer(request: web.Request, handler: Handler,
         return error_response(dialect, problem, rid)
     except Exception as exc:
         problem = problem_for(exc)
-        if problem.status == 500:
-            logger.exception("request %s failed", rid)
+        log_problem(problem, exc, rid)
         return error_response(dialect, problem, rid)
 
 
@@ -188,6 +193,7 @@ def create_app(gateway: Gateway) -> web.Application:
                           client_max_size=gateway.settings.max_body_bytes)
     app[GATEWAY_KEY] = gateway
     openai.add_routes(app)
+    mistral.add_routes(app)
     ollama.add_routes(app)
     tgi.add_routes(app)
     app.router.add_get("/health", _health)

@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import multiprocessing
+import socket
 import sys
 from typing import Any
 
@@ -29,6 +31,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8080)")
     p.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    p.add_argument("--no-access-log", action="store_true",
+                   help="do not log a line per request (on by default)")
     p.add_argument("--hash-key", metavar="KEY",
                    help="print the SHA-256 digest of an API key for [[server.tenants]] and exit")
     p.set_defaults(func=run_serve)
@@ -43,11 +47,26 @@ def run_serve(args: argparse.Namespace) -> int:
     from .settings import load_server_settings
 
     settings = load_server_settings(args.config)
-    updates = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    updates: dict[str, Any] = {k: v for k, v in (("host", args.host), ("port", args.port))
+                               if v is not None}
+    if args.no_access_log:
+        updates["access_log"] = False
     if updates:
         settings = settings.model_copy(update=updates)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     workers = max(1, int(args.workers))
+    if args.config is not None:
+        from .._config import load_config
+
+        load_config(args.config)  # a broken config says so here (ConfigError), not per worker
+    problem = _cannot_serve(settings.host, settings.port)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    _configure_logging()
+    # One banner, from the process the user started (the workers print nothing of their own).
+    many = f"{workers} workers, " if workers > 1 else ""
+    print(f"starcoder-router gateway on http://{settings.host}:{settings.port} "
+          f"({many}{_loop_name()} loop)", file=sys.stderr, flush=True)
     if workers == 1:
         _serve(args.config, settings.model_dump(), reuse_port=False)
         return 0
@@ -88,6 +107,7 @@ async def _serve_until_signalled(config: str | None, raw_settings: dict[str, Any
     from .settings import ServerSettings
 
     settings = ServerSettings(**raw_settings)
+    _configure_logging()  # a spawned worker starts with logging unconfigured
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         # Windows' loops have no signal handlers: Ctrl-C ends run_until_complete instead.
@@ -96,13 +116,49 @@ async def _serve_until_signalled(config: str | None, raw_settings: dict[str, Any
     app = create_app(Gateway.from_config(config, settings=settings))
     runner = await listen(app, settings, host=settings.host, port=settings.port,
                           reuse_port=reuse_port)
-    print(f"starcoder-router gateway on http://{settings.host}:{settings.port} "
-          f"({type(loop).__module__.split('.')[0]} loop)", file=sys.stderr, flush=True)
     try:
         await stop.wait()
     finally:
         # Stops accepting, lets in-flight requests run for shutdown_timeout_s, then cancels.
         await runner.cleanup()
+
+
+def _cannot_serve(host: str, port: int) -> str | None:
+    """Why the gateway could not start, checked before anything is printed or spawned: the
+    `server` extra missing, or the address taken."""
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        return ("the gateway needs prometheus-client (its /metrics): "
+                "pip install 'starcoder-router[server]'")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return f"cannot resolve {host!r}: {exc.strerror or exc}"
+    for family, kind, proto, _, address in infos[:1]:
+        with socket.socket(family, kind, proto) as probe:
+            if hasattr(socket, "SO_REUSEADDR") and sys.platform != "win32":
+                # As the listener will: a port whose old connections linger is still free.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return f"cannot listen on {host}:{port}: the address is already in use"
+                return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+
+def _loop_name() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

@@ -38,7 +38,7 @@ from .tenants import (
 
 if TYPE_CHECKING:
     from .._config import ProviderSettings
-    from .._routing.catalog import Catalog
+    from .._routing.catalog import Catalog, Deployment
     from .._routing.health import HealthPolicy
     from .._routing.policy import CostPolicy
     from .._routing.tokens import TokenCounter
@@ -116,7 +116,12 @@ class Gateway:
         self._by_name: dict[str | None, AsyncRouter] = {}
         self.health = GatewayHealth(lambda: list(self._routers.values()), redis_url,
                                     getattr(self.store, "prefix", "scr:"))
-        self.router(None)  # the default router exists from the start: /ready asks it
+        # The default router exists from the start (/ready asks it); what it can serve is fixed
+        # by the config (keys, allowed providers, quality floor), so the lists compute it once.
+        default = self._routers[ModelChoice()] = self._build_router(ModelChoice())
+        self.servable: tuple[Deployment, ...] = default._core.servable()
+        self._variants = frozenset(d.variant for d in self.servable)
+        self._by_name[None] = default
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None, **overrides: Any) -> Gateway:
@@ -140,15 +145,25 @@ class Gateway:
 
     @property
     def model_names(self) -> list[str]:
-        used = {d.variant for d in self.catalog.deployments}
-        return model_names(v for v in self.catalog.variants if v in used)
+        """Every model name a client may send now; every list (`/v1/models`, `/api/tags`,
+        `/api/ps`, the 404's) shows exactly these."""
+        return model_names(self._variants)
+
+    def resolve(self, model: str | None) -> ModelChoice:
+        """What a model name asks for (`UnknownModelError` for names no deployment serves)."""
+        return resolve_model(model, variants=self._variants)
+
+    def window(self, variant: str | None) -> int:
+        """The largest context window a servable deployment of `variant` (None: any) has."""
+        return max((d.context_window for d in self.servable
+                    if variant is None or d.variant == variant), default=0)
 
     def router(self, model: str | None) -> AsyncRouter:
         """The router for a model name (`UnknownModelError` for names we do not serve)."""
         router = self._by_name.get(model)
         if router is not None:
             return router
-        choice = resolve_model(model, variants=self.catalog.variants)
+        choice = self.resolve(model)
         router = self._routers.get(choice)
         if router is None:
             router = self._routers[choice] = self._build_router(choice)

@@ -21,6 +21,7 @@ from .._ids import new_id
 from .._routing.limits import InputLimits
 from .gateway import Call, Gateway
 from .inputs import check_call, load_json
+from .logs import log_problem
 from .problems import GatewayError, Problem, invalid, problem_for
 from .settings import TenantSettings
 from .tenants import TokenHold
@@ -58,7 +59,7 @@ class Dialect(Protocol):
     name: str
     stream_content_type: str
 
-    def error_body(self, problem: Problem) -> dict[str, Any]: ...
+    def error_body(self, problem: Problem) -> dict[str, Any] | None: ...
 
     def completion_body(self, completion: Completion, parsed: Parsed) -> Any: ...
 
@@ -119,8 +120,12 @@ def error_response(dialect: Dialect, problem: Problem, rid: str) -> web.Response
     headers = {HEADER_REQUEST_ID: rid}
     if problem.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(problem.retry_after)))
-    response = web.json_response(dialect.error_body(problem), status=problem.status,
-                                 headers=headers)
+    body = dialect.error_body(problem)
+    response: web.Response
+    if body is None:  # the protocol answers this status without a body
+        response = web.Response(status=problem.status, headers=headers)
+    else:
+        response = web.json_response(body, status=problem.status, headers=headers)
     if problem.status in (408, 413):
         # The rest of the body was not read: the connection cannot carry another request.
         response.force_close()
@@ -182,8 +187,7 @@ async def _settle(gateway: Gateway, hold: TokenHold) -> None:
 
 def _failed(dialect: Dialect, exc: Exception, rid: str) -> web.Response:
     problem = problem_for(exc)
-    if problem.status >= 500 and problem.status != 503:
-        logger.exception("request %s failed", rid, exc_info=exc)
+    log_problem(problem, exc, rid)
     return error_response(dialect, problem, rid)
 
 
@@ -206,7 +210,9 @@ async def _stream(request: web.Request, gateway: Gateway, dialect: Dialect, pars
             raise
         except Exception as exc:
             # Headers are out: the error travels as the protocol's last event.
-            await response.write(dialect.stream_error(problem_for(exc), parsed))
+            problem = problem_for(exc)
+            log_problem(problem, exc, rid)
+            await response.write(dialect.stream_error(problem, parsed))
         await response.write_eof()
     except OSError:  # ConnectionResetError among them
         # The client went away: the `finally` closes the upstream stream, booking its cost.

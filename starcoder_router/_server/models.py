@@ -38,7 +38,8 @@ class UnknownModelError(LookupError):
 
     def __init__(self, name: str, known: Iterable[str]):
         self.name = name
-        super().__init__(f"the model {name!r} does not exist; available: {', '.join(known)}")
+        listed = ", ".join(known) or "none (no configured deployment can serve now)"
+        super().__init__(f"the model {name!r} does not exist; available: {listed}")
 
 
 class ModelChoice(NamedTuple):
@@ -49,7 +50,11 @@ class ModelChoice(NamedTuple):
 
 
 def resolve_model(name: str | None, *, variants: Collection[str]) -> ModelChoice:
-    """The choice a model name stands for; `UnknownModelError` for names we do not serve."""
+    """The choice a model name stands for; `UnknownModelError` for names we do not serve.
+
+    `variants` are those some deployment can serve now: with none, no name is served."""
+    if not variants:
+        raise UnknownModelError(name or BASE_NAME, [])
     if not name or name == BASE_NAME:
         return ModelChoice()
     if name.endswith(":latest"):  # Ollama clients add the default tag
@@ -70,6 +75,9 @@ def resolve_model(name: str | None, *, variants: Collection[str]) -> ModelChoice
 
 
 def model_names(variants: Iterable[str]) -> list[str]:
-    """Every name `/v1/models` and `/api/tags` list, the virtual ones first."""
-    names = [BASE_NAME] + [f"{BASE_NAME}:{o}" for o in _LISTED_OBJECTIVES]
-    return names + sorted(variants)
+    """Every name the model lists show for the variants that can be served, the virtual ones
+    first (none at all when no variant can be served)."""
+    served = sorted(set(variants))
+    if not served:
+        return []
+    return [BASE_NAME] + [f"{BASE_NAME}:{o}" for o in _LISTED_OBJECTIVES] + served

@@ -30,7 +30,7 @@ from .http import (
     request_id,
 )
 from .inputs import Float, Int, ollama_max_tokens
-from .models import UnknownModelError, resolve_model
+from .models import UnknownModelError
 from .problems import Problem, problem_for
 
 if TYPE_CHECKING:
@@ -127,6 +127,8 @@ class OllamaDialect:
         return _final(completion, parsed.meta, completion.text)
 
     def stream_chunk(self, chunk: StreamChunk, parsed: Parsed) -> bytes:
+        if not chunk.text:  # Ollama sends no empty parts; its final line has the reason
+            return b""
         return _line({"model": parsed.meta.model, "created_at": _now(), "response": chunk.text,
                       "done": False})
 
@@ -147,14 +149,20 @@ def _details(variant: str | None, gateway: Gateway) -> dict[str, Any]:
 
 async def _tags(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY_KEY]
-    variants = gateway.catalog.variants
     models = []
     for name in gateway.model_names:
-        choice = resolve_model(name, variants=variants)
+        choice = gateway.resolve(name)
         models.append({"name": name, "model": name, "modified_at": _now(), "size": 0,
                        "digest": hashlib.sha256(name.encode()).hexdigest(),
                        "details": _details(choice.variant, gateway)})
     return web.json_response({"models": models})
+
+
+# StarCoder 2's fill-in-the-middle format in Ollama's Go template syntax. Ollama reports the
+# `insert` capability only when the template uses `.Suffix`, and Continue sends suffixes only
+# when `template` contains `.Suffix` (continuedev/continue core/llm/llms/Ollama.ts).
+FIM_TEMPLATE = ("{{ if .Suffix }}<fim_prefix>{{ .Prompt }}<fim_suffix>{{ .Suffix }}<fim_middle>"
+                "{{ else }}{{ .Prompt }}{{ end }}")
 
 
 async def _show(request: web.Request) -> web.Response:
@@ -164,21 +172,25 @@ async def _show(request: web.Request) -> web.Response:
     try:
         body = parse_body(ShowBody, await read_json(request, gateway.settings.max_body_bytes))
         name = body.model or body.name or ""
-        choice = resolve_model(name, variants=gateway.catalog.variants)
+        choice = gateway.resolve(name)
     except UnknownModelError as exc:
         problem = Problem(404, "not_found", "model_not_found", f"model '{exc.name}' not found")
         return error_response(dialect, problem, rid)
     except Exception as exc:
         return error_response(dialect, problem_for(exc), rid)
     variant = choice.variant
-    window = gateway.catalog.variants[variant].context_window if variant else max(
-        (v.context_window for v in gateway.catalog.variants.values()), default=0)
+    deployments = [d for d in gateway.servable if variant is None or d.variant == variant]
+    window = gateway.window(variant)
+    fim = any("fim" in d.capabilities for d in deployments)
+    capabilities = ["completion", "insert"] if fim else ["completion"]
     return web.json_response({
-        "license": "", "modelfile": f"FROM {name}\n", "parameters": "",
-        "template": "{{ .Prompt }}", "details": _details(variant, gateway),
+        "license": "", "modelfile": f"FROM {name}\n",
+        "parameters": f"num_ctx                        {window}",
+        "template": FIM_TEMPLATE if fim else "{{ .Prompt }}",
+        "details": _details(variant, gateway),
         "model_info": {"general.architecture": "starcoder2",
                        "starcoder2.context_length": window},
-        "capabilities": ["completion", "insert"], "modified_at": _now(),
+        "capabilities": capabilities, "modified_at": _now(),
     })
 
 

@@ -21,12 +21,13 @@ from .._ids import new_id
 from .gateway import Call, Gateway
 from .http import GATEWAY_KEY, Parsed, handle, parse_body
 from .inputs import Float, Int, check_max_tokens
+from .models import UnknownModelError
 from .problems import Problem, invalid
 
 if TYPE_CHECKING:
     from .._running.results import Completion, StreamChunk
 
-__all__ = ["add_routes"]
+__all__ = ["OpenAIDialect", "OpenAIMeta", "add_routes"]
 
 
 class _Body(BaseModel):
@@ -81,6 +82,10 @@ class _Meta(NamedTuple):
     model: str
     chat: bool
     include_usage: bool
+
+
+# What the dialect needs to shape an answer; Mistral's FIM route (mistral.py) shares it.
+OpenAIMeta = _Meta
 
 
 def _sampling(body: _Sampling, gateway: Gateway, max_tokens: int | None) -> dict[str, Any]:
@@ -214,6 +219,17 @@ async def _models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": data})
 
 
+async def _model(request: web.Request) -> web.Response:
+    # `models.retrieve()`: one entry of the list, or the same 404 an unknown model gets.
+    gateway = request.app[GATEWAY_KEY]
+    name = request.match_info["model"]
+    gateway.resolve(name)  # raises UnknownModelError, which the middleware answers
+    if name not in gateway.model_names:  # an alias such as "starcoder2:latest"
+        raise UnknownModelError(name, gateway.model_names)
+    return web.json_response({"id": name, "object": "model", "created": int(time.time()),
+                              "owned_by": "starcoder-router"})
+
+
 def add_routes(app: web.Application) -> None:
     dialect = OpenAIDialect()
 
@@ -227,3 +243,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions",
                         chat)
     app.router.add_get("/v1/models", _models)
+    app.router.add_get("/v1/models/{model}", _model)

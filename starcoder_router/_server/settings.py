@@ -71,7 +71,8 @@ class ServerSettings(FrozenModel):
     and closed.
     `max_requests_per_connection` closes a keep-alive connection after that many requests.
     `metrics_key`, when set, is the bearer token `/metrics` requires (401 without it);
-    `metrics_tenant_labels = false` drops tenant names from the metrics.
+    `metrics_tenant_labels = false` drops tenant names from the metrics. `access_log` writes
+    one line per request to the `starcoder_router.access` logger (no keys, no bodies).
     """
 
     host: str = "127.0.0.1"
@@ -102,6 +103,7 @@ class ServerSettings(FrozenModel):
 
     # Caps on one request's inputs, `[server.limits]` (table in _routing/limits.py).
     limits: InputLimits = InputLimits()
+    access_log: bool = True
 
     @field_validator("tenants")
     @classmethod

@@ -85,6 +85,25 @@ def test_special_tokens_in_raw_prompt_are_kept_by_default() -> None:
     assert r.prompt == "<fim_prefix>a<fim_suffix>b<fim_middle>"
 
 
+@pytest.mark.parametrize("prompt", [
+    "<fim_prefix>a<fim_suffix>b<fim_middle>",  # PSM, as llm-ls writes it
+    "<fim_suffix>b<fim_prefix>a<fim_middle>",  # SPM
+    "<file_sep>x.py\n<fim_prefix>a<fim_suffix><fim_middle>",
+])
+def test_raw_prompt_in_fim_format_gets_the_fim_stops(prompt: str) -> None:
+    r = render(CompletionRequest(prompt=prompt, stop=["\n\n"]))
+    assert r.prompt == prompt
+    assert r.stop == ("\n\n", *FIM_STOPS)
+
+
+@pytest.mark.parametrize("prompt", ["def f(", "a <fim_pad> b", "<fim_prefix>a<fim_suffix>"])
+def test_raw_prompt_fim_stops_only_for_sentinels_kept(prompt: str) -> None:
+    kept = render(CompletionRequest(prompt=prompt))
+    assert kept.stop == (FIM_STOPS if "<fim_prefix>" in prompt else PROMPT_STOPS)
+    escaped = render(CompletionRequest(prompt=prompt, special_tokens="escape"))
+    assert escaped.stop == PROMPT_STOPS  # escaped sentinels are plain text
+
+
 def test_reject_names_the_token_and_field() -> None:
     with pytest.raises(InvalidRequestError, match=r"suffix contains .*<file_sep>.* offset 3"):
         render(CompletionRequest(prefix="x", suffix="abc<file_sep>", special_tokens="reject"))

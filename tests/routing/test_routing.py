@@ -171,6 +171,19 @@ def test_chat_needs_an_instruct_deployment(exact_counter: TokenizerCounter) -> N
     assert decision.chosen.name == "ollama/starcoder2-15b-instruct"
 
 
+def test_raw_fim_prompt_needs_a_fim_deployment(exact_counter: TokenizerCounter) -> None:
+    # an instruct deployment that takes raw completions but not FIM, and costs nothing
+    instruct = Deployment(provider="ollama", variant="starcoder2-15b-instruct",
+                          model="starcoder2:15b-instruct", context_window=16384,
+                          capabilities={"completion", "chat", "streaming"})
+    router = _router(exact_counter, catalog=Catalog.default().with_deployments(instruct))
+    plain = router.route(prompt="def add(a, b):")
+    assert plain.chosen.name == "ollama/starcoder2-15b-instruct"
+    fim = router.route(prompt="<fim_prefix>def add(a, b):\n    <fim_suffix>\n<fim_middle>")
+    assert "lacks fim" in fim.candidate("ollama/starcoder2-15b-instruct").reasons
+    assert fim.chosen.name.startswith("fireworks/")
+
+
 def test_quality_floor_on_a_benchmark_a_variant_lacks(exact_counter: TokenizerCounter) -> None:
     decision = _router(exact_counter, policy=CostPolicy(min_quality=("mbpp", 60))).route(
         prompt="x")

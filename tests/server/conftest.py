@@ -176,6 +176,15 @@ def mock_catalog(base_url: str, variants: tuple[str, ...] = tuple(PRICES)) -> Ca
 
 
 @pytest.fixture
+def catalog_of(upstream_url: str) -> Callable[..., Catalog]:
+    """`catalog_of(*variants)`: the mock catalog with deployments of those variants only (all
+    of them when none is named)."""
+    def make(*variants: str) -> Catalog:
+        return mock_catalog(upstream_url, variants or tuple(PRICES))
+    return make
+
+
+@pytest.fixture
 def serve(loop_thread: LoopThread, upstream_url: str) -> Iterator[Callable[..., Any]]:
     """`serve(**gateway_kwargs)` starts a gateway (default: the mock catalog, in-memory
     store) and returns a handle with `.url` and `.gateway`; all are stopped after the test."""

@@ -64,6 +64,22 @@ def test_generate_streams_ndjson(serve: Any, upstream: Any, make_client: Any) ->
     assert upstream.bodies[-1]["stream"] is True
 
 
+@pytest.mark.parametrize("empty_final", [False, True])
+def test_stream_has_no_empty_parts(serve: Any, upstream: Any, make_client: Any,
+                                   empty_final: bool) -> None:
+    from upstream import Reply
+
+    # Ollama streams one part per piece of text and a last `done` part with an empty response;
+    # nothing empty in between, whatever the upstream's last chunk looks like.
+    gw = serve()
+    upstream.script(Reply(empty_final=empty_final))
+    parts = list(make_client(gw.url).generate(model="starcoder2", prompt="def f():",
+                                              stream=True, options={"num_predict": 8}))
+    assert [p.response for p in parts] == ["return", " a", " +", " b", ""]
+    assert [p.done for p in parts] == [False, False, False, False, True]
+    assert parts[-1].done_reason == "stop"
+
+
 def test_list_and_show(serve: Any, make_client: Any) -> None:
     gw = serve()
     c = make_client(gw.url)
@@ -79,6 +95,31 @@ def test_list_and_show(serve: Any, make_client: Any) -> None:
     with pytest.raises(ollama.ResponseError) as info:
         c.show("llama3")
     assert info.value.status_code == 404
+
+
+def test_show_template_uses_the_suffix_and_num_ctx_is_the_deployments(
+        serve: Any, make_client: Any, catalog_of: Any) -> None:
+    catalog = catalog_of()
+    # the 7B is served at 8192 tokens although the model itself reads 16384
+    deployments = tuple(d.model_copy(update={"context_window": 8192})
+                        if d.variant == "starcoder2-7b" else d for d in catalog.deployments)
+    gw = serve(catalog=catalog.model_copy(update={"deployments": deployments}))
+    c = make_client(gw.url)
+    shown = c.show("starcoder2:7b")
+    # Continue sends a suffix only when the template contains `.Suffix`; Ollama reports
+    # `insert` only for such a template.
+    assert shown.template is not None and ".Suffix" in shown.template
+    assert "<fim_prefix>{{ .Prompt }}<fim_suffix>{{ .Suffix }}<fim_middle>" in shown.template
+    assert shown.capabilities is not None and "insert" in shown.capabilities
+    assert shown.parameters is not None
+    assert shown.parameters.split() == ["num_ctx", "8192"]
+    assert shown.modelinfo is not None
+    assert shown.modelinfo["starcoder2.context_length"] == 8192
+    # a chat-only variant has no FIM deployment: no insert, no suffix in the template
+    instruct = c.show("starcoder2-15b-instruct")
+    assert instruct.capabilities == ["completion"]
+    assert instruct.template is not None and ".Suffix" not in instruct.template
+    assert instruct.parameters is not None and instruct.parameters.split()[1] == "2048"
 
 
 def test_version(serve: Any) -> None:

@@ -29,6 +29,9 @@ class Reply:
     chunk_delay_s: float = 0.0
     hang_after: int | None = None  # stream: stop sending (but keep the socket) after N chunks
     finish_reason: str = "stop"
+    # stream: the finish reason in a last chunk of its own with no text, as vLLM, llama.cpp
+    # and OpenAI send it
+    empty_final: bool = False
 
 
 class Upstream:
@@ -96,8 +99,9 @@ class Upstream:
                     await asyncio.sleep(3600)  # until the gateway hangs up
                 piece = word if i == 0 else " " + word
                 last = i == len(words) - 1
+                ends = last and not reply.empty_final
                 choice: dict[str, Any] = {"index": 0,
-                                          "finish_reason": reply.finish_reason if last else None}
+                                          "finish_reason": reply.finish_reason if ends else None}
                 if chat:
                     choice["delta"] = {"content": piece}
                 else:
@@ -105,6 +109,10 @@ class Upstream:
                 await _event(response, {"id": "up-s", "choices": [choice]})
                 if reply.chunk_delay_s:
                     await asyncio.sleep(reply.chunk_delay_s)
+            if reply.empty_final:
+                empty = {"delta": {}} if chat else {"text": ""}
+                await _event(response, {"id": "up-s", "choices": [
+                    {"index": 0, "finish_reason": reply.finish_reason, **empty}]})
             await _event(response, {"id": "up-s", "choices": [], "usage": usage})
             await response.write(b"data: [DONE]\n\n")
         except (asyncio.CancelledError, ConnectionResetError):
