@@ -75,7 +75,8 @@ async def start_site(app: web.Application, port: int = 0,
 # starts with "sk-"), an Authorization header's value, SHA-256 digests (a key's hash is as good
 # as a tenant name to an attacker who has the config), and the canaries the adversarial tests
 # put in prompts and keys.
-SECRET = re.compile(r"sk-[\w-]+|Bearer\s+\S|\b[0-9a-f]{64}\b|CANARY", re.IGNORECASE)
+# A bearer value is any token but the placeholder the 401 messages show ("Bearer <key>").
+SECRET = re.compile(r"sk-[\w-]+|Bearer\s+[^\s<]|\b[0-9a-f]{64}\b|CANARY", re.IGNORECASE)
 
 
 class _SecretScan(logging.Handler):
