@@ -146,7 +146,7 @@ class RoutingDecision:
             cells = [r[i].ljust(widths[i]) for i in range(len(widths))]
             lines.append("  ".join([*cells, r[-1]]).rstrip())
         lines.insert(1, "  ".join("-" * w for w in widths) + "  ------")
-        head = f"objective: {self.objective}; mode: {self.request.mode}; " \
+        head = f"objective: {self.objective}; mode: {self.request.kind}; " \
                f"max_tokens: {self.request.max_tokens}"
         notes = list(self.notes)
         if self.counts_estimated:
@@ -246,7 +246,7 @@ def decide(
     `static` memoises what does not depend on the request itself (provider readiness, policy,
     capabilities, quality), per kind of request; pass the same dict while `deployments`,
     `variants`, `policy` and `provider_status` stay the same."""
-    needs: list[Capability] = [_MODE_CAPABILITY[request.mode]]
+    needs: list[Capability] = [_MODE_CAPABILITY[request.kind]]
     if request.response_format is not None:
         needs.append("structured_output")
     if request.stream:
