@@ -35,7 +35,8 @@ class BlockEnd:
     still fall after the cut (None when everything read so far is before it)."""
 
     def __init__(self, cursor: Cursor):
-        self._scanner = scanner = cursor.prefix_scanner()
+        scanner, statement_indent = cursor.prefix_scanner()
+        self._scanner = scanner
         self._base_depth = scanner.depth
         self.cut: int | None = None
         self.undecided: int | None = None
@@ -48,7 +49,7 @@ class BlockEnd:
         self._top_level = not opens and scanner.depth <= 0
         before = cursor.before
         if last == ":":
-            self._base, self._equal_ends = indent_width(cursor.opener_line), True
+            self._base, self._equal_ends = statement_indent, True
         elif not before.strip() and before:
             self._base, self._equal_ends = indent_width(before), False
         else:
@@ -64,6 +65,9 @@ class BlockEnd:
         self._head_seen = bool(before.strip())
         self._word_from: int | None = None
         self._after_decorator = False
+        # Comments at the block's own depth: they belong to it if an `else` and the like
+        # follows them, else the block ended before the first of them.
+        self._comments_from: int | None = None
 
     def feed(self, text: str) -> None:
         if self.cut is not None:
@@ -90,6 +94,8 @@ class BlockEnd:
         self.feed(text)
         if self.cut is None and self._word_from is not None:
             self._decide_word(text, len(text))
+        if self.cut is None and self._comments_from is not None:
+            self.cut = self._comments_from
 
     # -- brackets ------------------------------------------------------------------------
 
@@ -134,22 +140,28 @@ class BlockEnd:
             return
         indent = indent_width(text[self._line_start:pos])
         if indent < self._base:
-            self.cut = self._line_start
+            self.cut = self._line_start if self._comments_from is None else self._comments_from
         elif indent == self._base and self._equal_ends:
             if c == "@":
                 self._after_decorator = True
-                return
-            self._word_from = pos
-            self.undecided = self._line_start
+            elif c == "#":
+                if self._comments_from is None:
+                    self._comments_from = self.undecided = self._line_start
+            else:
+                self._word_from = pos
+                if self._comments_from is None:
+                    self.undecided = self._line_start
         else:
             self._after_decorator = False
+            self._comments_from = self.undecided = None
 
     def _decide_word(self, text: str, pos: int) -> None:
         assert self._word_from is not None
         word = text[self._word_from:pos]
         self._word_from = None
+        comments, self._comments_from = self._comments_from, None
         self.undecided = None
         if word in _CONTINUE or self._after_decorator:
             self._after_decorator = False
             return
-        self.cut = self._line_start
+        self.cut = self._line_start if comments is None else comments

@@ -64,17 +64,17 @@ class Cursor(NamedTuple):
         tail = self.prefix.rstrip()
         return tail[-1:] if tail else ""
 
-    @property
-    def opener_line(self) -> str:
-        """The line holding `last_char` (the line that may open a block)."""
-        tail = self.prefix.rstrip()
-        return tail[tail.rfind("\n") + 1:]
-
-    def prefix_scanner(self) -> Scanner:
-        """A scanner that has read the prefix (strings or comments left open carry over)."""
+    def prefix_scanner(self) -> tuple[Scanner, int]:
+        """A scanner that has read the prefix (strings or comments left open carry over), and
+        the indentation of the last line that began a statement: outside brackets and strings,
+        so the `def` of a signature wrapped over several lines, not its last line."""
         scanner = Scanner(self.style)
-        scanner.feed(self.prefix)
-        return scanner
+        statement_indent = 0
+        for line in self.prefix.splitlines(keepends=True):
+            if scanner.depth <= 0 and not scanner.in_text and line.strip():
+                statement_indent = indent_width(line)
+            scanner.feed(line)
+        return scanner, statement_indent
 
 
 def cursor_of(request: CompletionRequest) -> Cursor | None:
