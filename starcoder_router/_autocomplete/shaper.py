@@ -143,8 +143,13 @@ class Shaper:
         elif self._dup and not line_start and self._line0_start is not None and \
                 self._dup.startswith((self._line0_start + line).rstrip()):
             held = 0
-        if self._overlap and not line_start:
-            held = min(held, len(text) - _open_tail(text, self._overlap))
+        if self._overlap:
+            # While nothing past the first line may go out, the completion may still end on
+            # it, and then without the cursor line's remainder.
+            first = text.find("\n")
+            first = len(text) if first < 0 else first
+            if not text[first:held].strip():
+                held = min(held, first - _open_tail(text[:first], self._overlap))
         return held
 
     def _trim_overlap(self, text: str) -> str:
