@@ -252,6 +252,7 @@ class StreamAttempt:
             deployment=self.cand.deployment, decision=run.decision,
             attempts=tuple(run.attempts), latency_s=run.attempts[-1].latency_s,
             ttft_s=self.ttft, trimmed=self.cand.trimmed,
+            mode=run.shaping.mode if run.shaping is not None else None,
         )
 
 class _End:
