@@ -4,17 +4,23 @@ trailing whitespace)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from starcoder_router import CompletionRequest, InvalidRequestError
 from starcoder_router._autocomplete import (
     BLOCK_MAX_TOKENS,
+    HEADER_MODE,
     LINE_MAX_TOKENS,
     Plan,
     apply_mode,
     choose,
     cursor_of,
     plan_for,
+    requested_mode,
     shape,
 )
 
@@ -164,3 +170,37 @@ def test_brace_block_details() -> None:
     # comments and strings hide brackets
     text = "\n  s = \"}\"; // }\n  /* } */ t = '}';\n}\nx"
     assert shape(_plan("block", "void f() {", path="x.c"), text)[0] == text[:text.index("\nx")]
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=300),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["openai", "ollama", "tgi"]),
+       st.dictionaries(st.sampled_from(["mode", "options", "parameters", "x"]), JSON,
+                       max_size=3),
+       st.none() | st.text(max_size=300))
+def test_any_body_or_header_gives_a_mode_or_a_short_error(protocol: str, body: dict[str, Any],
+                                                          header: str | None) -> None:
+    headers = {} if header is None else {HEADER_MODE: header}
+    try:
+        mode = requested_mode(protocol, body, headers, None)
+    except ValueError as exc:
+        message = str(exc)
+        mode = None
+    else:
+        message = ""
+    assert mode in (None, "line", "block", "auto") and len(message) <= 200
+
+
+def test_where_each_protocol_carries_the_mode() -> None:
+    assert requested_mode("openai", {"mode": "line"}, {}, None) == "line"
+    assert requested_mode("ollama", {"options": {"mode": "block"}}, {}, None) == "block"
+    assert requested_mode("ollama", {"mode": "block"}, {}, None) == "block"
+    assert requested_mode("tgi", {"parameters": {"mode": "auto"}}, {}, None) == "auto"
+    assert requested_mode("tgi", {"mode": "auto"}, {}, None) is None  # not where TGI puts it
+    assert requested_mode("openai", {"mode": "line"}, {HEADER_MODE: "Block"}, None) == "block"
+    assert requested_mode("openai", {"mode": "off"}, {}, "auto") is None
+    assert requested_mode("openai", {}, {}, "auto") == "auto"
