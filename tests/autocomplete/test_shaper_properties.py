@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from starcoder_router._autocomplete import Cursor, Plan, Shaper, shape
+from starcoder_router._autocomplete.scan import Scanner
 
 CODE = st.lists(st.sampled_from(
     ["a", "b", "_", " ", "  ", "    ", "\t", "\n", "\n\n", ":", ";", "{", "}", "(", ")", "[",
@@ -81,3 +82,21 @@ def test_a_brace_block_stays_balanced(text: str, closed: bool) -> None:
     assert lowest == (0 if closed else min(0, lowest)) and lowest >= -1
     if lowest == -1:
         assert out.rstrip(");,]").endswith("}")
+
+
+def _state(scanner: Scanner) -> tuple[object, ...]:
+    s = scanner
+    return (s.state, s.depth, s._q, s._triple, s._esc, s._empty, s._prev,
+            s._run if s.in_text else 0)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from(["indent", "brace"]), CODE, CODE)
+def test_the_scanners_fast_path_reads_as_one_character_at_a_time(style: str, first: str,
+                                                                 second: str) -> None:
+    fast, slow = Scanner(style), Scanner(style)  # type: ignore[arg-type]
+    for part in (first, second):
+        fast.feed(part)
+        for c in part:
+            slow.step(c)
+        assert _state(fast) == _state(slow)
