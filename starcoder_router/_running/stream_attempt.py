@@ -69,7 +69,8 @@ class StreamAttempt:
         self._now = run.core.clock.now
         self._deadline = run.deadline
         # Autocomplete's cut, applied after the stops like one more stop of our own; `cut`
-        # turns true when it ends the completion before the provider did.
+        # turns true when it (or a stop found on our side) ends the completion before the
+        # provider did.
         self.shaper = Shaper(run.shaping) if run.shaping is not None else None
         self.cut = False
 
@@ -160,9 +161,11 @@ class StreamAttempt:
             delta = decoder.feed(line)
         except UNREADABLE as exc:
             raise unreadable_reply(exc, self.call) from exc
-        if self.shaper is not None and delta:
+        if self.shaper is not None and (delta or decoder.cutter.stopped):
             ended = decoder.finished or decoder.finish_raw is not None
-            delta = self.shaper.push(delta, end=ended)
+            # A stop met on our side ends an autocomplete answer as its cut does: the
+            # upstream call is closed instead of read to its end.
+            delta = self.shaper.push(delta, end=ended or decoder.cutter.stopped)
             self.cut = self.shaper.stopped and not ended
         if not delta:
             return None

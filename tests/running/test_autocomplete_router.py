@@ -128,3 +128,16 @@ async def test_a_stream_that_ends_by_itself_releases_what_it_held(
                                    mode="block")
     assert "".join(ch.text for ch in chunks) == "    s = 0\n    retu" == c.text
     assert c.usage.source == "provider"
+
+
+async def test_a_line_stream_ends_at_a_newline_the_provider_let_through(
+        drive: Driver, make: Make, wire: Wire, store: MemoryStore) -> None:
+    # The provider ignores the newline stop; our side ends the answer and the call there.
+    body = _Events(["a, ", "b)", "\nnext", "_line()", " more", " more"])
+    wire.script("fw3", httpx.Response(200, stream=body,
+                                      headers={"content-type": "text/event-stream"}))
+    chunks, c = await drive.stream(make(), prefix="x = compute(", suffix=")\n", mode="line")
+    assert "".join(ch.text for ch in chunks) == "a, b" == c.text
+    assert (c.finish_reason, c.mode) == ("stop", "line")
+    assert body.read < len(body.events) and body.closed
+    assert store.ledger()[0].outcome == "ok"
