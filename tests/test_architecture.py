@@ -9,16 +9,21 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "starcoder_router"
 
 # What each layer may import from the others. `_routing` is the pure core: request, fitting,
-# decision. `_running` drives everything.
+# decision; `_autocomplete` (completion modes, cutting answers) is pure too and reads requests.
+# `_running` drives everything.
 ALLOWED = {
     "_transports": set(),
     "_routing": set(),
+    "_autocomplete": {"_routing"},
     "_providers": {"_routing", "_transports"},
     "_stores": {"_routing"},
-    "_running": {"_routing", "_providers", "_transports", "_stores"},
-    "_server": {"_routing", "_providers", "_transports", "_stores", "_running"},
-    "_simulate": {"_routing", "_providers", "_transports", "_stores", "_running"},
-    "_doctor": {"_routing", "_providers", "_transports", "_stores", "_running"},
+    "_running": {"_routing", "_autocomplete", "_providers", "_transports", "_stores"},
+    "_server": {"_routing", "_autocomplete", "_providers", "_transports", "_stores",
+                "_running"},
+    "_simulate": {"_routing", "_autocomplete", "_providers", "_transports", "_stores",
+                  "_running"},
+    "_doctor": {"_routing", "_autocomplete", "_providers", "_transports", "_stores",
+                "_running"},
 }
 
 

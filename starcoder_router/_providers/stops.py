@@ -49,8 +49,10 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
 def send_order(stops: Sequence[str]) -> list[str]:
     """The order to send stops in when a provider takes only a few: as given (the caller's,
     then the prompt format's), whitespace-only ones such as "\\n\\n" last, so the control tokens
-    that end a file or a turn reach the provider first. Stops left out are cut on our side."""
-    return sorted(dict.fromkeys(s for s in stops if s), key=lambda s: not s.strip())
+    that end a file or a turn reach the provider first. A lone "\\n" keeps its place: it ends
+    every line, and a line completion the provider does not stop at runs on to its token
+    limit. Stops left out are cut on our side."""
+    return sorted(dict.fromkeys(s for s in stops if s), key=lambda s: s != "\n" and not s.strip())
 
 
 def _failure(stop: str) -> tuple[int, ...]:

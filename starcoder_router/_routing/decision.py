@@ -147,7 +147,7 @@ class RoutingDecision:
             cells = [r[i].ljust(widths[i]) for i in range(len(widths))]
             lines.append("  ".join([*cells, r[-1]]).rstrip())
         lines.insert(1, "  ".join("-" * w for w in widths) + "  ------")
-        head = f"objective: {self.objective}; mode: {self.request.mode}; " \
+        head = f"objective: {self.objective}; mode: {self.request.kind}; " \
                f"max_tokens: {self.request.max_tokens}"
         notes = list(self.notes)
         if self.counts_estimated:
@@ -261,9 +261,9 @@ def decide(
     `static` memoises what does not depend on the request itself (provider readiness, policy,
     capabilities, quality), per kind of request; pass the same dict while `deployments`,
     `variants`, `policy` and `provider_status` stay the same."""
-    mode = request.mode
-    raw_fim = mode == "prompt" and has_fim_sentinels(rendered.prompt)
-    needs: list[Capability] = ["fim" if raw_fim else _MODE_CAPABILITY[mode]]
+    kind = request.kind
+    raw_fim = kind == "prompt" and has_fim_sentinels(rendered.prompt)
+    needs: list[Capability] = ["fim" if raw_fim else _MODE_CAPABILITY[kind]]
     if request.response_format is not None:
         needs.append("structured_output")
     if request.stream:

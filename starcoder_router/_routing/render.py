@@ -126,7 +126,7 @@ def has_fim_sentinels(prompt: str) -> bool:
 def render(request: CompletionRequest) -> Rendered:
     """Render `request` into StarCoder 2's prompt format (no trimming)."""
     how = request.special_tokens
-    mode = request.mode
+    mode = request.kind
     if mode == "prompt":
         assert request.prompt is not None
         prompt = _guard(request.prompt, how or "keep", "prompt")

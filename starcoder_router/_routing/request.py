@@ -1,4 +1,4 @@
-"""What a caller asks for: one `CompletionRequest`, in one of three modes.
+"""What a caller asks for: one `CompletionRequest`, of one of three kinds.
 
 * left-to-right: `prompt`
 * fill-in-the-middle: `prefix` + `suffix`, optionally with repository context
@@ -19,6 +19,7 @@ from .._validation import FrozenModel, describe_validation_error
 from .limits import SCHEMA_CEILING
 
 __all__ = [
+    "AutocompleteMode",
     "CompletionRequest",
     "Message",
     "Mode",
@@ -28,6 +29,9 @@ __all__ = [
 ]
 
 Mode = Literal["prompt", "fim", "chat"]
+# Editor autocomplete (`starcoder_router._autocomplete`): stop at the line's end, at the end of
+# the block opened at the cursor, or pick one of them from the cursor's surroundings.
+AutocompleteMode = Literal["line", "block", "auto"]
 SpecialTokenHandling = Literal["escape", "reject", "keep"]
 
 
@@ -196,6 +200,7 @@ class CompletionRequest(_Frozen):
     hedge: bool | None = None
     special_tokens: SpecialTokenHandling | None = None
     extra_body: dict[str, Any] | None = None
+    mode: AutocompleteMode | None = None
 
     @field_validator("stop", "tags", mode="before")
     @classmethod
@@ -268,10 +273,12 @@ class CompletionRequest(_Frozen):
                 raise ValueError("messages must not be empty")
             if self.messages[-1].role != "user":
                 raise ValueError("the last message must come from the user")
+            if self.mode is not None:
+                raise ValueError("mode (line, block, auto) goes with prefix/suffix or prompt")
         return self
 
     @property
-    def mode(self) -> Mode:
+    def kind(self) -> Mode:
         if self.prompt is not None:
             return "prompt"
         if self.prefix is not None:
@@ -326,3 +333,4 @@ class RequestFields(TypedDict, total=False):
     hedge: bool
     special_tokens: Literal["escape", "reject", "keep"]
     extra_body: dict[str, Any]
+    mode: AutocompleteMode

@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, Self
 
+from .._autocomplete import apply_mode
 from .._clock import Clock, SystemClock
 from .._config import ProviderSettings, load_config
 from .._errors import ConfigError, RouterClosedError, StoreError
@@ -110,7 +111,7 @@ class BaseRouter:
               **fields: Unpack[RequestFields]) -> RoutingDecision:
         """The routing decision for a request, without sending anything (no I/O, so it is
         not async in `AsyncRouter` either)."""
-        return self._core.route(build_request(request, fields))
+        return self._core.route(apply_mode(build_request(request, fields)))
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(deployments={len(self._core.catalog.deployments)}, "
@@ -130,7 +131,7 @@ class BaseRouter:
         req = build_request(request, fields)
         if req.stream != stream:
             req = req.model_copy(update={"stream": stream})
-        return req
+        return apply_mode(req)
 
     def _start(self, request: CompletionRequest | None, fields: Mapping[str, Any], *,
                stream: bool) -> RequestRun:

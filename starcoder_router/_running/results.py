@@ -54,6 +54,7 @@ class Attempt(NamedTuple):
 class Completion:
     """A finished completion, costed.
 
+    `mode` is the autocomplete mode that shaped the text (`auto` resolved), None without one.
     `cost_usd` is computed from the provider's reported usage and the deployment's prices (or
     our own count when the provider omitted usage). `attempts` lists every try, including
     failures that preceded this answer; `total_cost_usd` adds their cost too.
@@ -73,6 +74,7 @@ class Completion:
     trimmed: TrimReport | None = None
     warnings: tuple[str, ...] = ()
     raw_finish_reason: str | None = None
+    mode: Literal["line", "block"] | None = None
 
     @property
     def cost_usd(self) -> float:

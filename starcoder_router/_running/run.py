@@ -10,6 +10,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, NamedTuple
 
+from .._autocomplete import plan_for, shape
 from .._errors import (
     AuthenticationError,
     BadRequestError,
@@ -77,6 +78,8 @@ class RequestRun:
         # Deployments skipped while cooling down, and why (for `NoRouteError`); time waited.
         self.skipped: dict[str, str] = {}
         self._waited: dict[str, float] = {}
+        # Autocomplete post-processing (`_autocomplete`), None for a request without a mode.
+        self.shaping = plan_for(request)
 
     # -- choosing -----------------------------------------------------------------------------
 
@@ -273,6 +276,11 @@ class RequestRun:
         latency = now - started
         core.health.record_success(cand.deployment.name, now, latency, ttft)
         usage = self.usage_of(cand, result)
+        if self.shaping is not None:
+            # Usage stays what was generated (and billed); only the text is cut.
+            result.text, cut = shape(self.shaping, result.text)
+            if cut:
+                result.finish_reason = "stop"
         cost = actual_cost_nano(cand.deployment, usage.prompt_tokens, usage.completion_tokens,
                                 latency)
         problem = None
@@ -297,10 +305,32 @@ class RequestRun:
             trimmed=cand.trimmed,
             warnings=tuple(result.warnings),
             raw_finish_reason=result.raw_finish_reason,
+            mode=self.shaping.mode if self.shaping is not None else None,
         )
         if problem is None and core.hooks.on_success:
             run_hooks(core.hooks.on_success, completion)
         return completion, problem
+
+    def cut_short(self, cand: Candidate, text: str, generated: str, started: float,
+                  ttft: float | None, retry_no: int) -> Completion:
+        """A stream that autocomplete ended on our side (the block closed): a successful
+        completion of `text`, costed as any early stop, by the prompt and the `generated` text
+        (what the provider produced before the call was closed)."""
+        core = self.core
+        core.health.record_success(cand.deployment.name, core.clock.now(),
+                                   core.clock.now() - started, ttft)
+        cost, usage = self.partial_cost(cand, generated, started)
+        attempt = self.record(cand, "ok", started, ttft=ttft, cost=cost, usage=usage,
+                              retry=retry_no)
+        completion = Completion(
+            text=text, finish_reason="stop", usage=usage, cost_nano=cost,
+            deployment=cand.deployment, decision=self.decision, attempts=tuple(self.attempts),
+            latency_s=attempt.latency_s, ttft_s=ttft, trimmed=cand.trimmed,
+            mode=self.shaping.mode if self.shaping is not None else None,
+        )
+        if core.hooks.on_success:
+            run_hooks(core.hooks.on_success, completion)
+        return completion
 
     def usage_of(self, cand: Candidate, result: ProviderResult) -> Usage:
         """The provider's counts, or ours when it gave none."""

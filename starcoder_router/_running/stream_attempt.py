@@ -13,6 +13,7 @@ import threading
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .._autocomplete import Shaper
 from .._errors import ProviderError, ProviderTransportError, StreamInterruptedError
 from .._providers.errormap import UNREADABLE, in_context, unreadable_reply, with_context
 from .._transports.base import WireResponse
@@ -67,6 +68,11 @@ class StreamAttempt:
         self._drained = 0
         self._now = run.core.clock.now
         self._deadline = run.deadline
+        # Autocomplete's cut, applied after the stops like one more stop of our own; `cut`
+        # turns true when it (or a stop found on our side) ends the completion before the
+        # provider did.
+        self.shaper = Shaper(run.shaping) if run.shaping is not None else None
+        self.cut = False
 
     @property
     def text(self) -> str:
@@ -96,6 +102,8 @@ class StreamAttempt:
                 if isinstance(chunk, StreamChunk):
                     yield Emit(chunk)
                 elif chunk is _END:
+                    break
+                if self.cut:  # the block closed: the driver closes the upstream call
                     break
             booking, last, problem = self.finish()
             yield from self._book(booking)
@@ -153,6 +161,12 @@ class StreamAttempt:
             delta = decoder.feed(line)
         except UNREADABLE as exc:
             raise unreadable_reply(exc, self.call) from exc
+        if self.shaper is not None and (delta or decoder.cutter.stopped):
+            ended = decoder.finished or decoder.finish_raw is not None
+            # A stop met on our side ends an autocomplete answer as its cut does: the
+            # upstream call is closed instead of read to its end.
+            delta = self.shaper.push(delta, end=ended or decoder.cutter.stopped)
+            self.cut = self.shaper.stopped and not ended
         if not delta:
             return None
         if self.ttft is None:
@@ -164,6 +178,9 @@ class StreamAttempt:
     def finish(self) -> tuple[_Booking, StreamChunk, str | None]:
         """At the end of the stream: what to settle, the last chunk (with the finish reason),
         and what is wrong with structured output, if anything."""
+        if self.cut:
+            return self._finish_cut()
+        tail = self.shaper.push(None, end=True) if self.shaper is not None else None
         try:
             result = self.decoder.result()
         except UNREADABLE as exc:
@@ -174,7 +191,20 @@ class StreamAttempt:
         self.completion = completion
         booking = _Booking(completion.cost_nano, completion.usage,
                            "ok" if problem is None else "error", completion.request_id)
-        return booking, StreamChunk("", self.delivered, completion.finish_reason), problem
+        last = StreamChunk(tail or "", self.delivered, completion.finish_reason)
+        if tail:  # the shaper held it back until the end was known
+            self.parts.append(tail)
+            self.delivered += 1
+        return booking, last, problem
+
+    def _finish_cut(self) -> tuple[_Booking, StreamChunk, None]:
+        with self.lock:
+            self.settled = True
+        completion = self.run.cut_short(self.cand, self.text, "".join(self.decoder.parts),
+                                        self.started, self.ttft, self.retry_no)
+        self.completion = completion
+        booking = _Booking(completion.cost_nano, completion.usage, "ok")
+        return booking, StreamChunk("", self.delivered, "stop"), None
 
     def structured_error(self, problem: str) -> ProviderError:
         assert self.completion is not None
@@ -225,6 +255,7 @@ class StreamAttempt:
             deployment=self.cand.deployment, decision=run.decision,
             attempts=tuple(run.attempts), latency_s=run.attempts[-1].latency_s,
             ttft_s=self.ttft, trimmed=self.cand.trimmed,
+            mode=run.shaping.mode if run.shaping is not None else None,
         )
 
 class _End:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from .._ids import new_id
 from .._routing.limits import InputLimits
+from .autocomplete import HEADER_MODE, with_mode
 from .gateway import Call, Gateway
 from .inputs import check_call, load_json
 from .logs import log_problem
@@ -138,6 +139,8 @@ def _headers(completion: Completion | None, rid: str) -> dict[str, str]:
         headers[HEADER_DEPLOYMENT] = completion.deployment.name
         headers[HEADER_COST] = f"{completion.total_cost_usd:.9f}"
         headers[HEADER_ATTEMPTS] = str(len(completion.attempts))
+        if completion.mode is not None:
+            headers[HEADER_MODE] = completion.mode
     return headers
 
 
@@ -156,6 +159,8 @@ async def handle(request: web.Request, dialect: Dialect, parse: Parser) -> web.S
         body = await read_json(request, gateway.settings.max_body_bytes, limits.max_json_depth)
         parsed = parse(request, body, gateway)
         check_call(parsed.call, limits)
+        parsed = parsed._replace(call=parsed.call._replace(fields=with_mode(
+            parsed.call.fields, request, body, gateway, dialect.name)))
         gateway.router(parsed.call.model)  # an unknown model is a 404 before any counting
         hold = await gateway.admit(tenant, parsed.call)
         parsed = parsed._replace(call=parsed.call._replace(tenant=tenant, request_id=rid,
@@ -199,6 +204,8 @@ async def _stream(request: web.Request, gateway: Gateway, dialect: Dialect, pars
         "Content-Type": dialect.stream_content_type, "Cache-Control": "no-cache",
         HEADER_REQUEST_ID: rid,
     })
+    if "mode" in call.fields:
+        response.headers[HEADER_MODE] = call.fields["mode"]
     try:
         await response.prepare(request)
         try:

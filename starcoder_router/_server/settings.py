@@ -20,7 +20,7 @@ one). With no tenants configured the gateway needs no key.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -73,6 +73,8 @@ class ServerSettings(FrozenModel):
     `metrics_key`, when set, is the bearer token `/metrics` requires (401 without it);
     `metrics_tenant_labels = false` drops tenant names from the metrics. `access_log` writes
     one line per request to the `starcoder_router.access` logger (no keys, no bodies).
+    `autocomplete_mode` is the completion mode of requests that name none (README, "Editor
+    autocomplete"); by default none: completions follow the client's own parameters.
     """
 
     host: str = "127.0.0.1"
@@ -93,6 +95,7 @@ class ServerSettings(FrozenModel):
     max_requests_per_connection: int = Field(default=1000, gt=0)
     metrics_key: SecretStr | None = None
     metrics_tenant_labels: bool = True
+    autocomplete_mode: Literal["line", "block", "auto"] | None = None
 
     @field_validator("metrics_key")
     @classmethod

@@ -51,8 +51,14 @@ def test_cut_at_the_stop_that_completes_first() -> None:
 
 
 def test_send_order_keeps_the_given_order_and_puts_whitespace_stops_last() -> None:
-    assert send_order(["\n\n", "END", "<file_sep>", "END", "\n"]) == \
-        ["END", "<file_sep>", "\n\n", "\n"]
+    assert send_order(["\n\n", "END", "<file_sep>", "END", " \n"]) == \
+        ["END", "<file_sep>", "\n\n", " \n"]
+
+
+def test_a_lone_newline_keeps_its_place_for_line_completions() -> None:
+    # Line mode puts "\n" first; a provider that takes four stops must still get it.
+    assert send_order(["\n", "<file_sep>", "<fim_prefix>", "<fim_middle>", "\n\n"])[:4] == \
+        ["\n", "<file_sep>", "<fim_prefix>", "<fim_middle>"]
 
 
 def test_a_stop_split_across_chunks_never_reaches_the_caller() -> None:

@@ -90,7 +90,7 @@ def test_text_lines_are_checked_as_the_router_would() -> None:
     ])
     assert len(workload.requests) == 1
     req = workload.requests[0].to_request()
-    assert req.mode == "fim" and req.files[0].path == "util.py"
+    assert req.kind == "fim" and req.files[0].path == "util.py"
     assert [e.line for e in workload.errors] == [2]
     with pytest.raises(InvalidRequestError):
         WorkloadRequest(timestamp=0, kind="fim", prefix_tokens=1, file_tokens=(-1,))
