@@ -66,11 +66,13 @@ class ProviderSettings(FrozenModel):
 
 
 class StoreSettings(FrozenModel):
-    """Where spend is kept: `memory` (default), `sqlite` (needs `path`) or `redis` (`url`)."""
+    """Where spend is kept: `memory` (default), `sqlite` (needs `path`) or `redis` (`url`;
+    `cluster = true` or a `redis+cluster://` URL for a Redis Cluster)."""
 
     kind: Literal["memory", "sqlite", "redis"] = "memory"
     path: str | None = None
     url: str | None = None
+    cluster: bool = False
 
     @model_validator(mode="after")
     def _address(self) -> StoreSettings:

@@ -12,15 +12,23 @@ from typing import TYPE_CHECKING, Literal
 from .._errors import ConfigError
 
 if TYPE_CHECKING:
+    from .._config import StoreSettings
     from .base import SpendStore
 
-__all__ = ["open_store"]
+__all__ = ["open_configured", "open_store"]
+
+
+def open_configured(settings: StoreSettings) -> SpendStore:
+    """The store a config file's `[store]` table describes."""
+    return open_store(settings.kind, path=settings.path, url=settings.url,
+                      cluster=settings.cluster)
 
 
 def open_store(kind: Literal["memory", "sqlite", "redis"] | str = "memory", *,
                path: str | None = None, url: str | None = None, prefix: str = "scr:",
-               must_exist: bool = False) -> SpendStore:
-    """The store named by `kind`: `memory`, `sqlite` (needs `path`) or `redis` (needs `url`).
+               must_exist: bool = False, cluster: bool = False) -> SpendStore:
+    """The store named by `kind`: `memory`, `sqlite` (needs `path`) or `redis` (needs `url`;
+    a Redis Cluster with `cluster=True` or a `redis+cluster://host:port` URL).
 
     `must_exist` refuses a SQLite path with no database yet (a report from a mistyped path
     would otherwise print nothing). Backends are imported only when chosen.
@@ -48,5 +56,5 @@ def open_store(kind: Literal["memory", "sqlite", "redis"] | str = "memory", *,
             raise ConfigError("a redis store needs a url", field="store.url")
         from .redis import RedisStore
 
-        return RedisStore(url, prefix=prefix)
+        return RedisStore(url, prefix=prefix, cluster=cluster)
     raise ConfigError(f"unknown store {kind!r}; choose memory, sqlite or redis", field="store.kind")
