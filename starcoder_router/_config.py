@@ -67,12 +67,15 @@ class ProviderSettings(FrozenModel):
 
 class StoreSettings(FrozenModel):
     """Where spend is kept: `memory` (default), `sqlite` (needs `path`) or `redis` (`url`;
-    `cluster = true` or a `redis+cluster://` URL for a Redis Cluster)."""
+    `cluster = true` or a `redis+cluster://` URL for a Redis Cluster). `on_store_error`:
+    refuse requests while the store is down (`reject`), or admit them against 10% of each
+    budget and book them when it is back (`allow`)."""
 
     kind: Literal["memory", "sqlite", "redis"] = "memory"
     path: str | None = None
     url: str | None = None
     cluster: bool = False
+    on_store_error: Literal["reject", "allow"] = "reject"
 
     @model_validator(mode="after")
     def _address(self) -> StoreSettings:

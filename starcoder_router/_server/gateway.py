@@ -90,6 +90,8 @@ class Gateway:
         self.policy = policy or CostPolicy()
         self.store: SpendStore = store if store is not None else open_store()
         self.metrics: GatewayMetrics = GatewayMetrics()
+        if hasattr(self.store, "observer"):  # on_store_error = "allow": count blind admissions
+            self.store.observer = self.metrics.on_store_event
         self.tenants = Tenants(self.settings.tenants)
         self.limiter: RateLimiter = (RedisRateLimiter(redis_url, prefix=getattr(
             self.store, "prefix", "scr:")) if redis_url else MemoryRateLimiter())

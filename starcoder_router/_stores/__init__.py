@@ -21,18 +21,35 @@ __all__ = ["open_configured", "open_store"]
 def open_configured(settings: StoreSettings) -> SpendStore:
     """The store a config file's `[store]` table describes."""
     return open_store(settings.kind, path=settings.path, url=settings.url,
-                      cluster=settings.cluster)
+                      cluster=settings.cluster, on_store_error=settings.on_store_error)
 
 
 def open_store(kind: Literal["memory", "sqlite", "redis"] | str = "memory", *,
                path: str | None = None, url: str | None = None, prefix: str = "scr:",
-               must_exist: bool = False, cluster: bool = False) -> SpendStore:
+               must_exist: bool = False, cluster: bool = False,
+               on_store_error: Literal["reject", "allow"] = "reject") -> SpendStore:
     """The store named by `kind`: `memory`, `sqlite` (needs `path`) or `redis` (needs `url`;
     a Redis Cluster with `cluster=True` or a `redis+cluster://host:port` URL).
 
     `must_exist` refuses a SQLite path with no database yet (a report from a mistyped path
-    would otherwise print nothing). Backends are imported only when chosen.
+    would otherwise print nothing). `on_store_error="allow"` keeps admitting requests while the
+    store is down, against 10% of each budget (see `outage.OutageTolerantStore`); "reject"
+    refuses them with `StoreError`. Backends are imported only when chosen.
     """
+    store = _open(kind, path=path, url=url, prefix=prefix, must_exist=must_exist,
+                  cluster=cluster)
+    if on_store_error == "reject":
+        return store
+    if on_store_error != "allow":
+        raise ConfigError(f"unknown on_store_error {on_store_error!r}; choose reject or allow",
+                          field="store.on_store_error")
+    from .outage import OutageTolerantStore
+
+    return OutageTolerantStore(store)
+
+
+def _open(kind: str, *, path: str | None, url: str | None, prefix: str, must_exist: bool,
+          cluster: bool) -> SpendStore:
     if kind == "memory":
         from .memory import MemoryStore
 
