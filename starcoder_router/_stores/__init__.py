@@ -21,23 +21,26 @@ __all__ = ["open_configured", "open_store"]
 def open_configured(settings: StoreSettings) -> SpendStore:
     """The store a config file's `[store]` table describes."""
     return open_store(settings.kind, path=settings.path, url=settings.url,
-                      cluster=settings.cluster, on_store_error=settings.on_store_error)
+                      cluster=settings.cluster, on_store_error=settings.on_store_error,
+                      retention_days=settings.retention_days)
 
 
 def open_store(kind: Literal["memory", "sqlite", "redis"] | str = "memory", *,
                path: str | None = None, url: str | None = None, prefix: str = "scr:",
                must_exist: bool = False, cluster: bool = False,
-               on_store_error: Literal["reject", "allow"] = "reject") -> SpendStore:
+               on_store_error: Literal["reject", "allow"] = "reject",
+               retention_days: float | None = None) -> SpendStore:
     """The store named by `kind`: `memory`, `sqlite` (needs `path`) or `redis` (needs `url`;
     a Redis Cluster with `cluster=True` or a `redis+cluster://host:port` URL).
 
     `must_exist` refuses a SQLite path with no database yet (a report from a mistyped path
     would otherwise print nothing). `on_store_error="allow"` keeps admitting requests while the
     store is down, against 10% of each budget (see `outage.OutageTolerantStore`); "reject"
-    refuses them with `StoreError`. Backends are imported only when chosen.
+    refuses them with `StoreError`. `retention_days` keeps raw ledger rows that long (SQLite
+    and Redis; hourly roll-ups stay). Backends are imported only when chosen.
     """
     store = _open(kind, path=path, url=url, prefix=prefix, must_exist=must_exist,
-                  cluster=cluster)
+                  cluster=cluster, retention_days=retention_days)
     if on_store_error == "reject":
         return store
     if on_store_error != "allow":
@@ -49,7 +52,7 @@ def open_store(kind: Literal["memory", "sqlite", "redis"] | str = "memory", *,
 
 
 def _open(kind: str, *, path: str | None, url: str | None, prefix: str, must_exist: bool,
-          cluster: bool) -> SpendStore:
+          cluster: bool, retention_days: float | None) -> SpendStore:
     if kind == "memory":
         from .memory import MemoryStore
 
@@ -64,7 +67,7 @@ def _open(kind: str, *, path: str | None, url: str | None, prefix: str, must_exi
         from .sqlite import SQLiteStore
 
         try:
-            return SQLiteStore(path)
+            return SQLiteStore(path, retention_days=retention_days)
         except (sqlite3.Error, ValueError) as exc:  # ValueError: a NUL or surrogate in the path
             raise ConfigError(f"cannot open a SQLite spend database at "
                               f"{os.path.abspath(path)!r}: {exc}", field="store.path") from exc
@@ -73,5 +76,5 @@ def _open(kind: str, *, path: str | None, url: str | None, prefix: str, must_exi
             raise ConfigError("a redis store needs a url", field="store.url")
         from .redis import RedisStore
 
-        return RedisStore(url, prefix=prefix, cluster=cluster)
+        return RedisStore(url, prefix=prefix, cluster=cluster, retention_days=retention_days)
     raise ConfigError(f"unknown store {kind!r}; choose memory, sqlite or redis", field="store.kind")

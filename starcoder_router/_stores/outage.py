@@ -27,6 +27,7 @@ from .._errors import StarcoderRouterError, StoreError
 from .._ids import new_id
 from .base import AsyncSpendStore, BudgetKey, BudgetStatus, LedgerEntry, Reservation, SpendStore
 from .memory import MemoryStore
+from .rollup import Rollup
 
 __all__ = ["EVENTS", "OnStoreError", "OutageTolerantStore"]
 
@@ -233,6 +234,11 @@ class OutageTolerantStore:
     def ledger(self, *, since: dt.datetime | None = None, until: dt.datetime | None = None,
                tenant: str | None = None) -> list[LedgerEntry]:
         return self.inner.ledger(since=since, until=until, tenant=tenant)
+
+    def rollups(self, *, since: dt.datetime | None = None, until: dt.datetime | None = None,
+                tenant: str | None = None) -> list[Rollup]:
+        rollups = self.inner.rollups  # type: ignore[attr-defined]  # every store has them
+        return list(rollups(since=since, until=until, tenant=tenant))
 
     def close(self) -> None:
         self.inner.close()

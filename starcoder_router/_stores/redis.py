@@ -29,9 +29,11 @@ from .redis_plan import (
     days_between,
     decode,
     reserve_plan,
+    rollups_of,
     settle_plan,
     statuses,
 )
+from .rollup import Rollup
 
 __all__ = ["RedisStore", "is_cluster_url"]
 
@@ -50,13 +52,16 @@ class RedisStore:
         store = RedisStore("redis+cluster://10.0.0.5:7000")  # any node of a Redis Cluster
         router = Router(policy=policy, store=store)
 
-    Sync methods use `redis.Redis` (`redis.cluster.RedisCluster`), the `a`-prefixed twins their
+    Ledger rows are also summed per hour (`rollups()`); with `retention_days` a day's raw rows
+    expire that long after the day ends, and the roll-ups stay. Sync methods use `redis.Redis`
+    (`redis.cluster.RedisCluster`), the `a`-prefixed twins their
     `redis.asyncio` counterparts (use those from one event loop). `Reservation.expires_at` is in
     the server's clock. Every Redis failure is raised as a `StoreError`. Needs the `redis`
     extra: `pip install 'starcoder-router[redis]'`.
     """
 
-    def __init__(self, url: str, *, prefix: str = "scr:", cluster: bool = False) -> None:
+    def __init__(self, url: str, *, prefix: str = "scr:", cluster: bool = False,
+                 retention_days: float | None = None) -> None:
         # Imported here so the package imports without the optional `redis` extra.
         try:
             import redis
@@ -85,7 +90,7 @@ class RedisStore:
         except self._errors as exc:
             raise _store_error(exc, "connect to") from exc
         self._names = KeyNames(prefix, (lambda k: int(key_slot(k.encode())))
-                               if self.cluster else None)
+                               if self.cluster else None, retention_days)
         # register_script sends EVALSHA and loads the script only when the server lacks it.
         self._scripts = {name: self._sync.register_script(text)
                          for name, text in SCRIPTS.items()}
@@ -131,6 +136,20 @@ class RedisStore:
         except self._errors as exc:
             raise _store_error(exc) from exc
         return decode(rows, since, until, tenant)
+
+    def rollups(self, *, since: dt.datetime | None = None, until: dt.datetime | None = None,
+                tenant: str | None = None) -> list[Rollup]:
+        """The hourly roll-ups of the hours that start in [since, until); they outlive the raw
+        rows, which expire after `retention_days`."""
+        try:
+            days = days_between(self._sync.smembers(self._names.days), since, until)
+            with self._sync.pipeline(transaction=False) as pipe:
+                for day in days:
+                    pipe.hgetall(self._names.hourly(day))
+                hashes = pipe.execute()
+        except self._errors as exc:
+            raise _store_error(exc) from exc
+        return rollups_of(hashes, since, until, tenant)
 
     def close(self) -> None:
         """Close the sync client's connections (`aclose` closes both clients)."""

@@ -6,7 +6,10 @@ Key layout, per budget key `K` and store prefix `P`::
     P{K}:b  hash   spent, reserved (the sum of live reservations), r:<id> -> amount
     P{K}:x  zset   <id> of live reservations, scored by expiry in server milliseconds
     P{K}:s  zset   <id>:<amount> of the settles applied in the last hour (a replay is a no-op)
-    P{ledger:DAY}:rows  hash <id>:<amount> -> JSON entry, for the UTC day DAY
+    P{ledger:DAY}:rows  hash <id>:<amount> -> JSON entry, for the UTC day DAY; with
+                        retention_days it expires that long after the day ends
+    P{ledger:DAY}:hourly  hash <JSON [hour, tenant, tags, deployment]>|n|f|p|c|$ -> the
+                        hour's requests, failed, prompt and completion tokens and cost
     P{ledger}:days      set of the days that have rows
 
 The braces are Redis Cluster hash tags: every key of one budget lives in one hash slot, so each
@@ -36,9 +39,10 @@ from .._ids import new_id
 from .._routing.cost import nano_to_usd
 from .base import BudgetKey, BudgetStatus, LedgerEntry, Reservation
 from .periods import check_amount, require_aware, status_of, to_epoch, unique_keys
+from .rollup import Rollup, hour_of, order
 
-__all__ = ["SCRIPTS", "Call", "KeyNames", "Plan", "decode", "reserve_plan", "settle_plan",
-           "statuses"]
+__all__ = ["SCRIPTS", "Call", "KeyNames", "Plan", "decode", "reserve_plan", "rollups_of",
+           "settle_plan", "statuses"]
 
 # How long a settle's id is remembered, so that replaying it (after an error that left its
 # outcome unknown) does not count it twice.
@@ -89,17 +93,18 @@ end
 return {1, expires, unpack(seen)}
 """
 
-# KEYS: b1 x1 s1 ... bn xn sn [rows [days]]; ARGV: id actual n window_ms entry day at1 ... atn.
+# KEYS: b1 x1 s1 ... bn xn sn [rows hourly [days]]; ARGV: id actual n window_ms entry day
+# group failed prompt completion cost rows_expireat at1 ... atn.
 # Settle, release (actual '0') and record (an id that holds nothing): per budget, unless this id
 # was settled there at this amount already (a replay), drop its reservation and add the spend;
-# write the ledger row once.
+# write the ledger row once and add it to its hour's roll-up (fields <group>|n, |f, |p, |c, |$).
 _SETTLE = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local id, actual, n, window = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local done = id .. ':' .. actual
 for i = 1, n do
-  local b, x, s, at = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], ARGV[6 + i]
+  local b, x, s, at = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], ARGV[12 + i]
   if not redis.call('ZSCORE', s, done) then
     local amount = redis.call('HGET', b, 'r:' .. id)
     if amount then
@@ -117,8 +122,17 @@ for i = 1, n do
   end
 end
 if ARGV[5] ~= '' then
-  redis.call('HSETNX', KEYS[3 * n + 1], done, ARGV[5])
-  if KEYS[3 * n + 2] then redis.call('SADD', KEYS[3 * n + 2], ARGV[6]) end
+  local rows, hourly = KEYS[3 * n + 1], KEYS[3 * n + 2]
+  if redis.call('HSETNX', rows, done, ARGV[5]) == 1 then
+    local group = ARGV[7]
+    redis.call('HINCRBY', hourly, group .. '|n', 1)
+    redis.call('HINCRBY', hourly, group .. '|f', ARGV[8])
+    redis.call('HINCRBY', hourly, group .. '|p', ARGV[9])
+    redis.call('HINCRBY', hourly, group .. '|c', ARGV[10])
+    redis.call('HINCRBY', hourly, group .. '|$', ARGV[11])
+    if ARGV[12] ~= '0' then redis.call('EXPIREAT', rows, ARGV[12]) end
+  end
+  if KEYS[3 * n + 3] then redis.call('SADD', KEYS[3 * n + 3], ARGV[6]) end
 end
 return 1
 """
@@ -159,9 +173,11 @@ Plan = Generator[Call, Any, Any]
 class KeyNames:
     """The store's key names, and how keys are grouped into one script call each."""
 
-    def __init__(self, prefix: str, slot_of: Callable[[str], int] | None) -> None:
+    def __init__(self, prefix: str, slot_of: Callable[[str], int] | None,
+                 retention_days: float | None = None) -> None:
         self.prefix = prefix
         self.slot_of = slot_of  # None: a single server, where any keys go in one script
+        self.retention_days = retention_days  # raw rows of a day expire this long after it
 
     def budget(self, key: str) -> tuple[str, str, str]:
         base = f"{self.prefix}{{{key}}}:"
@@ -169,6 +185,9 @@ class KeyNames:
 
     def rows(self, day: str) -> str:
         return f"{self.prefix}{{ledger:{day}}}:rows"
+
+    def hourly(self, day: str) -> str:
+        return f"{self.prefix}{{ledger:{day}}}:hourly"
 
     @property
     def days(self) -> str:
@@ -257,11 +276,15 @@ def _settle_call(names: KeyNames, keys: Sequence[BudgetKey], rid: str, actual_na
     for key in keys:
         call.keys.extend(names.budget(key.key))
     if entry is None:
-        call.args.extend(["", ""])
+        call.args.extend(["", "", "", "0", "0", "0", "0", "0"])
     else:
         day = _day(entry.time)
-        call.keys.extend([names.rows(day), names.days] if with_days else [names.rows(day)])
-        call.args.extend([_encode(entry), day])
+        call.keys.extend([names.rows(day), names.hourly(day)])
+        if with_days:
+            call.keys.append(names.days)
+        call.args.extend([_encode(entry), day, _group(entry), str(int(entry.outcome != "ok")),
+                          str(entry.prompt_tokens), str(entry.completion_tokens),
+                          str(entry.cost_nano), _rows_expire_at(names, entry)])
     call.args.extend(_expire_at(key) for key in keys)
     return call
 
@@ -274,6 +297,39 @@ def statuses(keys: Sequence[BudgetKey], groups: list[list[int]],
         for j, i in enumerate(group):
             held[i] = (int(raw[2 * j]), int(raw[2 * j + 1]))
     return [status_of(key, *held[i]) for i, key in enumerate(keys)]
+
+
+def _group(entry: LedgerEntry) -> str:
+    # JSON, so no tenant, tag or deployment name can run into the next field.
+    return json.dumps([hour_of(entry.time).isoformat(), entry.tenant, list(entry.tags),
+                       entry.deployment], separators=(",", ":"))
+
+
+def _rows_expire_at(names: KeyNames, entry: LedgerEntry) -> str:
+    if names.retention_days is None:
+        return "0"
+    day_end = dt.datetime.combine(entry.time.astimezone(dt.UTC).date() + dt.timedelta(days=1),
+                                  dt.time(), dt.UTC)
+    return str(int((day_end + dt.timedelta(days=names.retention_days)).timestamp()))
+
+
+def rollups_of(hashes: list[dict[str, str]], since: dt.datetime | None,
+               until: dt.datetime | None, tenant: str | None) -> list[Rollup]:
+    """The roll-ups in `hashes` (one `hourly` hash per day) of the hours starting in
+    [since, until), for `tenant` (None: all)."""
+    sums: dict[str, list[int]] = {}
+    for fields in hashes:
+        for field, value in fields.items():
+            group, _, metric = field.rpartition("|")
+            sums.setdefault(group, [0] * 5)["nfpc$".index(metric)] = int(value)
+    out = []
+    for group, row in sums.items():
+        hour, who, tags, deployment = json.loads(group)
+        start = dt.datetime.fromisoformat(hour)
+        if ((since is None or start >= since) and (until is None or start < until)
+                and (tenant is None or who == tenant)):
+            out.append(Rollup(start, who, tuple(tags), deployment, *row))
+    return sorted(out, key=order)
 
 
 def _expire_at(key: BudgetKey) -> str:

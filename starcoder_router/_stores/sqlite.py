@@ -23,12 +23,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from .._ids import new_id
 from .base import BudgetKey, BudgetStatus, LedgerEntry, Outcome, Reservation
 from .inline import InlineAsync
 from .periods import check_amount, refusal, require_aware, status_of, to_epoch, unique_keys
+from .rollup import Rollup, order
 
 __all__ = ["SQLiteStore"]
 
@@ -64,6 +65,47 @@ CREATE TABLE IF NOT EXISTS ledger (
     provider_request_id TEXT
 );
 CREATE INDEX IF NOT EXISTS ledger_time ON ledger (time_us);
+CREATE TABLE IF NOT EXISTS ledger_hourly (
+    hour_us INTEGER NOT NULL,
+    has_tenant INTEGER NOT NULL,
+    tenant TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cost_nano INTEGER NOT NULL,
+    PRIMARY KEY (hour_us, has_tenant, tenant, tags, deployment)
+) WITHOUT ROWID;
+"""
+
+_HOUR_US = 3_600_000_000
+# Each raw row is added to its hour's roll-up in the same transaction, so they never disagree.
+_ADD_HOURLY = """
+INSERT INTO ledger_hourly VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?)
+ON CONFLICT (hour_us, has_tenant, tenant, tags, deployment) DO UPDATE SET
+    requests = requests + 1, failed = failed + excluded.failed,
+    prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+    completion_tokens = completion_tokens + excluded.completion_tokens,
+    cost_nano = cost_nano + excluded.cost_nano
+"""
+# A database written before roll-ups existed gets them from its raw rows, once.
+_BACKFILL_HOURLY = """
+INSERT INTO ledger_hourly
+SELECT time_us / 3600000000 * 3600000000, tenant IS NOT NULL, COALESCE(tenant, ''), tags,
+       deployment, COUNT(*), SUM(outcome != 'ok'), SUM(prompt_tokens), SUM(completion_tokens),
+       SUM(cost_nano)
+FROM ledger GROUP BY 1, 2, 3, 4, 5
+"""
+_SELECT_HOURLY = """
+SELECT * FROM ledger_hourly
+WHERE hour_us >= ? AND hour_us < ? AND (? IS NULL OR (has_tenant = 1 AND tenant = ?))
+ORDER BY hour_us
+"""
+_PRUNE = """
+DELETE FROM ledger WHERE seq IN (SELECT seq FROM ledger WHERE time_us < ? ORDER BY time_us
+                                 LIMIT ?)
 """
 
 _INSERT_LEDGER = """
@@ -84,6 +126,7 @@ _READ_KEY = ("SELECT (SELECT spent FROM budget_spend WHERE key = ?), "
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _SWEEP_EVERY_S = 600.0
+_PRUNE_EVERY_S = 60.0
 
 
 class SQLiteStore(InlineAsync):
@@ -95,9 +138,14 @@ class SQLiteStore(InlineAsync):
     Every process opens its own `SQLiteStore` on the same path; do not pass one across `fork`.
     `busy_timeout_s` bounds how long an operation waits for another process's transaction.
     The file must be on a local disk: SQLite's locks are unreliable on network filesystems.
+
+    Every ledger row is also summed into its hour's roll-up (`rollups()`). With
+    `retention_days`, a background thread deletes raw rows older than that, a bounded batch per
+    short transaction (`prune()`), so requests wait at most one batch for the write lock.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 30.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 30.0,
+                 retention_days: float | None = None) -> None:
         self.path = os.fspath(path)
         self._lock = threading.Lock()
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves; the module's implicit
@@ -108,13 +156,24 @@ class SQLiteStore(InlineAsync):
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             with self._transaction("BEGIN IMMEDIATE") as db:
+                new = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'ledger_hourly'"
+                                 ).fetchone() is None
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+                if new:
+                    db.execute(_BACKFILL_HOURLY)
         except BaseException:
             self._db.close()  # e.g. the file is not a database: nobody else will close it
             raise
         self._next_sweep = 0.0
+        self.retention = Retention(retention_days) if retention_days is not None else None
+        self._pruner: threading.Thread | None = None
+        self._closing = threading.Event()
+        if self.retention is not None:
+            self._pruner = threading.Thread(target=self._prune_forever, daemon=True,
+                                            name=f"prune {os.path.basename(self.path)}")
+            self._pruner.start()
 
     def reserve(self, keys: Sequence[BudgetKey], amount_nano: int, ttl_s: float) -> Reservation:
         check_amount(amount_nano, "amount_nano")
@@ -147,7 +206,7 @@ class SQLiteStore(InlineAsync):
         with self._transaction("BEGIN IMMEDIATE") as db:
             db.execute("DELETE FROM budget_reservations WHERE id = ?", (reservation.id,))
             if entry is not None:
-                db.execute(_INSERT_LEDGER, _ledger_row(entry))
+                _insert(db, entry)
 
     def record(self, keys: Sequence[BudgetKey], actual_nano: int,
                entry: LedgerEntry | None = None) -> None:
@@ -187,7 +246,40 @@ class SQLiteStore(InlineAsync):
             rows = self._db.execute(sql + " ORDER BY time_us, seq", args).fetchall()
         return [_ledger_entry(row) for row in rows]
 
+    def rollups(self, *, since: dt.datetime | None = None, until: dt.datetime | None = None,
+                tenant: str | None = None) -> list[Rollup]:
+        """The hourly roll-ups of the hours that start in [since, until)."""
+        start = -(-_micros(since) // _HOUR_US) * _HOUR_US if since is not None else -2**62
+        end = _micros(until) if until is not None else 2**62
+        with self._lock:
+            rows = self._db.execute(_SELECT_HOURLY, (start, end, tenant, tenant)).fetchall()
+        return sorted((Rollup(_EPOCH + dt.timedelta(microseconds=hour), tenant if has else None,
+                              tuple(json.loads(tags)), deployment, *sums)
+                       for hour, has, tenant, tags, deployment, *sums in rows), key=order)
+
+    def prune(self, *, batch: int = 5000, now: float | None = None) -> int:
+        """Delete up to `batch` raw rows older than the retention, in one short transaction;
+        returns how many. Their roll-ups stay."""
+        if self.retention is None:
+            return 0
+        cutoff = self.retention.cutoff_us(time.time() if now is None else now)
+        with self._transaction("BEGIN IMMEDIATE") as db:
+            return int(db.execute(_PRUNE, (cutoff, batch)).rowcount)
+
+    def _prune_forever(self) -> None:
+        # A second's delay first: opening a store (e.g. for a report) should not start a purge.
+        while not self._closing.wait(1.0):
+            try:
+                while self.prune() and not self._closing.wait(0.01):
+                    pass  # the pause lets requests take the write lock between batches
+            except sqlite3.Error:
+                pass  # busy, or closing: the next round tries again
+            self._closing.wait(_PRUNE_EVERY_S - 1.0)
+
     def close(self) -> None:
+        self._closing.set()
+        if self._pruner is not None and self._pruner is not threading.current_thread():
+            self._pruner.join()
         with self._lock:
             self._db.close()
 
@@ -217,7 +309,7 @@ class SQLiteStore(InlineAsync):
         db.executemany(_ADD_SPEND, [(key.key, actual_nano, to_epoch(key.expires_at))
                                     for key in unique_keys(keys)])
         if entry is not None:
-            db.execute(_INSERT_LEDGER, _ledger_row(entry))
+            _insert(db, entry)
 
     def _maybe_sweep(self, db: sqlite3.Connection, now: float) -> None:
         # Runs inside a reserve transaction, at most every _SWEEP_EVERY_S per instance: dead
@@ -227,6 +319,24 @@ class SQLiteStore(InlineAsync):
         self._next_sweep = now + _SWEEP_EVERY_S
         db.execute("DELETE FROM budget_reservations WHERE expires_at <= ?", (now,))
         db.execute("DELETE FROM budget_spend WHERE expires_at < ?", (now,))
+
+
+class Retention(NamedTuple):
+    """How long raw ledger rows are kept."""
+
+    days: float
+
+    def cutoff_us(self, now: float) -> int:
+        return int((now - self.days * 86400) * 1_000_000)
+
+
+def _insert(db: sqlite3.Connection, entry: LedgerEntry) -> None:
+    row = _ledger_row(entry)
+    db.execute(_INSERT_LEDGER, row)
+    db.execute(_ADD_HOURLY, (row[1] // _HOUR_US * _HOUR_US, entry.tenant is not None,
+                             entry.tenant or "", row[10], entry.deployment,
+                             entry.outcome != "ok", entry.prompt_tokens,
+                             entry.completion_tokens, entry.cost_nano))
 
 
 def _micros(when: dt.datetime) -> int:
