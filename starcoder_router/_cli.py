@@ -352,9 +352,10 @@ def _cmd_spend(args: argparse.Namespace) -> int:
         if args.export:
             count = export_ledger(store.ledger(), args.export)
             print(f"wrote {count} ledger rows to {args.export}")
-        else:  # hourly roll-ups: they outlive pruned raw rows and sum to the same tables
-            print(spend_report(store.rollups(), period=args.period,  # type: ignore[attr-defined]
-                               by=args.by))
+        else:  # roll-ups: they outlive pruned raw rows and sum to the same tables
+            grain = "hour" if args.period == "hour" else "day"
+            rollups = store.rollups(grain=grain)  # type: ignore[attr-defined]
+            print(spend_report(rollups, period=args.period, by=args.by))
     finally:
         store.close()
     return 0

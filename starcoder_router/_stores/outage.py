@@ -27,7 +27,7 @@ from .._errors import StarcoderRouterError, StoreError
 from .._ids import new_id
 from .base import AsyncSpendStore, BudgetKey, BudgetStatus, LedgerEntry, Reservation, SpendStore
 from .memory import MemoryStore
-from .rollup import Rollup
+from .rollup import Grain, Rollup
 
 __all__ = ["EVENTS", "OnStoreError", "OutageTolerantStore"]
 
@@ -236,9 +236,9 @@ class OutageTolerantStore:
         return self.inner.ledger(since=since, until=until, tenant=tenant)
 
     def rollups(self, *, since: dt.datetime | None = None, until: dt.datetime | None = None,
-                tenant: str | None = None) -> list[Rollup]:
+                tenant: str | None = None, grain: Grain = "hour") -> list[Rollup]:
         rollups = self.inner.rollups  # type: ignore[attr-defined]  # every store has them
-        return list(rollups(since=since, until=until, tenant=tenant))
+        return list(rollups(since=since, until=until, tenant=tenant, grain=grain))
 
     def close(self) -> None:
         self.inner.close()

@@ -33,7 +33,7 @@ from .redis_plan import (
     settle_plan,
     statuses,
 )
-from .rollup import Rollup
+from .rollup import Grain, Rollup
 
 __all__ = ["RedisStore", "is_cluster_url"]
 
@@ -138,14 +138,15 @@ class RedisStore:
         return decode(rows, since, until, tenant)
 
     def rollups(self, *, since: dt.datetime | None = None, until: dt.datetime | None = None,
-                tenant: str | None = None) -> list[Rollup]:
-        """The hourly roll-ups of the hours that start in [since, until); they outlive the raw
-        rows, which expire after `retention_days`."""
+                tenant: str | None = None, grain: Grain = "hour") -> list[Rollup]:
+        """The hourly (or daily) roll-ups of the hours (days) that start in [since, until);
+        daily ones outlive the raw rows and hourly ones, which expire after `retention_days`."""
+        hash_of = self._names.hourly if grain == "hour" else self._names.daily
         try:
             days = days_between(self._sync.smembers(self._names.days), since, until)
             with self._sync.pipeline(transaction=False) as pipe:
                 for day in days:
-                    pipe.hgetall(self._names.hourly(day))
+                    pipe.hgetall(hash_of(day))
                 hashes = pipe.execute()
         except self._errors as exc:
             raise _store_error(exc) from exc

@@ -8,8 +8,10 @@ Key layout, per budget key `K` and store prefix `P`::
     P{K}:s  zset   <id>:<amount> of the settles applied in the last hour (a replay is a no-op)
     P{ledger:DAY}:rows  hash <id>:<amount> -> JSON entry, for the UTC day DAY; with
                         retention_days it expires that long after the day ends
-    P{ledger:DAY}:hourly  hash <JSON [hour, tenant, tags, deployment]>|n|f|p|c|$ -> the
-                        hour's requests, failed, prompt and completion tokens and cost
+    P{ledger:DAY}:hourly  hash <JSON [hour, tenant, tags, deployment]> -> "requests,failed,
+                        prompt tokens,completion tokens,cost" of that hour
+                        (expires with the raw rows)
+    P{ledger:DAY}:daily   the same per day, kept
     P{ledger}:days      set of the days that have rows
 
 The braces are Redis Cluster hash tags: every key of one budget lives in one hash slot, so each
@@ -39,7 +41,7 @@ from .._ids import new_id
 from .._routing.cost import nano_to_usd
 from .base import BudgetKey, BudgetStatus, LedgerEntry, Reservation
 from .periods import check_amount, require_aware, status_of, to_epoch, unique_keys
-from .rollup import Rollup, hour_of, order
+from .rollup import Grain, Rollup, order, start_of
 
 __all__ = ["SCRIPTS", "Call", "KeyNames", "Plan", "decode", "reserve_plan", "rollups_of",
            "settle_plan", "statuses"]
@@ -93,18 +95,20 @@ end
 return {1, expires, unpack(seen)}
 """
 
-# KEYS: b1 x1 s1 ... bn xn sn [rows hourly [days]]; ARGV: id actual n window_ms entry day
-# group failed prompt completion cost rows_expireat at1 ... atn.
+# KEYS: b1 x1 s1 ... bn xn sn [rows hourly daily [days]]; ARGV: id actual n window_ms entry
+# day hour_group failed prompt completion cost rows_expireat day_group at1 ... atn.
 # Settle, release (actual '0') and record (an id that holds nothing): per budget, unless this id
 # was settled there at this amount already (a replay), drop its reservation and add the spend;
-# write the ledger row once and add it to its hour's roll-up (fields <group>|n, |f, |p, |c, |$).
+# write the ledger row once and add it to its hour's and day's roll-ups (field <group>, value
+# "requests,failed,prompt,completion,cost"). With a retention the raw rows and hourly roll-ups
+# expire; daily ones stay.
 _SETTLE = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local id, actual, n, window = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local done = id .. ':' .. actual
 for i = 1, n do
-  local b, x, s, at = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], ARGV[12 + i]
+  local b, x, s, at = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], ARGV[13 + i]
   if not redis.call('ZSCORE', s, done) then
     local amount = redis.call('HGET', b, 'r:' .. id)
     if amount then
@@ -122,17 +126,28 @@ for i = 1, n do
   end
 end
 if ARGV[5] ~= '' then
-  local rows, hourly = KEYS[3 * n + 1], KEYS[3 * n + 2]
+  local rows, hourly, daily = KEYS[3 * n + 1], KEYS[3 * n + 2], KEYS[3 * n + 3]
   if redis.call('HSETNX', rows, done, ARGV[5]) == 1 then
-    local group = ARGV[7]
-    redis.call('HINCRBY', hourly, group .. '|n', 1)
-    redis.call('HINCRBY', hourly, group .. '|f', ARGV[8])
-    redis.call('HINCRBY', hourly, group .. '|p', ARGV[9])
-    redis.call('HINCRBY', hourly, group .. '|c', ARGV[10])
-    redis.call('HINCRBY', hourly, group .. '|$', ARGV[11])
-    if ARGV[12] ~= '0' then redis.call('EXPIREAT', rows, ARGV[12]) end
+    for _, at in ipairs({{hourly, ARGV[7]}, {daily, ARGV[13]}}) do
+      local h, group = at[1], at[2]
+      local sums = {1, tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]),
+                    tonumber(ARGV[11])}
+      local old = redis.call('HGET', h, group)
+      if old then
+        local i = 1
+        for v in string.gmatch(old, '[^,]+') do
+          sums[i] = sums[i] + tonumber(v)
+          i = i + 1
+        end
+      end
+      redis.call('HSET', h, group, string.format('%d,%d,%d,%d,%d', unpack(sums)))
+    end
+    if ARGV[12] ~= '0' then
+      redis.call('EXPIREAT', rows, ARGV[12])
+      redis.call('EXPIREAT', hourly, ARGV[12])
+    end
   end
-  if KEYS[3 * n + 3] then redis.call('SADD', KEYS[3 * n + 3], ARGV[6]) end
+  if KEYS[3 * n + 4] then redis.call('SADD', KEYS[3 * n + 4], ARGV[6]) end
 end
 return 1
 """
@@ -188,6 +203,9 @@ class KeyNames:
 
     def hourly(self, day: str) -> str:
         return f"{self.prefix}{{ledger:{day}}}:hourly"
+
+    def daily(self, day: str) -> str:
+        return f"{self.prefix}{{ledger:{day}}}:daily"
 
     @property
     def days(self) -> str:
@@ -276,15 +294,16 @@ def _settle_call(names: KeyNames, keys: Sequence[BudgetKey], rid: str, actual_na
     for key in keys:
         call.keys.extend(names.budget(key.key))
     if entry is None:
-        call.args.extend(["", "", "", "0", "0", "0", "0", "0"])
+        call.args.extend(["", "", "", "0", "0", "0", "0", "0", ""])
     else:
         day = _day(entry.time)
-        call.keys.extend([names.rows(day), names.hourly(day)])
+        call.keys.extend([names.rows(day), names.hourly(day), names.daily(day)])
         if with_days:
             call.keys.append(names.days)
-        call.args.extend([_encode(entry), day, _group(entry), str(int(entry.outcome != "ok")),
-                          str(entry.prompt_tokens), str(entry.completion_tokens),
-                          str(entry.cost_nano), _rows_expire_at(names, entry)])
+        call.args.extend([_encode(entry), day, _group(entry, "hour"),
+                          str(int(entry.outcome != "ok")), str(entry.prompt_tokens),
+                          str(entry.completion_tokens), str(entry.cost_nano),
+                          _rows_expire_at(names, entry), _group(entry, "day")])
     call.args.extend(_expire_at(key) for key in keys)
     return call
 
@@ -299,9 +318,9 @@ def statuses(keys: Sequence[BudgetKey], groups: list[list[int]],
     return [status_of(key, *held[i]) for i, key in enumerate(keys)]
 
 
-def _group(entry: LedgerEntry) -> str:
+def _group(entry: LedgerEntry, grain: Grain) -> str:
     # JSON, so no tenant, tag or deployment name can run into the next field.
-    return json.dumps([hour_of(entry.time).isoformat(), entry.tenant, list(entry.tags),
+    return json.dumps([start_of(entry.time, grain).isoformat(), entry.tenant, list(entry.tags),
                        entry.deployment], separators=(",", ":"))
 
 
@@ -315,20 +334,17 @@ def _rows_expire_at(names: KeyNames, entry: LedgerEntry) -> str:
 
 def rollups_of(hashes: list[dict[str, str]], since: dt.datetime | None,
                until: dt.datetime | None, tenant: str | None) -> list[Rollup]:
-    """The roll-ups in `hashes` (one `hourly` hash per day) of the hours starting in
-    [since, until), for `tenant` (None: all)."""
-    sums: dict[str, list[int]] = {}
-    for fields in hashes:
-        for field, value in fields.items():
-            group, _, metric = field.rpartition("|")
-            sums.setdefault(group, [0] * 5)["nfpc$".index(metric)] = int(value)
+    """The roll-ups in `hashes` (one `hourly` or `daily` hash per day) of the hours (days)
+    starting in [since, until), for `tenant` (None: all)."""
     out = []
-    for group, row in sums.items():
-        hour, who, tags, deployment = json.loads(group)
-        start = dt.datetime.fromisoformat(hour)
-        if ((since is None or start >= since) and (until is None or start < until)
-                and (tenant is None or who == tenant)):
-            out.append(Rollup(start, who, tuple(tags), deployment, *row))
+    for fields in hashes:
+        for group, value in fields.items():
+            hour, who, tags, deployment = json.loads(group)
+            start = dt.datetime.fromisoformat(hour)
+            if ((since is None or start >= since) and (until is None or start < until)
+                    and (tenant is None or who == tenant)):
+                out.append(Rollup(start, who, tuple(tags), deployment,
+                                  *map(int, value.split(","))))
     return sorted(out, key=order)
 
 

@@ -97,8 +97,11 @@ def _group_table(entries: list[LedgerEntry | Rollup], period: Period, by: By) ->
     title, group_of = _GROUPS[by]
     sums: dict[tuple[str, str], _Sum] = defaultdict(_Sum)
     total = _Sum()
+    labels: dict[object, str] = {}  # roll-ups share a few start times: label each once
     for entry in entries:
-        sums[bucket_label(period, entry.time), group_of(entry)].add(entry)
+        label = labels.get(entry.time) or labels.setdefault(entry.time,
+                                                            bucket_label(period, entry.time))
+        sums[label, group_of(entry)].add(entry)
         total.add(entry)
     head = (period, title) if title else (period,)
     rows = [(*((bucket, group) if title else (bucket,)), *s.cells())

@@ -29,7 +29,7 @@ from .._ids import new_id
 from .base import BudgetKey, BudgetStatus, LedgerEntry, Outcome, Reservation
 from .inline import InlineAsync
 from .periods import check_amount, refusal, require_aware, status_of, to_epoch, unique_keys
-from .rollup import Rollup, order
+from .rollup import Grain, Rollup, order
 
 __all__ = ["SQLiteStore"]
 
@@ -66,7 +66,7 @@ CREATE TABLE IF NOT EXISTS ledger (
 );
 CREATE INDEX IF NOT EXISTS ledger_time ON ledger (time_us);
 CREATE TABLE IF NOT EXISTS ledger_hourly (
-    hour_us INTEGER NOT NULL,
+    start_us INTEGER NOT NULL,
     has_tenant INTEGER NOT NULL,
     tenant TEXT NOT NULL,
     tags TEXT NOT NULL,
@@ -76,36 +76,58 @@ CREATE TABLE IF NOT EXISTS ledger_hourly (
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
     cost_nano INTEGER NOT NULL,
-    PRIMARY KEY (hour_us, has_tenant, tenant, tags, deployment)
+    PRIMARY KEY (start_us, has_tenant, tenant, tags, deployment)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger_daily (
+    start_us INTEGER NOT NULL,
+    has_tenant INTEGER NOT NULL,
+    tenant TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cost_nano INTEGER NOT NULL,
+    PRIMARY KEY (start_us, has_tenant, tenant, tags, deployment)
 ) WITHOUT ROWID;
 """
 
-_HOUR_US = 3_600_000_000
-# Each raw row is added to its hour's roll-up in the same transaction, so they never disagree.
-_ADD_HOURLY = """
-INSERT INTO ledger_hourly VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?)
-ON CONFLICT (hour_us, has_tenant, tenant, tags, deployment) DO UPDATE SET
+_GRAIN_US = {"hour": 3_600_000_000, "day": 86_400_000_000}
+_TABLES = {"hour": "ledger_hourly", "day": "ledger_daily"}
+# Each raw row is added to its hour's and its day's roll-ups in the same transaction, so they
+# never disagree.
+_ADD_ROLLUP = """
+INSERT INTO {table} VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?)
+ON CONFLICT (start_us, has_tenant, tenant, tags, deployment) DO UPDATE SET
     requests = requests + 1, failed = failed + excluded.failed,
     prompt_tokens = prompt_tokens + excluded.prompt_tokens,
     completion_tokens = completion_tokens + excluded.completion_tokens,
     cost_nano = cost_nano + excluded.cost_nano
 """
+_ADD = {grain: _ADD_ROLLUP.format(table=table) for grain, table in _TABLES.items()}
 # A database written before roll-ups existed gets them from its raw rows, once.
-_BACKFILL_HOURLY = """
-INSERT INTO ledger_hourly
-SELECT time_us / 3600000000 * 3600000000, tenant IS NOT NULL, COALESCE(tenant, ''), tags,
+_BACKFILL = """
+INSERT INTO {table}
+SELECT time_us / {unit} * {unit}, tenant IS NOT NULL, COALESCE(tenant, ''), tags,
        deployment, COUNT(*), SUM(outcome != 'ok'), SUM(prompt_tokens), SUM(completion_tokens),
        SUM(cost_nano)
 FROM ledger GROUP BY 1, 2, 3, 4, 5
 """
-_SELECT_HOURLY = """
-SELECT * FROM ledger_hourly
-WHERE hour_us >= ? AND hour_us < ? AND (? IS NULL OR (has_tenant = 1 AND tenant = ?))
-ORDER BY hour_us
-"""
+_BACKFILLS = [_BACKFILL.format(table=_TABLES[g], unit=_GRAIN_US[g]) for g in _TABLES]
+_SELECT = {grain: f"""
+SELECT * FROM {table}
+WHERE start_us >= ? AND start_us < ? AND (? IS NULL OR (has_tenant = 1 AND tenant = ?))
+""" for grain, table in _TABLES.items()}  # noqa: S608 (table names are ours)
 _PRUNE = """
 DELETE FROM ledger WHERE seq IN (SELECT seq FROM ledger WHERE time_us < ? ORDER BY time_us
                                  LIMIT ?)
+"""
+# Hourly roll-ups go with the raw rows; daily ones are kept.
+_PRUNE_HOURLY = """
+DELETE FROM ledger_hourly WHERE (start_us, has_tenant, tenant, tags, deployment) IN (
+    SELECT start_us, has_tenant, tenant, tags, deployment FROM ledger_hourly
+    WHERE start_us < ? LIMIT ?)
 """
 
 _INSERT_LEDGER = """
@@ -139,9 +161,10 @@ class SQLiteStore(InlineAsync):
     `busy_timeout_s` bounds how long an operation waits for another process's transaction.
     The file must be on a local disk: SQLite's locks are unreliable on network filesystems.
 
-    Every ledger row is also summed into its hour's roll-up (`rollups()`). With
-    `retention_days`, a background thread deletes raw rows older than that, a bounded batch per
-    short transaction (`prune()`), so requests wait at most one batch for the write lock.
+    Every ledger row is also summed into its hour's and its day's roll-up (`rollups()`). With
+    `retention_days`, a background thread deletes raw rows and hourly roll-ups older than that,
+    a bounded batch per short transaction (`prune()`), so requests wait at most one batch for
+    the write lock; daily roll-ups are kept.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 30.0,
@@ -156,13 +179,14 @@ class SQLiteStore(InlineAsync):
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             with self._transaction("BEGIN IMMEDIATE") as db:
-                new = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'ledger_hourly'"
+                new = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'ledger_daily'"
                                  ).fetchone() is None
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
                 if new:
-                    db.execute(_BACKFILL_HOURLY)
+                    for backfill in _BACKFILLS:
+                        db.execute(backfill)
         except BaseException:
             self._db.close()  # e.g. the file is not a database: nobody else will close it
             raise
@@ -247,24 +271,35 @@ class SQLiteStore(InlineAsync):
         return [_ledger_entry(row) for row in rows]
 
     def rollups(self, *, since: dt.datetime | None = None, until: dt.datetime | None = None,
-                tenant: str | None = None) -> list[Rollup]:
-        """The hourly roll-ups of the hours that start in [since, until)."""
-        start = -(-_micros(since) // _HOUR_US) * _HOUR_US if since is not None else -2**62
+                tenant: str | None = None, grain: Grain = "hour") -> list[Rollup]:
+        """The hourly (or daily) roll-ups of the hours (days) that start in [since, until).
+        Hourly ones are pruned with the raw rows; daily ones are kept."""
+        unit = _GRAIN_US[grain]
+        start = -(-_micros(since) // unit) * unit if since is not None else -2**62
         end = _micros(until) if until is not None else 2**62
         with self._lock:
-            rows = self._db.execute(_SELECT_HOURLY, (start, end, tenant, tenant)).fetchall()
-        return sorted((Rollup(_EPOCH + dt.timedelta(microseconds=hour), tenant if has else None,
-                              tuple(json.loads(tags)), deployment, *sums)
-                       for hour, has, tenant, tags, deployment, *sums in rows), key=order)
+            rows = self._db.execute(_SELECT[grain], (start, end, tenant, tenant)).fetchall()
+        times: dict[int, dt.datetime] = {}
+        tag_sets: dict[str, tuple[str, ...]] = {}  # a few distinct values: decode each once
+        out = []
+        for at, has, who, tags, deployment, *sums in rows:
+            when = times.get(at) or times.setdefault(at, _EPOCH + dt.timedelta(microseconds=at))
+            tag_set = tag_sets.get(tags) or tag_sets.setdefault(tags, tuple(json.loads(tags)))
+            out.append(Rollup(when, who if has else None, tag_set, deployment, *sums))
+        return sorted(out, key=order)
 
     def prune(self, *, batch: int = 5000, now: float | None = None) -> int:
-        """Delete up to `batch` raw rows older than the retention, in one short transaction;
-        returns how many. Their roll-ups stay."""
+        """Delete up to `batch` raw rows (then hourly roll-ups) older than the retention, in one
+        short transaction; returns how many. Daily roll-ups stay."""
         if self.retention is None:
             return 0
         cutoff = self.retention.cutoff_us(time.time() if now is None else now)
         with self._transaction("BEGIN IMMEDIATE") as db:
-            return int(db.execute(_PRUNE, (cutoff, batch)).rowcount)
+            n = int(db.execute(_PRUNE, (cutoff, batch)).rowcount)
+            if n < batch:
+                n += int(db.execute(_PRUNE_HOURLY, (cutoff // _GRAIN_US["hour"] *
+                                                    _GRAIN_US["hour"], batch - n)).rowcount)
+            return n
 
     def _prune_forever(self) -> None:
         # A second's delay first: opening a store (e.g. for a report) should not start a purge.
@@ -333,10 +368,11 @@ class Retention(NamedTuple):
 def _insert(db: sqlite3.Connection, entry: LedgerEntry) -> None:
     row = _ledger_row(entry)
     db.execute(_INSERT_LEDGER, row)
-    db.execute(_ADD_HOURLY, (row[1] // _HOUR_US * _HOUR_US, entry.tenant is not None,
-                             entry.tenant or "", row[10], entry.deployment,
-                             entry.outcome != "ok", entry.prompt_tokens,
-                             entry.completion_tokens, entry.cost_nano))
+    for grain, unit in _GRAIN_US.items():
+        db.execute(_ADD[grain], (row[1] // unit * unit, entry.tenant is not None,
+                                 entry.tenant or "", row[10], entry.deployment,
+                                 entry.outcome != "ok", entry.prompt_tokens,
+                                 entry.completion_tokens, entry.cost_nano))
 
 
 def _micros(when: dt.datetime) -> int:

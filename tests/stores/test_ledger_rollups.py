@@ -48,10 +48,14 @@ def test_rollups_reconcile_with_the_raw_rows_to_the_nano_dollar(make_store) -> N
     raw = store.ledger()
     assert store.rollups() == roll_up(raw) == roll_up(entries)
     assert sum(r.cost_nano for r in store.rollups()) == sum(e.cost_nano for e in entries)
+    assert store.rollups(grain="day") == roll_up(raw, "day")
     for period in ("hour", "day", "week", "month"):
         for by in ("period", "tenant", "deployment"):
-            assert spend_report(store.rollups(), period=period, by=by) == spend_report(
-                raw, period=period, by=by)
+            expected = spend_report(raw, period=period, by=by)
+            assert spend_report(store.rollups(), period=period, by=by) == expected
+            if period != "hour":
+                assert spend_report(store.rollups(grain="day"), period=period,
+                                    by=by) == expected
     since, until = T0 - dt.timedelta(hours=5), T0 + dt.timedelta(hours=30)
     assert store.rollups(since=since, until=until) == roll_up(store.ledger(since=since,
                                                                            until=until))
@@ -69,14 +73,16 @@ def test_sqlite_prunes_in_bounded_batches_and_the_rollups_stay(tmp_path: Path) -
     store._closing.set()  # stop the background pruner: this test prunes by hand
     assert store._pruner is not None
     store._pruner.join()
-    before = store.rollups()
+    daily = store.rollups(grain="day")
+    hourly_old = len(roll_up(old))
     counts = []
     while n := store.prune(batch=7):
         counts.append(n)
-    assert counts == [7] * 7 + [1]
+    assert sum(counts) == 50 + hourly_old and max(counts) == 7
     assert sorted(e.request_id for e in store.ledger()) == sorted(e.request_id for e in recent)
-    assert store.rollups() == before
-    assert sum(r.cost_nano for r in store.rollups()) == sum(e.cost_nano for e in old + recent)
+    assert store.rollups() == roll_up(recent)  # hourly roll-ups go with the raw rows
+    assert store.rollups(grain="day") == daily  # daily ones stay
+    assert sum(r.cost_nano for r in daily) == sum(e.cost_nano for e in old + recent)
     store.close()
 
 
@@ -88,7 +94,7 @@ def test_sqlite_prunes_in_the_background(tmp_path: Path) -> None:
     while store.ledger() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert store.ledger() == []
-    assert sum(r.requests for r in store.rollups()) == 20
+    assert sum(r.requests for r in store.rollups(grain="day")) == 20
     store.close()
 
 
@@ -100,9 +106,11 @@ def test_an_old_database_gets_its_rollups_from_its_raw_rows(tmp_path: Path) -> N
     store.close()
     with sqlite3.connect(tmp_path / "spend.db") as raw:
         raw.execute("DROP TABLE ledger_hourly")
+        raw.execute("DROP TABLE ledger_daily")
     raw.close()
     store = SQLiteStore(tmp_path / "spend.db")
     assert store.rollups() == roll_up(entries)
+    assert store.rollups(grain="day") == roll_up(entries, "day")
     store.close()
 
 
@@ -117,7 +125,8 @@ def test_redis_raw_rows_expire_after_the_retention(redis_url: str) -> None:
     day_end = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.UTC)
     expected = (day_end + dt.timedelta(days=2)).timestamp() - time.time()
     assert client.ttl(f"retain:{{ledger:{day}}}:rows") == pytest.approx(expected, abs=5)
-    assert client.ttl(f"retain:{{ledger:{day}}}:hourly") == -1
+    assert client.ttl(f"retain:{{ledger:{day}}}:hourly") == pytest.approx(expected, abs=5)
+    assert client.ttl(f"retain:{{ledger:{day}}}:daily") == -1
     client.close()
     store.close()
 
