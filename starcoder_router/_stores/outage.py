@@ -138,7 +138,7 @@ class OutageTolerantStore:
     """A store that keeps admitting requests, within limits, while its backend is down.
 
         store = OutageTolerantStore(RedisStore(url), fraction=0.1)
-        # or: open_store("redis", url=url, on_store_error="allow")
+        # or in a config file's [store]: on_store_error = "allow"
 
     `counts` holds how many requests were admitted or refused blind, and how many bookings
     were journaled and later booked. `flush()` replays the journal now.

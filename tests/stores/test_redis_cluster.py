@@ -157,3 +157,28 @@ def test_a_master_killed_mid_run_loses_and_doubles_nothing(
     assert status.reserved_nano == 0
     print(f"cluster restart: {len(settled)} settled, {len(errors)} StoreErrors while master "
           f"{victim} was down, spent {spent} of {budget.limit_nano} nano-dollars")
+
+
+@pytest.mark.parametrize("kind", ["redis", "cluster"])
+def test_round_trips_to_admit_and_to_settle(make_store: Callable[[], Any], kind: str) -> None:
+    """On one server: one script call to admit a request under three budgets, one to settle it
+    with its ledger row. On a cluster: one per slot the budgets fall in, plus the ledger's."""
+    store = make_store()
+    budgets = [key("global/day"), key("tenant:acme/day"), key("key:k1/day")]
+    store.settle(store.reserve(budgets, 10, 30.0), 1, entry(1))  # scripts loaded on each node
+    sent: list[str] = []
+    real = store._sync.execute_command
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        sent.append(str(args[0]))
+        return real(*args, **kwargs)
+
+    store._sync.execute_command = counting
+    res = store.reserve(budgets, 10, 30.0)
+    admitted = len(sent)
+    store.settle(res, 7, entry(7))
+    settled = len(sent) - admitted
+    slots = len(store._names.groups(budgets)) if kind == "cluster" else 1
+    assert set(sent) == {"EVALSHA"}
+    assert admitted == slots
+    assert settled == (1 if kind == "redis" else slots + 2)  # + the day's set, + the row

@@ -77,6 +77,21 @@ def test_allow_admits_a_tenth_blind_and_books_it_when_the_store_returns() -> Non
     store.release(store.reserve([day], 10 * CENT, 30.0))
 
 
+async def test_the_gateway_counts_blind_admissions_in_its_metrics() -> None:
+    from starcoder_router._server.gateway import Gateway
+
+    inner = Flaky()
+    store = OutageTolerantStore(inner)
+    gateway = Gateway(store=store)
+    try:
+        inner.down = True
+        store.release(store.reserve([key()], CENT, 30.0))
+        body, _ = gateway.metrics.render()
+        assert b'starcoder_router_store_outage_events_total{event="admitted_blind"} 1.0' in body
+    finally:
+        await gateway.aclose()
+
+
 def test_a_failed_settle_is_journaled_not_lost_nor_raised() -> None:
     inner = Flaky()
     store = OutageTolerantStore(inner)
