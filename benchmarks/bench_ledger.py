@@ -202,7 +202,7 @@ def markdown(sq: dict, rd: dict, total: int) -> str:
         f"`python benchmarks/bench_ledger.py --rows {total}` on this machine (2 shared cores), "
         f"{datetime_label()}. {total:,} synthetic ledger rows spread evenly over {DAYS} days "
         "(50 tenants, 20 deployments, 3 tag sets); retention at 30 days keeps half of them. "
-        "A month's report is last calendar month by tenant and day, read from the hourly "
+        "A month's report is last calendar month by tenant and day, read from the daily "
         "roll-ups as `starcoder-router spend` does (median of 3).", "",
         "| | retention off | retention 30 days |", "|---|---:|---:|",
         f"| SQLite file | {_mb(sq['size_off'])} | {_mb(sq['size_pruned'])} "
@@ -215,7 +215,8 @@ def markdown(sq: dict, rd: dict, total: int) -> str:
         f"{_mb(per_on * rd['rows'] * scale)} |",
         f"| Redis month report ({rd['rows']:,} rows) | {rd['report_s_off'] * 1000:.0f} ms | "
         f"{rd['report_s_on'] * 1000:.0f} ms |", "",
-        f"Pruning: {sq['pruned']:,} rows deleted in batches of 5,000, each its own "
+        f"Pruning: {sq['pruned']:,} rows (raw rows, then hourly roll-ups) deleted in batches "
+        f"of 5,000, each its own "
         f"transaction: median {sq['prune_batch_ms']:.1f} ms a batch (slowest "
         f"{sq['prune_batch_max_ms']:.1f} ms), so a request waits at most that long for the "
         f"write lock. After pruning, {sq['hourly_rows']:,} hourly roll-ups (30 days) and "

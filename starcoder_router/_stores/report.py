@@ -99,9 +99,9 @@ def _group_table(entries: list[LedgerEntry | Rollup], period: Period, by: By) ->
     total = _Sum()
     labels: dict[object, str] = {}  # roll-ups share a few start times: label each once
     for entry in entries:
-        label = labels.get(entry.time) or labels.setdefault(entry.time,
-                                                            bucket_label(period, entry.time))
-        sums[label, group_of(entry)].add(entry)
+        if entry.time not in labels:
+            labels[entry.time] = bucket_label(period, entry.time)
+        sums[labels[entry.time], group_of(entry)].add(entry)
         total.add(entry)
     head = (period, title) if title else (period,)
     rows = [(*((bucket, group) if title else (bucket,)), *s.cells())

@@ -283,9 +283,12 @@ class SQLiteStore(InlineAsync):
         tag_sets: dict[str, tuple[str, ...]] = {}  # a few distinct values: decode each once
         out = []
         for at, has, who, tags, deployment, *sums in rows:
-            when = times.get(at) or times.setdefault(at, _EPOCH + dt.timedelta(microseconds=at))
-            tag_set = tag_sets.get(tags) or tag_sets.setdefault(tags, tuple(json.loads(tags)))
-            out.append(Rollup(when, who if has else None, tag_set, deployment, *sums))
+            if at not in times:
+                times[at] = _EPOCH + dt.timedelta(microseconds=at)
+            if tags not in tag_sets:
+                tag_sets[tags] = tuple(json.loads(tags))
+            out.append(Rollup(times[at], who if has else None, tag_sets[tags], deployment,
+                              *sums))
         return sorted(out, key=order)
 
     def prune(self, *, batch: int = 5000, now: float | None = None) -> int:
