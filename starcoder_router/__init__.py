@@ -72,6 +72,7 @@ if _typing.TYPE_CHECKING:
         SpendStore,
     )
     from ._stores.memory import MemoryStore
+    from ._stores.outage import OutageTolerantStore
     from ._stores.redis import RedisStore
     from ._stores.report import spend_report
     from ._stores.sqlite import SQLiteStore
@@ -112,6 +113,7 @@ __all__ = [
     "MissingDependencyError",
     "NoRouteError",
     "NotFoundError",
+    "OutageTolerantStore",
     "PolicySummary",
     "ProviderConnectionError",
     "ProviderError",
@@ -183,6 +185,7 @@ _LAZY = {
     "LedgerEntry": "._stores.base",
     "MemoryStore": "._stores.memory",
     "Message": "._routing.request",
+    "OutageTolerantStore": "._stores.outage",
     "PolicySummary": "._simulate",
     "ProviderSettings": "._config",
     "QualityFloor": "._routing.policy",

@@ -117,6 +117,8 @@ def _parser() -> argparse.ArgumentParser:
     spend.add_argument("--prefix", default="scr:", help="Redis key prefix (default: scr:)")
     spend.add_argument("--by", choices=["period", "tenant", "deployment"], default="period")
     spend.add_argument("--period", choices=["hour", "day", "week", "month"], default="day")
+    spend.add_argument("--export", metavar="FILE",
+                       help="write the raw ledger rows to FILE instead (.jsonl or .csv)")
     spend.set_defaults(func=_cmd_spend)
 
     disc = sub.add_parser("discover", help="probe local servers for StarCoder 2 models")
@@ -352,12 +354,18 @@ def _router(args: argparse.Namespace, *, env: dict[str, str], **kwargs: Any) -> 
 
 def _cmd_spend(args: argparse.Namespace) -> int:
     from ._stores import open_store
-    from ._stores.report import spend_report
+    from ._stores.report import export_ledger, spend_report
 
     store = open_store(args.store, path=args.path, url=args.url, prefix=args.prefix,
                        must_exist=True)
     try:
-        print(spend_report(store.ledger(), period=args.period, by=args.by))
+        if args.export:
+            count = export_ledger(store.ledger(), args.export)
+            print(f"wrote {count} ledger rows to {args.export}")
+        else:  # roll-ups: they outlive pruned raw rows and sum to the same tables
+            grain = "hour" if args.period == "hour" else "day"
+            rollups = store.rollups(grain=grain)  # type: ignore[attr-defined]
+            print(spend_report(rollups, period=args.period, by=args.by))
     finally:
         store.close()
     return 0

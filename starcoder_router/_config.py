@@ -69,11 +69,18 @@ class ProviderSettings(FrozenModel):
 
 
 class StoreSettings(FrozenModel):
-    """Where spend is kept: `memory` (default), `sqlite` (needs `path`) or `redis` (`url`)."""
+    """Where spend is kept: `memory` (default), `sqlite` (needs `path`) or `redis` (`url`;
+    `cluster = true` or a `redis+cluster://` URL for a Redis Cluster). `on_store_error`:
+    refuse requests while the store is down (`reject`), or admit them against 10% of each
+    budget and book them when it is back (`allow`). `retention_days`: how long raw ledger rows
+    are kept (hourly roll-ups are kept for ever); None keeps them all."""
 
     kind: Literal["memory", "sqlite", "redis"] = "memory"
     path: str | None = None
     url: str | None = None
+    cluster: bool = False
+    on_store_error: Literal["reject", "allow"] = "reject"
+    retention_days: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _address(self) -> StoreSettings:

@@ -18,7 +18,7 @@ from .._routing.health import HealthPolicy, HealthTracker
 from .._routing.policy import CostPolicy
 from .._routing.request import CompletionRequest, RequestFields, build_request
 from .._routing.tokens import TokenCounter, load_token_counter
-from .._stores import open_store
+from .._stores import open_configured, open_store
 from .._stores.base import SpendStore
 from .core import RouterCore
 from .hooks import Hooks
@@ -72,8 +72,7 @@ class BaseRouter:
         try:
             if "store" not in kwargs and cfg.store:
                 # Opened only when not overridden: a SQLite path would create its file.
-                opened = kwargs["store"] = open_store(cfg.store.kind, path=cfg.store.path,
-                                                      url=cfg.store.url)
+                opened = kwargs["store"] = open_configured(cfg.store)
             return cls(**kwargs)
         except BaseException as exc:
             if opened is not None:

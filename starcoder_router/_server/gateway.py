@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .._config import load_config
 from .._routing.tokens import load_token_counter
 from .._running.hooks import Hooks
-from .._stores import open_store
+from .._stores import open_configured, open_store
 from .context import CallContext, current_call
 from .health_share import GatewayHealth
 from .models import ModelChoice, model_names, resolve_model
@@ -98,6 +98,8 @@ class Gateway:
         self.policy = policy or CostPolicy()
         self.store: SpendStore = store if store is not None else open_store()
         self.metrics: GatewayMetrics = GatewayMetrics()
+        if hasattr(self.store, "observer"):  # on_store_error = "allow": count blind admissions
+            self.store.observer = self.metrics.on_store_event
         self.tenants = Tenants(self.settings.tenants)
         self.limiter: RateLimiter = (RedisRateLimiter(redis_url, prefix=getattr(
             self.store, "prefix", "scr:")) if redis_url else MemoryRateLimiter())
@@ -136,8 +138,10 @@ class Gateway:
         }
         kwargs.update(overrides)
         if "store" not in kwargs and cfg.store is not None:
-            kwargs["store"] = open_store(cfg.store.kind, path=cfg.store.path, url=cfg.store.url)
-            if cfg.store.kind == "redis":
+            kwargs["store"] = open_configured(cfg.store)
+            # Shared rate limits and health speak to one server only: on a cluster they stay
+            # per instance for now.
+            if cfg.store.kind == "redis" and not getattr(kwargs["store"], "cluster", False):
                 kwargs.setdefault("redis_url", cfg.store.url)
         return cls(**kwargs)
 

@@ -51,6 +51,13 @@ class GatewayMetrics:
                                   ["deployment"], registry=r)
         self.budget = prom.Gauge(f"{ns}_budget_remaining_usd", "What a budget has left",
                                  ["budget", "key"], registry=r)
+        self.store_outage = prom.Counter(
+            f"{ns}_store_outage_events", "While the spend store is down (on_store_error = "
+            "allow): requests admitted_blind or refused_blind, bookings journaled and booked",
+            ["event"], registry=r)
+
+    def on_store_event(self, event: str) -> None:
+        self.store_outage.labels(event).inc()
 
     def on_attempt(self, attempt: Attempt, tenant: str | None) -> None:
         """Every attempt, including failed and cancelled ones (a cancelled stream has a cost)."""

@@ -12,19 +12,47 @@ from typing import TYPE_CHECKING, Literal
 from .._errors import ConfigError
 
 if TYPE_CHECKING:
+    from .._config import StoreSettings
     from .base import SpendStore
 
-__all__ = ["open_store"]
+__all__ = ["open_configured", "open_store"]
+
+
+def open_configured(settings: StoreSettings) -> SpendStore:
+    """The store a config file's `[store]` table describes."""
+    return open_store(settings.kind, path=settings.path, url=settings.url,
+                      cluster=settings.cluster, on_store_error=settings.on_store_error,
+                      retention_days=settings.retention_days)
 
 
 def open_store(kind: Literal["memory", "sqlite", "redis"] | str = "memory", *,
                path: str | None = None, url: str | None = None, prefix: str = "scr:",
-               must_exist: bool = False) -> SpendStore:
-    """The store named by `kind`: `memory`, `sqlite` (needs `path`) or `redis` (needs `url`).
+               must_exist: bool = False, cluster: bool = False,
+               on_store_error: Literal["reject", "allow"] = "reject",
+               retention_days: float | None = None) -> SpendStore:
+    """The store named by `kind`: `memory`, `sqlite` (needs `path`) or `redis` (needs `url`;
+    a Redis Cluster with `cluster=True` or a `redis+cluster://host:port` URL).
 
     `must_exist` refuses a SQLite path with no database yet (a report from a mistyped path
-    would otherwise print nothing). Backends are imported only when chosen.
+    would otherwise print nothing). `on_store_error="allow"` keeps admitting requests while the
+    store is down, against 10% of each budget (see `outage.OutageTolerantStore`); "reject"
+    refuses them with `StoreError`. `retention_days` keeps raw ledger rows that long (SQLite
+    and Redis; hourly roll-ups stay). Backends are imported only when chosen.
     """
+    store = _open(kind, path=path, url=url, prefix=prefix, must_exist=must_exist,
+                  cluster=cluster, retention_days=retention_days)
+    if on_store_error == "reject":
+        return store
+    if on_store_error != "allow":
+        raise ConfigError(f"unknown on_store_error {on_store_error!r}; choose reject or allow",
+                          field="store.on_store_error")
+    from .outage import OutageTolerantStore
+
+    return OutageTolerantStore(store)
+
+
+def _open(kind: str, *, path: str | None, url: str | None, prefix: str, must_exist: bool,
+          cluster: bool, retention_days: float | None) -> SpendStore:
     if kind == "memory":
         from .memory import MemoryStore
 
@@ -39,7 +67,7 @@ def open_store(kind: Literal["memory", "sqlite", "redis"] | str = "memory", *,
         from .sqlite import SQLiteStore
 
         try:
-            return SQLiteStore(path)
+            return SQLiteStore(path, retention_days=retention_days)
         except (sqlite3.Error, ValueError) as exc:  # ValueError: a NUL or surrogate in the path
             raise ConfigError(f"cannot open a SQLite spend database at "
                               f"{os.path.abspath(path)!r}: {exc}", field="store.path") from exc
@@ -48,5 +76,5 @@ def open_store(kind: Literal["memory", "sqlite", "redis"] | str = "memory", *,
             raise ConfigError("a redis store needs a url", field="store.url")
         from .redis import RedisStore
 
-        return RedisStore(url, prefix=prefix)
+        return RedisStore(url, prefix=prefix, cluster=cluster, retention_days=retention_days)
     raise ConfigError(f"unknown store {kind!r}; choose memory, sqlite or redis", field="store.kind")

@@ -17,6 +17,7 @@ from .._ids import new_id
 from .base import BudgetKey, BudgetStatus, LedgerEntry, Reservation
 from .inline import InlineAsync
 from .periods import check_amount, refusal, require_aware, status_of, to_epoch, unique_keys
+from .rollup import Grain, Rollup, roll_up
 
 __all__ = ["MemoryStore"]
 
@@ -112,6 +113,11 @@ class MemoryStore(InlineAsync):
         with self._lock:
             bucket = self._buckets.get(key)
             return bucket.spent if bucket else 0
+
+    def rollups(self, *, since: dt.datetime | None = None, until: dt.datetime | None = None,
+                tenant: str | None = None, grain: Grain = "hour") -> list[Rollup]:
+        """The roll-ups of the entries in [since, until) (give hour or day boundaries)."""
+        return roll_up(self.ledger(since=since, until=until, tenant=tenant), grain)
 
     def ledger(self, *, since: dt.datetime | None = None, until: dt.datetime | None = None,
                tenant: str | None = None) -> list[LedgerEntry]:

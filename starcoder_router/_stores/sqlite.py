@@ -23,12 +23,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from .._ids import new_id
 from .base import BudgetKey, BudgetStatus, LedgerEntry, Outcome, Reservation
 from .inline import InlineAsync
 from .periods import check_amount, refusal, require_aware, status_of, to_epoch, unique_keys
+from .rollup import Grain, Rollup, order
 
 __all__ = ["SQLiteStore"]
 
@@ -64,6 +65,69 @@ CREATE TABLE IF NOT EXISTS ledger (
     provider_request_id TEXT
 );
 CREATE INDEX IF NOT EXISTS ledger_time ON ledger (time_us);
+CREATE TABLE IF NOT EXISTS ledger_hourly (
+    start_us INTEGER NOT NULL,
+    has_tenant INTEGER NOT NULL,
+    tenant TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cost_nano INTEGER NOT NULL,
+    PRIMARY KEY (start_us, has_tenant, tenant, tags, deployment)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger_daily (
+    start_us INTEGER NOT NULL,
+    has_tenant INTEGER NOT NULL,
+    tenant TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cost_nano INTEGER NOT NULL,
+    PRIMARY KEY (start_us, has_tenant, tenant, tags, deployment)
+) WITHOUT ROWID;
+"""
+
+_GRAIN_US = {"hour": 3_600_000_000, "day": 86_400_000_000}
+_TABLES = {"hour": "ledger_hourly", "day": "ledger_daily"}
+# Each raw row is added to its hour's and its day's roll-ups in the same transaction, so they
+# never disagree.
+_ADD_ROLLUP = """
+INSERT INTO {table} VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?)
+ON CONFLICT (start_us, has_tenant, tenant, tags, deployment) DO UPDATE SET
+    requests = requests + 1, failed = failed + excluded.failed,
+    prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+    completion_tokens = completion_tokens + excluded.completion_tokens,
+    cost_nano = cost_nano + excluded.cost_nano
+"""
+_ADD = {grain: _ADD_ROLLUP.format(table=table) for grain, table in _TABLES.items()}
+# A database written before roll-ups existed gets them from its raw rows, once.
+_BACKFILL = """
+INSERT INTO {table}
+SELECT time_us / {unit} * {unit}, tenant IS NOT NULL, COALESCE(tenant, ''), tags,
+       deployment, COUNT(*), SUM(outcome != 'ok'), SUM(prompt_tokens), SUM(completion_tokens),
+       SUM(cost_nano)
+FROM ledger GROUP BY 1, 2, 3, 4, 5
+"""
+_BACKFILLS = [_BACKFILL.format(table=_TABLES[g], unit=_GRAIN_US[g]) for g in _TABLES]
+_SELECT = {grain: f"""
+SELECT * FROM {table}
+WHERE start_us >= ? AND start_us < ? AND (? IS NULL OR (has_tenant = 1 AND tenant = ?))
+""" for grain, table in _TABLES.items()}  # noqa: S608 (table names are ours)
+_PRUNE = """
+DELETE FROM ledger WHERE seq IN (SELECT seq FROM ledger WHERE time_us < ? ORDER BY time_us
+                                 LIMIT ?)
+"""
+# Hourly roll-ups go with the raw rows; daily ones are kept.
+_PRUNE_HOURLY = """
+DELETE FROM ledger_hourly WHERE (start_us, has_tenant, tenant, tags, deployment) IN (
+    SELECT start_us, has_tenant, tenant, tags, deployment FROM ledger_hourly
+    WHERE start_us < ? LIMIT ?)
 """
 
 _INSERT_LEDGER = """
@@ -84,6 +148,7 @@ _READ_KEY = ("SELECT (SELECT spent FROM budget_spend WHERE key = ?), "
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _SWEEP_EVERY_S = 600.0
+_PRUNE_EVERY_S = 60.0
 
 
 class SQLiteStore(InlineAsync):
@@ -95,9 +160,15 @@ class SQLiteStore(InlineAsync):
     Every process opens its own `SQLiteStore` on the same path; do not pass one across `fork`.
     `busy_timeout_s` bounds how long an operation waits for another process's transaction.
     The file must be on a local disk: SQLite's locks are unreliable on network filesystems.
+
+    Every ledger row is also summed into its hour's and its day's roll-up (`rollups()`). With
+    `retention_days`, a background thread deletes raw rows and hourly roll-ups older than that,
+    a bounded batch per short transaction (`prune()`), so requests wait at most one batch for
+    the write lock; daily roll-ups are kept.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 30.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 30.0,
+                 retention_days: float | None = None) -> None:
         self.path = os.fspath(path)
         self._lock = threading.Lock()
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves; the module's implicit
@@ -108,13 +179,25 @@ class SQLiteStore(InlineAsync):
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             with self._transaction("BEGIN IMMEDIATE") as db:
+                new = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'ledger_daily'"
+                                 ).fetchone() is None
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+                if new:
+                    for backfill in _BACKFILLS:
+                        db.execute(backfill)
         except BaseException:
             self._db.close()  # e.g. the file is not a database: nobody else will close it
             raise
         self._next_sweep = 0.0
+        self.retention = Retention(retention_days) if retention_days is not None else None
+        self._pruner: threading.Thread | None = None
+        self._closing = threading.Event()
+        if self.retention is not None:
+            self._pruner = threading.Thread(target=self._prune_forever, daemon=True,
+                                            name=f"prune {os.path.basename(self.path)}")
+            self._pruner.start()
 
     def reserve(self, keys: Sequence[BudgetKey], amount_nano: int, ttl_s: float) -> Reservation:
         check_amount(amount_nano, "amount_nano")
@@ -147,7 +230,7 @@ class SQLiteStore(InlineAsync):
         with self._transaction("BEGIN IMMEDIATE") as db:
             db.execute("DELETE FROM budget_reservations WHERE id = ?", (reservation.id,))
             if entry is not None:
-                db.execute(_INSERT_LEDGER, _ledger_row(entry))
+                _insert(db, entry)
 
     def record(self, keys: Sequence[BudgetKey], actual_nano: int,
                entry: LedgerEntry | None = None) -> None:
@@ -187,7 +270,54 @@ class SQLiteStore(InlineAsync):
             rows = self._db.execute(sql + " ORDER BY time_us, seq", args).fetchall()
         return [_ledger_entry(row) for row in rows]
 
+    def rollups(self, *, since: dt.datetime | None = None, until: dt.datetime | None = None,
+                tenant: str | None = None, grain: Grain = "hour") -> list[Rollup]:
+        """The hourly (or daily) roll-ups of the hours (days) that start in [since, until).
+        Hourly ones are pruned with the raw rows; daily ones are kept."""
+        unit = _GRAIN_US[grain]
+        start = -(-_micros(since) // unit) * unit if since is not None else -2**62
+        end = _micros(until) if until is not None else 2**62
+        with self._lock:
+            rows = self._db.execute(_SELECT[grain], (start, end, tenant, tenant)).fetchall()
+        times: dict[int, dt.datetime] = {}
+        tag_sets: dict[str, tuple[str, ...]] = {}  # a few distinct values: decode each once
+        out = []
+        for at, has, who, tags, deployment, *sums in rows:
+            if at not in times:
+                times[at] = _EPOCH + dt.timedelta(microseconds=at)
+            if tags not in tag_sets:
+                tag_sets[tags] = tuple(json.loads(tags))
+            out.append(Rollup(times[at], who if has else None, tag_sets[tags], deployment,
+                              *sums))
+        return sorted(out, key=order)
+
+    def prune(self, *, batch: int = 5000, now: float | None = None) -> int:
+        """Delete up to `batch` raw rows (then hourly roll-ups) older than the retention, in one
+        short transaction; returns how many. Daily roll-ups stay."""
+        if self.retention is None:
+            return 0
+        cutoff = self.retention.cutoff_us(time.time() if now is None else now)
+        with self._transaction("BEGIN IMMEDIATE") as db:
+            n = int(db.execute(_PRUNE, (cutoff, batch)).rowcount)
+            if n < batch:
+                n += int(db.execute(_PRUNE_HOURLY, (cutoff // _GRAIN_US["hour"] *
+                                                    _GRAIN_US["hour"], batch - n)).rowcount)
+            return n
+
+    def _prune_forever(self) -> None:
+        # A second's delay first: opening a store (e.g. for a report) should not start a purge.
+        while not self._closing.wait(1.0):
+            try:
+                while self.prune() and not self._closing.wait(0.01):
+                    pass  # the pause lets requests take the write lock between batches
+            except sqlite3.Error:
+                pass  # busy, or closing: the next round tries again
+            self._closing.wait(_PRUNE_EVERY_S - 1.0)
+
     def close(self) -> None:
+        self._closing.set()
+        if self._pruner is not None and self._pruner is not threading.current_thread():
+            self._pruner.join()
         with self._lock:
             self._db.close()
 
@@ -217,7 +347,7 @@ class SQLiteStore(InlineAsync):
         db.executemany(_ADD_SPEND, [(key.key, actual_nano, to_epoch(key.expires_at))
                                     for key in unique_keys(keys)])
         if entry is not None:
-            db.execute(_INSERT_LEDGER, _ledger_row(entry))
+            _insert(db, entry)
 
     def _maybe_sweep(self, db: sqlite3.Connection, now: float) -> None:
         # Runs inside a reserve transaction, at most every _SWEEP_EVERY_S per instance: dead
@@ -227,6 +357,25 @@ class SQLiteStore(InlineAsync):
         self._next_sweep = now + _SWEEP_EVERY_S
         db.execute("DELETE FROM budget_reservations WHERE expires_at <= ?", (now,))
         db.execute("DELETE FROM budget_spend WHERE expires_at < ?", (now,))
+
+
+class Retention(NamedTuple):
+    """How long raw ledger rows are kept."""
+
+    days: float
+
+    def cutoff_us(self, now: float) -> int:
+        return int((now - self.days * 86400) * 1_000_000)
+
+
+def _insert(db: sqlite3.Connection, entry: LedgerEntry) -> None:
+    row = _ledger_row(entry)
+    db.execute(_INSERT_LEDGER, row)
+    for grain, unit in _GRAIN_US.items():
+        db.execute(_ADD[grain], (row[1] // unit * unit, entry.tenant is not None,
+                                 entry.tenant or "", row[10], entry.deployment,
+                                 entry.outcome != "ok", entry.prompt_tokens,
+                                 entry.completion_tokens, entry.cost_nano))
 
 
 def _micros(when: dt.datetime) -> int:

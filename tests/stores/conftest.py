@@ -1,7 +1,8 @@
-"""Fixtures for the spend-store tests: a real redis-server, and every store behind one API.
+"""Fixtures for the spend-store tests: a real redis-server and a real three-master Redis
+Cluster, and every store behind one API.
 
-The Redis tests need `redis-server` on PATH (Debian package `redis-server`). Without it they are
-skipped, unless `REQUIRE_REDIS=1` (as CI sets), when they fail instead.
+The Redis tests need `redis-server` and `redis-cli` on PATH (Debian package `redis-server`).
+Without them they are skipped, unless `REQUIRE_REDIS=1` (as CI sets), when they fail instead.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from starcoder_router._stores.memory import MemoryStore
 from starcoder_router._stores.redis import RedisStore
 from starcoder_router._stores.sqlite import SQLiteStore
 from support.processes import stop
+from support.redis_cluster import RedisCluster, backend_url, start_cluster
 from support.redis_server import start_redis
 
-STORE_KINDS = ("memory", "sqlite", "redis")
+# "cluster" is the Redis store on a Redis Cluster.
+STORE_KINDS = ("memory", "sqlite", "redis", "cluster")
 Store = MemoryStore | SQLiteStore | RedisStore
 
 
@@ -28,6 +31,13 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc, url = start_redis(tmp_path_factory.mktemp("redis"))
     yield url
     stop(proc)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    cluster = start_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.close()
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -43,7 +53,7 @@ def make_store(kind: str, request: pytest.FixtureRequest,
     Each test gets its own SQLite file or Redis key prefix, so tests never see each other.
     `@pytest.mark.parametrize("kind", [...])` narrows a test to some kinds.
     """
-    url = request.getfixturevalue("redis_url") if kind == "redis" else ""
+    url = backend_url(kind, request) if kind in ("redis", "cluster") else ""
     prefix = f"test:{uuid.uuid4().hex[:12]}:"
     shared = MemoryStore()
     opened: list[Store] = []
@@ -73,7 +83,7 @@ def shared_store(kind: str, make_store: Callable[[], Store], tmp_path: Path,
     if kind == "sqlite":
         return store, (kind, str(tmp_path / "spend.db"), "")
     assert isinstance(store, RedisStore), f"a {kind} store cannot be shared with other processes"
-    return store, (kind, request.getfixturevalue("redis_url"), store.prefix)
+    return store, ("redis", backend_url(kind, request), store.prefix)
 
 
 class Api:

@@ -23,6 +23,7 @@ from starcoder_router import (
 from starcoder_router._routing.cost import usd_to_nano
 from starcoder_router.testing import FakeServer, Reply
 from support.budget_workers import WORST_USD, open_store, process_main
+from support.redis_cluster import backend_url
 
 
 @pytest.fixture
@@ -170,11 +171,12 @@ def test_no_route_when_every_deployment_costs_more_than_the_cap(server: FakeServ
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "cluster"])
 def test_processes_share_one_budget_without_overspending(
         kind: str, server: FakeServer, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    if kind == "redis":
-        where = request.getfixturevalue("redis_url") + "|" + f"rt:{uuid.uuid4().hex[:8]}:"
+    if kind in ("redis", "cluster"):  # a cluster is a redis store with a redis+cluster:// URL
+        where = backend_url(kind, request) + "|" + f"rt:{uuid.uuid4().hex[:8]}:"
+        kind = "redis"
     else:
         where = str(tmp_path / "spend.db")
     limit = 1.0

@@ -52,9 +52,9 @@ def test_redis_buckets_expire_with_their_period(make_store, redis_url) -> None:
     store.settle(store.reserve([day, forever], CENT, 60.0), CENT)
     client = redis.Redis.from_url(redis_url)
     expected = day.expires_at.timestamp() - time.time()
-    for name in ("b:", "x:"):
-        assert client.ttl(store.prefix + name + day.key) == pytest.approx(expected, abs=5)
-    assert client.ttl(store.prefix + "b:" + forever.key) == -1  # no expiry
+    for name in ("b", "x", "s"):
+        assert client.ttl(f"{store.prefix}{{{day.key}}}:{name}") == pytest.approx(expected, abs=5)
+    assert client.ttl(f"{store.prefix}{{{forever.key}}}:b") == -1  # no expiry
     client.close()
 
 
@@ -98,7 +98,7 @@ def test_redis_store_without_the_redis_package(monkeypatch) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "cluster"])
 def test_a_killed_holder_frees_the_budget_once_the_ttl_passes(kind, shared_store) -> None:
     """An app instance reserves the whole budget and is SIGKILLed: nothing settles or releases
     its reservations, so only their TTL can give the budget back."""

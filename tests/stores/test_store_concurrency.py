@@ -103,7 +103,7 @@ async def test_tasks_never_overspend(make_store: Callable[[], object]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "cluster"])
 def test_processes_never_overspend(kind: str, shared_store) -> None:
     """8 processes x 50 threads, each process with its own store on one backend."""
     store, spec = shared_store

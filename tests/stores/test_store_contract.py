@@ -250,7 +250,7 @@ async def test_status_of_an_unused_key_is_empty(api) -> None:
     assert await api.spent("never|used") == 0
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "cluster"])
 def test_two_store_instances_share_budgets(make_store) -> None:
     one, two = make_store(), make_store()
     day = key(limit_usd=1.0)

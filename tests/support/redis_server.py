@@ -18,8 +18,11 @@ from support.ports import free_port
 from support.processes import stop
 
 
-def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start redis-server on a free loopback port; returns the process and its URL."""
+def start_redis(workdir: Path, *, port: int | None = None,
+                durable: bool = False) -> tuple[subprocess.Popen[bytes], str]:
+    """Start redis-server on a free loopback port (or `port`, to start one again where it was);
+    returns the process and its URL. `durable` fsyncs every write to an append-only file in
+    `workdir`, so a server killed and started again keeps what it acknowledged."""
     binary = shutil.which("redis-server")
     if binary is None:
         message = "redis-server is not installed (apt-get install redis-server)"
@@ -28,11 +31,14 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
         pytest.skip(message)
     import redis
 
+    fixed = port
+    persistence = ["--appendonly", "yes", "--appendfsync", "always"] if durable else [
+        "--appendonly", "no"]
     for _ in range(5):  # the port may be taken between free_port() and the bind
-        port = free_port()
+        port = fixed or free_port()
         proc = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(workdir)],
+             *persistence, "--dir", str(workdir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         url = f"redis://127.0.0.1:{port}/0"
