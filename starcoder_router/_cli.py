@@ -26,7 +26,6 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._config import load_config
 from ._errors import (
     ConfigError,
     InvalidRequestError,
@@ -35,11 +34,9 @@ from ._errors import (
     NoRouteError,
     StarcoderRouterError,
 )
-from ._routing.catalog import Catalog
-from ._routing.policy import CostPolicy, QualityFloor
-from ._text import text_table
 
 if TYPE_CHECKING:
+    from ._routing.catalog import Catalog
     from ._running.results import Completion
     from ._running.sync_router import Router
 
@@ -52,8 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except NoRouteError as exc:
+        # The table already gives each deployment's reasons; the error line only adds what the
+        # table cannot show (a deployment chosen but then skipped, e.g. cooling down).
         print(exc.decision.explain(), file=sys.stderr)
-        print(f"\nerror: {exc}", file=sys.stderr)
+        print("\nerror: no deployment can serve this request", file=sys.stderr)
+        for name, why in exc.skipped.items():
+            print(f"  - {name}: {why}", file=sys.stderr)
         return 2
     except (ConfigError, InvalidRequestError, MissingDependencyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -75,11 +76,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default in `--help`, unless there is none to show (None, off, an
+    empty list) or the help text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        nothing = default is None or default is False or default in ([], argparse.SUPPRESS)
+        if nothing or "default" in text or not action.option_strings:
+            return action.help
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every command's parser: no prefix matching (`--max-token` is a mistake, not
+    `--max-tokens`) and defaults shown in `--help`. Subcommands inherit it, since
+    `add_subparsers` builds them with the parent's class."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def _parser() -> argparse.ArgumentParser:
+    # Only argparse here: `--help` and `--version` must not pay for pydantic, httpx or aiohttp.
+    # Each command imports what it needs when it runs.
     from . import __version__
 
-    p = argparse.ArgumentParser(prog="starcoder-router",
-                                description="Route StarCoder 2 requests across providers.")
+    p = _Parser(prog="starcoder-router",
+                description="Route StarCoder 2 requests across providers.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(required=True, metavar="command")
 
@@ -91,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     route = sub.add_parser("route", help="explain where a request would go (no I/O)")
     _request_arguments(route)
     route.add_argument("--structured", action="store_true", help="ask for JSON output")
-    route.add_argument("--stream", action="store_true")
+    route.add_argument("--stream", action="store_true", help="plan for a streamed request")
     route.add_argument("--require-keys", action="store_true",
                        help="refuse hosted providers whose API key is not set (default: "
                             "plan as if every provider were configured)")
@@ -105,21 +132,26 @@ def _parser() -> argparse.ArgumentParser:
                      help="print the completion as JSON (with --stream: one JSON line per "
                           "chunk, then the completion)")
     run.add_argument("--structured", action="store_true", help="ask for a JSON object")
-    run.add_argument("--temperature", type=float)
+    run.add_argument("--temperature", type=float,
+                     help="sampling temperature (default: the provider's)")
     run.add_argument("--tenant", help="count the spend against this tenant")
     run.set_defaults(func=_cmd_complete)
 
     spend = sub.add_parser("spend", help="report recorded spend")
-    spend.add_argument("--store", choices=["sqlite", "redis"], default="sqlite")
+    spend.add_argument("--store", choices=["sqlite", "redis"], default="sqlite",
+                       help="where the spend was recorded")
     spend.add_argument("--path", help="SQLite database file")
     spend.add_argument("--url", help="Redis URL")
-    spend.add_argument("--prefix", default="scr:", help="Redis key prefix (default: scr:)")
-    spend.add_argument("--by", choices=["period", "tenant", "deployment"], default="period")
-    spend.add_argument("--period", choices=["hour", "day", "week", "month"], default="day")
+    spend.add_argument("--prefix", default="scr:", help="Redis key prefix")
+    spend.add_argument("--by", choices=["period", "tenant", "deployment"], default="period",
+                       help="one row per")
+    spend.add_argument("--period", choices=["hour", "day", "week", "month"], default="day",
+                       help="the length of a period")
     spend.set_defaults(func=_cmd_spend)
 
     disc = sub.add_parser("discover", help="probe local servers for StarCoder 2 models")
-    disc.add_argument("--timeout", type=float, default=0.5)
+    disc.add_argument("--timeout", type=float, default=0.5,
+                      help="seconds to wait for each answer")
     disc.add_argument("--address", action="append", default=[], metavar="PROVIDER=URL",
                       help="probe only these, e.g. llamacpp=http://localhost:9931 (repeatable); "
                            "by default each local provider at STARCODER_ROUTER_<PROVIDER>_"
@@ -145,12 +177,15 @@ def _request_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-file", help="read the prompt from a file")
     p.add_argument("--prefix-file", help="fill-in-the-middle: the code before the cursor")
     p.add_argument("--suffix-file", help="fill-in-the-middle: the code after the cursor")
-    p.add_argument("--max-tokens", type=_positive_int, default=256)
-    p.add_argument("--objective", choices=["cheapest", "quality", "latency", "balanced"])
+    p.add_argument("--max-tokens", type=_positive_int, default=256,
+                   help="the most tokens to generate")
+    p.add_argument("--objective", choices=["cheapest", "quality", "latency", "balanced"],
+                   help="what to rank deployments by (default: the config's, else cheapest)")
     p.add_argument("--min-quality", metavar="BENCHMARK:SCORE", type=_quality_floor,
                    help="e.g. humaneval:35")
     p.add_argument("--max-cost", type=float, metavar="USD", help="per-request worst-case cap")
-    p.add_argument("--prefer-local", action="store_true")
+    p.add_argument("--prefer-local", action="store_true",
+                   help="rank local servers first while they can take the request")
     p.add_argument("--tokenizer", help="path to tokenizer.json for exact counts")
     p.add_argument("--config", help="a router config file (TOML)")
 
@@ -178,12 +213,17 @@ def _positive_int(text: str) -> int:
 
 
 def _catalog(args: argparse.Namespace) -> Catalog:
+    from ._config import load_config
+    from ._routing.catalog import Catalog
+
     if getattr(args, "config", None):
         return load_config(args.config).catalog
     return Catalog.default()
 
 
 def _cmd_catalog(args: argparse.Namespace) -> int:
+    from ._text import text_table
+
     catalog = _catalog(args)
     if args.variants:
         rows: list[tuple[str, ...]] = [("variant", "kind", "params", "window", "scores")]
@@ -318,6 +358,8 @@ def _request_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 def _router(args: argparse.Namespace, *, env: dict[str, str], **kwargs: Any) -> Router:
     """One router from the config file (if any) and the policy flags on top of it."""
+    from ._config import load_config
+    from ._routing.policy import CostPolicy, QualityFloor
     from ._running.sync_router import Router
 
     if args.tokenizer:
@@ -355,6 +397,7 @@ def _cmd_spend(args: argparse.Namespace) -> int:
 
 def _cmd_discover(args: argparse.Namespace) -> int:
     from ._discovery import discover_local, logger
+    from ._text import text_table
 
     addresses = None
     if args.address:

@@ -19,17 +19,17 @@ __all__ = ["add_commands"]
 
 def add_commands(sub: Any) -> None:
     """Add the commands to the `starcoder-router` subparsers `sub`."""
-    from .model import SCENARIO_NAMES
+    from .names import SCENARIO_NAMES
 
     wl = sub.add_parser("workload", help="build workloads for `simulate`")
     wl_sub = wl.add_subparsers(required=True, metavar="source")
     code = wl_sub.add_parser("from-code", help="random cursor positions in a folder of code")
-    code.add_argument("folder")
-    code.add_argument("--requests", type=int, default=1000)
-    code.add_argument("--seed", type=int, default=0)
+    code.add_argument("folder", help="the code to draw requests from")
+    code.add_argument("--requests", type=int, default=1000, help="how many requests to draw")
+    code.add_argument("--seed", type=int, default=0, help="the same seed draws the same workload")
     code.add_argument("--rate", type=float, default=1.0, help="requests per second")
     code.add_argument("--tenants", default="ide=0.6,review-bot=0.3,batch=0.1",
-                      metavar="NAME=WEIGHT,...")
+                      metavar="NAME=WEIGHT,...", help="tenants and their share of requests")
     code.add_argument("--tokenizer", help="tokenizer.json for exact counts (default: the "
                                           "router's own search, else the estimate)")
     code.add_argument("--keep-text", action="store_true",
@@ -84,7 +84,7 @@ def _write(lines: Any, out: TextIO) -> None:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from .model import SCENARIO_NAMES
+    from .names import SCENARIO_NAMES
     from .runner import simulate
     from .summary import summary_table
     from .workload import read_workload
