@@ -71,11 +71,29 @@ def _cmd_from_code(args: argparse.Namespace) -> int:
                             seed=args.seed, rate=args.rate, tenants=_tenants(args.tenants),
                             keep_text=args.keep_text)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
+        with _open_for_writing(args.output) as f:
             _write(lines, f)
     else:
         _write(lines, sys.stdout)
     return 0
+
+
+def _open_for_writing(path: str, mode: str = "w") -> TextIO:
+    from .._errors import ConfigError
+
+    try:
+        return open(path, mode, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _check_writable(path: str) -> None:
+    """Fail now if `path` cannot be written, leaving no file behind that was not there."""
+    existed = os.path.exists(path)
+    with _open_for_writing(path, "a"):  # "a": an existing report stays as it is for now
+        pass
+    if not existed:
+        os.remove(path)
 
 
 def _write(lines: Any, out: TextIO) -> None:
@@ -89,11 +107,22 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from .summary import summary_table
     from .workload import read_workload
 
+    if args.report:  # before the simulation, not after minutes of it
+        from .report import check_report_dependencies
+
+        check_report_dependencies()
+        _check_writable(args.report)
     workload = read_workload(args.workload)
     for err in workload.errors[:20]:
         print(f"{args.workload}:{err.line}: skipped: {err.message}", file=sys.stderr)
     if len(workload.errors) > 20:
         print(f"... and {len(workload.errors) - 20} more invalid lines", file=sys.stderr)
+    if not workload.requests:
+        from .._errors import ConfigError
+
+        why = (f"none of its {len(workload.errors)} lines is a valid request" if workload.errors
+               else "it is empty")
+        raise ConfigError(f"nothing to simulate in {args.workload}: {why}")
     bar = _Progress(sys.stderr, len(workload.requests))
     result = simulate(workload.requests, config=args.config,
                       policies=args.policy or SCENARIO_NAMES, progress=bar.update)

@@ -21,7 +21,7 @@ from .records import RequestOutcome
 from .runner import SimulationResult
 from .summary import PolicySummary
 
-__all__ = ["render_report", "write_report"]
+__all__ = ["check_report_dependencies", "render_report", "write_report"]
 
 # Enough points for a smooth line; a workload of 100,000 requests would otherwise put 100,000
 # points per policy in the file.
@@ -36,6 +36,11 @@ def _plotly() -> ModuleType:
         raise MissingDependencyError("the HTML report", "plotly", "report") from exc
     module: ModuleType = go
     return module
+
+
+def check_report_dependencies() -> None:
+    """Raise `MissingDependencyError` now if the report could not be drawn later."""
+    _plotly()
 
 
 def write_report(path: str | os.PathLike[str], result: SimulationResult, *,
