@@ -12,7 +12,7 @@ import json
 import math
 import os
 import sys
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 __all__ = ["add_commands"]
 
@@ -78,7 +78,7 @@ def _cmd_from_code(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_for_writing(path: str, mode: str = "w") -> TextIO:
+def _open_for_writing(path: str, mode: Literal["w", "a"] = "w") -> TextIO:
     from .._errors import ConfigError
 
     try:
