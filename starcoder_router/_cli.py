@@ -289,6 +289,8 @@ def _cmd_complete(args: argparse.Namespace) -> int:
 def _stream_out(router: Router, fields: dict[str, Any], as_json: bool) -> Completion:
     with router.stream(**fields) as stream:
         for chunk in stream:
+            if not chunk.text:  # the closing chunk only says why the stream ended; the
+                continue        # completion printed last says it too
             if as_json:
                 print(json.dumps({"text": chunk.text}), flush=True)
             else:

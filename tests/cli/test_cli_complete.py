@@ -76,6 +76,18 @@ def test_complete_streams_json_lines(capsys: pytest.CaptureFixture[str], server:
     assert lines[-1]["deployment"] == "fake/local" and lines[-1]["text"] == "a b"
 
 
+@pytest.mark.parametrize("chunks", [1, 2, 5])
+def test_streamed_json_lines_carry_no_empty_chunk(capsys: pytest.CaptureFixture[str],
+                                                  server: FakeServer, fake_config: Path,
+                                                  chunks: int) -> None:
+    server.script(Reply(text="a b c d e", chunks=chunks))
+    assert main(["complete", "x", "--json", "--stream", "--config", str(fake_config)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert all(line["text"] for line in lines[:-1])
+    assert "".join(line["text"] for line in lines[:-1]) == "a b c d e"
+    assert lines[-1]["finish_reason"] == "stop"
+
+
 def test_a_failed_request_is_one_line_and_status_1(capsys: pytest.CaptureFixture[str],
                                                    server: FakeServer, fake_config: Path) -> None:
     server.script(*[Reply(status=401, error="bad key")] * 3)
