@@ -409,12 +409,13 @@ def _cmd_discover(args: argparse.Namespace) -> int:
             if not sep or not provider or not url:
                 raise ConfigError(f"--address wants PROVIDER=URL, got {item!r}")
             addresses[provider] = url
+    # Warnings always reach the user (an --address that yields nothing); -v adds every probe,
+    # its answer, and why a server that answered was skipped.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     level = logger.level
-    if args.verbose:
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         found = discover_local(addresses=addresses, timeout=args.timeout)
     finally:

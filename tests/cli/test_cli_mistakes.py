@@ -125,3 +125,16 @@ def test_discover_honours_the_base_url_variables_and_lists_probes(
     assert "localhost:11434" not in err  # the usual ports were not probed
     code, _, err = run(capsys, "discover", "--timeout", "0.3")
     assert err == ""  # quiet without --verbose
+
+
+def test_discover_at_a_named_address_says_what_happened(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, out, err = run(capsys, "discover", "--address", f"llamacpp=http://127.0.0.1:{port}/v1",
+                         "--timeout", "0.3")
+    assert code == 1 and "no local StarCoder 2 servers found" in out
+    assert f"nothing answers at http://127.0.0.1:{port} (llamacpp)" in err
+    code, _, err = run(capsys, "discover", "--address", "fireworks=http://127.0.0.1:1")
+    assert code == 2 and "fireworks cannot be discovered" in err
