@@ -42,10 +42,30 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
+# How the estimate notice tells a command-line user to name a tokenizer.
+CLI_TOKENIZER_ADVICE = "pass --tokenizer PATH (a tokenizer.json)"
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    # The library's warnings (e.g. that token counts are estimated) go to stderr as one plain
+    # line each; `discover -v` lowers the level to show every probe.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("starcoder_router")
+    level = logger.level
+    logger.addHandler(handler)
+    if not level:
+        logger.setLevel(logging.WARNING)
+    try:
+        return _run(args)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args))
     except NoRouteError as exc:
@@ -260,8 +280,12 @@ def _cmd_route(args: argparse.Namespace) -> int:
     with router:
         decision = router.route(**fields)
     print(decision.explain())
-    counter = router.token_counter
-    print(f"\ntoken counts: {'exact (tokenizer)' if counter.exact else 'bounded/estimated'}")
+    kinds = {c.count_kind for c in decision.candidates if c.count_kind}
+    # The notice (logged when an estimate is made) already says how to count exactly.
+    said = ("estimated (no tokenizer)" if "estimate" in kinds else
+            "exact (tokenizer)" if "exact" in kinds else
+            "proven bounds (the prompt's byte length; no count was needed)")
+    print(f"\ntoken counts: {said}")
     return 0
 
 
@@ -362,10 +386,10 @@ def _router(args: argparse.Namespace, *, env: dict[str, str], **kwargs: Any) -> 
     """One router from the config file (if any) and the policy flags on top of it."""
     from ._config import load_config
     from ._routing.policy import CostPolicy, QualityFloor
+    from ._routing.tokens import LazyCounter
     from ._running.sync_router import Router
 
-    if args.tokenizer:
-        kwargs["tokenizer"] = args.tokenizer
+    kwargs["tokenizer"] = args.tokenizer or LazyCounter(advice=CLI_TOKENIZER_ADVICE)
     policy = load_config(args.config).policy if args.config else CostPolicy()
     updates: dict[str, Any] = {}
     if args.objective:
@@ -409,18 +433,11 @@ def _cmd_discover(args: argparse.Namespace) -> int:
             if not sep or not provider or not url:
                 raise ConfigError(f"--address wants PROVIDER=URL, got {item!r}")
             addresses[provider] = url
-    # Warnings always reach the user (an --address that yields nothing); -v adds every probe,
-    # its answer, and why a server that answered was skipped.
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
-    try:
-        found = discover_local(addresses=addresses, timeout=args.timeout)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+    # Warnings always reach the user (an --address that yields nothing, see `main`); -v adds
+    # every probe, its answer, and why a server that answered was skipped.
+    if args.verbose:
+        logger.setLevel(logging.DEBUG)
+    found = discover_local(addresses=addresses, timeout=args.timeout)
     if not found:
         print("no local StarCoder 2 servers found")
         return 1

@@ -63,10 +63,11 @@ def _tenants(spec: str) -> dict[str, float]:
 
 
 def _cmd_from_code(args: argparse.Namespace) -> int:
-    from .._routing.tokens import load_token_counter
+    from .._cli import CLI_TOKENIZER_ADVICE
+    from .._routing.tokens import LazyCounter, load_token_counter
     from .builder import build_from_code
 
-    counter = load_token_counter(args.tokenizer)
+    counter = load_token_counter(args.tokenizer or LazyCounter(advice=CLI_TOKENIZER_ADVICE))
     lines = build_from_code(args.folder, requests=args.requests, counter=counter,
                             seed=args.seed, rate=args.rate, tenants=_tenants(args.tenants),
                             keep_text=args.keep_text)

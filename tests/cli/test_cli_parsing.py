@@ -7,6 +7,7 @@ import argparse
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +88,22 @@ def test_no_route_gives_each_reason_once(capsys: pytest.CaptureFixture[str]) -> 
     assert code == 2
     assert err.count("humaneval 31.7 < 99") == 1
     assert "error: no deployment can serve this request" in err
+
+
+def test_the_tokenizer_notice_is_for_the_command_line_and_said_once(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    monkeypatch.delenv("STARCODER_ROUTER_TOKENIZER", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    assert main(["route", "def f():"]) == 0
+    out, err = capsys.readouterr()
+    assert "tokenizer" not in err  # a short prompt fits by its byte length: nothing estimated
+    assert "token counts: proven bounds" in out
+    prompt = tmp_path / "long.py"
+    prompt.write_text("x = 1\n" * 2000, encoding="utf-8")
+    assert main(["route", "--prompt-file", str(prompt)]) == 0
+    out, err = capsys.readouterr()
+    assert err.count("no StarCoder 2 tokenizer found") == 1
+    assert "--tokenizer PATH" in err and "tokenizer=<path" not in err
+    assert "pip install" not in err  # the extra is installed here
+    assert "token counts: estimated" in out and "tokenizer found" not in out

@@ -7,6 +7,7 @@ import glob
 import logging
 import random
 import statistics
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import respx
 
 from starcoder_router import EstimatingCounter, Router, TokenizerCounter
 from starcoder_router._routing.estimate import estimate_tokens
-from starcoder_router._routing.tokens import ESTIMATE_NOTICE, LazyCounter, utf8_length
+from starcoder_router._routing.tokens import LazyCounter, estimate_notice, utf8_length
 
 KEYS = {"FIREWORKS_API_KEY": "fw-test", "DEEPINFRA_TOKEN": "di-test"}
 
@@ -80,10 +81,34 @@ def test_one_log_line_says_how_to_count_exactly(monkeypatch: pytest.MonkeyPatch,
         assert counter.count("x = 1\n") > 0
         counter.count("y = 2\n")
         assert not counter.exact
-    notices = [r for r in caplog.records if r.getMessage() == ESTIMATE_NOTICE]
+    notices = [r for r in caplog.records if r.getMessage() == estimate_notice()]
     assert len(notices) == 1
-    assert "pip install 'starcoder-router[tokenizer]'" in ESTIMATE_NOTICE
-    assert "STARCODER_ROUTER_TOKENIZER" in ESTIMATE_NOTICE
+    assert "tokenizer=<path to tokenizer.json>" in estimate_notice()
+    assert "STARCODER_ROUTER_TOKENIZER" in estimate_notice()
+
+
+def test_the_notice_suggests_the_extra_only_when_it_is_missing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "pip install" not in estimate_notice()  # `tokenizers` is installed here
+    monkeypatch.setitem(sys.modules, "tokenizers", None)
+    assert "pip install 'starcoder-router[tokenizer]' and pass tokenizer=" in estimate_notice()
+
+
+def test_no_notice_when_no_estimate_is_made(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    """Short prompts fit by their byte length, a proven bound: nothing was estimated."""
+    _no_tokenizer_anywhere(monkeypatch, tmp_path)
+    with caplog.at_level(logging.INFO, logger="starcoder_router"), \
+            Router(env=KEYS) as router:
+        assert not router.token_counter.exact
+        decision = router.route(prompt="def f():", max_tokens=64)
+        assert not decision.counts_estimated
+        router.route(prefix="def f(", suffix=")\n", max_tokens=16)
+    assert "tokenizer" not in caplog.text
+    with caplog.at_level(logging.INFO, logger="starcoder_router"), \
+            Router(env=KEYS) as router:
+        router.route(prompt="x = 1\n" * 2000, max_tokens=64)
+    assert caplog.text.count("no StarCoder 2 tokenizer found") == 1
 
 
 def test_explain_and_the_completion_say_counts_are_estimated(
