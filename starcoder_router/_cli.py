@@ -76,7 +76,11 @@ def _run(args: argparse.Namespace) -> int:
         for name, why in exc.skipped.items():
             print(f"  - {name}: {why}", file=sys.stderr)
         return 2
-    except (ConfigError, InvalidRequestError, MissingDependencyError) as exc:
+    except ConfigError as exc:
+        flag = _FLAGS.get(exc.field or "") if exc.source is None else None
+        print(f"error: {flag}: {exc.detail}" if flag else f"error: {exc}", file=sys.stderr)
+        return 2
+    except (InvalidRequestError, MissingDependencyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except StarcoderRouterError as exc:  # the request ran and failed: provider, budget, store
@@ -118,6 +122,12 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
+
+
+# The command-line flag behind a value an error names (store and policy fields), so that an
+# error says `--min-quality`, not the keyword argument the flag became.
+_FLAGS = {"kind": "--store", "path": "--path", "url": "--url", "period": "--period",
+          "policy.min_quality": "--min-quality", "policy.objective": "--objective"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -203,7 +213,8 @@ def _request_arguments(p: argparse.ArgumentParser) -> None:
                    help="what to rank deployments by (default: the config's, else cheapest)")
     p.add_argument("--min-quality", metavar="BENCHMARK:SCORE", type=_quality_floor,
                    help="e.g. humaneval:35")
-    p.add_argument("--max-cost", type=float, metavar="USD", help="per-request worst-case cap")
+    p.add_argument("--max-cost", type=_positive_float, metavar="USD",
+                   help="per-request worst-case cap")
     p.add_argument("--prefer-local", action="store_true",
                    help="rank local servers first while they can take the request")
     p.add_argument("--tokenizer", help="path to tokenizer.json for exact counts")
@@ -220,6 +231,16 @@ def _quality_floor(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(
             f"want BENCHMARK:SCORE, e.g. humaneval:35, got {text!r}")
     return bench, value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 < value < math.inf):
+        raise argparse.ArgumentTypeError(f"want a positive number, got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -269,12 +290,7 @@ def _cmd_route(args: argparse.Namespace) -> int:
     from ._stores.memory import MemoryStore
 
     fields = _request_fields(args)
-    env = dict(os.environ)
-    if not args.require_keys:
-        # Planning view: routing does no I/O, so a placeholder key only marks the provider as
-        # configured; nothing is ever sent with it.
-        env.setdefault("FIREWORKS_API_KEY", "planning-only")
-        env.setdefault("DEEPINFRA_API_KEY", "planning-only")
+    env = dict(os.environ) if args.require_keys else _planning_env(args.config)
     # Routing needs no spend store: do not open (or create) the one a config file names.
     router = _router(args, env=env, store=MemoryStore())
     with router:
@@ -287,6 +303,27 @@ def _cmd_route(args: argparse.Namespace) -> int:
             "proven bounds (the prompt's byte length; no count was needed)")
     print(f"\ntoken counts: {said}")
     return 0
+
+
+def _planning_env(config: str | None) -> dict[str, str]:
+    """The environment with a placeholder for every key variable a provider would read (its
+    usual ones, or the `api_key_env` the config names). Routing does no I/O, so the placeholder
+    only marks the provider as configured; nothing is ever sent with it."""
+    from ._config import load_config
+    from ._providers.registry import PROVIDERS, provider_class
+
+    names: set[str] = set()
+    for provider in PROVIDERS:
+        cls = provider_class(provider)
+        if cls.key_required:
+            names.update(cls.key_envs)
+    if config:
+        names.update(s.api_key_env for s in load_config(config).providers.values()
+                     if s.api_key_env)
+    env = dict(os.environ)
+    for name in sorted(names):
+        env.setdefault(name, "planning-only")
+    return env
 
 
 def _cmd_complete(args: argparse.Namespace) -> int:

@@ -81,7 +81,10 @@ class BaseRouter:
                 raise ConfigError(f"cannot open the store it names: {exc}",
                                   source=os.fspath(path), field="store") from exc
             if isinstance(exc, ConfigError) and exc.source is None:
-                raise ConfigError(str(exc), source=os.fspath(path)) from exc
+                # open_store's keyword arguments are the [store] table's keys.
+                field = f"store.{exc.field}" if exc.field in ("kind", "path", "url") else None
+                raise ConfigError(exc.detail if field else str(exc), source=os.fspath(path),
+                                  field=field) from exc
             raise
 
     @property

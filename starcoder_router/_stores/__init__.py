@@ -31,9 +31,9 @@ def open_store(kind: Literal["memory", "sqlite", "redis"] | str = "memory", *,
         return MemoryStore()
     if kind == "sqlite":
         if not path:
-            raise ConfigError("a sqlite store needs a path", field="store.path")
+            raise ConfigError("a sqlite store needs a path", field="path")
         if must_exist and not os.path.exists(path):
-            raise ConfigError(f"no spend database at {path!r}", field="store.path")
+            raise ConfigError(f"no spend database at {path!r}", field="path")
         import sqlite3
 
         from .sqlite import SQLiteStore
@@ -42,11 +42,11 @@ def open_store(kind: Literal["memory", "sqlite", "redis"] | str = "memory", *,
             return SQLiteStore(path)
         except (sqlite3.Error, ValueError) as exc:  # ValueError: a NUL or surrogate in the path
             raise ConfigError(f"cannot open a SQLite spend database at "
-                              f"{os.path.abspath(path)!r}: {exc}", field="store.path") from exc
+                              f"{os.path.abspath(path)!r}: {exc}", field="path") from exc
     if kind == "redis":
         if not url:
-            raise ConfigError("a redis store needs a url", field="store.url")
+            raise ConfigError("a redis store needs a url", field="url")
         from .redis import RedisStore
 
         return RedisStore(url, prefix=prefix)
-    raise ConfigError(f"unknown store {kind!r}; choose memory, sqlite or redis", field="store.kind")
+    raise ConfigError(f"unknown store {kind!r}; choose memory, sqlite or redis", field="kind")
