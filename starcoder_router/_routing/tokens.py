@@ -78,7 +78,7 @@ def utf8_length(text: str) -> int:
     """UTF-8 byte length: a proven upper bound on the StarCoder 2 token count of `text`."""
     if text.isascii():
         return len(text)
-    return len(text.encode("utf-8"))
+    return len(text.encode("utf-8", "surrogatepass"))  # a lone surrogate: 3 bytes, no error
 
 
 @runtime_checkable

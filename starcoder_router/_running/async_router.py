@@ -248,7 +248,7 @@ class AsyncRouter(BaseRouter):
                                 total_timeout=action.total_timeout)
                             reply = handle.status, handle.headers
                             lines = handle.alines()
-                        case act.Book():
+                        case act.Book() | act.Release():
                             await self.perform(action)
                         case _:  # READ_BODY
                             assert handle is not None

@@ -234,7 +234,7 @@ class Router(BaseRouter):
                             handle = self._open(attempt, action)
                             reply = handle.status, handle.headers
                             lines = handle.lines()
-                        case act.Book():
+                        case act.Book() | act.Release():
                             self.perform(action)
                         case _:  # READ_BODY
                             assert handle is not None
