@@ -28,6 +28,7 @@ from ._providers.call import Endpoint
 from ._providers.local import server_root
 from ._providers.registry import provider_class
 from ._routing.catalog import LOCAL_PROVIDERS, Deployment
+from ._secrets import redact
 from ._transports.base import WireRequest, WireResponse
 
 __all__ = ["discover_local"]
@@ -114,7 +115,10 @@ def _discover(client: httpx.Client, target: tuple[str, Provider, str],
     try:
         found = adapter.discovered(endpoint, responses)
     except (StarcoderRouterError, ValueError, KeyError, TypeError) as exc:
-        logger.warning("discovery: could not read what %s at %s answered: %s", name, url, exc)
+        # What a server answered may echo the key it was sent (an error page quoting the
+        # Authorization header): scrub it before the text reaches a log.
+        logger.warning("discovery: could not read what %s at %s answered: %s", name, url,
+                       redact(str(exc), endpoint.api_key))
         return []
     if found:
         logger.info("discovery: %s at %s serves %s", name, url, ", ".join(d.model for d in found))

@@ -273,3 +273,37 @@ def test_a_named_address_that_does_not_answer_is_a_warning(
     with caplog.at_level("WARNING", logger="starcoder_router"):
         assert discover_local(addresses={"llamacpp": url}, env={}) == []
     assert f"nothing answers at {url} (llamacpp)" in caplog.text
+
+
+class EchoingLocal(FakeLocal):
+    """Reads its probe's answer as `/tokenize` answers are read: an error status becomes a
+    provider error quoting the server's message."""
+
+    key_envs: ClassVar[tuple[str, ...]] = ("VLLM_API_KEY",)
+
+    def discovered(self, endpoint: Endpoint,
+                   responses: list[WireResponse | None]) -> list[Deployment]:
+        from starcoder_router._providers.errormap import error_for
+
+        answer = responses[0]
+        assert answer is not None
+        raise error_for(answer.status, answer.headers, answer.body, provider="vllm")
+
+    def probe_more(self, endpoint: Endpoint,
+                   responses: list[WireResponse | None]) -> list[WireRequest]:
+        return []
+
+
+def test_a_probe_answer_that_echoes_the_key_is_scrubbed(
+        mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    key = "sk-local-0123456789abcdef"
+    monkeypatch.setattr("starcoder_router._discovery.provider_class",
+                        lambda name: EchoingLocal)
+    mock.get("http://localhost:8000/v1/models").mock(return_value=httpx.Response(
+        401, json={"error": {"message": f"invalid key Bearer {key}"}}))
+    with caplog.at_level("DEBUG", logger="starcoder_router"):
+        assert discover_local(addresses={"vllm": "http://localhost:8000/v1"},
+                              env={"VLLM_API_KEY": key}) == []
+    assert "could not read what vllm" in caplog.text
+    assert key not in caplog.text and key[-8:] not in caplog.text
