@@ -103,7 +103,8 @@ class AsyncRouter(BaseRouter):
         return stream
 
     async def close(self) -> None:
-        """Close every connection. The router cannot be used afterwards."""
+        """Close every connection, and the spend store if the router opened it from a config
+        file. The router cannot be used afterwards."""
         self._closed = True
         transports = list(self._transports.values())
         self._transports.clear()
@@ -111,6 +112,7 @@ class AsyncRouter(BaseRouter):
             transports.append(self._transport_kind)
         for t in transports:
             await t.aclose()
+        self._close_owned_store()
 
     aclose = close
 

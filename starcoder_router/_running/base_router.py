@@ -54,6 +54,8 @@ class BaseRouter:
         self._store: SpendStore = store if store is not None else open_store()
         self._hedge = hedge
         self._closed = False
+        # A store the router opened itself (from a config file's [store]): it closes it too.
+        self._owned_store: SpendStore | None = None
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str], **overrides: Any) -> Self:
@@ -73,7 +75,9 @@ class BaseRouter:
                 # Opened only when not overridden: a SQLite path would create its file.
                 opened = kwargs["store"] = open_store(cfg.store.kind, path=cfg.store.path,
                                                       url=cfg.store.url)
-            return cls(**kwargs)
+            router = cls(**kwargs)
+            router._owned_store = opened
+            return router
         except BaseException as exc:
             if opened is not None:
                 opened.close()  # the router that was to own it was never made
@@ -139,3 +143,8 @@ class BaseRouter:
                stream: bool) -> RequestRun:
         """Validate and route a request: the run that carries it out."""
         return self._core.start(self._request(request, fields, stream=stream))
+
+    def _close_owned_store(self) -> None:
+        store, self._owned_store = self._owned_store, None
+        if store is not None:
+            store.close()

@@ -107,7 +107,8 @@ class Router(BaseRouter):
         return stream
 
     def close(self) -> None:
-        """Close every connection. The router cannot be used afterwards."""
+        """Close every connection, and the spend store if the router opened it from a config
+        file. The router cannot be used afterwards."""
         self._closed = True
         deadline = time.monotonic() + _CLOSE_WAIT_S
         for thread in list(self.hedge_threads):
@@ -117,6 +118,7 @@ class Router(BaseRouter):
         self._transports.clear()
         if self._transport is not None:
             self._transport.close()
+        self._close_owned_store()
 
     def __enter__(self) -> Router:
         return self

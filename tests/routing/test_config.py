@@ -192,3 +192,20 @@ def test_the_example_config_loads(tmp_path: Path) -> None:
     assert router.route(prompt="def f():").chosen.name == "ollama/starcoder2-3b"
     router.store.close()
     router.close()
+
+
+@pytest.mark.parametrize("router_class", [Router, AsyncRouter])
+async def test_a_store_opened_from_the_config_is_closed_with_the_router(
+        tmp_path: Path, router_class: type[Router] | type[AsyncRouter]) -> None:
+    """Otherwise its SQLite connection stays open (Python 3.13 warns of it when collected)."""
+    import sqlite3
+
+    path = _write(tmp_path, "[store]\nkind = 'sqlite'\npath = 'spend.db'\n")
+    router = router_class.from_config(path, env={})
+    db = router.store._db  # type: ignore[union-attr]
+    if isinstance(router, AsyncRouter):
+        await router.aclose()
+    else:
+        router.close()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        db.execute("SELECT 1")
