@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from .._errors import ConfigError, StreamInterruptedError
 from .._stores.base import AsyncSpendStore
@@ -45,6 +45,11 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncRouter"]
 
+# What AsyncRouter calls on its store. Looked up with getattr rather than an isinstance check
+# against the Protocol: since Python 3.12 that check ignores methods a wrapper provides through
+# __getattr__ (a proxy, a mock), so the same store would pass on 3.11 and be refused on 3.13.
+_ASYNC_STORE_METHODS = ("areserve", "asettle", "arelease", "arecord", "astatus", "aclose")
+
 T = TypeVar("T")
 
 
@@ -74,9 +79,12 @@ class AsyncRouter(BaseRouter):
         super().__init__(catalog=catalog, policy=policy, providers=providers,
                          tokenizer=tokenizer, store=store, retry=retry, health=health,
                          hooks=hooks, hedge=hedge, clock=clock, env=env)
-        if not isinstance(self._store, AsyncSpendStore):
-            raise ConfigError(f"{type(self._store).__name__} has no async methods (areserve...)")
-        self._astore: AsyncSpendStore = self._store
+        missing = [name for name in _ASYNC_STORE_METHODS
+                   if not callable(getattr(self._store, name, None))]
+        if missing:
+            raise ConfigError(f"{type(self._store).__name__} has no async methods "
+                              f"({', '.join(missing)})")
+        self._astore = cast(AsyncSpendStore, self._store)
         if transport not in ("aiohttp", "httpx") and isinstance(transport, str):
             raise ConfigError(f"unknown transport {transport!r}; use 'aiohttp' or 'httpx'")
         self._transport_kind = transport
