@@ -7,6 +7,7 @@ request, report spend, find local servers. `catalog` and `route` are offline and
     starcoder-router complete "def fib(n):" --max-tokens 64 --stream
     starcoder-router spend --store sqlite --path spend.db --by tenant
     starcoder-router discover --verbose
+    starcoder-router fake-server --port 8400    # a loopback stand-in provider
     starcoder-router simulate examples/workload.jsonl --report report.html
     starcoder-router serve --config router.toml --port 8080
 
@@ -189,6 +190,13 @@ def _parser() -> argparse.ArgumentParser:
     disc.add_argument("--verbose", "-v", action="store_true",
                       help="list every address probed and what answered (on stderr)")
     disc.set_defaults(func=_cmd_discover)
+
+    fake = sub.add_parser("fake-server", help="serve canned StarCoder answers on loopback, a "
+                                               "stand-in provider for trying the CLI or gateway")
+    fake.add_argument("--port", type=int, default=8400, help="the port on 127.0.0.1")
+    fake.add_argument("--latency", type=float, default=0.0, metavar="SECONDS",
+                      help="wait this long before each answer")
+    fake.set_defaults(func=_cmd_fake_server)
 
     from ._simulate.cli import add_commands  # workload from-code, simulate
 
@@ -482,6 +490,28 @@ def _cmd_discover(args: argparse.Namespace) -> int:
     rows += [(d.name, d.model, str(d.context_window), d.base_url or "-") for d in found]
     print(text_table(rows))
     return 0
+
+
+def _cmd_fake_server(args: argparse.Namespace) -> int:
+    import time
+
+    from .testing import FakeServer
+
+    with FakeServer(port=args.port, latency_s=args.latency) as server:
+        print(f"fake StarCoder 2 server (OpenAI completions) at {server.base_url}; point a "
+              f"config at it:\n\n{_fake_config(server.base_url)}\nCtrl-C stops it.", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            return 0
+
+
+def _fake_config(base_url: str) -> str:
+    return ("[policy]\nallow_providers = ['openai-compatible']\n\n[[deployments]]\n"
+            "name = 'fake/local'\nprovider = 'openai-compatible'\nvariant = 'starcoder2-3b'\n"
+            f"model = 'fake-starcoder2'\ncontext_window = 16384\nbase_url = '{base_url}'\n"
+            "input_usd_per_mtok = 0.0\noutput_usd_per_mtok = 0.0\n")
 
 
 def _read(path: str) -> str:

@@ -76,8 +76,11 @@ class FakeServer:
 
     def __init__(self, *, text: str | Callable[[dict[str, Any]], str] = _DEFAULT_TEXT,
                  model: str = "fake-starcoder2", counter: TokenCounter | None = None,
-                 latency_s: float = 0.0):
+                 latency_s: float = 0.0, port: int = 0):
+        """`port` 0 takes a free one (see `base_url`); `starcoder-router fake-server --port N`
+        runs one from the command line, as a local stand-in for the CLI or the gateway."""
         self._text = text
+        self.port = port
         self.model = model
         self.counter = counter or EstimatingCounter()
         self.latency_s = latency_s
@@ -92,7 +95,7 @@ class FakeServer:
 
     def start(self) -> FakeServer:
         handler = _make_handler(self)
-        self._httpd = _QuietServer(("127.0.0.1", 0), handler)
+        self._httpd = _QuietServer(("127.0.0.1", self.port), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)
