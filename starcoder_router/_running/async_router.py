@@ -12,12 +12,14 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from .._errors import ConfigError, StreamInterruptedError
 from .._stores.base import AsyncSpendStore
+from .._stores.report import By, spend_report
 from . import actions as act
 from .async_hedge import race
 from .base_router import BaseRouter
@@ -109,6 +111,16 @@ class AsyncRouter(BaseRouter):
         stream = AsyncStream()
         stream.attach(self._stream_chunks(run, stream))
         return stream
+
+    async def spend_report(self, *, period: str = "day", by: By | None = None,
+                           since: dt.datetime | None = None, until: dt.datetime | None = None,
+                           tenant: str | None = None) -> str:
+        """The spend this router's store recorded, as text tables (see `spend_report`).
+
+            print(await router.spend_report(period="day", by="tenant"))
+        """
+        entries = await self._astore.aledger(since=since, until=until, tenant=tenant)
+        return spend_report(entries, period=period, by=by)
 
     async def close(self) -> None:
         """Close every connection, and the spend store if the router opened it from a config

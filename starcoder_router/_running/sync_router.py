@@ -15,6 +15,7 @@ their actions with blocking calls. `AsyncRouter` performs the same actions with 
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import threading
 import time
@@ -22,6 +23,7 @@ from collections.abc import Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .._errors import StreamInterruptedError
+from .._stores.report import By, spend_report
 from . import actions as act
 from .base_router import BaseRouter
 from .flow import Flow, complete_flow, stream_flow
@@ -105,6 +107,17 @@ class Router(BaseRouter):
         stream = Stream()
         stream.attach(self._stream_chunks(run, stream))
         return stream
+
+    def spend_report(self, *, period: str = "day", by: By | None = None,
+                     since: dt.datetime | None = None, until: dt.datetime | None = None,
+                     tenant: str | None = None) -> str:
+        """The spend this router's store recorded, as text tables (see `spend_report`): per
+        `period` overall, per tenant and per deployment, or only the `by` one.
+
+            print(router.spend_report(period="day", by="tenant"))
+        """
+        entries = self._store.ledger(since=since, until=until, tenant=tenant)
+        return spend_report(entries, period=period, by=by)
 
     def close(self) -> None:
         """Close every connection, and the spend store if the router opened it from a config

@@ -20,7 +20,7 @@ from .._text import text_table
 from .base import LedgerEntry
 from .periods import bucket_label
 
-__all__ = ["spend_report"]
+__all__ = ["By", "spend_report"]
 
 By = Literal["period", "tenant", "deployment"]
 
