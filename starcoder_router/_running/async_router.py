@@ -106,7 +106,8 @@ class AsyncRouter(BaseRouter):
     def stream(self, request: CompletionRequest | None = None, /,
                **fields: Unpack[RequestFields]) -> AsyncStream:
         """Route and stream a request: `async with router.stream(...) as s: async for chunk in s`.
-        Routing errors raise here; provider errors raise while iterating."""
+        Routing errors raise here; entering the block sends the request, so budget and provider
+        errors before the first chunk raise from `async with` (or the first `anext`)."""
         run = self._start(request, fields, stream=True)
         stream = AsyncStream()
         stream.attach(self._stream_chunks(run, stream))

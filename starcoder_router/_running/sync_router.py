@@ -102,11 +102,12 @@ class Router(BaseRouter):
                **fields: Unpack[RequestFields]) -> Stream:
         """Route and stream a request. Iterate for `StreamChunk`s; use as a context manager so
         an early exit closes the connection. `stream.completion` has usage and cost at the end
-        (or, after an early exit, what was delivered and what it cost)."""
+        (or, after an early exit, what was delivered and what it cost). The request is sent
+        here: routing, budget and provider errors before the first chunk raise from this call."""
         run = self._start(request, fields, stream=True)
         stream = Stream()
         stream.attach(self._stream_chunks(run, stream))
-        return stream
+        return stream.start()
 
     def spend_report(self, *, period: str = "day", by: By | None = None,
                      since: dt.datetime | None = None, until: dt.datetime | None = None,
