@@ -48,7 +48,7 @@ def test_the_example_config_has_a_valid_server_section() -> None:
     assert settings.host == "127.0.0.1"  # the default stays loopback
     assert settings.tenants[0].name == "acme"
     tenants = Tenants(settings.tenants)
-    assert tenants.authenticate("Bearer 10") is settings.tenants[0]  # sha256("10")
+    assert tenants.authenticate("Bearer sk-acme-demo") is settings.tenants[0]  # its demo key
 
 
 def test_bad_server_sections_name_the_field(tmp_path: Path) -> None:
