@@ -106,4 +106,4 @@ def test_the_tokenizer_notice_is_for_the_command_line_and_said_once(
     assert err.count("no StarCoder 2 tokenizer found") == 1
     assert "--tokenizer PATH" in err and "tokenizer=<path" not in err
     assert "pip install" not in err  # the extra is installed here
-    assert "token counts: estimated" in out and "tokenizer found" not in out
+    assert "token counts: estimated" in out and "no StarCoder 2 tokenizer" not in out

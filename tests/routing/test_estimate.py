@@ -119,7 +119,9 @@ def test_no_notice_when_no_estimate_is_made(monkeypatch: pytest.MonkeyPatch, tmp
 
 def test_explain_and_the_completion_say_counts_are_estimated(
         exact_counter: TokenizerCounter) -> None:
-    prompt = _real_code(1, seed=3)[0] * 2  # more bytes than the 8k windows hold
+    # More bytes than the 8k windows hold, and well inside 16k tokens whichever slice of the
+    # interpreter's standard library the seed draws (3.13's differs from 3.11's).
+    prompt = (_real_code(1, seed=3)[0] * 8)[:30_000]
     reply = {"id": "c", "model": "accounts/fireworks/models/starcoder2-3b",
              "choices": [{"index": 0, "text": "x", "finish_reason": "stop"}],
              "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}}
@@ -130,8 +132,8 @@ def test_explain_and_the_completion_say_counts_are_estimated(
         with estimating, exact:
             decision = estimating.route(prompt=prompt, max_tokens=16)
             assert decision.counts_estimated
-            assert "estimated (no tokenizer)" in decision.explain()
-            assert "pip install 'starcoder-router[tokenizer]'" in decision.explain()
+            assert "are estimated (no tokenizer found)" in decision.explain()
+            assert "pip install" not in decision.explain()  # the logged notice says how
             assert estimating.complete(prompt=prompt, max_tokens=16).counts_estimated
 
             assert not exact.route(prompt=prompt, max_tokens=16).counts_estimated
