@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,9 @@ def test_a_full_config_loads(tmp_path: Path, tokenizer_path: Path) -> None:
     assert type(router.store).__name__ == "SQLiteStore"
     router.store.close()
     router.close()
-    assert AsyncRouter.from_config(path, env={}).policy == router.policy
+    other = AsyncRouter.from_config(path, env={})
+    assert other.policy == router.policy
+    asyncio.run(other.aclose())  # it opened the SQLite file the config names
 
 
 @pytest.mark.parametrize(("text", "shown", "problem"), [
