@@ -79,7 +79,7 @@ def demo(workdir: Path) -> None:
             except BudgetExceededError as exc:
                 print(f"{served} more requests, then: {exc}")
 
-        print("\n== spend recorded in", workdir / "spend.db", "==")
+        print("\n== spend recorded (in a SQLite file removed when the demo ends) ==")
         print(spend_report(store.ledger(), period="day", by="deployment"))
         store.close()
 

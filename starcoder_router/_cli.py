@@ -8,6 +8,7 @@ request, report spend, find local servers. `catalog` and `route` are offline and
     starcoder-router spend --store sqlite --path spend.db --by tenant
     starcoder-router discover --verbose
     starcoder-router doctor --config router.toml --write router.overrides.toml
+    starcoder-router fake-server --port 8400    # a loopback stand-in provider
     starcoder-router simulate examples/workload.jsonl --report report.html
     starcoder-router serve --config router.toml --port 8080
 
@@ -27,7 +28,6 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._config import load_config
 from ._errors import (
     ConfigError,
     InvalidRequestError,
@@ -36,27 +36,53 @@ from ._errors import (
     NoRouteError,
     StarcoderRouterError,
 )
-from ._routing.catalog import Catalog
-from ._routing.policy import CostPolicy, QualityFloor
-from ._text import text_table
 
 if TYPE_CHECKING:
+    from ._routing.catalog import Catalog
     from ._running.results import Completion
     from ._running.sync_router import Router
 
 __all__ = ["main"]
 
+# How the estimate notice tells a command-line user to name a tokenizer.
+CLI_TOKENIZER_ADVICE = "pass --tokenizer PATH (a tokenizer.json)"
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    # The library's warnings (e.g. that token counts are estimated) go to stderr as one plain
+    # line each; `discover -v` lowers the level to show every probe.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("starcoder_router")
+    level = logger.level
+    logger.addHandler(handler)
+    if not level:
+        logger.setLevel(logging.WARNING)
+    try:
+        return _run(args)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args))
     except NoRouteError as exc:
+        # The table already gives each deployment's reasons; the error line only adds what the
+        # table cannot show (a deployment chosen but then skipped, e.g. cooling down).
         print(exc.decision.explain(), file=sys.stderr)
-        print(f"\nerror: {exc}", file=sys.stderr)
+        print("\nerror: no deployment can serve this request", file=sys.stderr)
+        for name, why in exc.skipped.items():
+            print(f"  - {name}: {why}", file=sys.stderr)
         return 2
-    except (ConfigError, InvalidRequestError, MissingDependencyError) as exc:
+    except ConfigError as exc:
+        flag = _FLAGS.get(exc.field or "") if exc.source is None else None
+        print(f"error: {flag}: {exc.detail}" if flag else f"error: {exc}", file=sys.stderr)
+        return 2
+    except (InvalidRequestError, MissingDependencyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except StarcoderRouterError as exc:  # the request ran and failed: provider, budget, store
@@ -76,11 +102,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default in `--help`, unless there is none to show (None, off, an
+    empty list) or the help text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        nothing = default is None or default is False or default in ([], argparse.SUPPRESS)
+        if nothing or "default" in text or not action.option_strings:
+            return action.help
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every command's parser: no prefix matching (`--max-token` is a mistake, not
+    `--max-tokens`) and defaults shown in `--help`. Subcommands inherit it, since
+    `add_subparsers` builds them with the parent's class."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+# The command-line flag behind a value an error names (store and policy fields), so that an
+# error says `--min-quality`, not the keyword argument the flag became.
+_FLAGS = {"kind": "--store", "path": "--path", "url": "--url", "period": "--period",
+          "policy.min_quality": "--min-quality", "policy.objective": "--objective"}
+
+
 def _parser() -> argparse.ArgumentParser:
+    # Only argparse here: `--help` and `--version` must not pay for pydantic, httpx or aiohttp.
+    # Each command imports what it needs when it runs.
     from . import __version__
 
-    p = argparse.ArgumentParser(prog="starcoder-router",
-                                description="Route StarCoder 2 requests across providers.")
+    p = _Parser(prog="starcoder-router",
+                description="Route StarCoder 2 requests across providers.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(required=True, metavar="command")
 
@@ -92,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     route = sub.add_parser("route", help="explain where a request would go (no I/O)")
     _request_arguments(route)
     route.add_argument("--structured", action="store_true", help="ask for JSON output")
-    route.add_argument("--stream", action="store_true")
+    route.add_argument("--stream", action="store_true", help="plan for a streamed request")
     route.add_argument("--require-keys", action="store_true",
                        help="refuse hosted providers whose API key is not set (default: "
                             "plan as if every provider were configured)")
@@ -106,23 +164,43 @@ def _parser() -> argparse.ArgumentParser:
                      help="print the completion as JSON (with --stream: one JSON line per "
                           "chunk, then the completion)")
     run.add_argument("--structured", action="store_true", help="ask for a JSON object")
-    run.add_argument("--temperature", type=float)
+    run.add_argument("--temperature", type=float,
+                     help="sampling temperature (default: the provider's)")
     run.add_argument("--tenant", help="count the spend against this tenant")
     run.set_defaults(func=_cmd_complete)
 
+    _spend_and_local_commands(sub)
+
+    from ._simulate.cli import add_commands  # workload from-code, simulate
+
+    add_commands(sub)
+
+    from ._server.cli import add_parser as add_serve_parser  # argparse only; no server imports
+
+    add_serve_parser(sub)
+    return p
+
+
+def _spend_and_local_commands(sub: Any) -> None:
+    """`spend`, `discover`, `doctor` and `fake-server`: the commands about what was spent and
+    what serves it."""
     spend = sub.add_parser("spend", help="report recorded spend")
-    spend.add_argument("--store", choices=["sqlite", "redis"], default="sqlite")
+    spend.add_argument("--store", choices=["sqlite", "redis"], default="sqlite",
+                       help="where the spend was recorded")
     spend.add_argument("--path", help="SQLite database file")
     spend.add_argument("--url", help="Redis URL")
-    spend.add_argument("--prefix", default="scr:", help="Redis key prefix (default: scr:)")
-    spend.add_argument("--by", choices=["period", "tenant", "deployment"], default="period")
-    spend.add_argument("--period", choices=["hour", "day", "week", "month"], default="day")
+    spend.add_argument("--prefix", default="scr:", help="Redis key prefix")
+    spend.add_argument("--by", choices=["period", "tenant", "deployment"], default="period",
+                       help="one row per")
+    spend.add_argument("--period", choices=["hour", "day", "week", "month"], default="day",
+                       help="the length of a period")
     spend.add_argument("--export", metavar="FILE",
                        help="write the raw ledger rows to FILE instead (.jsonl or .csv)")
     spend.set_defaults(func=_cmd_spend)
 
     disc = sub.add_parser("discover", help="probe local servers for StarCoder 2 models")
-    disc.add_argument("--timeout", type=float, default=0.5)
+    disc.add_argument("--timeout", type=float, default=0.5,
+                      help="seconds to wait for each answer")
     disc.add_argument("--address", action="append", default=[], metavar="PROVIDER=URL",
                       help="probe only these, e.g. llamacpp=http://localhost:9931 (repeatable); "
                            "by default each local provider at STARCODER_ROUTER_<PROVIDER>_"
@@ -140,14 +218,12 @@ def _parser() -> argparse.ArgumentParser:
     doc.add_argument("--yes", action="store_true", help="send the hosted probes (they cost)")
     doc.set_defaults(func=_cmd_doctor)
 
-    from ._simulate.cli import add_commands  # workload from-code, simulate
-
-    add_commands(sub)
-
-    from ._server.cli import add_parser as add_serve_parser  # argparse only; no server imports
-
-    add_serve_parser(sub)
-    return p
+    fake = sub.add_parser("fake-server", help="serve canned StarCoder answers on loopback, a "
+                                               "stand-in provider for trying the CLI or gateway")
+    fake.add_argument("--port", type=int, default=8400, help="the port on 127.0.0.1")
+    fake.add_argument("--latency", type=float, default=0.0, metavar="SECONDS",
+                      help="wait this long before each answer")
+    fake.set_defaults(func=_cmd_fake_server)
 
 
 def _request_arguments(p: argparse.ArgumentParser) -> None:
@@ -157,12 +233,16 @@ def _request_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-file", help="read the prompt from a file")
     p.add_argument("--prefix-file", help="fill-in-the-middle: the code before the cursor")
     p.add_argument("--suffix-file", help="fill-in-the-middle: the code after the cursor")
-    p.add_argument("--max-tokens", type=_positive_int, default=256)
-    p.add_argument("--objective", choices=["cheapest", "quality", "latency", "balanced"])
+    p.add_argument("--max-tokens", type=_positive_int, default=256,
+                   help="the most tokens to generate")
+    p.add_argument("--objective", choices=["cheapest", "quality", "latency", "balanced"],
+                   help="what to rank deployments by (default: the config's, else cheapest)")
     p.add_argument("--min-quality", metavar="BENCHMARK:SCORE", type=_quality_floor,
                    help="e.g. humaneval:35")
-    p.add_argument("--max-cost", type=float, metavar="USD", help="per-request worst-case cap")
-    p.add_argument("--prefer-local", action="store_true")
+    p.add_argument("--max-cost", type=_positive_float, metavar="USD",
+                   help="per-request worst-case cap")
+    p.add_argument("--prefer-local", action="store_true",
+                   help="rank local servers first while they can take the request")
     p.add_argument("--tokenizer", help="path to tokenizer.json for exact counts")
     p.add_argument("--config", help="a router config file (TOML)")
 
@@ -179,6 +259,16 @@ def _quality_floor(text: str) -> tuple[str, float]:
     return bench, value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 < value < math.inf):
+        raise argparse.ArgumentTypeError(f"want a positive number, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -190,12 +280,17 @@ def _positive_int(text: str) -> int:
 
 
 def _catalog(args: argparse.Namespace) -> Catalog:
+    from ._config import load_config
+    from ._routing.catalog import Catalog
+
     if getattr(args, "config", None):
         return load_config(args.config).catalog
     return Catalog.default()
 
 
 def _cmd_catalog(args: argparse.Namespace) -> int:
+    from ._text import text_table
+
     catalog = _catalog(args)
     if args.variants:
         rows: list[tuple[str, ...]] = [("variant", "kind", "params", "window", "scores")]
@@ -221,20 +316,40 @@ def _cmd_route(args: argparse.Namespace) -> int:
     from ._stores.memory import MemoryStore
 
     fields = _request_fields(args)
-    env = dict(os.environ)
-    if not args.require_keys:
-        # Planning view: routing does no I/O, so a placeholder key only marks the provider as
-        # configured; nothing is ever sent with it.
-        env.setdefault("FIREWORKS_API_KEY", "planning-only")
-        env.setdefault("DEEPINFRA_API_KEY", "planning-only")
+    env = dict(os.environ) if args.require_keys else _planning_env(args.config)
     # Routing needs no spend store: do not open (or create) the one a config file names.
     router = _router(args, env=env, store=MemoryStore())
     with router:
         decision = router.route(**fields)
     print(decision.explain())
-    counter = router.token_counter
-    print(f"\ntoken counts: {'exact (tokenizer)' if counter.exact else 'bounded/estimated'}")
+    kinds = {c.count_kind for c in decision.candidates if c.count_kind}
+    # The notice (logged when an estimate is made) already says how to count exactly.
+    said = ("estimated (no tokenizer)" if "estimate" in kinds else
+            "exact (tokenizer)" if "exact" in kinds else
+            "proven bounds (the prompt's byte length; no count was needed)")
+    print(f"\ntoken counts: {said}")
     return 0
+
+
+def _planning_env(config: str | None) -> dict[str, str]:
+    """The environment with a placeholder for every key variable a provider would read (its
+    usual ones, or the `api_key_env` the config names). Routing does no I/O, so the placeholder
+    only marks the provider as configured; nothing is ever sent with it."""
+    from ._config import load_config
+    from ._providers.registry import PROVIDERS, provider_class
+
+    names: set[str] = set()
+    for provider in PROVIDERS:
+        cls = provider_class(provider)
+        if cls.key_required:
+            names.update(cls.key_envs)
+    if config:
+        names.update(s.api_key_env for s in load_config(config).providers.values()
+                     if s.api_key_env)
+    env = dict(os.environ)
+    for name in sorted(names):
+        env.setdefault(name, "planning-only")
+    return env
 
 
 def _cmd_complete(args: argparse.Namespace) -> int:
@@ -261,6 +376,8 @@ def _cmd_complete(args: argparse.Namespace) -> int:
 def _stream_out(router: Router, fields: dict[str, Any], as_json: bool) -> Completion:
     with router.stream(**fields) as stream:
         for chunk in stream:
+            if not chunk.text:  # the closing chunk only says why the stream ended; the
+                continue        # completion printed last says it too
             if as_json:
                 print(json.dumps({"text": chunk.text}), flush=True)
             else:
@@ -330,10 +447,12 @@ def _request_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 def _router(args: argparse.Namespace, *, env: dict[str, str], **kwargs: Any) -> Router:
     """One router from the config file (if any) and the policy flags on top of it."""
+    from ._config import load_config
+    from ._routing.policy import CostPolicy, QualityFloor
+    from ._routing.tokens import LazyCounter
     from ._running.sync_router import Router
 
-    if args.tokenizer:
-        kwargs["tokenizer"] = args.tokenizer
+    kwargs["tokenizer"] = args.tokenizer or LazyCounter(advice=CLI_TOKENIZER_ADVICE)
     policy = load_config(args.config).policy if args.config else CostPolicy()
     updates: dict[str, Any] = {}
     if args.objective:
@@ -379,6 +498,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 def _cmd_discover(args: argparse.Namespace) -> int:
     from ._discovery import discover_local, logger
+    from ._text import text_table
 
     addresses = None
     if args.address:
@@ -388,17 +508,11 @@ def _cmd_discover(args: argparse.Namespace) -> int:
             if not sep or not provider or not url:
                 raise ConfigError(f"--address wants PROVIDER=URL, got {item!r}")
             addresses[provider] = url
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    level = logger.level
+    # Warnings always reach the user (an --address that yields nothing, see `main`); -v adds
+    # every probe, its answer, and why a server that answered was skipped.
     if args.verbose:
-        logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)
-    try:
-        found = discover_local(addresses=addresses, timeout=args.timeout)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+    found = discover_local(addresses=addresses, timeout=args.timeout)
     if not found:
         print("no local StarCoder 2 servers found")
         return 1
@@ -406,6 +520,28 @@ def _cmd_discover(args: argparse.Namespace) -> int:
     rows += [(d.name, d.model, str(d.context_window), d.base_url or "-") for d in found]
     print(text_table(rows))
     return 0
+
+
+def _cmd_fake_server(args: argparse.Namespace) -> int:
+    import time
+
+    from .testing import FakeServer
+
+    with FakeServer(port=args.port, latency_s=args.latency) as server:
+        print(f"fake StarCoder 2 server (OpenAI completions) at {server.base_url}; point a "
+              f"config at it:\n\n{_fake_config(server.base_url)}\nCtrl-C stops it.", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            return 0
+
+
+def _fake_config(base_url: str) -> str:
+    return ("[policy]\nallow_providers = ['openai-compatible']\n\n[[deployments]]\n"
+            "name = 'fake/local'\nprovider = 'openai-compatible'\nvariant = 'starcoder2-3b'\n"
+            f"model = 'fake-starcoder2'\ncontext_window = 16384\nbase_url = '{base_url}'\n"
+            "input_usd_per_mtok = 0.0\noutput_usd_per_mtok = 0.0\n")
 
 
 def _read(path: str) -> str:

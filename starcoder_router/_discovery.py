@@ -22,11 +22,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from ._errors import StarcoderRouterError
+from ._errors import ConfigError, StarcoderRouterError
 from ._providers.base import Provider
 from ._providers.call import Endpoint
+from ._providers.local import server_root
 from ._providers.registry import provider_class
 from ._routing.catalog import LOCAL_PROVIDERS, Deployment
+from ._secrets import redact
 from ._transports.base import WireRequest, WireResponse
 
 __all__ = ["discover_local"]
@@ -53,12 +55,15 @@ def discover_local(*, addresses: Mapping[str, str] | None = None, timeout: float
     """
     env = os.environ if env is None else env
     targets = _targets(addresses, env)
+    # An address the caller named is worth a warning when it yields nothing; the usual ports,
+    # probed on the off chance, only at DEBUG.
+    quiet = logging.WARNING if addresses is not None else logging.DEBUG
     if not targets:
         return []
     limits = httpx.Timeout(timeout)
     with httpx.Client(timeout=limits, trust_env=False) as client, \
             ThreadPoolExecutor(max_workers=len(targets)) as pool:
-        batches = pool.map(lambda t: _discover(client, t, env, timeout), targets)
+        batches = pool.map(lambda t: _discover(client, t, env, timeout, quiet), targets)
         return [dep for batch in batches for dep in batch]
 
 
@@ -75,12 +80,24 @@ def _targets(addresses: Mapping[str, str] | None,
         except ImportError:
             logger.info("discovery: no %s adapter is installed; skipped", name)
             continue
-        targets.append((name, cls(), url or cls.default_base_url))
+        if cls.probe is Provider.probe:
+            probed = ", ".join(sorted(LOCAL_PROVIDERS))
+            raise ConfigError(f"{name} cannot be discovered: only local servers ({probed}) "
+                              f"answer probes; list it under [[deployments]] instead")
+        targets.append((name, cls(), _base_url(url or cls.default_base_url, cls)))
     return targets
 
 
+def _base_url(url: str, cls: type[Provider]) -> str:
+    """`url` in the form the adapter expects: with `/v1` where its usual address has it (vLLM,
+    TGI, LM Studio), without where it does not (Ollama, llama.cpp), whichever way it was given,
+    so that a `.../v1` base is never probed at `.../v1/v1/models`."""
+    root = server_root(url)
+    return root + "/v1" if cls.default_base_url.rstrip("/").endswith("/v1") else root
+
+
 def _discover(client: httpx.Client, target: tuple[str, Provider, str],
-              env: Mapping[str, str], timeout: float) -> list[Deployment]:
+              env: Mapping[str, str], timeout: float, quiet: int) -> list[Deployment]:
     name, adapter, url = target
     endpoint = Endpoint(name, url, type(adapter).key_from_env(env), timeout, timeout)
     responses: list[WireResponse | None] = []
@@ -91,17 +108,24 @@ def _discover(client: httpx.Client, target: tuple[str, Provider, str],
         for request in requests:
             answer = _send(client, request)
             if answer is None and all(r is None for r in responses):
-                logger.debug("discovery: nothing answers at %s (%s)", url, name)
+                logger.log(quiet, "discovery: nothing answers at %s (%s)", url, name)
                 return []
             responses.append(answer)
         requests = adapter.probe_more(endpoint, responses)
     try:
         found = adapter.discovered(endpoint, responses)
     except (StarcoderRouterError, ValueError, KeyError, TypeError) as exc:
-        logger.warning("discovery: could not read what %s at %s answered: %s", name, url, exc)
+        # What a server answered may echo the key it was sent (an error page quoting the
+        # Authorization header): scrub it before the text reaches a log.
+        logger.warning("discovery: could not read what %s at %s answered: %s", name, url,
+                       redact(str(exc), endpoint.api_key))
         return []
     if found:
         logger.info("discovery: %s at %s serves %s", name, url, ", ".join(d.model for d in found))
+    else:
+        answers = ", ".join("no answer" if r is None else str(r.status) for r in responses)
+        logger.log(max(quiet, logging.INFO), "discovery: %s at %s answered (%s) but serves no "
+                   "StarCoder 2 model; skipped", name, url, answers)
     return found
 
 

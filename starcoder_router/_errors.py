@@ -74,14 +74,42 @@ class StarcoderRouterError(Exception):
 class ConfigError(StarcoderRouterError):
     """A catalog, a config file or a constructor argument is invalid.
 
-    `source` names the file (or "code"), `field` the dotted path of the offending value.
+    `source` names the file (None for code), `field` the dotted path of the offending value
+    (`policy.budgets.0.limit_usd`), `detail` the problem itself. The message names the value as
+    the user wrote it: in a TOML file its table and key (`[[policy.budgets]] #1 limit_usd`), in
+    code the keyword argument (`CostPolicy(min_quality=...)`).
     """
 
     def __init__(self, message: str, *, source: str | None = None, field: str | None = None):
         self.source = source
         self.field = field
-        where = ", ".join(p for p in (source, f"field {field!r}" if field else None) if p)
+        self.detail = message
+        # Without a file the message itself names the argument (the field is for programs).
+        where = ": ".join(p for p in (source, toml_key(field) if source and field else None) if p)
         super().__init__(f"{where}: {message}" if where else message)
+
+
+def toml_key(field: str) -> str:
+    """A dotted field path as it is written in a TOML file: `policy.min_quality` is
+    `[policy] min_quality`, `deployments.2.model` (or `deployments[2].model`) is
+    `[[deployments]] #3 model`, `providers.ollama.timeout` is `[providers.ollama] timeout`."""
+    parts = field.replace("[", ".").replace("]", "").split(".")
+    if len(parts) == 1 and parts[0] not in _TABLES:
+        return parts[0]  # a top-level key such as `tokenizer`, not a table
+    # The first index is the array of tables ([[deployments]]); a later one is a list value.
+    i = next((i for i, p in enumerate(parts) if p.isdigit()), None)
+    if i is not None:
+        header, rest = f"[[{'.'.join(parts[:i])}]] #{int(parts[i]) + 1}", parts[i + 1:]
+    else:
+        n = 2 if parts[0] == "providers" and len(parts) > 1 else 1
+        header, rest = f"[{'.'.join(parts[:n])}]", parts[n:]
+    key = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in rest).lstrip(".")
+    return f"{header} {key}" if key else header
+
+
+# The tables a router config file can have (see `_config`).
+_TABLES = {"policy", "providers", "deployments", "variants", "store", "retry", "health",
+           "simulate", "server"}
 
 
 class InvalidRequestError(StarcoderRouterError, ValueError):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextvars
+import re
 import tomllib
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ._errors import ConfigError, StarcoderRouterError
+from ._errors import ConfigError, StarcoderRouterError, toml_key
 
 __all__ = [
     "FrozenModel",
@@ -98,11 +99,25 @@ def validate_config(model: type[_M], data: Any, *, source: str, prefix: str = ""
 
 
 def config_error(exc: ValidationError, *, source: str, prefix: str = "") -> ConfigError:
-    """One readable ConfigError naming the file, the field path and the problem."""
-    first = exc.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    field = ".".join(p for p in (prefix, loc) if p) or None
-    problems = [first["msg"].removeprefix("Value error, ")]
-    if len(exc.errors()) > 1:
-        problems.append(f"(and {len(exc.errors()) - 1} more problem(s))")
-    return ConfigError(" ".join(problems), source=source, field=field)
+    """One ConfigError naming the file and, for every problem, its TOML table and key."""
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if isinstance(p, (str, int)))
+        field = ".".join(p for p in (prefix, loc) if p) or None
+        problems.append((field, _toml_message(err["msg"])))
+    if len(problems) == 1:
+        field, message = problems[0]
+        return ConfigError(message, source=source, field=field)
+    listed = "\n".join(f"  {toml_key(f)}: {m}" if f else f"  {m}" for f, m in problems)
+    error = ConfigError(f"{len(problems)} problems:\n{listed}", source=source)
+    error.field = problems[0][0]
+    return error
+
+
+def _toml_message(msg: str) -> str:
+    """pydantic's wording in TOML's terms: a dict is a table; no class names."""
+    msg = msg.removeprefix("Value error, ")
+    msg = re.sub(r"a valid dictionary or instance of \w+", "a table", msg)
+    msg = msg.replace("a valid dictionary", "a table").replace("a valid list", "an array")
+    return {"Field required": "missing (required)",
+            "Extra inputs are not permitted": "unknown key"}.get(msg, msg)

@@ -39,13 +39,15 @@ _DEFAULT_TEXT = "\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n"
 class Reply:
     """One scripted answer. `status` >= 400 sends `error` (or a default OpenAI-style body).
     `chunks` splits the text for streams; `fail_after` cuts a stream after that many chunks;
-    `delay_s` waits before answering; `usage=False` leaves usage out."""
+    `delay_s` waits before answering; `usage=False` leaves usage out. `finish_reason` defaults
+    to what a real server says: `"length"` when the text was cut at `max_tokens`, else
+    `"stop"`."""
 
     text: str | None = None
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     error: str | dict[str, Any] | None = None
-    finish_reason: str = "stop"
+    finish_reason: str | None = None
     delay_s: float = 0.0
     chunks: int | None = None
     fail_after: int | None = None
@@ -74,8 +76,11 @@ class FakeServer:
 
     def __init__(self, *, text: str | Callable[[dict[str, Any]], str] = _DEFAULT_TEXT,
                  model: str = "fake-starcoder2", counter: TokenCounter | None = None,
-                 latency_s: float = 0.0):
+                 latency_s: float = 0.0, port: int = 0):
+        """`port` 0 takes a free one (see `base_url`); `starcoder-router fake-server --port N`
+        runs one from the command line, as a local stand-in for the CLI or the gateway."""
         self._text = text
+        self.port = port
         self.model = model
         self.counter = counter or EstimatingCounter()
         self.latency_s = latency_s
@@ -90,7 +95,7 @@ class FakeServer:
 
     def start(self) -> FakeServer:
         handler = _make_handler(self)
-        self._httpd = _QuietServer(("127.0.0.1", 0), handler)
+        self._httpd = _QuietServer(("127.0.0.1", self.port), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)
@@ -144,11 +149,13 @@ class FakeServer:
         with self._lock:
             return self._script.popleft() if self._script else Reply()
 
-    def _completion_text(self, body: dict[str, Any], reply: Reply) -> str:
+    def _completion_text(self, body: dict[str, Any], reply: Reply) -> tuple[str, str]:
+        """The text to send and why it ends (`"length"` when cut at `max_tokens`)."""
         if reply.text is not None:
-            return reply.text
+            return reply.text, reply.finish_reason or "stop"
         text = self._text(body) if callable(self._text) else self._text
-        return self._cut(text, int(body.get("max_tokens", 16)))
+        cut = self._cut(text, int(body.get("max_tokens", 16)))
+        return cut, reply.finish_reason or ("length" if cut != text else "stop")
 
     def _cut(self, text: str, limit: int) -> str:
         """The longest prefix of `text` (whole words where possible) that counts at most
@@ -222,7 +229,7 @@ def _make_handler(server: FakeServer) -> type[http.server.BaseHTTPRequestHandler
                               "type": "scripted"}}
                 self._json(reply.status, err, reply.headers)
                 return
-            text = server._completion_text(body, reply)
+            text, finish = server._completion_text(body, reply)
             usage = {
                 "prompt_tokens": server.counter.count(str(body.get("prompt", ""))),
                 "completion_tokens": server.counter.count(text),
@@ -230,12 +237,12 @@ def _make_handler(server: FakeServer) -> type[http.server.BaseHTTPRequestHandler
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
             model = reply.model or body.get("model") or server.model
             if body.get("stream"):
-                self._stream(text, reply, usage, model)
+                self._stream(text, finish, reply, usage, model)
                 return
             payload: dict[str, Any] = {
                 "id": f"cmpl-{len(server.requests)}", "object": "text_completion",
                 "model": model,
-                "choices": [{"index": 0, "text": text, "finish_reason": reply.finish_reason}],
+                "choices": [{"index": 0, "text": text, "finish_reason": finish}],
             }
             if reply.usage:
                 payload["usage"] = usage
@@ -252,7 +259,8 @@ def _make_handler(server: FakeServer) -> type[http.server.BaseHTTPRequestHandler
             self.end_headers()
             self.wfile.write(data)
 
-        def _stream(self, text: str, reply: Reply, usage: dict[str, int], model: str) -> None:
+        def _stream(self, text: str, finish: str, reply: Reply, usage: dict[str, int],
+                    model: str) -> None:
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")
             self.send_header("transfer-encoding", "chunked")
@@ -273,7 +281,7 @@ def _make_handler(server: FakeServer) -> type[http.server.BaseHTTPRequestHandler
                     last = i == len(pieces) - 1
                     self._event({"id": "cmpl-s", "model": model, "choices": [{
                         "index": 0, "text": piece,
-                        "finish_reason": reply.finish_reason if last else None}]})
+                        "finish_reason": finish if last else None}]})
                     if reply.chunk_delay_s:
                         time.sleep(reply.chunk_delay_s)
                 if reply.usage:

@@ -28,6 +28,21 @@ def run_example(name: str, tmp_path: Path, **env: str) -> subprocess.CompletedPr
     return done
 
 
+def test_the_examples_readme_lists_every_example() -> None:
+    listed = (EXAMPLES / "README.md").read_text(encoding="utf-8")
+    for path in EXAMPLES.iterdir():
+        if path.name != "README.md":
+            assert f"| `{path.name}` |" in listed, path.name
+
+
+def test_the_example_tenant_key_is_the_documented_one() -> None:
+    from starcoder_router._server.tenants import hash_key
+
+    config = (EXAMPLES / "router.toml").read_text(encoding="utf-8")
+    assert f'key_sha256 = "{hash_key("sk-acme-demo")}"' in config
+    assert "sk-acme-demo" in (EXAMPLES / "README.md").read_text(encoding="utf-8")
+
+
 def test_every_example_is_tested() -> None:
     tested = {"quickstart.py", "async_batch.py", "ide_fim.py", "budgets_and_tenants.py",
               "chat_instruct.py", "hooks_logging.py", "local_llamacpp.py"}

@@ -67,3 +67,33 @@ def test_a_completion_repr_is_one_readable_line(server: FakeServer) -> None:
     assert "cost_usd=" in line and "attempts=1" in line
     assert "RoutingDecision" not in line
     assert c.decision.chosen.name == c.deployment.name
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_reply_cut_at_max_tokens_finishes_with_length(server: FakeServer, stream: bool) -> None:
+    with _router(server) as router:
+        if stream:
+            with router.stream(prompt="def f():", max_tokens=8) as s:
+                last = [chunk.finish_reason for chunk in s][-1]
+            assert s.completion is not None
+            finish = s.completion.finish_reason
+            assert last == "length"
+        else:
+            finish = router.complete(prompt="def f():", max_tokens=8).finish_reason
+    assert finish == "length"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_whole_reply_finishes_with_stop(stream: bool) -> None:
+    with FakeServer(text="pass") as server, _router(server) as router:
+        if stream:
+            with router.stream(prompt="def f():", max_tokens=64) as s:
+                list(s)
+            assert s.completion is not None
+            assert s.completion.finish_reason == "stop"
+        else:
+            assert router.complete(prompt="def f():", max_tokens=64).finish_reason == "stop"
+        server.script(Reply(text="scripted", finish_reason="length"))
+        assert router.complete(prompt="x", max_tokens=64).finish_reason == "length"
+        server.script(Reply(text="scripted"))
+        assert router.complete(prompt="x", max_tokens=1).finish_reason == "stop"

@@ -151,8 +151,9 @@ class RoutingDecision:
                f"max_tokens: {self.request.max_tokens}"
         notes = list(self.notes)
         if self.counts_estimated:
-            notes.append("prompt tokens marked ~ are estimated (no tokenizer); for exact "
-                         "counts: pip install 'starcoder-router[tokenizer]'")
+            # How to get exact counts is logged once (`tokens.estimate_notice`), with advice
+            # that fits the caller and what is installed; the table only marks the estimates.
+            notes.append("prompt tokens marked ~ are estimated (no tokenizer found)")
         return "\n".join([head, *notes, *lines])
 
 

@@ -85,6 +85,8 @@ def estimate_tokens(text: str, weights: tuple[float, ...] = WEIGHTS) -> int:
     """The estimated StarCoder 2 token count of `text`, never above its UTF-8 byte length."""
     if not text:
         return 0
-    data = text.encode("utf-8")
+    # "surrogatepass": a reply may hold a lone surrogate (JSON "\udfff" decodes to one); it is
+    # counted as the three bytes it would take, not refused halfway through booking its cost.
+    data = text.encode("utf-8", "surrogatepass")
     guess = sum(w * f for w, f in zip(weights, features(data), strict=True))
     return max(1, min(len(data), int(guess + 0.5)))

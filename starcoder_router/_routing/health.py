@@ -3,8 +3,9 @@
 State lives in one `HealthTracker` per router (never module-level), updated after each attempt.
 Times come from the router's clock. A circuit opens after `failure_threshold` consecutive
 failures, or when the failure rate over `window_s` passes `failure_rate` (with at least
-`min_requests` calls); after `cooldown_s` it lets one probe through (half-open); a success closes
-it, a failure opens it again.
+`min_requests` calls; the window keeps at most `window_max_requests` outcomes, so memory and
+the work per outcome stay bounded however busy the deployment); after `cooldown_s` it lets
+one probe through (half-open); a success closes it, a failure opens it again.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class HealthPolicy(FrozenModel):
     failure_rate: float = Field(default=0.5, gt=0, le=1)
     min_requests: int = Field(default=10, ge=1)
     window_s: float = Field(default=60.0, gt=0)
+    window_max_requests: int = Field(default=1000, ge=1)
     cooldown_s: float = Field(default=15.0, ge=0)
     # The longest a request waits for a cooling deployment to take a probe. Past it (or past
     # the request's deadline) the router moves on to the next deployment at once, and when
@@ -42,12 +44,13 @@ class HealthPolicy(FrozenModel):
 class _State:
     """One deployment's record (mutable, guarded by the tracker's lock)."""
 
-    __slots__ = ("consecutive", "latency", "open_until", "outcomes", "probing", "reason",
-                 "ttft", "ttfts")
+    __slots__ = ("consecutive", "failures", "latency", "open_until", "outcomes", "probing",
+                 "reason", "ttft", "ttfts")
 
     def __init__(self) -> None:
         self.consecutive = 0
         self.outcomes: deque[tuple[float, bool]] = deque()
+        self.failures = 0  # among `outcomes`
         self.open_until: float | None = None
         self.probing = False
         self.latency: float | None = None
@@ -92,7 +95,7 @@ class HealthTracker:
             st = self._state(name)
             st.consecutive += 1
             self._push(st, now, False)
-            failures = sum(1 for _, ok in st.outcomes if not ok)
+            failures = st.failures
             rate_trip = len(st.outcomes) >= p.min_requests and \
                 failures / len(st.outcomes) >= p.failure_rate
             if st.probing or st.consecutive >= p.failure_threshold or rate_trip:
@@ -117,9 +120,11 @@ class HealthTracker:
 
     def _push(self, st: _State, now: float, ok: bool) -> None:
         st.outcomes.append((now, ok))
+        st.failures += not ok
         horizon = now - self.policy.window_s
-        while st.outcomes and st.outcomes[0][0] < horizon:
-            st.outcomes.popleft()
+        limit = self.policy.window_max_requests
+        while st.outcomes and (st.outcomes[0][0] < horizon or len(st.outcomes) > limit):
+            st.failures -= not st.outcomes.popleft()[1]
 
     def state(self, name: str, now: float) -> CircuitState:
         st = self._states.get(name)

@@ -162,6 +162,9 @@ def check_benchmarks(policy: CostPolicy, catalog: Catalog, *, source: str | None
     known = sorted({name for v in catalog.variants.values() for name in v.scores})
     for field, benchmark in wanted:
         if benchmark not in known:
-            raise ConfigError(f"unknown benchmark {benchmark!r}; the catalog has scores for "
-                              f"{', '.join(known) or 'none'}", source=source,
-                              field=f"policy.{field}")
+            problem = (f"unknown benchmark {benchmark!r}; the catalog has scores for "
+                       f"{', '.join(known) or 'none'}")
+            error = ConfigError(problem if source else f"CostPolicy({field}=...): {problem}",
+                                source=source, field=f"policy.{field}")
+            error.detail = problem
+            raise error

@@ -48,12 +48,22 @@ CountKind = Literal["exact", "bound", "estimate"]
 
 logger = logging.getLogger("starcoder_router")
 
-ESTIMATE_NOTICE = (
-    "no StarCoder 2 tokenizer found: prompt token counts are estimated (close, not exact). For "
-    "exact counts: pip install 'starcoder-router[tokenizer]' and pass tokenizer=<path to "
-    "tokenizer.json>, set STARCODER_ROUTER_TOKENIZER, or have bigcode/starcoder2-* in the "
-    "Hugging Face cache"
-)
+# How a Python caller names a tokenizer; the command line says `--tokenizer PATH` instead.
+API_ADVICE = "pass tokenizer=<path to tokenizer.json>"
+
+
+def estimate_notice(advice: str = API_ADVICE) -> str:
+    """The one line that says counts are estimated and how to make them exact; it suggests
+    installing the `tokenizer` extra only when `tokenizers` is missing."""
+    try:
+        _import_tokenizers()
+        install = ""
+    except MissingDependencyError:
+        install = "pip install 'starcoder-router[tokenizer]' and "
+    return ("no StarCoder 2 tokenizer found: prompt token counts are estimated (close, not "
+            f"exact). For exact counts: {install}{advice}, set {TOKENIZER_ENV}, or have "
+            "bigcode/starcoder2-* in the Hugging Face cache")
+
 
 TOKENIZER_ENV = "STARCODER_ROUTER_TOKENIZER"
 _HF_REPOS = (
@@ -68,7 +78,7 @@ def utf8_length(text: str) -> int:
     """UTF-8 byte length: a proven upper bound on the StarCoder 2 token count of `text`."""
     if text.isascii():
         return len(text)
-    return len(text.encode("utf-8"))
+    return len(text.encode("utf-8", "surrogatepass"))  # a lone surrogate: 3 bytes, no error
 
 
 @runtime_checkable
@@ -217,33 +227,43 @@ class LazyCounter:
     """Finds a tokenizer the first time an exact count is needed, never at import.
 
     Looks at `STARCODER_ROUTER_TOKENIZER` and the local Hugging Face cache; falls back to
-    `EstimatingCounter` when neither has one or `tokenizers` is not installed.
+    `EstimatingCounter` when neither has one or `tokenizers` is not installed. The notice that
+    counts are estimated is logged once, when an estimate is first made: a router whose prompts
+    all fit by their byte length (a proven bound) never needs a count and says nothing.
+    `advice` says how the caller can name a tokenizer (see `estimate_notice`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, advice: str = API_ADVICE) -> None:
         self._lock = threading.Lock()
         self._resolved: TokenCounter | None = None
+        self._advice = advice
+        self._noticed = False
 
     def resolve(self) -> TokenCounter:
         if self._resolved is None:
             with self._lock:
                 if self._resolved is None:
-                    found = _discover()
-                    if found is None:
-                        # Once per router: the first time a count is needed, not at start.
-                        logger.warning(ESTIMATE_NOTICE)
-                    self._resolved = found or EstimatingCounter()
+                    self._resolved = _discover() or EstimatingCounter()
         return self._resolved
+
+    def _estimating(self) -> TokenCounter:
+        counter = self.resolve()
+        if not counter.exact and not self._noticed:
+            with self._lock:
+                if not self._noticed:
+                    self._noticed = True
+                    logger.warning(estimate_notice(self._advice))
+        return counter
 
     @property
     def exact(self) -> bool:
         return self.resolve().exact
 
     def count(self, text: str) -> int:
-        return self.resolve().count(text)
+        return self._estimating().count(text)
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
-        return self.resolve().count_many(texts)
+        return self._estimating().count_many(texts)
 
     def __repr__(self) -> str:
         return f"LazyCounter(resolved={self._resolved!r})"
@@ -260,8 +280,9 @@ def load_token_counter(
     * `False`: never tokenize; use the conservative estimate.
     * a `TokenCounter`: use it as is.
     """
-    if source is None:
-        return LazyCounter()
+    if source is None or isinstance(source, LazyCounter):
+        check_tokenizer_env()
+        return source or LazyCounter()
     if source is False:
         return EstimatingCounter()
     if isinstance(source, (str, os.PathLike)):
@@ -282,15 +303,38 @@ def looks_like_hub_id(text: str) -> bool:
     return len(parts) == 2 and all(parts) and not text.startswith((".", "~"))
 
 
+def check_tokenizer_env() -> None:
+    """Fail now, when a router is built, if `STARCODER_ROUTER_TOKENIZER` names no tokenizer,
+    rather than at the first prompt long enough to need a count (perhaps hours later). Loading
+    it stays lazy; this only looks at the file and the `tokenizers` package."""
+    value = os.environ.get(TOKENIZER_ENV)
+    if not value:
+        return
+    path = Path(value)
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if not path.is_file():
+        raise ConfigError(f"{TOKENIZER_ENV}={value!r}: no tokenizer.json there; point it at a "
+                          "StarCoder 2 tokenizer.json (or its folder), or unset it")
+    try:
+        _import_tokenizers()
+    except MissingDependencyError as exc:
+        raise MissingDependencyError(f"{TOKENIZER_ENV} (exact token counting)", "tokenizers",
+                                     "tokenizer") from exc
+
+
 def _discover() -> TokenCounter | None:
+    env = os.environ.get(TOKENIZER_ENV)
+    if env:
+        # An explicit setting that is wrong should fail loudly, not silently estimate.
+        try:
+            return TokenizerCounter.from_file(env)
+        except (ConfigError, MissingDependencyError) as exc:
+            raise ConfigError(f"{TOKENIZER_ENV}={env!r}: {exc}") from exc
     try:
         _import_tokenizers()
     except MissingDependencyError:
         return None
-    env = os.environ.get(TOKENIZER_ENV)
-    if env:
-        # An explicit setting that is wrong should fail loudly, not silently estimate.
-        return TokenizerCounter.from_file(env)
     for path in _hf_cache_candidates():
         try:
             return TokenizerCounter.from_file(path)

@@ -134,4 +134,4 @@ class Emit(NamedTuple):
     chunk: StreamChunk
 
 
-PumpAction = Open | _ReadBody | _NextLine | Emit | Book
+PumpAction = Open | _ReadBody | _NextLine | Emit | Book | Release

@@ -12,12 +12,14 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from .._errors import ConfigError, StreamInterruptedError
 from .._stores.base import AsyncSpendStore
+from .._stores.report import By, spend_report
 from . import actions as act
 from .async_hedge import race
 from .base_router import BaseRouter
@@ -44,6 +46,11 @@ if TYPE_CHECKING:
     from .stream_attempt import StreamAttempt
 
 __all__ = ["AsyncRouter"]
+
+# What AsyncRouter calls on its store. Looked up with getattr rather than an isinstance check
+# against the Protocol: since Python 3.12 that check ignores methods a wrapper provides through
+# __getattr__ (a proxy, a mock), so the same store would pass on 3.11 and be refused on 3.13.
+_ASYNC_STORE_METHODS = ("areserve", "asettle", "arelease", "arecord", "astatus", "aclose")
 
 T = TypeVar("T")
 
@@ -74,9 +81,12 @@ class AsyncRouter(BaseRouter):
         super().__init__(catalog=catalog, policy=policy, providers=providers,
                          tokenizer=tokenizer, store=store, retry=retry, health=health,
                          hooks=hooks, hedge=hedge, clock=clock, env=env)
-        if not isinstance(self._store, AsyncSpendStore):
-            raise ConfigError(f"{type(self._store).__name__} has no async methods (areserve...)")
-        self._astore: AsyncSpendStore = self._store
+        missing = [name for name in _ASYNC_STORE_METHODS
+                   if not callable(getattr(self._store, name, None))]
+        if missing:
+            raise ConfigError(f"{type(self._store).__name__} has no async methods "
+                              f"({', '.join(missing)})")
+        self._astore = cast(AsyncSpendStore, self._store)
         if transport not in ("aiohttp", "httpx") and isinstance(transport, str):
             raise ConfigError(f"unknown transport {transport!r}; use 'aiohttp' or 'httpx'")
         self._transport_kind = transport
@@ -96,9 +106,10 @@ class AsyncRouter(BaseRouter):
     def stream(self, request: CompletionRequest | None = None, /,
                **fields: Unpack[RequestFields]) -> AsyncStream:
         """Route and stream a request: `async with router.stream(...) as s: async for chunk in s`.
-        Invalid requests raise here; routing errors raise here too, except for a large prompt,
-        which is counted in a worker thread first (as `complete()` does) and routed when the
-        stream is first iterated; provider errors raise while iterating."""
+        Routing errors raise here, except for a large prompt, which is counted in a worker thread
+        first (as `complete()` does) and routed when the block is entered; entering the block
+        sends the request, so budget and provider errors before the first chunk raise from
+        `async with` (or the first `anext`)."""
         req = self._request(request, fields, stream=True)
         stream = AsyncStream()
         if counts_off_loop(req):
@@ -118,8 +129,19 @@ class AsyncRouter(BaseRouter):
         finally:
             await chunks.aclose()
 
+    async def spend_report(self, *, period: str = "day", by: By | None = None,
+                           since: dt.datetime | None = None, until: dt.datetime | None = None,
+                           tenant: str | None = None) -> str:
+        """The spend this router's store recorded, as text tables (see `spend_report`).
+
+            print(await router.spend_report(period="day", by="tenant"))
+        """
+        entries = await self._astore.aledger(since=since, until=until, tenant=tenant)
+        return spend_report(entries, period=period, by=by)
+
     async def close(self) -> None:
-        """Close every connection. The router cannot be used afterwards."""
+        """Close every connection, and the spend store if the router opened it from a config
+        file. The router cannot be used afterwards."""
         self._closed = True
         transports = list(self._transports.values())
         self._transports.clear()
@@ -127,6 +149,7 @@ class AsyncRouter(BaseRouter):
             transports.append(self._transport_kind)
         for t in transports:
             await t.aclose()
+        self._close_owned_store()
 
     aclose = close
 
@@ -264,7 +287,7 @@ class AsyncRouter(BaseRouter):
                                 total_timeout=action.total_timeout)
                             reply = handle.status, handle.headers
                             lines = handle.alines()
-                        case act.Book():
+                        case act.Book() | act.Release():
                             await self.perform(action)
                         case _:  # READ_BODY
                             assert handle is not None

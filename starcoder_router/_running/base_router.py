@@ -55,6 +55,8 @@ class BaseRouter:
         self._store: SpendStore = store if store is not None else open_store()
         self._hedge = hedge
         self._closed = False
+        # A store the router opened itself (from a config file's [store]): it closes it too.
+        self._owned_store: SpendStore | None = None
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str], **overrides: Any) -> Self:
@@ -73,7 +75,9 @@ class BaseRouter:
             if "store" not in kwargs and cfg.store:
                 # Opened only when not overridden: a SQLite path would create its file.
                 opened = kwargs["store"] = open_configured(cfg.store)
-            return cls(**kwargs)
+            router = cls(**kwargs)
+            router._owned_store = opened
+            return router
         except BaseException as exc:
             if opened is not None:
                 opened.close()  # the router that was to own it was never made
@@ -81,7 +85,10 @@ class BaseRouter:
                 raise ConfigError(f"cannot open the store it names: {exc}",
                                   source=os.fspath(path), field="store") from exc
             if isinstance(exc, ConfigError) and exc.source is None:
-                raise ConfigError(str(exc), source=os.fspath(path)) from exc
+                # open_store's keyword arguments are the [store] table's keys.
+                field = f"store.{exc.field}" if exc.field in ("kind", "path", "url") else None
+                raise ConfigError(exc.detail if field else str(exc), source=os.fspath(path),
+                                  field=field) from exc
             raise
 
     @property
@@ -136,3 +143,8 @@ class BaseRouter:
                stream: bool) -> RequestRun:
         """Validate and route a request: the run that carries it out."""
         return self._core.start(self._request(request, fields, stream=stream))
+
+    def _close_owned_store(self) -> None:
+        store, self._owned_store = self._owned_store, None
+        if store is not None:
+            store.close()

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._config import ProviderSettings
-from .._errors import InvalidRequestError, NoRouteError
+from .._errors import ConfigError, InvalidRequestError, NoRouteError
 from .._providers.base import Provider
 from .._providers.call import Endpoint
 from .._providers.registry import provider_class
@@ -25,6 +25,7 @@ from .._routing.structured import require_schema_support
 from .._routing.tokens import TokenCounter
 from .._secrets import Secret
 from .._stores.base import BudgetKey, Reservation
+from .._validation import validation_error_of
 from .hooks import Hooks, run_hooks
 from .retry import RetryPolicy
 from .run import RequestRun
@@ -61,17 +62,19 @@ class RouterCore:
         self.hooks = hooks or Hooks()
         self.clock = clock
         self._env = dict(os.environ if env is None else env)
-        self._settings = {
-            name: s if isinstance(s, ProviderSettings) else ProviderSettings(**s)
-            for name, s in (providers or {}).items()
-        }
+        self._settings = {name: _provider_settings(name, s)
+                          for name, s in (providers or {}).items()}
         self._adapters: dict[str, Provider] = {}
         self._endpoints: dict[tuple[str, str | None], Endpoint] = {}
         self.provider_status: dict[str, str | None] = {}
         for name in sorted({d.provider for d in self.catalog.deployments} | set(self._settings)):
             cls = provider_class(name)
             self._adapters[name] = cls()
-            self.provider_status[name] = cls.not_ready_reason(self.endpoint(name, None))
+            reason = cls.not_ready_reason(self.endpoint(name, None))
+            key_env = (self._settings.get(name) or ProviderSettings()).api_key_env
+            if reason and key_env:  # name the variable the caller configured, not the default
+                reason = f"provider {name!r} not configured: set {key_env}"
+            self.provider_status[name] = reason
         self._deployments = self.catalog.deployments
         self._windows_version = 0
         self._static: StaticCache = {}
@@ -210,3 +213,18 @@ class RouterCore:
                 run_hooks(self.hooks.on_failure, err)
             raise err
         return RequestRun(self, request, decision, counts, budget_keys)
+
+
+def _provider_settings(name: str, given: ProviderSettings | Mapping[str, Any]) -> ProviderSettings:
+    """`providers={name: {...}}` validated; an error names the argument as the caller wrote it."""
+    if isinstance(given, ProviderSettings):
+        return given
+    try:
+        return ProviderSettings(**given)
+    except ConfigError as exc:
+        cause = validation_error_of(exc)
+        if cause is None:
+            raise
+        problems = [f"providers[{name!r}]" + "".join(f"[{p!r}]" for p in e["loc"]) + ": "
+                    + e["msg"].removeprefix("Value error, ") for e in cause.errors()]
+        raise ConfigError("; ".join(problems)) from None

@@ -17,7 +17,7 @@ from .._autocomplete import Shaper
 from .._errors import ProviderError, ProviderTransportError, StreamInterruptedError
 from .._providers.errormap import UNREADABLE, in_context, unreadable_reply, with_context
 from .._transports.base import WireResponse
-from .actions import NEXT_LINE, READ_BODY, Book, Emit, Open, PumpAction
+from .actions import NEXT_LINE, READ_BODY, Book, Emit, Open, PumpAction, Release
 from .results import Completion, StreamChunk, Usage
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ class StreamAttempt:
             raise with_context(exc, call) from exc
         except BaseException:
             # Cancelled while the request was in flight: the provider has the prompt.
-            yield from self._book(self.cancelled())
+            yield from self._book_cancelled()
             raise
         try:
             if status >= 400:
@@ -122,8 +122,20 @@ class StreamAttempt:
         except BaseException:
             # The caller closed the stream early (GeneratorExit), its task was cancelled, or
             # something nobody foresaw: book what was delivered, exactly once.
-            yield from self._book(self.cancelled())
+            yield from self._book_cancelled()
             raise
+
+    def _book_cancelled(self) -> Generator[PumpAction, Any, None]:
+        """Book what was delivered; should even costing it fail, free the hold all the same,
+        so that no exception path leaves budget reserved until its time-to-live runs out."""
+        try:
+            booking = self.cancelled()
+        except Exception:
+            self.settled = True
+            if self.reservation is not None:
+                yield Release(self.reservation)
+            raise
+        yield from self._book(booking)
 
     def _book(self, booking: _Booking | None) -> Generator[PumpAction, Any, None]:
         if booking is None:

@@ -18,6 +18,11 @@ class _StreamBase:
     def __init__(self) -> None:
         self._parts: list[str] = []
         self._final: Completion | None = None
+        # The first item, read ahead when the stream starts so that routing, budget and
+        # provider errors raise there (at the call; `async with` for AsyncStream) rather than
+        # at the first iteration; handed out by the first `next`.
+        self._pending: StreamChunk | Completion | None = None
+        self._started = False
         # The attempt whose chunks the caller reads, once one has started.
         self.attempt: StreamAttempt | None = None
 
@@ -55,11 +60,19 @@ class Stream(_StreamBase):
     def attach(self, source: Generator[StreamChunk | Completion, None, None]) -> None:
         self._source = source
 
+    def start(self) -> Stream:
+        """Send the request and wait for its first chunk (`Router.stream()` does this)."""
+        if not self._started:
+            self._started = True
+            self._pending = next(self._source)
+        return self
+
     def __iter__(self) -> Stream:
         return self
 
     def __next__(self) -> StreamChunk:
-        chunk = self._take(next(self._source))
+        item, self._pending = self._pending, None
+        chunk = self._take(item if item is not None else next(self._source))
         if chunk is None:
             raise StopIteration
         return chunk
@@ -83,11 +96,19 @@ class AsyncStream(_StreamBase):
     def attach(self, source: AsyncGenerator[StreamChunk | Completion, None]) -> None:
         self._source = source
 
+    async def start(self) -> AsyncStream:
+        """Send the request and wait for its first chunk; `async with` does this on entry."""
+        if not self._started:
+            self._started = True
+            self._pending = await self._source.__anext__()
+        return self
+
     def __aiter__(self) -> AsyncStream:
         return self
 
     async def __anext__(self) -> StreamChunk:
-        chunk = self._take(await self._source.__anext__())
+        item, self._pending = self._pending, None
+        chunk = self._take(item if item is not None else await self._source.__anext__())
         if chunk is None:
             raise StopAsyncIteration
         return chunk
@@ -96,7 +117,7 @@ class AsyncStream(_StreamBase):
         await self._source.aclose()
 
     async def __aenter__(self) -> AsyncStream:
-        return self
+        return await self.start()
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:

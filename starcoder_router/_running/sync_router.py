@@ -15,6 +15,7 @@ their actions with blocking calls. `AsyncRouter` performs the same actions with 
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import threading
 import time
@@ -22,6 +23,7 @@ from collections.abc import Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .._errors import StreamInterruptedError
+from .._stores.report import By, spend_report
 from . import actions as act
 from .base_router import BaseRouter
 from .flow import Flow, complete_flow, stream_flow
@@ -100,14 +102,27 @@ class Router(BaseRouter):
                **fields: Unpack[RequestFields]) -> Stream:
         """Route and stream a request. Iterate for `StreamChunk`s; use as a context manager so
         an early exit closes the connection. `stream.completion` has usage and cost at the end
-        (or, after an early exit, what was delivered and what it cost)."""
+        (or, after an early exit, what was delivered and what it cost). The request is sent
+        here: routing, budget and provider errors before the first chunk raise from this call."""
         run = self._start(request, fields, stream=True)
         stream = Stream()
         stream.attach(self._stream_chunks(run, stream))
-        return stream
+        return stream.start()
+
+    def spend_report(self, *, period: str = "day", by: By | None = None,
+                     since: dt.datetime | None = None, until: dt.datetime | None = None,
+                     tenant: str | None = None) -> str:
+        """The spend this router's store recorded, as text tables (see `spend_report`): per
+        `period` overall, per tenant and per deployment, or only the `by` one.
+
+            print(router.spend_report(period="day", by="tenant"))
+        """
+        entries = self._store.ledger(since=since, until=until, tenant=tenant)
+        return spend_report(entries, period=period, by=by)
 
     def close(self) -> None:
-        """Close every connection. The router cannot be used afterwards."""
+        """Close every connection, and the spend store if the router opened it from a config
+        file. The router cannot be used afterwards."""
         self._closed = True
         deadline = time.monotonic() + _CLOSE_WAIT_S
         for thread in list(self.hedge_threads):
@@ -117,6 +132,7 @@ class Router(BaseRouter):
         self._transports.clear()
         if self._transport is not None:
             self._transport.close()
+        self._close_owned_store()
 
     def __enter__(self) -> Router:
         return self
@@ -234,7 +250,7 @@ class Router(BaseRouter):
                             handle = self._open(attempt, action)
                             reply = handle.status, handle.headers
                             lines = handle.lines()
-                        case act.Book():
+                        case act.Book() | act.Release():
                             self.perform(action)
                         case _:  # READ_BODY
                             assert handle is not None

@@ -13,10 +13,16 @@ or from Python::
         print(s.name, s.cost_usd, s.refused, s.latency_p99_s)
 """
 
-from .model import DeploymentBehaviour, SimulationSettings
-from .runner import SimulationResult, simulate
-from .summary import PolicySummary
-from .workload import WorkloadRequest, read_workload
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .model import DeploymentBehaviour, SimulationSettings
+    from .runner import SimulationResult, simulate
+    from .summary import PolicySummary
+    from .workload import WorkloadRequest, read_workload
 
 __all__ = [
     "DeploymentBehaviour",
@@ -27,3 +33,17 @@ __all__ = [
     "read_workload",
     "simulate",
 ]
+
+# Loaded on first use, so that registering the commands (`.cli`) costs nothing.
+_LAZY = {"DeploymentBehaviour": ".model", "SimulationSettings": ".model",
+         "SimulationResult": ".runner", "simulate": ".runner", "PolicySummary": ".summary",
+         "WorkloadRequest": ".workload", "read_workload": ".workload"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -12,24 +12,24 @@ import json
 import math
 import os
 import sys
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 __all__ = ["add_commands"]
 
 
 def add_commands(sub: Any) -> None:
     """Add the commands to the `starcoder-router` subparsers `sub`."""
-    from .model import SCENARIO_NAMES
+    from .names import SCENARIO_NAMES
 
     wl = sub.add_parser("workload", help="build workloads for `simulate`")
     wl_sub = wl.add_subparsers(required=True, metavar="source")
     code = wl_sub.add_parser("from-code", help="random cursor positions in a folder of code")
-    code.add_argument("folder")
-    code.add_argument("--requests", type=int, default=1000)
-    code.add_argument("--seed", type=int, default=0)
+    code.add_argument("folder", help="the code to draw requests from")
+    code.add_argument("--requests", type=int, default=1000, help="how many requests to draw")
+    code.add_argument("--seed", type=int, default=0, help="the same seed draws the same workload")
     code.add_argument("--rate", type=float, default=1.0, help="requests per second")
     code.add_argument("--tenants", default="ide=0.6,review-bot=0.3,batch=0.1",
-                      metavar="NAME=WEIGHT,...")
+                      metavar="NAME=WEIGHT,...", help="tenants and their share of requests")
     code.add_argument("--tokenizer", help="tokenizer.json for exact counts (default: the "
                                           "router's own search, else the estimate)")
     code.add_argument("--keep-text", action="store_true",
@@ -63,19 +63,38 @@ def _tenants(spec: str) -> dict[str, float]:
 
 
 def _cmd_from_code(args: argparse.Namespace) -> int:
-    from .._routing.tokens import load_token_counter
+    from .._cli import CLI_TOKENIZER_ADVICE
+    from .._routing.tokens import LazyCounter, load_token_counter
     from .builder import build_from_code
 
-    counter = load_token_counter(args.tokenizer)
+    counter = load_token_counter(args.tokenizer or LazyCounter(advice=CLI_TOKENIZER_ADVICE))
     lines = build_from_code(args.folder, requests=args.requests, counter=counter,
                             seed=args.seed, rate=args.rate, tenants=_tenants(args.tenants),
                             keep_text=args.keep_text)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
+        with _open_for_writing(args.output) as f:
             _write(lines, f)
     else:
         _write(lines, sys.stdout)
     return 0
+
+
+def _open_for_writing(path: str, mode: Literal["w", "a"] = "w") -> TextIO:
+    from .._errors import ConfigError
+
+    try:
+        return open(path, mode, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _check_writable(path: str) -> None:
+    """Fail now if `path` cannot be written, leaving no file behind that was not there."""
+    existed = os.path.exists(path)
+    with _open_for_writing(path, "a"):  # "a": an existing report stays as it is for now
+        pass
+    if not existed:
+        os.remove(path)
 
 
 def _write(lines: Any, out: TextIO) -> None:
@@ -84,16 +103,27 @@ def _write(lines: Any, out: TextIO) -> None:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from .model import SCENARIO_NAMES
+    from .names import SCENARIO_NAMES
     from .runner import simulate
     from .summary import summary_table
     from .workload import read_workload
 
+    if args.report:  # before the simulation, not after minutes of it
+        from .report import check_report_dependencies
+
+        check_report_dependencies()
+        _check_writable(args.report)
     workload = read_workload(args.workload)
     for err in workload.errors[:20]:
         print(f"{args.workload}:{err.line}: skipped: {err.message}", file=sys.stderr)
     if len(workload.errors) > 20:
         print(f"... and {len(workload.errors) - 20} more invalid lines", file=sys.stderr)
+    if not workload.requests:
+        from .._errors import ConfigError
+
+        why = (f"none of its {len(workload.errors)} lines is a valid request" if workload.errors
+               else "it is empty")
+        raise ConfigError(f"nothing to simulate in {args.workload}: {why}")
     bar = _Progress(sys.stderr, len(workload.requests))
     result = simulate(workload.requests, config=args.config,
                       policies=args.policy or SCENARIO_NAMES, progress=bar.update)

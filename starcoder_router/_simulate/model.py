@@ -36,6 +36,7 @@ from pydantic import Field
 from .._errors import ConfigError
 from .._routing.catalog import Catalog, Deployment
 from .._validation import FrozenModel, read_toml, validate_config
+from .names import SCENARIO_NAMES
 
 __all__ = [
     "SCENARIO_NAMES",
@@ -46,8 +47,6 @@ __all__ = [
     "load_settings",
 ]
 
-# The policies `simulate` can compare (see `scenarios`).
-SCENARIO_NAMES = ("configured", "largest", "7b", "cheapest-summed", "no-trim")
 _OUTPUT_MEDIAN = {"fim": 24, "completion": 64, "structured": 48, "chat": 160}
 _OUTPUT_SIGMA = 0.8
 _JITTER_SIGMA = 0.25

@@ -20,12 +20,14 @@ from .._routing.cost import nano_to_usd
 from .records import RequestOutcome
 from .runner import SimulationResult
 from .summary import PolicySummary
+from .wording import budget_label, deployment_colour, headline
 
-__all__ = ["render_report", "write_report"]
+__all__ = ["check_report_dependencies", "render_report", "write_report"]
 
 # Enough points for a smooth line; a workload of 100,000 requests would otherwise put 100,000
 # points per policy in the file.
 _MAX_POINTS = 400
+_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 _MAX_LISTED = 300
 
 
@@ -36,6 +38,11 @@ def _plotly() -> ModuleType:
         raise MissingDependencyError("the HTML report", "plotly", "report") from exc
     module: ModuleType = go
     return module
+
+
+def check_report_dependencies() -> None:
+    """Raise `MissingDependencyError` now if the report could not be drawn later."""
+    _plotly()
 
 
 def write_report(path: str | os.PathLike[str], result: SimulationResult, *,
@@ -66,8 +73,12 @@ def render_report(result: SimulationResult, *, workload_name: str) -> str:
     return _PAGE.format(
         plotly=get_plotlyjs(),
         title=html.escape(f"starcoder-router simulation: {workload_name}"),
-        intro=html.escape(f"{requests} requests from {workload_name}; simulated from "
-                          f"{result.start:%Y-%m-%d %H:%M} UTC, seed {result.seed}."),
+        headline=html.escape(headline(result.summaries)),
+        intro=html.escape(
+            f"{requests:,} requests from {workload_name}, replayed on a simulated clock that "
+            f"starts at {result.start:%Y-%m-%d %H:%M} UTC (a fixed date, so that daily and "
+            f"monthly budgets fall the same way in every run; it is not a forecast), "
+            f"seed {result.seed}."),
         summary=_summary_table(result.summaries),
         figures="\n".join(parts),
         listed=_listed(result),
@@ -99,10 +110,12 @@ def _cumulative(outcomes: Iterable[RequestOutcome]) -> list[tuple[float, float]]
 
 def _cost_over_time(go: ModuleType, result: SimulationResult) -> Any:
     fig = go.Figure()
-    for name, run in result.runs.items():
+    for i, (name, run) in enumerate(result.runs.items()):
         pts = _cumulative(run.outcomes)
+        # A dash of its own per policy: two policies that cost the same stay both visible.
         fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], name=name,
-                                 mode="lines"))
+                                 mode="lines", line={"dash": _DASHES[i % len(_DASHES)],
+                                                     "width": 2 + (i == 0)}))
     fig.update_layout(xaxis_title="hours since start", yaxis_title="cumulative cost (USD)")
     return fig
 
@@ -113,7 +126,8 @@ def _deployment_mix(go: ModuleType, summaries: Sequence[PolicySummary]) -> Any:
     deployments = sorted({d for s in summaries for d in s.requests_by_deployment})
     for dep in deployments:
         fig.add_trace(go.Bar(x=names, y=[s.requests_by_deployment.get(dep, 0)
-                                         for s in summaries], name=dep))
+                                         for s in summaries], name=dep,
+                             marker_color=deployment_colour(dep)))
     fig.add_trace(go.Bar(x=names, y=[s.refused for s in summaries], name="refused",
                          marker_color="#999999"))
     fig.update_layout(barmode="stack", yaxis_title="requests")
@@ -131,18 +145,24 @@ def _burn_down(go: ModuleType, result: SimulationResult) -> Any:
                 if not o.cost_nano:
                     continue
                 spent[key] = spent.get(key, 0) + o.cost_nano
-                left = max(0, run.limits_nano[key] - spent[key])
-                series.setdefault(key, []).append((o.finished / 3600, nano_to_usd(left)))
+                limit = run.limits_nano[key]
+                left = max(0, limit - spent[key])
+                # A share of each budget, so a $2 tenant budget is not flattened under a $20
+                # global one on a shared dollar axis; the legend gives each limit in dollars.
+                share = 100 * left / limit if limit else 0.0
+                series.setdefault(key, []).append((o.finished / 3600, share))
         for key, raw in sorted(series.items()):
             any_budget = True
             pts = _downsample(raw)
             fig.add_trace(go.Scatter(
                 x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines",
-                name=f"{name}: {key}", legendgroup=name,
+                name=f"{name}: {budget_label(key)}, ${nano_to_usd(run.limits_nano[key]):,.2f}",
+                legendgroup=name,
                 visible=True if name == result.summaries[0].name else "legendonly"))
     if not any_budget:
         return None
-    fig.update_layout(xaxis_title="hours since start", yaxis_title="budget left (USD)")
+    fig.update_layout(xaxis_title="hours since start", yaxis_title="budget left (% of limit)",
+                      yaxis_range=[0, 105])
     return fig
 
 
@@ -169,11 +189,11 @@ def _summary_table(summaries: Sequence[PolicySummary]) -> str:
     rows = []
     for s in summaries:
         tenants = ", ".join(f"{t} {_usd(v)}" for t, v in s.cost_by_tenant_usd.items())
-        exhausted = ", ".join(f"{k} at {at / 3600:.1f} h"
+        exhausted = ", ".join(f"{budget_label(k)} at {at / 3600:.1f} h"
                               for k, at in s.budget_exhausted_at_s.items()) or "-"
         quality = "-" if s.quality is None else f"{s.quality:.1f} ({s.quality_benchmark})"
-        cells = (s.name, s.description, _usd(s.cost_usd), tenants, str(s.served),
-                 str(s.refused), str(s.trimmed_requests), f"{s.tokens_trimmed:,}",
+        cells = (s.name, s.description, _usd(s.cost_usd), tenants, f"{s.served:,}",
+                 f"{s.refused:,}", f"{s.trimmed_requests:,}", f"{s.tokens_trimmed:,}",
                  _secs(s.latency_p50_s), _secs(s.latency_p99_s), quality, exhausted)
         rows.append(cells)
     return _table(head, rows, "summary")
@@ -200,12 +220,12 @@ def _listed(result: SimulationResult) -> str:
         picked = [o for o in run.outcomes if o.refused is not None or o.trimmed_tokens]
         if not picked:
             continue
-        rows = [(str(o.number + 1), f"{o.arrival / 3600:.2f} h", o.kind, o.tenant,
+        rows = [(f"{o.number + 1:,}", f"{o.arrival / 3600:.2f} h", o.kind, o.tenant,
                  f"{o.prompt_tokens:,}",
                  o.refused or f"trimmed {o.trimmed_tokens:,} tokens on {o.deployment}")
                 for o in picked[:_MAX_LISTED]]
-        more = f" (first {_MAX_LISTED} of {len(picked)})" if len(picked) > _MAX_LISTED else ""
-        parts.append(f"<details><summary>{html.escape(name)}: {len(picked)} request(s){more}"
+        more = f" (first {_MAX_LISTED} of {len(picked):,})" if len(picked) > _MAX_LISTED else ""
+        parts.append(f"<details><summary>{html.escape(name)}: {len(picked):,} request(s){more}"
                      "</summary>" + _table(("request", "arrival", "kind", "tenant",
                                             "prompt tokens", "what happened"), rows, "listed")
                      + "</details>")
@@ -231,6 +251,7 @@ summary {{ cursor: pointer; margin: 0.5em 0; }}
 </head>
 <body>
 <h1>{title}</h1>
+<p class="headline"><strong>{headline}</strong></p>
 <p>{intro}</p>
 <h2>Policies side by side</h2>
 {summary}

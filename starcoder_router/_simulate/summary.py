@@ -72,13 +72,24 @@ def summarize(scenario: Scenario, outcomes: Sequence[RequestOutcome],
                                        if o.refused is not None).most_common()),
         trimmed_requests=sum(1 for o in served if o.trimmed_tokens),
         tokens_trimmed=sum(o.trimmed_tokens for o in served),
-        budget_exhausted_at_s=dict(sorted(exhausted.items(), key=lambda kv: kv[1])),
-        latency_p50_s=_quantile(latencies, 0.50),
-        latency_p99_s=_quantile(latencies, 0.99),
-        quality=sum(scores) / len(scores) if scores else None,
+        budget_exhausted_at_s={b: round(at, 3) for b, at in
+                               sorted(exhausted.items(), key=lambda kv: kv[1])},
+        latency_p50_s=_rounded(_quantile(latencies, 0.50), _LATENCY_DIGITS),
+        latency_p99_s=_rounded(_quantile(latencies, 0.99), _LATENCY_DIGITS),
+        quality=_rounded(sum(scores) / len(scores) if scores else None, _QUALITY_DIGITS),
         quality_benchmark=scenario.policy.ranking_benchmark,
         retried_requests=sum(1 for o in served if o.attempts > 1),
     )
+
+
+# Money stays exact (whole nano-dollars, 9 decimals); simulated latencies and averaged benchmark
+# scores carry float noise past these digits (33.16000000000497), which no reader wants to see.
+_LATENCY_DIGITS = 4
+_QUALITY_DIGITS = 2
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def _usd(v: float) -> str:

@@ -45,7 +45,7 @@ def open_store(kind: Literal["memory", "sqlite", "redis"] | str = "memory", *,
         return store
     if on_store_error != "allow":
         raise ConfigError(f"unknown on_store_error {on_store_error!r}; choose reject or allow",
-                          field="store.on_store_error")
+                          field="on_store_error")
     from .outage import OutageTolerantStore
 
     return OutageTolerantStore(store)
@@ -59,9 +59,9 @@ def _open(kind: str, *, path: str | None, url: str | None, prefix: str, must_exi
         return MemoryStore()
     if kind == "sqlite":
         if not path:
-            raise ConfigError("a sqlite store needs a path", field="store.path")
+            raise ConfigError("a sqlite store needs a path", field="path")
         if must_exist and not os.path.exists(path):
-            raise ConfigError(f"no spend database at {path!r}", field="store.path")
+            raise ConfigError(f"no spend database at {path!r}", field="path")
         import sqlite3
 
         from .sqlite import SQLiteStore
@@ -70,11 +70,11 @@ def _open(kind: str, *, path: str | None, url: str | None, prefix: str, must_exi
             return SQLiteStore(path, retention_days=retention_days)
         except (sqlite3.Error, ValueError) as exc:  # ValueError: a NUL or surrogate in the path
             raise ConfigError(f"cannot open a SQLite spend database at "
-                              f"{os.path.abspath(path)!r}: {exc}", field="store.path") from exc
+                              f"{os.path.abspath(path)!r}: {exc}", field="path") from exc
     if kind == "redis":
         if not url:
-            raise ConfigError("a redis store needs a url", field="store.url")
+            raise ConfigError("a redis store needs a url", field="url")
         from .redis import RedisStore
 
         return RedisStore(url, prefix=prefix, cluster=cluster, retention_days=retention_days)
-    raise ConfigError(f"unknown store {kind!r}; choose memory, sqlite or redis", field="store.kind")
+    raise ConfigError(f"unknown store {kind!r}; choose memory, sqlite or redis", field="kind")

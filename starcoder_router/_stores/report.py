@@ -24,7 +24,7 @@ from .base import LedgerEntry
 from .periods import bucket_label
 from .rollup import Rollup
 
-__all__ = ["export_ledger", "spend_report"]
+__all__ = ["By", "export_ledger", "spend_report"]
 
 By = Literal["period", "tenant", "deployment"]
 

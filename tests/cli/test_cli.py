@@ -40,7 +40,7 @@ def test_route_explains_offline_without_keys(capsys: pytest.CaptureFixture[str],
                        "--tokenizer", str(tokenizer_path))
     assert code == 0
     assert "chosen" in out and "fireworks/starcoder2-3b" in out.splitlines()[3]
-    assert "exact" in out
+    assert "token counts: proven bounds" in out
 
 
 def test_route_with_policy_flags(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -76,6 +76,18 @@ def test_complete_streams_json_lines(capsys: pytest.CaptureFixture[str], server:
     assert lines[-1]["deployment"] == "fake/local" and lines[-1]["text"] == "a b"
 
 
+@pytest.mark.parametrize("chunks", [1, 2, 5])
+def test_streamed_json_lines_carry_no_empty_chunk(capsys: pytest.CaptureFixture[str],
+                                                  server: FakeServer, fake_config: Path,
+                                                  chunks: int) -> None:
+    server.script(Reply(text="a b c d e", chunks=chunks))
+    assert main(["complete", "x", "--json", "--stream", "--config", str(fake_config)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert all(line["text"] for line in lines[:-1])
+    assert "".join(line["text"] for line in lines[:-1]) == "a b c d e"
+    assert lines[-1]["finish_reason"] == "stop"
+
+
 def test_a_failed_request_is_one_line_and_status_1(capsys: pytest.CaptureFixture[str],
                                                    server: FakeServer, fake_config: Path) -> None:
     server.script(*[Reply(status=401, error="bad key")] * 3)
@@ -89,3 +101,32 @@ def test_complete_with_no_route_explains(capsys: pytest.CaptureFixture[str]) -> 
     code = main(["complete", "x"])  # no keys in the test environment
     _, err = capsys.readouterr()
     assert code == 2 and "FIREWORKS_API_KEY" in err
+
+
+def test_the_fake_server_command_is_a_stand_in_provider(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from support.ports import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "starcoder_router._cli", "fake-server",
+                             "--port", str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        banner = "".join(iter(proc.stdout.readline, "Ctrl-C stops it.\n"))
+        assert f"http://127.0.0.1:{port}/v1" in banner
+        config = tmp_path / "router.toml"
+        config.write_text(banner[banner.index("[policy]"):], encoding="utf-8")
+        assert main(["complete", "def fib(n):", "--max-tokens", "16", "--config",
+                     str(config)]) == 0
+        out, err = capsys.readouterr()
+        assert out.strip() and "fake/local" in err
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)
+        assert proc.stdout is not None
+        proc.stdout.close()
+    assert code == 0

@@ -125,3 +125,44 @@ def test_discover_honours_the_base_url_variables_and_lists_probes(
     assert "localhost:11434" not in err  # the usual ports were not probed
     code, _, err = run(capsys, "discover", "--timeout", "0.3")
     assert err == ""  # quiet without --verbose
+
+
+def test_discover_at_a_named_address_says_what_happened(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, out, err = run(capsys, "discover", "--address", f"llamacpp=http://127.0.0.1:{port}/v1",
+                         "--timeout", "0.3")
+    assert code == 1 and "no local StarCoder 2 servers found" in out
+    assert f"nothing answers at http://127.0.0.1:{port} (llamacpp)" in err
+    code, _, err = run(capsys, "discover", "--address", "fireworks=http://127.0.0.1:1")
+    assert code == 2 and "fireworks cannot be discovered" in err
+
+
+def test_route_plans_with_a_configured_key_variable(capsys: pytest.CaptureFixture[str],
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FIREWORKS_API_KEY", raising=False)
+    monkeypatch.delenv("MY_FW_KEY", raising=False)
+    config = tmp_path / "router.toml"
+    config.write_text("[providers.fireworks]\napi_key_env = 'MY_FW_KEY'\n", encoding="utf-8")
+    code, out, _ = run(capsys, "route", "x", "--config", str(config))
+    assert code == 0 and "fireworks/starcoder2-3b" in out.splitlines()[3]
+    assert "chosen" in out.splitlines()[3]
+    code, _, err = run(capsys, "route", "x", "--config", str(config), "--require-keys")
+    assert code == 2 and "set MY_FW_KEY" in err
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (("spend", "--path", "/nonexistent/spend.db"), "error: --path: no spend database at"),
+    (("spend", "--store", "redis"), "error: --url: a redis store needs a url"),
+    (("route", "x", "--min-quality", "humanevl:30"), "error: --min-quality: unknown benchmark"),
+    (("route", "x", "--max-cost", "-1"), "argument --max-cost: want a positive number"),
+])
+def test_errors_name_the_flag_not_the_field(capsys: pytest.CaptureFixture[str],
+                                            args: tuple[str, ...], said: str) -> None:
+    code, _, err = run(capsys, *args)
+    assert code == 2 and said in err
+    for internal in ("field '", "store.path", "policy.", "CostPolicy", "max_cost_per_request"):
+        assert internal not in err

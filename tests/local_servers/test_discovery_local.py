@@ -223,3 +223,87 @@ def test_found_deployments_route(mock: respx.MockRouter) -> None:
     c = sync_router(*found).complete(prompt="def f():", max_tokens=4)
     assert (c.text, c.deployment.name) == ("ok", "ollama/starcoder2:3b")
     assert json.loads(generate.calls.last.request.content)["options"]["num_ctx"] == 8192
+
+
+@pytest.mark.parametrize(("provider", "given", "probed"), [
+    ("llamacpp", f"{LLAMA}/v1", {f"{LLAMA}/props"}),
+    ("llamacpp", f"{LLAMA}/v1/", {f"{LLAMA}/props"}),
+    ("ollama", f"{OLLAMA}/v1", {f"{OLLAMA}/api/tags"}),
+    ("vllm", "http://localhost:8000", {"http://localhost:8000/v1/models"}),
+    ("vllm", "http://localhost:8000/v1", {"http://localhost:8000/v1/models"}),
+])
+def test_a_base_url_with_or_without_v1_is_probed_where_the_server_answers(
+        mock: respx.MockRouter, provider: str, given: str, probed: set[str]) -> None:
+    route = mock.route().mock(side_effect=httpx.ConnectError("refused"))
+    assert discover_local(addresses={provider: given}, env={}) == []
+    urls = {str(c.request.url) for c in route.calls}
+    assert urls == probed and not any("/v1/v1" in u for u in urls)
+
+
+def test_llamacpp_at_a_v1_base_is_found_and_routed_at_its_root(mock: respx.MockRouter) -> None:
+    mock.get(f"{LLAMA}/props").mock(return_value=httpx.Response(200, content=fixture("props.json")))
+    mock.get(f"{LLAMA}/v1/models").mock(
+        return_value=httpx.Response(200, content=fixture("v1_models.json")))
+    mock.post(f"{LLAMA}/tokenize").mock(return_value=httpx.Response(200, json={"tokens": [1]}))
+    found = discover_local(addresses={"llamacpp": f"{LLAMA}/v1"}, env={})
+    assert found and all(d.base_url == LLAMA for d in found)
+
+
+@pytest.mark.parametrize("provider", ["fireworks", "deepinfra", "openai-compatible"])
+def test_a_provider_that_cannot_be_probed_is_a_config_error(provider: str) -> None:
+    with pytest.raises(ConfigError, match=f"{provider} cannot be discovered: only local"):
+        discover_local(addresses={provider: "http://localhost:1"})
+
+
+def test_a_server_without_starcoder_says_why_it_was_skipped(
+        mock: respx.MockRouter, caplog: pytest.LogCaptureFixture) -> None:
+    mock.get(f"{OLLAMA}/api/tags").mock(return_value=tags(tag("llama3:8b", family="llama")))
+    mock.route(host="localhost", port=1).mock(side_effect=httpx.ConnectError("refused"))
+    with caplog.at_level("INFO", logger="starcoder_router"):
+        assert discover_local(env={"STARCODER_ROUTER_OLLAMA_BASE_URL": OLLAMA,
+                                   **{f"STARCODER_ROUTER_{p}_BASE_URL": "http://localhost:1"
+                                      for p in ("VLLM", "LLAMACPP", "TGI", "LMSTUDIO")}}) == []
+    assert (f"ollama at {OLLAMA} answered (200) but serves no StarCoder 2 model; skipped"
+            in caplog.text)
+
+
+def test_a_named_address_that_does_not_answer_is_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with caplog.at_level("WARNING", logger="starcoder_router"):
+        assert discover_local(addresses={"llamacpp": url}, env={}) == []
+    assert f"nothing answers at {url} (llamacpp)" in caplog.text
+
+
+class EchoingLocal(FakeLocal):
+    """Reads its probe's answer as `/tokenize` answers are read: an error status becomes a
+    provider error quoting the server's message."""
+
+    key_envs: ClassVar[tuple[str, ...]] = ("VLLM_API_KEY",)
+
+    def discovered(self, endpoint: Endpoint,
+                   responses: list[WireResponse | None]) -> list[Deployment]:
+        from starcoder_router._providers.errormap import error_for
+
+        answer = responses[0]
+        assert answer is not None
+        raise error_for(answer.status, answer.headers, answer.body, provider="vllm")
+
+    def probe_more(self, endpoint: Endpoint,
+                   responses: list[WireResponse | None]) -> list[WireRequest]:
+        return []
+
+
+def test_a_probe_answer_that_echoes_the_key_is_scrubbed(
+        mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    key = "sk-local-0123456789abcdef"
+    monkeypatch.setattr("starcoder_router._discovery.provider_class",
+                        lambda name: EchoingLocal)
+    mock.get("http://localhost:8000/v1/models").mock(return_value=httpx.Response(
+        401, json={"error": {"message": f"invalid key Bearer {key}"}}))
+    with caplog.at_level("DEBUG", logger="starcoder_router"):
+        assert discover_local(addresses={"vllm": "http://localhost:8000/v1"},
+                              env={"VLLM_API_KEY": key}) == []
+    assert "could not read what vllm" in caplog.text
+    assert key not in caplog.text and key[-8:] not in caplog.text

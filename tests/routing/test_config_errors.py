@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from starcoder_router import AsyncRouter, ConfigError, CostPolicy, Router, SQLiteStore
+from starcoder_router import (
+    AsyncRouter,
+    ConfigError,
+    CostPolicy,
+    NoRouteError,
+    Router,
+    SQLiteStore,
+)
 from starcoder_router._config import load_config
 
 
@@ -57,7 +64,7 @@ def test_a_misspelled_deployment_name_says_so(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         Router.from_config(path, env={})
     msg = str(info.value)
-    assert str(path) in msg and "deployments[0].name" in msg
+    assert str(path) in msg and "[[deployments]] #1 name" in msg
     assert "no deployment named 'fireworks/starcoder-7b'" in msg
     assert "fireworks/starcoder2-7b" in msg  # the known names are listed
     assert "provider/variant/model" in msg
@@ -74,7 +81,7 @@ def test_a_named_new_deployment_with_every_field_is_added(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(("text", "field"), [
     ("[[deployments]]\nprovider = 'openrouter'\nvariant = 'starcoder2-3b'\nmodel = 'x'\n"
-     "context_window = 4096\n", "deployments[0].provider"),
+     "context_window = 4096\n", "[[deployments]] #1 provider"),
     ("[providers.openrouter]\nbase_url = 'http://x'\n", "providers.openrouter"),
 ])
 def test_an_unknown_provider_names_file_and_field(tmp_path: Path, text: str, field: str) -> None:
@@ -151,7 +158,7 @@ def test_an_unknown_benchmark_is_refused_at_construction() -> None:
     with pytest.raises(ConfigError) as info:
         Router(policy=CostPolicy(min_quality=("humanevl", 30)), env={})
     msg = str(info.value)
-    assert "unknown benchmark 'humanevl'" in msg and "policy.min_quality" in msg
+    assert "unknown benchmark 'humanevl'" in msg and "CostPolicy(min_quality=...)" in msg
     assert "humaneval" in msg and "ds-1000" in msg
     with pytest.raises(ConfigError, match="unknown benchmark 'mbpp-typo'"):
         AsyncRouter(policy=CostPolicy(objective="quality", quality_benchmark="mbpp-typo"),
@@ -162,7 +169,7 @@ def test_an_unknown_benchmark_in_a_file_names_the_file(tmp_path: Path) -> None:
     path = _write(tmp_path, "[policy]\nmin_quality = { benchmark = 'humanevl', score = 30 }\n")
     with pytest.raises(ConfigError, match="unknown benchmark 'humanevl'") as info:
         load_config(path)
-    assert str(path) in str(info.value) and "policy.min_quality" in str(info.value)
+    assert str(path) in str(info.value) and "[policy] min_quality" in str(info.value)
 
 
 def test_known_benchmarks_in_any_spelling_are_accepted() -> None:
@@ -191,3 +198,15 @@ def test_a_store_opened_for_a_router_that_fails_is_closed(
     with pytest.raises(ConfigError, match="unknown benchmark"):
         Router.from_config(path, env={}, policy=CostPolicy(min_quality=("humanevl", 1)))
     assert closed == [str(tmp_path / "spend.db")]
+
+
+def test_api_key_env_names_the_configured_variable(tmp_path: Path) -> None:
+    path = tmp_path / "router.toml"
+    path.write_text("[providers.fireworks]\napi_key_env = 'MY_FIREWORKS_KEY'\n", encoding="utf-8")
+    router = Router.from_config(path, env={"FIREWORKS_API_KEY": "default-var-is-not-read"})
+    with router, pytest.raises(NoRouteError) as info:
+        router.route(prompt="x", max_tokens=8)
+    reasons = " ".join(r for c in info.value.decision.candidates
+                       if c.deployment.provider == "fireworks" for r in c.reasons)
+    assert "not configured: set MY_FIREWORKS_KEY" in reasons
+    assert "FIREWORKS_API_KEY" not in reasons

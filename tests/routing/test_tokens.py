@@ -98,8 +98,35 @@ def test_lazy_counter_falls_back_to_estimate(monkeypatch: pytest.MonkeyPatch,
 
 def test_wrong_env_var_fails_loudly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("STARCODER_ROUTER_TOKENIZER", str(tmp_path / "missing.json"))
-    with pytest.raises(ConfigError, match=r"no tokenizer\.json"):
+    with pytest.raises(ConfigError, match=r"STARCODER_ROUTER_TOKENIZER=.*no tokenizer\.json"):
         LazyCounter().count("x")
+
+
+@pytest.mark.parametrize("where", ["missing.json", "empty-folder", ""])
+def test_a_wrong_env_var_fails_when_the_router_is_built(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, where: str) -> None:
+    from starcoder_router import AsyncRouter, Router
+
+    (tmp_path / "empty-folder").mkdir()
+    value = str(tmp_path / where) if where else str(tmp_path / "empty-folder" / "x")
+    monkeypatch.setenv("STARCODER_ROUTER_TOKENIZER", value)
+    for build in (Router, AsyncRouter):
+        with pytest.raises(ConfigError, match=r"STARCODER_ROUTER_TOKENIZER=.*no tokenizer\.json"):
+            build(env={})
+    with pytest.raises(ConfigError, match="STARCODER_ROUTER_TOKENIZER"):
+        load_token_counter(None)
+
+
+def test_an_env_var_without_the_extra_fails_when_the_router_is_built(
+        monkeypatch: pytest.MonkeyPatch, tokenizer_path: Path) -> None:
+    import sys
+
+    from starcoder_router import MissingDependencyError, Router
+
+    monkeypatch.setenv("STARCODER_ROUTER_TOKENIZER", str(tokenizer_path))
+    monkeypatch.setitem(sys.modules, "tokenizers", None)
+    with pytest.raises(MissingDependencyError, match=r"STARCODER_ROUTER_TOKENIZER.*\[tokenizer\]"):
+        Router(env={})
 
 
 def test_exact_counter_repr_shows_source_only(exact_counter: TokenizerCounter) -> None:

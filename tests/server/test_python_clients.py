@@ -29,7 +29,10 @@ def _litellm_leaves_nothing_open() -> Iterator[None]:
     warn (as errors) in whichever test the garbage collector happens to run."""
     yield
     cache = litellm.in_memory_llm_clients_cache
-    loop = asyncio.get_event_loop_policy().get_event_loop()
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:  # a later test cleared this thread's loop: close the clients on a new one
+        loop = asyncio.new_event_loop()
     loop.run_until_complete(litellm.close_litellm_async_clients())
     for client in list(cache.cache_dict.values()):
         close = getattr(client, "close", None)

@@ -48,13 +48,13 @@ def test_the_example_config_has_a_valid_server_section() -> None:
     assert settings.host == "127.0.0.1"  # the default stays loopback
     assert settings.tenants[0].name == "acme"
     tenants = Tenants(settings.tenants)
-    assert tenants.authenticate("Bearer 10") is settings.tenants[0]  # sha256("10")
+    assert tenants.authenticate("Bearer sk-acme-demo") is settings.tenants[0]  # its demo key
 
 
 def test_bad_server_sections_name_the_field(tmp_path: Path) -> None:
     path = tmp_path / "router.toml"
     path.write_text('[[server.tenants]]\nname = "a"\nkey_sha256 = "plaintext-key"\n')
-    with pytest.raises(ConfigError, match=r"server\.tenants\.0\.key_sha256"):
+    with pytest.raises(ConfigError, match=r"\[\[server\.tenants\]\] #1 key_sha256"):
         load_server_settings(path)
     path.write_text('[server]\nmax_tokens = 0\n')
     with pytest.raises(ConfigError, match="max_tokens"):

@@ -26,7 +26,8 @@ _LISTENING = re.compile(rb"DevTools listening on (ws://127\.0\.0\.1:(\d+)/\S+)")
 
 
 def chromium_binary() -> str:
-    for name in ("chromium", "chromium-browser"):
+    # CHROMIUM: a browser .ci/test.sh found (not Ubuntu's snap stub), or one the user names.
+    for name in (os.environ.get("CHROMIUM") or "chromium", "chromium", "chromium-browser"):
         found = shutil.which(name)
         if found:
             return found
