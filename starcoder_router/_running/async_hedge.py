@@ -1,6 +1,6 @@
 """Hedged requests for `AsyncRouter`: two streaming attempts as tasks, each pulling its first
-chunk; the first to produce output wins, the other task is cancelled (its attempt books what it
-cost) and its stream closed. No task outlives the race."""
+chunk; the first to produce output wins, the other task is cancelled (its attempt is recorded as
+"lost" and books what it cost) and its stream closed. No task outlives the race."""
 
 from __future__ import annotations
 
@@ -44,26 +44,29 @@ async def race(router: AsyncRouter, action: StartHedge) -> HedgeOutcome:
                 if exc is None and outcome.winner is None:
                     outcome.winner, outcome.first_chunk = attempt, task.result()
                     continue
+                attempt.lost_hedge = exc is None
                 await attempt.chunks.aclose()  # a second winner loses; a failure is over
                 if exc is not None:
                     outcome.failed.append((attempt, exc))
     except BaseException:
         # Cancelled (or worse) mid-race: nobody will read the outcome, so the holds of the legs
         # that failed before output are freed here; the others book themselves.
-        await _end_legs(legs, outcome)
+        await _end_legs(legs, outcome, lost=False)
         for attempt, _ in outcome.failed:
             if not attempt.settled and attempt.reservation is not None:
                 await router.perform(Release(attempt.reservation))
         raise
-    await _end_legs(legs, outcome)
+    await _end_legs(legs, outcome, lost=True)
     return outcome
 
 
 async def _end_legs(legs: dict[asyncio.Future[StreamChunk], StreamAttempt],
-                    outcome: HedgeOutcome) -> None:
-    """Cancel the legs still running (each books itself as cancelled, with what it cost) and
-    note the ones that failed on their own before they could be, for the flow to book."""
+                    outcome: HedgeOutcome, *, lost: bool) -> None:
+    """Cancel the legs still running (each records itself as `lost` the race, or cancelled
+    with the caller, and books what it cost) and note the ones that failed on their own before
+    they could be, for the flow to book. Each is awaited, so all are reported on return."""
     for task, attempt in legs.items():
+        attempt.lost_hedge = lost
         task.cancel()
         with contextlib.suppress(BaseException):
             await task

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Attempt", "Completion", "FinishReason", "StreamChunk", "Usage"]
 
-AttemptOutcome = Literal["ok", "error", "cancelled", "interrupted"]
+AttemptOutcome = Literal["ok", "error", "cancelled", "interrupted", "lost"]
 
 
 class Usage(NamedTuple):
@@ -34,7 +34,11 @@ class Usage(NamedTuple):
 
 
 class Attempt(NamedTuple):
-    """One try of one deployment: how it went, how long it took and what it cost."""
+    """One try of one deployment: how it went, how long it took and what it cost.
+
+    `outcome` is "ok"; "error" (failed before output); "interrupted" (broke off after output);
+    "cancelled" (the caller stopped reading); or "lost": a hedge leg cancelled because the
+    other leg answered first, costed (prompt and any output) and booked as cancelled."""
 
     deployment: str
     outcome: AttemptOutcome

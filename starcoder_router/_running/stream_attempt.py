@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .._stores.base import Reservation
     from .run import RequestRun
 
-__all__ = ["StreamAttempt"]
+__all__ = ["LOST_HEDGE", "StreamAttempt"]
 
 # Lines read after a stream's end marker before giving up on reusing its connection.
 _MAX_DRAIN_LINES = 8
@@ -60,11 +60,13 @@ class StreamAttempt:
         self.settled = False
         self.completion: Completion | None = None
         # Set by the driver: its generator of chunks, and (sync) the open connection, so that a
-        # lost hedge leg can be cancelled from another thread by closing it.
+        # lost hedge leg can be cancelled from another thread by closing it. `lost_hedge` marks
+        # an attempt cancelled because the other leg of its hedge answered first: it is
+        # recorded as "lost", and never finishes as a success after that.
         self.chunks: Any = None
         self.handle: Any = None
         self.lock = threading.Lock()
-        self.cancel_requested = False
+        self.lost_hedge = False
         self._drained = 0
         self._now = run.core.clock.now
         self._deadline = run.deadline
@@ -197,9 +199,18 @@ class StreamAttempt:
             result = self.decoder.result()
         except UNREADABLE as exc:
             raise unreadable_reply(exc, self.call) from exc
-        completion, problem = self.run.succeeded(self.cand, result, self.started, self.ttft,
-                                                 self.retry_no)
-        self.settled = True
+        with self.lock:
+            # A lost hedge leg whose reply ended before its cut took hold: it was (or is about
+            # to be) recorded as lost, so it must not also succeed.
+            if self.settled or self.lost_hedge:
+                raise with_context(ProviderTransportError(LOST_HEDGE), self.call)
+            self.settled = True
+        try:
+            completion, problem = self.run.succeeded(self.cand, result, self.started, self.ttft,
+                                                     self.retry_no)
+        except BaseException:
+            self.settled = False  # a bug in costing: the caller's error path books it
+            raise
         self.completion = completion
         booking = _Booking(completion.cost_nano, completion.usage,
                            "ok" if problem is None else "error", completion.request_id)
@@ -247,17 +258,22 @@ class StreamAttempt:
 
     def cancelled(self) -> _Booking | None:
         """The caller stopped early (or the attempt lost a hedge): cost the prompt and what was
-        delivered. None when the attempt is already settled."""
+        delivered. None when the attempt is already settled.
+
+        Two threads may race to cancel a lost sync hedge leg (its own, and the router's when
+        the leg does not end in time); the lock is held until the attempt is recorded, so the
+        one that gets None knows the record (and its hook) is done."""
         with self.lock:
             if self.settled:
                 return None
             self.settled = True
-        run, cand = self.run, self.cand
-        text = self.text
-        cost, usage = run.partial_cost(cand, text, self.started)
-        run.record(cand, "cancelled", self.started, cost=cost, usage=usage, retry=self.retry_no)
-        run.core.health.release_probe(cand.deployment.name)
-        self.completion = self._partial(text, cost, usage, "cancelled")
+            run, cand = self.run, self.cand
+            text = self.text
+            cost, usage = run.partial_cost(cand, text, self.started)
+            run.record(cand, "lost" if self.lost_hedge else "cancelled", self.started,
+                       cost=cost, usage=usage, retry=self.retry_no)
+            run.core.health.release_probe(cand.deployment.name)
+            self.completion = self._partial(text, cost, usage, "cancelled")
         return _Booking(cost, usage, "cancelled")
 
     def _partial(self, text: str, cost: int, usage: Usage, reason: FinishReason) -> Completion:
@@ -269,6 +285,10 @@ class StreamAttempt:
             ttft_s=self.ttft, trimmed=self.cand.trimmed,
             mode=run.shaping.mode if run.shaping is not None else None,
         )
+
+# Why a lost hedge leg's stream ends, should its reply come after all.
+LOST_HEDGE = "cancelled: the other leg of the hedge answered first"
+
 
 class _End:
     """`feed`'s answer when the stream is over and the connection should be let go."""

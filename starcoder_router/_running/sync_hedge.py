@@ -5,6 +5,15 @@ Every thread ends on its own: a leg that has reported its first chunk (or its fa
 nothing left to do, and a leg that is still waiting for its server when it loses is cancelled
 by closing its connection under it, after which it books what it cost and ends too. No thread
 ever waits for a signal that might not come.
+
+Every leg is reported before `race` returns, so the caller's `Completion.attempts` and its
+`on_attempt` hooks see the loser (outcome "lost"). The winner waits at most `_LOSER_GRACE_S`
+for a cut-off loser to end and book itself. One that does not end by then (still connecting,
+or waiting for response headers, where a closed connection does not always wake the reader)
+is recorded and booked from here with what it had reached: the prompt, and any output its
+thread takes in after that is not costed. Its thread ends when its read does, and books
+nothing more; should that thread be the one recording it when the grace ends, its booking
+(not its record) may land after `complete()` returns.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +38,7 @@ __all__ = ["race"]
 logger = logging.getLogger("starcoder_router")
 
 # How long the winner waits for a cancelled loser to finish: usually the closed connection ends
-# it at once. One still waiting for its server is not waited for; it books itself when it ends.
+# it at once. One still waiting for its server is not waited for: it is reported from here.
 _LOSER_GRACE_S = 0.05
 
 
@@ -56,14 +66,21 @@ def race(router: Router, action: StartHedge) -> HedgeOutcome:
             winner = leg
         else:
             outcome.failed.append((leg.attempt, leg.error))
+    losers: list[_Leg] = []
     for leg in legs:
         if leg is not winner and leg not in heard:
             error = leg.lose()
             if error is not None:  # it failed on its own, just now: the flow frees its hold
                 outcome.failed.append((leg.attempt, error))
+            else:
+                losers.append(leg)
+    deadline = time.monotonic() + _LOSER_GRACE_S
     for leg in legs:
         if leg is not winner:
-            leg.thread.join(timeout=_LOSER_GRACE_S)
+            leg.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    for leg in losers:
+        if leg.thread.is_alive():
+            leg.report_lost()
     if winner is not None:
         outcome.winner, outcome.first_chunk = winner.attempt, winner.first
     return outcome
@@ -107,11 +124,11 @@ class _Leg:
         """This leg lost. If its thread is done, book it now (output it had reached is costed
         as cancelled) or return the failure it ended with, for the flow to book; else cut its
         connection, and the thread books it when its read ends."""
+        self.attempt.lost_hedge = True
         with self._lock:
             self._lost = True
             reported = self._reported
         if not reported:
-            self.attempt.cancel_requested = True
             handle = self.attempt.handle
             if handle is not None:
                 cut(handle)
@@ -125,12 +142,21 @@ class _Leg:
         if self.error is None:
             self.chunks.close()  # the attempt books itself as cancelled
         else:
-            book = self.attempt.cancel_booking()  # it failed because we closed it
-            if book is not None:
-                try:
-                    self.router.perform(book)
-                except Exception:  # no caller is left on this thread to raise to
-                    logger.exception("could not book a cancelled hedge leg")
+            self._book_now()  # it failed because we closed it
+
+    def report_lost(self) -> None:
+        """The leg is still running after the grace: record it as lost now, with what it had
+        reached, and book that. (None from `cancel_booking` means its thread did it first;
+        the attempt's lock held until the record was made, so it is made.)"""
+        self._book_now()
+
+    def _book_now(self) -> None:
+        book = self.attempt.cancel_booking()
+        if book is not None:
+            try:
+                self.router.perform(book)
+            except Exception:  # the winner's answer stands; the loser's booking is logged
+                logger.exception("could not book a cancelled hedge leg")
 
 
 def cut(handle: Any) -> None:

@@ -22,12 +22,13 @@ import time
 from collections.abc import Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from .._errors import StreamInterruptedError
+from .._errors import ProviderTransportError, StreamInterruptedError
 from .._stores.report import By, spend_report
 from . import actions as act
 from .base_router import BaseRouter
 from .flow import Flow, complete_flow, stream_flow
 from .results import Completion, StreamChunk
+from .stream_attempt import LOST_HEDGE
 from .streams import Stream
 from .sync_hedge import race
 
@@ -266,6 +267,7 @@ class Router(BaseRouter):
             action.wire, timeout=action.timeout, connect_timeout=action.connect_timeout,
             total_timeout=action.total_timeout)
         attempt.handle = handle
-        if attempt.cancel_requested:  # lost a hedge while connecting
+        if attempt.lost_hedge:  # lost a hedge while connecting: read nothing more
             handle.close()
+            raise ProviderTransportError(LOST_HEDGE)
         return handle

@@ -368,13 +368,8 @@ async def test_hedging_keeps_the_faster_and_cancels_the_slower(
     c = await drive.complete(router, prompt="x", hedge=True)
     assert time.monotonic() - started < 0.4  # the winner did not wait out the slow leg
     assert (c.text, c.deployment.name) == ("fast", NAMES["fw7"])
-    if drive.is_async:
-        # The async loser is cancelled at once, so the completion lists it.
-        outcomes = {a.deployment: a.outcome for a in c.attempts}
-        assert outcomes == {NAMES["fw3"]: "cancelled", NAMES["fw7"]: "ok"}
-    else:
-        assert [(a.deployment, a.outcome) for a in c.attempts][-1] == (NAMES["fw7"], "ok")
-    # A sync loser, still waiting for its server when it lost, books itself when that ends.
+    outcomes = {a.deployment: a.outcome for a in c.attempts}
+    assert outcomes == {NAMES["fw3"]: "lost", NAMES["fw7"]: "ok"}
     deadline = time.monotonic() + 5
     while len(store.ledger()) < 2 and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
@@ -384,6 +379,34 @@ async def test_hedging_keeps_the_faster_and_cancels_the_slower(
     assert entries[NAMES["fw3"]].outcome == "cancelled"
     assert entries[NAMES["fw3"]].cost_nano == 100  # its 1-token prompt at $0.10/M
     assert entries[NAMES["fw7"]].cost_nano == 2 * 200
+
+
+async def test_a_lost_hedge_leg_is_reported_before_complete_returns(
+        drive: Driver, make: Make, wire: Wire, store: MemoryStore) -> None:
+    # The slow leg is still waiting for its server (it cannot be cut off mid-read: the reply is
+    # late, not slow to stream) when the fast one wins; it is reported all the same.
+    wire.script("fw3", slow(drive, 0.5, sse("slow", usage=(1, 1))))
+    wire.script("fw7", sse("fast", usage=(1, 1)))
+    seen: list[tuple[str, str]] = []
+    router = make(hedge=HedgePolicy(after_s=0.05),
+                  hooks=Hooks(on_attempt=[lambda a: seen.append((a.deployment, a.outcome))]))
+    c = await drive.complete(router, prompt="x", hedge=True)
+    reported = list(seen)
+    assert sorted(reported) == sorted([(NAMES["fw3"], "lost"), (NAMES["fw7"], "ok")])
+    assert len(c.attempts) == 2
+    loser, winner = c.attempts
+    assert (loser.deployment, loser.outcome) == (NAMES["fw3"], "lost")
+    assert (winner.deployment, winner.outcome) == (NAMES["fw7"], "ok")
+    assert loser.cost_nano == 100 and loser.usage is not None  # its 1-token prompt
+    assert c.total_cost_usd == pytest.approx((100 + 400) / 1e9)
+    # The loser is booked once, as cancelled, at the cost it was reported with.
+    deadline = time.monotonic() + 5
+    while len(store.ledger()) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.6)  # the slow reply has come and gone: nothing more is booked
+    entries = sorted((e.deployment, e.outcome, e.cost_nano) for e in store.ledger())
+    assert entries == sorted([(NAMES["fw3"], "cancelled", 100), (NAMES["fw7"], "ok", 400)])
+    assert seen == reported
 
 
 async def test_hedging_waits_for_the_threshold(drive: Driver, make: Make, wire: Wire) -> None:
