@@ -178,7 +178,7 @@ def _burn_down(go: ModuleType, result: SimulationResult) -> Any:
                       legend={"orientation": "h", "x": 0, "xanchor": "left",
                               "y": 1 - (30 if title else 0) / height, "yanchor": "top",
                               "yref": "container"},
-                      margin={"t": 100 if title else 70, "b": 60})
+                      margin={"t": 100 if title else 70, "b": 60, "r": 30})
     return fig
 
 
