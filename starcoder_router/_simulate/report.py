@@ -17,10 +17,12 @@ from typing import Any
 
 from .._errors import MissingDependencyError
 from .._routing.cost import nano_to_usd
+from .burndown import burn_down_panels
+from .labels import FONT_PX, LINE_PX, window_labels
 from .records import RequestOutcome
 from .runner import SimulationResult
 from .summary import PolicySummary
-from .wording import budget_label, deployment_colour, headline
+from .wording import budget_label, deployment_colour, headline, policy_colour
 
 __all__ = ["check_report_dependencies", "render_report", "write_report"]
 
@@ -115,7 +117,8 @@ def _cost_over_time(go: ModuleType, result: SimulationResult) -> Any:
         # A dash of its own per policy: two policies that cost the same stay both visible.
         fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], name=name,
                                  mode="lines", line={"dash": _DASHES[i % len(_DASHES)],
-                                                     "width": 2 + (i == 0)}))
+                                                     "width": 2 + (i == 0),
+                                                     "color": policy_colour(i)}))
     fig.update_layout(xaxis_title="hours since start", yaxis_title="cumulative cost (USD)")
     return fig
 
@@ -135,46 +138,70 @@ def _deployment_mix(go: ModuleType, summaries: Sequence[PolicySummary]) -> Any:
 
 
 def _burn_down(go: ModuleType, result: SimulationResult) -> Any:
-    fig = go.Figure()
-    any_budget = False
-    for name, run in result.runs.items():
-        spent: dict[str, int] = {}
-        series: dict[str, list[tuple[float, float]]] = {}
-        for o in sorted(run.outcomes, key=lambda o: o.finished):
-            for key in o.budgets:
-                if not o.cost_nano:
-                    continue
-                spent[key] = spent.get(key, 0) + o.cost_nano
-                limit = run.limits_nano[key]
-                left = max(0, limit - spent[key])
-                # A share of each budget, so a $2 tenant budget is not flattened under a $20
-                # global one on a shared dollar axis; the legend gives each limit in dollars.
-                share = 100 * left / limit if limit else 0.0
-                series.setdefault(key, []).append((o.finished / 3600, share))
-        for key, raw in sorted(series.items()):
-            any_budget = True
-            pts = _downsample(raw)
-            fig.add_trace(go.Scatter(
-                x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines",
-                name=f"{name}: {budget_label(key)}, ${nano_to_usd(run.limits_nano[key]):,.2f}",
-                legendgroup=name,
-                visible=True if name == result.summaries[0].name else "legendonly"))
-    if not any_budget:
+    from plotly.subplots import make_subplots
+
+    panels, total = burn_down_panels(result.runs)
+    if not panels:
         return None
-    fig.update_layout(xaxis_title="hours since start", yaxis_title="budget left (% of limit)",
-                      yaxis_range=[0, 105])
+    cols = 1 if len(panels) == 1 else 2
+    rows = -(-len(panels) // cols)
+    height = 140 + 250 * rows
+    fig = make_subplots(rows=rows, cols=cols,
+                        subplot_titles=[html.escape(p.title, quote=False) for p in panels],
+                        horizontal_spacing=0.08, vertical_spacing=min(0.3, 90 / height))
+    order = list(result.runs)
+    shown: set[str] = set()
+    hours = max((o.finished for run in result.runs.values() for o in run.outcomes),
+                default=0.0) / 3600
+    for n, panel in enumerate(panels):
+        row, col = n // cols + 1, n % cols + 1
+        for policy, (xs, ys) in panel.series.items():
+            i = order.index(policy)
+            full = html.escape(budget_label(panel.budget), quote=False)
+            fig.add_trace(go.Scatter(
+                x=xs, y=ys, mode="lines", name=policy, legendgroup=policy,
+                showlegend=policy not in shown, meta=panel.budget,
+                line={"dash": _DASHES[i % len(_DASHES)], "width": 2 + (i == 0),
+                      "color": policy_colour(i)},
+                hovertemplate=f"{html.escape(policy)}: %{{y:.0f}}% left at %{{x:.1f}} h"
+                              f"<extra>{full}</extra>"),
+                row=row, col=col)
+            shown.add(policy)
+        fig.update_yaxes(range=[0, 105], row=row, col=col,
+                         title_text="% of limit left" if col == 1 else None)
+        fig.update_xaxes(range=[0, hours * 1.02 or 1], row=row, col=col,
+                         title_text="hours since start" if n + cols >= len(panels) else None)
+    title = None if total == len(panels) else (
+        f"The {len(panels)} of {total} budgets that came closest to running out")
+    # The policies' legend sits above the panels, out of their way at any width.
+    fig.update_layout(height=height, title_text=title, title_y=0.99,
+                      legend={"orientation": "h", "x": 0, "xanchor": "left",
+                              "y": 1 - (30 if title else 0) / height, "yanchor": "top",
+                              "yref": "container"},
+                      margin={"t": 100 if title else 70, "b": 60, "r": 30})
     return fig
 
 
 def _prompt_sizes(go: ModuleType, result: SimulationResult) -> Any:
     first = next(iter(result.runs.values()), None)
     sizes = [o.prompt_tokens for o in first.outcomes] if first else []
+    x_max = 1.05 * max([*sizes, *result.windows.values(), 1])
     fig = go.Figure(go.Histogram(x=sizes, nbinsx=80, name="requests"))
-    for i, (dep, window) in enumerate(sorted(result.windows.items(), key=lambda kv: kv[1])):
-        fig.add_vline(x=window, line_dash="dash", line_color="#c0392b",
-                      annotation_text=f"{dep} ({window})", annotation_textangle=-90,
-                      annotation_position="top left" if i % 2 else "top right")
-    fig.update_layout(xaxis_title="prompt tokens", yaxis_title="requests", bargap=0.05)
+    labels = window_labels(result.windows, x_max)
+    row_px = max((len(label.lines) for label in labels), default=1) * LINE_PX + 6
+    for label in labels:
+        fig.add_vline(x=label.x, line_dash="dash", line_color="#c0392b")
+        fig.add_annotation(
+            x=label.x, xref="x", y=1, yref="paper", yanchor="bottom",
+            xanchor="left" if label.right_of_line else "right",
+            xshift=3 if label.right_of_line else -3, yshift=label.row * row_px,
+            align="left" if label.right_of_line else "right", showarrow=False,
+            text="<br>".join(html.escape(line, quote=False) for line in label.lines),
+            font={"size": FONT_PX, "color": "#c0392b"})
+    rows = max((label.row + 1 for label in labels), default=0)
+    fig.update_layout(xaxis_title="prompt tokens", yaxis_title="requests", bargap=0.05,
+                      xaxis_range=[0, x_max], showlegend=False,
+                      margin={"t": 20 + rows * row_px, "l": 60, "r": 20})
     return fig
 
 

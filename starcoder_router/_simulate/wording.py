@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from .summary import PolicySummary
 
-__all__ = ["budget_label", "deployment_colour", "headline"]
+__all__ = ["budget_label", "deployment_colour", "headline", "policy_colour"]
 
 # Plotly's default qualitative palette (plotly.colors.qualitative.Plotly).
 _PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692",
@@ -63,3 +63,8 @@ def headline(summaries: Sequence[PolicySummary]) -> str:
 
 def _usd(v: float) -> str:
     return f"${v:,.4f}" if v < 10 else f"${v:,.2f}"
+
+
+def policy_colour(index: int) -> str:
+    """The colour of the `index`th policy, the same in every chart of one report."""
+    return _PALETTE[index % len(_PALETTE)]

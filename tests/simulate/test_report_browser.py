@@ -47,9 +47,13 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-async def _load(port: int, url: str, *, settle_s: float = 0.5):  # type: ignore[no-untyped-def]
+async def _load(port: int, url: str, *, settle_s: float = 0.5,  # type: ignore[no-untyped-def]
+                width: int | None = None):
     session = aiohttp.ClientSession()
     page, ws = await open_page(session, port)
+    if width is not None:
+        await page.send("Emulation.setDeviceMetricsOverride", width=width, height=1000,
+                        deviceScaleFactor=1, mobile=False)
     loaded = page.expect("Page.loadEventFired")
     await page.send("Page.navigate", url=url)
     await asyncio.wait_for(loaded.wait(), 60)
@@ -74,8 +78,8 @@ async def test_report_renders_every_plot_without_console_errors(chromium: int,
               width: d.getBoundingClientRect().width,
             }))""")
         rows = await page.evaluate("document.querySelectorAll('table.summary tbody tr').length")
-        legend = await page.evaluate(
-            "document.querySelector('#fig-budget-burn-down .legend').textContent")
+        titles = await page.evaluate(
+            "document.querySelector('#fig-budget-burn-down .infolayer').textContent")
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / "simulate-report.png"
         await page.screenshot(shot)
@@ -92,10 +96,45 @@ async def test_report_renders_every_plot_without_console_errors(chromium: int,
         assert plot["svgs"] >= 1 and plot["traces"] >= 1 and plot["points"] >= 1, plot
         assert plot["width"] > 300, plot
     assert rows == 5
-    assert "</script><script>" in legend  # shown as text, not run
+    assert "</script><script>" in titles  # shown as text, not run
     assert errors == []
     assert shot.stat().st_size > 20_000  # a real picture, not a blank page
     shutil.copy(shot, report.with_suffix(".png"))
+
+
+# Each figure's annotations (window labels, panel titles) and legend, as boxes on the page.
+_LABEL_BOXES = """
+Object.fromEntries(Array.from(document.querySelectorAll('.js-plotly-plot')).map(d => [d.id,
+  Array.from(d.querySelectorAll('text.annotation-text, .legend .bg')).map(e => {
+    const r = e.getBoundingClientRect();
+    return {text: e.textContent, left: r.left, right: r.right, top: r.top, bottom: r.bottom};
+  })]))"""
+
+
+@pytest.mark.parametrize("width", [1400, 900])
+async def test_no_label_overlaps_another_at_a_wide_or_narrow_window(
+        chromium: int, report: Path, width: int) -> None:
+    session, page, ws = await _load(chromium, report.as_uri(), width=width)
+    try:
+        boxes = await page.evaluate(_LABEL_BOXES)
+        panels = await page.evaluate(
+            "document.querySelectorAll('#fig-budget-burn-down .cartesianlayer > .subplot').length")
+        windows = await page.evaluate("document.querySelectorAll("
+                                      "'#fig-prompt-sizes-and-deployment-windows "
+                                      "text.annotation-text').length")
+    finally:
+        await ws.close()
+        await page.close()
+        await session.close()
+    for fig, found in boxes.items():
+        for i, a in enumerate(found):
+            assert a["right"] > a["left"], (fig, a)
+            for b in found[i + 1:]:
+                apart = (a["right"] <= b["left"] or b["right"] <= a["left"]
+                         or a["bottom"] <= b["top"] or b["bottom"] <= a["top"])
+                assert apart, (width, fig, a, b)
+    assert panels == 2  # the two tenants' daily budgets, each in its own panel
+    assert windows == 2  # two windows (8,192 and 16,384 tokens), one label each
 
 
 async def test_the_check_sees_console_errors(chromium: int, tmp_path: Path) -> None:
