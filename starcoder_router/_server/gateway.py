@@ -23,6 +23,7 @@ from .._config import load_config
 from .._routing.tokens import load_token_counter
 from .._running.hooks import Hooks
 from .._stores import open_configured, open_store
+from .._stores.redis import cluster_url
 from .context import CallContext, current_call
 from .health_share import GatewayHealth
 from .models import ModelChoice, model_names, resolve_model
@@ -139,10 +140,12 @@ class Gateway:
         kwargs.update(overrides)
         if "store" not in kwargs and cfg.store is not None:
             kwargs["store"] = open_configured(cfg.store)
-            # Shared rate limits and health speak to one server only: on a cluster they stay
-            # per instance for now.
-            if cfg.store.kind == "redis" and not getattr(kwargs["store"], "cluster", False):
-                kwargs.setdefault("redis_url", cfg.store.url)
+            # Rate limits and health are shared through the store's Redis (server or cluster).
+            url = cfg.store.url
+            if cfg.store.kind == "redis" and url:
+                if getattr(kwargs["store"], "cluster", False):
+                    url = cluster_url(url)  # `cluster = true` with a plain redis:// URL
+                kwargs.setdefault("redis_url", url)
         return cls(**kwargs)
 
     # -- routers --------------------------------------------------------------------------------

@@ -7,6 +7,14 @@ until it expires, for instances that start later). Each instance applies what th
 publish to all its routers. Times travel as wall-clock seconds, since monotonic clocks differ
 between machines.
 
+On a Redis Cluster (a `redis+cluster://` URL) the same commands work unchanged, with no script
+and no key that must share a slot with another: classic `PUBLISH` is forwarded over the cluster
+bus to every node, so a subscriber connected to any one node hears every instance (sharded
+`SPUBLISH` would not be simpler: one channel has one shard anyway); each `SET` goes to the
+master of its own key, and an instance that starts later finds the keys with `SCAN` on every
+master (redis-py's `RedisCluster.scan_iter`). The `SET` and the `PUBLISH` are two commands, not
+a pipeline, since a cluster pipeline routes by key and `PUBLISH` has none.
+
 Routers keep their circuits in a `HealthTracker` that `AsyncRouter` does not expose yet;
 `tracker_of` is the one place that reaches it.
 """
@@ -43,9 +51,9 @@ class SharedHealth:
     """Publish opened circuits to Redis and apply the ones other instances publish."""
 
     def __init__(self, url: str, *, prefix: str = "scr:"):
-        import redis.asyncio
+        from .._stores.redis import async_client
 
-        self._redis: Any = redis.asyncio.Redis.from_url(url, decode_responses=True)
+        self._redis: Any = async_client(url)  # a RedisCluster for a `redis+cluster://` URL
         self._channel = prefix + "health"
         self._key = prefix + "health:"
         self.instance = new_id()
@@ -74,8 +82,9 @@ class SharedHealth:
     def _receive(self, raw: str, apply: Apply) -> None:
         try:
             msg = json.loads(raw)
-            if msg["from"] != self.instance:
-                apply(str(msg["deployment"]), float(msg["until"]), str(msg["reason"]))
+            until = float(msg["until"])
+            if msg["from"] != self.instance and until > time.time():
+                apply(str(msg["deployment"]), until, str(msg["reason"]))
         except (ValueError, KeyError, TypeError):
             logger.warning("ignored a malformed health message: %r", raw[:200])
 
@@ -90,10 +99,8 @@ class SharedHealth:
 
     async def _send(self, deployment: str, msg: str, ttl_ms: int) -> None:
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.set(self._key + deployment, msg, px=ttl_ms)
-                pipe.publish(self._channel, msg)
-                await pipe.execute()
+            await self._redis.set(self._key + deployment, msg, px=ttl_ms)
+            await self._redis.publish(self._channel, msg)
         except Exception:
             logger.warning("could not share the health of %s", deployment, exc_info=True)
 

@@ -5,8 +5,14 @@ configured digest by `hmac.compare_digest`, without stopping at the first match,
 taken says nothing about which digest (or how much of one) matched.
 
 Rate limits count requests and tokens per tenant in fixed one-minute windows. With a Redis spend
-store the counters live in the same Redis, so every gateway instance shares them; otherwise they
-live in the process. Refused requests count too: a client that keeps hammering stays limited.
+store the counters live in the same Redis (server or cluster), so every gateway instance shares
+them; otherwise they live in the process. Refused requests count too: a client that keeps
+hammering stays limited.
+
+In Redis one tenant's minute is one hash, `P{rl:TENANT}:WINDOW` (P the store's prefix, WINDOW
+the minute since the epoch) with fields `requests` and `tokens`. Admit and settle are each one
+Lua script over that one key, so on a Redis Cluster they run atomically on the master that owns
+the tenant's slot; the hash tag keeps every minute of one tenant on that master.
 
 Tokens are reserved before the call, as budgets are: a request holds the most it can use (its
 prompt's bound plus its output cap) and is refused when that does not fit in what the minute has
@@ -238,18 +244,21 @@ return 0
 
 
 class RedisRateLimiter:
-    """Counters in Redis, shared by every gateway that uses the same Redis and prefix."""
+    """Counters in Redis, shared by every gateway that uses the same Redis (a server, or a
+    cluster for a `redis+cluster://` URL) and prefix."""
 
     def __init__(self, url: str, *, prefix: str = "scr:"):
-        import redis.asyncio
+        from .._stores.redis import async_client
 
-        self._redis: Any = redis.asyncio.Redis.from_url(url, decode_responses=True)
+        self._redis: Any = async_client(url)  # a RedisCluster for a `redis+cluster://` URL
         self._prefix = prefix
         self._admit = self._redis.register_script(_ADMIT)
         self._settle = self._redis.register_script(_SETTLE)
 
     def _key(self, tenant: TenantSettings, window: int) -> str:
-        return f"{self._prefix}rl:{tenant.name}:{window}"
+        # One key per script call, so it is in one slot whatever the name holds; the tag keeps
+        # a tenant's minutes together.
+        return f"{self._prefix}{{rl:{tenant.name}}}:{window}"
 
     async def admit(self, tenant: TenantSettings, now: float, tokens: int) -> TokenHold | None:
         if not _limits(tenant):

@@ -35,13 +35,34 @@ from .redis_plan import (
 )
 from .rollup import Grain, Rollup
 
-__all__ = ["RedisStore", "is_cluster_url"]
+__all__ = ["RedisStore", "async_client", "cluster_url", "is_cluster_url"]
 
 _CLUSTER_SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
 
 
 def is_cluster_url(url: str) -> bool:
     return url.startswith(tuple(_CLUSTER_SCHEMES))
+
+
+def cluster_url(url: str) -> str:
+    """`url` spelt as a cluster URL (`redis://h:p` -> `redis+cluster://h:p`)."""
+    for scheme, plain in _CLUSTER_SCHEMES.items():
+        if url.startswith(plain):
+            return scheme + url[len(plain):]
+    return url
+
+
+def async_client(url: str) -> Any:
+    """A `redis.asyncio` client for a server URL, or a `RedisCluster` for a cluster URL (the
+    gateway's rate limits and shared health use these; they speak the store's URL)."""
+    import redis.asyncio
+    import redis.asyncio.cluster
+
+    for scheme, plain in _CLUSTER_SCHEMES.items():
+        if url.startswith(scheme):
+            return redis.asyncio.cluster.RedisCluster.from_url(
+                plain + url[len(scheme):], decode_responses=True)
+    return redis.asyncio.Redis.from_url(url, decode_responses=True)
 
 
 class RedisStore:

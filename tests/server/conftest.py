@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 
 from starcoder_router import Catalog, Deployment
+from support.redis_cluster import RedisCluster, fresh_backend, start_cluster
 
 HERE = Path(__file__).resolve().parent
 T = TypeVar("T")
@@ -133,6 +134,21 @@ def _logs_at_debug(no_secret_in_any_log: _SecretScan) -> Iterator[None]:
         no_secret_in_any_log.active = False
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A real three-master Redis Cluster, started on first use."""
+    cluster = start_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def shared_redis(request: pytest.FixtureRequest) -> str:
+    """An empty Redis to share between gateways: the test module's `redis_url` server, or the
+    cluster (as a `redis+cluster://` URL)."""
+    return fresh_backend(str(request.param), request)
 
 
 @pytest.fixture(scope="session")

@@ -142,11 +142,14 @@ def test_two_instances_share_a_budget_without_overshoot(
 
 
 def test_an_opened_circuit_reaches_the_other_instance_within_a_second(
-        tmp_path: Path, fresh_redis: str, upstream: Any, upstream_url: str,
+        tmp_path: Path, shared_redis: str, upstream: Any, upstream_url: str,
         instances: Any) -> None:
+    """Through one redis-server, and through a Redis Cluster (`cluster = true`)."""
+    url = shared_redis.replace("+cluster", "", 1)
+    cluster = "\ncluster = true" if url != shared_redis else ""
     config = write_config(tmp_path / "router.toml", upstream_url,
                           variants=("starcoder2-3b", "starcoder2-7b"),
-                          store=f'[store]\nkind = "redis"\nurl = "{fresh_redis}"')
+                          store=f'[store]\nkind = "redis"\nurl = "{url}"{cluster}')
     a, b = instances(config, 2)
     assert complete(b.url).headers["x-starcoder-router-deployment"] == "mock/starcoder2-3b"
     upstream.fail_models.add("mock-starcoder2-3b")
@@ -203,7 +206,8 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path, upstream: Any,
     assert not Path(f"/proc/{workers[0]}").exists()
 
 
-def test_rate_limits_are_shared_through_redis(serve: Any, fresh_redis: str) -> None:
+def test_rate_limits_are_shared_through_redis(serve: Any, shared_redis: str) -> None:
+    """Through one redis-server, and through a Redis Cluster."""
     from starcoder_router import RedisStore
     from starcoder_router._server.settings import ServerSettings, TenantSettings
     from starcoder_router._server.tenants import hash_key
@@ -211,8 +215,8 @@ def test_rate_limits_are_shared_through_redis(serve: Any, fresh_redis: str) -> N
     tenants = (TenantSettings(name="acme", key_sha256=hash_key("sk-acme"),
                               requests_per_minute=3),)
     settings = ServerSettings(tenants=tenants)
-    a = serve(settings=settings, store=RedisStore(fresh_redis), redis_url=fresh_redis)
-    b = serve(settings=settings, store=RedisStore(fresh_redis), redis_url=fresh_redis)
+    a = serve(settings=settings, store=RedisStore(shared_redis), redis_url=shared_redis)
+    b = serve(settings=settings, store=RedisStore(shared_redis), redis_url=shared_redis)
     auth = {"Authorization": "Bearer sk-acme"}
     body = {"model": "starcoder2", "prompt": "x", "max_tokens": 4}
     codes = [httpx.post(url + "/v1/completions", json=body, headers=auth, timeout=10).status_code

@@ -1,7 +1,7 @@
 """Token rate limits reserve before the call and settle after it: concurrent requests can never
 use more than a tenant's `tokens_per_minute` together, and every path (success, upstream error,
 client gone) gives back what a request held beyond what it used. In memory and through Redis,
-across gateways sharing one redis-server."""
+across gateways sharing one redis-server or one Redis Cluster."""
 
 from __future__ import annotations
 
@@ -123,23 +123,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     stop(proc)
 
 
-@pytest.fixture
-def fresh_redis(redis_url: str) -> str:
-    import redis
-
-    with redis.Redis.from_url(redis_url) as client:
-        client.flushall()
-    return redis_url
-
-
 def redis_gateway(serve: Any, url: str, limit: int = LIMIT) -> Any:
     return serve(settings=tenant(limit), store=RedisStore(url), redis_url=url)
 
 
 @pytest.mark.integration
 def test_concurrent_requests_cannot_overrun_the_limit_in_redis(
-        serve: Any, upstream: Any, fresh_redis: str) -> None:
-    gw = redis_gateway(serve, fresh_redis)
+        serve: Any, upstream: Any, shared_redis: str) -> None:
+    gw = redis_gateway(serve, shared_redis)
     upstream.script(*[Reply(delay_s=0.4)] * 50)
     away_from_minute_edge()
     codes = asyncio.run(_burst([gw.url], 50))
@@ -149,20 +140,47 @@ def test_concurrent_requests_cannot_overrun_the_limit_in_redis(
 
 @pytest.mark.integration
 def test_two_gateways_share_one_token_limit_through_redis(
-        serve: Any, upstream: Any, fresh_redis: str) -> None:
-    a, b = redis_gateway(serve, fresh_redis), redis_gateway(serve, fresh_redis)
+        serve: Any, upstream: Any, shared_redis: str) -> None:
+    """Through one redis-server, and through a Redis Cluster."""
+    a, b = redis_gateway(serve, shared_redis), redis_gateway(serve, shared_redis)
     upstream.script(*[Reply(delay_s=0.4)] * 50)
     away_from_minute_edge()
     codes = asyncio.run(_burst([a.url, b.url], 50))
     assert 1 <= codes.count(200) <= LIMIT // HOLD, codes
-    ledger = RedisStore(fresh_redis).ledger()
+    ledger = RedisStore(shared_redis).ledger()
     assert sum(e.prompt_tokens + e.completion_tokens for e in ledger) <= LIMIT
 
 
 @pytest.mark.integration
 def test_every_path_settles_its_hold_in_redis(serve: Any, upstream: Any,
-                                              fresh_redis: str) -> None:
-    _settles_every_path(redis_gateway(serve, fresh_redis, 2 * HOLD + 5), upstream)
+                                              shared_redis: str) -> None:
+    _settles_every_path(redis_gateway(serve, shared_redis, 2 * HOLD + 5), upstream)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["acme", "a}{b", "{x}", "}"])
+async def test_the_redis_limiter_keeps_a_tenants_minutes_in_one_slot(shared_redis: str,
+                                                             name: str) -> None:
+    from redis.crc import key_slot
+
+    from starcoder_router._server.tenants import RedisRateLimiter
+
+    limiter = RedisRateLimiter(shared_redis, prefix="p:")
+    acme = TenantSettings(name=name, key_sha256=hash_key(KEY), tokens_per_minute=100,
+                          requests_per_minute=3)
+    assert len({key_slot(limiter._key(acme, w).encode()) for w in range(50)}) == 1
+    try:
+        hold = await limiter.admit(acme, 0.0, 60)
+        assert hold is not None
+        with pytest.raises(Exception, match="tokens per minute"):
+            await limiter.admit(acme, 1.0, 60)
+        hold.used = 10
+        await limiter.settle(hold)
+        assert await limiter.admit(acme, 2.0, 90) is not None  # 10 used + 90 fit in 100
+        with pytest.raises(Exception, match="requests per minute"):
+            await limiter.admit(acme, 3.0, 0)
+    finally:
+        await limiter.aclose()
 
 
 # -- the hold is a bound -----------------------------------------------------------------------

@@ -41,6 +41,16 @@ def test_a_cluster_url_or_flag_selects_the_cluster_client(redis_cluster: RedisCl
     flagged.close()
 
 
+def test_cluster_url_spells_a_server_url_as_a_cluster_url() -> None:
+    from starcoder_router._stores.redis import cluster_url, is_cluster_url
+
+    assert cluster_url("redis://h:7000/0") == "redis+cluster://h:7000/0"
+    assert cluster_url("rediss://u:p@h:7000") == "rediss+cluster://u:p@h:7000"
+    for url in ("redis+cluster://h:7000", "rediss+cluster://h:1", "unix:///tmp/r.sock"):
+        assert cluster_url(url) == url
+    assert is_cluster_url(cluster_url("redis://h:1")) and not is_cluster_url("redis://h:1")
+
+
 def test_one_budgets_keys_share_a_slot_and_budgets_spread() -> None:
     from redis.crc import key_slot
 

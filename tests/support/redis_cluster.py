@@ -99,6 +99,21 @@ def backend_url(kind: str, request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue("redis_url"))
 
 
+def fresh_backend(kind: str, request: pytest.FixtureRequest) -> str:
+    """`backend_url`, emptied first (every master of a cluster)."""
+    import redis
+    import redis.cluster
+
+    url = backend_url(kind, request)
+    if kind == "cluster":
+        with redis.cluster.RedisCluster.from_url(url.replace("+cluster", "", 1)) as cluster:
+            cluster.flushall(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+    else:
+        with redis.Redis.from_url(url) as client:
+            client.flushall()
+    return url
+
+
 def start_cluster(workdir: Path) -> RedisCluster:
     cluster = RedisCluster(workdir)
     try:
