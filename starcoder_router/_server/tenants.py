@@ -27,6 +27,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from .._errors import StoreError
+from .._stores import DEFAULT_REDIS_TIMEOUT_S
 from .problems import GatewayError, Problem
 from .settings import TenantSettings
 
@@ -240,10 +242,15 @@ return 0
 class RedisRateLimiter:
     """Counters in Redis, shared by every gateway that uses the same Redis and prefix."""
 
-    def __init__(self, url: str, *, prefix: str = "scr:"):
+    def __init__(self, url: str, *, prefix: str = "scr:",
+                 timeout_s: float = DEFAULT_REDIS_TIMEOUT_S):
         import redis.asyncio
 
-        self._redis: Any = redis.asyncio.Redis.from_url(url, decode_responses=True)
+        from .._stores.redis import bounded
+
+        self._redis: Any = redis.asyncio.Redis.from_url(
+            url, decode_responses=True, **bounded(timeout_s, asynchronous=True))
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError,)
         self._prefix = prefix
         self._admit = self._redis.register_script(_ADMIT)
         self._settle = self._redis.register_script(_SETTLE)
@@ -256,9 +263,13 @@ class RedisRateLimiter:
             return None
         window = _window(now)
         want = tokens if tenant.tokens_per_minute is not None else 0
-        verdict = await self._admit(keys=[self._key(tenant, window)], args=[
-            tenant.requests_per_minute or 0, tenant.tokens_per_minute or 0, want,
-            int(WINDOW_S * 2)])
+        try:
+            verdict = await self._admit(keys=[self._key(tenant, window)], args=[
+                tenant.requests_per_minute or 0, tenant.tokens_per_minute or 0, want,
+                int(WINDOW_S * 2)])
+        except self._errors as exc:  # down or hung: a 503 like the spend store's, not a 500
+            raise StoreError(f"could not reach the Redis rate limiter: "
+                             f"{type(exc).__name__}: {exc}") from exc
         if int(verdict):
             raise _limited(tenant, "requests" if int(verdict) == 1 else "tokens", now)
         return TokenHold(tenant, window, want) if want else None
@@ -266,7 +277,11 @@ class RedisRateLimiter:
     async def settle(self, hold: TokenHold) -> None:
         delta = hold.take_settlement()
         if delta:
-            await self._settle(keys=[self._key(hold.tenant, hold.window)], args=[delta])
+            try:
+                await self._settle(keys=[self._key(hold.tenant, hold.window)], args=[delta])
+            except self._errors as exc:
+                raise StoreError(f"could not reach the Redis rate limiter: "
+                                 f"{type(exc).__name__}: {exc}") from exc
 
     async def aclose(self) -> None:
         await self._redis.aclose()
