@@ -220,7 +220,8 @@ def test_a_hung_redis_store_gives_a_503_within_its_timeout(serve: Any) -> None:
         url = f"redis://127.0.0.1:{hung.getsockname()[1]}/0"
         gw = serve(store=RedisStore(url, timeout_s=0.3))
         began = time.monotonic()
-        r = httpx.post(gw.url + "/v1/completions", timeout=10,
+        r = httpx.post(gw.url + "/v1/completions", timeout=30,
                        json={"model": "starcoder2", "prompt": "x", "max_tokens": 4})
         assert r.status_code == 503
-        assert time.monotonic() - began < 2.0
+        assert r.json()["error"]["type"] == "store_error" or "store" in r.text.lower()
+        assert time.monotonic() - began < 5.0  # a few store calls of 0.3 s each, not a hang
