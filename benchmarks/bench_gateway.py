@@ -211,7 +211,7 @@ def run_gateways(args: argparse.Namespace) -> list[dict[str, Any]]:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
         gw = start([sys.executable, "-m", "starcoder_router._cli", "serve", "--config",
-                    str(cfg), "--port", str(port)], env=env)
+                    str(cfg), "--port", str(port), "--state-dir", str(tmp / "state")], env=env)
         procs.append(gw)
         wait_http(f"http://127.0.0.1:{port}/health")
         rows.append(measure("starcoder-router serve", f"http://127.0.0.1:{port}/v1/completions",

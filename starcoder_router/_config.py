@@ -73,7 +73,8 @@ class StoreSettings(FrozenModel):
     `cluster = true` or a `redis+cluster://` URL for a Redis Cluster). `on_store_error`:
     refuse requests while the store is down (`reject`), or admit them against 10% of each
     budget and book them when it is back (`allow`). `retention_days`: how long raw ledger rows
-    are kept (hourly roll-ups are kept for ever); None keeps them all."""
+    are kept (hourly roll-ups are kept for ever); None keeps them all. `timeout_s` bounds each
+    Redis connect and each reply (a hung server gives `StoreError` after it)."""
 
     kind: Literal["memory", "sqlite", "redis"] = "memory"
     path: str | None = None
@@ -81,6 +82,7 @@ class StoreSettings(FrozenModel):
     cluster: bool = False
     on_store_error: Literal["reject", "allow"] = "reject"
     retention_days: float | None = Field(default=None, gt=0)
+    timeout_s: float = Field(default=2.0, gt=0)
 
     @model_validator(mode="after")
     def _address(self) -> StoreSettings:

@@ -3,10 +3,14 @@
     starcoder-router serve --config router.toml --port 8080 --workers 2
     starcoder-router serve --hash-key "$KEY"      # the digest to put in [[server.tenants]]
 
-Several workers share the port (SO_REUSEPORT); give them a SQLite or Redis store so that they
-share budgets and rate limits too. On SIGINT/SIGTERM each worker stops accepting, lets in-flight
-requests finish for `shutdown_timeout_s`, then cancels the rest (a cancelled stream books what it
-cost).
+Without a `[store]` the spend is kept in a SQLite file, `spend.db` in the state directory
+(`state_dir.py`), so a restart remembers it and several workers (they share the port with
+SO_REUSEPORT) share one set of budgets; a Redis store also shares rate limits and health across
+machines. A memory store with several workers is refused: each worker would keep its own
+budgets, and together they could spend each one N times.
+
+On SIGINT/SIGTERM each worker stops accepting, lets in-flight requests finish for
+`shutdown_timeout_s`, then cancels the rest (a cancelled stream books what it cost).
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8080)")
     p.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="where the spend database is kept when the config has no [store] "
+                        "(default: $STARCODER_ROUTER_STATE_DIR, $XDG_STATE_HOME/starcoder-router "
+                        "or ~/.local/state/starcoder-router)")
     p.add_argument("--no-access-log", action="store_true",
                    help="do not log a line per request (on by default)")
     p.add_argument("--hash-key", metavar="KEY",
@@ -47,38 +55,49 @@ def run_serve(args: argparse.Namespace) -> int:
     from .settings import load_server_settings
 
     settings = load_server_settings(args.config)
-    updates: dict[str, Any] = {k: v for k, v in (("host", args.host), ("port", args.port))
-                               if v is not None}
+    updates: dict[str, Any] = {k: v for k, v in (("host", args.host), ("port", args.port),
+                                                 ("state_dir", args.state_dir)) if v is not None}
     if args.no_access_log:
         updates["access_log"] = False
     if updates:
         settings = settings.model_copy(update=updates)
     workers = max(1, int(args.workers))
+    store_kind: str | None = None
     if args.config is not None:
         from .._config import load_config
 
-        load_config(args.config)  # a broken config says so here (ConfigError), not per worker
-    problem = _cannot_serve(settings.host, settings.port)
+        # A broken config says so here (ConfigError), not per worker.
+        cfg = load_config(args.config)
+        store_kind = cfg.store.kind if cfg.store is not None else None
+    problem = _cannot_serve(settings.host, settings.port) or _cannot_share(store_kind, workers)
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    spend_db: str | None = None
+    if store_kind is None:
+        from .state_dir import open_default_store
+
+        spend_db = str(open_default_store(settings.state_dir))  # ConfigError before the banner
     _configure_logging()
     # One banner, from the process the user started (the workers print nothing of their own).
     many = f"{workers} workers, " if workers > 1 else ""
     print(f"starcoder-router gateway on http://{settings.host}:{settings.port} "
           f"({many}{_loop_name()} loop)", file=sys.stderr, flush=True)
+    if spend_db is not None:
+        print(f"spend kept in {spend_db}", file=sys.stderr, flush=True)
+    raw = settings.model_dump()
     if workers == 1:
-        _serve(args.config, settings.model_dump(), reuse_port=False)
+        _serve(args.config, raw, False, spend_db)
         return 0
     ctx = multiprocessing.get_context("spawn")
-    children = [ctx.Process(target=_serve, args=(args.config, settings.model_dump(), True),
+    children = [ctx.Process(target=_serve, args=(args.config, raw, True, spend_db),
                             daemon=False) for _ in range(workers - 1)]
     for child in children:
         child.start()
 
     # SIGINT/SIGTERM stop this worker gracefully; then the others stop.
     try:
-        _serve(args.config, settings.model_dump(), reuse_port=True)
+        _serve(args.config, raw, True, spend_db)
     finally:
         for child in children:
             if child.is_alive():
@@ -87,19 +106,23 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(config: str | None, raw_settings: dict[str, Any], reuse_port: bool) -> None:
-    """One worker: build the gateway inside the event loop and serve until signalled."""
+def _serve(config: str | None, raw_settings: dict[str, Any], reuse_port: bool,
+           spend_db: str | None) -> None:
+    """One worker: build the gateway inside the event loop and serve until signalled.
+    `spend_db`: the default SQLite store's file (None when the config names a store)."""
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(_serve_until_signalled(config, raw_settings, reuse_port, loop))
+        loop.run_until_complete(_serve_until_signalled(config, raw_settings, reuse_port,
+                                                       spend_db, loop))
     finally:
         asyncio.set_event_loop(None)
         loop.close()
 
 
 async def _serve_until_signalled(config: str | None, raw_settings: dict[str, Any],
-                                 reuse_port: bool, loop: asyncio.AbstractEventLoop) -> None:
+                                 reuse_port: bool, spend_db: str | None,
+                                 loop: asyncio.AbstractEventLoop) -> None:
     import signal
 
     from .app import create_app, listen
@@ -113,7 +136,12 @@ async def _serve_until_signalled(config: str | None, raw_settings: dict[str, Any
         # Windows' loops have no signal handlers: Ctrl-C ends run_until_complete instead.
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    app = create_app(Gateway.from_config(config, settings=settings))
+    overrides: dict[str, Any] = {"settings": settings}
+    if spend_db is not None:
+        from .._stores.sqlite import SQLiteStore
+
+        overrides["store"] = SQLiteStore(spend_db)
+    app = create_app(Gateway.from_config(config, **overrides))
     runner = await listen(app, settings, host=settings.host, port=settings.port,
                           reuse_port=reuse_port)
     try:
@@ -147,6 +175,16 @@ def _cannot_serve(host: str, port: int) -> str | None:
                     return f"cannot listen on {host}:{port}: the address is already in use"
                 return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
     return None
+
+
+def _cannot_share(store_kind: str | None, workers: int) -> str | None:
+    """Why these workers could not share their budgets: a memory store is per process."""
+    if store_kind != "memory" or workers == 1:
+        return None
+    return (f"a memory store keeps each worker's spend apart, so {workers} workers could spend "
+            f"every budget {workers} times over; use [store] kind = \"sqlite\" (with a path) or "
+            f"\"redis\" (with a url), or leave out [store] for the default SQLite file in the "
+            f"state directory, or run one worker")
 
 
 def _configure_logging() -> None:

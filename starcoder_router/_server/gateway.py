@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .._config import load_config
 from .._routing.tokens import load_token_counter
 from .._running.hooks import Hooks
-from .._stores import open_configured, open_store
+from .._stores import DEFAULT_REDIS_TIMEOUT_S, open_configured, open_store
 from .._stores.redis import cluster_url
 from .context import CallContext, current_call
 from .health_share import GatewayHealth
@@ -102,8 +102,12 @@ class Gateway:
         if hasattr(self.store, "observer"):  # on_store_error = "allow": count blind admissions
             self.store.observer = self.metrics.on_store_event
         self.tenants = Tenants(self.settings.tenants)
+        # The store's own bound on a Redis reply bounds the limiter's and shared health's too.
+        redis_timeout_s = getattr(getattr(self.store, "inner", self.store), "timeout_s",
+                                  DEFAULT_REDIS_TIMEOUT_S)
         self.limiter: RateLimiter = (RedisRateLimiter(redis_url, prefix=getattr(
-            self.store, "prefix", "scr:")) if redis_url else MemoryRateLimiter())
+            self.store, "prefix", "scr:"), timeout_s=redis_timeout_s) if redis_url
+            else MemoryRateLimiter())
         extra = hooks or Hooks()
         if self.settings.tracing:
             from .telemetry import otel_hooks
@@ -118,7 +122,7 @@ class Gateway:
         self._routers: dict[ModelChoice, AsyncRouter] = {}
         self._by_name: dict[str | None, AsyncRouter] = {}
         self.health = GatewayHealth(lambda: list(self._routers.values()), redis_url,
-                                    getattr(self.store, "prefix", "scr:"))
+                                    getattr(self.store, "prefix", "scr:"), redis_timeout_s)
         # The default router exists from the start (/ready asks it); what it can serve is fixed
         # by the config (keys, allowed providers, quality floor), so the lists compute it once.
         default = self._routers[ModelChoice()] = self._build_router(ModelChoice())

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._ids import new_id
+from .._stores import DEFAULT_REDIS_TIMEOUT_S
 
 if TYPE_CHECKING:
     from .._routing.health import HealthTracker
@@ -50,10 +51,13 @@ def tracker_of(router: AsyncRouter) -> HealthTracker:
 class SharedHealth:
     """Publish opened circuits to Redis and apply the ones other instances publish."""
 
-    def __init__(self, url: str, *, prefix: str = "scr:"):
+    def __init__(self, url: str, *, prefix: str = "scr:",
+                 timeout_s: float = DEFAULT_REDIS_TIMEOUT_S):
         from .._stores.redis import async_client
 
-        self._redis: Any = async_client(url)  # a RedisCluster for a `redis+cluster://` URL
+        # A RedisCluster for a `redis+cluster://` URL.
+        self._redis: Any = async_client(url, timeout_s=timeout_s)
+        self._wait_s = timeout_s / 2  # one wait for a message, shorter than a reply may take
         self._channel = prefix + "health"
         self._key = prefix + "health:"
         self.instance = new_id()
@@ -72,8 +76,12 @@ class SharedHealth:
 
     async def _listen(self, pubsub: Any, apply: Apply) -> None:
         try:
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
+            # Bounded waits, not `listen()`: with a socket timeout some redis-py versions end an
+            # idle `listen()` with TimeoutError; an empty wait here just waits again.
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                   timeout=self._wait_s)
+                if message is not None and message.get("type") == "message":
                     self._receive(message["data"], apply)
         finally:
             with contextlib.suppress(Exception):
@@ -119,10 +127,11 @@ class GatewayHealth:
     name -> (until, as wall-clock time; reason). Routers made later start with them."""
 
     def __init__(self, routers: Callable[[], list[AsyncRouter]], redis_url: str | None,
-                 prefix: str):
+                 prefix: str, timeout_s: float = DEFAULT_REDIS_TIMEOUT_S):
         self._routers = routers
         self._down: dict[str, tuple[float, str]] = {}
-        self.shared = SharedHealth(redis_url, prefix=prefix) if redis_url else None
+        self.shared = (SharedHealth(redis_url, prefix=prefix, timeout_s=timeout_s)
+                       if redis_url else None)
 
     def after_failure(self, name: str) -> None:
         """An attempt on `name` failed. The router updates its circuit right after its hook

@@ -75,6 +75,9 @@ class ServerSettings(FrozenModel):
     one line per request to the `starcoder_router.access` logger (no keys, no bodies).
     `autocomplete_mode` is the completion mode of requests that name none (README, "Editor
     autocomplete"); by default none: completions follow the client's own parameters.
+    `state_dir` is where `serve` keeps its spend database (`spend.db`) when the config has no
+    `[store]` (default in `state_dir.py`: `$STARCODER_ROUTER_STATE_DIR`, else
+    `$XDG_STATE_HOME/starcoder-router`, else `~/.local/state/starcoder-router`).
     """
 
     host: str = "127.0.0.1"
@@ -96,6 +99,7 @@ class ServerSettings(FrozenModel):
     metrics_key: SecretStr | None = None
     metrics_tenant_labels: bool = True
     autocomplete_mode: Literal["line", "block", "auto"] | None = None
+    state_dir: str | None = Field(default=None, min_length=1)
 
     @field_validator("metrics_key")
     @classmethod

@@ -33,6 +33,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from .._errors import StoreError
+from .._stores import DEFAULT_REDIS_TIMEOUT_S
 from .problems import GatewayError, Problem
 from .settings import TenantSettings
 
@@ -247,10 +249,17 @@ class RedisRateLimiter:
     """Counters in Redis, shared by every gateway that uses the same Redis (a server, or a
     cluster for a `redis+cluster://` URL) and prefix."""
 
-    def __init__(self, url: str, *, prefix: str = "scr:"):
+    def __init__(self, url: str, *, prefix: str = "scr:",
+                 timeout_s: float = DEFAULT_REDIS_TIMEOUT_S):
+        import redis
+        import redis.exceptions
+
         from .._stores.redis import async_client
 
-        self._redis: Any = async_client(url)  # a RedisCluster for a `redis+cluster://` URL
+        # A RedisCluster for a `redis+cluster://` URL.
+        self._redis: Any = async_client(url, timeout_s=timeout_s)
+        self._errors: tuple[type[BaseException], ...] = (
+            redis.RedisError, redis.exceptions.RedisClusterException)
         self._prefix = prefix
         self._admit = self._redis.register_script(_ADMIT)
         self._settle = self._redis.register_script(_SETTLE)
@@ -265,9 +274,13 @@ class RedisRateLimiter:
             return None
         window = _window(now)
         want = tokens if tenant.tokens_per_minute is not None else 0
-        verdict = await self._admit(keys=[self._key(tenant, window)], args=[
-            tenant.requests_per_minute or 0, tenant.tokens_per_minute or 0, want,
-            int(WINDOW_S * 2)])
+        try:
+            verdict = await self._admit(keys=[self._key(tenant, window)], args=[
+                tenant.requests_per_minute or 0, tenant.tokens_per_minute or 0, want,
+                int(WINDOW_S * 2)])
+        except self._errors as exc:  # down or hung: a 503 like the spend store's, not a 500
+            raise StoreError(f"could not reach the Redis rate limiter: "
+                             f"{type(exc).__name__}: {exc}") from exc
         if int(verdict):
             raise _limited(tenant, "requests" if int(verdict) == 1 else "tokens", now)
         return TokenHold(tenant, window, want) if want else None
@@ -275,7 +288,11 @@ class RedisRateLimiter:
     async def settle(self, hold: TokenHold) -> None:
         delta = hold.take_settlement()
         if delta:
-            await self._settle(keys=[self._key(hold.tenant, hold.window)], args=[delta])
+            try:
+                await self._settle(keys=[self._key(hold.tenant, hold.window)], args=[delta])
+            except self._errors as exc:
+                raise StoreError(f"could not reach the Redis rate limiter: "
+                                 f"{type(exc).__name__}: {exc}") from exc
 
     async def aclose(self) -> None:
         await self._redis.aclose()

@@ -35,7 +35,7 @@ from .redis_plan import (
 )
 from .rollup import Grain, Rollup
 
-__all__ = ["RedisStore", "async_client", "cluster_url", "is_cluster_url"]
+__all__ = ["RedisStore", "async_client", "bounded", "cluster_url", "is_cluster_url"]
 
 _CLUSTER_SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
 
@@ -52,17 +52,41 @@ def cluster_url(url: str) -> str:
     return url
 
 
-def async_client(url: str) -> Any:
+def async_client(url: str, *, timeout_s: float) -> Any:
     """A `redis.asyncio` client for a server URL, or a `RedisCluster` for a cluster URL (the
-    gateway's rate limits and shared health use these; they speak the store's URL)."""
+    gateway's rate limits and shared health use these; they speak the store's URL), waiting at
+    most `timeout_s` to connect and for each reply."""
     import redis.asyncio
     import redis.asyncio.cluster
 
     for scheme, plain in _CLUSTER_SCHEMES.items():
         if url.startswith(scheme):
             return redis.asyncio.cluster.RedisCluster.from_url(
-                plain + url[len(scheme):], decode_responses=True)
-    return redis.asyncio.Redis.from_url(url, decode_responses=True)
+                plain + url[len(scheme):], decode_responses=True, socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s)
+    return redis.asyncio.Redis.from_url(url, decode_responses=True,
+                                        **bounded(timeout_s, asynchronous=True))
+
+
+def bounded(timeout_s: float, *, asynchronous: bool) -> dict[str, Any]:
+    """Keyword arguments for a `redis.Redis` (or `redis.asyncio.Redis`) client that waits at
+    most `timeout_s` to connect and for each reply. redis-py waits for ever by default, and
+    since 6.0 retries a timed-out command three times with backoff, which would multiply the
+    bound; a dropped connection is still retried once, at once (a restarted server)."""
+    import redis.exceptions
+
+    once = (redis.exceptions.ConnectionError,)
+    if asynchronous:
+        from redis.asyncio.retry import Retry as AsyncRetry
+        from redis.backoff import NoBackoff
+
+        retry: Any = AsyncRetry(NoBackoff(), 1, supported_errors=once)
+    else:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        retry = Retry(NoBackoff(), 1, supported_errors=once)
+    return {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s, "retry": retry}
 
 
 class RedisStore:
@@ -77,12 +101,13 @@ class RedisStore:
     expire that long after the day ends, and the roll-ups stay. Sync methods use `redis.Redis`
     (`redis.cluster.RedisCluster`), the `a`-prefixed twins their
     `redis.asyncio` counterparts (use those from one event loop). `Reservation.expires_at` is in
-    the server's clock. Every Redis failure is raised as a `StoreError`. Needs the `redis`
+    the server's clock. Every Redis failure is raised as a `StoreError`, a server that does not
+    answer within `timeout_s` (connect, then each reply) included. Needs the `redis`
     extra: `pip install 'starcoder-router[redis]'`.
     """
 
     def __init__(self, url: str, *, prefix: str = "scr:", cluster: bool = False,
-                 retention_days: float | None = None) -> None:
+                 retention_days: float | None = None, timeout_s: float = 2.0) -> None:
         # Imported here so the package imports without the optional `redis` extra.
         try:
             import redis
@@ -94,6 +119,9 @@ class RedisStore:
             raise MissingDependencyError("RedisStore", "redis", "redis") from exc
         self.prefix = prefix
         self.cluster = cluster or is_cluster_url(url)
+        self.timeout_s = timeout_s
+        # Without these redis-py waits for ever on a server that accepts and never answers.
+        bounds = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
         self._errors: tuple[type[BaseException], ...] = (
             redis.RedisError, redis.exceptions.RedisClusterException)
         for scheme, plain in _CLUSTER_SCHEMES.items():
@@ -102,12 +130,15 @@ class RedisStore:
         self._async: Any
         try:
             if self.cluster:
-                self._sync = redis.cluster.RedisCluster.from_url(url, decode_responses=True)
+                self._sync = redis.cluster.RedisCluster.from_url(
+                    url, decode_responses=True, **bounds)
                 self._async = redis.asyncio.cluster.RedisCluster.from_url(
-                    url, decode_responses=True)
+                    url, decode_responses=True, **bounds)
             else:
-                self._sync = redis.Redis.from_url(url, decode_responses=True)
-                self._async = redis.asyncio.Redis.from_url(url, decode_responses=True)
+                self._sync = redis.Redis.from_url(url, decode_responses=True,
+                                                  **bounded(timeout_s, asynchronous=False))
+                self._async = redis.asyncio.Redis.from_url(url, decode_responses=True,
+                                                           **bounded(timeout_s, asynchronous=True))
         except self._errors as exc:
             raise _store_error(exc, "connect to") from exc
         self._names = KeyNames(prefix, (lambda k: int(key_slot(k.encode())))

@@ -121,6 +121,17 @@ def no_secret_in_any_log() -> Iterator[_SecretScan]:
 
 
 @pytest.fixture(autouse=True)
+def state_dir(tmp_path_factory: pytest.TempPathFactory,
+               monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`serve` without a `[store]` keeps its spend database in the state directory: every
+    gateway these tests start (subprocesses inherit the environment) writes into a temporary
+    one, never the user's home."""
+    state = tmp_path_factory.mktemp("state") / "starcoder-router"
+    monkeypatch.setenv("STARCODER_ROUTER_STATE_DIR", str(state))
+    return state
+
+
+@pytest.fixture(autouse=True)
 def _logs_at_debug(no_secret_in_any_log: _SecretScan) -> Iterator[None]:
     """Each gateway test runs with every logger at DEBUG, under the scan."""
     loggers = [logging.getLogger(), *(logging.getLogger(n) for n in _LIBRARIES)]

@@ -204,3 +204,24 @@ def test_an_opened_circuit_reaches_every_model_names_router(serve: Any, upstream
         r = httpx.post(gw.url + "/v1/completions", json={**body, "model": model}, timeout=10)
         assert r.status_code == 503
     assert len(upstream.bodies) == sent  # neither tried the deployment known to be down
+
+
+def test_a_hung_redis_store_gives_a_503_within_its_timeout(serve: Any) -> None:
+    """A Redis that accepts and never answers: the request is refused in time, not held."""
+    import socket
+    import time
+
+    pytest.importorskip("redis")
+    from starcoder_router import RedisStore
+
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)  # the kernel completes the handshakes; nobody ever reads or writes
+        url = f"redis://127.0.0.1:{hung.getsockname()[1]}/0"
+        gw = serve(store=RedisStore(url, timeout_s=0.3))
+        began = time.monotonic()
+        r = httpx.post(gw.url + "/v1/completions", timeout=30,
+                       json={"model": "starcoder2", "prompt": "x", "max_tokens": 4})
+        assert r.status_code == 503
+        assert r.json()["error"]["type"] == "store_error" or "store" in r.text.lower()
+        assert time.monotonic() - began < 5.0  # a few store calls of 0.3 s each, not a hang

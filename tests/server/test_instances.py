@@ -226,3 +226,48 @@ def test_rate_limits_are_shared_through_redis(serve: Any, shared_redis: str) -> 
         codes = [httpx.post(url + "/v1/completions", json=body, headers=auth,
                             timeout=10).status_code for url in (a.url, b.url, a.url, b.url)]
     assert codes == [200, 200, 200, 429]
+
+
+def _spent_in(state_dir: Path) -> int:
+    from starcoder_router import SQLiteStore
+
+    store = SQLiteStore(state_dir / "spend.db")
+    try:
+        return sum(e.cost_nano for e in store.ledger())
+    finally:
+        store.close()
+
+
+def test_spend_survives_a_restart_without_a_store(tmp_path: Path, upstream: Any,
+                                                  upstream_url: str, instances: Any,
+                                                  state_dir: Path) -> None:
+    # each answer: 1 prompt token + 4 output tokens at $100/M = $0.0005; the budget holds 8
+    config = write_config(tmp_path / "router.toml", upstream_url, budget_usd=0.004, store="")
+    (gw,) = instances(config, 1)
+    assert [complete(gw.url).status_code for _ in range(5)] == [200] * 5
+    assert gw.stop() == 0
+    assert _spent_in(state_dir) == 5 * 500_000
+    (again,) = instances(config, 1)
+    codes = [complete(again.url).status_code for _ in range(8)]
+    # what was spent before the restart still counts: 3 more at most, not 8
+    assert 1 <= codes.count(200) <= 3 and codes[-1] == 429
+    assert _spent_in(state_dir) <= 4_000_000
+
+
+def test_two_workers_share_a_budget_through_the_default_file(
+        tmp_path: Path, upstream: Any, upstream_url: str, state_dir: Path) -> None:
+    limit = 0.004
+    config = write_config(tmp_path / "router.toml", upstream_url, budget_usd=limit, store="")
+    gw = Instance(config, tmp_path / "workers.log", "--workers", "2")
+    try:
+        upstream.script(*[Reply(delay_s=0.05)] * 40)
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(lambda _: complete(gw.url), range(40)))
+    finally:
+        assert gw.stop() == 0
+    statuses = [r.status_code for r in results]
+    assert set(statuses) == {200, 429}
+    spent = _spent_in(state_dir)
+    assert spent == statuses.count(200) * 500_000
+    assert spent <= limit * 1e9  # one budget for both workers: no overspend
+    assert spent >= (limit - 0.0011) * 1e9
