@@ -7,6 +7,7 @@ left-to-right `prompt` (the cursor is at its end, nothing follows).
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 from .._routing.request import CompletionRequest
@@ -25,6 +26,15 @@ _BRACE_EXT = frozenset({
 })
 # How far back and ahead to look when guessing the language family from the text.
 _SNIFF_CHARS = 4000
+# How much of the prefix is lexed for brackets, strings and indentation. The prefix is the
+# client's (up to the gateway's text cap, 256 Ki characters), and lexing a hostile one costs
+# about 0.5 µs a character on the event loop (130 ms for the whole cap). Editors send 1-8 KB of
+# prefix (Continue's default budget is 1,024 tokens), so the last 16 Ki characters are lexed,
+# starting at the earliest line in them that begins at column 0 with a name, a decorator or a
+# comment (top-level code, outside any string or bracket in real files); a bracket opened
+# before that is taken as not open.
+LEX_WINDOW_CHARS = 16_384
+_TOP_LEVEL_LINE = re.compile(r"\n(?=[A-Za-z_@#])")
 
 
 def indent_width(line: str) -> int:
@@ -70,11 +80,22 @@ class Cursor(NamedTuple):
         so the `def` of a signature wrapped over several lines, not its last line."""
         scanner = Scanner(self.style)
         statement_indent = 0
-        for line in self.prefix.splitlines(keepends=True):
+        for line in _lexed_tail(self.prefix).splitlines(keepends=True):
             if scanner.depth <= 0 and not scanner.in_text and line.strip():
                 statement_indent = indent_width(line)
             scanner.feed(line)
         return scanner, statement_indent
+
+
+def _lexed_tail(prefix: str) -> str:
+    """The part of `prefix` that is lexed: its last `LEX_WINDOW_CHARS`, from the first
+    top-level line in them, else the first line start, else the window's start."""
+    start = len(prefix) - LEX_WINDOW_CHARS
+    if start <= 0:
+        return prefix
+    top = _TOP_LEVEL_LINE.search(prefix, start)
+    line = top.start() if top is not None else prefix.find("\n", start)
+    return prefix[line + 1:] if line >= 0 else prefix[start:]
 
 
 def cursor_of(request: CompletionRequest) -> Cursor | None:

@@ -204,3 +204,33 @@ def test_where_each_protocol_carries_the_mode() -> None:
     assert requested_mode("openai", {"mode": "line"}, {HEADER_MODE: "Block"}, None) == "block"
     assert requested_mode("openai", {"mode": "off"}, {}, "auto") is None
     assert requested_mode("openai", {}, {}, "auto") == "auto"
+
+
+
+@pytest.mark.parametrize("prefix", ["(" * 262_144, "\n" * 262_144, '"""' + "x\n" * 131_000])
+def test_a_huge_prefix_is_lexed_only_near_the_cursor(prefix: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # The prefix is the client's: lexing all of it held the gateway's loop for 0.1 s a request.
+    from starcoder_router._autocomplete import cursor as cursor_module
+
+    read: list[int] = []
+
+    class CountingScanner(cursor_module.Scanner):
+        def feed(self, text: str) -> None:
+            read.append(len(text))
+            super().feed(text)
+
+    monkeypatch.setattr(cursor_module, "Scanner", CountingScanner)
+    cursor_module.cursor_from(prefix, "\n", None, None).prefix_scanner()
+    assert 0 < sum(read) <= cursor_module.LEX_WINDOW_CHARS
+
+
+def test_a_block_near_the_cursor_is_cut_after_a_long_prefix() -> None:
+    from starcoder_router._autocomplete.shaper import shape
+
+    prefix = "x = 1\n" * 20_000 + "def f(a):\n    "
+    req = apply_mode(CompletionRequest(prefix=prefix, suffix="\n", mode="block"))
+    plan = plan_for(req)
+    assert plan is not None
+    text, _ = shape(plan, "return a + 1\n\nprint(f(2))\n")
+    assert text == "return a + 1"
