@@ -1,0 +1,94 @@
+"""What a token costs on a machine paid by the hour: the effective price of a self-hosted
+deployment that states `usd_per_hour`.
+
+    price per million tokens = usd_per_hour / 3600 / tokens_per_second * 1,000,000
+
+`tokens_per_second` counts prompt and output tokens per second of busy time, as the router
+observes them (`throughput.ThroughputMeter`). Every token, read or written, is charged the same
+share of the hour: what a request costs follows the traffic mix the machine really serves. Idle
+time is charged to nobody: a machine busy half the day costs twice the shown price per token.
+
+Before any observation the price rests on a prior, shown as such:
+
+* the deployment's `tokens_per_second` when set (`starcoder-router doctor --write` measures
+  it), else
+* 400 tokens/s divided by the variant's size in billions of parameters (133 for a 3B model),
+  the decode-speed guess the router's latency prior uses too.
+
+Both are decode speeds, and a server reads prompt tokens many times faster than it writes, so
+the prior overstates what prompt-heavy traffic costs: it leans towards hosted deployments until
+the router has seen the machine work. The prior counts as `PRIOR_WEIGHT_S` seconds of busy time,
+so observations take over smoothly: the estimate always lies between the prior and the observed
+rate, and tends to the observed rate as busy time accumulates.
+
+Example::
+
+    price = self_hosted_price(dep, variant, meter.observed(dep.name))
+    price.usd_per_mtok, price.basis   # 2.5, "observed over 40 requests / 12.0 s busy"
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .catalog import Deployment, Variant
+from .cost import token_cost_nano
+from .throughput import Observed
+
+__all__ = ["PRIOR_WEIGHT_S", "SelfHostedPrice", "prior_tokens_per_second", "self_hosted_price"]
+
+# The prior weighs as much as this many seconds of observed busy time.
+PRIOR_WEIGHT_S = 10.0
+# Decode tokens/s of a 1B-parameter model; bigger models are proportionally slower.
+_PRIOR_TOKENS_PER_S_PER_BILLION = 400.0
+# A floor that keeps a price finite when a machine was busy and moved no tokens (only failures).
+MIN_TOKENS_PER_S = 0.01
+
+
+class SelfHostedPrice(NamedTuple):
+    """A self-hosted deployment's effective price and where it came from."""
+
+    usd_per_hour: float
+    tokens_per_s: float
+    basis: str
+    observed: bool
+
+    @property
+    def usd_per_mtok(self) -> float:
+        return self.usd_per_hour / 3600 / self.tokens_per_s * 1_000_000
+
+    def cost_nano(self, tokens: int) -> int:
+        """`tokens` (prompt and output alike) at this price, in nano-dollars."""
+        return token_cost_nano(tokens, self.usd_per_mtok)
+
+    def describe(self) -> str:
+        return (f"${self.usd_per_hour:g}/h at {self.tokens_per_s:,.1f} tokens/s = "
+                f"${self.usd_per_mtok:.4f} per million tokens ({self.basis})")
+
+
+def prior_tokens_per_second(dep: Deployment, variant: Variant | None) -> tuple[float, str]:
+    """The throughput assumed before observations, and how it was chosen."""
+    if dep.tokens_per_second:
+        return dep.tokens_per_second, f"tokens_per_second = {dep.tokens_per_second:g} as configured"
+    billions = max((variant.parameters if variant is not None else 15e9) / 1e9, 1.0)
+    tps = _PRIOR_TOKENS_PER_S_PER_BILLION / billions
+    size = f"a {billions:.3g}B model" if variant is not None else "a model of unknown size"
+    return tps, f"{tps:.1f} tokens/s, the default for {size}"
+
+
+def self_hosted_price(dep: Deployment, variant: Variant | None,
+                      observed: Observed | None) -> SelfHostedPrice | None:
+    """The effective price of `dep`, or None unless it is local and states `usd_per_hour`."""
+    if not dep.is_local or dep.usd_per_hour is None:
+        return None
+    prior, why = prior_tokens_per_second(dep, variant)
+    if observed is None or observed.requests == 0:
+        return SelfHostedPrice(dep.usd_per_hour, max(prior, MIN_TOKENS_PER_S),
+                               f"prior: {why}; no requests observed yet", False)
+    tps = (prior * PRIOR_WEIGHT_S + observed.tokens) / (PRIOR_WEIGHT_S + observed.busy_s)
+    plural = "s" if observed.requests != 1 else ""
+    return SelfHostedPrice(
+        dep.usd_per_hour, max(tps, MIN_TOKENS_PER_S),
+        f"observed over {observed.requests} request{plural} / {observed.busy_s:.1f} s busy",
+        True,
+    )
