@@ -17,9 +17,11 @@ Before any observation the price rests on a prior, shown as such:
 
 Both are decode speeds, and a server reads prompt tokens many times faster than it writes, so
 the prior overstates what prompt-heavy traffic costs: it leans towards hosted deployments until
-the router has seen the machine work. The prior counts as `PRIOR_WEIGHT_S` seconds of busy time,
-so observations take over smoothly: the estimate always lies between the prior and the observed
-rate, and tends to the observed rate as busy time accumulates.
+the router has seen the machine work. The prior counts as `PRIOR_REQUESTS` observed requests:
+the seconds per token (what the price is proportional to) are the prior's and the observed ones
+weighted by that count and the (decayed) number of requests observed. So observations take over
+smoothly, the estimate always lies between the prior and the observed figure, and it tends to
+the observed figure as requests accumulate.
 
 Example::
 
@@ -35,10 +37,11 @@ from .catalog import Deployment, Variant
 from .cost import token_cost_nano
 from .throughput import Observed
 
-__all__ = ["PRIOR_WEIGHT_S", "SelfHostedPrice", "prior_tokens_per_second", "self_hosted_price"]
+__all__ = ["MIN_TOKENS_PER_S", "PRIOR_REQUESTS", "SelfHostedPrice", "prior_tokens_per_second",
+           "self_hosted_price"]
 
-# The prior weighs as much as this many seconds of observed busy time.
-PRIOR_WEIGHT_S = 10.0
+# The prior weighs as much as this many observed requests.
+PRIOR_REQUESTS = 4.0
 # Decode tokens/s of a 1B-parameter model; bigger models are proportionally slower.
 _PRIOR_TOKENS_PER_S_PER_BILLION = 400.0
 # A floor that keeps a price finite when a machine was busy and moved no tokens (only failures).
@@ -85,7 +88,15 @@ def self_hosted_price(dep: Deployment, variant: Variant | None,
     if observed is None or observed.requests == 0:
         return SelfHostedPrice(dep.usd_per_hour, max(prior, MIN_TOKENS_PER_S),
                                f"prior: {why}; no requests observed yet", False)
-    tps = (prior * PRIOR_WEIGHT_S + observed.tokens) / (PRIOR_WEIGHT_S + observed.busy_s)
+    # Blend seconds per token, not tokens per second: the price is linear in the former, and a
+    # very fast prior then cannot outweigh what a slow machine is seen to do.
+    s_prior = 1.0 / prior
+    if observed.tokens > 0 or observed.busy_s > 0:
+        s_seen = observed.busy_s / max(observed.tokens, 1.0)
+    else:
+        s_seen = s_prior
+    w = PRIOR_REQUESTS / (PRIOR_REQUESTS + observed.weight)
+    tps = 1.0 / (w * s_prior + (1 - w) * s_seen)
     plural = "s" if observed.requests != 1 else ""
     return SelfHostedPrice(
         dep.usd_per_hour, max(tps, MIN_TOKENS_PER_S),

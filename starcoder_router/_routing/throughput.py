@@ -18,7 +18,8 @@ Example::
     meter = ThroughputMeter()
     meter.observe("ollama/starcoder2-3b", started=0.0, ended=2.0, tokens=1_000)
     meter.observe("ollama/starcoder2-3b", started=1.0, ended=3.0, tokens=1_000)
-    meter.observed("ollama/starcoder2-3b")   # Observed(tokens=2000.0, busy_s=3.0, requests=2)
+    meter.observed("ollama/starcoder2-3b")
+    # Observed(tokens=2000.0, busy_s=3.0, weight=2.0, requests=2)
 """
 
 from __future__ import annotations
@@ -31,22 +32,24 @@ __all__ = ["Observed", "ThroughputMeter"]
 
 
 class Observed(NamedTuple):
-    """A deployment's decayed totals: tokens moved and busy seconds (both faded alike), and how
-    many attempts were observed in all."""
+    """A deployment's decayed totals: tokens moved, busy seconds and attempts (`weight`), all
+    faded alike; and how many attempts were observed in all."""
 
     tokens: float
     busy_s: float
+    weight: float
     requests: int
 
 
 class _Window:
     """One deployment's record (mutable, guarded by the meter's lock)."""
 
-    __slots__ = ("busy_s", "requests", "spans", "tokens")
+    __slots__ = ("busy_s", "requests", "spans", "tokens", "weight")
 
     def __init__(self) -> None:
         self.tokens = 0.0
         self.busy_s = 0.0
+        self.weight = 0.0
         self.requests = 0
         self.spans: list[tuple[float, float]] = []  # disjoint, sorted by start
 
@@ -75,13 +78,14 @@ class ThroughputMeter:
             fade = 0.5 ** (new_busy / self.half_life_s)
             w.tokens = w.tokens * fade + tokens
             w.busy_s = w.busy_s * fade + new_busy
+            w.weight = w.weight * fade + 1.0
             w.requests += 1
 
     def observed(self, deployment: str) -> Observed | None:
         """What was observed of `deployment`, or None before its first attempt ended."""
         with self._lock:
             w = self._windows.get(deployment)
-            return None if w is None else Observed(w.tokens, w.busy_s, w.requests)
+            return None if w is None else Observed(w.tokens, w.busy_s, w.weight, w.requests)
 
     def _cover(self, w: _Window, start: float, end: float) -> float:
         """Add [start, end] to `w`'s spans; the length of it no span covered yet."""
