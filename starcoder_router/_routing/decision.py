@@ -153,7 +153,6 @@ class RoutingDecision:
         head = f"objective: {self.objective}; mode: {self.request.kind}; " \
                f"max_tokens: {self.request.max_tokens}"
         notes = list(self.notes)
-        notes.extend(_self_hosted_notes(self.candidates))
         if self.counts_estimated:
             # How to get exact counts is logged once (`tokens.estimate_notice`), with advice
             # that fits the caller and what is installed; the table only marks the estimates.
@@ -161,15 +160,14 @@ class RoutingDecision:
         return "\n".join([head, *notes, *lines])
 
 
-def _self_hosted_notes(candidates: tuple[Candidate, ...]) -> list[str]:
+def _self_hosted_notes(candidates: list[Candidate], counted: bool) -> list[str]:
     """One line per local deployment priced by the hour: its effective price and its basis."""
-    lines = []
-    for c in candidates:
-        if c.self_hosted is not None:
-            lines.append(f"self-hosted price of {c.deployment.name}: {c.self_hosted.describe()}")
+    lines = [f"self-hosted price of {c.deployment.name}: {c.self_hosted.describe()}"
+             for c in candidates if c.self_hosted is not None]
     if lines:
-        lines.append("(expected $ ranks local deployments by that price; worst $ is what budgets "
-                     "hold, 0 unless the policy has count_local_spend)")
+        lines.append("(local spend counted: budgets hold and book that price)" if counted else
+                     "(expected $ ranks by that price; budgets hold and book nothing for local "
+                     "deployments unless the policy sets count_local_spend)")
     return lines
 
 
@@ -331,6 +329,7 @@ def decide(
         objective = "cheapest"
     if budget is not None and budget.note:
         notes.append(budget.note)
+    notes.extend(_self_hosted_notes(candidates, policy.count_local_spend))
     ranked = _rank([c for c in candidates if c.eligible], policy, objective)
     return RoutingDecision(request, tuple(candidates), tuple(ranked), objective, tuple(notes))
 

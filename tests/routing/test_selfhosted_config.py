@@ -42,8 +42,9 @@ def test_an_hourly_cost_and_count_local_spend_load_from_a_file(tmp_path: Path) -
         decision = router.route(prompt="def f():", max_tokens=8)
         price = decision.candidate("box/starcoder2-3b").self_hosted
         assert price is not None and price.usd_per_mtok == pytest.approx(1.0)
-        assert "$0.9/h at 250.0 tokens/s = $1.0000 per million tokens (prior:" in \
-            decision.explain()
+        text = decision.explain()
+        assert "$0.9/h at 250.0 tokens/s = $1.0000 per million tokens (prior:" in text
+        assert "(local spend counted: budgets hold and book that price)" in text
 
 
 def test_count_local_spend_is_off_by_default(tmp_path: Path) -> None:

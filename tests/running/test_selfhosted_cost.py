@@ -145,7 +145,8 @@ async def test_explain_shows_the_price_and_whether_it_was_observed(
     assert ("self-hosted price of box/starcoder2-3b: $0.36/h at 100,000.0 tokens/s = "
             "$0.0010 per million tokens (prior: tokens_per_second = 100000 as configured; "
             "no requests observed yet)") in text
-    assert "worst $ is what budgets hold, 0 unless the policy has count_local_spend" in text
+    assert "budgets hold and book nothing for local deployments unless the policy sets " \
+        "count_local_spend" in text
     await drive.complete(router, prompt=PROMPT, max_tokens=5)
     await drive.stream(router, prompt=PROMPT, max_tokens=5)
     text = router.route(prompt=PROMPT, max_tokens=5).explain()
