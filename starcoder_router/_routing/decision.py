@@ -90,6 +90,8 @@ class RoutingDecision:
     ranked: tuple[Candidate, ...]
     objective: Objective
     notes: tuple[str, ...] = ()
+    # The policy's `count_local_spend`, for the self-hosted lines of `explain()`.
+    local_spend_counted: bool = False
 
     @property
     def chosen(self) -> Deployment:
@@ -153,6 +155,7 @@ class RoutingDecision:
         head = f"objective: {self.objective}; mode: {self.request.kind}; " \
                f"max_tokens: {self.request.max_tokens}"
         notes = list(self.notes)
+        notes.extend(_self_hosted_notes(self.candidates, self.local_spend_counted))
         if self.counts_estimated:
             # How to get exact counts is logged once (`tokens.estimate_notice`), with advice
             # that fits the caller and what is installed; the table only marks the estimates.
@@ -160,7 +163,7 @@ class RoutingDecision:
         return "\n".join([head, *notes, *lines])
 
 
-def _self_hosted_notes(candidates: list[Candidate], counted: bool) -> list[str]:
+def _self_hosted_notes(candidates: tuple[Candidate, ...], counted: bool) -> list[str]:
     """One line per local deployment priced by the hour: its effective price and its basis."""
     lines = [f"self-hosted price of {c.deployment.name}: {c.self_hosted.describe()}"
              for c in candidates if c.self_hosted is not None]
@@ -329,9 +332,9 @@ def decide(
         objective = "cheapest"
     if budget is not None and budget.note:
         notes.append(budget.note)
-    notes.extend(_self_hosted_notes(candidates, policy.count_local_spend))
     ranked = _rank([c for c in candidates if c.eligible], policy, objective)
-    return RoutingDecision(request, tuple(candidates), tuple(ranked), objective, tuple(notes))
+    return RoutingDecision(request, tuple(candidates), tuple(ranked), objective, tuple(notes),
+                           policy.count_local_spend)
 
 
 StaticCache = dict[tuple[tuple[Capability, ...], bool], list["_StaticRow"]]

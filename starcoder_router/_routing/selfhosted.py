@@ -49,16 +49,33 @@ MIN_TOKENS_PER_S = 0.01
 
 
 class SelfHostedPrice(NamedTuple):
-    """A self-hosted deployment's effective price and where it came from."""
+    """A self-hosted deployment's effective price and what it rests on: the prior alone, or
+    the prior and what was observed (`seen`). The words for `explain()` are made only when
+    asked for, so pricing stays cheap on every routing decision."""
 
     usd_per_hour: float
     tokens_per_s: float
-    basis: str
-    observed: bool
+    prior_tps: float
+    prior_configured: bool
+    billions: float | None = None
+    seen: Observed | None = None
+
+    @property
+    def observed(self) -> bool:
+        return self.seen is not None
 
     @property
     def usd_per_mtok(self) -> float:
         return self.usd_per_hour / 3600 / self.tokens_per_s * 1_000_000
+
+    @property
+    def basis(self) -> str:
+        """Where the price came from: `prior: ...` or `observed over N requests / T s busy`."""
+        seen = self.seen
+        if seen is not None:
+            plural = "s" if seen.requests != 1 else ""
+            return f"observed over {seen.requests} request{plural} / {seen.busy_s:.1f} s busy"
+        return f"prior: {_prior_words(self)}; no requests observed yet"
 
     def cost_nano(self, tokens: int) -> int:
         """`tokens` (prompt and output alike) at this price, in nano-dollars."""
@@ -69,14 +86,29 @@ class SelfHostedPrice(NamedTuple):
                 f"${self.usd_per_mtok:.4f} per million tokens ({self.basis})")
 
 
-def prior_tokens_per_second(dep: Deployment, variant: Variant | None) -> tuple[float, str]:
-    """The throughput assumed before observations, and how it was chosen."""
+def _prior_words(price: SelfHostedPrice) -> str:
+    if price.prior_configured:
+        return f"tokens_per_second = {price.prior_tps:g} as configured"
+    size = (f"a {price.billions:.3g}B model" if price.billions is not None
+            else "a model of unknown size")
+    return f"{price.prior_tps:.1f} tokens/s, the default for {size}"
+
+
+def _prior(dep: Deployment, variant: Variant | None, usd_per_hour: float) -> SelfHostedPrice:
+    """The price on the prior alone."""
     if dep.tokens_per_second:
-        return dep.tokens_per_second, f"tokens_per_second = {dep.tokens_per_second:g} as configured"
+        tps = dep.tokens_per_second
+        return SelfHostedPrice(usd_per_hour, max(tps, MIN_TOKENS_PER_S), tps, True)
     billions = max((variant.parameters if variant is not None else 15e9) / 1e9, 1.0)
     tps = _PRIOR_TOKENS_PER_S_PER_BILLION / billions
-    size = f"a {billions:.3g}B model" if variant is not None else "a model of unknown size"
-    return tps, f"{tps:.1f} tokens/s, the default for {size}"
+    return SelfHostedPrice(usd_per_hour, max(tps, MIN_TOKENS_PER_S), tps, False,
+                           billions if variant is not None else None)
+
+
+def prior_tokens_per_second(dep: Deployment, variant: Variant | None) -> tuple[float, str]:
+    """The throughput assumed before observations, and how it was chosen."""
+    price = _prior(dep, variant, dep.usd_per_hour or 0.0)
+    return price.prior_tps, _prior_words(price)
 
 
 def self_hosted_price(dep: Deployment, variant: Variant | None,
@@ -84,22 +116,16 @@ def self_hosted_price(dep: Deployment, variant: Variant | None,
     """The effective price of `dep`, or None unless it is local and states `usd_per_hour`."""
     if not dep.is_local or dep.usd_per_hour is None:
         return None
-    prior, why = prior_tokens_per_second(dep, variant)
+    prior = _prior(dep, variant, dep.usd_per_hour)
     if observed is None or observed.requests == 0:
-        return SelfHostedPrice(dep.usd_per_hour, max(prior, MIN_TOKENS_PER_S),
-                               f"prior: {why}; no requests observed yet", False)
+        return prior
     # Blend seconds per token, not tokens per second: the price is linear in the former, and a
     # very fast prior then cannot outweigh what a slow machine is seen to do.
-    s_prior = 1.0 / prior
+    s_prior = 1.0 / prior.prior_tps
     if observed.tokens > 0 or observed.busy_s > 0:
         s_seen = observed.busy_s / max(observed.tokens, 1.0)
     else:
         s_seen = s_prior
     w = PRIOR_REQUESTS / (PRIOR_REQUESTS + observed.weight)
     tps = 1.0 / (w * s_prior + (1 - w) * s_seen)
-    plural = "s" if observed.requests != 1 else ""
-    return SelfHostedPrice(
-        dep.usd_per_hour, max(tps, MIN_TOKENS_PER_S),
-        f"observed over {observed.requests} request{plural} / {observed.busy_s:.1f} s busy",
-        True,
-    )
+    return prior._replace(tokens_per_s=max(tps, MIN_TOKENS_PER_S), seen=observed)

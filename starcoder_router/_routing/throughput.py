@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 from typing import NamedTuple
@@ -64,6 +65,9 @@ class ThroughputMeter:
         self.max_spans = max_spans
         self._windows: dict[str, _Window] = {}
         self._lock = threading.Lock()
+        # Changes with every observation: a reader that saw the same version may keep what it
+        # worked out from the meter then (prices are recomputed only after new observations).
+        self.version = 0
 
     def observe(self, deployment: str, *, started: float, ended: float, tokens: int) -> None:
         """One attempt on `deployment` ran from `started` to `ended` (monotonic seconds) and
@@ -80,6 +84,7 @@ class ThroughputMeter:
             w.busy_s = w.busy_s * fade + new_busy
             w.weight = w.weight * fade + 1.0
             w.requests += 1
+            self.version += 1
 
     def observed(self, deployment: str) -> Observed | None:
         """What was observed of `deployment`, or None before its first attempt ended."""
@@ -89,18 +94,26 @@ class ThroughputMeter:
 
     def _cover(self, w: _Window, start: float, end: float) -> float:
         """Add [start, end] to `w`'s spans; the length of it no span covered yet."""
+        spans = w.spans
+        # Disjoint spans sorted by start are sorted by end too: the ones [start, end] touches
+        # are the run from the first that ends at or after `start` to the last that begins at
+        # or before `end`.
+        i = bisect.bisect_left(spans, start, key=_end)
+        j = bisect.bisect_right(spans, end, key=_start)
         overlap = 0.0
         lo, hi = start, end
-        kept: list[tuple[float, float]] = []
-        for a, b in w.spans:
-            if b < start or a > end:
-                kept.append((a, b))
-            else:  # the spans are disjoint, so their overlaps with [start, end] add up exactly
-                overlap += min(b, end) - max(a, start)
-                lo, hi = min(lo, a), max(hi, b)
-        kept.append((lo, hi))
-        kept.sort()
-        if len(kept) > self.max_spans:
-            del kept[: len(kept) - self.max_spans]
-        w.spans = kept
+        for a, b in spans[i:j]:
+            overlap += min(b, end) - max(a, start)
+            lo, hi = min(lo, a), max(hi, b)
+        spans[i:j] = [(lo, hi)]
+        if len(spans) > self.max_spans:
+            del spans[: len(spans) - self.max_spans]
         return max(0.0, (end - start) - overlap)
+
+
+def _start(span: tuple[float, float]) -> float:
+    return span[0]
+
+
+def _end(span: tuple[float, float]) -> float:
+    return span[1]

@@ -63,6 +63,7 @@ class RouterCore:
         self.health = HealthTracker(health)
         # Busy time and tokens of local deployments priced by the hour (`selfhosted.py`).
         self.throughput = ThroughputMeter()
+        self._prices: tuple[int, tuple[Deployment, ...], dict[str, SelfHostedPrice]] | None = None
         self.hooks = hooks or Hooks()
         self.clock = clock
         self._env = dict(os.environ if env is None else env)
@@ -155,7 +156,12 @@ class RouterCore:
     def self_hosted_prices(self, deployments: tuple[Deployment, ...]
                            ) -> dict[str, SelfHostedPrice]:
         """The effective price of each local deployment that states `usd_per_hour`, from its
-        throughput as observed so far (or the prior)."""
+        throughput as observed so far (or the prior). Worked out again only after the meter
+        saw a new attempt end (or for other deployments)."""
+        version = self.throughput.version
+        cached = self._prices
+        if cached is not None and cached[0] == version and cached[1] is deployments:
+            return cached[2]
         prices = {}
         for d in deployments:
             if d.is_local and d.usd_per_hour is not None:
@@ -163,6 +169,7 @@ class RouterCore:
                                           self.throughput.observed(d.name))
                 if price is not None:
                     prices[d.name] = price
+        self._prices = (version, deployments, prices)
         return prices
 
     def servable(self) -> tuple[Deployment, ...]:

@@ -233,7 +233,8 @@ def test_the_prior_weighs_as_documented() -> None:
 
 
 def test_cost_is_the_price_times_the_tokens() -> None:
-    price = SelfHostedPrice(usd_per_hour=3.6, tokens_per_s=1000.0, basis="x", observed=True)
+    price = SelfHostedPrice(usd_per_hour=3.6, tokens_per_s=1000.0, prior_tps=10.0,
+                            prior_configured=True)
     assert price.usd_per_mtok == pytest.approx(1.0)
     assert price.cost_nano(1_000_000) == 1_000_000_000
     assert price.cost_nano(0) == 0
