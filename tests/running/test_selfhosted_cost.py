@@ -188,6 +188,27 @@ async def test_budgets_count_local_spend_only_when_asked(drive: Driver, local: L
         assert store.amounts == [0, 0, 0]
 
 
+@pytest.mark.parametrize("counted", [True, False])
+async def test_a_stream_closed_early_books_its_local_spend_and_frees_its_hold(
+        drive: Driver, local: LocalServer, clock: FakeClock, counted: bool) -> None:
+    store = HoldingStore()
+    policy = CostPolicy(count_local_spend=counted, budgets=(Budget(limit_usd=1),))
+    router = drive.new_router(catalog=catalog(box(tokens_per_second=1000.0)), env={},
+                              clock=clock, store=store, policy=policy)
+    local.answers = [sse("def", " g", "():", " pass", usage=(95, 4))]
+    async with drive.open_stream(router, prompt=PROMPT, max_tokens=5) as s:
+        await anext(s)
+    assert not store.open, "a budget hold was left open"
+    (entry,) = store.ledger()
+    assert entry.outcome != "ok"
+    assert (entry.cost_nano > 0) is counted
+    (bucket,) = store._buckets
+    assert store.spent(bucket) == entry.cost_nano
+    # The attempt's time counts as busy time all the same.
+    price = router.route(prompt=PROMPT, max_tokens=5).candidate(BOX).self_hosted
+    assert price is not None and price.observed
+
+
 async def test_a_tight_budget_refuses_the_machine_when_local_spend_counts(
         drive: Driver, local: LocalServer, clock: FakeClock) -> None:
     """The worst case at the effective price is what a budget is checked against."""
