@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._config import load_config
+from .._routing.throughput import ThroughputMeter
 from .._routing.tokens import load_token_counter
 from .._running.hooks import Hooks
 from .._stores import DEFAULT_REDIS_TIMEOUT_S, open_configured, open_store
@@ -120,6 +121,7 @@ class Gateway:
             "hooks": self._hooks, "env": env, "tokenizer": self._counter,
         }
         self._routers: dict[ModelChoice, AsyncRouter] = {}
+        self._throughput = ThroughputMeter()
         self._by_name: dict[str | None, AsyncRouter] = {}
         self.health = GatewayHealth(lambda: list(self._routers.values()), redis_url,
                                     getattr(self.store, "prefix", "scr:"), redis_timeout_s)
@@ -194,6 +196,9 @@ class Gateway:
                 d for d in catalog.deployments if d.variant == choice.variant)})
         router = AsyncRouter(catalog=catalog, policy=policy, **self._router_args)
         self.health.prepare(router)
+        # One machine serves every model name that reaches it: all the routers observe its
+        # throughput together, so each prices it from all of its traffic.
+        router._core.throughput = self._throughput
         return router
 
     def ready(self) -> bool:
