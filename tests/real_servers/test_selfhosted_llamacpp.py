@@ -11,8 +11,11 @@ from typing import Any
 import pytest
 
 from starcoder_router import AsyncRouter, Completion, Router
+from starcoder_router._routing.throughput import ThroughputMeter
 from support.llama_deployments import PROMPT, deployment
 from support.router_driver import Driver, Make
+
+HALF_LIFE_S = ThroughputMeter().half_life_s
 
 
 def _observed(router: Router | AsyncRouter, name: str) -> Any:
@@ -42,21 +45,29 @@ async def test_busy_time_and_tokens_are_what_the_server_did(drive: Driver, make:
 
     one_by_one = [await drive.complete(router, prompt=PROMPT, max_tokens=8) for _ in range(3)]
     seen = _observed(router, "box")
-    # One at a time, busy time is the attempts' own time and the tokens are the server's counts
-    # (faded by a hair: half-life 15 minutes of busy time).
+    # One at a time, busy time is the attempts' own time and the tokens are the server's
+    # counts, older ones faded by what each new attempt added.
+    busy = tokens = 0.0
+    for c in one_by_one:
+        latency = c.attempts[-1].latency_s
+        fade = 0.5 ** (latency / HALF_LIFE_S)
+        busy = busy * fade + latency
+        tokens = tokens * fade + c.usage.prompt_tokens + c.usage.completion_tokens
     assert seen.requests == 3
-    assert seen.busy_s == pytest.approx(sum(c.attempts[-1].latency_s for c in one_by_one),
-                                        rel=1e-3)
-    assert seen.tokens == pytest.approx(
-        sum(c.usage.prompt_tokens + c.usage.completion_tokens for c in one_by_one), rel=1e-3)
+    assert seen.busy_s == pytest.approx(busy, rel=1e-9)
+    assert seen.tokens == pytest.approx(tokens, rel=1e-9)
 
     together = await _at_once(drive, router, 3)
     after = _observed(router, "box")
-    added = after.busy_s - seen.busy_s
     latencies = [c.attempts[-1].latency_s for c in together]
-    # Overlapping attempts share their wall time: never more than their sum, never less than
-    # the longest.
-    assert max(latencies) * 0.99 <= added <= sum(latencies) * 1.01
+
+    def busy_after(new: float) -> float:
+        return seen.busy_s * 0.5 ** (new / HALF_LIFE_S) + new
+
+    # Overlapping attempts share their wall time: the busy time they add is never more than
+    # their sum, never less than the longest of them.
+    assert busy_after(max(latencies)) * (1 - 1e-9) <= after.busy_s
+    assert after.busy_s <= busy_after(sum(latencies)) * (1 + 1e-9)
 
     decision = router.route(prompt=PROMPT, max_tokens=8)
     price = decision.candidate("box").self_hosted
