@@ -26,16 +26,10 @@ from .._stores import DEFAULT_REDIS_TIMEOUT_S, open_configured, open_store
 from .._stores.redis import cluster_url
 from .context import CallContext, current_call
 from .health_share import GatewayHealth
+from .local_share import sharing_for
 from .models import ModelChoice, model_names, resolve_model
 from .settings import ServerSettings, TenantSettings, load_server_settings
-from .tenants import (
-    MemoryRateLimiter,
-    RateLimiter,
-    RedisRateLimiter,
-    Tenants,
-    TokenHold,
-    tokens_to_hold,
-)
+from .tenants import RateLimiter, Tenants, TokenHold, tokens_to_hold
 
 if TYPE_CHECKING:
     from .._config import ProviderSettings
@@ -105,9 +99,11 @@ class Gateway:
         # The store's own bound on a Redis reply bounds the limiter's and shared health's too.
         redis_timeout_s = getattr(getattr(self.store, "inner", self.store), "timeout_s",
                                   DEFAULT_REDIS_TIMEOUT_S)
-        self.limiter: RateLimiter = (RedisRateLimiter(redis_url, prefix=getattr(
-            self.store, "prefix", "scr:"), timeout_s=redis_timeout_s) if redis_url
-            else MemoryRateLimiter())
+        # Rate limits and health live in the store's Redis, else its SQLite file, else here.
+        self.limiter: RateLimiter
+        self.limiter, local_health = sharing_for(
+            self.store, redis_url, prefix=getattr(self.store, "prefix", "scr:"),
+            timeout_s=redis_timeout_s, poll_s=self.settings.health_sync_s)
         extra = hooks or Hooks()
         if self.settings.tracing:
             from .telemetry import otel_hooks
@@ -122,7 +118,8 @@ class Gateway:
         self._routers: dict[ModelChoice, AsyncRouter] = {}
         self._by_name: dict[str | None, AsyncRouter] = {}
         self.health = GatewayHealth(lambda: list(self._routers.values()), redis_url,
-                                    getattr(self.store, "prefix", "scr:"), redis_timeout_s)
+                                    getattr(self.store, "prefix", "scr:"), redis_timeout_s,
+                                    local=local_health)
         # The default router exists from the start (/ready asks it); what it can serve is fixed
         # by the config (keys, allowed providers, quality floor), so the lists compute it once.
         default = self._routers[ModelChoice()] = self._build_router(ModelChoice())
