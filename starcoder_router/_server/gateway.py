@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -24,12 +23,14 @@ from .._routing.tokens import load_token_counter
 from .._running.hooks import Hooks
 from .._stores import DEFAULT_REDIS_TIMEOUT_S, open_configured, open_store
 from .._stores.redis import cluster_url
+from .._stores.redis_limits import RateLimitRefused
+from .admission import Admission
 from .context import CallContext, current_call
 from .health_share import GatewayHealth
 from .local_share import sharing_for
 from .models import ModelChoice, model_names, resolve_model
 from .settings import ServerSettings, TenantSettings, load_server_settings
-from .tenants import RateLimiter, Tenants, TokenHold, tokens_to_hold
+from .tenants import RateLimiter, Tenants, TokenHold
 
 if TYPE_CHECKING:
     from .._config import ProviderSettings
@@ -104,6 +105,7 @@ class Gateway:
         self.limiter, local_health = sharing_for(
             self.store, redis_url, prefix=getattr(self.store, "prefix", "scr:"),
             timeout_s=redis_timeout_s, poll_s=self.settings.health_sync_s)
+        self.admission = Admission(self.limiter, self.store, self.policy.budgets)
         extra = hooks or Hooks()
         if self.settings.tracing:
             from .telemetry import otel_hooks
@@ -211,21 +213,19 @@ class Gateway:
     async def admit(self, tenant: TenantSettings | None, call: Call) -> TokenHold | None:
         """Count the request against its tenant's rate limits and reserve the most tokens it
         can use (429 when over). The caller owns the hold: `settle` it on every path."""
-        if tenant is None:
-            return None
-        want = tokens_to_hold(call.fields) if tenant.tokens_per_minute is not None else 0
-        return await self.limiter.admit(tenant, time.time(), want)
+        return await self.admission.admit(tenant, call.fields)
 
     async def settle(self, hold: TokenHold | None) -> None:
         """Give back what a finished request held beyond what it used."""
-        if hold is not None and not hold.settled:
-            await self.limiter.settle(hold)
+        await self.admission.settle(hold)
 
     async def complete(self, call: Call) -> Completion:
         router = self.router(call.model)
         token = current_call.set(self._context(call))
         try:
             return await router.complete(**self._fields(call))
+        except RateLimitRefused:  # the admission that rode with its reserve
+            raise self.admission.refused() from None
         finally:
             current_call.reset(token)
 
@@ -240,8 +240,10 @@ class Gateway:
                 first = await stream.__anext__()
             except StopAsyncIteration:
                 return Opened(stream, None)
-            except BaseException:
+            except BaseException as exc:
                 await stream.aclose()
+                if isinstance(exc, RateLimitRefused):  # the admission that rode with its reserve
+                    raise self.admission.refused() from None
                 raise
             return Opened(stream, first)
         finally:

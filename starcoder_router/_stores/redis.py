@@ -22,6 +22,7 @@ from .._errors import MissingDependencyError, StoreError
 from .._ids import new_id
 from .base import BudgetKey, BudgetStatus, LedgerEntry, Reservation
 from .periods import unique_keys
+from .redis_limits import RIDE, riding_scripts
 from .redis_plan import (
     SCRIPTS,
     KeyNames,
@@ -35,7 +36,7 @@ from .redis_plan import (
 )
 from .rollup import Grain, Rollup
 
-__all__ = ["RedisStore", "async_client", "bounded", "cluster_url", "is_cluster_url"]
+__all__ = ["RedisStore", "async_client", "bounded", "cluster_url", "is_cluster_url", "origin_of"]
 
 _CLUSTER_SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
 
@@ -50,6 +51,13 @@ def cluster_url(url: str) -> str:
         if url.startswith(plain):
             return scheme + url[len(plain):]
     return url
+
+
+def origin_of(url: str) -> str:
+    """A digest naming the server (and database) a URL points at, safe to keep and compare."""
+    import hashlib
+
+    return hashlib.sha256(url.strip().encode()).hexdigest()
 
 
 def async_client(url: str, *, timeout_s: float) -> Any:
@@ -143,11 +151,15 @@ class RedisStore:
             raise _store_error(exc, "connect to") from exc
         self._names = KeyNames(prefix, (lambda k: int(key_slot(k.encode())))
                                if self.cluster else None, retention_days)
+        # Which server this is, without keeping its URL (it may hold a password): the gateway
+        # lets rate limits ride with this store's calls only when they share the server.
+        self.origin = origin_of(url) if not self.cluster else None
         # register_script sends EVALSHA and loads the script only when the server lacks it.
         self._scripts = {name: self._sync.register_script(text)
                          for name, text in SCRIPTS.items()}
+        texts = {**SCRIPTS, **riding_scripts(SCRIPTS["reserve"], SCRIPTS["settle"])}
         self._ascripts = {name: self._async.register_script(text)
-                          for name, text in SCRIPTS.items()}
+                          for name, text in texts.items()}
 
     def reserve(self, keys: Sequence[BudgetKey], amount_nano: int, ttl_s: float) -> Reservation:
         reservation: Reservation = self._drive(reserve_plan(self._names, keys, amount_nano,
@@ -270,6 +282,9 @@ class RedisStore:
                 reply, error = None, _store_error(exc)
 
     async def _adrive(self, plan: Plan) -> Any:
+        # A gateway request's rate limit may ride with the call (`redis_limits`); only on
+        # one server, where a script may touch any key.
+        ride = RIDE.get() if self.origin is not None else None
         reply: Any = None
         error: StoreError | None = None
         while True:
@@ -277,11 +292,22 @@ class RedisStore:
                 call = plan.send(reply) if error is None else plan.throw(error)
             except StopIteration as done:
                 return done.value
+            riding = None if ride is None else ride.board(
+                call.script, call.keys, call.args,
+                has_entry=len(call.args) > 4 and call.args[4] != "")
+            script, keys, args = riding or call
             try:
-                reply, error = await self._ascripts[call.script](keys=call.keys,
-                                                                 args=call.args), None
+                reply, error = await self._ascripts[script](keys=keys, args=args), None
             except self._errors as exc:
                 reply, error = None, _store_error(exc)
+                if riding is not None and ride is not None:
+                    ride.failed(script)
+                continue
+            if riding is not None and ride is not None:
+                try:
+                    reply = ride.alight(script, reply)
+                except StoreError as refused:
+                    reply, error = None, refused
 
     def _status_keys(self, keys: Sequence[BudgetKey], group: list[int]) -> list[str]:
         return [name for i in group for name in self._names.budget(keys[i].key)[:2]]
