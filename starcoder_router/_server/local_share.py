@@ -233,10 +233,16 @@ def spend_file_of(store: object) -> str | None:
 def sharing_for(store: object, redis_url: str | None, *, prefix: str, timeout_s: float,
                 poll_s: float) -> tuple[RateLimiter, SharedHealthLike | None]:
     """Where a gateway keeps its rate limits and shares its deployment health: the store's
-    Redis (server or cluster), else the store's SQLite file (the workers of one machine),
+    Redis (server or cluster; with `on_store_error = "allow"` falling back to this process's
+    counters while it is down), else the store's SQLite file (the workers of one machine),
     else this process alone."""
     if redis_url:
-        return RedisRateLimiter(redis_url, prefix=prefix, timeout_s=timeout_s), None
+        limiter = RedisRateLimiter(redis_url, prefix=prefix, timeout_s=timeout_s)
+        if hasattr(store, "observer"):  # on_store_error = "allow": the limits go on as well
+            from .limiter_outage import OutageTolerantLimiter
+
+            return OutageTolerantLimiter(limiter, getattr(store, "observer", None)), None
+        return limiter, None
     path = spend_file_of(store)
     if path is None:
         return MemoryRateLimiter(), None

@@ -6,13 +6,16 @@ taken says nothing about which digest (or how much of one) matched.
 
 Rate limits count requests and tokens per tenant in fixed one-minute windows. With a Redis spend
 store the counters live in the same Redis (server or cluster), so every gateway instance shares
-them; otherwise they live in the process. Refused requests count too: a client that keeps
+them; with a SQLite store, in its file (`local_share.py`), so the workers of one machine share
+them; with a memory store, in the process. Refused requests count too: a client that keeps
 hammering stays limited.
 
 In Redis one tenant's minute is one hash, `P{rl:TENANT}:WINDOW` (P the store's prefix, WINDOW
 the minute since the epoch) with fields `requests` and `tokens`. Admit and settle are each one
-Lua script over that one key, so on a Redis Cluster they run atomically on the master that owns
-the tenant's slot; the hash tag keeps every minute of one tenant on that master.
+Lua script over that one key (`_stores/redis_limits.py`), so on a Redis Cluster they run
+atomically on the master that owns the tenant's slot; the hash tag keeps every minute of one
+tenant on that master. On one redis-server that also holds the spend store they ride in the
+store's own scripts (`admission.py`): one round trip admits a request, one settles it.
 
 Tokens are reserved before the call, as budgets are: a request holds the most it can use (its
 prompt's bound plus its output cap) and is refused when that does not fit in what the minute has
@@ -132,7 +135,7 @@ class TokenHold:
     `applied` is the part of the correction already booked (by a settle that rode with the
     spend store's booking, `redis_limits.Ride`); `ride` is that ride, when there is one."""
 
-    __slots__ = ("applied", "reserved", "ride", "settled", "tenant", "used", "window")
+    __slots__ = ("applied", "local", "reserved", "ride", "settled", "tenant", "used", "window")
 
     def __init__(self, tenant: TenantSettings, window: int, reserved: int,
                  ride: Ride | None = None):
@@ -143,6 +146,7 @@ class TokenHold:
         self.applied = 0
         self.settled = False
         self.ride = ride
+        self.local = False  # held in this process's counters while Redis was down
 
     def due(self) -> int:
         """The correction (used - reserved) not booked yet; 0 without a token limit."""
