@@ -247,7 +247,7 @@ class RedisRateLimiter:
         import redis
         import redis.exceptions
 
-        from .._stores.redis import async_client, is_cluster_url, origin_of
+        from .._stores.redis import async_client, origin_of, plain_url
 
         # A RedisCluster for a `redis+cluster://` URL.
         self._redis: Any = async_client(url, timeout_s=timeout_s)
@@ -258,7 +258,7 @@ class RedisRateLimiter:
         self._settle = self._redis.register_script(SETTLE)
         # Which server this is (`RedisStore.origin`): rate limits ride with the store's calls
         # only when both are on one server.
-        self.origin = None if is_cluster_url(url) else origin_of(url)
+        self.origin = origin_of(plain_url(url))
 
     def _key(self, tenant: TenantSettings, window: int) -> str:
         return limit_key(self._prefix, tenant.name, window)

@@ -14,6 +14,7 @@ refuses. `redis_plan` has the key layout and why no budget can be overspent that
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Sequence
 from typing import Any
@@ -22,9 +23,10 @@ from .._errors import MissingDependencyError, StoreError
 from .._ids import new_id
 from .base import BudgetKey, BudgetStatus, LedgerEntry, Reservation
 from .periods import unique_keys
-from .redis_limits import RIDE, riding_scripts
+from .redis_limits import RIDE, Ride, riding_scripts
 from .redis_plan import (
     SCRIPTS,
+    Call,
     KeyNames,
     Plan,
     days_between,
@@ -36,13 +38,22 @@ from .redis_plan import (
 )
 from .rollup import Grain, Rollup
 
-__all__ = ["RedisStore", "async_client", "bounded", "cluster_url", "is_cluster_url", "origin_of"]
+__all__ = ["RedisStore", "async_client", "bounded", "cluster_url", "is_cluster_url", "origin_of",
+           "plain_url"]
 
 _CLUSTER_SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
 
 
 def is_cluster_url(url: str) -> bool:
     return url.startswith(tuple(_CLUSTER_SCHEMES))
+
+
+def plain_url(url: str) -> str:
+    """`url` without its cluster scheme (`redis+cluster://h:p` -> `redis://h:p`)."""
+    for scheme, plain in _CLUSTER_SCHEMES.items():
+        if url.startswith(scheme):
+            return plain + url[len(scheme):]
+    return url
 
 
 def cluster_url(url: str) -> str:
@@ -153,7 +164,7 @@ class RedisStore:
                                if self.cluster else None, retention_days)
         # Which server this is, without keeping its URL (it may hold a password): the gateway
         # lets rate limits ride with this store's calls only when they share the server.
-        self.origin = origin_of(url) if not self.cluster else None
+        self.origin = origin_of(url)
         # register_script sends EVALSHA and loads the script only when the server lacks it.
         self._scripts = {name: self._sync.register_script(text)
                          for name, text in SCRIPTS.items()}
@@ -282,9 +293,9 @@ class RedisStore:
                 reply, error = None, _store_error(exc)
 
     async def _adrive(self, plan: Plan) -> Any:
-        # A gateway request's rate limit may ride with the call (`redis_limits`); only on
-        # one server, where a script may touch any key.
-        ride = RIDE.get() if self.origin is not None else None
+        # A gateway request's rate limit rides with the call (`redis_limits`): in the same
+        # script on one server, beside it on a cluster.
+        ride = RIDE.get()
         reply: Any = None
         error: StoreError | None = None
         while True:
@@ -292,9 +303,14 @@ class RedisStore:
                 call = plan.send(reply) if error is None else plan.throw(error)
             except StopIteration as done:
                 return done.value
-            riding = None if ride is None else ride.board(
-                call.script, call.keys, call.args,
-                has_entry=len(call.args) > 4 and call.args[4] != "")
+            has_entry = len(call.args) > 4 and call.args[4] != ""
+            if ride is not None and self.cluster:
+                beside = ride.beside(call.script, has_entry)
+                if beside is not None:
+                    reply, error = await self._beside(call, beside, ride)
+                    continue
+            riding = None if ride is None or self.cluster else ride.board(
+                call.script, call.keys, call.args, has_entry=has_entry)
             script, keys, args = riding or call
             try:
                 reply, error = await self._ascripts[script](keys=keys, args=args), None
@@ -308,6 +324,30 @@ class RedisStore:
                     reply = ride.alight(script, reply)
                 except StoreError as refused:
                     reply, error = None, refused
+
+    async def _beside(self, call: Call, beside: tuple[str, list[str], list[str]],
+                      ride: Ride) -> tuple[Any, StoreError | None]:
+        """Send `call` and the limit's script `beside` it at once (two masters); the reply for
+        the store's operation, or the error to raise into it."""
+        script, keys, args = beside
+        replies: tuple[Any, Any] = await asyncio.gather(
+            self._ascripts[call.script](keys=call.keys, args=call.args),
+            self._ascripts[script](keys=keys, args=args), return_exceptions=True)
+        mine, limit = replies
+        error: StoreError | None = None
+        if isinstance(limit, BaseException):
+            if not isinstance(limit, self._errors):
+                raise limit
+            ride.failed(script)
+            if script == "limit_admit":  # the limit is unknown: refuse, releasing the holds
+                error = _store_error(limit)
+        else:
+            error = ride.answered(script, limit)
+        if isinstance(mine, BaseException):
+            if not isinstance(mine, self._errors):
+                raise mine
+            return None, _store_error(mine)
+        return (None, error) if error is not None else (mine, None)
 
     def _status_keys(self, keys: Sequence[BudgetKey], group: list[int]) -> list[str]:
         return [name for i in group for name in self._names.budget(keys[i].key)[:2]]

@@ -20,8 +20,11 @@ reserve, i.e. when a budget applies to every request of the tenant; otherwise it
 
 On a cluster the tenant's minute and each budget live in different slots (a budget's hash tag
 is its own key, so no tag can bring one tenant's budgets and limits together), and no script
-may span slots: there the limit is admitted in its own round trip, then the budgets slot by
-slot, as `redis_plan` describes, and nothing rides.
+may span slots. There the limit's own script is sent at the same time as the first budget
+slot's reserve (`Ride.beside`), to its own master, and the token settlement at the same time
+as the booking: the limit adds a round trip to each, but no wait. Should the limit refuse,
+the reserve fails as when a budget refuses, and the holds it took are released (the budgets'
+compensation in `redis_plan`): a hold only ever made others wait, so nothing is overspent.
 """
 
 from __future__ import annotations
@@ -84,8 +87,10 @@ end
 
 
 def riding_scripts(reserve: str, settle: str) -> dict[str, str]:
-    """The store's reserve and settle scripts with a rate limit riding in front."""
-    return {"admit_reserve": _ADMIT_FIRST + reserve, "settle_limit": _SETTLE_FIRST + settle}
+    """The store's reserve and settle scripts with a rate limit riding in front, and the
+    limit's own scripts to send beside them on a cluster."""
+    return {"admit_reserve": _ADMIT_FIRST + reserve, "settle_limit": _SETTLE_FIRST + settle,
+            "limit_admit": ADMIT, "limit_settle": SETTLE}
 
 
 def limit_key(prefix: str, tenant: str, window: int) -> str:
@@ -143,6 +148,21 @@ class Ride:
                 return "settle_limit", [self.key, *keys], [str(delta), *args]
         return None
 
+    def beside(self, script: str, has_entry: bool) -> tuple[str, list[str], list[str]] | None:
+        """On a cluster: the limit's own script to send at the same time as this store call
+        (its key is in another slot), or None."""
+        if self.done:
+            return None
+        if script == "reserve" and self.admit_args is not None:
+            args, self.admit_args = self.admit_args, None
+            return "limit_admit", [self.key], args
+        if script == "settle" and has_entry and self.hold is not None and self.verdict == 0:
+            delta = self.hold.due()
+            if delta:
+                self.hold.book(delta)  # as in `board`: a lost reply errs on the strict side
+                return "limit_settle", [self.key], [str(delta)]
+        return None
+
     def alight(self, script: str, reply: Any) -> Any:
         """The store's own reply from a riding call's; a refused admission raises."""
         if script == "admit_reserve":
@@ -154,8 +174,18 @@ class Ride:
 
     def failed(self, script: str) -> None:
         """A riding call's reply was lost: the admission's outcome is unknown."""
-        if script == "admit_reserve":
+        if script in ("admit_reserve", "limit_admit"):
             self.lost = True
+
+    def answered(self, script: str, reply: Any) -> StoreError | None:
+        """The limit's own reply (`beside`): what to raise into the store's operation, if
+        anything. A refusal undoes the holds the operation took, as any failed reserve does."""
+        if script != "limit_admit":
+            return None
+        self.verdict = int(reply)
+        if self.verdict:
+            return RateLimitRefused("the tenant's rate limit refused the request")
+        return None
 
 
 RIDE: contextvars.ContextVar[Ride | None] = contextvars.ContextVar(

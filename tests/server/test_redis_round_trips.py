@@ -7,6 +7,7 @@ server ran (`INFO commandstats`)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +19,7 @@ import redis
 from starcoder_router import Budget, CostPolicy, RedisStore
 from starcoder_router._server.settings import ServerSettings, TenantSettings
 from starcoder_router._server.tenants import hash_key
+from starcoder_router._stores.periods import applicable_keys
 from support.processes import stop
 from support.redis_server import start_redis
 
@@ -119,11 +121,17 @@ def test_without_a_budget_for_every_request_the_settlement_still_rides(
     assert per_request(gw, client, sends, 8) == 2.0
 
 
-def test_a_riding_admission_still_refuses_over_the_limit(serve: Any, redis_url: str,
-                                                          client: redis.Redis) -> None:
-    policy = CostPolicy(budgets=(Budget(limit_usd=100),))
-    gw = serve(settings=settings(requests_per_minute=3), store=RedisStore(redis_url),
-               redis_url=redis_url, policy=policy)
+def _held_and_spent(gw: Any, policy: CostPolicy) -> list[tuple[int, int]]:
+    keys = applicable_keys(policy.budgets, tenant="acme", tags=(), now=dt.datetime.now(dt.UTC))
+    return [(s.reserved_nano, s.spent_nano) for s in gw.gateway.store.status(list(keys))]
+
+
+def test_a_riding_admission_still_refuses_over_the_limit(serve: Any, shared_redis: str) -> None:
+    """On one server (in the reserve's script) and on a cluster (beside it)."""
+    policy = CostPolicy(budgets=(Budget(limit_usd=100), Budget(limit_usd=50, scope="tenant")))
+    gw = serve(settings=settings(requests_per_minute=3), store=RedisStore(shared_redis),
+               redis_url=shared_redis, policy=policy)
+    assert gw.gateway.admission.rides
     away_from_minute_edge()
     codes = [post(gw.url).status_code for _ in range(3)] + [
         post(gw.url, stream=True).status_code, post(gw.url).status_code]
@@ -131,10 +139,31 @@ def test_a_riding_admission_still_refuses_over_the_limit(serve: Any, redis_url: 
     r = post(gw.url)
     assert "requests per minute" in r.json()["error"]["message"]
     assert int(r.headers["Retry-After"]) >= 1
-    # a refused request reserved nothing: the budget holds nothing and spent only 3 answers
-    (budget,) = client.keys("scr:{global*}:b")
-    assert int(client.hget(budget, "reserved") or 0) == 0
+    # a refused request holds nothing (on a cluster its holds were released): 3 answers spent
+    (spent,) = {s for _, s in _held_and_spent(gw, policy)}
+    assert _held_and_spent(gw, policy) == [(0, spent)] * 2
     assert len(gw.gateway.store.ledger()) == 3
+    assert spent == sum(e.cost_nano for e in gw.gateway.store.ledger())
+
+
+def test_a_riding_token_limit_settles_to_the_usage(serve: Any, shared_redis: str) -> None:
+    import redis.cluster
+
+    policy = CostPolicy(budgets=(Budget(limit_usd=100),))
+    gw = serve(settings=settings(tokens_per_minute=10_000_000), store=RedisStore(shared_redis),
+               redis_url=shared_redis, policy=policy)
+    away_from_minute_edge()
+    for stream in (False, True, False):
+        assert post(gw.url, stream=stream).status_code == 200
+    time.sleep(0.05)
+    used = sum(e.prompt_tokens + e.completion_tokens for e in gw.gateway.store.ledger())
+    url = shared_redis.replace("+cluster", "", 1)
+    window = int(time.time() // 60)
+    client: Any = (redis.cluster.RedisCluster.from_url(url, decode_responses=True)
+                   if url != shared_redis else redis.Redis.from_url(url, decode_responses=True))
+    with client:
+        assert int(client.hget(f"scr:{{rl:acme}}:{window}", "tokens") or 0) == used
+    assert _held_and_spent(gw, policy)[0][0] == 0
 
 
 def test_tokens_held_by_a_riding_admission_bound_concurrent_requests(
