@@ -23,7 +23,7 @@ from .._errors import MissingDependencyError, StoreError
 from .._ids import new_id
 from .base import BudgetKey, BudgetStatus, LedgerEntry, Reservation
 from .periods import unique_keys
-from .redis_limits import RIDE, Ride, riding_scripts
+from .redis_limits import RIDE, RateLimitRefused, Ride, riding_scripts
 from .redis_plan import (
     SCRIPTS,
     Call,
@@ -347,6 +347,8 @@ class RedisStore:
             if not isinstance(mine, self._errors):
                 raise mine
             return None, _store_error(mine)
+        if isinstance(error, RateLimitRefused):  # did the reserve beside it hold its budgets?
+            error.took_hold = call.script == "reserve" and int(mine[0]) == 1
         return (None, error) if error is not None else (mine, None)
 
     def _status_keys(self, keys: Sequence[BudgetKey], group: list[int]) -> list[str]:

@@ -101,7 +101,10 @@ def limit_key(prefix: str, tenant: str, window: int) -> str:
 
 class RateLimitRefused(StoreError):
     """The rate limit that rode with a reserve refused the request (the gateway answers 429
-    from the ride's verdict); nothing was reserved."""
+    from the ride's verdict). `took_hold`: the reserve it rode with (beside it, on a cluster)
+    held its budgets all the same, and they must be released."""
+
+    took_hold = False
 
 
 class _Hold(Protocol):

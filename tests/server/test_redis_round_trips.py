@@ -126,7 +126,8 @@ def _held_and_spent(gw: Any, policy: CostPolicy) -> list[tuple[int, int]]:
     return [(s.reserved_nano, s.spent_nano) for s in gw.gateway.store.status(list(keys))]
 
 
-def test_a_riding_admission_still_refuses_over_the_limit(serve: Any, shared_redis: str) -> None:
+def test_a_riding_admission_still_refuses_over_the_limit(serve: Any, shared_redis: str,
+                                                          sends: list[int]) -> None:
     """On one server (in the reserve's script) and on a cluster (beside it)."""
     policy = CostPolicy(budgets=(Budget(limit_usd=100), Budget(limit_usd=50, scope="tenant")))
     gw = serve(settings=settings(requests_per_minute=3), store=RedisStore(shared_redis),
@@ -136,9 +137,14 @@ def test_a_riding_admission_still_refuses_over_the_limit(serve: Any, shared_redi
     codes = [post(gw.url).status_code for _ in range(3)] + [
         post(gw.url, stream=True).status_code, post(gw.url).status_code]
     assert codes == [200, 200, 200, 429, 429]
+    sent = sends[0]
     r = post(gw.url)
     assert "requests per minute" in r.json()["error"]["message"]
     assert int(r.headers["Retry-After"]) >= 1
+    time.sleep(0.05)
+    # one round trip on a server; on a cluster the limit, the reserve beside it and the
+    # release of the hold that reserve took
+    assert sends[0] - sent == (1 if "+cluster" not in shared_redis else 3)
     # a refused request holds nothing (on a cluster its holds were released): 3 answers spent
     (spent,) = {s for _, s in _held_and_spent(gw, policy)}
     assert _held_and_spent(gw, policy) == [(0, spent)] * 2
