@@ -17,6 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 from upstream import Reply  # loaded by conftest.py
 
 from starcoder_router._server.local_share import SQLiteRateLimiter, SQLiteSharedHealth
@@ -196,3 +199,51 @@ def test_shared_health_reaches_the_other_reader_and_not_its_author(tmp_path: Pat
             await b.aclose()
 
     asyncio.run(scenario())
+
+
+_OPS = st.lists(st.one_of(
+    st.tuples(st.just("admit"), st.integers(0, 130), st.integers(0, 90)),  # seconds, tokens
+    st.tuples(st.just("settle"), st.integers(0, 20), st.integers(0, 90)),  # which hold, used
+), max_size=25)
+
+
+@hyp_settings(max_examples=25, deadline=None)
+@given(ops=_OPS, rpm=st.one_of(st.none(), st.integers(1, 6)),
+       tpm=st.one_of(st.none(), st.integers(1, 200)))
+def test_the_shared_limiter_decides_as_the_in_process_one(
+        ops: list[tuple[str, int, int]], rpm: int | None, tpm: int | None) -> None:
+    """Any sequence of admissions (moving through minutes) and settlements gets the same
+    verdicts and holds from the SQLite limiter as from `MemoryRateLimiter`."""
+    import tempfile
+
+    from starcoder_router._server.tenants import MemoryRateLimiter
+
+    tenant = TenantSettings(name="t", key_sha256=hash_key(KEY), requests_per_minute=rpm,
+                            tokens_per_minute=tpm)
+
+    async def run(limiter: Any) -> list[Any]:
+        seen: list[Any] = []
+        holds: list[Any] = []
+        now = 6_000.0
+        for op, a, b in ops:
+            if op == "admit":
+                now += a
+                try:
+                    hold = await limiter.admit(tenant, now, b)
+                except GatewayError as exc:
+                    seen.append(exc.problem.detail if hasattr(exc.problem, "detail")
+                                else str(exc))
+                    continue
+                seen.append(None if hold is None else hold.reserved)
+                if hold is not None:
+                    holds.append(hold)
+            elif holds:
+                hold = holds[a % len(holds)]
+                hold.used = b
+                await limiter.settle(hold)
+        await limiter.aclose()
+        return seen
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shared = asyncio.run(run(SQLiteRateLimiter(Path(tmp) / "spend.db")))
+    assert shared == asyncio.run(run(MemoryRateLimiter()))
