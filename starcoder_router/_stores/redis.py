@@ -23,6 +23,7 @@ from .._errors import MissingDependencyError, StoreError
 from .._ids import new_id
 from .base import BudgetKey, BudgetStatus, LedgerEntry, Reservation
 from .periods import unique_keys
+from .redis_batch import ScriptBatcher
 from .redis_limits import RIDE, RateLimitRefused, Ride, riding_scripts
 from .redis_plan import (
     SCRIPTS,
@@ -171,6 +172,8 @@ class RedisStore:
         texts = {**SCRIPTS, **riding_scripts(SCRIPTS["reserve"], SCRIPTS["settle"])}
         self._ascripts = {name: self._async.register_script(text)
                           for name, text in texts.items()}
+        # On one server, concurrent requests' scripts share pipelined writes.
+        self._batch = None if self.cluster else ScriptBatcher(self._async, self._ascripts)
 
     def reserve(self, keys: Sequence[BudgetKey], amount_nano: int, ttl_s: float) -> Reservation:
         reservation: Reservation = self._drive(reserve_plan(self._names, keys, amount_nano,
@@ -274,6 +277,8 @@ class RedisStore:
         return decode(rows, since, until, tenant)
 
     async def aclose(self) -> None:
+        if self._batch is not None:
+            await self._batch.aclose()
         await self._async.aclose()
         self._sync.close()
 
@@ -313,7 +318,9 @@ class RedisStore:
                 call.script, call.keys, call.args, has_entry=has_entry)
             script, keys, args = riding or call
             try:
-                reply, error = await self._ascripts[script](keys=keys, args=args), None
+                reply, error = await (
+                    self._batch.run(script, keys, args) if self._batch is not None
+                    else self._ascripts[script](keys=keys, args=args)), None
             except self._errors as exc:
                 reply, error = None, _store_error(exc)
                 if riding is not None and ride is not None:
