@@ -45,16 +45,20 @@ class ScriptBatcher:
 
     async def _send(self, batch: list[tuple[Any, list[str], list[str],
                                             asyncio.Future[Any]]]) -> None:
-        replies: list[Any]
         try:
-            if len(batch) == 1:
+            if len(batch) == 1:  # alone: a plain call (it loads a missing script itself)
                 script, keys, args, _ = batch[0]
                 replies = [await script(keys=keys, args=args)]
             else:
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for script, keys, args, _ in batch:
-                        pipe.evalsha(script.sha, len(keys), *keys, *args)
-                    replies = await pipe.execute(raise_on_error=False)
+                replies = await self._pipeline(batch)
+            missing = [i for i, reply in enumerate(replies) if _no_script(reply)]
+            if missing:  # a server that lost its scripts (restarted): load them, send again
+                scripts = {id(batch[i][0]): batch[i][0] for i in missing}
+                for script in scripts.values():
+                    await self._client.script_load(script.script)
+                again = await self._pipeline([batch[i] for i in missing])
+                for i, reply in zip(missing, again, strict=True):
+                    replies[i] = reply
         except BaseException as exc:  # the connection failed: every call in it failed
             for *_, future in batch:
                 if future.done():
@@ -66,19 +70,22 @@ class ScriptBatcher:
             if not isinstance(exc, Exception):
                 raise
             return
-        for (script, keys, args, future), sent in zip(batch, replies, strict=True):
-            reply = sent
-            if _no_script(sent):  # a server that lost its scripts (restarted): load, once
-                try:
-                    reply = await script(keys=keys, args=args)
-                except Exception as exc:
-                    reply = exc
+        for (*_, future), reply in zip(batch, replies, strict=True):
             if future.done():  # its caller was cancelled
                 continue
             if isinstance(reply, BaseException):
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+
+    async def _pipeline(self, batch: list[tuple[Any, list[str], list[str],
+                                                asyncio.Future[Any]]]) -> list[Any]:
+        """Each call's reply or error, in order, from one write (EVALSHA only: a script the
+        server lacks answers NoScriptError in its place)."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for script, keys, args, _ in batch:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            return list(await pipe.execute(raise_on_error=False))
 
     async def aclose(self) -> None:
         if self._tasks:
