@@ -10,6 +10,10 @@ On a cluster (`redis+cluster://host:port`, or `cluster=True`) every budget's key
 tag, so each budget's check-and-hold is one atomic script on the master that owns it; a request
 under several budgets holds them one slot at a time and releases what it took if a later one
 refuses. `redis_plan` has the key layout and why no budget can be overspent that way.
+
+On one server the async scripts that concurrent callers send in the same turn of the event loop
+go out as one pipeline (`redis_batch`), and a gateway request's rate limit rides in its
+reserve's and booking's scripts (`redis_limits`).
 """
 
 from __future__ import annotations
