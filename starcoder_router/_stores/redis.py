@@ -70,10 +70,16 @@ def cluster_url(url: str) -> str:
 
 
 def origin_of(url: str) -> str:
-    """A digest naming the server (and database) a URL points at, safe to keep and compare."""
-    import hashlib
+    """The server (and database) a URL points at, without its credentials: what two clients
+    compare to know they talk to the same Redis."""
+    from urllib.parse import urlsplit
 
-    return hashlib.sha256(url.strip().encode()).hexdigest()
+    parts = urlsplit(plain_url(url.strip()))
+    try:
+        port = parts.port
+    except ValueError:  # not a port: the URL is refused when a client is made from it
+        port = None
+    return f"{parts.scheme}://{parts.hostname}:{port}{parts.path or '/0'}?{parts.query}"
 
 
 def async_client(url: str, *, timeout_s: float) -> Any:
