@@ -42,6 +42,7 @@ if _typing.TYPE_CHECKING:
     from ._routing.health import HealthPolicy
     from ._routing.policy import Budget, CostPolicy, QualityFloor
     from ._routing.request import CompletionRequest, Message, RepoFile, ResponseFormat
+    from ._routing.selfhosted import SelfHostedPrice
     from ._routing.tokens import (
         EstimatingCounter,
         TokenCounter,
@@ -134,6 +135,7 @@ __all__ = [
     "RoutingDecision",
     "SQLiteStore",
     "Score",
+    "SelfHostedPrice",
     "SimulationResult",
     "SimulationSettings",
     "SpendStore",
@@ -198,6 +200,7 @@ _LAZY = {
     "RoutingDecision": "._routing.decision",
     "SQLiteStore": "._stores.sqlite",
     "Score": "._routing.catalog",
+    "SelfHostedPrice": "._routing.selfhosted",
     "SimulationResult": "._simulate",
     "SimulationSettings": "._simulate",
     "SpendStore": "._stores.base",

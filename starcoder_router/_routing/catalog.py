@@ -103,6 +103,8 @@ class Deployment(FrozenModel):
     context_window: int = Field(gt=0)
     input_usd_per_mtok: float = Field(default=0.0, ge=0)
     output_usd_per_mtok: float = Field(default=0.0, ge=0)
+    # A hosted deployment's hourly price is charged by the second of each request; a local
+    # one's becomes a price per token from its observed throughput (`selfhosted.py`).
     usd_per_hour: float | None = Field(default=None, ge=0)
     pricing: Pricing = "serverless"
     capabilities: frozenset[Capability] = frozenset({"completion", "fim", "streaming"})

@@ -36,15 +36,19 @@ def token_cost_nano(tokens: int, usd_per_mtok: float) -> int:
 def worst_case_nano(dep: Deployment, prompt_tokens: int, max_tokens: int,
                     seconds: float = 0.0) -> int:
     """Prompt tokens at the input price plus all of `max_tokens` at the output price (plus
-    `seconds` of the deployment's hourly cost, for priced local hardware)."""
+    `seconds` of the deployment's hourly cost, for hourly-priced hosted hardware)."""
     return actual_cost_nano(dep, prompt_tokens, max_tokens, seconds)
 
 
 def actual_cost_nano(dep: Deployment, prompt_tokens: int, completion_tokens: int,
                      seconds: float = 0.0) -> int:
+    """What a request costs at the deployment's token prices, plus `seconds` of its hourly
+    price when it is hosted. A local machine's hourly price is turned into a price per token
+    from its observed throughput instead (`selfhosted.py`): timing each request would charge
+    the hour once per concurrent request."""
     cost = token_cost_nano(prompt_tokens, dep.input_usd_per_mtok) + token_cost_nano(
         completion_tokens, dep.output_usd_per_mtok
     )
-    if dep.usd_per_hour:
+    if dep.usd_per_hour and not dep.is_local:
         cost += round(dep.usd_per_hour * seconds / 3600 * NANO_PER_USD)
     return cost

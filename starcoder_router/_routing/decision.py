@@ -18,6 +18,7 @@ from .fit import Fit, NoFit, PromptCounts, TrimReport, fit_prompt
 from .policy import CostPolicy, Objective
 from .render import Rendered, has_fim_sentinels
 from .request import CompletionRequest
+from .selfhosted import SelfHostedPrice
 from .tokens import CountKind
 
 __all__ = [
@@ -64,6 +65,8 @@ class Candidate(NamedTuple):
     rendered: Rendered | None = None
     cooling_until: float | None = None
     cooling_reason: str = ""
+    # A local deployment's effective price from its hourly cost (`selfhosted.py`), or None.
+    self_hosted: SelfHostedPrice | None = None
 
     @property
     def worst_case_usd(self) -> float | None:
@@ -87,6 +90,8 @@ class RoutingDecision:
     ranked: tuple[Candidate, ...]
     objective: Objective
     notes: tuple[str, ...] = ()
+    # The policy's `count_local_spend`, for the self-hosted lines of `explain()`.
+    local_spend_counted: bool = False
 
     @property
     def chosen(self) -> Deployment:
@@ -150,11 +155,23 @@ class RoutingDecision:
         head = f"objective: {self.objective}; mode: {self.request.kind}; " \
                f"max_tokens: {self.request.max_tokens}"
         notes = list(self.notes)
+        notes.extend(_self_hosted_notes(self.candidates, self.local_spend_counted))
         if self.counts_estimated:
             # How to get exact counts is logged once (`tokens.estimate_notice`), with advice
             # that fits the caller and what is installed; the table only marks the estimates.
             notes.append("prompt tokens marked ~ are estimated (no tokenizer found)")
         return "\n".join([head, *notes, *lines])
+
+
+def _self_hosted_notes(candidates: tuple[Candidate, ...], counted: bool) -> list[str]:
+    """One line per local deployment priced by the hour: its effective price and its basis."""
+    lines = [f"self-hosted price of {c.deployment.name}: {c.self_hosted.describe()}"
+             for c in candidates if c.self_hosted is not None]
+    if lines:
+        lines.append("(local spend counted: budgets hold and book that price)" if counted else
+                     "(expected $ ranks by that price; budgets hold and book nothing for local "
+                     "deployments unless the policy sets count_local_spend)")
+    return lines
 
 
 def _fmt_tokens(c: Candidate) -> str:
@@ -255,13 +272,15 @@ def decide(
     budget: BudgetRouting | None = None,
     now: float = 0.0,
     static: StaticCache | None = None,
+    self_hosted: Mapping[str, SelfHostedPrice] | None = None,
 ) -> RoutingDecision:
     """Route `request` (already rendered) over `deployments`. Never raises for no route: the
     caller checks `decision.ranked` (the router raises `NoRouteError`).
 
     `static` memoises what does not depend on the request itself (provider readiness, policy,
     capabilities, quality), per kind of request; pass the same dict while `deployments`,
-    `variants`, `policy` and `provider_status` stay the same."""
+    `variants`, `policy` and `provider_status` stay the same. `self_hosted` gives local
+    deployments priced by the hour their effective price per token, by deployment name."""
     kind = request.kind
     raw_fim = kind == "prompt" and has_fim_sentinels(rendered.prompt)
     needs: list[Capability] = ["fim" if raw_fim else _MODE_CAPABILITY[kind]]
@@ -271,6 +290,7 @@ def decide(
         needs.append("streaming")
     ctx = _Context(request, policy, provider_status, tuple(needs), budget)
     health = health or {}
+    self_hosted = self_hosted or {}
     cap_nano = (
         usd_to_nano(policy.max_cost_per_request_usd)
         if policy.max_cost_per_request_usd is not None else None
@@ -299,9 +319,11 @@ def decide(
                 dep, False, (f"max_tokens {request.max_tokens} > the deployment's {cap}",),
                 quality=quality))
             continue
+        price = self_hosted.get(dep.name)
         candidates.append(_evaluate(
             dep, var, quality, rendered, request, counts, health.get(dep.name), now,
             expected_out, cap_nano, budget_nano, limit,
+            _Pricing(price, price is not None and policy.count_local_spend),
         ))
 
     objective: Objective = policy.objective
@@ -311,7 +333,8 @@ def decide(
     if budget is not None and budget.note:
         notes.append(budget.note)
     ranked = _rank([c for c in candidates if c.eligible], policy, objective)
-    return RoutingDecision(request, tuple(candidates), tuple(ranked), objective, tuple(notes))
+    return RoutingDecision(request, tuple(candidates), tuple(ranked), objective, tuple(notes),
+                           policy.count_local_spend)
 
 
 StaticCache = dict[tuple[tuple[Capability, ...], bool], list["_StaticRow"]]
@@ -332,10 +355,28 @@ def _static_rows(ctx: _Context, deployments: tuple[Deployment, ...],
     return rows
 
 
+class _Pricing(NamedTuple):
+    """A candidate's self-hosted price, and whether budgets count it (`count_local_spend`)."""
+
+    price: SelfHostedPrice | None
+    counted: bool
+
+    def worst_nano(self, dep: Deployment, prompt: int, out: int, seconds: float) -> int:
+        """What budgets hold: token prices and hosted hourly time, plus the self-hosted price
+        when counted."""
+        extra = self.price.cost_nano(prompt + out) if self.counted and self.price else 0
+        return actual_cost_nano(dep, prompt, out, seconds) + extra
+
+    def expected_nano(self, dep: Deployment, prompt: int, out: int, seconds: float) -> int:
+        """What ranks: the self-hosted price counts whether budgets count it or not."""
+        extra = self.price.cost_nano(prompt + out) if self.price else 0
+        return actual_cost_nano(dep, prompt, out, seconds) + extra
+
+
 def _evaluate(dep: Deployment, var: Variant | None, quality: float | None, rendered: Rendered,
               request: CompletionRequest, counts: PromptCounts, hv: DeploymentHealth | None,
               now: float, expected_out: int, cap_nano: int | None, budget_nano: int | None,
-              limit: int) -> Candidate:
+              limit: int, pricing: _Pricing) -> Candidate:
     """A deployment that passed the static filters: fit the prompt, cost it, and check the
     money limits."""
     fit = fit_prompt(rendered, window=dep.context_window, max_tokens=request.max_tokens,
@@ -344,7 +385,7 @@ def _evaluate(dep: Deployment, var: Variant | None, quality: float | None, rende
         return Candidate(dep, False, (fit.reason,), fit.prompt_tokens, fit.count_kind,
                          quality=quality)
     latency = _expected_latency(dep, var, hv, expected_out)
-    fit, worst = _worst_case(fit, dep, request.max_tokens, latency, counts, limit)
+    fit, worst = _worst_case(fit, dep, request.max_tokens, latency, counts, limit, pricing)
     reasons = []
     if cap_nano is not None and worst > cap_nano:
         reasons.append(f"worst-case cost ${nano_to_usd(worst):.6f} > per-request cap "
@@ -354,24 +395,24 @@ def _evaluate(dep: Deployment, var: Variant | None, quality: float | None, rende
                        f"${nano_to_usd(budget_nano):.6f}")
     expected_in = (fit.prompt_tokens if fit.count_kind != "bound"
                    else int(fit.prompt_tokens / _BYTES_PER_TOKEN) + 1)
-    expected = actual_cost_nano(dep, expected_in, expected_out, latency)
+    expected = pricing.expected_nano(dep, expected_in, expected_out, latency)
     cooling = hv.cooling_until if hv is not None and hv.cooling_until is not None \
         and hv.cooling_until > now else None
     return Candidate(dep, not reasons, tuple(reasons), fit.prompt_tokens, fit.count_kind, worst,
                      expected, latency, quality, fit.trimmed, fit.rendered, cooling,
-                     hv.reason if cooling is not None and hv is not None else "")
+                     hv.reason if cooling is not None and hv is not None else "", pricing.price)
 
 
 def _worst_case(fit: Fit, dep: Deployment, max_tokens: int, latency: float,
-                counts: PromptCounts, limit: int) -> tuple[Fit, int]:
+                counts: PromptCounts, limit: int, pricing: _Pricing) -> tuple[Fit, int]:
     """Worst-case cost; a byte-bounded count is tightened by counting only when the bound alone
     would break a cost cap or budget."""
     seconds = latency if dep.usd_per_hour else 0.0
-    worst = actual_cost_nano(dep, fit.prompt_tokens, max_tokens, seconds)
+    worst = pricing.worst_nano(dep, fit.prompt_tokens, max_tokens, seconds)
     if worst > limit and fit.count_kind == "bound":
         n, kind = counts.count(fit.rendered.prompt)
         fit = Fit(fit.rendered, n, kind, fit.trimmed)
-        worst = actual_cost_nano(dep, n, max_tokens, seconds)
+        worst = pricing.worst_nano(dep, n, max_tokens, seconds)
     return fit, worst
 
 

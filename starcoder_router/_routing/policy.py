@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StrictBool, field_validator, model_validator
 
 from .._errors import ConfigError
 from .._validation import FrozenModel
@@ -115,6 +115,10 @@ class CostPolicy(FrozenModel):
       `max_tokens`, the worst case).
     * `require_tenant`: refuse requests without a `tenant` (`InvalidRequestError`) instead of
       counting them in the no-tenant bucket of each tenant budget.
+    * `count_local_spend`: book what local deployments that state `usd_per_hour` cost (their
+      effective price per token, shown by `RoutingDecision.explain()`) against budgets and in
+      the ledger, and hold it while they run. Off by default: local requests cost budgets
+      nothing. `cheapest` ranks by the effective price either way.
     """
 
     objective: Objective = "cheapest"
@@ -130,6 +134,7 @@ class CostPolicy(FrozenModel):
     soft_limit: float | None = Field(default=None, gt=0, le=1)
     expected_output_tokens: int | None = Field(default=None, gt=0)
     require_tenant: bool = False
+    count_local_spend: StrictBool = False
 
     @field_validator("quality_benchmark")
     @classmethod

@@ -21,7 +21,9 @@ from .._routing.health import HealthPolicy, HealthTracker
 from .._routing.policy import CostPolicy, check_benchmarks
 from .._routing.render import render
 from .._routing.request import CompletionRequest
+from .._routing.selfhosted import SelfHostedPrice, self_hosted_price
 from .._routing.structured import require_schema_support
+from .._routing.throughput import ThroughputMeter
 from .._routing.tokens import TokenCounter
 from .._secrets import Secret
 from .._stores.base import BudgetKey, Reservation
@@ -59,6 +61,9 @@ class RouterCore:
         self.counter = counter
         self.retry = retry or RetryPolicy()
         self.health = HealthTracker(health)
+        # Busy time and tokens of local deployments priced by the hour (`selfhosted.py`).
+        self.throughput = ThroughputMeter()
+        self._prices: tuple[int, tuple[Deployment, ...], dict[str, SelfHostedPrice]] | None = None
         self.hooks = hooks or Hooks()
         self.clock = clock
         self._env = dict(os.environ if env is None else env)
@@ -145,7 +150,27 @@ class RouterCore:
             budget=budget,
             now=now,
             static=static,
+            self_hosted=self.self_hosted_prices(deployments),
         )
+
+    def self_hosted_prices(self, deployments: tuple[Deployment, ...]
+                           ) -> dict[str, SelfHostedPrice]:
+        """The effective price of each local deployment that states `usd_per_hour`, from its
+        throughput as observed so far (or the prior). Worked out again only after the meter
+        saw a new attempt end (or for other deployments)."""
+        version = self.throughput.version
+        cached = self._prices
+        if cached is not None and cached[0] == version and cached[1] is deployments:
+            return cached[2]
+        prices = {}
+        for d in deployments:
+            if d.is_local and d.usd_per_hour is not None:
+                price = self_hosted_price(d, self.catalog.variants.get(d.variant),
+                                          self.throughput.observed(d.name))
+                if price is not None:
+                    prices[d.name] = price
+        self._prices = (version, deployments, prices)
+        return prices
 
     def servable(self) -> tuple[Deployment, ...]:
         """The deployments that could serve some request (see `decision.servable`)."""

@@ -173,9 +173,19 @@ class RequestRun:
         assert cand.worst_case_nano is not None
         if cand.count_kind == "bound" and self.core.counter.exact and cand.rendered is not None:
             n, _ = self.counts.count(cand.rendered.prompt)
-            return actual_cost_nano(cand.deployment, n, self.request.max_tokens,
-                                    cand.expected_latency_s or 0.0)
+            return self.cost_nano(cand, n, self.request.max_tokens,
+                                  cand.expected_latency_s or 0.0)
         return cand.worst_case_nano
+
+    def cost_nano(self, cand: Candidate, prompt_tokens: int, completion_tokens: int,
+                  seconds: float) -> int:
+        """What an attempt on `cand` costs budgets and the ledger: its token prices (and hosted
+        hourly time), plus the self-hosted price the decision saw when the policy counts local
+        spend (the same price its hold was taken at)."""
+        cost = actual_cost_nano(cand.deployment, prompt_tokens, completion_tokens, seconds)
+        if cand.self_hosted is not None and self.core.policy.count_local_spend:
+            cost += cand.self_hosted.cost_nano(prompt_tokens + completion_tokens)
+        return cost
 
     def reservation_ttl(self) -> float:
         return max(1.0, self.remaining()) + _RESERVATION_MARGIN_S
@@ -206,9 +216,15 @@ class RequestRun:
     def record(self, cand: Candidate, outcome: AttemptOutcome, started: float, *,
                error: ProviderError | None = None, ttft: float | None = None, cost: int = 0,
                usage: Usage | None = None, retry: int = 0) -> Attempt:
-        attempt = Attempt(cand.deployment.name, outcome, self.core.clock.now() - started, error,
+        now = self.core.clock.now()
+        attempt = Attempt(cand.deployment.name, outcome, now - started, error,
                           ttft, cost, usage, retry)
         self.attempts.append(attempt)
+        if cand.self_hosted is not None:
+            # Every attempt ends here once, failed ones included: their time was paid for too.
+            tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0
+            self.core.throughput.observe(cand.deployment.name, started=started, ended=now,
+                                         tokens=tokens)
         if self.core.hooks.on_attempt:
             run_hooks(self.core.hooks.on_attempt, attempt)
         return attempt
@@ -281,8 +297,7 @@ class RequestRun:
             result.text, cut = shape(self.shaping, result.text)
             if cut:
                 result.finish_reason = "stop"
-        cost = actual_cost_nano(cand.deployment, usage.prompt_tokens, usage.completion_tokens,
-                                latency)
+        cost = self.cost_nano(cand, usage.prompt_tokens, usage.completion_tokens, latency)
         problem = None
         fmt = self.request.response_format
         if fmt is not None:
@@ -350,8 +365,8 @@ class RequestRun:
         assert cand.rendered is not None
         prompt, _ = self.counts.count(cand.rendered.prompt)
         usage = Usage(prompt, self.core.counter.count(text), "counted")
-        cost = actual_cost_nano(cand.deployment, usage.prompt_tokens, usage.completion_tokens,
-                                self.core.clock.now() - started)
+        cost = self.cost_nano(cand, usage.prompt_tokens, usage.completion_tokens,
+                              self.core.clock.now() - started)
         return cost, usage
 
     def ledger_entry(self, cand: Candidate, cost: int, usage: Usage | None, outcome: str,

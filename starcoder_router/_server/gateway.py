@@ -15,27 +15,23 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._config import load_config
+from .._routing.throughput import ThroughputMeter
 from .._routing.tokens import load_token_counter
 from .._running.hooks import Hooks
 from .._stores import DEFAULT_REDIS_TIMEOUT_S, open_configured, open_store
 from .._stores.redis import cluster_url
+from .._stores.redis_limits import RateLimitRefused
+from .admission import Admission
 from .context import CallContext, current_call
 from .health_share import GatewayHealth
+from .local_share import sharing_for
 from .models import ModelChoice, model_names, resolve_model
 from .settings import ServerSettings, TenantSettings, load_server_settings
-from .tenants import (
-    MemoryRateLimiter,
-    RateLimiter,
-    RedisRateLimiter,
-    Tenants,
-    TokenHold,
-    tokens_to_hold,
-)
+from .tenants import RateLimiter, Tenants, TokenHold
 
 if TYPE_CHECKING:
     from .._config import ProviderSettings
@@ -105,9 +101,12 @@ class Gateway:
         # The store's own bound on a Redis reply bounds the limiter's and shared health's too.
         redis_timeout_s = getattr(getattr(self.store, "inner", self.store), "timeout_s",
                                   DEFAULT_REDIS_TIMEOUT_S)
-        self.limiter: RateLimiter = (RedisRateLimiter(redis_url, prefix=getattr(
-            self.store, "prefix", "scr:"), timeout_s=redis_timeout_s) if redis_url
-            else MemoryRateLimiter())
+        # Rate limits and health live in the store's Redis, else its SQLite file, else here.
+        self.limiter: RateLimiter
+        self.limiter, local_health = sharing_for(
+            self.store, redis_url, prefix=getattr(self.store, "prefix", "scr:"),
+            timeout_s=redis_timeout_s, poll_s=self.settings.health_sync_s)
+        self.admission = Admission(self.limiter, self.store, self.policy.budgets)
         extra = hooks or Hooks()
         if self.settings.tracing:
             from .telemetry import otel_hooks
@@ -120,9 +119,11 @@ class Gateway:
             "hooks": self._hooks, "env": env, "tokenizer": self._counter,
         }
         self._routers: dict[ModelChoice, AsyncRouter] = {}
+        self._throughput = ThroughputMeter()
         self._by_name: dict[str | None, AsyncRouter] = {}
         self.health = GatewayHealth(lambda: list(self._routers.values()), redis_url,
-                                    getattr(self.store, "prefix", "scr:"), redis_timeout_s)
+                                    getattr(self.store, "prefix", "scr:"), redis_timeout_s,
+                                    local=local_health)
         # The default router exists from the start (/ready asks it); what it can serve is fixed
         # by the config (keys, allowed providers, quality floor), so the lists compute it once.
         default = self._routers[ModelChoice()] = self._build_router(ModelChoice())
@@ -194,6 +195,9 @@ class Gateway:
                 d for d in catalog.deployments if d.variant == choice.variant)})
         router = AsyncRouter(catalog=catalog, policy=policy, **self._router_args)
         self.health.prepare(router)
+        # One machine serves every model name that reaches it: all the routers observe its
+        # throughput together, so each prices it from all of its traffic.
+        router._core.throughput = self._throughput
         return router
 
     def ready(self) -> bool:
@@ -214,21 +218,19 @@ class Gateway:
     async def admit(self, tenant: TenantSettings | None, call: Call) -> TokenHold | None:
         """Count the request against its tenant's rate limits and reserve the most tokens it
         can use (429 when over). The caller owns the hold: `settle` it on every path."""
-        if tenant is None:
-            return None
-        want = tokens_to_hold(call.fields) if tenant.tokens_per_minute is not None else 0
-        return await self.limiter.admit(tenant, time.time(), want)
+        return await self.admission.admit(tenant, call.fields)
 
     async def settle(self, hold: TokenHold | None) -> None:
         """Give back what a finished request held beyond what it used."""
-        if hold is not None and not hold.settled:
-            await self.limiter.settle(hold)
+        await self.admission.settle(hold)
 
     async def complete(self, call: Call) -> Completion:
         router = self.router(call.model)
         token = current_call.set(self._context(call))
         try:
             return await router.complete(**self._fields(call))
+        except RateLimitRefused:  # the admission that rode with its reserve
+            raise self.admission.refused() from None
         finally:
             current_call.reset(token)
 
@@ -243,8 +245,10 @@ class Gateway:
                 first = await stream.__anext__()
             except StopAsyncIteration:
                 return Opened(stream, None)
-            except BaseException:
+            except BaseException as exc:
                 await stream.aclose()
+                if isinstance(exc, RateLimitRefused):  # the admission that rode with its reserve
+                    raise self.admission.refused() from None
                 raise
             return Opened(stream, first)
         finally:

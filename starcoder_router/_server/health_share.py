@@ -123,15 +123,19 @@ class SharedHealth:
 
 
 class GatewayHealth:
-    """The deployments taken out across a gateway's routers (and, with Redis, across gateways):
+    """The deployments taken out across a gateway's routers (and, with Redis, across gateways;
+    with a SQLite store, across the workers of one machine):
     name -> (until, as wall-clock time; reason). Routers made later start with them."""
 
     def __init__(self, routers: Callable[[], list[AsyncRouter]], redis_url: str | None,
-                 prefix: str, timeout_s: float = DEFAULT_REDIS_TIMEOUT_S):
+                 prefix: str, timeout_s: float = DEFAULT_REDIS_TIMEOUT_S,
+                 local: Any = None):
         self._routers = routers
         self._down: dict[str, tuple[float, str]] = {}
-        self.shared = (SharedHealth(redis_url, prefix=prefix, timeout_s=timeout_s)
-                       if redis_url else None)
+        # Redis shares with every gateway on it; `local` (a `local_share.SQLiteSharedHealth`)
+        # with the other workers of this machine; the two have the same interface.
+        self.shared: Any = (SharedHealth(redis_url, prefix=prefix, timeout_s=timeout_s)
+                            if redis_url else local)
 
     def after_failure(self, name: str) -> None:
         """An attempt on `name` failed. The router updates its circuit right after its hook

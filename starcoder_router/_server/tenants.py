@@ -6,13 +6,16 @@ taken says nothing about which digest (or how much of one) matched.
 
 Rate limits count requests and tokens per tenant in fixed one-minute windows. With a Redis spend
 store the counters live in the same Redis (server or cluster), so every gateway instance shares
-them; otherwise they live in the process. Refused requests count too: a client that keeps
+them; with a SQLite store, in its file (`local_share.py`), so the workers of one machine share
+them; with a memory store, in the process. Refused requests count too: a client that keeps
 hammering stays limited.
 
 In Redis one tenant's minute is one hash, `P{rl:TENANT}:WINDOW` (P the store's prefix, WINDOW
 the minute since the epoch) with fields `requests` and `tokens`. Admit and settle are each one
-Lua script over that one key, so on a Redis Cluster they run atomically on the master that owns
-the tenant's slot; the hash tag keeps every minute of one tenant on that master.
+Lua script over that one key (`_stores/redis_limits.py`), so on a Redis Cluster they run
+atomically on the master that owns the tenant's slot; the hash tag keeps every minute of one
+tenant on that master. On one redis-server that also holds the spend store they ride in the
+store's own scripts (`admission.py`): one round trip admits a request, one settles it.
 
 Tokens are reserved before the call, as budgets are: a request holds the most it can use (its
 prompt's bound plus its output cap) and is refused when that does not fit in what the minute has
@@ -35,6 +38,7 @@ from typing import Any, Protocol
 
 from .._errors import StoreError
 from .._stores import DEFAULT_REDIS_TIMEOUT_S
+from .._stores.redis_limits import ADMIT, SETTLE, Ride, limit_key
 from .problems import GatewayError, Problem
 from .settings import TenantSettings
 
@@ -127,23 +131,39 @@ class Tenants:
 
 class TokenHold:
     """Tokens one request holds in its tenant's minute. The HTTP handler that was admitted owns
-    it and settles it once, on every path; the router's attempts add their usage to `used`."""
+    it and settles it once, on every path; the router's attempts add their usage to `used`.
+    `applied` is the part of the correction already booked (by a settle that rode with the
+    spend store's booking, `redis_limits.Ride`); `ride` is that ride, when there is one."""
 
-    __slots__ = ("reserved", "settled", "tenant", "used", "window")
+    __slots__ = ("applied", "local", "reserved", "ride", "settled", "tenant", "used", "window")
 
-    def __init__(self, tenant: TenantSettings, window: int, reserved: int):
+    def __init__(self, tenant: TenantSettings, window: int, reserved: int,
+                 ride: Ride | None = None):
         self.tenant = tenant
         self.window = window
         self.reserved = reserved
         self.used = 0
+        self.applied = 0
         self.settled = False
+        self.ride = ride
+        self.local = False  # held in this process's counters while Redis was down
+
+    def due(self) -> int:
+        """The correction (used - reserved) not booked yet; 0 without a token limit."""
+        if self.settled or self.tenant.tokens_per_minute is None:
+            return 0
+        return self.used - self.reserved - self.applied
+
+    def book(self, delta: int) -> None:
+        self.applied += delta
 
     def take_settlement(self) -> int | None:
-        """The correction to book (used - reserved), once; None when already settled."""
+        """The correction left to book, once; None when already settled."""
         if self.settled:
             return None
+        delta = self.due()
         self.settled = True
-        return self.used - self.reserved
+        return delta
 
 
 class RateLimiter(Protocol):
@@ -218,33 +238,6 @@ class MemoryRateLimiter:
         self._windows.clear()
 
 
-# Count the request, then reserve the tokens only if they fit: one script, so concurrent
-# gateways sharing the Redis cannot both see room for the same tokens.
-_ADMIT = """
-local requests = redis.call('HINCRBY', KEYS[1], 'requests', 1)
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-local rpm = tonumber(ARGV[1])
-if rpm > 0 and requests > rpm then return 1 end
-local tpm = tonumber(ARGV[2])
-local want = tonumber(ARGV[3])
-if tpm > 0 and want > 0 then
-  local used = tonumber(redis.call('HGET', KEYS[1], 'tokens') or '0')
-  if used + want > tpm then return 2 end
-  redis.call('HINCRBY', KEYS[1], 'tokens', want)
-end
-return 0
-"""
-# A settlement whose window has expired has nothing left to correct (and must not recreate
-# the key without its expiry).
-_SETTLE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  local left = redis.call('HINCRBY', KEYS[1], 'tokens', ARGV[1])
-  if left < 0 then redis.call('HSET', KEYS[1], 'tokens', 0) end
-end
-return 0
-"""
-
-
 class RedisRateLimiter:
     """Counters in Redis, shared by every gateway that uses the same Redis (a server, or a
     cluster for a `redis+cluster://` URL) and prefix."""
@@ -254,45 +247,67 @@ class RedisRateLimiter:
         import redis
         import redis.exceptions
 
-        from .._stores.redis import async_client
+        from .._stores.redis import async_client, origin_of, plain_url
 
         # A RedisCluster for a `redis+cluster://` URL.
         self._redis: Any = async_client(url, timeout_s=timeout_s)
         self._errors: tuple[type[BaseException], ...] = (
             redis.RedisError, redis.exceptions.RedisClusterException)
         self._prefix = prefix
-        self._admit = self._redis.register_script(_ADMIT)
-        self._settle = self._redis.register_script(_SETTLE)
+        self._admit = self._redis.register_script(ADMIT)
+        self._settle = self._redis.register_script(SETTLE)
+        # Which server this is (`RedisStore.origin`): rate limits ride with the store's calls
+        # only when both are on one server.
+        self.origin = origin_of(plain_url(url))
 
     def _key(self, tenant: TenantSettings, window: int) -> str:
-        # One key per script call, so it is in one slot whatever the name holds; the tag keeps
-        # a tenant's minutes together.
-        return f"{self._prefix}{{rl:{tenant.name}}}:{window}"
+        return limit_key(self._prefix, tenant.name, window)
+
+    def admit_args(self, tenant: TenantSettings, want: int) -> list[str]:
+        """`ADMIT`'s arguments for `want` tokens."""
+        return [str(tenant.requests_per_minute or 0), str(tenant.tokens_per_minute or 0),
+                str(want), str(int(WINDOW_S * 2))]
+
+    def ride(self, tenant: TenantSettings, now: float, want: int, *,
+             admit: bool) -> TokenHold:
+        """A hold whose admission (when `admit`) and settlement ride with the Redis store's
+        calls (`redis_limits.Ride`). Without `admit`, the caller has admitted it already."""
+        window = _window(now)
+        hold = TokenHold(tenant, window, want)
+        ride = Ride(self._key(tenant, window), self.admit_args(tenant, want) if admit else [],
+                    hold)
+        if not admit:
+            ride.admit_args, ride.verdict = None, 0
+        hold.ride = ride
+        return hold
+
+    async def count(self, hold: TokenHold) -> None:
+        """Count a request whose admission never rode (it ended before any reserve), with no
+        tokens: refused requests count too."""
+        await self._call(self._admit, hold, self.admit_args(hold.tenant, 0))
 
     async def admit(self, tenant: TenantSettings, now: float, tokens: int) -> TokenHold | None:
         if not _limits(tenant):
             return None
         window = _window(now)
         want = tokens if tenant.tokens_per_minute is not None else 0
-        try:
-            verdict = await self._admit(keys=[self._key(tenant, window)], args=[
-                tenant.requests_per_minute or 0, tenant.tokens_per_minute or 0, want,
-                int(WINDOW_S * 2)])
-        except self._errors as exc:  # down or hung: a 503 like the spend store's, not a 500
-            raise StoreError(f"could not reach the Redis rate limiter: "
-                             f"{type(exc).__name__}: {exc}") from exc
-        if int(verdict):
-            raise _limited(tenant, "requests" if int(verdict) == 1 else "tokens", now)
-        return TokenHold(tenant, window, want) if want else None
+        hold = TokenHold(tenant, window, want)
+        verdict = await self._call(self._admit, hold, self.admit_args(tenant, want))
+        if verdict:
+            raise _limited(tenant, "requests" if verdict == 1 else "tokens", now)
+        return hold if want else None
 
     async def settle(self, hold: TokenHold) -> None:
         delta = hold.take_settlement()
         if delta:
-            try:
-                await self._settle(keys=[self._key(hold.tenant, hold.window)], args=[delta])
-            except self._errors as exc:
-                raise StoreError(f"could not reach the Redis rate limiter: "
-                                 f"{type(exc).__name__}: {exc}") from exc
+            await self._call(self._settle, hold, [str(delta)])
+
+    async def _call(self, script: Any, hold: TokenHold, args: list[str]) -> int:
+        try:
+            return int(await script(keys=[self._key(hold.tenant, hold.window)], args=args))
+        except self._errors as exc:  # down or hung: a 503 like the spend store's, not a 500
+            raise StoreError(f"could not reach the Redis rate limiter: "
+                             f"{type(exc).__name__}: {exc}") from exc
 
     async def aclose(self) -> None:
         await self._redis.aclose()

@@ -10,10 +10,15 @@ On a cluster (`redis+cluster://host:port`, or `cluster=True`) every budget's key
 tag, so each budget's check-and-hold is one atomic script on the master that owns it; a request
 under several budgets holds them one slot at a time and releases what it took if a later one
 refuses. `redis_plan` has the key layout and why no budget can be overspent that way.
+
+On one server the async scripts that concurrent callers send in the same turn of the event loop
+go out as one pipeline (`redis_batch`), and a gateway request's rate limit rides in its
+reserve's and booking's scripts (`redis_limits`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Sequence
 from typing import Any
@@ -22,8 +27,11 @@ from .._errors import MissingDependencyError, StoreError
 from .._ids import new_id
 from .base import BudgetKey, BudgetStatus, LedgerEntry, Reservation
 from .periods import unique_keys
+from .redis_batch import ScriptBatcher
+from .redis_limits import RIDE, RateLimitRefused, Ride, riding_scripts
 from .redis_plan import (
     SCRIPTS,
+    Call,
     KeyNames,
     Plan,
     days_between,
@@ -35,7 +43,8 @@ from .redis_plan import (
 )
 from .rollup import Grain, Rollup
 
-__all__ = ["RedisStore", "async_client", "bounded", "cluster_url", "is_cluster_url"]
+__all__ = ["RedisStore", "async_client", "bounded", "cluster_url", "is_cluster_url", "origin_of",
+           "plain_url"]
 
 _CLUSTER_SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
 
@@ -44,12 +53,33 @@ def is_cluster_url(url: str) -> bool:
     return url.startswith(tuple(_CLUSTER_SCHEMES))
 
 
+def plain_url(url: str) -> str:
+    """`url` without its cluster scheme (`redis+cluster://h:p` -> `redis://h:p`)."""
+    for scheme, plain in _CLUSTER_SCHEMES.items():
+        if url.startswith(scheme):
+            return plain + url[len(scheme):]
+    return url
+
+
 def cluster_url(url: str) -> str:
     """`url` spelt as a cluster URL (`redis://h:p` -> `redis+cluster://h:p`)."""
     for scheme, plain in _CLUSTER_SCHEMES.items():
         if url.startswith(plain):
             return scheme + url[len(plain):]
     return url
+
+
+def origin_of(url: str) -> str:
+    """The server (and database) a URL points at, without its credentials: what two clients
+    compare to know they talk to the same Redis."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(plain_url(url.strip()))
+    try:
+        port = parts.port
+    except ValueError:  # not a port: the URL is refused when a client is made from it
+        port = None
+    return f"{parts.scheme}://{parts.hostname}:{port}{parts.path or '/0'}?{parts.query}"
 
 
 def async_client(url: str, *, timeout_s: float) -> Any:
@@ -143,11 +173,17 @@ class RedisStore:
             raise _store_error(exc, "connect to") from exc
         self._names = KeyNames(prefix, (lambda k: int(key_slot(k.encode())))
                                if self.cluster else None, retention_days)
+        # Which server this is, without keeping its URL (it may hold a password): the gateway
+        # lets rate limits ride with this store's calls only when they share the server.
+        self.origin = origin_of(url)
         # register_script sends EVALSHA and loads the script only when the server lacks it.
         self._scripts = {name: self._sync.register_script(text)
                          for name, text in SCRIPTS.items()}
+        texts = {**SCRIPTS, **riding_scripts(SCRIPTS["reserve"], SCRIPTS["settle"])}
         self._ascripts = {name: self._async.register_script(text)
-                          for name, text in SCRIPTS.items()}
+                          for name, text in texts.items()}
+        # On one server, concurrent requests' scripts share pipelined writes.
+        self._batch = None if self.cluster else ScriptBatcher(self._async, self._ascripts)
 
     def reserve(self, keys: Sequence[BudgetKey], amount_nano: int, ttl_s: float) -> Reservation:
         reservation: Reservation = self._drive(reserve_plan(self._names, keys, amount_nano,
@@ -251,6 +287,8 @@ class RedisStore:
         return decode(rows, since, until, tenant)
 
     async def aclose(self) -> None:
+        if self._batch is not None:
+            await self._batch.aclose()
         await self._async.aclose()
         self._sync.close()
 
@@ -270,6 +308,9 @@ class RedisStore:
                 reply, error = None, _store_error(exc)
 
     async def _adrive(self, plan: Plan) -> Any:
+        # A gateway request's rate limit rides with the call (`redis_limits`): in the same
+        # script on one server, beside it on a cluster.
+        ride = RIDE.get()
         reply: Any = None
         error: StoreError | None = None
         while True:
@@ -277,11 +318,55 @@ class RedisStore:
                 call = plan.send(reply) if error is None else plan.throw(error)
             except StopIteration as done:
                 return done.value
+            has_entry = len(call.args) > 4 and call.args[4] != ""
+            if ride is not None and self.cluster:
+                beside = ride.beside(call.script, has_entry)
+                if beside is not None:
+                    reply, error = await self._beside(call, beside, ride)
+                    continue
+            riding = None if ride is None or self.cluster else ride.board(
+                call.script, call.keys, call.args, has_entry=has_entry)
+            script, keys, args = riding or call
             try:
-                reply, error = await self._ascripts[call.script](keys=call.keys,
-                                                                 args=call.args), None
+                reply, error = await (
+                    self._batch.run(script, keys, args) if self._batch is not None
+                    else self._ascripts[script](keys=keys, args=args)), None
             except self._errors as exc:
                 reply, error = None, _store_error(exc)
+                if riding is not None and ride is not None:
+                    ride.failed(script)
+                continue
+            if riding is not None and ride is not None:
+                try:
+                    reply = ride.alight(script, reply)
+                except StoreError as refused:
+                    reply, error = None, refused
+
+    async def _beside(self, call: Call, beside: tuple[str, list[str], list[str]],
+                      ride: Ride) -> tuple[Any, StoreError | None]:
+        """Send `call` and the limit's script `beside` it at once (two masters); the reply for
+        the store's operation, or the error to raise into it."""
+        script, keys, args = beside
+        replies: tuple[Any, Any] = await asyncio.gather(
+            self._ascripts[call.script](keys=call.keys, args=call.args),
+            self._ascripts[script](keys=keys, args=args), return_exceptions=True)
+        mine, limit = replies
+        error: StoreError | None = None
+        if isinstance(limit, BaseException):
+            if not isinstance(limit, self._errors):
+                raise limit
+            ride.failed(script)
+            if script == "limit_admit":  # the limit is unknown: refuse, releasing the holds
+                error = _store_error(limit)
+        else:
+            error = ride.answered(script, limit)
+        if isinstance(mine, BaseException):
+            if not isinstance(mine, self._errors):
+                raise mine
+            return None, _store_error(mine)
+        if isinstance(error, RateLimitRefused):  # did the reserve beside it hold its budgets?
+            error.took_hold = call.script == "reserve" and int(mine[0]) == 1
+        return (None, error) if error is not None else (mine, None)
 
     def _status_keys(self, keys: Sequence[BudgetKey], group: list[int]) -> list[str]:
         return [name for i in group for name in self._names.budget(keys[i].key)[:2]]

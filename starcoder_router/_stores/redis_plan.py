@@ -41,6 +41,7 @@ from .._ids import new_id
 from .._routing.cost import nano_to_usd
 from .base import BudgetKey, BudgetStatus, LedgerEntry, Reservation
 from .periods import check_amount, require_aware, status_of, to_epoch, unique_keys
+from .redis_limits import RateLimitRefused
 from .rollup import Grain, Rollup, order, start_of
 
 __all__ = ["SCRIPTS", "Call", "KeyNames", "Plan", "decode", "reserve_plan", "rollups_of",
@@ -238,8 +239,9 @@ def reserve_plan(names: KeyNames, keys: Sequence[BudgetKey], amount_nano: int,
             call.args.extend([str(unique[i].limit_nano), _expire_at(unique[i])])
         try:
             raw = yield call
-        except StoreError:  # its outcome is unknown: release it too
-            yield from _undo(names, unique, [*held, group], rid)
+        except StoreError as exc:  # its outcome is unknown: release it too
+            took = not isinstance(exc, RateLimitRefused) or exc.took_hold
+            yield from _undo(names, unique, [*held, group] if took else held, rid)
             raise
         if int(raw[0]) == 0:
             yield from _undo(names, unique, held, rid)
