@@ -1,0 +1,81 @@
+"""Session keys for gateway requests that carry none.
+
+An editor sends the header `x-starcoder-router-session` to name its session (`off` opts one
+request out). Without it the gateway derives a key from what stays the same while the user
+types at the cursor:
+
+1. the file's `path`, when the request gives one;
+2. for fill-in-the-middle, the first `HEAD_CHARS` characters of the prefix (the head of the
+   file) and the last `TAIL_CHARS` of the suffix (its tail); typing changes neither;
+3. for a prompt with FIM sentinels written by the client, its first and last characters in the
+   same way; for a plain left-to-right prompt, its first `HEAD_CHARS` characters;
+4. chat requests get no session.
+
+The key is a digest, so it holds no code; the session table adds the tenant, so one tenant's
+requests never supersede another's. A client that cuts its prompt to a window that moves with
+the cursor changes the head at each keystroke: it should send the header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "HEADER_SESSION",
+    "HEAD_CHARS",
+    "MAX_KEY_CHARS",
+    "TAIL_CHARS",
+    "derived_key",
+    "given_key",
+]
+
+HEADER_SESSION = "x-starcoder-router-session"
+HEAD_CHARS = 512
+TAIL_CHARS = 256
+MAX_KEY_CHARS = 128
+_OFF = "off"
+_SENTINELS = ("<fim_prefix>", "<fim_suffix>", "<fim_middle>")
+
+
+def _digest(*parts: str) -> str:
+    h = hashlib.blake2b(digest_size=12)
+    for part in parts:
+        data = part.encode("utf-8", "surrogatepass")
+        h.update(b"%d:" % len(data))
+        h.update(data)
+    return h.hexdigest()
+
+
+def given_key(header: str | None) -> str | bool | None:
+    """The session a client named: its key, False for `off`, None when it named none. A long
+    or odd value is digested, so the key stays short and printable."""
+    if header is None:
+        return None
+    value = header.strip()
+    if not value:
+        return None
+    if value.lower() == _OFF:
+        return False
+    if len(value) > MAX_KEY_CHARS or not value.isprintable():
+        return "h:" + _digest(value)
+    return "c:" + value
+
+
+def derived_key(fields: Mapping[str, Any]) -> str | None:
+    """The session of a parsed request that names none (rule above); None for chat."""
+    path = fields.get("path")
+    if isinstance(path, str) and path:
+        return "p:" + _digest(path)
+    prefix = fields.get("prefix")
+    if isinstance(prefix, str):
+        suffix = fields.get("suffix")
+        suffix = suffix if isinstance(suffix, str) else ""
+        return "f:" + _digest(prefix[:HEAD_CHARS], suffix[-TAIL_CHARS:])
+    prompt = fields.get("prompt")
+    if isinstance(prompt, str):
+        if any(s in prompt for s in _SENTINELS):
+            return "f:" + _digest(prompt[:HEAD_CHARS], prompt[-TAIL_CHARS:])
+        return "l:" + _digest(prompt[:HEAD_CHARS])
+    return None
