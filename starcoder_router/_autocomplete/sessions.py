@@ -31,7 +31,10 @@ from .reuse import Prompt, Tap, continuation, prompt_of, typed_since
 if TYPE_CHECKING:
     from .._routing.request import CompletionRequest
 
-__all__ = ["AutocompletePolicy", "Begin", "Follow", "SessionTable", "Ticket"]
+__all__ = ["OFF", "AutocompletePolicy", "Begin", "Follow", "SessionTable", "Ticket"]
+
+# The session name that opts a request out of sessions, reuse and the cache.
+OFF = "off"
 
 # Requests following one another in a session (each the one before): past this, a new request
 # supersedes them instead.
@@ -144,6 +147,8 @@ class SessionTable:
 
     def begin(self, request: CompletionRequest, now: float) -> Begin:
         policy = self.policy
+        if request.session == OFF:
+            return Begin()
         key = _key(request)
         use_cache = policy.cache_entries > 0 and deterministic(request)
         if key is None and not use_cache:
@@ -156,13 +161,13 @@ class SessionTable:
                 return Begin(served=(hit, "", "cache"))
         if key is None:
             return Begin(cache_key=ckey)
-        digests = prompt_of(request) if policy.reuse else None
+        digests = prompt_of(request)
         prompt = digests.prompt() if digests is not None else None
         ticket = Ticket(key, prompt, sig)
         stale: list[Ticket] = []
         with self._lock:
             session = self._session(key)
-            if digests is not None:
+            if digests is not None and policy.reuse:
                 served = _recent_match(session, digests, sig, now - policy.reuse_window_s)
                 if served is not None:
                     return Begin(served=served, cache_key=ckey)
@@ -171,7 +176,10 @@ class SessionTable:
                     session.running.append(ticket)
                     return Begin(ticket=ticket, follow=follow, cache_key=ckey)
             if policy.sessions:
-                stale, session.running = session.running, []
+                # The same request again means the editor has not moved on: the one running
+                # is not stale, and both go on (a deterministic one may meet the cache).
+                stale = [t for t in session.running if t.prompt != prompt or t.sig != sig]
+                session.running = [t for t in session.running if t not in stale]
             session.running.append(ticket)
             del session.running[:-_MAX_CHAIN]
         for old in stale:
@@ -225,7 +233,9 @@ def _recent_match(session: _Session, digests: Any, sig: bytes,
         if recent.sig != sig:
             continue
         typed = typed_since(recent.prompt, digests)
-        if typed is not None and continuation(recent.text, typed) is not None:
+        # Only typing reuses a finished answer: asking again at the same place may be asking
+        # for another suggestion (an exact repeat of a deterministic request is the cache's).
+        if typed and continuation(recent.text, typed) is not None:
             return recent.completion, typed, "reuse"
     return None
 
@@ -235,6 +245,6 @@ def _running_match(session: _Session, digests: Any, sig: bytes) -> Follow | None
         if leader.sig != sig or leader.prompt is None or leader.superseded:
             continue
         typed = typed_since(leader.prompt, digests)
-        if typed is not None and leader.tap.text().startswith(typed):
+        if typed and leader.tap.text().startswith(typed):
             return Follow(leader, typed)
     return None

@@ -24,7 +24,7 @@ from .._autocomplete import (
     requested_mode,
 )
 from .._autocomplete.keys import HEADER_SESSION, derived_key, given_key
-from .._autocomplete.sessions import AutocompletePolicy
+from .._autocomplete.sessions import OFF, AutocompletePolicy
 from .gateway import Gateway
 from .problems import invalid
 
@@ -54,7 +54,7 @@ def with_session(fields: dict[str, Any], request: web.Request,
         return fields
     key = given_key(request.headers.get(HEADER_SESSION))
     if key is False:
-        return fields
+        return {**fields, "session": OFF}  # no session, no reuse, no cache
     if key is None:
         policy = gateway.autocomplete
         if not (policy.sessions or policy.reuse):
