@@ -5,11 +5,14 @@ request out). Without it the gateway derives a key from what stays the same whil
 types at the cursor:
 
 1. the file's `path`, when the request gives one;
-2. for fill-in-the-middle, the first `HEAD_CHARS` characters of the prefix (the head of the
-   file) and the last `TAIL_CHARS` of the suffix (its tail); typing changes neither;
-3. for a prompt with FIM sentinels written by the client, its first and last characters in the
-   same way; for a plain left-to-right prompt, its first `HEAD_CHARS` characters;
+2. for fill-in-the-middle, the head of the file and its tail: the first `HEAD_CHARS`
+   characters of the prefix, up to the start of the cursor's line, and the last `TAIL_CHARS`
+   characters of the suffix; typing on a line changes neither;
+3. for a prompt with FIM sentinels written by the client, its head and its last `TAIL_CHARS`
+   characters in the same way; for a plain left-to-right prompt, its head alone;
 4. chat requests get no session.
+
+In a file shorter than `HEAD_CHARS` a new line starts a new session.
 
 The key is a digest, so it holds no code; the session table adds the tenant, so one tenant's
 requests never supersede another's. A client that cuts its prompt to a window that moves with
@@ -72,10 +75,18 @@ def derived_key(fields: Mapping[str, Any]) -> str | None:
     if isinstance(prefix, str):
         suffix = fields.get("suffix")
         suffix = suffix if isinstance(suffix, str) else ""
-        return "f:" + _digest(prefix[:HEAD_CHARS], suffix[-TAIL_CHARS:])
+        return "f:" + _digest(_head(prefix), suffix[-TAIL_CHARS:])
     prompt = fields.get("prompt")
     if isinstance(prompt, str):
         if any(s in prompt for s in _SENTINELS):
-            return "f:" + _digest(prompt[:HEAD_CHARS], prompt[-TAIL_CHARS:])
-        return "l:" + _digest(prompt[:HEAD_CHARS])
+            middle = prompt.find("<fim_suffix>")
+            head = _head(prompt if middle < 0 else prompt[:middle])
+            return "f:" + _digest(head, prompt[-TAIL_CHARS:])
+        return "l:" + _digest(_head(prompt))
     return None
+
+
+def _head(before_cursor: str) -> str:
+    """The head of the file: at most `HEAD_CHARS` characters, none from the cursor's line."""
+    line_start = before_cursor.rfind("\n") + 1
+    return before_cursor[:min(line_start, HEAD_CHARS)]

@@ -168,13 +168,14 @@ async def handle(request: web.Request, dialect: Dialect, parse: Parser) -> web.S
         body = await read_json(request, gateway.settings.max_body_bytes, limits.max_json_depth)
         parsed = parse(request, body, gateway)
         check_call(parsed.call, limits)
-        fields = with_mode(parsed.call.fields, request, body, gateway, dialect.name)
-        parsed = parsed._replace(call=parsed.call._replace(fields=with_session(
-            fields, request, gateway)))
+        parsed = parsed._replace(call=parsed.call._replace(fields=with_mode(
+            parsed.call.fields, request, body, gateway, dialect.name)))
         gateway.router(parsed.call.model)  # an unknown model is a 404 before any counting
         hold = await gateway.admit(tenant, parsed.call)
-        parsed = parsed._replace(call=parsed.call._replace(tenant=tenant, request_id=rid,
-                                                           hold=hold))
+        # The session is the router's, not part of the prompt: added after the token hold.
+        parsed = parsed._replace(call=parsed.call._replace(
+            tenant=tenant, request_id=rid, hold=hold,
+            fields=with_session(parsed.call.fields, request, gateway)))
         if parsed.stream:
             return await _stream(request, gateway, dialect, parsed, rid)
         completion = await gateway.complete(parsed.call)
