@@ -78,7 +78,9 @@ class CompletionCache(Generic[T]):
             return found[0]
 
     def put(self, key: bytes, value: T, text: str) -> None:
-        size = len(text.encode("utf-8", "surrogatepass")) + len(key) + 64
+        # The text, and a fair share for the completion object around it (kept without the
+        # prompt: see `_running/sessions_run.py`).
+        size = len(text.encode("utf-8", "surrogatepass")) + len(key) + 512
         if self.entries <= 0 or size > self.max_bytes:
             return
         with self._lock:

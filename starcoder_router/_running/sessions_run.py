@@ -66,7 +66,8 @@ class SessionHook:
 
     def finish(self, begin: Begin, completion: Completion | None) -> None:
         whole = completion is not None and completion.finish_reason in ("stop", "length")
-        self.table.finish(begin, completion, completion.text if completion else "", whole,
+        self.table.finish(begin, _kept(completion) if completion is not None else None,
+                          completion.text if completion else "", whole,
                           whole and completion is not None
                           and completion.served_from == "upstream", self._now())
 
@@ -108,6 +109,21 @@ def answer(earlier: Completion, text: str, source: str) -> Completion:
         earlier, text=text, usage=Usage(0, 0, "counted"), cost_nano=0, attempts=(),
         latency_s=0.0, ttft_s=0.0, request_id=None, warnings=(),
         served_from=source)  # type: ignore[arg-type]
+
+
+def _kept(completion: Completion) -> Completion:
+    """`completion` as sessions and the cache keep it: its routing decision without the
+    request's text and the rendered prompts, so that what a kept answer holds is bounded by
+    its own text, not by the size of the file it was asked about."""
+    d = completion.decision
+    request = d.request.model_copy(update={
+        "prompt": None if d.request.prompt is None else "", "prefix": None, "suffix": None,
+        "files": (), "messages": None, "extra_body": None})
+    slim = {id(c): c._replace(rendered=None) for c in d.candidates}
+    decision = dataclasses.replace(
+        d, request=request, candidates=tuple(slim.values()),
+        ranked=tuple(slim.get(id(c)) or c._replace(rendered=None) for c in d.ranked))
+    return dataclasses.replace(completion, decision=decision)
 
 
 def _timeout(router: Router | AsyncRouter, req: CompletionRequest) -> float:
