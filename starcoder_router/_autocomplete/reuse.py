@@ -22,11 +22,20 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 if TYPE_CHECKING:
     from .._routing.request import CompletionRequest
 
-__all__ = ["Digests", "Prompt", "Tap", "continuation", "prompt_of", "typed_since"]
+__all__ = ["MAX_TYPED", "Digests", "Prompt", "Tap", "continuation", "prompt_of", "typed_since"]
+
+# The most characters typed since an earlier request for its answer to be reused. It bounds
+# the work per request too: every earlier request is compared by a digest of the new text up to
+# its length, and all those digests share the hashing of what comes before the last MAX_TYPED.
+MAX_TYPED = 1024
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
 
 
 def _digest(text: str) -> bytes:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return hashlib.blake2b(_encode(text), digest_size=16).digest()
 
 
 class Prompt(NamedTuple):
@@ -39,24 +48,36 @@ class Prompt(NamedTuple):
 
 
 class Digests:
-    """The text before the cursor of one new request, digested at the lengths asked for (each
-    length once: a few earlier requests in a session are compared against the same text)."""
+    """The text before the cursor of one new request, digested at the lengths asked for: the
+    text before its last `MAX_TYPED` characters is hashed once, and each length adds at most
+    those (linear in the text however many earlier requests it is compared with)."""
 
-    __slots__ = ("_memo", "head", "suffix")
+    __slots__ = ("_base", "_base_len", "_memo", "head", "suffix")
 
     def __init__(self, head: str, suffix: bytes | None):
         self.head = head
         self.suffix = suffix
         self._memo: dict[int, bytes] = {}
+        self._base_len = max(0, len(head) - MAX_TYPED)
+        self._base: Any = None
 
-    def head_at(self, length: int) -> bytes:
+    def head_at(self, length: int) -> bytes | None:
+        """The digest of the first `length` characters; None further back than `MAX_TYPED`."""
+        if length < self._base_len or length > len(self.head):
+            return None
         found = self._memo.get(length)
         if found is None:
-            found = self._memo[length] = _digest(self.head[:length])
+            if self._base is None:
+                self._base = hashlib.blake2b(_encode(self.head[:self._base_len]), digest_size=16)
+            h = self._base.copy()
+            h.update(_encode(self.head[self._base_len:length]))
+            found = self._memo[length] = h.digest()
         return found
 
     def prompt(self) -> Prompt:
-        return Prompt(len(self.head), self.head_at(len(self.head)), self.suffix)
+        whole = self.head_at(len(self.head))
+        assert whole is not None
+        return Prompt(len(self.head), whole, self.suffix)
 
 
 def prompt_of(request: CompletionRequest) -> Digests | None:
@@ -74,7 +95,7 @@ def typed_since(old: Prompt, new: Digests) -> str | None:
     continuation of the old one."""
     if old.suffix != new.suffix or len(new.head) < old.head_len:
         return None
-    if new.head_at(old.head_len) != old.head:
+    if new.head_at(old.head_len) != old.head:  # None: typed more than MAX_TYPED
         return None
     return new.head[old.head_len:]
 
