@@ -210,3 +210,13 @@ def test_a_named_session_is_short_and_printable(header: str) -> None:
         assert len(key) <= MAX_KEY_CHARS + 2
         assert key.isprintable()
         CompletionRequest(prompt="x", session=key)  # a valid session for the router
+
+
+def test_typing_more_than_the_bound_is_not_reused() -> None:
+    from starcoder_router._autocomplete.reuse import MAX_TYPED
+
+    table = SessionTable(AutocompletePolicy())
+    answer = "x" * (MAX_TYPED + 10)
+    finish(table, table.begin(fim("a = "), 0.0), answer)
+    assert table.begin(fim("a = " + answer[:MAX_TYPED]), 1.0).served is not None
+    assert table.begin(fim("a = " + answer[:MAX_TYPED + 1]), 1.0).served is None
