@@ -284,13 +284,16 @@ def stream_sync(router: Router, req: CompletionRequest, begin: Begin, stream: St
                     items = _follow_sync(reader, first, timeout)
         if items is None:
             items = _upstream_sync(router, router._core.start(req), begin.ticket, stream)
-        for item in items:
-            if isinstance(item, Completion):
-                ended = True
-                hook.finish(begin, item)
-                if item.served_from != "upstream":
-                    router._store.record((), 0, hook.entry(item, req))
-            yield item
+        try:
+            for item in items:
+                if isinstance(item, Completion):
+                    ended = True
+                    hook.finish(begin, item)
+                    if item.served_from != "upstream":
+                        router._store.record((), 0, hook.entry(item, req))
+                yield item
+        finally:
+            items.close()  # a caller that stops early: the attempt books what it produced
     finally:
         if not ended:
             hook.finish(begin, stream.completion)

@@ -384,3 +384,29 @@ def test_without_a_session_nothing_changes(server: FakeServer) -> None:
         b = router.complete(prefix=PREFIX + "total", suffix="\n", max_tokens=32)
     assert (a.served_from, b.served_from) == ("upstream", "upstream")
     assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_session_stream_closed_early_books_what_it_produced(mode: str,
+                                                              server: FakeServer) -> None:
+    store = MemoryStore()
+    server.script(Reply(chunks=8, chunk_delay_s=0.05))
+    router = router_for(mode, server, store)
+
+    def check(completion: Completion) -> None:
+        assert completion.finish_reason == "cancelled"
+        assert ledger(store) == [("cancelled", completion.cost_nano)]
+        assert reserved(store, router) == 0
+
+    def sync_body(run: Run) -> None:
+        with run.router.stream(prefix=PREFIX, suffix="\n", session="ed", max_tokens=32) as s:
+            next(s)
+        check(s.completion)
+
+    async def async_body(run: Run) -> None:
+        async with run.router.stream(prefix=PREFIX, suffix="\n", session="ed",
+                                     max_tokens=32) as s:
+            await s.__anext__()
+        check(s.completion)
+
+    Run(mode, router)(sync_body if mode == "sync" else async_body)
