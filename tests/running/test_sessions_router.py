@@ -76,6 +76,10 @@ class Run:
                 return await scenario(self)
             finally:
                 await self.router.aclose()
+                # asyncio finalises async generators the garbage collector found in tasks of
+                # their own (the transport's line readers): let those run first.
+                for _ in range(20):
+                    await asyncio.sleep(0)
                 assert asyncio.all_tasks() == {asyncio.current_task()}
 
         return asyncio.run(main())
