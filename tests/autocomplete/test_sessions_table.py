@@ -220,3 +220,27 @@ def test_typing_more_than_the_bound_is_not_reused() -> None:
     finish(table, table.begin(fim("a = "), 0.0), answer)
     assert table.begin(fim("a = " + answer[:MAX_TYPED]), 1.0).served is not None
     assert table.begin(fim("a = " + answer[:MAX_TYPED + 1]), 1.0).served is None
+
+
+def test_the_autocomplete_table_of_a_config_file(tmp_path: Any) -> None:
+    import pytest
+
+    from starcoder_router import ConfigError, Router
+    from starcoder_router._config import load_config
+    from starcoder_router._server.autocomplete import GATEWAY_CACHE_ENTRIES, gateway_policy
+
+    path = tmp_path / "router.toml"
+    path.write_text("[autocomplete]\nsessions = false\nreuse_window_s = 5\n")
+    policy = load_config(path).autocomplete
+    assert policy is not None
+    assert (policy.sessions, policy.reuse, policy.reuse_window_s) == (False, True, 5.0)
+    assert policy.cache_entries == 0  # the SDK's default
+    assert gateway_policy(policy).cache_entries == GATEWAY_CACHE_ENTRIES  # the gateway's
+    assert gateway_policy(None).sessions
+    with Router.from_config(path, env={}, tokenizer=False) as router:
+        assert router._sessions.table.policy == policy
+    path.write_text("[autocomplete]\ncache_entries = 0\n")
+    assert gateway_policy(load_config(path).autocomplete).cache_entries == 0
+    path.write_text("[autocomplete]\nsesions = true\n")
+    with pytest.raises(ConfigError, match="sesions"):
+        load_config(path)
