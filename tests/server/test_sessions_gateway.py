@@ -234,3 +234,34 @@ def test_sessions_off_in_config_keeps_concurrent_requests(serve: Any, upstream: 
     client.completions.create(model="starcoder2", prompt=PREFIX + "x", suffix="\n",
                               max_tokens=8)
     assert older().choices[0].text == "return a + b"
+
+
+def test_stream_headers_say_superseded_and_reused(serve: Any, upstream: Any) -> None:
+    import httpx
+
+    gw = serve()
+    body = {"model": "starcoder2", "prompt": PREFIX, "suffix": "\n", "max_tokens": 8,
+            "stream": True}
+    upstream.script(Reply(delay_s=5.0))
+
+    def older() -> tuple[httpx.Headers, str]:
+        with httpx.stream("POST", gw.url + "/v1/completions", json=body,
+                          headers={SESSION: "s1"}, timeout=10) as r:
+            return r.headers, r.read().decode()
+
+    stale = in_thread(older)
+    until(lambda: len(upstream.bodies) == 1)
+    fresh = httpx.post(gw.url + "/v1/completions", json={**body, "prompt": PREFIX + "r",
+                                                          "stream": False},
+                       headers={SESSION: "s1"}, timeout=10)
+    headers, text = stale()
+    assert headers[SUPERSEDED] == "1"
+    assert '"finish_reason":"stop"' in text
+    assert text.endswith("data: [DONE]\n\n")
+    assert fresh.headers[SERVED_FROM] == "upstream"
+    with httpx.stream("POST", gw.url + "/v1/completions",
+                      json={**body, "prompt": PREFIX + "rret"}, headers={SESSION: "s1"},
+                      timeout=10) as r:
+        assert r.headers[SERVED_FROM] == "reuse"
+        assert SUPERSEDED not in r.headers
+        assert "urn a + b" in r.read().decode()
