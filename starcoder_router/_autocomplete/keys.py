@@ -10,9 +10,12 @@ types at the cursor:
    characters of the suffix; typing on a line changes neither;
 3. for a prompt with FIM sentinels written by the client, its head and its last `TAIL_CHARS`
    characters in the same way; for a plain left-to-right prompt, its head alone;
-4. chat requests get no session.
+4. chat requests get no session, and neither does a prompt with less than `MIN_STABLE`
+   characters in those ends (the first line of a nearly empty file): too little to tell
+   files apart.
 
-In a file shorter than `HEAD_CHARS` a new line starts a new session.
+The client's address is part of the key as well, so that people sharing a tenant do not share
+sessions. In a file shorter than `HEAD_CHARS` a new line starts a new session.
 
 The key is a digest, so it holds no code; the session table adds the tenant, so one tenant's
 requests never supersede another's. A client that cuts its prompt to a window that moves with
@@ -29,6 +32,7 @@ __all__ = [
     "HEADER_SESSION",
     "HEAD_CHARS",
     "MAX_KEY_CHARS",
+    "MIN_STABLE",
     "TAIL_CHARS",
     "derived_key",
     "given_key",
@@ -37,6 +41,7 @@ __all__ = [
 HEADER_SESSION = "x-starcoder-router-session"
 HEAD_CHARS = 512
 TAIL_CHARS = 256
+MIN_STABLE = 8
 MAX_KEY_CHARS = 128
 _OFF = "off"
 _SENTINELS = ("<fim_prefix>", "<fim_suffix>", "<fim_middle>")
@@ -66,24 +71,29 @@ def given_key(header: str | None) -> str | bool | None:
     return "c:" + value
 
 
-def derived_key(fields: Mapping[str, Any]) -> str | None:
-    """The session of a parsed request that names none (rule above); None for chat."""
+def derived_key(fields: Mapping[str, Any], client: str | None = None) -> str | None:
+    """The session of a parsed request that names none (rule above), for a request from
+    `client` (its address); None for chat and for too little stable text."""
+    where = client or ""
     path = fields.get("path")
     if isinstance(path, str) and path:
-        return "p:" + _digest(path)
+        return "p:" + _digest(where, path)
+    ends: tuple[str, str] | None = None
     prefix = fields.get("prefix")
+    prompt = fields.get("prompt")
     if isinstance(prefix, str):
         suffix = fields.get("suffix")
         suffix = suffix if isinstance(suffix, str) else ""
-        return "f:" + _digest(_head(prefix), suffix[-TAIL_CHARS:])
-    prompt = fields.get("prompt")
-    if isinstance(prompt, str):
+        ends = _head(prefix), suffix[-TAIL_CHARS:]
+    elif isinstance(prompt, str):
         if any(s in prompt for s in _SENTINELS):
             middle = prompt.find("<fim_suffix>")
-            head = _head(prompt if middle < 0 else prompt[:middle])
-            return "f:" + _digest(head, prompt[-TAIL_CHARS:])
-        return "l:" + _digest(_head(prompt))
-    return None
+            ends = _head(prompt if middle < 0 else prompt[:middle]), prompt[-TAIL_CHARS:]
+        else:
+            ends = _head(prompt), ""
+    if ends is None or len(ends[0]) + len(ends[1]) < MIN_STABLE:
+        return None
+    return "f:" + _digest(where, *ends)
 
 
 def _head(before_cursor: str) -> str:

@@ -59,7 +59,7 @@ def with_session(fields: dict[str, Any], request: web.Request,
         policy = gateway.autocomplete
         if not (policy.sessions or policy.reuse):
             return fields
-        key = derived_key(fields)
+        key = derived_key(fields, request.remote)
         if key is None:
             return fields
     return {**fields, "session": key}

@@ -14,6 +14,7 @@ from starcoder_router._autocomplete.cache import CompletionCache
 from starcoder_router._autocomplete.keys import (
     HEAD_CHARS,
     MAX_KEY_CHARS,
+    MIN_STABLE,
     TAIL_CHARS,
     derived_key,
     given_key,
@@ -181,6 +182,7 @@ def test_a_derived_key_does_not_change_while_typing_at_the_cursor(
     before = derived_key({"prefix": prefix, "suffix": suffix + tail})
     assert before is not None
     assert before != derived_key({"prefix": "#" + prefix, "suffix": suffix + tail})
+    assert before != derived_key({"prefix": prefix, "suffix": suffix + tail}, "10.0.0.2")
     # typing on the cursor's line; what follows the cursor may shrink at its start
     on_line = typed.replace("\n", "")
     assert before == derived_key({"prefix": prefix + on_line, "suffix": suffix[cut:] + tail})
@@ -192,7 +194,9 @@ def test_a_derived_key_does_not_change_while_typing_at_the_cursor(
 @given(prompt=st.text(max_size=HEAD_CHARS + 100))
 def test_every_prompt_gets_a_short_key(prompt: str) -> None:
     key = derived_key({"prompt": prompt})
-    assert key is not None
+    if key is None:  # too little that stays the same while typing
+        assert len(prompt[:prompt.rfind("\n") + 1]) < MIN_STABLE
+        return
     assert len(key) < 40
     assert prompt[:20] not in key or not prompt[:20].strip() or len(prompt[:20]) < 3
     assert derived_key({"messages": [{"role": "user", "content": prompt}]}) is None
