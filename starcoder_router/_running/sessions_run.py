@@ -15,9 +15,9 @@ and its caller gets a `Completion` with `finish_reason="superseded"`: empty text
 `complete()`; for a stream, a last empty chunk with that finish reason, and the text already
 delivered in `stream.completion`.
 
-A request that follows a running one waits at most its own timeout; when the leader ends
-without an answer it can use, before anything reached the follower, the follower asks upstream
-itself.
+A request that follows a running one (`following.py`) waits at most its own timeout; when the
+leader ends without an answer it can use, before anything reached the follower, the follower
+asks upstream itself.
 """
 
 from __future__ import annotations
@@ -25,16 +25,22 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import threading
-import time
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import TYPE_CHECKING
 
-from .._autocomplete.reuse import Tap, continuation
 from .._autocomplete.sessions import AutocompletePolicy, Begin, SessionTable, Ticket
 from .._ids import new_id
 from .._stores.base import LedgerEntry
 from .flow import complete_flow
+from .following import (
+    Reader,
+    answer,
+    follow_async,
+    follow_sync,
+    wait_async,
+    wait_sync,
+    whole_ready,
+)
 from .offload import count_off_loop, counts_off_loop
 from .results import Completion, StreamChunk, Usage
 
@@ -103,14 +109,6 @@ class SessionHook:
             mode=run.shaping.mode if run.shaping is not None else None)
 
 
-def answer(earlier: Completion, text: str, source: str) -> Completion:
-    """`earlier`'s completion, as the answer to a later request: `text`, at no cost."""
-    return dataclasses.replace(
-        earlier, text=text, usage=Usage(0, 0, "counted"), cost_nano=0, attempts=(),
-        latency_s=0.0, ttft_s=0.0, request_id=None, warnings=(),
-        served_from=source)  # type: ignore[arg-type]
-
-
 def _kept(completion: Completion) -> Completion:
     """`completion` as sessions and the cache keep it: its routing decision without the
     request's text and the rendered prompts, so that what a kept answer holds is bounded by
@@ -130,101 +128,6 @@ def _timeout(router: Router | AsyncRouter, req: CompletionRequest) -> float:
     return req.timeout or router._core.retry.timeout_s
 
 
-# -- following a running request --------------------------------------------------------------
-
-class _Reader:
-    """A follower's view of its leader's text past what was typed since the leader's prompt."""
-
-    def __init__(self, begin: Begin):
-        assert begin.follow is not None
-        assert begin.ticket is not None
-        self.tap: Tap = begin.follow.leader.tap
-        self.ticket: Ticket = begin.ticket
-        self.typed = begin.follow.typed
-        self.seen = 0
-        self.text = ""
-        self.sent = 0
-
-    def fresh(self) -> str:
-        """Text for the follower that it has not had yet."""
-        parts, _ = self.tap.since(self.seen)
-        self.seen += len(parts)
-        self.text += "".join(parts)
-        start = len(self.typed) + self.sent
-        if len(self.text) <= start:
-            return ""
-        self.sent += len(self.text) - start
-        return self.text[start:]
-
-    def has_news(self) -> bool:
-        return self.ticket.superseded or self.tap.done or len(self.tap.parts) > self.seen
-
-    def whole(self) -> Completion | None:
-        """The leader's answer with the typed part stripped, once it finished whole."""
-        if not self.tap.finished or self.ticket.superseded:
-            return None
-        rest = continuation(self.tap.final.text, self.typed)
-        return None if rest is None else answer(self.tap.final, rest, "reuse")
-
-    def ending(self) -> tuple[str, Completion | None]:
-        """The finish reason and the completion that end the follower's stream."""
-        final: Completion | None = self.tap.final
-        reason = "superseded" if self.ticket.superseded else (
-            final.finish_reason if self.tap.finished and final is not None else "cancelled")
-        if final is None:
-            return reason, None
-        done = answer(final, self.text[len(self.typed):], "reuse")
-        return reason, dataclasses.replace(done, finish_reason=reason)
-
-
-def _wait_sync(reader: _Reader, ready: Callable[[], bool], timeout: float) -> bool:
-    """Wait until `ready()` (woken by the leader's text or by a newer request); False after
-    `timeout` seconds."""
-    event = threading.Event()
-    reader.tap.subscribe(event.set)
-    reader.ticket.bind(event.set)
-    deadline = time.monotonic() + timeout
-    try:
-        while not ready():
-            event.clear()
-            if ready():
-                break
-            if not event.wait(max(0.0, deadline - time.monotonic())):
-                return False
-        return True
-    finally:
-        reader.tap.unsubscribe(event.set)
-        reader.ticket.bind(None)
-
-
-async def _wait_async(reader: _Reader, ready: Callable[[], bool], timeout: float) -> bool:
-    event = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def wake() -> None:
-        loop.call_soon_threadsafe(event.set)
-
-    reader.tap.subscribe(wake)
-    reader.ticket.bind(wake)
-    try:
-        async with asyncio.timeout(timeout):
-            while not ready():
-                event.clear()
-                if ready():
-                    break
-                await event.wait()
-        return True
-    except TimeoutError:
-        return False
-    finally:
-        reader.tap.unsubscribe(wake)
-        reader.ticket.bind(None)
-
-
-def _whole_ready(reader: _Reader) -> Callable[[], bool]:
-    return lambda: reader.tap.done or reader.ticket.superseded
-
-
 # -- Router ------------------------------------------------------------------------------------
 
 def complete_sync(router: Router, req: CompletionRequest, begin: Begin) -> Completion:
@@ -236,8 +139,8 @@ def complete_sync(router: Router, req: CompletionRequest, begin: Begin) -> Compl
     real: Completion | None = None
     try:
         if begin.follow is not None:
-            reader = _Reader(begin)
-            if _wait_sync(reader, _whole_ready(reader), _timeout(router, req)):
+            reader = Reader(begin)
+            if wait_sync(reader, whole_ready(reader), _timeout(router, req)):
                 real = reader.whole()
                 if real is not None:
                     router._store.record((), 0, hook.entry(real, req))
@@ -275,13 +178,13 @@ def stream_sync(router: Router, req: CompletionRequest, begin: Begin, stream: St
     try:
         items: Items | None = None
         if begin.follow is not None:
-            reader = _Reader(begin)
+            reader = Reader(begin)
             timeout = _timeout(router, req)
-            if _wait_sync(reader, reader.has_news, timeout):
+            if wait_sync(reader, reader.has_news, timeout):
                 first = reader.fresh()
                 if first or reader.whole() is not None:
                     stream.served_from = "reuse"
-                    items = _follow_sync(reader, first, timeout)
+                    items = follow_sync(reader, first, timeout)
         if items is None:
             items = _upstream_sync(router, router._core.start(req), begin.ticket, stream)
         try:
@@ -297,24 +200,6 @@ def stream_sync(router: Router, req: CompletionRequest, begin: Begin, stream: St
     finally:
         if not ended:
             hook.finish(begin, stream.completion)
-
-
-def _follow_sync(reader: _Reader, first: str, timeout: float) -> Items:
-    index, fresh = 0, first
-    while True:
-        if fresh:
-            reader.ticket.tap.push(fresh)
-            yield StreamChunk(fresh, index)
-            index += 1
-        if reader.tap.done or reader.ticket.superseded:
-            break
-        if not _wait_sync(reader, reader.has_news, timeout):
-            break
-        fresh = reader.fresh()
-    reason, final = reader.ending()
-    yield StreamChunk("", index, reason)  # type: ignore[arg-type]
-    if final is not None:
-        yield final
 
 
 def _upstream_sync(router: Router, run: RequestRun, ticket: Ticket | None,
@@ -356,8 +241,8 @@ async def complete_async(router: AsyncRouter, req: CompletionRequest,
     real: Completion | None = None
     try:
         if begin.follow is not None:
-            reader = _Reader(begin)
-            if await _wait_async(reader, _whole_ready(reader), _timeout(router, req)):
+            reader = Reader(begin)
+            if await wait_async(reader, whole_ready(reader), _timeout(router, req)):
                 real = reader.whole()
                 if real is not None:
                     await router._astore.arecord((), 0, hook.entry(real, req))
@@ -406,13 +291,13 @@ async def stream_async(router: AsyncRouter, req: CompletionRequest, begin: Begin
     try:
         items: AsyncItems | None = None
         if begin.follow is not None:
-            reader = _Reader(begin)
+            reader = Reader(begin)
             timeout = _timeout(router, req)
-            if await _wait_async(reader, reader.has_news, timeout):
+            if await wait_async(reader, reader.has_news, timeout):
                 first = reader.fresh()
                 if first or reader.whole() is not None:
                     stream.served_from = "reuse"
-                    items = _follow_async(reader, first, timeout)
+                    items = follow_async(reader, first, timeout)
         if items is None:
             if counts_off_loop(req):
                 await count_off_loop(router._core.counter, req, router._counting)
@@ -430,24 +315,6 @@ async def stream_async(router: AsyncRouter, req: CompletionRequest, begin: Begin
     finally:
         if not ended:
             hook.finish(begin, stream.completion)
-
-
-async def _follow_async(reader: _Reader, first: str, timeout: float) -> AsyncItems:
-    index, fresh = 0, first
-    while True:
-        if fresh:
-            reader.ticket.tap.push(fresh)
-            yield StreamChunk(fresh, index)
-            index += 1
-        if reader.tap.done or reader.ticket.superseded:
-            break
-        if not await _wait_async(reader, reader.has_news, timeout):
-            break
-        fresh = reader.fresh()
-    reason, final = reader.ending()
-    yield StreamChunk("", index, reason)  # type: ignore[arg-type]
-    if final is not None:
-        yield final
 
 
 async def _upstream_async(router: AsyncRouter, run: RequestRun, ticket: Ticket | None,
