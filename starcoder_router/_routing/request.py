@@ -201,6 +201,9 @@ class CompletionRequest(_Frozen):
     special_tokens: SpecialTokenHandling | None = None
     extra_body: dict[str, Any] | None = None
     mode: AutocompleteMode | None = None
+    # Editor autocomplete: requests of one session (an editor's file) supersede each other and
+    # may be answered from each other's completions (`starcoder_router._autocomplete.sessions`).
+    session: str | None = Field(default=None, min_length=1, max_length=512)
 
     @field_validator("stop", "tags", mode="before")
     @classmethod
@@ -210,7 +213,7 @@ class CompletionRequest(_Frozen):
         return value
 
     _text = field_validator("prompt", "prefix", "suffix", "repo_name", "path", "stop", "tenant",
-                            "tags")(_unicode_text)
+                            "tags", "session")(_unicode_text)
 
     @field_validator("tenant")
     @classmethod
@@ -334,3 +337,4 @@ class RequestFields(TypedDict, total=False):
     special_tokens: Literal["escape", "reject", "keep"]
     extra_body: dict[str, Any]
     mode: AutocompleteMode
+    session: str
