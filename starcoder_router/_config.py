@@ -42,6 +42,7 @@ from typing import Any, Literal, NamedTuple, TypeVar
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from ._errors import ConfigError
+from ._fleet.policy import FleetPolicy
 from ._providers.registry import PROVIDERS
 from ._routing.catalog import Catalog
 from ._routing.health import HealthPolicy
@@ -103,12 +104,13 @@ class RouterConfig(NamedTuple):
     store: StoreSettings | None = None
     retry: RetryPolicy | None = None
     health: HealthPolicy | None = None
+    fleet: FleetPolicy | None = None
 
 
 # `simulate` belongs to `starcoder-router simulate` (read by `_simulate.model`) and `server` to
 # the gateway (`starcoder-router serve`), which validate them themselves; routers ignore both.
 _TOP_LEVEL = {"tokenizer", "policy", "providers", "deployments", "variants", "store", "retry",
-              "health", "simulate", "server", "overrides"}
+              "health", "fleet", "simulate", "server", "overrides"}
 
 
 def load_config(path: str | os.PathLike[str], *, catalog: Catalog | None = None) -> RouterConfig:
@@ -145,6 +147,7 @@ def load_config(path: str | os.PathLike[str], *, catalog: Catalog | None = None)
         store=store,
         retry=_model(RetryPolicy, data["retry"], source, "retry") if "retry" in data else None,
         health=_model(HealthPolicy, data["health"], source, "health") if "health" in data else None,
+        fleet=_model(FleetPolicy, data["fleet"], source, "fleet") if "fleet" in data else None,
     )
 
 

@@ -12,6 +12,7 @@ from .._autocomplete import apply_mode
 from .._clock import Clock, SystemClock
 from .._config import ProviderSettings, load_config
 from .._errors import ConfigError, RouterClosedError, StoreError
+from .._fleet import Fleet, FleetPolicy
 from .._routing.catalog import Catalog
 from .._routing.decision import RoutingDecision
 from .._routing.health import HealthPolicy, HealthTracker
@@ -46,11 +47,12 @@ class BaseRouter:
         hedge: HedgePolicy | None,
         clock: Clock | None,
         env: Mapping[str, str] | None,
+        fleet: FleetPolicy | None = None,
     ):
         self._core = RouterCore(
             catalog=catalog, policy=policy, providers=providers,
             counter=load_token_counter(tokenizer), retry=retry, health=health, hooks=hooks,
-            clock=clock or SystemClock(), env=env,
+            clock=clock or SystemClock(), env=env, fleet=fleet,
         )
         self._store: SpendStore = store if store is not None else open_store()
         self._hedge = hedge
@@ -68,6 +70,7 @@ class BaseRouter:
         kwargs: dict[str, Any] = {
             "catalog": cfg.catalog, "policy": cfg.policy, "providers": cfg.providers,
             "tokenizer": cfg.tokenizer, "retry": cfg.retry, "health": cfg.health,
+            "fleet": cfg.fleet,
         }
         kwargs.update(overrides)
         opened: SpendStore | None = None
@@ -110,6 +113,11 @@ class BaseRouter:
         return self._core.health
 
     @property
+    def fleet(self) -> Fleet:
+        """Replica groups, each local server's slots and the requests in flight on it."""
+        return self._core.fleet
+
+    @property
     def token_counter(self) -> TokenCounter:
         return self._core.counter
 
@@ -145,6 +153,7 @@ class BaseRouter:
         return self._core.start(self._request(request, fields, stream=stream))
 
     def _close_owned_store(self) -> None:
+        self._core.fleet.close()  # every close() ends here: stop the slot probes too
         store, self._owned_store = self._owned_store, None
         if store is not None:
             store.close()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._config import ProviderSettings
 from .._errors import ConfigError, InvalidRequestError, NoRouteError
+from .._fleet import Fleet, FleetPolicy
 from .._providers.base import Provider
 from .._providers.call import Endpoint
 from .._providers.registry import provider_class
@@ -52,6 +53,7 @@ class RouterCore:
         hooks: Hooks | None,
         clock: Clock,
         env: Mapping[str, str] | None,
+        fleet: FleetPolicy | None = None,
     ):
         self.catalog = catalog or Catalog.default()
         self.policy = policy or CostPolicy()
@@ -80,6 +82,8 @@ class RouterCore:
         self._static: StaticCache = {}
         # The last used share of each budget seen, for the soft limit.
         self._budget_use: dict[str, float] = {}
+        # Replica groups, slots and requests in flight (`_fleet`); the router closes it.
+        self.fleet = Fleet(fleet, self.catalog.deployments, now=clock.now)
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -133,7 +137,7 @@ class RouterCore:
         if only is not None:
             deployments = tuple(d for d in deployments if d.name in only)
             static = None
-        return decide(
+        decision = decide(
             request,
             render(request),
             deployments=deployments,
@@ -146,6 +150,7 @@ class RouterCore:
             now=now,
             static=static,
         )
+        return self.fleet.arrange(decision) if self.fleet.active else decision
 
     def servable(self) -> tuple[Deployment, ...]:
         """The deployments that could serve some request (see `decision.servable`)."""

@@ -80,6 +80,8 @@ class RequestRun:
         self._waited: dict[str, float] = {}
         # Autocomplete post-processing (`_autocomplete`), None for a request without a mode.
         self.shaping = plan_for(request)
+        # Editor completions go first at a full local server (`_fleet.gate`).
+        self.urgent = request.kind == "fim" or request.mode is not None
 
     # -- choosing -----------------------------------------------------------------------------
 
