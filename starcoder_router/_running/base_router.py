@@ -47,7 +47,7 @@ class BaseRouter:
         hedge: HedgePolicy | None,
         clock: Clock | None,
         env: Mapping[str, str] | None,
-        fleet: FleetPolicy | None = None,
+        fleet: FleetPolicy | Fleet | None = None,
     ):
         self._core = RouterCore(
             catalog=catalog, policy=policy, providers=providers,
@@ -153,7 +153,8 @@ class BaseRouter:
         return self._core.start(self._request(request, fields, stream=stream))
 
     def _close_owned_store(self) -> None:
-        self._core.fleet.close()  # every close() ends here: stop the slot probes too
+        if self._core.owns_fleet:  # every close() ends here: stop the slot probes too
+            self._core.fleet.close()
         store, self._owned_store = self._owned_store, None
         if store is not None:
             store.close()

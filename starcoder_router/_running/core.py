@@ -53,7 +53,7 @@ class RouterCore:
         hooks: Hooks | None,
         clock: Clock,
         env: Mapping[str, str] | None,
-        fleet: FleetPolicy | None = None,
+        fleet: FleetPolicy | Fleet | None = None,
     ):
         self.catalog = catalog or Catalog.default()
         self.policy = policy or CostPolicy()
@@ -82,8 +82,12 @@ class RouterCore:
         self._static: StaticCache = {}
         # The last used share of each budget seen, for the soft limit.
         self._budget_use: dict[str, float] = {}
-        # Replica groups, slots and requests in flight (`_fleet`); the router closes it.
-        self.fleet = Fleet(fleet, self.catalog.deployments, now=clock.now)
+        # Replica groups, slots and requests in flight (`_fleet`). A `Fleet` passed in is
+        # shared (the gateway's routers count one server's requests together) and its owner
+        # closes it; one made here, the router closes.
+        self.owns_fleet = not isinstance(fleet, Fleet)
+        self.fleet = fleet if isinstance(fleet, Fleet) else Fleet(
+            fleet, self.catalog.deployments, now=clock.now)
 
     # -- configuration ------------------------------------------------------------------------
 

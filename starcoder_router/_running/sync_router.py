@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from .._clock import Clock
     from .._config import ProviderSettings
-    from .._fleet import FleetPolicy, Hold
+    from .._fleet import Fleet, FleetPolicy, Hold
     from .._routing.catalog import Catalog
     from .._routing.health import HealthPolicy
     from .._routing.policy import CostPolicy
@@ -82,7 +82,7 @@ class Router(BaseRouter):
         hedge: HedgePolicy | None = None,
         clock: Clock | None = None,
         env: Mapping[str, str] | None = None,
-        fleet: FleetPolicy | None = None,
+        fleet: FleetPolicy | Fleet | None = None,
     ):
         super().__init__(catalog=catalog, policy=policy, providers=providers,
                          tokenizer=tokenizer, store=store, retry=retry, health=health,

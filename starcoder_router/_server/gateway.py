@@ -19,7 +19,9 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .._clock import SystemClock
 from .._config import load_config
+from .._fleet import Fleet
 from .._routing.tokens import load_token_counter
 from .._running.hooks import Hooks
 from .._stores import DEFAULT_REDIS_TIMEOUT_S, open_configured, open_store
@@ -39,6 +41,7 @@ from .tenants import (
 
 if TYPE_CHECKING:
     from .._config import ProviderSettings
+    from .._fleet import FleetPolicy
     from .._routing.catalog import Catalog, Deployment
     from .._routing.health import HealthPolicy
     from .._routing.policy import CostPolicy
@@ -89,6 +92,7 @@ class Gateway:
         hooks: Hooks | None = None,
         env: Mapping[str, str] | None = None,
         redis_url: str | None = None,
+        fleet: FleetPolicy | None = None,
     ):
         from .._routing.catalog import Catalog
         from .._routing.policy import CostPolicy
@@ -115,9 +119,12 @@ class Gateway:
             extra = extra._replace(on_attempt=[*extra.on_attempt, *otel_hooks().on_attempt])
         self._hooks = extra._replace(on_attempt=[self._on_attempt, *extra.on_attempt])
         self._counter = load_token_counter(tokenizer)
+        # One fleet for every router: a server's requests in flight are counted once, whatever
+        # model name brought them.
+        self.fleet = Fleet(fleet, self.catalog.deployments, now=SystemClock().now)
         self._router_args: dict[str, Any] = {
             "providers": providers, "store": self.store, "retry": retry, "health": health,
-            "hooks": self._hooks, "env": env, "tokenizer": self._counter,
+            "hooks": self._hooks, "env": env, "tokenizer": self._counter, "fleet": self.fleet,
         }
         self._routers: dict[ModelChoice, AsyncRouter] = {}
         self._by_name: dict[str | None, AsyncRouter] = {}
@@ -139,7 +146,7 @@ class Gateway:
         kwargs: dict[str, Any] = {
             "settings": load_server_settings(path), "catalog": cfg.catalog,
             "policy": cfg.policy, "providers": cfg.providers, "tokenizer": cfg.tokenizer,
-            "retry": cfg.retry, "health": cfg.health,
+            "retry": cfg.retry, "health": cfg.health, "fleet": cfg.fleet,
         }
         kwargs.update(overrides)
         if "store" not in kwargs and cfg.store is not None:
@@ -320,6 +327,7 @@ class Gateway:
             await router.aclose()
         self._routers.clear()
         self._by_name.clear()
+        self.fleet.close()
         await self.limiter.aclose()
         close = getattr(self.store, "aclose", None)
         if close is not None:
