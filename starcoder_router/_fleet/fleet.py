@@ -151,13 +151,15 @@ class Fleet:
             else:
                 why = "round robin"
             ring_order = rotated
-            chosen = next((n for n in rotated if n in free), rotated[0])
-            if chosen != rotated[0]:
+            chosen = rotated[0]
+            if strategy == "least_loaded" and chosen not in free and free:
+                chosen = next(n for n in rotated if n in free)
                 why = "free slot"
             detail = strategy.replace("_", "-")
         rest = [n for n in ring_order if n != chosen]
-        # Replicas with a free slot before full ones; ring order (or rotation) within each.
-        rest.sort(key=lambda n: n not in free)
+        if strategy != "round_robin":
+            # Replicas with a free slot before full ones; ring order (or load) within each.
+            rest.sort(key=lambda n: n not in free)
         note = (f"replica group {group}: {chosen} by {why} ({detail}; "
                 f"{loads[chosen]}/{caps[chosen]} slots busy)")
         return [by_name[n] for n in [chosen, *rest]], note

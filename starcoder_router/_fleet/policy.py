@@ -21,7 +21,9 @@ class FleetPolicy(FrozenModel):
         FleetPolicy(strategy="affinity", epsilon=0.25)
 
     * `strategy`: "affinity" (consistent hashing with bounded loads on the session, file or
-      prompt head, so a replica's prompt cache is reused), "round_robin" or "least_loaded".
+      prompt head, so a replica's prompt cache is reused; a full replica gives way to the next
+      one with a free slot), "least_loaded" (fewest requests in flight per slot), or
+      "round_robin" (in turn, blind to load: a baseline).
     * `epsilon`: how far above the group's average load a replica may go before its keys
       overflow to the next replica on the ring: bound = ceil((1 + epsilon) * average).
     * `default_parallel`: a server's slots when it neither says (probe) nor has `parallel`.
