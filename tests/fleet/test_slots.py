@@ -177,6 +177,8 @@ def test_a_failed_probe_is_cached_too_and_close_stops_the_worker() -> None:
     assert len(server.calls) == 2  # not retried on every request
     thread = prober._thread
     prober.close()
-    assert thread is not None and not thread.is_alive()
+    assert thread is not None
+    thread.join(5)
+    assert not thread.is_alive()
     prober.get("b", "llamacpp", "http://b")  # after close: no new worker
     assert prober._thread is None
