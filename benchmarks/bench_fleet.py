@@ -108,7 +108,8 @@ class Session:
 
 
 def has_cache_ram(binary: Path) -> bool:
-    out = subprocess.run([str(binary), "--help"], capture_output=True, text=True, timeout=30)
+    out = subprocess.run([str(binary), "--help"], check=False, capture_output=True, text=True,
+                         timeout=30)
     return "--cache-ram" in out.stdout + out.stderr
 
 

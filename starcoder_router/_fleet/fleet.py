@@ -18,7 +18,8 @@ from .gate import Hold, SlotGate
 from .groups import replica_groups
 from .keys import affinity_key
 from .policy import FleetPolicy
-from .ring import BoundedLoadRing
+from .ring import BoundedLoadRing, load_bound
+from .sessions import ActiveKeys
 from .slots import Fetch, ServerSlots, SlotProber
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ class Fleet:
                        for name, d in self._deps.items()}
         self._prober = SlotProber(ttl_s=self.policy.probe_ttl_s,
                                   timeout_s=self.policy.probe_timeout_s, now=now, fetch=fetch)
+        self._active = {g: ActiveKeys(idle_s=self.policy.session_idle_s) for g in self.groups}
+        self._now = now
         self._turns = {g: itertools.count() for g in self.groups}
         self._turn_lock = threading.Lock()
 
@@ -130,12 +133,9 @@ class Fleet:
         ring_order = names
         if strategy == "affinity":
             kind, key = affinity_key(request)
-            ring = self._rings[group]
-            placed = ring.place(key, loads, epsilon=self.policy.epsilon, available=names)
-            assert placed is not None
-            ring_order = [n for n in ring.walk(key) if n in by_name]
-            chosen, why = placed.replica, str(placed.reason)
-            detail = f"{kind} key, home {placed.home}, bound {placed.bound}"
+            chosen, why, detail = self._place(group, key, names)
+            detail = f"{kind} key, {detail}"
+            ring_order = [n for n in self._rings[group].walk(key) if n in by_name]
             if chosen not in free and free:
                 # Its replica is full: the next one clockwise with a free slot (a cold cache
                 # beats a queue), not a wait.
@@ -163,6 +163,30 @@ class Fleet:
         note = (f"replica group {group}: {chosen} by {why} ({detail}; "
                 f"{loads[chosen]}/{caps[chosen]} slots busy)")
         return [by_name[n] for n in [chosen, *rest]], note
+
+    def _place(self, group: str, key: str, names: list[str]) -> tuple[str, str, str]:
+        """The replica for `key` among `names` (available): the one it is on while it is
+        active, else the first on the ring under the bound of active keys. Records it."""
+        now = self._now()
+        table = self._active[group]
+        current = table.replica_of(key, now)
+        active = table.loads(now)
+        if current is not None:
+            active[current] -= 1  # the key itself is not a load on where it goes
+        total = sum(active.get(n, 0) for n in names)
+        if current in names:
+            bound = load_bound(total, len(names), self.policy.epsilon)
+            chosen, why = current, "affinity"
+            home = next(n for n in self._rings[group].walk(key) if n in names)
+        else:
+            placed = self._rings[group].place(key, active, epsilon=self.policy.epsilon,
+                                              available=names)
+            assert placed is not None  # `names` is not empty
+            chosen, why, home, bound = placed.replica, str(placed.reason), placed.home, \
+                placed.bound
+        table.assign(key, chosen, now)
+        return chosen, why, (f"home {home}, {active.get(chosen, 0) + 1}/{bound} active keys "
+                             f"there")
 
     # -- holds --------------------------------------------------------------------------------
 

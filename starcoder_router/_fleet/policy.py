@@ -24,8 +24,10 @@ class FleetPolicy(FrozenModel):
       prompt head, so a replica's prompt cache is reused; a full replica gives way to the next
       one with a free slot), "least_loaded" (fewest requests in flight per slot), or
       "round_robin" (in turn, blind to load: a baseline).
-    * `epsilon`: how far above the group's average load a replica may go before its keys
-      overflow to the next replica on the ring: bound = ceil((1 + epsilon) * average).
+    * `epsilon`: how far above the group's average load a replica may go before new keys
+      overflow to the next replica on the ring: bound = ceil((1 + epsilon) * average). The
+      load is a replica's active keys: sessions, files or prompt heads seen in the last
+      `session_idle_s` seconds. An active key stays on its replica.
     * `default_parallel`: a server's slots when it neither says (probe) nor has `parallel`.
     * `probe`: read llama-server's `/slots` / `/props` and vLLM's `/metrics` in the background,
       at most every `probe_ttl_s`, each read waiting at most `probe_timeout_s`.
@@ -36,6 +38,7 @@ class FleetPolicy(FrozenModel):
 
     strategy: FleetStrategy = "affinity"
     epsilon: float = Field(default=0.25, gt=0, le=10)
+    session_idle_s: float = Field(default=60.0, gt=0)
     default_parallel: int = Field(default=1, ge=1, le=4096)
     probe: bool = True
     probe_ttl_s: float = Field(default=5.0, gt=0)
