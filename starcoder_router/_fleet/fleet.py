@@ -9,6 +9,7 @@ the attempt ends, on every path.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import threading
 from collections.abc import Callable, Iterable
@@ -169,7 +170,9 @@ class Fleet:
         active, else the first on the ring under the bound of active keys. Records it."""
         now = self._now()
         table = self._active[group]
-        current = table.replica_of(key, now)
+        # The table keeps a digest: keys come from clients and can be long.
+        digest = hashlib.blake2b(key.encode("utf-8", "replace"), digest_size=16).digest()
+        current = table.replica_of(digest, now)
         active = table.loads(now)
         if current is not None:
             active[current] -= 1  # the key itself is not a load on where it goes
@@ -184,7 +187,7 @@ class Fleet:
             assert placed is not None  # `names` is not empty
             chosen, why, home, bound = placed.replica, str(placed.reason), placed.home, \
                 placed.bound
-        table.assign(key, chosen, now)
+        table.assign(digest, chosen, now)
         return chosen, why, (f"home {home}, {active.get(chosen, 0) + 1}/{bound} active keys "
                              f"there")
 

@@ -20,16 +20,16 @@ __all__ = ["ActiveKeys"]
 
 
 class ActiveKeys:
-    """key -> (replica, last seen), oldest first; per-replica counts kept alongside."""
+    """key digest -> (replica, last seen), oldest first; per-replica counts alongside."""
 
     def __init__(self, *, idle_s: float, max_keys: int = 65536):
         self.idle_s = idle_s
         self.max_keys = max_keys
         self._lock = threading.Lock()
-        self._keys: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._keys: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
         self._counts: dict[str, int] = {}
 
-    def _drop_locked(self, key: str) -> None:
+    def _drop_locked(self, key: bytes) -> None:
         replica, _ = self._keys.pop(key)
         self._counts[replica] -= 1
         if not self._counts[replica]:
@@ -43,7 +43,7 @@ class ActiveKeys:
                 break
             self._drop_locked(key)
 
-    def replica_of(self, key: str, now: float) -> str | None:
+    def replica_of(self, key: bytes, now: float) -> str | None:
         """The replica `key` is on, if it is active."""
         with self._lock:
             self._expire_locked(now)
@@ -56,7 +56,7 @@ class ActiveKeys:
             self._expire_locked(now)
             return dict(self._counts)
 
-    def assign(self, key: str, replica: str, now: float) -> None:
+    def assign(self, key: bytes, replica: str, now: float) -> None:
         """`key` is on `replica`, seen now."""
         with self._lock:
             if key in self._keys:
