@@ -22,10 +22,11 @@ The servers are restarted between strategies so each starts cold. Measured per s
 * the busiest replica's share of requests, as a multiple of a fair share (1/replicas);
 * requests sent to a full replica (all its slots busy) while another replica had a free slot.
 
-Prints one JSON object; `--markdown` prints the BENCHMARKS.md section. Needs the llama-server
-binary (`.ci/build-llama-server.sh`, or `$LLAMA_SERVER_BIN`). About two minutes on 2 cores.
+Prints one JSON object; `--markdown` prints the BENCHMARKS.md section, `--write` puts it there
+(`--write a.json b.json` from saved outputs, one table each). Needs the llama-server binary
+(`.ci/build-llama-server.sh`, or `$LLAMA_SERVER_BIN`). About three minutes on 2 idle cores.
 
-Run: `python benchmarks/bench_fleet.py [--sessions 9] [--keys 20] [--markdown]`.
+Run: `python benchmarks/bench_fleet.py [--sessions 12] [--slots 4] [--keys 20] [--write]`.
 """
 
 from __future__ import annotations
@@ -187,47 +188,82 @@ async def replay(strategy: str, servers: list[Any], counter: TokenizerCounter, s
     }
 
 
-def markdown(result: dict[str, Any]) -> str:
-    rows = {r["strategy"]: r for r in result["runs"]}
-    rr = rows.get("round_robin")
+HEADING = ("## Local fleets: replica affinity on real llama-servers "
+           "(`benchmarks/bench_fleet.py`)")
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    """The BENCHMARKS.md section: one table per run of this script."""
+    first = results[0]
     lines = [
-        "## Local fleets: replica affinity on real llama-servers (`benchmarks/bench_fleet.py`)",
+        HEADING,
         "",
-        f"{result['replicas']} llama-server replicas ({result['build']}) of a tiny StarCoder "
-        f"2-architecture model with the real vocabulary, {result['slots']} slots each, "
-        f"{'`--cache-ram 0` (no host-memory prompt cache), ' if result['cache_ram_0'] else ''}"
-        f"`-t 1`, on {result['machine']}. {result['sessions']} editor sessions at once, each "
-        f"typing {result['keys']} keystrokes through its own file of the Python standard "
-        f"library (a FIM request per keystroke: the file up to the cursor, about "
-        f"{PREFIX_START} characters, the next {SUFFIX_CHARS} characters as the suffix, and "
-        "the file's path), through one `AsyncRouter` whose deployments form one replica group. "
-        "Servers restarted cold for each strategy. \"Evaluated\" is the sum of llama-server's "
-        "own `timings.prompt_n` over the replies: the prompt tokens it did not find in a "
-        "slot's cache.",
-        "",
-        "| strategy | requests | prompt tokens sent | evaluated by the servers | "
-        "evaluated vs round robin | p50 | p95 | busiest replica (x fair share) | "
-        "sent to a full replica while another had a free slot |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name in STRATEGIES:
-        r = rows.get(name)
-        if r is None:
-            continue
-        vs = (f"{(r['prompt_tokens_evaluated'] / rr['prompt_tokens_evaluated'] - 1) * 100:+.0f}%"
-              if rr and rr["prompt_tokens_evaluated"] else "-")
-        lines.append(
-            f"| `{name}` | {r['requests']} | {r['prompt_tokens_sent']:,} | "
-            f"{r['prompt_tokens_evaluated']:,} ({r['evaluated_share']:.0%}) | {vs} | "
-            f"{r['p50_ms']:.0f} ms | {r['p95_ms']:.0f} ms | {r['busiest_share_x_fair']:.2f} | "
-            f"{r['queued_behind_full_with_free_elsewhere']} |")
-    lines += [
+        f"{first['replicas']} llama-server replicas ({first['build']}) of a tiny StarCoder "
+        f"2-architecture model with the real vocabulary"
+        f"{', `--cache-ram 0` (no host-memory prompt cache)' if first['cache_ram_0'] else ''}"
+        f", `-t 1` each, on {first['machine']}. Editor sessions run at once, each typing "
+        f"through its own file of the Python standard library: a FIM request per keystroke "
+        f"(the file up to the cursor, about {PREFIX_START:,} characters and growing, the next "
+        f"{SUFFIX_CHARS} characters as the suffix, and the file's path), 20-80 ms apart, "
+        "through one `AsyncRouter` whose three deployments form one replica group (by default: "
+        "same provider, variant, model and window on three base URLs). The servers restart "
+        "cold for each strategy. *Evaluated* is the sum of llama-server's own "
+        "`timings.prompt_n` over its replies: the prompt tokens it did not find in a slot's "
+        "KV cache. The last column counts requests sent to a replica whose slots were all busy "
+        "while another replica had a free one.",
         "",
         "Targets: at least 70% fewer prompt tokens evaluated than round robin; the busiest "
         "replica at most 1.3x its fair share; no request sent to a full replica while another "
         "had a free slot.",
     ]
-    return "\n".join(lines)
+    for result in results:
+        rows = {r["strategy"]: r for r in result["runs"]}
+        rr = rows.get("round_robin")
+        lines += [
+            "",
+            f"### {result['sessions']} sessions, {result['keys']} keystrokes each, "
+            f"{result['slots']} slots per replica ({result['date']}, "
+            f"{result.get('load_note') or _load_note(result['load_before'])})",
+            "",
+            "| strategy | requests | prompt tokens sent | evaluated by the servers | "
+            "evaluated vs round robin | p50 | p95 | busiest replica (x fair share) | "
+            "sent to a full replica, another free |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name in STRATEGIES:
+            r = rows.get(name)
+            if r is None:
+                continue
+            vs = "-"
+            if rr and rr["prompt_tokens_evaluated"]:
+                vs = f"{(r['prompt_tokens_evaluated'] / rr['prompt_tokens_evaluated'] - 1):+.0%}"
+            lines.append(
+                f"| `{name}` | {r['requests']} | {r['prompt_tokens_sent']:,} | "
+                f"{r['prompt_tokens_evaluated']:,} ({r['evaluated_share']:.0%}) | {vs} | "
+                f"{r['p50_ms']:,.0f} ms | {r['p95_ms']:,.0f} ms | "
+                f"{r['busiest_share_x_fair']:.2f} | "
+                f"{r['queued_behind_full_with_free_elsewhere']} |")
+    lines += [
+        "",
+        "Latencies are on 2 cores shared by the three servers, the client and, in these runs, "
+        "other jobs (see the load averages): they compare the strategies within one table, not "
+        "the servers' speed. What a strategy saves shows in the evaluated tokens, which do not "
+        "depend on load.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _load_note(load: float) -> str:
+    return f"load average {load:.0f} when it started"
+
+
+def write(section: str, path: Path) -> None:
+    """Replace this script's section of BENCHMARKS.md (or add it); `run.py` keeps it."""
+    import re
+
+    text = path.read_text(encoding="utf-8")
+    parts = [p for p in re.split(r"(?m)^(?=## )", text) if not p.startswith(HEADING)]
+    path.write_text("".join(parts).rstrip("\n") + "\n\n" + section, encoding="utf-8")
 
 
 def main() -> None:
@@ -239,9 +275,17 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--write", nargs="*", metavar="RESULT_JSON",
+                    help="put the section into BENCHMARKS.md: from saved results (this "
+                         "script's JSON output), or from this run when none are given")
     args = ap.parse_args()
+    if args.write:
+        saved = [json.loads(Path(f).read_text()) for f in args.write]
+        write(markdown(saved), ROOT / "BENCHMARKS.md")
+        return
     if args.sessions > len(FILES):
         ap.error(f"at most {len(FILES)} sessions (one file each)")
+    load_before = _load()
     binary = find_llama_server()
     cache_ram_0 = has_cache_ram(binary)
     extra = ["-np", str(args.slots), "-c", str(SLOT_CTX * args.slots)]
@@ -265,8 +309,17 @@ def main() -> None:
         "replicas": args.replicas, "slots": args.slots, "sessions": args.sessions,
         "keys": args.keys, "cache_ram_0": cache_ram_0,
         "build": binary.parent.name, "machine": f"{_cores()} cores", "runs": runs,
+        "date": time.strftime("%Y-%m-%d", time.gmtime()), "load_before": load_before,
     }
-    print(markdown(result) if args.markdown else json.dumps(result, indent=2))
+    if args.write is not None:
+        write(markdown([result]), ROOT / "BENCHMARKS.md")
+    print(markdown([result]) if args.markdown else json.dumps(result, indent=2))
+
+
+def _load() -> float:
+    import os
+
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
 
 
 def _cores() -> int:
