@@ -243,6 +243,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
                 f"{r['p50_ms']:,.0f} ms | {r['p95_ms']:,.0f} ms | "
                 f"{r['busiest_share_x_fair']:.2f} | "
                 f"{r['queued_behind_full_with_free_elsewhere']} |")
+        if result.get("note"):
+            lines += ["", result["note"]]
     lines += [
         "",
         "Latencies are on 2 cores shared by the three servers, the client and, in these runs, "

@@ -36,7 +36,7 @@ def test_keys_expire_and_the_table_is_bounded() -> None:
     assert table.loads(31.0) == {"a": 1}
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(keys=st.lists(st.text(max_size=6), min_size=1, max_size=120, unique=True),
        eps=st.sampled_from([0.1, 0.25, 0.5]))
 def test_no_replica_holds_more_active_keys_than_the_bound(keys: list[str], eps: float) -> None:
@@ -48,7 +48,7 @@ def test_no_replica_holds_more_active_keys_than_the_bound(keys: list[str], eps: 
         assert loads[chosen] <= math.ceil((1 + eps) * (i + 1) / len(NAMES))
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(keys=st.lists(st.text(max_size=6), min_size=3, max_size=60, unique=True),
        gone=st.sampled_from(NAMES))
 def test_a_departed_replica_moves_only_its_keys(keys: list[str], gone: str) -> None:
