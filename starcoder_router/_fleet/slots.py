@@ -2,10 +2,11 @@
 
 * llama.cpp's `llama-server`: `GET /props` has `total_slots` (its `--parallel`), and `GET /slots`
   (on unless started with `--no-slots`) lists each slot with `is_processing`
-  (llama.cpp `tools/server/README.md`, "GET /props" and "GET /slots").
+  (llama.cpp `tools/server/README.md`, "GET /props" and "GET /slots"; the slot object is
+  `server_slot::to_json` in `tools/server/server-context.cpp`).
 * vLLM: `GET /metrics` (Prometheus text) has the gauges `vllm:num_requests_running` and
-  `vllm:num_requests_waiting` (vLLM `docs/design/metrics.md`); a waiting request means the
-  server is full. vLLM does not publish its `--max-num-seqs`, so its capacity is the
+  `vllm:num_requests_waiting` (vLLM `docs/source/design/v1/metrics.md`); a waiting request
+  means the server is full. vLLM does not publish its `--max-num-seqs`, so its capacity is the
   deployment's `parallel`.
 * Ollama publishes nothing: its capacity is `OLLAMA_NUM_PARALLEL` as the deployment's `parallel`.
 
