@@ -40,6 +40,12 @@ def test_llama_props_as_captured_from_a_real_server() -> None:
     assert parse_llama_props(body) == ServerSlots(total=1)
 
 
+def test_llama_slots_as_captured_from_a_real_server() -> None:
+    # `-np 2`, one request in flight: an idle slot lists only its id, window and state.
+    body = (HERE / "fixtures" / "llama_slots.json").read_bytes()
+    assert parse_llama_slots(body) == ServerSlots(total=2, busy=1)
+
+
 def test_llama_slots_count_busy_ones() -> None:
     body = json.dumps([_slot(0, True), _slot(1, False), _slot(2, True)]).encode()
     assert parse_llama_slots(body) == ServerSlots(total=3, busy=2)
