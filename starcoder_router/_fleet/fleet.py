@@ -40,7 +40,7 @@ class Fleet:
                  now: Callable[[], float], fetch: Fetch | None = None):
         self.policy = policy or FleetPolicy()
         deps = tuple(deployments)
-        self.groups = replica_groups(deps)
+        self.groups = replica_groups(deps, auto=self.policy.auto_groups)
         self._group_of = {name: g for g, names in self.groups.items() for name in names}
         self._rings = {g: BoundedLoadRing(names) for g, names in self.groups.items()}
         # Tracked: replicas, and any local deployment whose `parallel` is stated.

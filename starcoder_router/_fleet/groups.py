@@ -16,14 +16,16 @@ from .._routing.catalog import LOCAL_PROVIDERS, Deployment
 __all__ = ["replica_groups"]
 
 
-def replica_groups(deployments: Iterable[Deployment]) -> dict[str, tuple[str, ...]]:
-    """Group name -> member deployment names, for groups of two or more."""
+def replica_groups(deployments: Iterable[Deployment], *,
+                   auto: bool = True) -> dict[str, tuple[str, ...]]:
+    """Group name -> member deployment names, for groups of two or more; with `auto` False,
+    only the groups deployments name."""
     explicit: dict[str, list[str]] = {}
     implicit: dict[tuple[str, str, str, int], list[Deployment]] = {}
     for dep in deployments:
         if dep.group:
             explicit.setdefault(dep.group, []).append(dep.name)
-        elif dep.provider in LOCAL_PROVIDERS and dep.base_url:
+        elif auto and dep.provider in LOCAL_PROVIDERS and dep.base_url:
             key = (dep.provider, dep.variant, dep.model, dep.context_window)
             implicit.setdefault(key, []).append(dep)
     groups = {name: tuple(names) for name, names in explicit.items() if len(names) >= 2}

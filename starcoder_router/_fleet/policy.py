@@ -28,6 +28,8 @@ class FleetPolicy(FrozenModel):
       overflow to the next replica on the ring: bound = ceil((1 + epsilon) * average). The
       load is a replica's active keys: sessions, files or prompt heads seen in the last
       `session_idle_s` seconds. An active key stays on its replica.
+    * `auto_groups`: local servers of one kind serving one variant, model and window from
+      several base URLs form a group by themselves; False: only deployments naming a `group`.
     * `default_parallel`: a server's slots when it neither says (probe) nor has `parallel`.
     * `probe`: read llama-server's `/slots` / `/props` and vLLM's `/metrics` in the background,
       at most every `probe_ttl_s`, each read waiting at most `probe_timeout_s`.
@@ -37,6 +39,7 @@ class FleetPolicy(FrozenModel):
     """
 
     strategy: FleetStrategy = "affinity"
+    auto_groups: bool = True
     epsilon: float = Field(default=0.25, gt=0, le=10)
     session_idle_s: float = Field(default=60.0, gt=0)
     default_parallel: int = Field(default=1, ge=1, le=4096)

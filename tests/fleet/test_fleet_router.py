@@ -217,6 +217,7 @@ def test_which_deployments_form_a_group() -> None:
     assert replica_groups([oa.model_copy(update={"group": "mine"}),
                            ob.model_copy(update={"group": "mine"})]) == {"mine": ("o", "p")}
     assert replica_groups([a]) == {}
+    assert replica_groups([a, b], auto=False) == {}  # FleetPolicy(auto_groups=False)
 
 
 def test_a_config_file_declares_groups_parallel_and_the_fleet(tmp_path: Path) -> None:
