@@ -37,6 +37,7 @@ if _typing.TYPE_CHECKING:
     from ._clock import Clock, FakeClock, SystemClock
     from ._config import ProviderSettings, StoreSettings
     from ._discovery import discover_local
+    from ._fleet import Fleet, FleetPolicy
     from ._routing.catalog import Catalog, Deployment, Score, Variant
     from ._routing.decision import Candidate, RoutingDecision
     from ._routing.fit import TrimReport
@@ -105,6 +106,8 @@ __all__ = [
     "Deployment",
     "EstimatingCounter",
     "FakeClock",
+    "Fleet",
+    "FleetPolicy",
     "HealthPolicy",
     "HedgePolicy",
     "Hooks",
@@ -184,6 +187,8 @@ _LAZY = {
     "Deployment": "._routing.catalog",
     "EstimatingCounter": "._routing.tokens",
     "FakeClock": "._clock",
+    "Fleet": "._fleet",
+    "FleetPolicy": "._fleet",
     "HealthPolicy": "._routing.health",
     "HedgePolicy": "._running.retry",
     "Hooks": "._running.hooks",

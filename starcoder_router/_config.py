@@ -43,6 +43,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from ._autocomplete.sessions import AutocompletePolicy
 from ._errors import ConfigError
+from ._fleet.policy import FleetPolicy
 from ._providers.registry import PROVIDERS
 from ._routing.catalog import Catalog
 from ._routing.health import HealthPolicy
@@ -105,12 +106,13 @@ class RouterConfig(NamedTuple):
     retry: RetryPolicy | None = None
     health: HealthPolicy | None = None
     autocomplete: AutocompletePolicy | None = None
+    fleet: FleetPolicy | None = None
 
 
 # `simulate` belongs to `starcoder-router simulate` (read by `_simulate.model`) and `server` to
 # the gateway (`starcoder-router serve`), which validate them themselves; routers ignore both.
 _TOP_LEVEL = {"tokenizer", "policy", "providers", "deployments", "variants", "store", "retry",
-              "health", "simulate", "server", "overrides", "autocomplete"}
+              "health", "fleet", "simulate", "server", "overrides", "autocomplete"}
 
 
 def load_config(path: str | os.PathLike[str], *, catalog: Catalog | None = None) -> RouterConfig:
@@ -149,6 +151,7 @@ def load_config(path: str | os.PathLike[str], *, catalog: Catalog | None = None)
         health=_model(HealthPolicy, data["health"], source, "health") if "health" in data else None,
         autocomplete=(_model(AutocompletePolicy, data["autocomplete"], source, "autocomplete")
                       if "autocomplete" in data else None),
+        fleet=_model(FleetPolicy, data["fleet"], source, "fleet") if "fleet" in data else None,
     )
 
 

@@ -133,14 +133,17 @@ class FakeServer:
                    output_usd_per_mtok: float = 0.0,
                    capabilities: Iterable[Capability] = ("completion", "fim", "streaming",
                                                          "structured_output", "chat"),
+                   group: str | None = None, parallel: int | None = None,
                    ) -> Deployment:
-        """A deployment that points at this server (provider `openai-compatible`)."""
+        """A deployment that points at this server (provider `openai-compatible`); servers
+        whose deployments name the same `group` are replicas (`FleetPolicy`)."""
         return Deployment(
             name=name or f"fake/{variant}", provider="openai-compatible", variant=variant,
             model=self.model, context_window=context_window, base_url=self.base_url,
             input_usd_per_mtok=input_usd_per_mtok, output_usd_per_mtok=output_usd_per_mtok,
             pricing="local" if not (input_usd_per_mtok or output_usd_per_mtok) else "serverless",
             capabilities=frozenset(capabilities), source="starcoder_router.testing.FakeServer",
+            group=group, parallel=parallel,
         )
 
     # -- answering ------------------------------------------------------------------------------

@@ -17,13 +17,14 @@ ALLOWED = {
     "_autocomplete": {"_routing"},
     "_providers": {"_routing", "_transports"},
     "_stores": {"_routing"},
-    "_running": {"_routing", "_autocomplete", "_providers", "_transports", "_stores"},
+    "_fleet": {"_routing"},
+    "_running": {"_routing", "_autocomplete", "_providers", "_transports", "_stores", "_fleet"},
     "_server": {"_routing", "_autocomplete", "_providers", "_transports", "_stores",
-                "_running"},
+                "_running", "_fleet"},
     "_simulate": {"_routing", "_autocomplete", "_providers", "_transports", "_stores",
                   "_running"},
     "_doctor": {"_routing", "_autocomplete", "_providers", "_transports", "_stores",
-                "_running"},
+                "_running", "_fleet"},
 }
 
 

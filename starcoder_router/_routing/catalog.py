@@ -115,6 +115,12 @@ class Deployment(FrozenModel):
     api: Literal["openai", "native"] | None = None
     tokens_per_second: float | None = Field(default=None, gt=0)
     base_url: str | None = None
+    # Replicas: deployments naming the same group share its sessions by affinity (local
+    # servers of one kind serving one variant, model and window from several base URLs form a
+    # group without it); `parallel` is how many requests the server runs at once when it does
+    # not say (Ollama's OLLAMA_NUM_PARALLEL, vLLM's --max-num-seqs). See `_fleet/`.
+    group: str | None = Field(default=None, min_length=1, max_length=200)
+    parallel: int | None = Field(default=None, gt=0, le=4096)
     source: str = "configured"
     as_of: dt.date | None = None
 

@@ -73,6 +73,10 @@ class Send(NamedTuple):
     wire: WireRequest
     timeout: float
     connect_timeout: float
+    # For the fleet's slot gate (`_fleet.gate`): whose slot the driver holds while it sends,
+    # and whether the request goes first when the server is full (fill-in-the-middle).
+    deployment: str = ""
+    urgent: bool = False
 
 
 class StartStream(NamedTuple):
@@ -113,6 +117,8 @@ class Open(NamedTuple):
     timeout: float
     connect_timeout: float
     total_timeout: float | None = None  # the whole stream's limit: the request's deadline
+    deployment: str = ""  # as in `Send`
+    urgent: bool = False
 
 
 class _ReadBody:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .._autocomplete.sessions import AutocompletePolicy
     from .._clock import Clock
     from .._config import ProviderSettings
+    from .._fleet import Fleet, FleetPolicy, Hold
     from .._routing.catalog import Catalog
     from .._routing.health import HealthPolicy
     from .._routing.policy import CostPolicy
@@ -80,11 +81,12 @@ class AsyncRouter(BaseRouter):
         clock: Clock | None = None,
         env: Mapping[str, str] | None = None,
         autocomplete: AutocompletePolicy | None = None,
+        fleet: FleetPolicy | Fleet | None = None,
     ):
         super().__init__(catalog=catalog, policy=policy, providers=providers,
                          tokenizer=tokenizer, store=store, retry=retry, health=health,
                          hooks=hooks, hedge=hedge, clock=clock, env=env,
-                         autocomplete=autocomplete)
+                         autocomplete=autocomplete, fleet=fleet)
         missing = [name for name in _ASYNC_STORE_METHODS
                    if not callable(getattr(self._store, name, None))]
         if missing:
@@ -189,8 +191,15 @@ class AsyncRouter(BaseRouter):
         """Carry out one action of the flow and return what the flow asked for."""
         match action:
             case act.Send():
-                return await self._transport_for(action.provider).asend(
-                    action.wire, timeout=action.timeout, connect_timeout=action.connect_timeout)
+                # The slot is ours from here until the reply is read or the send fails.
+                hold = await self._core.fleet.aacquire(action.deployment, urgent=action.urgent,
+                                                       limit=action.timeout)
+                try:
+                    return await self._transport_for(action.provider).asend(
+                        action.wire, timeout=action.timeout,
+                        connect_timeout=action.connect_timeout)
+                finally:
+                    hold.release()
             case act.Reserve():
                 return await self._astore.areserve(action.keys, action.amount_nano, action.ttl_s)
             case act.Book():
@@ -267,6 +276,7 @@ class AsyncRouter(BaseRouter):
         """Run one streaming attempt: perform what `attempt.pump()` asks, yield its chunks."""
         flow = attempt.pump()
         handle: AsyncStreamHandle | None = None
+        hold: Hold | None = None  # the deployment's slot, from Open to the stream's end
         lines: AsyncIterator[bytes] | None = None
         reply: Any = None
         error: BaseException | None = None
@@ -291,6 +301,8 @@ class AsyncRouter(BaseRouter):
                         continue
                     match action:
                         case act.Open():
+                            hold = await self._core.fleet.aacquire(
+                                action.deployment, urgent=action.urgent, limit=action.timeout)
                             handle = await self._transport_for(action.provider).aopen(
                                 action.wire, timeout=action.timeout,
                                 connect_timeout=action.connect_timeout,
@@ -305,5 +317,9 @@ class AsyncRouter(BaseRouter):
                 except BaseException as exc:  # incl. GeneratorExit and CancelledError
                     error = exc
         finally:
-            if handle is not None:
-                await handle.aclose()
+            try:
+                if handle is not None:
+                    await handle.aclose()
+            finally:
+                if hold is not None:
+                    hold.release()

@@ -13,6 +13,7 @@ from .._autocomplete.sessions import AutocompletePolicy
 from .._clock import Clock, SystemClock
 from .._config import ProviderSettings, load_config
 from .._errors import ConfigError, RouterClosedError, StoreError
+from .._fleet import Fleet, FleetPolicy
 from .._routing.catalog import Catalog
 from .._routing.decision import RoutingDecision
 from .._routing.health import HealthPolicy, HealthTracker
@@ -49,11 +50,12 @@ class BaseRouter:
         clock: Clock | None,
         env: Mapping[str, str] | None,
         autocomplete: AutocompletePolicy | None = None,
+        fleet: FleetPolicy | Fleet | None = None,
     ):
         self._core = RouterCore(
             catalog=catalog, policy=policy, providers=providers,
             counter=load_token_counter(tokenizer), retry=retry, health=health, hooks=hooks,
-            clock=clock or SystemClock(), env=env,
+            clock=clock or SystemClock(), env=env, fleet=fleet,
         )
         self._store: SpendStore = store if store is not None else open_store()
         self._hedge = hedge
@@ -73,6 +75,7 @@ class BaseRouter:
         kwargs: dict[str, Any] = {
             "catalog": cfg.catalog, "policy": cfg.policy, "providers": cfg.providers,
             "tokenizer": cfg.tokenizer, "retry": cfg.retry, "health": cfg.health,
+            "fleet": cfg.fleet,
         }
         if cfg.autocomplete is not None:
             kwargs["autocomplete"] = cfg.autocomplete
@@ -117,6 +120,11 @@ class BaseRouter:
         return self._core.health
 
     @property
+    def fleet(self) -> Fleet:
+        """Replica groups, each local server's slots and the requests in flight on it."""
+        return self._core.fleet
+
+    @property
     def token_counter(self) -> TokenCounter:
         return self._core.counter
 
@@ -152,6 +160,8 @@ class BaseRouter:
         return self._core.start(self._request(request, fields, stream=stream))
 
     def _close_owned_store(self) -> None:
+        if self._core.owns_fleet:  # every close() ends here: stop the slot probes too
+            self._core.fleet.close()
         store, self._owned_store = self._owned_store, None
         if store is not None:
             store.close()

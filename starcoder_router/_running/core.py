@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._config import ProviderSettings
 from .._errors import ConfigError, InvalidRequestError, NoRouteError
+from .._fleet import Fleet, FleetPolicy
 from .._providers.base import Provider
 from .._providers.call import Endpoint
 from .._providers.registry import provider_class
@@ -54,6 +55,7 @@ class RouterCore:
         hooks: Hooks | None,
         clock: Clock,
         env: Mapping[str, str] | None,
+        fleet: FleetPolicy | Fleet | None = None,
     ):
         self.catalog = catalog or Catalog.default()
         self.policy = policy or CostPolicy()
@@ -85,6 +87,12 @@ class RouterCore:
         self._static: StaticCache = {}
         # The last used share of each budget seen, for the soft limit.
         self._budget_use: dict[str, float] = {}
+        # Replica groups, slots and requests in flight (`_fleet`). A `Fleet` passed in is
+        # shared (the gateway's routers count one server's requests together) and its owner
+        # closes it; one made here, the router closes.
+        self.owns_fleet = not isinstance(fleet, Fleet)
+        self.fleet = fleet if isinstance(fleet, Fleet) else Fleet(
+            fleet, self.catalog.deployments, now=clock.now)
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -138,7 +146,7 @@ class RouterCore:
         if only is not None:
             deployments = tuple(d for d in deployments if d.name in only)
             static = None
-        return decide(
+        decision = decide(
             request,
             render(request),
             deployments=deployments,
@@ -152,6 +160,7 @@ class RouterCore:
             static=static,
             self_hosted=self.self_hosted_prices(deployments),
         )
+        return self.fleet.arrange(decision) if self.fleet.active else decision
 
     def self_hosted_prices(self, deployments: tuple[Deployment, ...]
                            ) -> dict[str, SelfHostedPrice]:

@@ -120,7 +120,7 @@ def _try_deployment(run: RequestRun, cand: Candidate) -> Flow[Completion | None]
         started = run.now()
         try:
             resp = yield Send(call.deployment.provider, provider.build(call), run.timeout_for(call),
-                              call.endpoint.connect_timeout)
+                              call.endpoint.connect_timeout, call.deployment.name, run.urgent)
             result = read_reply(provider, call, resp)
             completion, problem = run.succeeded(cand, result, started, None, retry_no)
         except ProviderError as exc:

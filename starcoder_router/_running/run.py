@@ -83,6 +83,8 @@ class RequestRun:
         # A newer request of its autocomplete session replaced this one (`sessions_run.py`):
         # a call it abandons has still cost the prompt.
         self.superseded = False
+        # Editor completions go first at a full local server (`_fleet.gate`).
+        self.urgent = request.kind == "fim" or request.mode is not None
 
     # -- choosing -----------------------------------------------------------------------------
 

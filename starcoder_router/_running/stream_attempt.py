@@ -87,7 +87,8 @@ class StreamAttempt:
         try:
             status, headers = yield Open(call.deployment.provider, self.provider.build(call),
                                          self.run.timeout_for(call), call.endpoint.connect_timeout,
-                                         self.run.remaining())
+                                         self.run.remaining(), call.deployment.name,
+                                         self.run.urgent)
         except ProviderTransportError as exc:
             raise with_context(exc, call) from exc
         except BaseException:

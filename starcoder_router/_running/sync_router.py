@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .._autocomplete.sessions import AutocompletePolicy
     from .._clock import Clock
     from .._config import ProviderSettings
+    from .._fleet import Fleet, FleetPolicy, Hold
     from .._routing.catalog import Catalog
     from .._routing.health import HealthPolicy
     from .._routing.policy import CostPolicy
@@ -84,11 +85,12 @@ class Router(BaseRouter):
         clock: Clock | None = None,
         env: Mapping[str, str] | None = None,
         autocomplete: AutocompletePolicy | None = None,
+        fleet: FleetPolicy | Fleet | None = None,
     ):
         super().__init__(catalog=catalog, policy=policy, providers=providers,
                          tokenizer=tokenizer, store=store, retry=retry, health=health,
                          hooks=hooks, hedge=hedge, clock=clock, env=env,
-                         autocomplete=autocomplete)
+                         autocomplete=autocomplete, fleet=fleet)
         self._transport = transport
         self._transports: dict[str, SyncTransport] = {}
         # Threads of hedge legs that lost and are still ending: `close()` lets them finish
@@ -172,8 +174,15 @@ class Router(BaseRouter):
         """Carry out one action of the flow and return what the flow asked for."""
         match action:
             case act.Send():
-                return self._transport_for(action.provider).send(
-                    action.wire, timeout=action.timeout, connect_timeout=action.connect_timeout)
+                # The slot is ours from here until the reply is read or the send fails.
+                hold = self._core.fleet.acquire(action.deployment, urgent=action.urgent,
+                                                limit=action.timeout)
+                try:
+                    return self._transport_for(action.provider).send(
+                        action.wire, timeout=action.timeout,
+                        connect_timeout=action.connect_timeout)
+                finally:
+                    hold.release()
             case act.Reserve():
                 return self._store.reserve(action.keys, action.amount_nano, action.ttl_s)
             case act.Book():
@@ -239,6 +248,7 @@ class Router(BaseRouter):
         """Run one streaming attempt: perform what `attempt.pump()` asks, yield its chunks."""
         flow = attempt.pump()
         handle: StreamHandle | None = None
+        hold: Hold | None = None  # the deployment's slot, from Open to the stream's end
         lines: Iterator[bytes] = iter(())
         reply: Any = None
         error: BaseException | None = None
@@ -259,6 +269,8 @@ class Router(BaseRouter):
                         continue
                     match action:
                         case act.Open():
+                            hold = self._core.fleet.acquire(
+                                action.deployment, urgent=action.urgent, limit=action.timeout)
                             handle = self._open(attempt, action)
                             reply = handle.status, handle.headers
                             lines = handle.lines()
@@ -270,8 +282,12 @@ class Router(BaseRouter):
                 except BaseException as exc:  # incl. GeneratorExit: the attempt books itself
                     error = exc
         finally:
-            if handle is not None:
-                handle.close()
+            try:
+                if handle is not None:
+                    handle.close()
+            finally:
+                if hold is not None:
+                    hold.release()
 
     def _open(self, attempt: StreamAttempt, action: act.Open) -> StreamHandle:
         handle = self._transport_for(action.provider).open(

@@ -18,7 +18,9 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .._clock import SystemClock
 from .._config import load_config
+from .._fleet import Fleet
 from .._routing.throughput import ThroughputMeter
 from .._routing.tokens import load_token_counter
 from .._running.hooks import Hooks
@@ -36,6 +38,7 @@ from .tenants import RateLimiter, Tenants, TokenHold
 if TYPE_CHECKING:
     from .._autocomplete.sessions import AutocompletePolicy
     from .._config import ProviderSettings
+    from .._fleet import FleetPolicy
     from .._routing.catalog import Catalog, Deployment
     from .._routing.health import HealthPolicy
     from .._routing.policy import CostPolicy
@@ -87,6 +90,7 @@ class Gateway:
         env: Mapping[str, str] | None = None,
         redis_url: str | None = None,
         autocomplete: AutocompletePolicy | None = None,
+        fleet: FleetPolicy | None = None,
     ):
         from .._routing.catalog import Catalog
         from .._routing.policy import CostPolicy
@@ -120,9 +124,12 @@ class Gateway:
         from .autocomplete import gateway_policy
 
         self.autocomplete = gateway_policy(autocomplete)
+        # One fleet for every router: a server's requests in flight are counted once, whatever
+        # model name brought them.
+        self.fleet = Fleet(fleet, self.catalog.deployments, now=SystemClock().now)
         self._router_args: dict[str, Any] = {
             "providers": providers, "store": self.store, "retry": retry, "health": health,
-            "hooks": self._hooks, "env": env, "tokenizer": self._counter,
+            "hooks": self._hooks, "env": env, "tokenizer": self._counter, "fleet": self.fleet,
             "autocomplete": self.autocomplete,
         }
         self._routers: dict[ModelChoice, AsyncRouter] = {}
@@ -148,6 +155,7 @@ class Gateway:
             "settings": load_server_settings(path), "catalog": cfg.catalog,
             "policy": cfg.policy, "providers": cfg.providers, "tokenizer": cfg.tokenizer,
             "retry": cfg.retry, "health": cfg.health, "autocomplete": cfg.autocomplete,
+            "fleet": cfg.fleet,
         }
         kwargs.update(overrides)
         if "store" not in kwargs and cfg.store is not None:
@@ -331,6 +339,7 @@ class Gateway:
             await router.aclose()
         self._routers.clear()
         self._by_name.clear()
+        self.fleet.close()
         await self.limiter.aclose()
         close = getattr(self.store, "aclose", None)
         if close is not None:

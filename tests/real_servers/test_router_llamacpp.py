@@ -12,7 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
-from starcoder_router import ContextLengthError, TokenizerCounter, Usage, discover_local
+from starcoder_router import (
+    ContextLengthError,
+    FleetPolicy,
+    TokenizerCounter,
+    Usage,
+    discover_local,
+)
 from starcoder_router._providers.call import Endpoint, WireResponse
 from starcoder_router._providers.llamacpp import LlamaCpp
 from support.llama_deployments import (
@@ -123,10 +129,11 @@ async def test_prompt_over_the_real_context_is_a_context_length_error(
 async def test_escalates_to_a_larger_window_and_remembers_the_smaller(
         drive: Driver, make: Make, small_server: Any, llama_server_constant: Any) -> None:
     # Two real servers: "a-small" is configured at 2,048 but serves 1,024; "b-large" serves
-    # 2,048. Both cost nothing, so the router tries them in name order.
+    # 2,048. Both cost nothing, so the router tries them in name order. (Configured alike, they
+    # would form a replica group by themselves: they are not replicas, so no automatic groups.)
     small = deployment(small_server, name="llamacpp/a-small", window=2048)
     large = deployment(llama_server_constant, name="llamacpp/b-large")
-    router = make(small, large)
+    router = make(small, large, fleet=FleetPolicy(auto_groups=False))
     assert router.route(prompt=LONG_PROMPT, max_tokens=8).chosen.name == "llamacpp/a-small"
 
     c = await drive.complete(router, prompt=LONG_PROMPT, max_tokens=8)
