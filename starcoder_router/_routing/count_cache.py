@@ -126,6 +126,30 @@ def _common_suffix(x: str, y: str, limit: int) -> int:
     return k + lo
 
 
+_PER_END = 2
+
+
+def _index(index: dict[str, tuple[str, ...]], key: str, text: str) -> None:
+    index[key] = (text, *(t for t in index.get(key, ()) if t is not text))[:_PER_END]
+
+
+def _unindex(index: dict[str, tuple[str, ...]], key: str, text: str) -> None:
+    got = index.get(key)
+    if got is None or not any(t is text for t in got):
+        return
+    rest = tuple(t for t in got if t is not text)
+    if rest:
+        index[key] = rest
+    else:
+        del index[key]
+
+
+def _shared(text: str, base: str) -> tuple[int, int]:
+    """The lengths of the common head and the common tail (not overlapping it) of two texts."""
+    head = _common_prefix(text, base)
+    return head, _common_suffix(text, base, min(len(text), len(base)) - head)
+
+
 class CountCache:
     """Bounded, thread-safe cache of exact counts of text pieces, least recently used out first.
 
@@ -153,8 +177,11 @@ class CountCache:
         # request of the same editor, found by its head or tail, reuses most of them.
         self._recent: OrderedDict[str, tuple[list[int], list[int]]] = OrderedDict()
         self._recent_chars = 0
-        self._by_head: dict[str, str] = {}
-        self._by_tail: dict[str, str] = {}
+        # The last `_PER_END` texts with each head and tail, newest first: an editor's trimmed
+        # prompt shares its head or tail with its untrimmed one, and each is best counted from
+        # its own predecessor.
+        self._by_head: dict[str, tuple[str, ...]] = {}
+        self._by_tail: dict[str, tuple[str, ...]] = {}
 
     def count(self, text: str) -> int:
         if len(text) >= _RECENT_FROM:
@@ -173,13 +200,16 @@ class CountCache:
                 self._recent.move_to_end(text)
                 return got
             bases = [(b, self._recent[b]) for b in dict.fromkeys(
-                (self._by_head.get(text[:_ENDS]), self._by_tail.get(text[-_ENDS:])))
-                if b is not None]
-        for base, pieces in bases:
-            got = self._costs_from(text, base, pieces)
-            if got is not None:
-                break
-        else:
+                (*self._by_head.get(text[:_ENDS], ()), *self._by_tail.get(text[-_ENDS:], ())))
+                if b in self._recent]
+        got = None
+        if bases:
+            # The base that shares most with `text`: an editor's last request rather than
+            # another view of it (its trimmed or untrimmed prompt), which leaves more to count.
+            shared = [(*_shared(text, b), b, pieces) for b, pieces in bases]
+            head, tail, base, pieces = max(shared, key=lambda x: x[0] + x[1])
+            got = self._costs_from(text, base, pieces, head, tail)
+        if got is None:
             got = self._costs(text, fine)
         self._remember(text, got)
         return got
@@ -189,24 +219,21 @@ class CountCache:
             if text in self._recent:
                 return
             self._recent[text] = pieces
-            self._by_head[text[:_ENDS]] = self._by_tail[text[-_ENDS:]] = text
+            _index(self._by_head, text[:_ENDS], text)
+            _index(self._by_tail, text[-_ENDS:], text)
             self._recent_chars += len(text)
             while self._recent_chars > self.max_chars // 2 or len(self._recent) > _RECENT_TEXTS:
                 old, _ = self._recent.popitem(last=False)
                 self._recent_chars -= len(old)
-                if self._by_head.get(old[:_ENDS]) is old:
-                    del self._by_head[old[:_ENDS]]
-                if self._by_tail.get(old[-_ENDS:]) is old:
-                    del self._by_tail[old[-_ENDS:]]
+                _unindex(self._by_head, old[:_ENDS], old)
+                _unindex(self._by_tail, old[-_ENDS:], old)
 
     def _costs_from(self, text: str, base: str, pieces: tuple[list[int], list[int]],
-                    ) -> tuple[list[int], list[int]] | None:
+                    head: int, tail: int) -> tuple[list[int], list[int]] | None:
         """`text`'s pieces from those of a recent `base` it mostly shares: the pieces before
         and after the changed span are reused (shifted), only the span between is cut and
         counted. A reused boundary lies `_MARGIN` characters inside the shared text, further than
         the longest special token reaches, so it stays a safe cut in `text`."""
-        head = _common_prefix(text, base)
-        tail = _common_suffix(text, base, min(len(text), len(base)) - head)
         if head + tail < len(text) // 2:
             return None
         starts, costs = pieces
