@@ -127,6 +127,7 @@ def _common_suffix(x: str, y: str, limit: int) -> int:
 
 
 _PER_END = 2
+_CLOSE = 256  # characters: a base that differs from a text by no more is taken at once
 
 
 def _index(index: dict[str, tuple[str, ...]], key: str, text: str) -> None:
@@ -206,8 +207,14 @@ class CountCache:
         if bases:
             # The base that shares most with `text`: an editor's last request rather than
             # another view of it (its trimmed or untrimmed prompt), which leaves more to count.
-            shared = [(*_shared(text, b), b, pieces) for b, pieces in bases]
-            head, tail, base, pieces = max(shared, key=lambda x: x[0] + x[1])
+            best = (-1, 0, "", ([0], [0]))
+            for b, pieces in bases:
+                head, tail = _shared(text, b)
+                if head + tail > best[0] + best[1]:
+                    best = (head, tail, b, pieces)
+                if len(text) - head - tail <= _CLOSE:  # an edit at one place: no better base
+                    break
+            head, tail, base, pieces = best
             got = self._costs_from(text, base, pieces, head, tail)
         if got is None:
             got = self._costs(text, fine)
