@@ -162,12 +162,55 @@ def route_fim_case() -> str:
     return head + "\n\n" + profile_text("route", prof)
 
 
+def gateway_case(base: str) -> str:
+    """`starcoder-router serve` under cProfile, 64 clients then one (as `bench_gateway.py`),
+    with the mock measured directly in the same run."""
+    import os
+    import signal
+    import tempfile
+
+    import bench_gateway
+
+    tmp = Path(tempfile.mkdtemp(prefix="profile-gateway-"))
+    cfg, prof = tmp / "router.toml", tmp / "gateway.prof"
+    bench_gateway.gateway_config(base, cfg)
+    port = bench_gateway.free_port()
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    gw = subprocess.Popen([sys.executable, "-m", "cProfile", "-o", str(prof), "-m",
+                           "starcoder_router._cli", "serve", "--config", str(cfg), "--port",
+                           str(port), "--state-dir", str(tmp / "state")], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    report = []
+    try:
+        bench_gateway.wait_http(url + "/health")
+        for name, target, model in (("direct (mock)", base + "/v1/completions", "bench-model"),
+                                    ("gateway", url + "/v1/completions", "starcoder2")):
+            for c in (64, 1):
+                r = asyncio.run(bench_gateway.load(target, model, seconds=3.0, concurrency=c,
+                                                   stream=False, headers={}))
+                report.append(f"{name}, {c} client(s): {r['rps']:,.0f} req/s, "
+                              f"p50 {r['p50_ms']:.2f} ms")
+    finally:
+        gw.send_signal(signal.SIGINT)
+        gw.wait(timeout=30)
+    out = io.StringIO()
+    for order in ("tottime", "cumulative"):
+        out.write(f"== gateway: by {order} ==\n")
+        pstats.Stats(str(prof), stream=out).sort_stats(order).print_stats(45)
+    text = out.getvalue()
+    for prefix in (str(ROOT) + "/", sys.prefix + "/lib/python3.11/site-packages/"):
+        text = text.replace(prefix, "")
+    return "\n".join(report) + "\n\n" + text
+
+
 CASES = {
     "sync": lambda base: sync_case(base, 2000, False),
     "stream": lambda base: sync_case(base, 100, True),
     "async": lambda base: async_case(base, 3000, False),
     "astream": lambda base: async_case(base, 100, True),
     "route-fim": lambda base: route_fim_case(),
+    "gateway": gateway_case,
 }
 
 
