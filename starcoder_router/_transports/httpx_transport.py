@@ -79,14 +79,9 @@ def _core_mapped(exc: Exception) -> ProviderTransportError:
     return ProviderConnectionError(f"connection failed: {type(exc).__name__}: {exc}")
 
 
-def _core_send(pool: httpcore.ConnectionPool, request: WireRequest, timeout: float,
-               connect: float) -> WireResponse:
-    """One request straight on httpcore's pool. `httpx.Client.send` around the same call adds
-    auth and redirect handling, cookie extraction and two model objects per request, which we
-    never use and which cost more than the rest of the router's request path (see
-    benchmarks/profiles/sync.txt). The request on the wire is the one httpx would send for
-    `httpx.Request(method, url, headers=..., content=body)`: the given headers, Host and
-    Content-Length."""
+def _core_request(request: WireRequest, timeout: float, connect: float) -> httpcore.Request:
+    """The request httpx would send for `httpx.Request(method, url, headers=..., content=body)`:
+    the given headers, Host and Content-Length."""
     url, host = _core_target(request.url)
     body = request.body or b""
     headers = [host, *((k.encode("latin-1"), v.encode("latin-1"))
@@ -95,15 +90,27 @@ def _core_send(pool: httpcore.ConnectionPool, request: WireRequest, timeout: flo
         headers.append((b"content-length", str(len(body)).encode("ascii")))
     c = min(connect, timeout)
     ext = {"timeout": {"connect": c, "read": timeout, "write": timeout, "pool": timeout}}
+    return httpcore.Request(request.method.encode("ascii"), url, headers=headers, content=body,
+                            extensions=ext)
+
+
+def _core_headers(resp: httpcore.Response) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in resp.headers}
+
+
+def _core_send(pool: httpcore.ConnectionPool, request: WireRequest, timeout: float,
+               connect: float) -> WireResponse:
+    """One request straight on httpcore's pool. `httpx.Client.send` around the same call adds
+    auth and redirect handling, cookie extraction and two model objects per request, which we
+    never use and which cost more than the rest of the router's request path (see
+    benchmarks/profiles/sync.txt)."""
     with deadline(timeout):
-        resp = pool.handle_request(httpcore.Request(request.method.encode("ascii"), url,
-                                                    headers=headers, content=body,
-                                                    extensions=ext))
+        resp = pool.handle_request(_core_request(request, timeout, connect))
         try:
             data = b"".join(resp.stream)  # type: ignore[arg-type]
         finally:
             resp.close()
-    head = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in resp.headers}
+    head = _core_headers(resp)
     if "content-encoding" in head:  # not asked for, but decoded as httpx would
         decoded = httpx.Response(resp.status, headers=resp.headers, content=data)
         data = decoded.read()
@@ -140,9 +147,19 @@ class HttpxTransport:
         return WireResponse(resp.status_code, resp.headers, resp.content)
 
     def open(self, request: WireRequest, *, timeout: float, connect_timeout: float,
-             total_timeout: float | None = None) -> _HttpxStream:
-        req = _request(request, timeout, connect_timeout)
+             total_timeout: float | None = None) -> _HttpxStream | _CoreStream:
         until = time.monotonic() + total_timeout if total_timeout is not None else None
+        if self._pool is not None:
+            try:
+                with deadline(min(timeout, total_timeout or timeout)):
+                    core = self._pool.handle_request(
+                        _core_request(request, timeout, connect_timeout))
+            except (*_CORE_TIMEOUTS, *_CORE_ERRORS) as exc:
+                raise _core_mapped(exc) from exc
+            except httpx.HTTPError as exc:  # raised below the pool too (by test doubles)
+                raise _mapped(exc) from exc
+            return _CoreStream(core, until)
+        req = _request(request, timeout, connect_timeout)
         try:
             with deadline(min(timeout, total_timeout or timeout)):
                 resp = self._client.send(req, stream=True)
@@ -198,6 +215,65 @@ class _HttpxStream:
         down, which ends a read blocked in it at once (closing alone does not wake it). The
         reading thread then closes the response itself: httpcore's connection state is not
         safe to close from a second thread while the first is inside a read."""
+        stream = self._resp.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is None:
+            self.close()
+            return
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+class _CoreStream:
+    """A stream read straight from httpcore (our own pool): no httpx response around it, whose
+    byte chunker, stream wrappers and per-chunk exception mapping cost more per chunk than our
+    own decoding (benchmarks/profiles/stream.txt). Reads, deadlines and `abort` work as in
+    `_HttpxStream`."""
+
+    __slots__ = ("_resp", "_until", "headers", "status")
+
+    def __init__(self, resp: httpcore.Response, until: float | None = None):
+        self._resp = resp
+        self._until = until
+        self.status = resp.status
+        self.headers: Mapping[str, str] = _core_headers(resp)
+
+    def lines(self) -> Iterator[bytes]:
+        try:
+            yield from split_lines(self._chunks())
+        except (*_CORE_TIMEOUTS, *_CORE_ERRORS) as exc:
+            raise _core_mapped(exc) from exc
+        except httpx.HTTPError as exc:
+            raise _mapped(exc) from exc
+
+    def _chunks(self) -> Iterator[bytes]:
+        raw = iter(self._resp.stream)  # type: ignore[call-overload]
+        until = self._until
+        if until is None:
+            yield from raw
+            return
+        while True:
+            with deadline(until - time.monotonic()):
+                chunk = next(raw, None)
+            if chunk is None:
+                return
+            yield chunk
+
+    def read(self) -> bytes:
+        try:
+            with deadline(_left(self._until)):
+                return b"".join(self._resp.stream)  # type: ignore[arg-type]
+        except (*_CORE_TIMEOUTS, *_CORE_ERRORS) as exc:
+            raise _core_mapped(exc) from exc
+        except httpx.HTTPError as exc:
+            raise _mapped(exc) from exc
+
+    def close(self) -> None:
+        self._resp.close()
+
+    def abort(self) -> None:
+        """As `_HttpxStream.abort`: shut the socket down under a read blocked on another
+        thread; that thread closes the response."""
         stream = self._resp.extensions.get("network_stream")
         sock = stream.get_extra_info("socket") if stream is not None else None
         if sock is None:
