@@ -127,6 +127,7 @@ def _common_suffix(x: str, y: str, limit: int) -> int:
 
 
 _PER_END = 2
+_SPLIT_FROM = 256  # characters: a changed block shorter than this is counted whole
 _CLOSE = 256  # characters: a base that differs from a text by no more is taken at once
 
 
@@ -252,11 +253,13 @@ class CountCache:
         with self._lock:
             self._hits += i + len(starts) - j  # pieces reused count as hits
         lo, hi = starts[i], starts[j] + shift if j < len(starts) else len(text)
-        mid_starts, mid_costs = self._costs(text[lo:hi], False) if hi > lo else ([], [])
+        mid_starts, mid_costs = (self._costs(text[lo:hi], False, by_line=True) if hi > lo
+                                 else ([], []))
         return ([*starts[:i], *(lo + m for m in mid_starts), *(x + shift for x in starts[j:])],
                 [*costs[:i], *mid_costs, *costs[j:]])
 
-    def _costs(self, text: str, fine: bool) -> tuple[list[int], list[int]]:
+    def _costs(self, text: str, fine: bool, *,
+               by_line: bool = False) -> tuple[list[int], list[int]]:
         starts: list[int] = []
         for seg_start, seg, special in self._segments(text):
             if special:
@@ -267,7 +270,7 @@ class CountCache:
             starts.extend(seg_start + c for c in cuts)
         bounds = [*starts, len(text)]
         pieces = [text[a:b] for a, b in itertools.pairwise(bounds)]
-        return starts, self._lookup(pieces, specials=self._special)
+        return starts, self._lookup(pieces, specials=self._special, by_line=by_line)
 
     def cheap(self, text: str) -> bool:
         """Whether counting `text` now would cost little: it is short, was counted whole lately,
@@ -345,7 +348,12 @@ class CountCache:
             pieces.extend(seg[a:b] for a, b in itertools.pairwise(bounds))
         return pieces, specials
 
-    def _lookup(self, pieces: list[str], specials: re.Pattern[str] | None = None) -> list[int]:
+    def _lookup(self, pieces: list[str], specials: re.Pattern[str] | None = None, *,
+                by_line: bool = False) -> list[int]:
+        """The counts of `pieces`. With `by_line` (the span an edit changed), a missing block is
+        looked up line by line (its safe line cuts) and only its missing lines are counted: an
+        editor's keystroke then costs the count of one line, not of its block. A block still
+        counts as one miss in the statistics."""
         out: list[int] = []
         missing: list[int] = []
         with self._lock:
@@ -363,11 +371,34 @@ class CountCache:
                 out.append(n)
             self._hits += len(pieces) - len(missing)
             self._misses += len(missing)
-        if missing:
-            counted = self._count_many([pieces[i] for i in missing])
-            for i, n in zip(missing, counted, strict=True):
-                out[i] = n
-            self._store((pieces[i], out[i]) for i in missing)
+        if not missing:
+            return out
+        # What to count: whole missing pieces, or the missing lines of the ones split.
+        split: dict[int, list[str]] = {}
+        if by_line:
+            for i in missing:
+                p = pieces[i]
+                if len(p) >= _SPLIT_FROM and (cuts := line_cuts(p)):
+                    split[i] = [p[a:b] for a, b in itertools.pairwise([0, *cuts, len(p)])]
+        known: dict[str, int] = {}
+        if split:
+            with self._lock:
+                get = self._entries.get
+                for lines in split.values():
+                    for line in lines:
+                        n = get(line)
+                        if n is not None:
+                            known[line] = n
+        whole = [i for i in missing if i not in split]
+        lines = [x for i in split for x in split[i] if x not in known]
+        wanted = [pieces[i] for i in whole] + lines
+        counted = self._count_many(wanted) if wanted else []
+        for i, n in zip(whole, counted, strict=False):
+            out[i] = n
+        known.update(zip(lines, counted[len(whole):], strict=True))
+        for i, parts in split.items():
+            out[i] = sum(known[x] for x in parts)
+        self._store([*((pieces[i], out[i]) for i in missing), *((x, known[x]) for x in lines)])
         return out
 
     def _store(self, items: Iterable[tuple[str, int]]) -> None:
