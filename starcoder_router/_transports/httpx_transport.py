@@ -247,7 +247,7 @@ class _CoreStream:
             raise _mapped(exc) from exc
 
     def _chunks(self) -> Iterator[bytes]:
-        raw = iter(self._resp.stream)  # type: ignore[call-overload]
+        raw = iter(self._resp.stream)  # type: ignore[arg-type]
         until = self._until
         if until is None:
             yield from raw
