@@ -150,7 +150,14 @@ def _fit(rendered: Rendered, window: int, max_tokens: int, counts: PromptCounts,
         reused = _reuse_plan(plans, rendered, rendered.fim, budget, n, counts)
         if reused is not None:
             return reused
-    trimmed = _trim_fim(rendered, rendered.fim, budget, n, counts)
+    trimmed = None
+    if plans is not None:
+        # A plan to be reused leaves a little room (under 2% of the budget), so that the next
+        # keystrokes still fit under the same cuts instead of planning again every few.
+        trimmed = _trim_fim(rendered, rendered.fim, budget - min(SLACK_TOKENS, budget // 64),
+                            n, counts)
+    if trimmed is None:
+        trimmed = _trim_fim(rendered, rendered.fim, budget, n, counts)
     if trimmed is None:
         return NoFit(too_big + " even after trimming all context", n, kind)
     if plans is not None and trimmed.rendered.fim is not None:
