@@ -29,6 +29,7 @@ _KEY_CHARS = 128
 # trimming from scratch would keep more context).
 SLACK_TOKENS = 32
 _MAX_PLANS = 256
+_MAX_CHARS = 4 << 20  # dropped text kept in all, so many large editors stay bounded in memory
 
 
 class TrimPlan(NamedTuple):
@@ -66,10 +67,12 @@ def _key(parts: FimParts, budget: int) -> tuple[int, str, str, str | None]:
 class TrimPlans:
     """The last trim plan per editor (bounded, least recently used out first; thread-safe)."""
 
-    def __init__(self, max_plans: int = _MAX_PLANS):
+    def __init__(self, max_plans: int = _MAX_PLANS, max_chars: int = _MAX_CHARS):
         self._plans: OrderedDict[tuple[int, str, str, str | None], TrimPlan] = OrderedDict()
         self._lock = threading.Lock()
         self._max = max_plans
+        self._max_chars = max_chars
+        self._chars = 0
 
     def find(self, parts: FimParts, budget: int) -> TrimPlan | None:
         key = _key(parts, budget)
@@ -91,12 +94,25 @@ class TrimPlans:
                         parts.suffix[len(parts.suffix) - suf:], parts.files, parts.repo_name,
                         parts.path, tokens)
         key = _key(parts, budget)
+        size = _size(plan)
+        if size > self._max_chars:
+            return
         with self._lock:
+            old = self._plans.pop(key, None)
+            if old is not None:
+                self._chars -= _size(old)
             self._plans[key] = plan
-            self._plans.move_to_end(key)
-            while len(self._plans) > self._max:
-                self._plans.popitem(last=False)
+            self._chars += size
+            while len(self._plans) > self._max or self._chars > self._max_chars:
+                _, dropped = self._plans.popitem(last=False)
+                self._chars -= _size(dropped)
 
     def clear(self) -> None:
         with self._lock:
             self._plans.clear()
+            self._chars = 0
+
+
+def _size(plan: TrimPlan) -> int:
+    """Characters a plan holds on its own (the files are the request's, shared)."""
+    return len(plan.dropped_head) + len(plan.dropped_tail) + 2 * _KEY_CHARS

@@ -133,6 +133,12 @@ def test_plans_are_bounded() -> None:
         parts = FimParts(f"p{i}" * 100, "s" * 100)
         plans.remember(parts, FimParts(parts.prefix[50:], "s" * 60), 100, 90)
     assert len(plans._plans) == 3
+    # And by the text they hold: a plan keeps what it dropped.
+    small = TrimPlans(max_chars=2000)
+    for i in range(10):
+        parts = FimParts(f"q{i}" * 300, "s" * 100)
+        small.remember(parts, FimParts(parts.prefix[500:], "s" * 60), 100, 90)
+    assert 0 < len(small._plans) <= 2 and small._chars <= 2000
     # A plan whose kept text is not a tail/head of the request is never stored.
     plans.clear()
     plans.remember(FimParts("abc", "def"), FimParts("zz", "d"), 100, 10)
