@@ -69,6 +69,11 @@ class StreamDecoder:
     def read(self, line: bytes) -> str | None:
         raise NotImplementedError
 
+    def idle(self, line: bytes) -> bool:
+        """Whether `line` would change nothing: a blank line while no event is pending. Drivers
+        skip such lines without feeding them (SSE sends one after every event)."""
+        return not line and not self.finished
+
     def on_event(self, obj: Any) -> str | None:
         raise NotImplementedError
 
@@ -113,6 +118,9 @@ class SSEDecoder(StreamDecoder):
     def __init__(self, provider: Provider, call: Call):
         super().__init__(provider, call)
         self._data: list[bytes] = []
+
+    def idle(self, line: bytes) -> bool:
+        return not line and not self._data and not self.finished
 
     def read(self, line: bytes) -> str | None:
         if line.startswith(b"data:"):

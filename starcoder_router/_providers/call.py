@@ -8,7 +8,6 @@ router, and tests can check the exact bytes on the wire.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from .._routing.request import CompletionRequest
 from .._routing.tokens import CountKind
 from .._secrets import Secret
 from .._transports.base import StreamFormat, WireRequest, WireResponse
+from .._wire_json import dumps as _dumps
+from .._wire_json import loads as _loads
 
 __all__ = [
     "Call",
@@ -85,12 +86,12 @@ class ProviderResult:
 
 
 def dumps(body: Mapping[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _dumps(body)
 
 
 def loads(data: bytes | str, *, provider: str, what: str = "response") -> Any:
     try:
-        return json.loads(data)
+        return _loads(data)
     except (ValueError, RecursionError) as exc:  # RecursionError: nested thousands deep
         preview = data[:200] if isinstance(data, str) else data[:200].decode("utf-8", "replace")
         raise InvalidResponseError(

@@ -126,6 +126,32 @@ def _common_suffix(x: str, y: str, limit: int) -> int:
     return k + lo
 
 
+_PER_END = 2
+_SPLIT_FROM = 256  # characters: a changed block shorter than this is counted whole
+_CLOSE = 256  # characters: a base that differs from a text by no more is taken at once
+
+
+def _index(index: dict[str, tuple[str, ...]], key: str, text: str) -> None:
+    index[key] = (text, *(t for t in index.get(key, ()) if t is not text))[:_PER_END]
+
+
+def _unindex(index: dict[str, tuple[str, ...]], key: str, text: str) -> None:
+    got = index.get(key)
+    if got is None or not any(t is text for t in got):
+        return
+    rest = tuple(t for t in got if t is not text)
+    if rest:
+        index[key] = rest
+    else:
+        del index[key]
+
+
+def _shared(text: str, base: str) -> tuple[int, int]:
+    """The lengths of the common head and the common tail (not overlapping it) of two texts."""
+    head = _common_prefix(text, base)
+    return head, _common_suffix(text, base, min(len(text), len(base)) - head)
+
+
 class CountCache:
     """Bounded, thread-safe cache of exact counts of text pieces, least recently used out first.
 
@@ -153,8 +179,11 @@ class CountCache:
         # request of the same editor, found by its head or tail, reuses most of them.
         self._recent: OrderedDict[str, tuple[list[int], list[int]]] = OrderedDict()
         self._recent_chars = 0
-        self._by_head: dict[str, str] = {}
-        self._by_tail: dict[str, str] = {}
+        # The last `_PER_END` texts with each head and tail, newest first: an editor's trimmed
+        # prompt shares its head or tail with its untrimmed one, and each is best counted from
+        # its own predecessor.
+        self._by_head: dict[str, tuple[str, ...]] = {}
+        self._by_tail: dict[str, tuple[str, ...]] = {}
 
     def count(self, text: str) -> int:
         if len(text) >= _RECENT_FROM:
@@ -173,13 +202,22 @@ class CountCache:
                 self._recent.move_to_end(text)
                 return got
             bases = [(b, self._recent[b]) for b in dict.fromkeys(
-                (self._by_head.get(text[:_ENDS]), self._by_tail.get(text[-_ENDS:])))
-                if b is not None]
-        for base, pieces in bases:
-            got = self._costs_from(text, base, pieces)
-            if got is not None:
-                break
-        else:
+                (*self._by_head.get(text[:_ENDS], ()), *self._by_tail.get(text[-_ENDS:], ())))
+                if b in self._recent]
+        got = None
+        if bases:
+            # The base that shares most with `text`: an editor's last request rather than
+            # another view of it (its trimmed or untrimmed prompt), which leaves more to count.
+            best = (-1, 0, "", ([0], [0]))
+            for b, pieces in bases:
+                head, tail = _shared(text, b)
+                if head + tail > best[0] + best[1]:
+                    best = (head, tail, b, pieces)
+                if len(text) - head - tail <= _CLOSE:  # an edit at one place: no better base
+                    break
+            head, tail, base, pieces = best
+            got = self._costs_from(text, base, pieces, head, tail)
+        if got is None:
             got = self._costs(text, fine)
         self._remember(text, got)
         return got
@@ -189,24 +227,21 @@ class CountCache:
             if text in self._recent:
                 return
             self._recent[text] = pieces
-            self._by_head[text[:_ENDS]] = self._by_tail[text[-_ENDS:]] = text
+            _index(self._by_head, text[:_ENDS], text)
+            _index(self._by_tail, text[-_ENDS:], text)
             self._recent_chars += len(text)
             while self._recent_chars > self.max_chars // 2 or len(self._recent) > _RECENT_TEXTS:
                 old, _ = self._recent.popitem(last=False)
                 self._recent_chars -= len(old)
-                if self._by_head.get(old[:_ENDS]) is old:
-                    del self._by_head[old[:_ENDS]]
-                if self._by_tail.get(old[-_ENDS:]) is old:
-                    del self._by_tail[old[-_ENDS:]]
+                _unindex(self._by_head, old[:_ENDS], old)
+                _unindex(self._by_tail, old[-_ENDS:], old)
 
     def _costs_from(self, text: str, base: str, pieces: tuple[list[int], list[int]],
-                    ) -> tuple[list[int], list[int]] | None:
+                    head: int, tail: int) -> tuple[list[int], list[int]] | None:
         """`text`'s pieces from those of a recent `base` it mostly shares: the pieces before
         and after the changed span are reused (shifted), only the span between is cut and
         counted. A reused boundary lies `_MARGIN` characters inside the shared text, further than
         the longest special token reaches, so it stays a safe cut in `text`."""
-        head = _common_prefix(text, base)
-        tail = _common_suffix(text, base, min(len(text), len(base)) - head)
         if head + tail < len(text) // 2:
             return None
         starts, costs = pieces
@@ -218,11 +253,13 @@ class CountCache:
         with self._lock:
             self._hits += i + len(starts) - j  # pieces reused count as hits
         lo, hi = starts[i], starts[j] + shift if j < len(starts) else len(text)
-        mid_starts, mid_costs = self._costs(text[lo:hi], False) if hi > lo else ([], [])
+        mid_starts, mid_costs = (self._costs(text[lo:hi], False, by_line=True) if hi > lo
+                                 else ([], []))
         return ([*starts[:i], *(lo + m for m in mid_starts), *(x + shift for x in starts[j:])],
                 [*costs[:i], *mid_costs, *costs[j:]])
 
-    def _costs(self, text: str, fine: bool) -> tuple[list[int], list[int]]:
+    def _costs(self, text: str, fine: bool, *,
+               by_line: bool = False) -> tuple[list[int], list[int]]:
         starts: list[int] = []
         for seg_start, seg, special in self._segments(text):
             if special:
@@ -233,7 +270,7 @@ class CountCache:
             starts.extend(seg_start + c for c in cuts)
         bounds = [*starts, len(text)]
         pieces = [text[a:b] for a, b in itertools.pairwise(bounds)]
-        return starts, self._lookup(pieces, specials=self._special)
+        return starts, self._lookup(pieces, specials=self._special, by_line=by_line)
 
     def cheap(self, text: str) -> bool:
         """Whether counting `text` now would cost little: it is short, was counted whole lately,
@@ -311,7 +348,12 @@ class CountCache:
             pieces.extend(seg[a:b] for a, b in itertools.pairwise(bounds))
         return pieces, specials
 
-    def _lookup(self, pieces: list[str], specials: re.Pattern[str] | None = None) -> list[int]:
+    def _lookup(self, pieces: list[str], specials: re.Pattern[str] | None = None, *,
+                by_line: bool = False) -> list[int]:
+        """The counts of `pieces`. With `by_line` (the span an edit changed), a missing block is
+        looked up line by line (its safe line cuts) and only its missing lines are counted: an
+        editor's keystroke then costs the count of one line, not of its block. A block still
+        counts as one miss in the statistics."""
         out: list[int] = []
         missing: list[int] = []
         with self._lock:
@@ -329,11 +371,34 @@ class CountCache:
                 out.append(n)
             self._hits += len(pieces) - len(missing)
             self._misses += len(missing)
-        if missing:
-            counted = self._count_many([pieces[i] for i in missing])
-            for i, n in zip(missing, counted, strict=True):
-                out[i] = n
-            self._store((pieces[i], out[i]) for i in missing)
+        if not missing:
+            return out
+        # What to count: whole missing pieces, or the missing lines of the ones split.
+        split: dict[int, list[str]] = {}
+        if by_line:
+            for i in missing:
+                p = pieces[i]
+                if len(p) >= _SPLIT_FROM and (cuts := line_cuts(p)):
+                    split[i] = [p[a:b] for a, b in itertools.pairwise([0, *cuts, len(p)])]
+        known: dict[str, int] = {}
+        if split:
+            with self._lock:
+                get = self._entries.get
+                for lines in split.values():
+                    for line in lines:
+                        n = get(line)
+                        if n is not None:
+                            known[line] = n
+        whole = [i for i in missing if i not in split]
+        lines = [x for i in split for x in split[i] if x not in known]
+        wanted = [pieces[i] for i in whole] + lines
+        counted = self._count_many(wanted) if wanted else []
+        for i, n in zip(whole, counted, strict=False):
+            out[i] = n
+        known.update(zip(lines, counted[len(whole):], strict=True))
+        for i, parts in split.items():
+            out[i] = sum(known[x] for x in parts)
+        self._store([*((pieces[i], out[i]) for i in missing), *((x, known[x]) for x in lines)])
         return out
 
     def _store(self, items: Iterable[tuple[str, int]]) -> None:

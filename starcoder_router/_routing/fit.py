@@ -15,6 +15,7 @@ from typing import NamedTuple, Protocol
 
 from .render import FILE_SEP, FIM_MIDDLE, FIM_SUFFIX, REPO_NAME, FimParts, Rendered, render_fim
 from .tokens import CountKind, TokenCounter, utf8_length
+from .trim_plan import SLACK_TOKENS, TrimPlans
 
 __all__ = ["Fit", "NoFit", "PromptCounts", "TrimReport", "fit_prompt"]
 
@@ -63,12 +64,14 @@ class PromptCounts:
 
     With a counter that reports its cacheable pieces (`TokenizerCounter.costs`), a large text's
     pieces are kept too, so trimming reads the counts of prefix, suffix and files off the prompt's
-    count instead of counting them again."""
+    count instead of counting them again. `plans` are the router's trim plans, kept between
+    requests (see `trim_plan`)."""
 
-    __slots__ = ("_costs", "_counts", "_fits", "_pieces", "counter")
+    __slots__ = ("_costs", "_counts", "_fits", "_pieces", "counter", "plans")
 
-    def __init__(self, counter: TokenCounter):
+    def __init__(self, counter: TokenCounter, plans: TrimPlans | None = None):
         self.counter = counter
+        self.plans = plans
         self._counts: dict[str, int] = {}
         self._fits: dict[tuple[str, int, bool], Fit | NoFit] = {}
         self._pieces: dict[str, tuple[list[int], list[int]]] = {}
@@ -142,10 +145,53 @@ def _fit(rendered: Rendered, window: int, max_tokens: int, counts: PromptCounts,
         return NoFit(too_big + " (only fill-in-the-middle requests can be trimmed)", n, kind)
     if not allow_trim:
         return NoFit(too_big + " (trimming not allowed)", n, kind)
-    trimmed = _trim_fim(rendered, rendered.fim, budget, n, counts)
+    plans = counts.plans
+    if plans is not None:
+        reused = _reuse_plan(plans, rendered, rendered.fim, budget, n, counts)
+        if reused is not None:
+            return reused
+    trimmed = None
+    if plans is not None:
+        # A plan to be reused leaves a little room (under 2% of the budget), so that the next
+        # keystrokes still fit under the same cuts instead of planning again every few.
+        trimmed = _trim_fim(rendered, rendered.fim, budget - min(SLACK_TOKENS, budget // 64),
+                            n, counts)
+    if trimmed is None:
+        trimmed = _trim_fim(rendered, rendered.fim, budget, n, counts)
     if trimmed is None:
         return NoFit(too_big + " even after trimming all context", n, kind)
+    if plans is not None and trimmed.rendered.fim is not None:
+        plans.remember(rendered.fim, trimmed.rendered.fim, budget, trimmed.prompt_tokens)
     return trimmed
+
+
+def _reuse_plan(plans: TrimPlans, rendered: Rendered, parts: FimParts, budget: int, before: int,
+                counts: PromptCounts) -> Fit | None:
+    """The last request's cuts applied to this one, when they still drop the same text and the
+    result, counted exactly, fits and keeps about as much as the last plan did."""
+    plan = plans.find(parts, budget)
+    if plan is None:
+        return None
+    kept = plan.apply(parts)
+    if kept is None:
+        return None
+    new_rendered = render_fim(kept, ())._replace(stop=rendered.stop)
+    n, kind = counts.count(new_rendered.prompt)
+    if not plan.tokens - SLACK_TOKENS <= n <= budget:
+        return None
+    return Fit(new_rendered, n, kind, _report(rendered, parts, new_rendered, kept, before, n))
+
+
+def _report(rendered: Rendered, parts: FimParts, new_rendered: Rendered, kept: FimParts,
+            before: int, after: int) -> TrimReport:
+    return TrimReport(
+        dropped_files=tuple(f.path for f in parts.files[len(kept.files):]),
+        prefix_lines_dropped=parts.prefix.count("\n", 0, len(parts.prefix) - len(kept.prefix)),
+        suffix_lines_dropped=_suffix_lines_dropped(parts.suffix, kept.suffix),
+        chars_dropped=len(rendered.prompt) - len(new_rendered.prompt),
+        tokens_before=before,
+        tokens_after=after,
+    )
 
 
 def _trim_fim(rendered: Rendered, parts: FimParts, budget: int, before: int,
@@ -165,16 +211,8 @@ def _trim_fim(rendered: Rendered, parts: FimParts, budget: int, before: int,
         new_rendered = render_fim(candidate, ())._replace(stop=rendered.stop)
         n, _ = counts.count(new_rendered.prompt)
         if n <= budget:
-            report = TrimReport(
-                dropped_files=tuple(f.path for f in parts.files[len(candidate.files):]),
-                prefix_lines_dropped=parts.prefix.count("\n", 0, len(parts.prefix)
-                                                        - len(candidate.prefix)),
-                suffix_lines_dropped=_suffix_lines_dropped(parts.suffix, candidate.suffix),
-                chars_dropped=len(rendered.prompt) - len(new_rendered.prompt),
-                tokens_before=before,
-                tokens_after=n,
-            )
-            return Fit(new_rendered, n, kind, report)
+            return Fit(new_rendered, n, kind,
+                       _report(rendered, parts, new_rendered, candidate, before, n))
         # Counts of pieces differ a little from the whole text's count where pieces join:
         # shrink by the observed overshoot (at least one token) and allocate again.
         available -= max(1, n - budget)

@@ -281,6 +281,7 @@ class AsyncRouter(BaseRouter):
         reply: Any = None
         error: BaseException | None = None
         next_line, emit = act.NEXT_LINE, act.Emit
+        idle = attempt.decoder.idle
         try:
             while True:
                 try:
@@ -293,6 +294,10 @@ class AsyncRouter(BaseRouter):
                         assert lines is not None
                         try:
                             reply = await lines.__anext__()
+                            # SSE's blank line after each event changes nothing: not fed.
+                            # (The transport bounds every read by the stream's deadline.)
+                            while not reply and idle(reply):
+                                reply = await lines.__anext__()
                         except StopAsyncIteration:
                             reply = None
                         continue

@@ -26,6 +26,7 @@ from .._routing.selfhosted import SelfHostedPrice, self_hosted_price
 from .._routing.structured import require_schema_support
 from .._routing.throughput import ThroughputMeter
 from .._routing.tokens import TokenCounter
+from .._routing.trim_plan import TrimPlans
 from .._secrets import Secret
 from .._stores.base import BudgetKey, Reservation
 from .._validation import validation_error_of
@@ -85,6 +86,8 @@ class RouterCore:
         self._deployments = self.catalog.deployments
         self._windows_version = 0
         self._static: StaticCache = {}
+        # The last trim of each editor's FIM requests, reused on its next keystroke.
+        self.trim_plans = TrimPlans()
         # The last used share of each budget seen, for the soft limit.
         self._budget_use: dict[str, float] = {}
         # Replica groups, slots and requests in flight (`_fleet`). A `Fleet` passed in is
@@ -153,7 +156,7 @@ class RouterCore:
             variants=self.catalog.variants,
             policy=self.policy,
             provider_status=self.provider_status,
-            counts=counts or PromptCounts(self.counter),
+            counts=counts or PromptCounts(self.counter, self.trim_plans),
             health=self.health.view(now),
             budget=budget,
             now=now,
@@ -235,7 +238,7 @@ class RouterCore:
         require_schema_support(request.response_format)
         budget_keys = self.budget_keys(request)
         soft_limited = self.soft_limited(budget_keys)
-        counts = PromptCounts(self.counter)
+        counts = PromptCounts(self.counter, self.trim_plans)
         budget = BudgetRouting(force_cheapest=True, note="soft budget limit passed: objective "
                                "cheapest") if soft_limited else None
         decision = self.decide(request, counts=counts, budget=budget)

@@ -253,6 +253,7 @@ class Router(BaseRouter):
         reply: Any = None
         error: BaseException | None = None
         next_line, emit = act.NEXT_LINE, act.Emit
+        idle = attempt.decoder.idle
         try:
             while True:
                 try:
@@ -263,6 +264,10 @@ class Router(BaseRouter):
                 try:
                     if action is next_line:  # the hot path: one line, then one chunk
                         reply = next(lines, None)
+                        # SSE's blank line after each event changes nothing: not fed. (Every
+                        # read still runs under the stream's deadline in the transport.)
+                        while reply is not None and not reply and idle(reply):
+                            reply = next(lines, None)
                         continue
                     if type(action) is emit:
                         yield action.chunk

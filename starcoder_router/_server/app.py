@@ -79,10 +79,10 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             response.force_close()  # the client opens a new connection: no endless keep-alive
     metrics = gateway.metrics
     elapsed = time.perf_counter() - started
-    metrics.requests.labels(dialect.name, route, str(response.status)).inc()
-    metrics.latency.labels(dialect.name, route).observe(elapsed)
+    metrics.child(metrics.requests, dialect.name, route, str(response.status)).inc()
+    metrics.child(metrics.latency, dialect.name, route).observe(elapsed)
     if response.status >= 400:
-        metrics.errors.labels(f"http_{response.status}").inc()
+        metrics.child(metrics.errors, f"http_{response.status}").inc()
     if gateway.settings.access_log:
         tenant = request.get(TENANT_KEY)
         log_access(request, response.status, elapsed, tenant.name if tenant else None,

@@ -12,7 +12,6 @@ as many tokens as this gateway allows (`[server] max_tokens`).
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AllowInfNan, Strict
@@ -24,6 +23,7 @@ from .._routing.limits import (
     check_fields,
     check_json_depth,
 )
+from .._wire_json import loads
 from .problems import GatewayError, Problem, invalid
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def load_json(raw: bytes, max_depth: int) -> dict[str, Any]:
     """A body as a JSON object nested at most `max_depth` levels; 400 otherwise. Python's
     decoder recurses per level, so a deep body would otherwise end in a RecursionError."""
     try:
-        body = json.loads(raw)
+        body = loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise invalid(f"the body is not valid JSON: {str(exc)[:200]}") from None
     except RecursionError:

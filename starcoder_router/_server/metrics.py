@@ -56,23 +56,37 @@ class GatewayMetrics:
             "allow): requests admitted_blind or refused_blind, bookings journaled and booked",
             ["event"], registry=r)
 
+        # Labelled children, found once: `labels()` takes a lock and builds its key on every
+        # call, several times a request. The label values are bounded by the configuration
+        # (protocols, routes, statuses, deployments, tenants, error types), and the registry
+        # keeps every child anyway.
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *values: str) -> Any:
+        """`metric.labels(*values)`, memoised."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
+
     def on_store_event(self, event: str) -> None:
         self.store_outage.labels(event).inc()
 
     def on_attempt(self, attempt: Attempt, tenant: str | None) -> None:
         """Every attempt, including failed and cancelled ones (a cancelled stream has a cost)."""
-        name = attempt.deployment
-        self.attempts.labels(name, attempt.outcome).inc()
+        name, child = attempt.deployment, self.child
+        child(self.attempts, name, attempt.outcome).inc()
         if attempt.ttft_s is not None:
-            self.ttft.labels(name).observe(attempt.ttft_s)
+            child(self.ttft, name).observe(attempt.ttft_s)
         if attempt.error is not None:
-            self.errors.labels(type(attempt.error).__name__).inc()
+            child(self.errors, type(attempt.error).__name__).inc()
         who = tenant or "-"
         if attempt.usage is not None:
-            self.tokens.labels(name, who, "input").inc(attempt.usage.prompt_tokens)
-            self.tokens.labels(name, who, "output").inc(attempt.usage.completion_tokens)
+            child(self.tokens, name, who, "input").inc(attempt.usage.prompt_tokens)
+            child(self.tokens, name, who, "output").inc(attempt.usage.completion_tokens)
         if attempt.cost_nano:
-            self.spend.labels(name, who).inc(attempt.cost_nano / 1e9)
+            child(self.spend, name, who).inc(attempt.cost_nano / 1e9)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition body and its content type."""

@@ -122,6 +122,11 @@ class DeadlineTransport(httpx.HTTPTransport):
             network_backend=_Backend(),
         )
 
+    @property
+    def pool(self) -> httpcore.ConnectionPool:
+        """The connection pool, for callers that send httpcore requests directly."""
+        return self._pool
+
 
 class _AsyncStream(httpcore.AsyncNetworkStream):
     __slots__ = ("_inner",)

@@ -1,0 +1,233 @@
+"""Profiles of the SDK's hot paths against the loopback mock, with the raw client beside each.
+
+    python benchmarks/profile_hotpath.py                 # all, writes benchmarks/profiles/*.txt
+    python benchmarks/profile_hotpath.py sync async      # some of: sync async stream astream
+                                                         #          route-fim gateway
+
+Each case runs the same stack from `stacks.py` twice: once timed (CPU µs per request of this
+process, the raw peer in the same run) and once under cProfile, whose top entries by own time
+and by cumulative time go to `benchmarks/profiles/<case>.txt`. The figures that count are the
+suite's (`run.py`, `bench_gateway.py`, `bench_editor.py`); these profiles say where the time goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import io
+import pstats
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+import stacks  # noqa: E402
+
+OUT = HERE / "profiles"
+
+
+def start_mock(*extra: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, str(HERE / "mock_server.py"), "--port", "0",
+                             "--chunks", "200", *extra], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().split()
+    if not line or line[0] != "READY":
+        raise RuntimeError(f"mock server did not start: {line}")
+    return proc, f"http://127.0.0.1:{line[1]}"
+
+
+def cpu_us(fn: Callable[[], object], n: int) -> float:
+    t0 = time.process_time()
+    for _ in range(n):
+        fn()
+    return (time.process_time() - t0) / n * 1e6
+
+
+def profile_text(title: str, prof: cProfile.Profile, lines: int = 35) -> str:
+    out = io.StringIO()
+    out.write(f"== {title}: by own time ==\n")
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(lines)
+    out.write(f"== {title}: by cumulative time ==\n")
+    pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(lines)
+    # Keep paths short and free of the machine's layout.
+    text = out.getvalue()
+    for prefix in (str(ROOT) + "/", sys.prefix + "/lib/python3.11/site-packages/"):
+        text = text.replace(prefix, "")
+    return text
+
+
+def sync_case(base: str, n: int, streaming: bool) -> str:
+    ctx = stacks.Ctx(base)
+    raw, sc = stacks.HttpxSync(ctx), stacks.StarcoderSync(ctx)
+    if streaming:
+        def call(s: object) -> Callable[[], object]:
+            return lambda: sum(1 for _ in s.stream(200))  # type: ignore[attr-defined]
+    else:
+        def call(s: object) -> Callable[[], object]:
+            return s.complete  # type: ignore[attr-defined,no-any-return]
+    report = []
+    for _ in range(3):  # interleaved: a slow spell moves both
+        for name, s in (("raw httpx", raw), ("Router", sc)):
+            cpu_us(call(s), n // 10)
+            per = "stream" if streaming else "req"
+            report.append(f"{name}: {cpu_us(call(s), n):.1f} µs CPU/{per}")
+    prof = cProfile.Profile()
+    prof.enable()
+    cpu_us(call(sc), n)
+    prof.disable()
+    raw.close()
+    sc.close()
+    return "\n".join(report) + "\n\n" + profile_text("Router", prof)
+
+
+def async_case(base: str, n: int, streaming: bool) -> str:
+    ctx = stacks.Ctx(base)
+
+    async def main() -> str:
+        raw, sc = stacks.AiohttpAsync(ctx), stacks.StarcoderAsync(ctx)
+        await raw.start()
+        await sc.start()
+
+        async def drive(s: object, total: int) -> float:
+            left = [total]
+
+            async def task() -> None:
+                while left[0] > 0:
+                    left[0] -= 1
+                    if streaming:
+                        async for _ in s.astream(200):  # type: ignore[attr-defined]
+                            pass
+                    else:
+                        await s.acomplete()  # type: ignore[attr-defined]
+            t0 = time.process_time()
+            await asyncio.gather(*(task() for _ in range(1 if streaming else 64)))
+            return (time.process_time() - t0) / total * 1e6
+
+        report = []
+        for _ in range(3):
+            for name, s in (("raw aiohttp", raw), ("AsyncRouter", sc)):
+                await drive(s, n // 10)
+                report.append(f"{name}: {await drive(s, n):.1f} µs CPU/"
+                              f"{'stream' if streaming else 'req'}")
+        prof = cProfile.Profile()
+        prof.enable()
+        await drive(sc, n)
+        prof.disable()
+        await raw.aclose()
+        await sc.aclose()
+        return "\n".join(report) + "\n\n" + profile_text("AsyncRouter", prof)
+
+    return asyncio.run(main())
+
+
+def route_fim_case() -> str:
+    """`route(**fields)` on a 32 KB FIM request (14 + 4 KB and two 7 KB repository files, trimmed
+    for the 8k deployments), one typed character later: `bench_editor.py`'s warm case, timed
+    from outside (building the request included)."""
+    import bench_editor
+
+    from starcoder_router import CompletionRequest, NoRouteError, Router, TokenizerCounter
+
+    counter = TokenizerCounter.from_file(bench_editor.TOKENIZER)
+    router = Router(env=bench_editor.KEYS, tokenizer=counter)
+    ed = bench_editor.Editor(bench_editor.corpus(), 400_000, 14, 4, 2)
+    times = []
+    prof = cProfile.Profile()
+    d = None
+    # 200 timed keystrokes, then 100 under the profiler (which slows them: not timed).
+    for i in range(301):
+        fields = ed.next()
+        fields["max_tokens"] = 1024  # 7.3k prompt tokens + 1024 > 8192: trimmed for the 8k ones
+        profiled = i > 200
+        t0 = time.perf_counter()
+        if profiled:
+            prof.enable()
+        try:
+            d = router.route(CompletionRequest(**fields))
+        except NoRouteError as exc:
+            d = exc.decision
+        if profiled:
+            prof.disable()
+        elif i:
+            times.append(time.perf_counter() - t0)
+    times.sort()
+    assert d is not None
+    trimmed = sum(1 for c in d.candidates if c.trimmed)
+    head = (f"route() 32 KB FIM, one character typed: median {times[len(times) // 2] * 1e3:.3f}"
+            f" ms (trimmed for {trimmed} of {len(d.candidates)} candidates)")
+    return head + "\n\n" + profile_text("route", prof)
+
+
+def gateway_case(base: str) -> str:
+    """`starcoder-router serve` under cProfile, 64 clients then one (as `bench_gateway.py`),
+    with the mock measured directly in the same run."""
+    import os
+    import signal
+    import tempfile
+
+    import bench_gateway
+
+    tmp = Path(tempfile.mkdtemp(prefix="profile-gateway-"))
+    cfg, prof = tmp / "router.toml", tmp / "gateway.prof"
+    bench_gateway.gateway_config(base, cfg)
+    port = bench_gateway.free_port()
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    gw = subprocess.Popen([sys.executable, "-m", "cProfile", "-o", str(prof), "-m",
+                           "starcoder_router._cli", "serve", "--config", str(cfg), "--port",
+                           str(port), "--state-dir", str(tmp / "state")], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    report = []
+    try:
+        bench_gateway.wait_http(url + "/health")
+        for name, target, model in (("direct (mock)", base + "/v1/completions", "bench-model"),
+                                    ("gateway", url + "/v1/completions", "starcoder2")):
+            for c in (64, 1):
+                r = asyncio.run(bench_gateway.load(target, model, seconds=3.0, concurrency=c,
+                                                   stream=False, headers={}))
+                report.append(f"{name}, {c} client(s): {r['rps']:,.0f} req/s, "
+                              f"p50 {r['p50_ms']:.2f} ms")
+    finally:
+        gw.send_signal(signal.SIGINT)
+        gw.wait(timeout=30)
+    out = io.StringIO()
+    for order in ("tottime", "cumulative"):
+        out.write(f"== gateway: by {order} ==\n")
+        pstats.Stats(str(prof), stream=out).sort_stats(order).print_stats(45)
+    text = out.getvalue()
+    for prefix in (str(ROOT) + "/", sys.prefix + "/lib/python3.11/site-packages/"):
+        text = text.replace(prefix, "")
+    return "\n".join(report) + "\n\n" + text
+
+
+CASES = {
+    "sync": lambda base: sync_case(base, 2000, False),
+    "stream": lambda base: sync_case(base, 100, True),
+    "async": lambda base: async_case(base, 3000, False),
+    "astream": lambda base: async_case(base, 100, True),
+    "route-fim": lambda base: route_fim_case(),
+    "gateway": gateway_case,
+}
+
+
+def main() -> None:
+    wanted = sys.argv[1:] or list(CASES)
+    OUT.mkdir(exist_ok=True)
+    proc, base = start_mock()
+    try:
+        for name in wanted:
+            text = CASES[name](base)
+            (OUT / f"{name}.txt").write_text(text)
+            print(f"--- {name}\n" + text.split("\n\n", 1)[0], flush=True)
+    finally:
+        proc.terminate()
+
+
+if __name__ == "__main__":
+    main()
