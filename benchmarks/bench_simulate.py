@@ -47,6 +47,12 @@ def repeated_lines(path: Path, n: int) -> list[str]:
     return out
 
 
+def run_once(lines: list[str]) -> object:
+    """Parse `lines` and simulate them under the configured policy (what the profile covers)."""
+    workload = parse_lines(lines)
+    return simulate(workload.requests, policies=["configured"])
+
+
 def timed(fn):  # type: ignore[no-untyped-def]
     cpu, wall = time.process_time(), time.perf_counter()
     value = fn()
