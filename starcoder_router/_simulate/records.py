@@ -31,7 +31,8 @@ class Scenario(NamedTuple):
 
 
 class Prepared(NamedTuple):
-    """A workload line made ready once for every scenario."""
+    """A workload line made ready once for every scenario. `trimmable`: a synthetic
+    fill-in-the-middle prompt too long for some window (see `SimCore.start_prepared`)."""
 
     arrival: float
     request: CompletionRequest
@@ -39,6 +40,7 @@ class Prepared(NamedTuple):
     tenant: str
     prompt_tokens: int
     output_tokens: int
+    trimmable: bool = False
 
 
 class RequestOutcome(NamedTuple):

@@ -34,7 +34,7 @@ from .model import SimulationSettings, draw_output_tokens, load_settings
 from .records import Prepared, ScenarioRun
 from .scenarios import SCENARIO_NAMES, build_scenarios
 from .summary import PolicySummary, summary_of
-from .synthetic import SyntheticCounter
+from .synthetic import START, SyntheticCounter
 from .workload import WorkloadRequest
 
 __all__ = ["DEFAULT_START", "SimulationResult", "prepare", "prepared", "simulate"]
@@ -55,11 +55,12 @@ class SimulationResult(NamedTuple):
     prompt_tokens: Sequence[int] = ()
 
 
-def prepared(requests: Iterable[WorkloadRequest], *, counter: TokenCounter,
-             seed: int) -> Iterator[Prepared]:
+def prepared(requests: Iterable[WorkloadRequest], *, counter: SyntheticCounter,
+             seed: int, smallest_window: int = 0) -> Iterator[Prepared]:
     """Render and count each request once, and fix its output length (drawn when the line
     does not say), so every policy sees the same requests. Lazily, in the given order; the
-    requests must come in arrival order."""
+    requests must come in arrival order. A synthetic FIM request longer than
+    `smallest_window` is marked trimmable."""
     rng = random.Random(seed)
     last = -math.inf
     for wr in requests:
@@ -68,14 +69,22 @@ def prepared(requests: Iterable[WorkloadRequest], *, counter: TokenCounter,
                 f"workload requests must come in arrival order: timestamp {wr.timestamp} "
                 f"after {last} (read_workload and stream_workload sort them)")
         last = wr.timestamp
-        req = wr.to_request()
+        req = wr.to_request(made=counter.known)
         output = wr.output_tokens if wr.output_tokens is not None else \
             draw_output_tokens(wr.kind, wr.max_tokens, rng)
-        yield Prepared(wr.timestamp, req, wr.kind, wr.tenant or "-",
-                       counter.count(render(req).prompt), min(output, wr.max_tokens))
+        given = wr.input_tokens
+        trimmable = False
+        if given is not None and wr.kind == "fim":
+            tokens = counter.fim_tokens(req, given)
+            trimmable = tokens + wr.max_tokens > smallest_window and \
+                all(START in f.text for f in req.files)
+        else:
+            tokens = counter.count(render(req).prompt)
+        yield Prepared(wr.timestamp, req, wr.kind, wr.tenant or "-", tokens,
+                       min(output, wr.max_tokens), trimmable)
 
 
-def prepare(requests: Sequence[WorkloadRequest], *, counter: TokenCounter,
+def prepare(requests: Sequence[WorkloadRequest], *, counter: SyntheticCounter,
             seed: int) -> list[Prepared]:
     """`prepared` as a list."""
     return list(prepared(requests, counter=counter, seed=seed))
@@ -125,7 +134,9 @@ def simulate(
     states = [random.getstate()] * len(loops)
     try:
         done = 0
-        for chunk in _chunks(prepared(requests, counter=counter, seed=settings.seed)):
+        smallest = min((d.context_window for d in catalog.deployments), default=0)
+        for chunk in _chunks(prepared(requests, counter=counter, seed=settings.seed,
+                                      smallest_window=smallest)):
             for i, loop in enumerate(loops):
                 random.setstate(states[i])
                 for n, p in enumerate(chunk, start=done):

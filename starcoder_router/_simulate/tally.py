@@ -153,13 +153,13 @@ class OutcomeOrder:
         if group and group[0].finished != o.finished:
             self._flush_instant()
         group.append(o)
+        waiting = self._waiting
         if o.number != self._next:
-            self._waiting[o.number] = o
+            waiting[o.number] = o
             return
         self._by_request(o)
         self._next += 1
-        waiting = self._waiting
-        while self._next in waiting:
+        while waiting and self._next in waiting:
             self._by_request(waiting.pop(self._next))
             self._next += 1
 
@@ -170,8 +170,10 @@ class OutcomeOrder:
 
     def _flush_instant(self) -> None:
         group = self._same_instant
-        if len(group) > 1:
-            group.sort(key=lambda o: (o.finished, o.number))
+        if len(group) == 1:
+            self._by_time(group.pop())
+            return
+        group.sort(key=lambda o: o.number)
         for o in group:
             self._by_time(o)
         group.clear()
