@@ -14,7 +14,6 @@ three times cheaper than it is.
 from __future__ import annotations
 
 import re
-from collections import deque
 from collections.abc import Sequence
 
 from .._routing.render import SPECIAL_TOKENS, render
@@ -231,7 +230,8 @@ class SyntheticCounter:
         return cuts, costs
 
     def _blocks(self, text: str, lo: int, hi: int, cuts: list[int], costs: list[int]) -> None:
-        """`text[lo:hi]`, which starts a line, in pieces of `_BLOCK_LINES` lines."""
+        """`text[lo:hi]`, which starts a line, in pieces: `_BLOCK`s of whole synthetic lines,
+        a partial line alone, and the lines left over at the end together."""
         pos = lo
         while pos < hi:
             cuts.append(pos)
@@ -239,13 +239,9 @@ class SyntheticCounter:
                 costs.append(_BLOCK_TOKENS)
                 pos += len(_BLOCK)
                 continue
-            end = pos
-            for _ in range(_BLOCK_LINES):
-                end = text.find("\n", end, hi) + 1
-                if end == 0:
-                    end = hi
-                    break
-            costs.append(sum(self.count(line) for line in text[pos:end].splitlines(True)))
+            end = hi if text.startswith(_LINE, pos) else text.find("\n", pos, hi) + 1 or hi
+            # Each synthetic line counts its `START`s and its newline: so does a run of them.
+            costs.append(text.count(START, pos, end) + text.count("\n", pos, end))
             pos = end
 
     def _lines(self, text: str, lo: int, hi: int, cuts: list[int], costs: list[int]) -> None:
@@ -269,29 +265,24 @@ class PiecesCounter:
 
 
 class _Recent:
-    """The last `size` texts added and a number for each, found by length and comparison."""
+    """Up to `size` texts and a number for each, found by length and comparison: one text
+    per length (the last added), all forgotten at once when full."""
 
     def __init__(self, size: int):
         self._size = size
-        self._by_length: dict[int, list[tuple[str, int]]] = {}
-        self._order: deque[int] = deque()
+        self._by_length: dict[int, tuple[str, int]] = {}
 
     def find(self, text: str, lo: int, hi: int) -> int | None:
-        """The number of a text equal to `text[lo:hi]` (compared in place, not copied)."""
-        for seen, n in self._by_length.get(hi - lo, ()):
-            if text.startswith(seen, lo):
-                return n
+        """The number of the text equal to `text[lo:hi]` (compared in place, not copied)."""
+        found = self._by_length.get(hi - lo)
+        if found is not None and text.startswith(found[0], lo):
+            return found[1]
         return None
 
     def add(self, text: str, n: int) -> None:
-        self._by_length.setdefault(len(text), []).append((text, n))
-        self._order.append(len(text))
-        if len(self._order) > self._size:
-            oldest = self._order.popleft()
-            same_length = self._by_length[oldest]
-            del same_length[0]
-            if not same_length:
-                del self._by_length[oldest]
+        if len(self._by_length) >= self._size:
+            self._by_length.clear()
+        self._by_length[len(text)] = (text, n)
 
 
 # Pieces of this many synthetic lines (see `pieces`).
