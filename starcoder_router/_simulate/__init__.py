@@ -11,6 +11,10 @@ or from Python::
     result = simulate(read_workload("workload.jsonl").requests, config="router.toml")
     for s in result.summaries:
         print(s.name, s.cost_usd, s.refused, s.latency_p99_s)
+
+A workload of any length, read lazily and tallied as it runs (what the command does)::
+
+    result = simulate(stream_workload("workload.jsonl"), keep_outcomes=False)
 """
 
 from __future__ import annotations
@@ -22,22 +26,25 @@ if TYPE_CHECKING:
     from .model import DeploymentBehaviour, SimulationSettings
     from .runner import SimulationResult, simulate
     from .summary import PolicySummary
-    from .workload import WorkloadRequest, read_workload
+    from .workload import WorkloadFile, WorkloadRequest, read_workload, stream_workload
 
 __all__ = [
     "DeploymentBehaviour",
     "PolicySummary",
     "SimulationResult",
     "SimulationSettings",
+    "WorkloadFile",
     "WorkloadRequest",
     "read_workload",
     "simulate",
+    "stream_workload",
 ]
 
 # Loaded on first use, so that registering the commands (`.cli`) costs nothing.
 _LAZY = {"DeploymentBehaviour": ".model", "SimulationSettings": ".model",
          "SimulationResult": ".runner", "simulate": ".runner", "PolicySummary": ".summary",
-         "WorkloadRequest": ".workload", "read_workload": ".workload"}
+         "WorkloadRequest": ".workload", "read_workload": ".workload",
+         "WorkloadFile": ".workload", "stream_workload": ".workload"}
 
 
 def __getattr__(name: str) -> Any:

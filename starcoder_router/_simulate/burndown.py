@@ -7,14 +7,14 @@ three falling segments), so a panel never puts a daily limit next to a monthly o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from .._routing.cost import nano_to_usd
-from .records import RequestOutcome, ScenarioRun
+from .records import ScenarioRun
 from .wording import budget_label
 
-__all__ = ["MAX_PANELS", "Panel", "burn_down_panels"]
+__all__ = ["MAX_PANELS", "Panel", "burn_down_panels", "downsampled"]
 
 MAX_PANELS = 12
 _MAX_POINTS = 400
@@ -38,7 +38,7 @@ def burn_down_panels(runs: dict[str, ScenarioRun]) -> tuple[list[Panel], int]:
     out), and how many budgets there are in all."""
     panels: dict[str, Panel] = {}
     for policy, run in runs.items():
-        for budget, segments in _segments(run.outcomes, run.limits_nano).items():
+        for budget, segments in run.numbers().burn.items():
             limit = next(v for k, v in run.limits_nano.items() if k.startswith(budget + "|"))
             panel = panels.setdefault(budget, Panel(
                 budget, f"{_short(budget_label(budget))}, ${nano_to_usd(limit):,.2f}", {},
@@ -68,45 +68,24 @@ def _order(panel: Panel) -> tuple[int, bool, str]:
     return rank, ":" in panel.budget, panel.budget
 
 
-def _segments(outcomes: Iterable[RequestOutcome],
-              limits: dict[str, int]) -> dict[str, list[list[tuple[float, float]]]]:
-    """Per budget, one list of (hours, % left) per period, starting full."""
-    spent: dict[str, int] = {}
-    out: dict[str, list[list[tuple[float, float]]]] = {}
-    current: dict[str, str] = {}
-    for o in sorted(outcomes, key=lambda o: o.finished):
-        if not o.cost_nano:
-            continue
-        hours = o.finished / 3600
-        for key in o.budgets:
-            budget = key.partition("|")[0]
-            limit = limits[key]
-            segments = out.setdefault(budget, [])
-            if current.get(budget) != key:
-                current[budget] = key
-                segments.append([(hours, 100.0)])
-            spent[key] = spent.get(key, 0) + o.cost_nano
-            left = max(0, limit - spent[key])
-            segments[-1].append((hours, 100 * left / limit if limit else 0.0))
-    return out
-
-
-def _join(segments: Sequence[list[tuple[float, float]]]
+def _join(segments: Sequence[tuple[Sequence[float], Sequence[float]]]
           ) -> tuple[list[float | None], list[float | None]]:
     xs: list[float | None] = []
     ys: list[float | None] = []
-    for i, seg in enumerate(segments):
+    for i, (seg_x, seg_y) in enumerate(segments):
         if i:
             xs.append(None)
             ys.append(None)
-        for x, y in _downsample(seg, max(2, _MAX_POINTS // len(segments))):
-            xs.append(x)
-            ys.append(y)
+        for j in downsampled(len(seg_x), max(2, _MAX_POINTS // len(segments))):
+            xs.append(seg_x[j])
+            ys.append(seg_y[j])
     return xs, ys
 
 
-def _downsample(points: Sequence[tuple[float, float]], most: int) -> list[tuple[float, float]]:
-    if len(points) <= most:
-        return list(points)
-    step = len(points) / most
-    return [points[int(i * step)] for i in range(most)] + [points[-1]]
+def downsampled(n: int, most: int) -> list[int]:
+    """Which of `n` points in a row to draw: all of them, or `most` evenly spaced and the
+    last."""
+    if n <= most:
+        return list(range(n))
+    step = n / most
+    return [int(i * step) for i in range(most)] + [n - 1]

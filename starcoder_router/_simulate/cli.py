@@ -106,41 +106,42 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from .names import SCENARIO_NAMES
     from .runner import simulate
     from .summary import summary_table
-    from .workload import read_workload
+    from .workload import stream_workload
 
     if args.report:  # before the simulation, not after minutes of it
         from .report import check_report_dependencies
 
         check_report_dependencies()
         _check_writable(args.report)
-    workload = read_workload(args.workload)
+    # Checked line by line now, read again as it is simulated: never held in memory.
+    workload = stream_workload(args.workload)
     for err in workload.errors[:20]:
         print(f"{args.workload}:{err.line}: skipped: {err.message}", file=sys.stderr)
     if len(workload.errors) > 20:
         print(f"... and {len(workload.errors) - 20} more invalid lines", file=sys.stderr)
-    if not workload.requests:
+    if not len(workload):
         from .._errors import ConfigError
 
         why = (f"none of its {len(workload.errors)} lines is a valid request" if workload.errors
                else "it is empty")
         raise ConfigError(f"nothing to simulate in {args.workload}: {why}")
-    bar = _Progress(sys.stderr, len(workload.requests))
-    result = simulate(workload.requests, config=args.config,
-                      policies=args.policy or SCENARIO_NAMES, progress=bar.update)
+    bar = _Progress(sys.stderr, len(workload))
+    result = simulate(workload, config=args.config, policies=args.policy or SCENARIO_NAMES,
+                      progress=bar.update, keep_outcomes=False)
     bar.close()
     if args.report:
         from .report import write_report
 
         write_report(args.report, result, workload_name=args.workload)
     if args.json:
-        out = {"workload": args.workload, "requests": len(workload.requests),
+        out = {"workload": args.workload, "requests": len(workload),
                "invalid_lines": [e._asdict() for e in workload.errors],
                "seed": result.seed, "policies": [s.as_json() for s in result.summaries]}
         if args.report:
             out["report"] = args.report
         print(json.dumps(out, indent=2))
         return 0
-    print(f"{len(workload.requests)} requests from {args.workload}"
+    print(f"{len(workload)} requests from {args.workload}"
           + (f" ({len(workload.errors)} invalid lines skipped)" if workload.errors else ""))
     print(summary_table(result.summaries))
     for s in result.summaries:

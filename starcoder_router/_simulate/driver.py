@@ -48,7 +48,7 @@ def run_request(ctx: SimContext, number: int, p: Prepared) -> Waits:
         request = request.model_copy(update={"allow_trim": False})
     keys = ctx.core.budget_keys(request)
     try:
-        run = ctx.core.start(request)
+        run = ctx.core.start_prepared(p, request)
     except NoRouteError as err:
         return _outcome(ctx, number, p, None, 0, keys, refusal_reason(err))
     if ctx.scenario.rank is not None:

@@ -3,7 +3,9 @@
 Each request runs as a generator (`driver.run_request`) that drives the router's own request
 flow and yields the seconds it would wait instead of waiting. The loop resumes the requests in
 time order, so requests overlap: reservations of requests in flight count against budgets, and
-failures open circuits for the requests behind them.
+failures open circuits for the requests behind them. Requests are fed to the loop as they
+arrive and their outcomes tallied as they finish, so a workload of any length is simulated in
+the memory of the requests in flight.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import random
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from .._clock import Clock
@@ -22,14 +24,17 @@ from .._routing.tokens import TokenCounter
 from .._running.core import RouterCore
 from .._running.hooks import Hooks
 from .._running.retry import RetryPolicy
+from .._running.run import RequestRun
 from .._stores.base import BudgetKey
 from .._stores.memory import MemoryStore
-from .driver import run_request
+from .driver import Waits, run_request
 from .model import DeploymentBehaviour, SimulationSettings
 from .provider import SimulatedProvider
 from .records import Prepared, RequestOutcome, Scenario, ScenarioRun
+from .synthetic import SyntheticCounter
+from .tally import OutcomeOrder, Tally
 
-__all__ = ["SimClock", "SimContext", "SimCore", "simulate_scenario"]
+__all__ = ["ScenarioLoop", "SimClock", "SimContext", "SimCore", "simulate_scenario"]
 
 _FOREVER = dt.datetime.max.replace(tzinfo=dt.UTC)
 
@@ -66,12 +71,27 @@ class SimCore(RouterCore):
                          clock=clock, env={})
         self.provider_status = dict.fromkeys(self.provider_status)  # no API keys needed
         self._simulated = SimulatedProvider(counter)
+        self._counter = counter
+        self._with_pieces = (counter.with_pieces() if isinstance(counter, SyntheticCounter)
+                             else None)
         self._keys: dict[tuple[str | None, tuple[str, ...]],
                          tuple[tuple[BudgetKey, ...], dt.datetime]] = {}
         self.limits: dict[str, int] = {}
 
     def adapter(self, provider: str) -> Provider:
         return self._simulated
+
+    def start_prepared(self, p: Prepared, request: CompletionRequest) -> RequestRun:
+        """`start(request)`; a trimmable request's counts come with pieces, so that its trim
+        is planned over blocks of lines (the same cuts, found faster: see
+        `SyntheticCounter.pieces`). The request keeps that counter for all its life."""
+        if not p.trimmable or self._with_pieces is None:
+            return self.start(request)
+        self.counter = self._with_pieces
+        try:
+            return self.start(request)
+        finally:
+            self.counter = self._counter
 
     def budget_keys(self, request: CompletionRequest) -> tuple[BudgetKey, ...]:
         if not self.policy.budgets:
@@ -108,9 +128,65 @@ class SimContext(NamedTuple):
         return found
 
 
+class ScenarioLoop:
+    """One scenario's event loop, fed requests as they arrive (`arrive`, in arrival order) and
+    drained at the end (`finish`). Outcomes go to a `Tally` as requests finish, so nothing per
+    request is kept unless `keep_outcomes` asks for it."""
+
+    def __init__(self, scenario: Scenario, *, settings: SimulationSettings,
+                 counter: TokenCounter, start: dt.datetime, retry: RetryPolicy | None = None,
+                 health: HealthPolicy | None = None, keep_outcomes: bool = False):
+        self.clock = clock = SimClock(start)
+        core = SimCore(scenario, counter=counter, clock=clock, retry=retry, health=health)
+        self._ctx = SimContext(core, MemoryStore(max_ledger_entries=1), clock, settings,
+                               scenario, random.Random(settings.seed), {}, {})
+        self.scenario = scenario
+        self.tally = Tally(core.limits)
+        self._kept: list[RequestOutcome] | None = [] if keep_outcomes else None
+        self._order = OutcomeOrder(self._in_request_order, self.tally.by_time)
+        self._heap: list[tuple[float, int, Waits]] = []
+        self._seq = 0
+        self.done = 0
+
+    def arrive(self, number: int, request: Prepared) -> None:
+        """Start request `number` at its arrival, after every wait that ends before it."""
+        heap = self._heap
+        while heap and heap[0][0] < request.arrival:
+            self.clock.t, _, gen = heapq.heappop(heap)
+            self._step(gen)
+        self.clock.t = request.arrival
+        self._step(run_request(self._ctx, number, request))
+
+    def finish(self) -> ScenarioRun:
+        """Run every request still waiting to its end."""
+        heap = self._heap
+        while heap:
+            self.clock.t, _, gen = heapq.heappop(heap)
+            self._step(gen)
+        self._order.close()
+        ctx = self._ctx
+        return ScenarioRun(self._kept if self._kept is not None else [], ctx.exhausted,
+                           ctx.core.limits, self.tally)
+
+    def _step(self, gen: Waits) -> None:
+        try:
+            wait = next(gen)
+        except StopIteration as stop:
+            self.done += 1
+            self._order.finished(stop.value)
+            return
+        self._seq += 1
+        heapq.heappush(self._heap, (self.clock.t + wait, self._seq, gen))
+
+    def _in_request_order(self, outcome: RequestOutcome) -> None:
+        self.tally.by_request(outcome)
+        if self._kept is not None:
+            self._kept.append(outcome)
+
+
 def simulate_scenario(
     scenario: Scenario,
-    requests: Sequence[Prepared],
+    requests: Iterable[Prepared],
     *,
     settings: SimulationSettings,
     counter: TokenCounter,
@@ -118,33 +194,16 @@ def simulate_scenario(
     retry: RetryPolicy | None = None,
     health: HealthPolicy | None = None,
     progress: Callable[[int], None] | None = None,
+    keep_outcomes: bool = True,
 ) -> ScenarioRun:
-    """Run `requests` under `scenario`."""
-    clock = SimClock(start)
-    core = SimCore(scenario, counter=counter, clock=clock, retry=retry, health=health)
-    ctx = SimContext(core, MemoryStore(max_ledger_entries=1), clock, settings, scenario,
-                     random.Random(settings.seed), {}, {})
-    outcomes: list[RequestOutcome | None] = [None] * len(requests)
-    heap: list[tuple[float, int, Generator[float, None, RequestOutcome]]] = []
-    seq = nxt = done = 0
-    while nxt < len(requests) or heap:
-        if nxt < len(requests) and (not heap or requests[nxt].arrival <= heap[0][0]):
-            clock.t = requests[nxt].arrival
-            gen = run_request(ctx, nxt, requests[nxt])
-            nxt += 1
-        else:
-            clock.t, _, gen = heapq.heappop(heap)
-        try:
-            wait = next(gen)
-        except StopIteration as stop:
-            out: RequestOutcome = stop.value
-            outcomes[out.number] = out
-            done += 1
-            if progress is not None and done % 1000 == 0:
-                progress(done)
-            continue
-        seq += 1
-        heapq.heappush(heap, (clock.t + wait, seq, gen))
+    """Run `requests` (in arrival order) under `scenario`."""
+    loop = ScenarioLoop(scenario, settings=settings, counter=counter, start=start, retry=retry,
+                        health=health, keep_outcomes=keep_outcomes)
+    for number, request in enumerate(requests):
+        loop.arrive(number, request)
+        if progress is not None and number % 1000 == 999:
+            progress(loop.done)
+    run = loop.finish()
     if progress is not None:
-        progress(done)
-    return ScenarioRun([o for o in outcomes if o is not None], ctx.exhausted, core.limits)
+        progress(loop.done)
+    return run

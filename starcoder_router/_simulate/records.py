@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from .._routing.catalog import Catalog
 from .._routing.decision import Candidate
 from .._routing.policy import CostPolicy
 from .._routing.request import CompletionRequest
+
+if TYPE_CHECKING:
+    from .tally import Tally
 
 __all__ = ["Prepared", "Ranker", "RequestOutcome", "Scenario", "ScenarioRun"]
 
@@ -28,7 +31,8 @@ class Scenario(NamedTuple):
 
 
 class Prepared(NamedTuple):
-    """A workload line made ready once for every scenario."""
+    """A workload line made ready once for every scenario. `trimmable`: a synthetic
+    fill-in-the-middle prompt too long for some window (see `SimCore.start_prepared`)."""
 
     arrival: float
     request: CompletionRequest
@@ -36,6 +40,7 @@ class Prepared(NamedTuple):
     tenant: str
     prompt_tokens: int
     output_tokens: int
+    trimmable: bool = False
 
 
 class RequestOutcome(NamedTuple):
@@ -61,9 +66,19 @@ class RequestOutcome(NamedTuple):
 
 
 class ScenarioRun(NamedTuple):
-    """One scenario's outcomes (in workload order), when each budget period first refused a
-    reservation (seconds after the start), and each budget period's limit."""
+    """One scenario's outcomes (in workload order; empty unless they were asked to be kept),
+    when each budget period first refused a reservation (seconds after the start), each budget
+    period's limit, and the numbers gathered as it ran (see `tally`)."""
 
     outcomes: list[RequestOutcome]
     exhausted: dict[str, float]
     limits_nano: dict[str, int]
+    tally: Tally | None = None
+
+    def numbers(self) -> Tally:
+        """The run's tally; for a run made from a list of outcomes, tallied from it."""
+        if self.tally is not None:
+            return self.tally
+        from .tally import tally_of_outcomes
+
+        return tally_of_outcomes(self.outcomes, self.limits_nano)

@@ -17,11 +17,11 @@ from typing import Any
 
 from .._errors import MissingDependencyError
 from .._routing.cost import nano_to_usd
-from .burndown import burn_down_panels
+from .burndown import burn_down_panels, downsampled
 from .labels import FONT_PX, LINE_PX, window_labels
-from .records import RequestOutcome
 from .runner import SimulationResult
 from .summary import PolicySummary
+from .tally import MAX_LISTED, Tally
 from .wording import budget_label, deployment_colour, headline, policy_colour
 
 __all__ = ["check_report_dependencies", "render_report", "write_report"]
@@ -30,7 +30,6 @@ __all__ = ["check_report_dependencies", "render_report", "write_report"]
 # points per policy in the file.
 _MAX_POINTS = 400
 _DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
-_MAX_LISTED = 300
 
 
 def _plotly() -> ModuleType:
@@ -91,29 +90,15 @@ def _slug(title: str) -> str:
     return "fig-" + "-".join(title.lower().split())[:40]
 
 
-def _downsample(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
-    if len(points) <= _MAX_POINTS:
-        return list(points)
-    step = len(points) / _MAX_POINTS
-    picked = [points[int(i * step)] for i in range(_MAX_POINTS)]
-    picked.append(points[-1])
-    return picked
-
-
-def _cumulative(outcomes: Iterable[RequestOutcome]) -> list[tuple[float, float]]:
-    total = 0
-    points = []
-    for o in sorted(outcomes, key=lambda o: o.finished):
-        if o.cost_nano:
-            total += o.cost_nano
-            points.append((o.finished / 3600, nano_to_usd(total)))
-    return _downsample(points)
+def _cumulative(tally: Tally) -> list[tuple[float, float]]:
+    hours, running = tally.cost_hours, tally.cost_running_nano
+    return [(hours[i], nano_to_usd(running[i])) for i in downsampled(len(hours), _MAX_POINTS)]
 
 
 def _cost_over_time(go: ModuleType, result: SimulationResult) -> Any:
     fig = go.Figure()
     for i, (name, run) in enumerate(result.runs.items()):
-        pts = _cumulative(run.outcomes)
+        pts = _cumulative(run.numbers())
         # A dash of its own per policy: two policies that cost the same stay both visible.
         fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], name=name,
                                  mode="lines", line={"dash": _DASHES[i % len(_DASHES)],
@@ -151,7 +136,7 @@ def _burn_down(go: ModuleType, result: SimulationResult) -> Any:
                         horizontal_spacing=0.08, vertical_spacing=min(0.3, 90 / height))
     order = list(result.runs)
     shown: set[str] = set()
-    hours = max((o.finished for run in result.runs.values() for o in run.outcomes),
+    hours = max((run.numbers().last_finished for run in result.runs.values()),
                 default=0.0) / 3600
     for n, panel in enumerate(panels):
         row, col = n // cols + 1, n % cols + 1
@@ -183,8 +168,7 @@ def _burn_down(go: ModuleType, result: SimulationResult) -> Any:
 
 
 def _prompt_sizes(go: ModuleType, result: SimulationResult) -> Any:
-    first = next(iter(result.runs.values()), None)
-    sizes = [o.prompt_tokens for o in first.outcomes] if first else []
+    sizes = list(result.prompt_tokens) if result.runs else []
     x_max = 1.05 * max([*sizes, *result.windows.values(), 1])
     fig = go.Figure(go.Histogram(x=sizes, nbinsx=80, name="requests"))
     labels = window_labels(result.windows, x_max)
@@ -244,15 +228,16 @@ def _listed(result: SimulationResult) -> str:
     """Per policy, the requests that were refused or trimmed (the first few hundred)."""
     parts = []
     for name, run in result.runs.items():
-        picked = [o for o in run.outcomes if o.refused is not None or o.trimmed_tokens]
-        if not picked:
+        tally = run.numbers()
+        total = tally.listed_total
+        if not total:
             continue
         rows = [(f"{o.number + 1:,}", f"{o.arrival / 3600:.2f} h", o.kind, o.tenant,
                  f"{o.prompt_tokens:,}",
                  o.refused or f"trimmed {o.trimmed_tokens:,} tokens on {o.deployment}")
-                for o in picked[:_MAX_LISTED]]
-        more = f" (first {_MAX_LISTED} of {len(picked):,})" if len(picked) > _MAX_LISTED else ""
-        parts.append(f"<details><summary>{html.escape(name)}: {len(picked):,} request(s){more}"
+                for o in tally.listed]
+        more = f" (first {MAX_LISTED} of {total:,})" if total > MAX_LISTED else ""
+        parts.append(f"<details><summary>{html.escape(name)}: {total:,} request(s){more}"
                      "</summary>" + _table(("request", "arrival", "kind", "tenant",
                                             "prompt tokens", "what happened"), rows, "listed")
                      + "</details>")

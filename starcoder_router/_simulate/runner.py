@@ -13,68 +13,101 @@ Example::
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import math
 import os
 import random
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 from .._config import load_config
+from .._errors import InvalidRequestError
 from .._routing.catalog import Catalog
 from .._routing.health import HealthPolicy
 from .._routing.policy import CostPolicy
 from .._routing.render import render
 from .._routing.tokens import EstimatingCounter, TokenCounter, load_token_counter
 from .._running.retry import RetryPolicy
-from .engine import simulate_scenario
+from .engine import ScenarioLoop
 from .model import SimulationSettings, draw_output_tokens, load_settings
-from .records import Prepared, Scenario, ScenarioRun
+from .records import Prepared, ScenarioRun
 from .scenarios import SCENARIO_NAMES, build_scenarios
-from .summary import PolicySummary, summarize
-from .synthetic import SyntheticCounter
+from .summary import PolicySummary, summary_of
+from .synthetic import START, SyntheticCounter
 from .workload import WorkloadRequest
 
-__all__ = ["DEFAULT_START", "SimulationResult", "prepare", "simulate"]
+__all__ = ["DEFAULT_START", "SimulationResult", "prepare", "prepared", "simulate"]
 
 # A fixed Monday far enough ahead that no spend store takes its periods for finished ones.
 DEFAULT_START = dt.datetime(2030, 1, 7, tzinfo=dt.UTC)
 
 
 class SimulationResult(NamedTuple):
-    """Every policy's summary and per-request outcomes, and the deployments' windows."""
+    """Every policy's summary and run (its per-request outcomes only when they were kept), the
+    deployments' windows, and every request's prompt size in workload order."""
 
     summaries: tuple[PolicySummary, ...]
     runs: dict[str, ScenarioRun]
     windows: dict[str, int]
     start: dt.datetime
     seed: int
+    prompt_tokens: Sequence[int] = ()
 
 
-def prepare(requests: Sequence[WorkloadRequest], *, counter: TokenCounter,
-            seed: int) -> list[Prepared]:
+def prepared(requests: Iterable[WorkloadRequest], *, counter: SyntheticCounter,
+             seed: int, smallest_window: int = 0) -> Iterator[Prepared]:
     """Render and count each request once, and fix its output length (drawn when the line
-    does not say), so every policy sees the same requests."""
+    does not say), so every policy sees the same requests. Lazily, in the given order; the
+    requests must come in arrival order. A synthetic FIM request longer than
+    `smallest_window` is marked trimmable."""
     rng = random.Random(seed)
-    out = []
+    last = -math.inf
     for wr in requests:
-        req = wr.to_request()
+        if wr.timestamp < last:
+            raise InvalidRequestError(
+                f"workload requests must come in arrival order: timestamp {wr.timestamp} "
+                f"after {last} (read_workload and stream_workload sort them)")
+        last = wr.timestamp
+        req = wr.to_request(made=counter.known)
         output = wr.output_tokens if wr.output_tokens is not None else \
             draw_output_tokens(wr.kind, wr.max_tokens, rng)
-        out.append(Prepared(wr.timestamp, req, wr.kind, wr.tenant or "-",
-                            counter.count(render(req).prompt), min(output, wr.max_tokens)))
-    return out
+        given = wr.input_tokens
+        trimmable = False
+        if given is not None and wr.kind == "fim":
+            tokens = counter.fim_tokens(req, given)
+            trimmable = tokens + wr.max_tokens > smallest_window and \
+                all(START in f.text for f in req.files)
+        else:
+            tokens = counter.count(render(req).prompt)
+        yield Prepared(wr.timestamp, req, wr.kind, wr.tenant or "-", tokens,
+                       min(output, wr.max_tokens), trimmable)
+
+
+def prepare(requests: Sequence[WorkloadRequest], *, counter: SyntheticCounter,
+            seed: int) -> list[Prepared]:
+    """`prepared` as a list."""
+    return list(prepared(requests, counter=counter, seed=seed))
 
 
 def simulate(
-    requests: Sequence[WorkloadRequest],
+    requests: Iterable[WorkloadRequest],
     *,
     config: str | os.PathLike[str] | None = None,
     policies: Sequence[str] = SCENARIO_NAMES,
     settings: SimulationSettings | None = None,
     start: dt.datetime = DEFAULT_START,
     progress: Callable[[str, int], None] | None = None,
+    keep_outcomes: bool = True,
 ) -> SimulationResult:
     """Simulate `requests` under each of `policies` (see `scenarios`), with the catalog,
-    policy, retry and health settings of `config` (the defaults without one)."""
+    policy, retry and health settings of `config` (the defaults without one).
+
+    `requests` is read once, lazily: a list (sorted here by arrival) or anything iterable in
+    arrival order, such as `stream_workload(path)`, which reads a file of any length without
+    holding it. Every policy runs side by side on the same request as it is read, and only
+    totals are kept per policy; `keep_outcomes=False` also drops each request's outcome
+    (`ScenarioRun.outcomes` stays empty), so memory no longer grows with the workload."""
     catalog, policy = Catalog.default(), CostPolicy()
     retry: RetryPolicy | None = None
     health: HealthPolicy | None = None
@@ -87,29 +120,52 @@ def simulate(
         settings = settings or load_settings(config)
     settings = settings or SimulationSettings()
     counter = SyntheticCounter(inner)
-    prepared = prepare(requests, counter=counter, seed=settings.seed)
-    summaries = []
-    runs: dict[str, ScenarioRun] = {}
-    for scenario in build_scenarios(catalog, policy, policies):
-        tick = _ticker(progress, scenario)
-        state = random.getstate()
-        # The retry back-off's jitter draws from the `random` module: seed it so a run is
-        # reproducible, and put it back as it was.
-        random.seed(settings.seed)
-        try:
-            ran = simulate_scenario(
-                scenario, prepared, settings=settings, counter=counter, start=start,
-                retry=retry, health=health, progress=tick)
-        finally:
-            random.setstate(state)
-        runs[scenario.name] = ran
-        summaries.append(summarize(scenario, ran.outcomes, ran.exhausted))
+    scenarios = build_scenarios(catalog, policy, policies)
+    loops = [ScenarioLoop(s, settings=settings, counter=counter, start=start, retry=retry,
+                          health=health, keep_outcomes=keep_outcomes) for s in scenarios]
+    if isinstance(requests, Sequence):
+        requests = sorted(requests, key=lambda r: r.timestamp)  # stable: ties keep their order
+    sizes = array("q")
+    label = scenarios[0].name if len(scenarios) == 1 else f"{len(scenarios)} policies"
+    caller_state = random.getstate()
+    # The retry back-off's jitter draws from the `random` module: each policy draws from its
+    # own stream seeded alike, as if it ran alone, and the caller's state is put back after.
+    random.seed(settings.seed)
+    states = [random.getstate()] * len(loops)
+    try:
+        done = 0
+        smallest = min((d.context_window for d in catalog.deployments), default=0)
+        for chunk in _chunks(prepared(requests, counter=counter, seed=settings.seed,
+                                      smallest_window=smallest)):
+            for i, loop in enumerate(loops):
+                random.setstate(states[i])
+                for n, p in enumerate(chunk, start=done):
+                    loop.arrive(n, p)
+                states[i] = random.getstate()
+            sizes.extend(p.prompt_tokens for p in chunk)
+            done += len(chunk)
+            if progress is not None and done % _PROGRESS_EVERY < _CHUNK:
+                progress(label, done)
+        runs: dict[str, ScenarioRun] = {}
+        for i, loop in enumerate(loops):
+            random.setstate(states[i])
+            runs[loop.scenario.name] = loop.finish()
+    finally:
+        random.setstate(caller_state)
+    if progress is not None:
+        progress(label, done)
+    summaries = tuple(summary_of(loop.scenario, run.numbers(), run.exhausted)
+                      for loop, run in zip(loops, runs.values(), strict=True))
     windows = {d.name: d.context_window for d in catalog.deployments}
-    return SimulationResult(tuple(summaries), runs, windows, start, settings.seed)
+    return SimulationResult(summaries, runs, windows, start, settings.seed, sizes)
 
 
-def _ticker(progress: Callable[[str, int], None] | None,
-            scenario: Scenario) -> Callable[[int], None] | None:
-    if progress is None:
-        return None
-    return lambda done: progress(scenario.name, done)
+# Requests are prepared a few at a time and each policy then takes the few in turn, so the
+# random module's state is swapped per few requests, not per request.
+_CHUNK = 64
+_PROGRESS_EVERY = 1024
+
+
+def _chunks(items: Iterator[Prepared]) -> Iterator[list[Prepared]]:
+    while chunk := list(itertools.islice(items, _CHUNK)):
+        yield chunk

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from .._routing.cost import nano_to_usd
 from .._text import text_table
 from .records import RequestOutcome, Scenario
+from .tally import Tally
 
-__all__ = ["PolicySummary", "summarize", "summary_table"]
+__all__ = ["PolicySummary", "summarize", "summary_of", "summary_table"]
 
 
 class PolicySummary(NamedTuple):
@@ -52,33 +52,35 @@ def _quantile(sorted_values: Sequence[float], q: float) -> float | None:
 
 def summarize(scenario: Scenario, outcomes: Sequence[RequestOutcome],
               exhausted: dict[str, float]) -> PolicySummary:
-    """Aggregate one scenario's outcomes."""
-    served = [o for o in outcomes if o.refused is None]
-    tenants: Counter[str] = Counter()
+    """Aggregate one scenario's outcomes (in workload order)."""
+    tally = Tally({})
     for o in outcomes:
-        tenants[o.tenant] += o.cost_nano
-    latencies = sorted(o.latency for o in served)
-    scores = [o.quality for o in served if o.quality is not None]
+        tally.by_request(o)
+    return summary_of(scenario, tally, exhausted)
+
+
+def summary_of(scenario: Scenario, tally: Tally, exhausted: dict[str, float]) -> PolicySummary:
+    """One scenario's summary from the numbers gathered while it ran."""
+    latencies = sorted(tally.latencies)
     return PolicySummary(
         name=scenario.name,
         description=scenario.description,
-        requests=len(outcomes),
-        served=len(served),
-        cost_usd=nano_to_usd(sum(o.cost_nano for o in outcomes)),
-        cost_by_tenant_usd={t: nano_to_usd(n) for t, n in sorted(tenants.items())},
-        requests_by_deployment=dict(sorted(Counter(o.deployment for o in served
-                                                   if o.deployment).items())),
-        refused_by_reason=dict(Counter(o.refused for o in outcomes
-                                       if o.refused is not None).most_common()),
-        trimmed_requests=sum(1 for o in served if o.trimmed_tokens),
-        tokens_trimmed=sum(o.trimmed_tokens for o in served),
+        requests=tally.requests,
+        served=tally.served,
+        cost_usd=nano_to_usd(tally.cost_nano),
+        cost_by_tenant_usd={t: nano_to_usd(n)
+                            for t, n in sorted(tally.cost_by_tenant_nano.items())},
+        requests_by_deployment=dict(sorted(tally.by_deployment.items())),
+        refused_by_reason=dict(tally.refused_by_reason.most_common()),
+        trimmed_requests=tally.trimmed_requests,
+        tokens_trimmed=tally.tokens_trimmed,
         budget_exhausted_at_s={b: round(at, 3) for b, at in
                                sorted(exhausted.items(), key=lambda kv: kv[1])},
         latency_p50_s=_rounded(_quantile(latencies, 0.50), _LATENCY_DIGITS),
         latency_p99_s=_rounded(_quantile(latencies, 0.99), _LATENCY_DIGITS),
-        quality=_rounded(sum(scores) / len(scores) if scores else None, _QUALITY_DIGITS),
+        quality=_rounded(tally.quality, _QUALITY_DIGITS),
         quality_benchmark=scenario.policy.ranking_benchmark,
-        retried_requests=sum(1 for o in served if o.attempts > 1),
+        retried_requests=tally.retried_requests,
     )
 
 

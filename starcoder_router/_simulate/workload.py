@@ -14,18 +14,30 @@ gives text or counts, not both. `output_tokens`, when known, is what the model a
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Iterable
-from typing import Literal, NamedTuple
+from array import array
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Literal, NamedTuple
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from .._errors import InvalidRequestError, StarcoderRouterError
+from .._errors import ConfigError, InvalidRequestError, StarcoderRouterError
 from .._routing.request import CompletionRequest, RepoFile, ResponseFormat
 from .._validation import FrozenModel
 from .synthetic import synthetic_lines, synthetic_text
 
-__all__ = ["Kind", "LineError", "Workload", "WorkloadRequest", "parse_lines", "read_workload"]
+__all__ = [
+    "Kind",
+    "LineError",
+    "Workload",
+    "WorkloadFile",
+    "WorkloadRequest",
+    "parse_line",
+    "parse_lines",
+    "read_workload",
+    "stream_workload",
+]
 
 Kind = Literal["completion", "fim", "chat", "structured"]
 
@@ -86,27 +98,71 @@ class WorkloadRequest(FrozenModel):
         return (self.prompt_tokens or 0) + (self.prefix_tokens or 0) + \
             (self.suffix_tokens or 0) + sum(self.file_tokens)
 
-    def to_request(self) -> CompletionRequest:
+    def to_request(self, *, made: Callable[[str, int], None] | None = None) -> CompletionRequest:
         """The `CompletionRequest` the router would see; counts become synthetic text of
-        exactly that many tokens (see `synthetic`)."""
+        exactly that many tokens (see `synthetic`), each passed to `made` with its count."""
         common = {"max_tokens": self.max_tokens, "tenant": self.tenant, "tags": self.tags}
+        if self.has_text or self.kind == "chat":
+            return self._validated(common)
+        # Synthetic text is valid by construction: only the fields this line chose are checked,
+        # once, in a request they are then copied from (see `_shell`).
         if self.kind == "fim":
-            if self.has_text:
-                return CompletionRequest(prefix=self.prefix or "", suffix=self.suffix or "",
-                                         files=self.files,
-                                         path="main.py" if self.files else None, **common)
-            files = tuple(RepoFile(path=f"f{i}.py", text=synthetic_lines(n))
+            files = tuple(RepoFile(path=f"f{i}.py", text=_made(synthetic_lines(n), n, made))
                           for i, n in enumerate(self.file_tokens))
-            return CompletionRequest(
-                prefix=synthetic_lines(self.prefix_tokens or 0, cursor=True),
-                suffix=synthetic_lines(self.suffix_tokens or 0), files=files,
-                path="main.py" if files else None, **common)
+            n = self.prefix_tokens or 0
+            prefix = _made(synthetic_lines(n, cursor=True), n, made)
+            n = self.suffix_tokens or 0
+            suffix = _made(synthetic_lines(n), n, made)
+            return _shell(self.kind, bool(files), self.max_tokens, self.tenant, self.tags
+                          ).model_copy(update={"prefix": prefix, "suffix": suffix,
+                                               "files": files})
+        n = self.prompt_tokens or 0
+        text = _made(synthetic_text(n), n, made)
+        return _shell(self.kind, False, self.max_tokens, self.tenant, self.tags
+                      ).model_copy(update={"prompt": text})
+
+    def _validated(self, common: dict[str, Any]) -> CompletionRequest:
+        if self.kind == "fim":
+            return CompletionRequest(prefix=self.prefix or "", suffix=self.suffix or "",
+                                     files=self.files, path="main.py" if self.files else None,
+                                     **common)
         text = self.prompt if self.prompt is not None else synthetic_text(self.prompt_tokens or 0)
         if self.kind == "chat":
             return CompletionRequest(messages=({"role": "user", "content": text},), **common)
         if self.kind == "structured":
             return CompletionRequest(prompt=text, response_format=_JSON_OBJECT, **common)
         return CompletionRequest(prompt=text, **common)
+
+
+def _shell(kind: Kind, files: bool, max_tokens: int, tenant: str | None,
+           tags: tuple[str, ...]) -> CompletionRequest:
+    """A validated request of this kind and these fields with empty text, to copy a request
+    with synthetic text from: validating every copy would be a large share of a simulation."""
+    key = (kind, files, max_tokens, tenant, tags)
+    shell = _SHELLS.get(key)
+    if shell is None:
+        common: dict[str, Any] = {"max_tokens": max_tokens, "tenant": tenant, "tags": tags}
+        if kind == "fim":
+            shell = CompletionRequest(prefix="", suffix="", path="main.py" if files else None,
+                                      **common)
+        elif kind == "structured":
+            shell = CompletionRequest(prompt="", response_format=_JSON_OBJECT, **common)
+        else:
+            shell = CompletionRequest(prompt="", **common)
+        if len(_SHELLS) >= _MAX_SHELLS:
+            _SHELLS.clear()
+        _SHELLS[key] = shell
+    return shell
+
+
+_SHELLS: dict[tuple[Kind, bool, int, str | None, tuple[str, ...]], CompletionRequest] = {}
+_MAX_SHELLS = 4096
+
+
+def _made(text: str, tokens: int, made: Callable[[str, int], None] | None) -> str:
+    if made is not None:
+        made(text, tokens)
+    return text
 
 
 class LineError(NamedTuple):
@@ -136,27 +192,116 @@ def parse_lines(lines: Iterable[str]) -> Workload:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            data = json.loads(line)
-        except ValueError as exc:
-            errors.append(LineError(number, f"not JSON: {exc}"))
-            continue
-        if not isinstance(data, dict):
-            errors.append(LineError(number, "not a JSON object"))
-            continue
-        try:
-            req = WorkloadRequest(**data)
-            if req.has_text:
-                req.to_request()  # the router's own checks (one mode, special tokens...)
-        except (StarcoderRouterError, TypeError) as exc:
-            errors.append(LineError(number, str(exc)))
-            continue
-        requests.append(req)
+        parsed = parse_line(line)
+        if isinstance(parsed, str):
+            errors.append(LineError(number, parsed))
+        else:
+            requests.append(parsed)
     requests.sort(key=lambda r: r.timestamp)
     return Workload(tuple(requests), tuple(errors))
 
 
+def parse_line(line: str | bytes) -> WorkloadRequest | str:
+    """One workload line's request, or why it is not one."""
+    try:
+        # One pass in pydantic's JSON parser; any line it refuses takes the slower path below,
+        # so a mistake is explained the same way whichever path finds it.
+        req = WorkloadRequest.model_validate_json(line)
+        if req.has_text:
+            req.to_request()
+        return req
+    except (StarcoderRouterError, ValidationError, TypeError, ValueError):
+        pass
+    try:
+        data = json.loads(line)
+    except ValueError as exc:
+        return f"not JSON: {exc}"
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    try:
+        req = WorkloadRequest(**data)
+        if req.has_text:
+            req.to_request()  # the router's own checks (one mode, special tokens...)
+    except (StarcoderRouterError, TypeError) as exc:
+        return str(exc)
+    return req
+
+
 def read_workload(path: str | os.PathLike[str]) -> Workload:
-    """Read a workload file (see `parse_lines`)."""
+    """Read a workload file into memory (see `parse_lines`; `stream_workload` holds none of
+    it)."""
     with open(path, encoding="utf-8") as f:
         return parse_lines(f)
+
+
+class WorkloadFile:
+    """A workload file checked line by line and then read again, lazily, each time it is
+    iterated: its valid requests in arrival order (ties in file order). Only each valid line's
+    timestamp and place in the file are held (16 bytes a request), so `simulate` can replay a
+    workload of any length. The file must not change in between.
+
+    Example::
+
+        workload = stream_workload("examples/workload.jsonl")
+        print(len(workload), "requests,", len(workload.errors), "invalid lines")
+        result = simulate(workload, keep_outcomes=False)
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = os.fspath(path)
+        errors: list[LineError] = []
+        self._timestamps = array("d")
+        self._offsets = array("q")
+        in_order = True
+        last = -math.inf
+        with open(self.path, "rb") as f:
+            offset = 0
+            for number, raw in enumerate(f, start=1):
+                at, offset = offset, offset + len(raw)
+                parsed = _parse_raw(raw)
+                if parsed is None:
+                    continue
+                if isinstance(parsed, str):
+                    errors.append(LineError(number, parsed))
+                    continue
+                self._timestamps.append(parsed.timestamp)
+                self._offsets.append(at)
+                in_order = in_order and parsed.timestamp >= last
+                last = parsed.timestamp
+        self.errors = tuple(errors)
+        self._in_order = in_order
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def __iter__(self) -> Iterator[WorkloadRequest]:
+        offsets = self._offsets
+        order: Iterable[int] = range(len(offsets))
+        if not self._in_order:
+            order = sorted(order, key=self._timestamps.__getitem__)  # stable: ties keep order
+        with open(self.path, "rb") as f:
+            for i in order:
+                f.seek(offsets[i])
+                parsed = _parse_raw(f.readline())
+                if not isinstance(parsed, WorkloadRequest):
+                    raise ConfigError(f"{self.path} changed while it was being read")
+                yield parsed
+
+    def __repr__(self) -> str:
+        return f"WorkloadFile({self.path!r}: {len(self)} requests, {len(self.errors)} invalid)"
+
+
+def stream_workload(path: str | os.PathLike[str]) -> WorkloadFile:
+    """Check a workload file and read its requests lazily (see `WorkloadFile`)."""
+    return WorkloadFile(path)
+
+
+def _parse_raw(raw: bytes) -> WorkloadRequest | str | None:
+    """A line as read from the file: None when blank, else as `parse_line`."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 text: {exc.reason} at byte {exc.start}"
+    if not line.strip():
+        return None
+    return parse_line(line)
