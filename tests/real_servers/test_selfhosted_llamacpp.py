@@ -66,8 +66,9 @@ async def test_busy_time_and_tokens_are_what_the_server_did(drive: Driver, make:
 
     # Overlapping attempts share their wall time: the busy time they add is never more than
     # their sum, never less than the longest of them.
-    assert busy_after(max(latencies)) * (1 - 1e-9) <= after.busy_s
-    assert after.busy_s <= busy_after(sum(latencies)) * (1 + 1e-9)
+    # An attempt's latency and the meter's span are read a few microseconds apart: 5 ms of slack.
+    assert busy_after(max(latencies)) - 0.005 <= after.busy_s
+    assert after.busy_s <= busy_after(sum(latencies)) + 0.005
 
     decision = router.route(prompt=PROMPT, max_tokens=8)
     price = decision.candidate("box").self_hosted
