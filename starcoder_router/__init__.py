@@ -65,6 +65,7 @@ if _typing.TYPE_CHECKING:
         WorkloadRequest,
         read_workload,
         simulate,
+        stream_workload,
     )
     from ._stores.base import (
         AsyncSpendStore,
@@ -164,6 +165,7 @@ __all__ = [
     "read_workload",
     "simulate",
     "spend_report",
+    "stream_workload",
 ]
 
 # Everything but the exceptions is loaded on first use: `import starcoder_router` costs almost
@@ -226,6 +228,7 @@ _LAZY = {
     "load_token_counter": "._routing.tokens",
     "read_workload": "._simulate",
     "simulate": "._simulate",
+    "stream_workload": "._simulate",
     "spend_report": "._stores.report",
     "otel_hooks": "._server.telemetry",
 }
