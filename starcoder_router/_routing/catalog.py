@@ -112,6 +112,9 @@ class Deployment(FrozenModel):
     max_stop: int | None = Field(default=None, gt=0)
     api: Literal["openai", "native"] | None = None
     tokens_per_second: float | None = Field(default=None, gt=0)
+    # The first-token deadline for requests that set none (see `CompletionRequest`).
+    first_token_timeout_s: float | None = Field(default=None, gt=0, le=600.0,
+                                                allow_inf_nan=False)
     base_url: str | None = None
     source: str = "configured"
     as_of: dt.date | None = None
