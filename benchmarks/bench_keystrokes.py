@@ -58,14 +58,16 @@ import json
 import math
 import random
 import re
+import subprocess
 import sys
 import sysconfig
 import tempfile
 import threading
 import time
+import urllib.request
 import zlib
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -94,7 +96,7 @@ PAUSE_SHARE, LINE_END_PAUSE_SHARE, PAUSE_S = 0.04, 0.25, (1.0, 3.0)
 # The stand-in (seconds).
 TTFT_S, PER_TOKEN_S = (0.150, 0.300), 0.020
 SLOW_TTFT_S = 2.0
-FIRST_TOKEN_TIMEOUT_S = 0.6  # well above a healthy TTFT, far below a stalled one
+FIRST_TOKEN_TIMEOUT_S = 1.0  # well above a healthy TTFT (with room for a loaded machine)
 
 HEADER_SESSION = "x-starcoder-router-session"
 HEADER_SERVED_FROM = "x-starcoder-router-served-from"
@@ -204,7 +206,17 @@ class StandIn:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/{run}/v1/completions", self.handle)
+        app.router.add_post("/_runs", self._add_run)
+        app.router.add_get("/_books", self._books)
         return app
+
+    async def _add_run(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.add_run(body["run"], body["accuracy"], body["slow_share"])
+        return web.json_response({})
+
+    async def _books(self, request: web.Request) -> web.Response:
+        return web.json_response({run: asdict(books) for run, books in self.books.items()})
 
     def locate(self, prefix: str) -> tuple[str, int] | None:
         """Which file and cursor position a prefix comes from."""
@@ -320,7 +332,9 @@ def gateway_config(base_url: str, features: str, sessions: bool) -> str:
         if deadline:
             lines.append(f'first_token_timeout_s = {FIRST_TOKEN_TIMEOUT_S}')
         lines.append('')
-    lines += ['[server]', 'access_log = false']
+    # Every editor of the replay comes from 127.0.0.1: lift the per-address connection cap
+    # that would otherwise treat them as one client.
+    lines += ['[server]', 'access_log = false', 'max_connections_per_client = 1024']
     if features == "on":
         lines.append('autocomplete_mode = "auto"')
         if sessions:
@@ -475,31 +489,78 @@ class Run:
     tally: Tally = field(default_factory=Tally)
 
 
-def measure_group(runs: list[Run], sessions: list[Session], seed: int,
+class StandInProcess:
+    """The stand-in in a process of its own, so that its streams and the gateways do not
+    share one interpreter lock: `add_run`, `books`, `close`."""
+
+    def __init__(self, seed: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--standin", str(seed)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+        if not self.url.startswith("http"):
+            self.close()
+            raise RuntimeError("the stand-in did not start")
+
+    def _call(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+
+    def add_run(self, run: str, accuracy: float, slow_share: float) -> None:
+        self._call("/_runs", {"run": run, "accuracy": accuracy, "slow_share": slow_share})
+
+    def books(self) -> dict[str, Books]:
+        return {run: Books(**b) for run, b in self._call("/_books").items()}
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()  # it stops when its stdin closes
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def serve_standin(seed: int) -> None:
+    """The stand-in, in this (child) process: prints its URL, serves until stdin closes."""
+
+    async def run() -> None:
+        runner, url = await _serve(StandIn(corpus(), seed).app())
+        print(url, flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await runner.cleanup()
+
+    asyncio.run(run())
+
+
+def measure_group(runs: list[Run], sessions: list[Session], standin: StandInProcess,
                   with_sessions: bool) -> list[dict[str, Any]]:
-    files = corpus()
-    standin = StandIn(files, seed)
-    up_loop, gw_loop = LoopThread(), LoopThread()
+    gw_loop = LoopThread()
     gateways: list[tuple[web.AppRunner, Gateway]] = []
-    up_runner, up_url = up_loop.run(_serve(standin.app()))
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for run in runs:
                 standin.add_run(run.name, run.accuracy, run.slow_share)
                 path = Path(tmp) / f"{run.name}.toml"
-                path.write_text(gateway_config(f"{up_url}/{run.name}/v1", run.features,
+                path.write_text(gateway_config(f"{standin.url}/{run.name}/v1", run.features,
                                                with_sessions))
                 gateway = Gateway.from_config(path, env={}, store=MemoryStore())
                 runner, run.url = gw_loop.run(_serve(create_app(gateway), gateway.settings))
                 gateways.append((runner, gateway))
             asyncio.run(_replay(runs, sessions))
-        return [summary(run, standin.books[run.name]) for run in runs]
+        books = standin.books()
+        return [summary(run, books[run.name]) for run in runs]
     finally:
         for runner, gateway in gateways:
             gw_loop.run(runner.cleanup())
             gw_loop.run(gateway.aclose())
-        up_loop.run(up_runner.cleanup())
-        up_loop.stop()
         gw_loop.stop()
 
 
@@ -543,7 +604,7 @@ def summary(run: Run, books: Books) -> dict[str, Any]:
 
 def measure(*, quick: bool, seed: int = 7, slow_share: float = 0.3,
             sessions: int | None = None, keys: int | None = None,
-            accuracies: tuple[float, ...] | None = None,
+            accuracies: tuple[float, ...] | None = None, slow: bool = True,
             out: Callable[[str], None] = print) -> dict[str, Any]:
     n_sessions = sessions or (4 if quick else 8)
     n_keys = keys or (50 if quick else 250)
@@ -554,12 +615,17 @@ def measure(*, quick: bool, seed: int = 7, slow_share: float = 0.3,
     results: list[dict[str, Any]] = []
     groups = [[Run(f"{c}-{f}-{int(a * 100)}", c, f, a) for c in CLIENTS for f in ("off", "on")]
               for a in levels]
-    groups.append([Run(f"{c}-{f}-slow", c, f, 0.30, slow_share) for c in CLIENTS
-                   for f in FEATURES])
-    for group in groups:
-        started = time.perf_counter()
-        results += measure_group(group, plan_, seed, with_sessions)
-        out(f"  {', '.join(r.name for r in group)}: {time.perf_counter() - started:.0f} s")
+    if slow:
+        groups.append([Run(f"{c}-{f}-slow", c, f, 0.30, slow_share) for c in CLIENTS
+                       for f in FEATURES])
+    standin = StandInProcess(seed)
+    try:
+        for group in groups:
+            started = time.perf_counter()
+            results += measure_group(group, plan_, standin, with_sessions)
+            out(f"  {', '.join(r.name for r in group)}: {time.perf_counter() - started:.0f} s")
+    finally:
+        standin.close()
     return {"quick": quick, "seed": seed, "sessions": n_sessions, "keys_per_session": n_keys,
             "files": sorted({s.file for s in plan_}), "slow_share": slow_share,
             "sessions_reuse_cache": with_sessions, "results": results}
@@ -635,7 +701,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="share of the 3B's requests that are slow to their first token")
     p.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     p.add_argument("--json", type=Path, default=None, help="also write the raw figures here")
+    p.add_argument("--standin", type=int, metavar="SEED", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.standin is not None:
+        serve_standin(args.standin)
+        return
     result = measure(quick=args.quick, seed=args.seed, sessions=args.sessions, keys=args.keys,
                      slow_share=args.slow_share)
     text = section(result)

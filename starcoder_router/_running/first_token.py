@@ -99,45 +99,62 @@ def pull_sync(router: Router, attempt: StreamAttempt, seconds: float) -> StreamC
     it blocks; on expiry the connection is cut under it, and the thread ends when its read does
     (at once for a cut stream; a server that has not sent its headers yet is not waited for:
     the thread ends when they come, or at the request's timeout, and books nothing)."""
-    from .sync_hedge import cut  # it imports the flow, which imports this module
-
     chunks = attempt.chunks
     pull = _Pull()
 
     def read_first() -> None:
         try:
-            first, error = next(chunks), None
-        except BaseException as exc:
-            first, error = None, exc
+            try:
+                first, error = next(chunks), None
+            except BaseException as exc:
+                first, error = None, exc
+            with pull.lock:
+                if not pull.expired:
+                    pull.first, pull.error = first, error
+                    pull.done.set()
+                    return
+            if error is None:
+                chunks.close()  # output came after the deadline: end it, booking nothing
         finally:
             router.hedge_threads.discard(thread)
-        with pull.lock:
-            if not pull.expired:
-                pull.first, pull.error = first, error
-                pull.done.set()
-                return
-        if error is None:
-            chunks.close()  # output came after the deadline: end the attempt, booking nothing
 
     thread = threading.Thread(target=read_first, daemon=True,
                               name=f"starcoder-router-first-token-{attempt.cand.deployment.name}")
     router.hedge_threads.add(thread)  # `close()` lets it end before closing its connection
     thread.start()
-    if not pull.done.wait(seconds) and expire(attempt):
-        with pull.lock:
-            pull.expired = True
-            late = pull.done.is_set() and pull.error is None
-        if late:
-            chunks.close()
-        handle = attempt.handle
-        if handle is not None:
-            cut(handle)
+    try:
+        in_time = pull.done.wait(seconds)
+    except BaseException:
+        # Interrupted while waiting (Ctrl-C): book the attempt as cancelled here, since its
+        # thread may still be reading, and stop it; the flow then finds it settled.
+        book = attempt.cancel_booking()
+        if book is not None:
+            _stop(pull, attempt)
+            router.perform(book)
+        raise
+    if not in_time and expire(attempt):
+        _stop(pull, attempt)
         raise timeout_error(attempt, seconds)
     pull.done.wait()  # the reply ended on its own just as the deadline passed: take it
     if pull.error is not None:
         raise pull.error
     assert pull.first is not None
     return pull.first
+
+
+def _stop(pull: _Pull, attempt: StreamAttempt) -> None:
+    """End a settled attempt whose first chunk is being read on another thread: close it if
+    that chunk has just come, else tell the thread to, and cut its connection."""
+    from .sync_hedge import cut  # it imports the flow, which imports this module
+
+    with pull.lock:
+        pull.expired = True
+        late = pull.done.is_set() and pull.error is None
+    if late:
+        attempt.chunks.close()
+    handle = attempt.handle
+    if handle is not None:
+        cut(handle)
 
 
 async def pull_async(router: AsyncRouter, attempt: StreamAttempt, seconds: float) -> StreamChunk:

@@ -24,6 +24,7 @@ from .._errors import (
     ProviderError,
     StarcoderRouterError,
     StoreError,
+    StructuredOutputError,
 )
 from .._providers.errormap import UNREADABLE, in_context, unreadable_reply
 from . import first_token
@@ -151,7 +152,10 @@ def _try_streamed(run: RequestRun, cand: Candidate) -> Flow[Completion | None]:
     started = yield from _first_chunk_from(run, cand, stream=True)
     if started is None:
         return None
-    return (yield from _drain(started[0]))
+    try:
+        return (yield from _drain(started[0]))
+    except StructuredOutputError:  # booked, and the run's last error: as `_try_deployment`
+        return None
 
 
 def _first_chunk_from(run: RequestRun, cand: Candidate, *, stream: bool | None = None

@@ -55,12 +55,12 @@ def test_the_header_cuts_off_a_slow_deployment_and_the_next_answers(
     started = time.monotonic()
     raw = client.completions.with_raw_response.create(
         model="starcoder2", prompt=PROMPT, max_tokens=16, stream=stream,
-        extra_headers={HEADER: "0.5"})
+        extra_headers={HEADER: "1.5"})
     if stream:
         text = "".join(chunk.choices[0].text for chunk in raw.parse() if chunk.choices)
     else:
         text = raw.parse().choices[0].text
-    assert time.monotonic() - started < 5  # the hanging stream was not waited on
+    assert time.monotonic() - started < 8  # the hanging stream was not waited on
     assert text == "return a + b"
     if not stream:
         assert raw.headers["x-starcoder-router-deployment"] == "mock/starcoder2-7b"
@@ -76,7 +76,7 @@ def test_every_deployment_slow_is_a_503_that_names_the_timeout(
         serve: Any, upstream: Any, catalog_of: Any) -> None:
     gw = serve(catalog=catalog_of("starcoder2-3b", "starcoder2-7b"))
     upstream.script(upstream_reply(hang_after=0), upstream_reply(hang_after=0))
-    r = httpx.post(gw.url + "/v1/completions", headers={HEADER: "0.3"}, timeout=20,
+    r = httpx.post(gw.url + "/v1/completions", headers={HEADER: "0.5"}, timeout=20,
                    json={"model": "starcoder2", "prompt": PROMPT, "max_tokens": 8})
     assert r.status_code == 503
     assert "FirstTokenTimeoutError" in r.json()["error"]["message"]
