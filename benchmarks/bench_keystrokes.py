@@ -56,6 +56,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import random
 import re
 import subprocess
@@ -337,9 +338,10 @@ def gateway_config(base_url: str, features: str, sessions: bool) -> str:
     lines += ['[server]', 'access_log = false', 'max_connections_per_client = 1024']
     if features == "on":
         lines.append('autocomplete_mode = "auto"')
-        if sessions:
-            lines += ['', '[autocomplete]', 'sessions = true', 'reuse = true',
-                      'cache_entries = 4096']
+    if sessions:  # explicitly, both ways: a build may turn them on by default
+        on = "true" if features == "on" else "false"
+        lines += ['', '[autocomplete]', f'sessions = {on}', f'reuse = {on}',
+                  f'cache_entries = {4096 if features == "on" else 0}']
     return "\n".join(lines) + "\n"
 
 
@@ -619,16 +621,19 @@ def measure(*, quick: bool, seed: int = 7, slow_share: float = 0.3,
         groups.append([Run(f"{c}-{f}-slow", c, f, 0.30, slow_share) for c in CLIENTS
                        for f in FEATURES])
     standin = StandInProcess(seed)
+    load = [os.getloadavg()[0]]
     try:
         for group in groups:
             started = time.perf_counter()
             results += measure_group(group, plan_, standin, with_sessions)
+            load.append(os.getloadavg()[0])
             out(f"  {', '.join(r.name for r in group)}: {time.perf_counter() - started:.0f} s")
     finally:
         standin.close()
     return {"quick": quick, "seed": seed, "sessions": n_sessions, "keys_per_session": n_keys,
             "files": sorted({s.file for s in plan_}), "slow_share": slow_share,
-            "sessions_reuse_cache": with_sessions, "results": results}
+            "sessions_reuse_cache": with_sessions, "load_average": load,
+            "results": results}
 
 
 def _ms(value: float | None) -> str:
@@ -666,7 +671,9 @@ def section(result: dict[str, Any]) -> str:
         f"each type through functions of {', '.join(result['files'])} (Python standard "
         "library), lognormal inter-key times (median 120 ms) with 1-3 s pauses, through the "
         "real gateway to a loopback stand-in of a hosted StarCoder 2 FIM endpoint (first token "
-        "in 150-300 ms, then 20 ms a token) that is right `right` of the time. Continue-like: "
+        "in 150-300 ms, then 20 ms a token) whose suggestion is the file's true continuation "
+        "in the share of requests the `right` column gives, a plausible wrong line otherwise. "
+        "Continue-like: "
         "350 ms debounce, streams, aborts on the next key; llm-vscode-like: 150 ms debounce, "
         "plain requests, never aborts. ON: " + features_on + ". Dollars at the default "
         "catalog's Fireworks StarCoder 2 3B/7B prices, tokens as the stand-in counted what it "
@@ -682,6 +689,15 @@ def section(result: dict[str, Any]) -> str:
                  f"{SLOW_TTFT_S:g} s on {result['slow_share']:.0%} of its requests. DEADLINE "
                  f"is OFF plus `first_token_timeout_s = {FIRST_TOKEN_TIMEOUT_S:g}` on the "
                  "deployments:", "", head, sep, *_rows(slow), ""]
+    odd = [r for r in result["results"] if r["errors"] or r["superseded"]]
+    if odd:
+        text += ["Answers that were errors (a 503 when every deployment missed the deadline "
+                 "or failed) or superseded: " + ", ".join(
+                     f"{r['run']} {r['errors']} errors, {r['superseded']} superseded"
+                     for r in odd) + ".", ""]
+    text += [f"Machine load average (1 min) at the start and after each group: "
+             f"{', '.join(f'{x:.1f}' for x in result['load_average'])} on "
+             f"{os.cpu_count()} cores.", ""]
     return "\n".join(text)
 
 

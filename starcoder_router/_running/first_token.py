@@ -69,7 +69,7 @@ def timed_out(run: RequestRun, attempt: StreamAttempt,
     cancelled request (the booking a caller's early close gets)."""
     cand = attempt.cand
     name = cand.deployment.name
-    cost, usage = run.partial_cost(cand, "", attempt.started)
+    cost, usage = run.partial_cost(cand, attempt.text, attempt.started)
     run.last_error = err
     run.tried.add(name)
     run.record(cand, "error", attempt.started, error=err, cost=cost, usage=usage,
