@@ -141,6 +141,12 @@ class Deployment(FrozenModel):
     def supports(self, capability: Capability) -> bool:
         return capability in self.capabilities
 
+    def first_token_deadline(self, requested: float | None) -> float | None:
+        """Seconds this deployment gets to its first output: the request's deadline, else its
+        own; None when neither is set, or it cannot stream (the first token is not seen)."""
+        seconds = requested or self.first_token_timeout_s
+        return seconds if seconds is not None and self.supports("streaming") else None
+
 
 class Catalog(FrozenModel):
     """Variants and deployments. Immutable: every change returns a new catalog."""

@@ -37,11 +37,7 @@ __all__ = ["deadline_for", "expire", "pull_async", "pull_sync", "timed_out"]
 
 def deadline_for(run: RequestRun, cand: Candidate) -> float | None:
     """The first-token deadline for `cand`, in seconds, or None when none applies."""
-    dep = cand.deployment
-    seconds = run.request.first_token_timeout_s or dep.first_token_timeout_s
-    if seconds is None or not dep.supports("streaming"):
-        return None
-    return seconds
+    return cand.deployment.first_token_deadline(run.request.first_token_timeout_s)
 
 
 def expire(attempt: StreamAttempt) -> bool:

@@ -219,3 +219,14 @@ def test_the_config_file_sets_a_deployment_default(tmp_path: Any) -> None:
         Router.from_config(path, env={}, tokenizer=False)
 
 
+
+
+def test_explain_shows_each_candidates_deadline(servers: tuple[FakeServer, FakeServer]) -> None:
+    slow, fast = servers
+    with Router(catalog=catalog(slow, fast, first_token_timeout_s=2.5), env={}, tokenizer=False,
+                policy=CostPolicy(allow_providers={"openai-compatible"})) as router:
+        text = router.route(prompt="x").explain()
+        assert "slow" in text and "(first token within 2.5 s)" in text
+        assert text.count("first token within") == 1  # the fast one has no deadline
+        text = router.route(prompt="x", first_token_timeout_s=0.25).explain()
+        assert text.count("(first token within 0.25 s)") == 2
