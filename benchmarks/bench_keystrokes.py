@@ -46,8 +46,9 @@ What is replayed
   requests (a stalled queue); features OFF, DEADLINE and ON side by side.
 
 Runs that are compared (OFF, ON, DEADLINE for one client) replay the same keystrokes at the
-same moments, concurrently, each against its own gateway; the gateways share one event loop
-thread, the stand-in another, the editors a third, on the same machine.
+same moments, concurrently, each against its own gateway. The gateways run in one process on
+one event loop (as `starcoder-router serve` does), the stand-in in a second process, the
+editors in this one, all on the same machine; the report gives its load average.
 """
 
 from __future__ import annotations
@@ -63,14 +64,13 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import threading
 import time
 import urllib.request
 import zlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -84,7 +84,6 @@ from starcoder_router._server.app import create_app, listen  # noqa: E402
 from starcoder_router._server.gateway import Gateway  # noqa: E402
 
 HEADING = "## Editor keystroke replay: autocomplete features off and on"
-T = TypeVar("T")
 
 FILES = ("textwrap.py", "heapq.py", "shlex.py", "fnmatch.py", "queue.py", "glob.py",
          "graphlib.py", "sched.py", "calendar.py", "string.py", "bisect.py", "colorsys.py")
@@ -356,21 +355,6 @@ def sessions_supported(tmp: Path) -> bool:
     return True
 
 
-class LoopThread:
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 600) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-
 async def _serve(app: web.Application, settings: Any = None) -> tuple[web.AppRunner, str]:
     if settings is None:
         runner = web.AppRunner(app)
@@ -491,38 +475,32 @@ class Run:
     tally: Tally = field(default_factory=Tally)
 
 
-class StandInProcess:
-    """The stand-in in a process of its own, so that its streams and the gateways do not
-    share one interpreter lock: `add_run`, `books`, `close`."""
+class Child:
+    """A child process of this script (the stand-in, or the gateways) that prints the URLs it
+    serves, one a line, and stops when its stdin closes: `urls`, `call`, `close`."""
 
-    def __init__(self, seed: int) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--standin", str(seed)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, text=True)
+    def __init__(self, *args: str, urls: int = 1) -> None:
+        self.proc = subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
-        self.url = self.proc.stdout.readline().strip()
-        if not self.url.startswith("http"):
+        self.urls = [self.proc.stdout.readline().strip() for _ in range(urls)]
+        if not all(u.startswith("http") for u in self.urls):
             self.close()
-            raise RuntimeError("the stand-in did not start")
+            raise RuntimeError(f"{args[0]} did not start")
+        self.url = self.urls[0]
 
-    def _call(self, path: str, body: dict[str, Any] | None = None) -> Any:
+    def call(self, path: str, body: dict[str, Any] | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data,
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.loads(r.read())
 
-    def add_run(self, run: str, accuracy: float, slow_share: float) -> None:
-        self._call("/_runs", {"run": run, "accuracy": accuracy, "slow_share": slow_share})
-
-    def books(self) -> dict[str, Books]:
-        return {run: Books(**b) for run, b in self._call("/_books").items()}
-
     def close(self) -> None:
         if self.proc.stdin is not None:
-            self.proc.stdin.close()  # it stops when its stdin closes
+            self.proc.stdin.close()
         try:
-            self.proc.wait(10)
+            self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -542,28 +520,46 @@ def serve_standin(seed: int) -> None:
     asyncio.run(run())
 
 
-def measure_group(runs: list[Run], sessions: list[Session], standin: StandInProcess,
+def serve_gateways(configs: list[str]) -> None:
+    """One gateway per config file, in this (child) process and its one event loop, as
+    `starcoder-router serve` runs: prints their URLs, serves until stdin closes."""
+
+    async def run() -> None:
+        served = []
+        for path in configs:
+            gateway = Gateway.from_config(path, env={}, store=MemoryStore())
+            runner, url = await _serve(create_app(gateway), gateway.settings)
+            served.append((runner, gateway))
+            print(url, flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        for runner, gateway in served:
+            await runner.cleanup()
+            await gateway.aclose()
+
+    asyncio.run(run())
+
+
+def measure_group(runs: list[Run], sessions: list[Session], standin: Child,
                   with_sessions: bool) -> list[dict[str, Any]]:
-    gw_loop = LoopThread()
-    gateways: list[tuple[web.AppRunner, Gateway]] = []
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            for run in runs:
-                standin.add_run(run.name, run.accuracy, run.slow_share)
-                path = Path(tmp) / f"{run.name}.toml"
-                path.write_text(gateway_config(f"{standin.url}/{run.name}/v1", run.features,
-                                               with_sessions))
-                gateway = Gateway.from_config(path, env={}, store=MemoryStore())
-                runner, run.url = gw_loop.run(_serve(create_app(gateway), gateway.settings))
-                gateways.append((runner, gateway))
+    """Replay `sessions` against one gateway per run, all at once; each run's figures."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for run in runs:
+            standin.call("/_runs", {"run": run.name, "accuracy": run.accuracy,
+                                    "slow_share": run.slow_share})
+            path = Path(tmp) / f"{run.name}.toml"
+            path.write_text(gateway_config(f"{standin.url}/{run.name}/v1", run.features,
+                                           with_sessions))
+            paths.append(str(path))
+        gateways = Child("--gateways", *paths, urls=len(paths))
+        try:
+            for run, url in zip(runs, gateways.urls, strict=True):
+                run.url = url
             asyncio.run(_replay(runs, sessions))
-        books = standin.books()
-        return [summary(run, books[run.name]) for run in runs]
-    finally:
-        for runner, gateway in gateways:
-            gw_loop.run(runner.cleanup())
-            gw_loop.run(gateway.aclose())
-        gw_loop.stop()
+        finally:
+            gateways.close()
+    books = {run: Books(**b) for run, b in standin.call("/_books").items()}
+    return [summary(run, books[run.name]) for run in runs]
 
 
 async def _replay(runs: list[Run], sessions: list[Session]) -> None:
@@ -620,7 +616,7 @@ def measure(*, quick: bool, seed: int = 7, slow_share: float = 0.3,
     if slow:
         groups.append([Run(f"{c}-{f}-slow", c, f, 0.30, slow_share) for c in CLIENTS
                        for f in FEATURES])
-    standin = StandInProcess(seed)
+    standin = Child("--standin", str(seed))
     load = [os.getloadavg()[0]]
     try:
         for group in groups:
@@ -718,9 +714,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     p.add_argument("--json", type=Path, default=None, help="also write the raw figures here")
     p.add_argument("--standin", type=int, metavar="SEED", help=argparse.SUPPRESS)
+    p.add_argument("--gateways", nargs="+", metavar="CONFIG", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.standin is not None:
         serve_standin(args.standin)
+        return
+    if args.gateways:
+        serve_gateways(args.gateways)
         return
     result = measure(quick=args.quick, seed=args.seed, sessions=args.sessions, keys=args.keys,
                      slow_share=args.slow_share)
