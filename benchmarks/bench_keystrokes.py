@@ -603,6 +603,7 @@ def summary(run: Run, books: Books) -> dict[str, Any]:
 def measure(*, quick: bool, seed: int = 7, slow_share: float = 0.3,
             sessions: int | None = None, keys: int | None = None,
             accuracies: tuple[float, ...] | None = None, slow: bool = True,
+            clients: tuple[str, ...] = tuple(CLIENTS),
             out: Callable[[str], None] = print) -> dict[str, Any]:
     n_sessions = sessions or (4 if quick else 8)
     n_keys = keys or (50 if quick else 250)
@@ -611,10 +612,10 @@ def measure(*, quick: bool, seed: int = 7, slow_share: float = 0.3,
     with tempfile.TemporaryDirectory() as tmp:
         with_sessions = sessions_supported(Path(tmp))
     results: list[dict[str, Any]] = []
-    groups = [[Run(f"{c}-{f}-{int(a * 100)}", c, f, a) for c in CLIENTS for f in ("off", "on")]
+    groups = [[Run(f"{c}-{f}-{int(a * 100)}", c, f, a) for c in clients for f in ("off", "on")]
               for a in levels]
     if slow:
-        groups.append([Run(f"{c}-{f}-slow", c, f, 0.30, slow_share) for c in CLIENTS
+        groups.append([Run(f"{c}-{f}-slow", c, f, 0.30, slow_share) for c in clients
                        for f in FEATURES])
     standin = Child("--standin", str(seed))
     load = [os.getloadavg()[0]]
