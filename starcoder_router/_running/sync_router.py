@@ -88,8 +88,9 @@ class Router(BaseRouter):
                          hooks=hooks, hedge=hedge, clock=clock, env=env)
         self._transport = transport
         self._transports: dict[str, SyncTransport] = {}
-        # Threads of hedge legs that lost and are still ending: `close()` lets them finish
-        # (each books what it cost) before it closes the connections they use.
+        # Threads of hedge legs that lost, and of reads cut off at their first-token deadline,
+        # still ending: `close()` lets them finish (each books what it cost, if anything)
+        # before it closes the connections they use.
         self.hedge_threads: set[threading.Thread] = set()
 
     # -- the API --------------------------------------------------------------------------------
