@@ -390,16 +390,27 @@ class Tally:
     keystrokes: int = 0
     requests: int = 0
     first_char_s: list[float] = field(default_factory=list)
+    shown: int = 0  # suggestions whose first character came before the next keystroke
     served_from: dict[str, int] = field(default_factory=dict)
     superseded: int = 0
     errors: int = 0
 
 
 async def one_request(http: aiohttp.ClientSession, url: str, client: Client, prefix: str,
-                      suffix: str, headers: dict[str, str], tally: Tally) -> None:
+                      suffix: str, headers: dict[str, str], tally: Tally,
+                      next_key_at: float) -> None:
+    """One editor request; `next_key_at` (loop time) is when the user types on, after which
+    an editor no longer shows its answer."""
     body = {"model": "starcoder2", "prompt": prefix, "suffix": suffix,
             "stream": client.stream, **client.body}
-    started = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    def first_char() -> None:
+        now = loop.time()
+        tally.first_char_s.append(now - started)
+        tally.shown += now < next_key_at
+
     tally.requests += 1
     async with http.post(url + "/v1/completions", json=body, headers=headers) as r:
         if r.status != 200:
@@ -413,7 +424,7 @@ async def one_request(http: aiohttp.ClientSession, url: str, client: Client, pre
         if not client.stream:
             data = await r.json()
             if data["choices"] and data["choices"][0]["text"]:
-                tally.first_char_s.append(time.perf_counter() - started)
+                first_char()
             return
         seen = False
         async for line in r.content:
@@ -421,7 +432,7 @@ async def one_request(http: aiohttp.ClientSession, url: str, client: Client, pre
                 continue
             event = json.loads(line[6:])
             if event.get("choices") and event["choices"][0].get("text"):
-                tally.first_char_s.append(time.perf_counter() - started)
+                first_char()
                 seen = True
 
 
@@ -447,7 +458,7 @@ async def type_session(session: Session, url: str, client: Client, features: str
             await asyncio.sleep(max(0.0, t0 + at + client.debounce_s - loop.time()))
             prefix, suffix = session.prompt_at(pos)
             task = asyncio.create_task(one_request(http, url, client, prefix, suffix, headers,
-                                                   tally))
+                                                   tally, t0 + nxt))
             running.add(task)
             task.add_done_callback(running.discard)
             task.add_done_callback(_count_failure(tally))
@@ -592,7 +603,7 @@ def summary(run: Run, books: Books) -> dict[str, Any]:
         "tokens_out_per_1k": books.completion_tokens * per_k,
         "usd_per_1k": books.usd * per_k,
         "p50_ms": None if p50 is None else p50 * 1e3, "p90_ms": None if p90 is None else p90 * 1e3,
-        "suggestions": len(t.first_char_s),
+        "suggestions": len(t.first_char_s), "shown_per_1k": t.shown * per_k,
         "reuse_or_cache_share": saved / answered if answered else 0.0,
         "by_model": dict(books.by_model),
     }
@@ -645,14 +656,15 @@ def _rows(results: list[dict[str, Any]]) -> list[str]:
             f"{r['keystrokes']} | {r['upstream_per_1k']:.0f} | "
             f"{r['tokens_in_per_1k'] / 1000:.0f}k / {r['tokens_out_per_1k'] / 1000:.1f}k | "
             f"{r['usd_per_1k']:.4f} | {_ms(r['p50_ms'])} | {_ms(r['p90_ms'])} | "
-            f"{r['reuse_or_cache_share']:.0%} |")
+            f"{r['shown_per_1k']:.0f} | {r['reuse_or_cache_share']:.0%} |")
     return rows
 
 
 def section(result: dict[str, Any]) -> str:
     head = ("| client | features | right | keystrokes | upstream req / 1k keys | "
-            "tokens in / out per 1k keys | $ / 1k keys | p50 ms | p90 ms | reuse + cache |")
-    sep = "|---|---|---|---|---|---|---|---|---|---|"
+            "tokens in / out per 1k keys | $ / 1k keys | p50 ms | p90 ms | "
+            "shown / 1k keys | reuse + cache |")
+    sep = "|---|---|---|---|---|---|---|---|---|---|---|"
     plain = [r for r in result["results"] if not r["slow_share"]]
     slow = [r for r in result["results"] if r["slow_share"]]
     headline = [r for r in plain if r["accuracy"] == 0.30]
@@ -675,7 +687,10 @@ def section(result: dict[str, Any]) -> str:
         "plain requests, never aborts. ON: " + features_on + ". Dollars at the default "
         "catalog's Fireworks StarCoder 2 3B/7B prices, tokens as the stand-in counted what it "
         "was sent and generated; times from the editor's request to the first suggestion "
-        "character it received. Method and sources in the script's docstring.", "",
+        "character it received (answers superseded by a newer request have none); shown: "
+        "suggestions whose first character came before the next keystroke, the ones an "
+        "editor can show; reuse + cache: the share of answers the gateway served without an "
+        "upstream call. Method and sources in the script's docstring.", "",
         head, sep, *_rows(headline), "",
     ]
     if other:
