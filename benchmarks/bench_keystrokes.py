@@ -130,9 +130,14 @@ class Session:
 
     def prompt_at(self, pos: int) -> tuple[str, str]:
         """The editor's prefix and suffix with the cursor at `pos`: typed so far, and the code
-        after the function being typed."""
-        return (self.text[max(0, pos - PREFIX_CHARS):pos],
-                self.text[self.end:self.end + SUFFIX_CHARS])
+        after the function being typed, each cut to whole lines, as editors prune a prompt
+        to its budget (Continue's `pruneLinesFromTop` in continuedev/continue
+        core/llm/countTokens.ts): the prefix's first line changes only as whole lines leave
+        the budget, not with every keystroke."""
+        text = self.text
+        start = 0 if pos <= PREFIX_CHARS else text.find("\n", pos - PREFIX_CHARS) + 1
+        end = text.rfind("\n", self.end, self.end + SUFFIX_CHARS) + 1 or self.end
+        return text[min(start, pos):pos], text[self.end:end]
 
 
 def corpus() -> dict[str, str]:
