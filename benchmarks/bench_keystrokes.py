@@ -396,6 +396,9 @@ class Tally:
     requests: int = 0
     first_char_s: list[float] = field(default_factory=list)
     shown: int = 0  # suggestions whose first character came before the next keystroke
+    # (seconds, observed): time to the first suggestion character, or (False) how long a
+    # request ran before it ended without one
+    samples: list[tuple[float, bool]] = field(default_factory=list)
     served_from: dict[str, int] = field(default_factory=dict)
     superseded: int = 0
     errors: int = 0
@@ -405,40 +408,49 @@ async def one_request(http: aiohttp.ClientSession, url: str, client: Client, pre
                       suffix: str, headers: dict[str, str], tally: Tally,
                       next_key_at: float) -> None:
     """One editor request; `next_key_at` (loop time) is when the user types on, after which
-    an editor no longer shows its answer."""
+    an editor no longer shows its answer. Its time to the first suggestion character is a
+    sample, or a censored one (at least this long) when it ended without any: aborted by the
+    editor, superseded, or empty."""
     body = {"model": "starcoder2", "prompt": prefix, "suffix": suffix,
             "stream": client.stream, **client.body}
     loop = asyncio.get_running_loop()
     started = loop.time()
+    seen = False
 
     def first_char() -> None:
+        nonlocal seen
         now = loop.time()
+        seen = True
         tally.first_char_s.append(now - started)
+        tally.samples.append((now - started, True))
         tally.shown += now < next_key_at
 
     tally.requests += 1
-    async with http.post(url + "/v1/completions", json=body, headers=headers) as r:
-        if r.status != 200:
-            tally.errors += 1
-            await r.read()
-            return
-        source = r.headers.get(HEADER_SERVED_FROM, "upstream")
-        tally.served_from[source] = tally.served_from.get(source, 0) + 1
-        if r.headers.get(HEADER_SUPERSEDED):
-            tally.superseded += 1
-        if not client.stream:
-            data = await r.json()
-            if data["choices"] and data["choices"][0]["text"]:
-                first_char()
-            return
-        seen = False
-        async for line in r.content:
-            if seen or not line.startswith(b"data: {"):
-                continue
-            event = json.loads(line[6:])
-            if event.get("choices") and event["choices"][0].get("text"):
-                first_char()
-                seen = True
+    try:
+        async with http.post(url + "/v1/completions", json=body, headers=headers) as r:
+            if r.status != 200:
+                tally.errors += 1
+                await r.read()
+                return
+            source = r.headers.get(HEADER_SERVED_FROM, "upstream")
+            tally.served_from[source] = tally.served_from.get(source, 0) + 1
+            if r.headers.get(HEADER_SUPERSEDED):
+                tally.superseded += 1
+                return
+            if not client.stream:
+                data = await r.json()
+                if data["choices"] and data["choices"][0]["text"]:
+                    first_char()
+                return
+            async for line in r.content:
+                if seen or not line.startswith(b"data: {"):
+                    continue
+                event = json.loads(line[6:])
+                if event.get("choices") and event["choices"][0].get("text"):
+                    first_char()
+    finally:
+        if not seen:
+            tally.samples.append((loop.time() - started, False))
 
 
 async def type_session(session: Session, url: str, client: Client, features: str,
@@ -586,11 +598,21 @@ async def _replay(runs: list[Run], sessions: list[Session]) -> None:
     await asyncio.sleep(0.5)  # cut streams end and book on the stand-in's side
 
 
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def km_quantile(samples: list[tuple[float, bool]], q: float) -> float | None:
+    """The `q` quantile of the time to the first suggestion character, by the Kaplan-Meier
+    estimator: a request that ended without one (the editor aborted it, a newer one
+    superseded it) is censored then, not dropped. Dropping them would flatter whatever lets
+    the slowest requests be aborted, and counting them as answered would invent answers.
+    None when too few requests got that far."""
+    at_risk = len(samples)
+    surviving = 1.0
+    for t, observed in sorted(samples, key=lambda s: (s[0], not s[1])):
+        if observed:
+            surviving *= 1 - 1 / at_risk
+            if 1 - surviving >= q:
+                return t
+        at_risk -= 1
+    return None
 
 
 def summary(run: Run, books: Books) -> dict[str, Any]:
@@ -598,7 +620,7 @@ def summary(run: Run, books: Books) -> dict[str, Any]:
     per_k = 1000 / max(1, t.keystrokes)
     answered = sum(t.served_from.values())
     saved = t.served_from.get("reuse", 0) + t.served_from.get("cache", 0)
-    p50, p90 = _pct(t.first_char_s, 0.5), _pct(t.first_char_s, 0.9)
+    p50, p90 = km_quantile(t.samples, 0.5), km_quantile(t.samples, 0.9)
     return {
         "run": run.name, "client": CLIENTS[run.client].name, "features": run.features,
         "accuracy": run.accuracy, "slow_share": run.slow_share, "keystrokes": t.keystrokes,
@@ -692,7 +714,8 @@ def section(result: dict[str, Any]) -> str:
         "plain requests, never aborts. ON: " + features_on + ". Dollars at the default "
         "catalog's Fireworks StarCoder 2 3B/7B prices, tokens as the stand-in counted what it "
         "was sent and generated; times from the editor's request to the first suggestion "
-        "character it received (answers superseded by a newer request have none); shown: "
+        "character (Kaplan-Meier: a request aborted or superseded before its first character "
+        "counts as censored then); shown: "
         "suggestions whose first character came before the next keystroke, the ones an "
         "editor can show; reuse + cache: the share of answers the gateway served without an "
         "upstream call. Method and sources in the script's docstring.", "",
