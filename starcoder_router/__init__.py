@@ -34,6 +34,7 @@ from ._errors import (
 )
 
 if _typing.TYPE_CHECKING:
+    from ._autocomplete.sessions import AutocompletePolicy
     from ._clock import Clock, FakeClock, SystemClock
     from ._config import ProviderSettings, StoreSettings
     from ._discovery import discover_local
@@ -86,6 +87,7 @@ __all__ = [
     "AsyncStream",
     "Attempt",
     "AuthenticationError",
+    "AutocompletePolicy",
     "BadRequestError",
     "Budget",
     "BudgetExceededError",
@@ -168,6 +170,7 @@ _LAZY = {
     "AsyncSpendStore": "._stores.base",
     "AsyncStream": "._running.streams",
     "Attempt": "._running.results",
+    "AutocompletePolicy": "._autocomplete.sessions",
     "Budget": "._routing.policy",
     "BudgetKey": "._stores.base",
     "BudgetStatus": "._stores.base",

@@ -41,6 +41,7 @@ from typing import Any, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
+from ._autocomplete.sessions import AutocompletePolicy
 from ._errors import ConfigError
 from ._providers.registry import PROVIDERS
 from ._routing.catalog import Catalog
@@ -103,12 +104,13 @@ class RouterConfig(NamedTuple):
     store: StoreSettings | None = None
     retry: RetryPolicy | None = None
     health: HealthPolicy | None = None
+    autocomplete: AutocompletePolicy | None = None
 
 
 # `simulate` belongs to `starcoder-router simulate` (read by `_simulate.model`) and `server` to
 # the gateway (`starcoder-router serve`), which validate them themselves; routers ignore both.
 _TOP_LEVEL = {"tokenizer", "policy", "providers", "deployments", "variants", "store", "retry",
-              "health", "simulate", "server", "overrides"}
+              "health", "simulate", "server", "overrides", "autocomplete"}
 
 
 def load_config(path: str | os.PathLike[str], *, catalog: Catalog | None = None) -> RouterConfig:
@@ -145,6 +147,8 @@ def load_config(path: str | os.PathLike[str], *, catalog: Catalog | None = None)
         store=store,
         retry=_model(RetryPolicy, data["retry"], source, "retry") if "retry" in data else None,
         health=_model(HealthPolicy, data["health"], source, "health") if "health" in data else None,
+        autocomplete=(_model(AutocompletePolicy, data["autocomplete"], source, "autocomplete")
+                      if "autocomplete" in data else None),
     )
 
 

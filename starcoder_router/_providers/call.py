@@ -37,8 +37,9 @@ __all__ = [
 ]
 
 # How a generation ended, in our terms (each provider maps its own words onto these);
-# "cancelled" is ours alone: the caller closed a stream before its end.
-FinishReason = Literal["stop", "length", "error", "cancelled"]
+# "cancelled" is ours alone: the caller closed a stream before its end; so is "superseded": a
+# newer request of the same autocomplete session replaced this one before its end.
+FinishReason = Literal["stop", "length", "error", "cancelled", "superseded"]
 
 
 class Endpoint(NamedTuple):

@@ -208,6 +208,9 @@ class CompletionRequest(_Frozen):
     # the next one (`_running/first_token.py`); unset, the deployment's own default applies.
     first_token_timeout_s: float | None = Field(default=None, gt=0, le=MAX_FIRST_TOKEN_TIMEOUT_S,
                                                 allow_inf_nan=False)
+    # Editor autocomplete: requests of one session (an editor's file) supersede each other and
+    # may be answered from each other's completions (`starcoder_router._autocomplete.sessions`).
+    session: str | None = Field(default=None, min_length=1, max_length=512)
 
     @field_validator("stop", "tags", mode="before")
     @classmethod
@@ -217,7 +220,7 @@ class CompletionRequest(_Frozen):
         return value
 
     _text = field_validator("prompt", "prefix", "suffix", "repo_name", "path", "stop", "tenant",
-                            "tags")(_unicode_text)
+                            "tags", "session")(_unicode_text)
 
     @field_validator("tenant")
     @classmethod
@@ -342,3 +345,4 @@ class RequestFields(TypedDict, total=False):
     extra_body: dict[str, Any]
     mode: AutocompleteMode
     first_token_timeout_s: float
+    session: str

@@ -27,11 +27,13 @@ from .first_token import pull_async
 from .flow import Flow, complete_flow, stream_flow
 from .offload import count_off_loop, counts_off_loop
 from .results import Completion, StreamChunk
+from .sessions_run import complete_async, stream_async
 from .streams import AsyncStream
 
 if TYPE_CHECKING:
     from typing import Unpack
 
+    from .._autocomplete.sessions import AutocompletePolicy
     from .._clock import Clock
     from .._config import ProviderSettings
     from .._routing.catalog import Catalog
@@ -78,10 +80,12 @@ class AsyncRouter(BaseRouter):
         hedge: HedgePolicy | None = None,
         clock: Clock | None = None,
         env: Mapping[str, str] | None = None,
+        autocomplete: AutocompletePolicy | None = None,
     ):
         super().__init__(catalog=catalog, policy=policy, providers=providers,
                          tokenizer=tokenizer, store=store, retry=retry, health=health,
-                         hooks=hooks, hedge=hedge, clock=clock, env=env)
+                         hooks=hooks, hedge=hedge, clock=clock, env=env,
+                         autocomplete=autocomplete)
         missing = [name for name in _ASYNC_STORE_METHODS
                    if not callable(getattr(self._store, name, None))]
         if missing:
@@ -100,6 +104,9 @@ class AsyncRouter(BaseRouter):
                        **fields: Unpack[RequestFields]) -> Completion:
         """Route and run a request; returns the costed completion."""
         req = self._request(request, fields, stream=False)
+        begin = self._sessions.begin(req)
+        if begin is not None:  # a session or the cache applies: see `sessions_run`
+            return await complete_async(self, req, begin)
         await count_off_loop(self._core.counter, req, self._counting)
         run = self._core.start(req)
         return await self._drive(complete_flow(run, self._hedge))
@@ -113,7 +120,10 @@ class AsyncRouter(BaseRouter):
         `async with` (or the first `anext`)."""
         req = self._request(request, fields, stream=True)
         stream = AsyncStream()
-        if counts_off_loop(req):
+        begin = self._sessions.begin(req)
+        if begin is not None:  # routed when the block is entered
+            stream.attach(stream_async(self, req, begin, stream))
+        elif counts_off_loop(req):
             stream.attach(self._counted_stream(req, stream))
         else:
             stream.attach(self._stream_chunks(self._core.start(req), stream))

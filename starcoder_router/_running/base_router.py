@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from .._autocomplete import apply_mode
+from .._autocomplete.sessions import AutocompletePolicy
 from .._clock import Clock, SystemClock
 from .._config import ProviderSettings, load_config
 from .._errors import ConfigError, RouterClosedError, StoreError
@@ -24,6 +25,7 @@ from .core import RouterCore
 from .hooks import Hooks
 from .retry import HedgePolicy, RetryPolicy
 from .run import RequestRun
+from .sessions_run import SessionHook
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -46,6 +48,7 @@ class BaseRouter:
         hedge: HedgePolicy | None,
         clock: Clock | None,
         env: Mapping[str, str] | None,
+        autocomplete: AutocompletePolicy | None = None,
     ):
         self._core = RouterCore(
             catalog=catalog, policy=policy, providers=providers,
@@ -57,6 +60,8 @@ class BaseRouter:
         self._closed = False
         # A store the router opened itself (from a config file's [store]): it closes it too.
         self._owned_store: SpendStore | None = None
+        # Autocomplete sessions, typed-ahead reuse and the exact-repeat cache.
+        self._sessions = SessionHook(autocomplete or AutocompletePolicy(), self._core.clock.now)
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str], **overrides: Any) -> Self:
@@ -69,6 +74,8 @@ class BaseRouter:
             "catalog": cfg.catalog, "policy": cfg.policy, "providers": cfg.providers,
             "tokenizer": cfg.tokenizer, "retry": cfg.retry, "health": cfg.health,
         }
+        if cfg.autocomplete is not None:
+            kwargs["autocomplete"] = cfg.autocomplete
         kwargs.update(overrides)
         opened: SpendStore | None = None
         try:

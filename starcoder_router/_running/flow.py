@@ -136,7 +136,7 @@ def _try_deployment(run: RequestRun, cand: Candidate) -> Flow[Completion | None]
             retry_no += 1
             continue
         except BaseException:
-            yield from _release(res)
+            yield from _abandon(run, res, cand, started, retry_no)
             raise
         yield from _book(run, res, cand, completion.cost_nano, completion,
                          "ok" if problem is None else "error")
@@ -258,6 +258,23 @@ def book_entry(run: RequestRun, res: Reservation | None, cost: int,
         yield Book(res, run.budget_keys, cost, entry)
     except Exception as exc:
         raise _store_error("record the spend of", exc, entry) from exc
+
+
+def _abandon(run: RequestRun, res: Reservation | None, cand: Candidate, started: float,
+             retry_no: int) -> Flow[None]:
+    """A call left before its reply (cancelled, or a bug): free its hold. A superseded one
+    is booked instead, at the cost of its prompt, which the provider has read."""
+    if not run.superseded:
+        yield from _release(res)
+        return
+    try:
+        cost, usage = run.partial_cost(cand, "", started)
+        run.record(cand, "cancelled", started, cost=cost, usage=usage, retry=retry_no)
+        run.core.health.release_probe(cand.deployment.name)
+    except Exception:
+        yield from _release(res)
+        raise
+    yield from book_entry(run, res, cost, run.ledger_entry(cand, cost, usage, "cancelled"))
 
 
 def _release(res: Reservation | None) -> Flow[None]:

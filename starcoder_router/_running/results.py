@@ -59,6 +59,9 @@ class Completion:
     """A finished completion, costed.
 
     `mode` is the autocomplete mode that shaped the text (`auto` resolved), None without one.
+    `served_from` says where the text came from: a call `"upstream"`, or, at no cost, an
+    earlier completion the user typed through (`"reuse"`) or the exact-repeat cache (`"cache"`);
+    those keep the earlier answer's deployment and routing decision (without its prompt text).
     `cost_usd` is computed from the provider's reported usage and the deployment's prices (or
     our own count when the provider omitted usage). `attempts` lists every try, including
     failures that preceded this answer; `total_cost_usd` adds their cost too.
@@ -79,6 +82,7 @@ class Completion:
     warnings: tuple[str, ...] = ()
     raw_finish_reason: str | None = None
     mode: Literal["line", "block"] | None = None
+    served_from: Literal["upstream", "reuse", "cache"] = "upstream"
 
     @property
     def cost_usd(self) -> float:

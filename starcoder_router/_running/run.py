@@ -80,6 +80,9 @@ class RequestRun:
         self._waited: dict[str, float] = {}
         # Autocomplete post-processing (`_autocomplete`), None for a request without a mode.
         self.shaping = plan_for(request)
+        # A newer request of its autocomplete session replaced this one (`sessions_run.py`):
+        # a call it abandons has still cost the prompt.
+        self.superseded = False
 
     # -- choosing -----------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Generator
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from .results import Completion, StreamChunk
 
@@ -25,6 +25,8 @@ class _StreamBase:
         self._started = False
         # The attempt whose chunks the caller reads, once one has started.
         self.attempt: StreamAttempt | None = None
+        # Where the text comes from (see `Completion.served_from`), known at the first chunk.
+        self.served_from: Literal["upstream", "reuse", "cache"] = "upstream"
 
     @property
     def text(self) -> str:

@@ -29,6 +29,7 @@ from .base_router import BaseRouter
 from .first_token import pull_sync
 from .flow import Flow, complete_flow, stream_flow
 from .results import Completion, StreamChunk
+from .sessions_run import complete_sync, stream_sync
 from .stream_attempt import LOST_HEDGE
 from .streams import Stream
 from .sync_hedge import race
@@ -36,6 +37,7 @@ from .sync_hedge import race
 if TYPE_CHECKING:
     from typing import Unpack
 
+    from .._autocomplete.sessions import AutocompletePolicy
     from .._clock import Clock
     from .._config import ProviderSettings
     from .._routing.catalog import Catalog
@@ -82,10 +84,12 @@ class Router(BaseRouter):
         hedge: HedgePolicy | None = None,
         clock: Clock | None = None,
         env: Mapping[str, str] | None = None,
+        autocomplete: AutocompletePolicy | None = None,
     ):
         super().__init__(catalog=catalog, policy=policy, providers=providers,
                          tokenizer=tokenizer, store=store, retry=retry, health=health,
-                         hooks=hooks, hedge=hedge, clock=clock, env=env)
+                         hooks=hooks, hedge=hedge, clock=clock, env=env,
+                         autocomplete=autocomplete)
         self._transport = transport
         self._transports: dict[str, SyncTransport] = {}
         # Threads of hedge legs that lost, and of reads cut off at their first-token deadline,
@@ -98,8 +102,11 @@ class Router(BaseRouter):
     def complete(self, request: CompletionRequest | None = None, /,
                  **fields: Unpack[RequestFields]) -> Completion:
         """Route and run a request; returns the costed completion."""
-        run = self._start(request, fields, stream=False)
-        return self._drive(complete_flow(run, self._hedge))
+        req = self._request(request, fields, stream=False)
+        begin = self._sessions.begin(req)
+        if begin is not None:  # a session or the cache applies: see `sessions_run`
+            return complete_sync(self, req, begin)
+        return self._drive(complete_flow(self._core.start(req), self._hedge))
 
     def stream(self, request: CompletionRequest | None = None, /,
                **fields: Unpack[RequestFields]) -> Stream:
@@ -107,9 +114,13 @@ class Router(BaseRouter):
         an early exit closes the connection. `stream.completion` has usage and cost at the end
         (or, after an early exit, what was delivered and what it cost). The request is sent
         here: routing, budget and provider errors before the first chunk raise from this call."""
-        run = self._start(request, fields, stream=True)
+        req = self._request(request, fields, stream=True)
         stream = Stream()
-        stream.attach(self._stream_chunks(run, stream))
+        begin = self._sessions.begin(req)
+        if begin is not None:
+            stream.attach(stream_sync(self, req, begin, stream))
+        else:
+            stream.attach(self._stream_chunks(self._core.start(req), stream))
         return stream.start()
 
     def spend_report(self, *, period: str = "day", by: By | None = None,

@@ -1,5 +1,5 @@
 """The gateway's side of editor autocomplete: which mode a request runs in, and the header that
-says so.
+says so; the session a request belongs to (`with_session`, rule in `_autocomplete/keys.py`).
 
 The mode comes from the request (`_autocomplete.wire`: a body field or the
 `x-starcoder-router-mode` header), else from `[server] autocomplete_mode` (default: none, the
@@ -23,10 +23,46 @@ from .._autocomplete import (
     max_tokens_given,
     requested_mode,
 )
+from .._autocomplete.keys import HEADER_SESSION, derived_key, given_key
+from .._autocomplete.sessions import OFF, AutocompletePolicy
 from .gateway import Gateway
 from .problems import invalid
 
-__all__ = ["HEADER_MODE", "with_mode"]
+__all__ = ["GATEWAY_CACHE_ENTRIES", "HEADER_MODE", "HEADER_SERVED_FROM", "HEADER_SESSION",
+           "HEADER_SUPERSEDED", "gateway_policy", "with_mode", "with_session"]
+
+HEADER_SERVED_FROM = "x-starcoder-router-served-from"
+HEADER_SUPERSEDED = "x-starcoder-router-superseded"
+# The gateway keeps this many answers for exact repeats unless `[autocomplete] cache_entries`
+# says otherwise (the SDK keeps none unless asked).
+GATEWAY_CACHE_ENTRIES = 1024
+
+
+def gateway_policy(given: AutocompletePolicy | None) -> AutocompletePolicy:
+    """The `[autocomplete]` policy as the gateway applies it: the cache on by default."""
+    policy = given or AutocompletePolicy()
+    if "cache_entries" not in policy.model_fields_set:
+        policy = policy.model_copy(update={"cache_entries": GATEWAY_CACHE_ENTRIES})
+    return policy
+
+
+def with_session(fields: dict[str, Any], request: web.Request,
+                 gateway: Gateway) -> dict[str, Any]:
+    """`fields` with the session of the request: the one its header names, else one derived
+    from the request, unless the header says `off` or sessions and reuse are off."""
+    if "messages" in fields:
+        return fields
+    key = given_key(request.headers.get(HEADER_SESSION))
+    if key is False:
+        return {**fields, "session": OFF}  # no session, no reuse, no cache
+    if key is None:
+        policy = gateway.autocomplete
+        if not (policy.sessions or policy.reuse):
+            return fields
+        key = derived_key(fields, request.remote)
+        if key is None:
+            return fields
+    return {**fields, "session": key}
 
 
 def with_mode(fields: dict[str, Any], request: web.Request, body: dict[str, Any],

@@ -38,6 +38,7 @@ from .tenants import (
 )
 
 if TYPE_CHECKING:
+    from .._autocomplete.sessions import AutocompletePolicy
     from .._config import ProviderSettings
     from .._routing.catalog import Catalog, Deployment
     from .._routing.health import HealthPolicy
@@ -89,6 +90,7 @@ class Gateway:
         hooks: Hooks | None = None,
         env: Mapping[str, str] | None = None,
         redis_url: str | None = None,
+        autocomplete: AutocompletePolicy | None = None,
     ):
         from .._routing.catalog import Catalog
         from .._routing.policy import CostPolicy
@@ -115,9 +117,14 @@ class Gateway:
             extra = extra._replace(on_attempt=[*extra.on_attempt, *otel_hooks().on_attempt])
         self._hooks = extra._replace(on_attempt=[self._on_attempt, *extra.on_attempt])
         self._counter = load_token_counter(tokenizer)
+        # Sessions, reuse and the cache: on for every completion unless the config says not.
+        from .autocomplete import gateway_policy
+
+        self.autocomplete = gateway_policy(autocomplete)
         self._router_args: dict[str, Any] = {
             "providers": providers, "store": self.store, "retry": retry, "health": health,
             "hooks": self._hooks, "env": env, "tokenizer": self._counter,
+            "autocomplete": self.autocomplete,
         }
         self._routers: dict[ModelChoice, AsyncRouter] = {}
         self._by_name: dict[str | None, AsyncRouter] = {}
@@ -139,7 +146,7 @@ class Gateway:
         kwargs: dict[str, Any] = {
             "settings": load_server_settings(path), "catalog": cfg.catalog,
             "policy": cfg.policy, "providers": cfg.providers, "tokenizer": cfg.tokenizer,
-            "retry": cfg.retry, "health": cfg.health,
+            "retry": cfg.retry, "health": cfg.health, "autocomplete": cfg.autocomplete,
         }
         kwargs.update(overrides)
         if "store" not in kwargs and cfg.store is not None:

@@ -19,7 +19,13 @@ from pydantic import BaseModel, ValidationError
 
 from .._ids import new_id
 from .._routing.limits import InputLimits
-from .autocomplete import HEADER_MODE, with_mode
+from .autocomplete import (
+    HEADER_MODE,
+    HEADER_SERVED_FROM,
+    HEADER_SUPERSEDED,
+    with_mode,
+    with_session,
+)
 from .first_token import with_first_token_timeout
 from .gateway import Call, Gateway
 from .inputs import check_call, load_json
@@ -142,6 +148,9 @@ def _headers(completion: Completion | None, rid: str) -> dict[str, str]:
         headers[HEADER_ATTEMPTS] = str(len(completion.attempts))
         if completion.mode is not None:
             headers[HEADER_MODE] = completion.mode
+        headers[HEADER_SERVED_FROM] = completion.served_from
+        if completion.finish_reason == "superseded":
+            headers[HEADER_SUPERSEDED] = "1"
     return headers
 
 
@@ -166,8 +175,10 @@ async def handle(request: web.Request, dialect: Dialect, parse: Parser) -> web.S
             parsed.call.fields, request.headers)))
         gateway.router(parsed.call.model)  # an unknown model is a 404 before any counting
         hold = await gateway.admit(tenant, parsed.call)
-        parsed = parsed._replace(call=parsed.call._replace(tenant=tenant, request_id=rid,
-                                                           hold=hold))
+        # The session is the router's, not part of the prompt: added after the token hold.
+        parsed = parsed._replace(call=parsed.call._replace(
+            tenant=tenant, request_id=rid, hold=hold,
+            fields=with_session(parsed.call.fields, request, gateway)))
         if parsed.stream:
             return await _stream(request, gateway, dialect, parsed, rid)
         completion = await gateway.complete(parsed.call)
@@ -209,6 +220,9 @@ async def _stream(request: web.Request, gateway: Gateway, dialect: Dialect, pars
     })
     if "mode" in call.fields:
         response.headers[HEADER_MODE] = call.fields["mode"]
+    response.headers[HEADER_SERVED_FROM] = stream.served_from
+    if chunk is not None and chunk.finish_reason == "superseded":
+        response.headers[HEADER_SUPERSEDED] = "1"
     try:
         await response.prepare(request)
         try:

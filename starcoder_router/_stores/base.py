@@ -12,6 +12,7 @@ from typing import Literal, NamedTuple, Protocol, runtime_checkable
 from .._routing.cost import nano_to_usd
 
 __all__ = [
+    "SERVED_OUTCOMES",
     "AsyncSpendStore",
     "BudgetKey",
     "BudgetStatus",
@@ -21,7 +22,10 @@ __all__ = [
     "SpendStore",
 ]
 
-Outcome = Literal["ok", "error", "partial", "cancelled"]
+# "reuse" and "cache": an autocomplete answer served from an earlier completion, at no cost.
+Outcome = Literal["ok", "error", "partial", "cancelled", "reuse", "cache"]
+# Outcomes that answered the request (the others count as failed in reports).
+SERVED_OUTCOMES = ("ok", "reuse", "cache")
 
 
 class BudgetKey(NamedTuple):

@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 from .._errors import BudgetExceededError, StoreError
 from .._ids import new_id
 from .._routing.cost import nano_to_usd
-from .base import BudgetKey, BudgetStatus, LedgerEntry, Reservation
+from .base import SERVED_OUTCOMES, BudgetKey, BudgetStatus, LedgerEntry, Reservation
 from .periods import check_amount, require_aware, status_of, to_epoch, unique_keys
 from .rollup import Grain, Rollup, order, start_of
 
@@ -301,7 +301,7 @@ def _settle_call(names: KeyNames, keys: Sequence[BudgetKey], rid: str, actual_na
         if with_days:
             call.keys.append(names.days)
         call.args.extend([_encode(entry), day, _group(entry, "hour"),
-                          str(int(entry.outcome != "ok")), str(entry.prompt_tokens),
+                          str(int(entry.outcome not in SERVED_OUTCOMES)), str(entry.prompt_tokens),
                           str(entry.completion_tokens), str(entry.cost_nano),
                           _rows_expire_at(names, entry), _group(entry, "day")])
     call.args.extend(_expire_at(key) for key in keys)

@@ -20,7 +20,7 @@ from .._errors import ConfigError
 from .._routing.cost import nano_to_usd
 from .._routing.policy import Period
 from .._text import text_table
-from .base import LedgerEntry
+from .base import SERVED_OUTCOMES, LedgerEntry
 from .periods import bucket_label
 from .rollup import Rollup
 
@@ -44,7 +44,7 @@ class _Sum:
             self.failed += entry.failed
         else:
             self.requests += 1
-            self.failed += entry.outcome != "ok"
+            self.failed += entry.outcome not in SERVED_OUTCOMES
         self.prompt_tokens += entry.prompt_tokens
         self.completion_tokens += entry.completion_tokens
         self.cost_nano += entry.cost_nano

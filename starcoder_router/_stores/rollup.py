@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Literal, NamedTuple
 
-from .base import LedgerEntry
+from .base import SERVED_OUTCOMES, LedgerEntry
 
 __all__ = ["Grain", "Rollup", "order", "roll_up", "start_of"]
 
@@ -46,7 +46,7 @@ def roll_up(entries: Iterable[LedgerEntry], grain: Grain = "hour") -> list[Rollu
         row = sums.setdefault((start_of(e.time, grain), e.tenant, e.tags, e.deployment),
                               [0] * 5)
         row[0] += 1
-        row[1] += e.outcome != "ok"
+        row[1] += e.outcome not in SERVED_OUTCOMES
         row[2] += e.prompt_tokens
         row[3] += e.completion_tokens
         row[4] += e.cost_nano

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple, cast
 
 from .._ids import new_id
-from .base import BudgetKey, BudgetStatus, LedgerEntry, Outcome, Reservation
+from .base import SERVED_OUTCOMES, BudgetKey, BudgetStatus, LedgerEntry, Outcome, Reservation
 from .inline import InlineAsync
 from .periods import check_amount, refusal, require_aware, status_of, to_epoch, unique_keys
 from .rollup import Grain, Rollup, order
@@ -110,8 +110,8 @@ _ADD = {grain: _ADD_ROLLUP.format(table=table) for grain, table in _TABLES.items
 _BACKFILL = """
 INSERT INTO {table}
 SELECT time_us / {unit} * {unit}, tenant IS NOT NULL, COALESCE(tenant, ''), tags,
-       deployment, COUNT(*), SUM(outcome != 'ok'), SUM(prompt_tokens), SUM(completion_tokens),
-       SUM(cost_nano)
+       deployment, COUNT(*), SUM(outcome NOT IN ('ok', 'reuse', 'cache')), SUM(prompt_tokens),
+       SUM(completion_tokens), SUM(cost_nano)
 FROM ledger GROUP BY 1, 2, 3, 4, 5
 """
 _BACKFILLS = [_BACKFILL.format(table=_TABLES[g], unit=_GRAIN_US[g]) for g in _TABLES]
@@ -374,7 +374,7 @@ def _insert(db: sqlite3.Connection, entry: LedgerEntry) -> None:
     for grain, unit in _GRAIN_US.items():
         db.execute(_ADD[grain], (row[1] // unit * unit, entry.tenant is not None,
                                  entry.tenant or "", row[10], entry.deployment,
-                                 entry.outcome != "ok", entry.prompt_tokens,
+                                 entry.outcome not in SERVED_OUTCOMES, entry.prompt_tokens,
                                  entry.completion_tokens, entry.cost_nano))
 
 

@@ -10,6 +10,8 @@ import pytest
 from huggingface_hub import InferenceClient
 from huggingface_hub.errors import ValidationError
 
+from starcoder_router import AutocompletePolicy
+
 FIM = "<fim_prefix>def add(a, b):\n    <fim_suffix>\n<fim_middle>"
 
 
@@ -35,8 +37,13 @@ def test_generate_with_details(serve: Any) -> None:
     assert out.details.generated_tokens == 2
 
 
+# These send a greedy request twice to see the upstream answer twice: without the exact-repeat
+# cache, which would answer the second.
+NO_CACHE = AutocompletePolicy(cache_entries=0)
+
+
 def test_generate_stream(serve: Any, upstream: Any) -> None:
-    gw = serve()
+    gw = serve(autocomplete=NO_CACHE)
     client = InferenceClient(model=gw.url + "/generate_stream", timeout=10)
     tokens = list(client.text_generation(FIM, max_new_tokens=8, stream=True))
     assert "".join(tokens) == "return a + b"
@@ -126,7 +133,7 @@ def test_stream_events_match_tgis_schema(serve: Any, upstream: Any, empty_final:
     import jsonschema
     from upstream import Reply
 
-    gw = serve()
+    gw = serve(autocomplete=NO_CACHE)
     upstream.script(Reply(empty_final=empty_final))
     r = httpx.post(gw.url + "/generate_stream",
                    json={"inputs": "def f():", "parameters": {"max_new_tokens": 8}}, timeout=10)
