@@ -735,6 +735,12 @@ def section(result: dict[str, Any]) -> str:
                  "or failed) or superseded: " + ", ".join(
                      f"{r['run']} {r['errors']} errors, {r['superseded']} superseded"
                      for r in odd) + ".", ""]
+    split = [r for r in result["results"] if len(r["by_model"]) > 1]
+    if split:
+        text += ["Upstream calls that the pricier 7B served (after a first-token deadline "
+                 "passed, or while failures kept the 3B's circuit open): " + ", ".join(
+                     f"{r['run']} {r['by_model'].get('standin-7b', 0)} of "
+                     f"{sum(r['by_model'].values())}" for r in split) + ".", ""]
     text += [f"Machine load average (1 min) at the start and after each group: "
              f"{', '.join(f'{x:.1f}' for x in result['load_average'])} on "
              f"{os.cpu_count()} cores.", ""]
