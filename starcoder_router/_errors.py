@@ -14,6 +14,7 @@ Every error the package raises derives from `StarcoderRouterError`::
         ├── ProviderTransportError   we could not reach it, or it did not answer in time
         │   ├── ProviderConnectionError
         │   └── ProviderTimeoutError
+        │       └── FirstTokenTimeoutError  no output before the first-token deadline
         ├── ProviderStatusError      it answered with an error status
         │   ├── BadRequestError              400 / 422
         │   │   └── ContextLengthError       the prompt does not fit the served window
@@ -47,6 +48,7 @@ __all__ = [
     "BudgetExceededError",
     "ConfigError",
     "ContextLengthError",
+    "FirstTokenTimeoutError",
     "InvalidRequestError",
     "InvalidResponseError",
     "MissingDependencyError",
@@ -245,6 +247,16 @@ class ProviderConnectionError(ProviderTransportError):
 
 class ProviderTimeoutError(ProviderTransportError):
     """The deployment did not answer within the timeout or the request's deadline."""
+
+
+class FirstTokenTimeoutError(ProviderTimeoutError):
+    """The deployment sent no output within the request's first-token deadline
+    (`first_token_timeout_s`, in seconds): the attempt was cancelled and the next deployment
+    tried. Raised when every deployment timed out so."""
+
+    def __init__(self, message: str, *, timeout_s: float = 0.0, **context: Any):
+        super().__init__(message, **context)
+        self.timeout_s = timeout_s
 
 
 class ProviderStatusError(ProviderError):

@@ -39,7 +39,9 @@ _DEFAULT_TEXT = "\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n"
 class Reply:
     """One scripted answer. `status` >= 400 sends `error` (or a default OpenAI-style body).
     `chunks` splits the text for streams; `fail_after` cuts a stream after that many chunks;
-    `delay_s` waits before answering; `usage=False` leaves usage out. `finish_reason` defaults
+    `delay_s` waits before answering; `first_chunk_delay_s` sends a stream's headers at once
+    and waits before its first chunk (a server slow to its first token); `usage=False` leaves
+    usage out. `finish_reason` defaults
     to what a real server says: `"length"` when the text was cut at `max_tokens`, else
     `"stop"`."""
 
@@ -54,6 +56,7 @@ class Reply:
     usage: bool = True
     model: str | None = None
     chunk_delay_s: float = 0.0
+    first_chunk_delay_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -274,6 +277,8 @@ def _make_handler(server: FakeServer) -> type[http.server.BaseHTTPRequestHandler
             size = max(1, -(-len(text) // n))
             pieces = [text[i:i + size] for i in range(0, len(text), size)] or [""]
             try:
+                if reply.first_chunk_delay_s:
+                    time.sleep(reply.first_chunk_delay_s)
                 for i, piece in enumerate(pieces):
                     if reply.fail_after is not None and i >= reply.fail_after:
                         # Cut the connection mid-stream, as a crashing server would.

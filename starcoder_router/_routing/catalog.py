@@ -114,6 +114,9 @@ class Deployment(FrozenModel):
     max_stop: int | None = Field(default=None, gt=0)
     api: Literal["openai", "native"] | None = None
     tokens_per_second: float | None = Field(default=None, gt=0)
+    # The first-token deadline for requests that set none (see `CompletionRequest`).
+    first_token_timeout_s: float | None = Field(default=None, gt=0, le=600.0,
+                                                allow_inf_nan=False)
     base_url: str | None = None
     # Replicas: deployments naming the same group share its sessions by affinity (local
     # servers of one kind serving one variant, model and window from several base URLs form a
@@ -145,6 +148,12 @@ class Deployment(FrozenModel):
 
     def supports(self, capability: Capability) -> bool:
         return capability in self.capabilities
+
+    def first_token_deadline(self, requested: float | None) -> float | None:
+        """Seconds this deployment gets to its first output: the request's deadline, else its
+        own; None when neither is set, or it cannot stream (the first token is not seen)."""
+        seconds = requested or self.first_token_timeout_s
+        return seconds if seconds is not None and self.supports("streaming") else None
 
 
 class Catalog(FrozenModel):

@@ -137,6 +137,9 @@ class RoutingDecision:
                 status += f" ({c.trimmed.describe()})"
             if c.cooling_until is not None and id(c) in rank:
                 status += " (cooling down)"
+            deadline = d.first_token_deadline(self.request.first_token_timeout_s)
+            if deadline is not None and id(c) in rank:
+                status += f" (first token within {deadline:g} s)"
             rows.append((
                 str(rank.get(id(c), "-")),
                 d.name,

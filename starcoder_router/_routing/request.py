@@ -33,6 +33,9 @@ Mode = Literal["prompt", "fim", "chat"]
 # the block opened at the cursor, or pick one of them from the cursor's surroundings.
 AutocompleteMode = Literal["line", "block", "auto"]
 SpecialTokenHandling = Literal["escape", "reject", "keep"]
+# The longest first-token deadline a request or deployment may set: ten minutes is already far
+# past any request's own timeout.
+MAX_FIRST_TOKEN_TIMEOUT_S = 600.0
 
 
 class _Frozen(FrozenModel):
@@ -201,6 +204,10 @@ class CompletionRequest(_Frozen):
     special_tokens: SpecialTokenHandling | None = None
     extra_body: dict[str, Any] | None = None
     mode: AutocompleteMode | None = None
+    # Seconds to wait for a deployment's first output before cancelling the attempt and trying
+    # the next one (`_running/first_token.py`); unset, the deployment's own default applies.
+    first_token_timeout_s: float | None = Field(default=None, gt=0, le=MAX_FIRST_TOKEN_TIMEOUT_S,
+                                                allow_inf_nan=False)
     # Editor autocomplete: requests of one session (an editor's file) supersede each other and
     # may be answered from each other's completions (`starcoder_router._autocomplete.sessions`).
     session: str | None = Field(default=None, min_length=1, max_length=512)
@@ -337,4 +344,5 @@ class RequestFields(TypedDict, total=False):
     special_tokens: Literal["escape", "reject", "keep"]
     extra_body: dict[str, Any]
     mode: AutocompleteMode
+    first_token_timeout_s: float
     session: str

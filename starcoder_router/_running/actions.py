@@ -81,9 +81,11 @@ class Send(NamedTuple):
 
 class StartStream(NamedTuple):
     """Run a streaming attempt up to its first chunk. Sends back that chunk; the attempt keeps
-    the rest. Throws the attempt's `ProviderError` back in when it fails before any output."""
+    the rest. Throws the attempt's `ProviderError` back in when it fails before any output, and
+    `FirstTokenTimeoutError` when `first_token_s` passes first (`first_token.py`)."""
 
     attempt: StreamAttempt
+    first_token_s: float | None = None
 
 
 class Drain(NamedTuple):

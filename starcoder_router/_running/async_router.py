@@ -23,6 +23,7 @@ from .._stores.report import By, spend_report
 from . import actions as act
 from .async_hedge import race
 from .base_router import BaseRouter
+from .first_token import pull_async
 from .flow import Flow, complete_flow, stream_flow
 from .offload import count_off_loop, counts_off_loop
 from .results import Completion, StreamChunk
@@ -213,7 +214,7 @@ class AsyncRouter(BaseRouter):
             case act.Sleep():
                 await self._core.clock.asleep(action.seconds)
             case act.StartStream():
-                return await self._first_chunk(action.attempt)
+                return await self._first_chunk(action.attempt, action.first_token_s)
             case act.Drain():
                 return await self._drain(action.attempt)
             case act.StartHedge():
@@ -257,8 +258,11 @@ class AsyncRouter(BaseRouter):
         assert attempt.completion is not None
         yield attempt.completion
 
-    async def _first_chunk(self, attempt: StreamAttempt) -> StreamChunk:
+    async def _first_chunk(self, attempt: StreamAttempt,
+                           first_token_s: float | None) -> StreamChunk:
         attempt.chunks = chunks = self.pump(attempt)
+        if first_token_s is not None:
+            return await pull_async(self, attempt, first_token_s)
         return await anext(chunks)
 
     async def _drain(self, attempt: StreamAttempt) -> Completion | None:

@@ -20,11 +20,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import (
     BudgetExceededError,
+    FirstTokenTimeoutError,
     ProviderError,
     StarcoderRouterError,
     StoreError,
+    StructuredOutputError,
 )
 from .._providers.errormap import UNREADABLE, in_context, unreadable_reply
+from . import first_token
 from .actions import (
     Action,
     Book,
@@ -88,7 +91,10 @@ def complete_flow(run: RequestRun, hedge: HedgePolicy | None) -> Flow[Completion
             if completion is not None:
                 return completion
     while (cand := run.next_candidate()) is not None:
-        completion = yield from _try_deployment(run, cand)
+        if first_token.deadline_for(run, cand) is None:
+            completion = yield from _try_deployment(run, cand)
+        else:  # read as a stream, to see its first token in time
+            completion = yield from _try_streamed(run, cand)
         if completion is not None:
             return completion
     raise run.exhausted()
@@ -141,15 +147,30 @@ def _try_deployment(run: RequestRun, cand: Candidate) -> Flow[Completion | None]
     return None
 
 
-def _first_chunk_from(run: RequestRun,
-                      cand: Candidate) -> Flow[tuple[StreamAttempt, StreamChunk] | None]:
-    """Open a stream on one deployment, with its retries, up to its first chunk."""
+def _try_streamed(run: RequestRun, cand: Candidate) -> Flow[Completion | None]:
+    """Try one deployment for a `complete()` by streaming it and reading it to the end."""
+    started = yield from _first_chunk_from(run, cand, stream=True)
+    if started is None:
+        return None
+    try:
+        return (yield from _drain(started[0]))
+    except StructuredOutputError:  # booked, and the run's last error: as `_try_deployment`
+        return None
+
+
+def _first_chunk_from(run: RequestRun, cand: Candidate, *, stream: bool | None = None
+                      ) -> Flow[tuple[StreamAttempt, StreamChunk] | None]:
+    """Open a stream on one deployment, with its retries, up to its first chunk. Past its
+    first-token deadline, the attempt is booked and the next deployment tried."""
     retry_no = 0
     while not isinstance(res := (yield from _admit(run, cand)), _MoveOn):
-        provider, call = run.call_for(cand)
+        provider, call = run.call_for(cand, stream=stream)
         attempt = StreamAttempt(run, cand, provider, call, res, run.now(), retry_no)
         try:
-            first = yield StartStream(attempt)
+            first = yield StartStream(attempt, first_token.deadline_for(run, cand))
+        except FirstTokenTimeoutError as err:
+            yield from book_entry(run, res, *first_token.timed_out(run, attempt, err))
+            return None
         except ProviderError as err:
             if not (yield from _back_off(run, cand, err, res, retry_no, attempt.started)):
                 return None

@@ -26,6 +26,7 @@ from .._errors import ProviderTransportError, StreamInterruptedError
 from .._stores.report import By, spend_report
 from . import actions as act
 from .base_router import BaseRouter
+from .first_token import pull_sync
 from .flow import Flow, complete_flow, stream_flow
 from .results import Completion, StreamChunk
 from .sessions_run import complete_sync, stream_sync
@@ -93,8 +94,9 @@ class Router(BaseRouter):
                          autocomplete=autocomplete, fleet=fleet)
         self._transport = transport
         self._transports: dict[str, SyncTransport] = {}
-        # Threads of hedge legs that lost and are still ending: `close()` lets them finish
-        # (each books what it cost) before it closes the connections they use.
+        # Threads of hedge legs that lost, and of reads cut off at their first-token deadline,
+        # still ending: `close()` lets them finish (each books what it cost, if anything)
+        # before it closes the connections they use.
         self.hedge_threads: set[threading.Thread] = set()
 
     # -- the API --------------------------------------------------------------------------------
@@ -195,7 +197,7 @@ class Router(BaseRouter):
             case act.Sleep():
                 self._core.clock.sleep(action.seconds)
             case act.StartStream():
-                return self._first_chunk(action.attempt)
+                return self._first_chunk(action.attempt, action.first_token_s)
             case act.Drain():
                 return self._drain(action.attempt)
             case act.StartHedge():
@@ -229,8 +231,10 @@ class Router(BaseRouter):
         assert attempt.completion is not None
         yield attempt.completion
 
-    def _first_chunk(self, attempt: StreamAttempt) -> StreamChunk:
+    def _first_chunk(self, attempt: StreamAttempt, first_token_s: float | None) -> StreamChunk:
         attempt.chunks = chunks = self.pump(attempt)
+        if first_token_s is not None:
+            return pull_sync(self, attempt, first_token_s)
         return next(chunks)
 
     def _drain(self, attempt: StreamAttempt) -> Completion | None:
@@ -299,7 +303,10 @@ class Router(BaseRouter):
             action.wire, timeout=action.timeout, connect_timeout=action.connect_timeout,
             total_timeout=action.total_timeout)
         attempt.handle = handle
-        if attempt.lost_hedge:  # lost a hedge while connecting: read nothing more
+        if attempt.lost_hedge or attempt.settled:
+            # It lost a hedge, or its first-token deadline passed, while connecting: read
+            # nothing more.
             handle.close()
-            raise ProviderTransportError(LOST_HEDGE)
+            raise ProviderTransportError(LOST_HEDGE if attempt.lost_hedge else
+                                         "cancelled while waiting for the reply")
         return handle

@@ -26,6 +26,7 @@ from .autocomplete import (
     with_mode,
     with_session,
 )
+from .first_token import with_first_token_timeout
 from .gateway import Call, Gateway
 from .inputs import check_call, load_json
 from .logs import log_problem
@@ -170,6 +171,8 @@ async def handle(request: web.Request, dialect: Dialect, parse: Parser) -> web.S
         check_call(parsed.call, limits)
         parsed = parsed._replace(call=parsed.call._replace(fields=with_mode(
             parsed.call.fields, request, body, gateway, dialect.name)))
+        parsed = parsed._replace(call=parsed.call._replace(fields=with_first_token_timeout(
+            parsed.call.fields, request.headers)))
         gateway.router(parsed.call.model)  # an unknown model is a 404 before any counting
         hold = await gateway.admit(tenant, parsed.call)
         # The session is the router's, not part of the prompt: added after the token hold.
