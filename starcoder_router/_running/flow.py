@@ -78,8 +78,11 @@ class HedgeOutcome:
 
 # -- the two entry points ----------------------------------------------------------------------
 
-def complete_flow(run: RequestRun, hedge: HedgePolicy | None) -> Flow[Completion]:
-    """A whole `complete()`: the costed completion, or the error that ended it."""
+def complete_flow(run: RequestRun, hedge: HedgePolicy | None, *,
+                  drained: bool = False) -> Flow[Completion]:
+    """A whole `complete()`: the costed completion, or the error that ended it. `drained`
+    streams each attempt that can stream and reads it to its end (the sync router's way to
+    stop a call that a newer request superseded: between two chunks)."""
     plan = run.hedge_plan(hedge)
     if plan is not None:
         won = yield from _hedge(run, *plan, stream=True)
@@ -88,7 +91,10 @@ def complete_flow(run: RequestRun, hedge: HedgePolicy | None) -> Flow[Completion
             if completion is not None:
                 return completion
     while (cand := run.next_candidate()) is not None:
-        completion = yield from _try_deployment(run, cand)
+        if drained and cand.deployment.supports("streaming"):
+            completion = yield from _drained_deployment(run, cand)
+        else:
+            completion = yield from _try_deployment(run, cand)
         if completion is not None:
             return completion
     raise run.exhausted()
@@ -141,13 +147,25 @@ def _try_deployment(run: RequestRun, cand: Candidate) -> Flow[Completion | None]
     return None
 
 
-def _first_chunk_from(run: RequestRun,
-                      cand: Candidate) -> Flow[tuple[StreamAttempt, StreamChunk] | None]:
+def _drained_deployment(run: RequestRun, cand: Candidate) -> Flow[Completion | None]:
+    """`_try_deployment` as a stream read to its end: a completion, or None to move on."""
+    started = yield from _first_chunk_from(run, cand, stream=True)
+    if started is None:
+        return None
+    return (yield from _drain(started[0]))
+
+
+def _first_chunk_from(run: RequestRun, cand: Candidate, *, stream: bool | None = None,
+                      ) -> Flow[tuple[StreamAttempt, StreamChunk] | None]:
     """Open a stream on one deployment, with its retries, up to its first chunk."""
     retry_no = 0
     while not isinstance(res := (yield from _admit(run, cand)), _MoveOn):
-        provider, call = run.call_for(cand)
+        provider, call = run.call_for(cand, stream=stream)
         attempt = StreamAttempt(run, cand, provider, call, res, run.now(), retry_no)
+        if stream:
+            # Read whole, as the reply it stands for: shaped once at its end, exactly as a
+            # plain reply is, not cut (and costed) on the fly.
+            attempt.shaper = None
         try:
             first = yield StartStream(attempt)
         except ProviderError as err:
