@@ -81,8 +81,11 @@ class HedgeOutcome:
 
 # -- the two entry points ----------------------------------------------------------------------
 
-def complete_flow(run: RequestRun, hedge: HedgePolicy | None) -> Flow[Completion]:
-    """A whole `complete()`: the costed completion, or the error that ended it."""
+def complete_flow(run: RequestRun, hedge: HedgePolicy | None, *,
+                  drained: bool = False) -> Flow[Completion]:
+    """A whole `complete()`: the costed completion, or the error that ended it. `drained`
+    streams each attempt that can stream and reads it to its end (the sync router's way to
+    stop a call that a newer request superseded: between two chunks)."""
     plan = run.hedge_plan(hedge)
     if plan is not None:
         won = yield from _hedge(run, *plan, stream=True)
@@ -91,10 +94,13 @@ def complete_flow(run: RequestRun, hedge: HedgePolicy | None) -> Flow[Completion
             if completion is not None:
                 return completion
     while (cand := run.next_candidate()) is not None:
-        if first_token.deadline_for(run, cand) is None:
-            completion = yield from _try_deployment(run, cand)
-        else:  # read as a stream, to see its first token in time
+        # Read as a stream, to see its first token in time, or to stop at the next chunk once
+        # a newer request of its session supersedes it (`sessions_run.py`).
+        if (first_token.deadline_for(run, cand) is not None
+                or (drained and cand.deployment.supports("streaming"))):
             completion = yield from _try_streamed(run, cand)
+        else:
+            completion = yield from _try_deployment(run, cand)
         if completion is not None:
             return completion
     raise run.exhausted()
@@ -166,6 +172,10 @@ def _first_chunk_from(run: RequestRun, cand: Candidate, *, stream: bool | None =
     while not isinstance(res := (yield from _admit(run, cand)), _MoveOn):
         provider, call = run.call_for(cand, stream=stream)
         attempt = StreamAttempt(run, cand, provider, call, res, run.now(), retry_no)
+        if stream:
+            # Read whole, as the reply it stands for: shaped once at its end, exactly as a
+            # plain reply is, not cut (and costed) on the fly.
+            attempt.shaper = None
         try:
             first = yield StartStream(attempt, first_token.deadline_for(run, cand))
         except FirstTokenTimeoutError as err:

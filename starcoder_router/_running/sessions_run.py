@@ -8,8 +8,10 @@ answers with. The twins below carry that out: `complete_sync`/`stream_sync` for 
 * `AsyncRouter`: its task is cancelled while it waits on the upstream call; the flow frees its
   hold and books what the call cost (the prompt, and the output a stream already produced);
 * `Router`: a blocking call cannot be interrupted from another thread, so a superseded call
-  ends when its reply (or its stream's next chunk) arrives: a stream stops reading there and
-  closes its connection, booking what was produced; a `complete()` books its whole reply;
+  ends when its stream's next chunk arrives: it stops reading there and closes its connection,
+  booking what was produced. A `complete()` in a session streams its attempts for this, and
+  reads each to its end (`complete_flow(drained=True)`): its answer is the one the plain
+  reply would give;
 
 and its caller gets a `Completion` with `finish_reason="superseded"`: empty text for
 `complete()`; for a stream, a last empty chunk with that finish reason, and the text already
@@ -151,7 +153,10 @@ def complete_sync(router: Router, req: CompletionRequest, begin: Begin) -> Compl
             ticket.bind(lambda: setattr(run, "superseded", True))
         try:
             if ticket is None or not ticket.superseded:
-                real = router._drive(complete_flow(run, router._hedge))
+                # With a ticket, attempts stream and are read to their end, so that a newer
+                # request stops this one between two chunks instead of after its whole reply.
+                drained = ticket is not None and req.response_format is None
+                real = router._drive(complete_flow(run, router._hedge, drained=drained))
         finally:
             if ticket is not None:
                 ticket.bind(None)

@@ -239,9 +239,14 @@ class Router(BaseRouter):
 
     def _drain(self, attempt: StreamAttempt) -> Completion | None:
         chunks: Generator[StreamChunk, None, None] = attempt.chunks
+        run = attempt.run
         try:
-            for _chunk in chunks:
-                pass
+            # A newer request of its session: stop reading, and close the connection (below;
+            # the attempt books what was produced).
+            if not run.superseded:
+                for _chunk in chunks:
+                    if run.superseded:
+                        break
         except StreamInterruptedError:
             return None  # booked; nothing reached the caller yet, so the flow falls back
         finally:

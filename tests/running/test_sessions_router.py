@@ -174,8 +174,10 @@ def until(run: Run, check: Callable[[], bool]) -> Any:
 @pytest.mark.parametrize("mode", MODES)
 def test_a_newer_request_supersedes_an_older_complete(mode: str, server: FakeServer) -> None:
     store = MemoryStore()
-    # The older request's reply is slow (a sync router waits for it: shorter there).
-    server.script(Reply(delay_s=4.0 if mode == "async" else 1.0))
+    # The older request's reply takes 4 s: a slow first byte (`AsyncRouter` aborts the wait),
+    # or a slow stream (`Router` streams a session's `complete()` and stops between chunks).
+    server.script(Reply(delay_s=4.0) if mode == "async"
+                  else Reply(chunks=8, chunk_delay_s=0.5))
     router = router_for(mode, server, store)
 
     def check(older: Completion, newer: Completion, elapsed: float) -> None:
@@ -184,13 +186,14 @@ def test_a_newer_request_supersedes_an_older_complete(mode: str, server: FakeSer
         assert newer.finish_reason == "stop"
         assert newer.text == TEXT
         outcomes = ledger(store)
+        assert ("cancelled", older.cost_nano) in outcomes
+        assert [o for o, _ in outcomes].count("ok") == 1  # the newer one
+        assert older.cost_nano > 0
         if mode == "async":  # aborted while waiting: its prompt is booked, nothing else
-            assert ("cancelled", older.cost_nano) in outcomes
-            assert older.cost_nano > 0
             assert older.usage.completion_tokens == 0
-            assert elapsed < 3.0  # it did not wait for the slow reply
-        else:  # a blocking call ends with its reply, booked in full
-            assert [o for o, _ in outcomes].count("ok") == 2
+        else:  # cut between chunks: its prompt and the output produced so far
+            assert 0 < older.usage.completion_tokens < newer.usage.completion_tokens
+        assert elapsed < 3.0  # it did not wait for the slow reply
         assert reserved(store, router) == 0
 
     def sync_body(run: Run) -> None:
@@ -198,7 +201,8 @@ def test_a_newer_request_supersedes_an_older_complete(mode: str, server: FakeSer
         older = in_background(run, lambda: complete(run, prefix=PREFIX, suffix="\n"))
         until(run, lambda: len(server.requests) == 1)
         newer = complete(run, prefix=PREFIX + "x", suffix="\n")
-        check(older(), newer, time.monotonic() - t0)
+        got_older = older()
+        check(got_older, newer, time.monotonic() - t0)
 
     async def async_body(run: Run) -> None:
         t0 = time.monotonic()
@@ -388,6 +392,26 @@ def test_without_a_session_nothing_changes(server: FakeServer) -> None:
         b = router.complete(prefix=PREFIX + "total", suffix="\n", max_tokens=32)
     assert (a.served_from, b.served_from) == ("upstream", "upstream")
     assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("shape", [None, "line", "block"])
+def test_a_session_complete_answers_as_a_plain_one(shape: str | None,
+                                                   server: FakeServer) -> None:
+    # `Router` streams a session's `complete()` (to stop it between chunks when superseded);
+    # what it answers is what the plain reply gives, shaped once at its end.
+    store = MemoryStore()
+    with router_for("sync", server, store) as router:
+        kw: dict[str, Any] = {"prefix": PREFIX, "suffix": "\n", "max_tokens": 32, "mode": shape}
+        in_session = router.complete(session="ed", **kw)
+        plain = router.complete(**kw)
+    assert [bool(r.body.get("stream")) for r in server.requests] == [True, False]
+
+    def seen(c: Completion) -> tuple[Any, ...]:
+        return c.text, c.usage, c.cost_nano, c.finish_reason, c.served_from, c.mode
+
+    assert seen(in_session) == seen(plain)
+    assert [e.outcome for e in store.ledger()] == ["ok", "ok"]
+    assert reserved(store, router) == 0
 
 
 @pytest.mark.parametrize("mode", MODES)
