@@ -213,3 +213,17 @@ def test_the_features_never_cost_more_and_leave_sessionless_requests_alone(
     assert forced.summaries == today.summaries
     (f,) = forced.autocomplete
     assert (f.reused, f.cached, f.superseded) == (0, 0, 0)
+
+
+def test_the_report_shows_the_comparison() -> None:
+    pytest.importorskip("plotly")
+    from starcoder_router._simulate.report import render_report
+
+    result = simulate(parse_lines(HAND).requests, policies=ONE, autocomplete_policy=CACHE)
+    page = render_report(result, workload_name="w.jsonl")
+    assert "Editor sessions, typed-ahead reuse and the cache: off and on" in page
+    table = page.split('<table class="autocomplete">', 1)[1].split("</table>", 1)[0]
+    assert table.count("<tr>") == 3 and "<td>33.3%</td>" in table
+    plain = render_report(simulate(parse_lines(HAND[-1:]).requests, policies=ONE),
+                          workload_name="w.jsonl")
+    assert 'class="autocomplete"' not in plain
