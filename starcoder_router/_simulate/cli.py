@@ -44,6 +44,10 @@ def add_commands(sub: Any) -> None:
                      help="simulate only these (repeatable; default: all)")
     sim.add_argument("--report", metavar="HTML", help="write a self-contained HTML report")
     sim.add_argument("--json", action="store_true", help="print a JSON summary instead")
+    sim.add_argument("--autocomplete", choices=("off", "on", "both"),
+                     help="editor sessions, typed-ahead reuse and the exact-repeat cache "
+                          "(the config's [autocomplete]): simulate them off, on, or both "
+                          "side by side (default: both when a request has a session)")
     sim.set_defaults(func=_cmd_simulate)
 
 
@@ -127,7 +131,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         raise ConfigError(f"nothing to simulate in {args.workload}: {why}")
     bar = _Progress(sys.stderr, len(workload))
     result = simulate(workload, config=args.config, policies=args.policy or SCENARIO_NAMES,
-                      progress=bar.update, keep_outcomes=False)
+                      progress=bar.update, keep_outcomes=False, autocomplete=args.autocomplete)
     bar.close()
     if args.report:
         from .report import write_report
@@ -137,6 +141,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         out = {"workload": args.workload, "requests": len(workload),
                "invalid_lines": [e._asdict() for e in workload.errors],
                "seed": result.seed, "policies": [s.as_json() for s in result.summaries]}
+        if result.autocomplete:
+            out["autocomplete"] = [f.as_json() for f in result.autocomplete]
         if args.report:
             out["report"] = args.report
         print(json.dumps(out, indent=2))
@@ -150,6 +156,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             print(f"{s.name} refused: {reasons}")
         for budget, at in s.budget_exhausted_at_s.items():
             print(f"{s.name}: budget {budget} exhausted after {at / 3600:.1f} h")
+    if result.autocomplete:
+        from .sessions import autocomplete_table
+
+        print("editor sessions, typed-ahead reuse and the exact-repeat cache, off and on:")
+        print(autocomplete_table(result.autocomplete))
     if args.report:
         print(f"report written to {os.path.abspath(args.report)} (open it in a browser)")
     return 0

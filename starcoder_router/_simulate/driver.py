@@ -21,6 +21,7 @@ from .._errors import (
     ProviderTimeoutError,
     StarcoderRouterError,
 )
+from .._routing.cost import token_cost_nano
 from .._routing.decision import RoutingDecision
 from .._running.actions import Book, Release, Reserve, Send, Sleep
 from .._running.flow import complete_flow
@@ -28,11 +29,17 @@ from .._running.results import Completion
 from .._transports.base import WireRequest, WireResponse
 from .provider import DEPLOYMENT, PROMPT_TOKENS, answer
 from .records import Prepared, RequestOutcome
+from .sessions import SUPERSEDED
 
 if TYPE_CHECKING:
     from .engine import SimContext
 
-__all__ = ["refusal_reason", "run_request"]
+__all__ = ["Superseded", "refusal_reason", "run_request"]
+
+
+class Superseded(Exception):
+    """Thrown into a running request when a newer request of its session supersedes it."""
+
 
 Waits = Generator[float, None, RequestOutcome]
 # MemoryStore times a hold's expiry by the real clock, while the flow's TTL is in simulated
@@ -57,6 +64,7 @@ def run_request(ctx: SimContext, number: int, p: Prepared) -> Waits:
     cost = 0
     reply: Any = None
     error: BaseException | None = None
+    written = 0  # the cost of the output a superseded call had written, booked with it
     while True:
         try:
             action = flow.throw(error) if error is not None else flow.send(reply)
@@ -65,12 +73,26 @@ def run_request(ctx: SimContext, number: int, p: Prepared) -> Waits:
         except StarcoderRouterError as err:
             return _outcome(ctx, number, p, None, cost, keys, refusal_reason(err),
                             len(run.attempts))
+        except Superseded:
+            return _outcome(ctx, number, p, None, cost, keys, SUPERSEDED, len(run.attempts))
         reply, error = None, None
         if isinstance(action, Sleep):
-            yield action.seconds
+            try:
+                yield action.seconds
+            except Superseded as stop:
+                run.superseded, error = True, stop
         elif isinstance(action, Send):
+            ctx.counts.upstream += 1
+            sent = ctx.clock.t
             seconds, reply, error = _send(ctx, action.wire, action.timeout, p)
-            yield seconds
+            try:
+                yield seconds
+            except Superseded as stop:
+                # The flow books the prompt of a call it leaves (`flow._abandon`); the output
+                # written by now is added to that booking.
+                if reply is not None and reply.status == 200:
+                    written = _written_cost(ctx, action.wire, p, seconds, ctx.clock.t - sent)
+                run.superseded, reply, error = True, None, stop
         elif isinstance(action, Reserve):
             try:
                 reply = ctx.store.reserve(action.keys, action.amount_nano, _HOLD_S)
@@ -78,11 +100,7 @@ def run_request(ctx: SimContext, number: int, p: Prepared) -> Waits:
                 ctx.exhausted.setdefault(err.status.key, ctx.clock.t)
                 error = err
         elif isinstance(action, Book):
-            cost += action.cost_nano
-            if action.reservation is None:
-                ctx.store.record(action.keys, action.cost_nano, action.entry)
-            else:
-                ctx.store.settle(action.reservation, action.cost_nano, action.entry)
+            cost, written = cost + _book(ctx, action, action.cost_nano + written), 0
         elif isinstance(action, Release):
             ctx.store.release(action.reservation)
         else:  # hedging and streaming are not simulated
@@ -102,6 +120,34 @@ def _send(ctx: SimContext, wire: WireRequest, timeout: float,
         return timeout, None, ProviderTimeoutError(
             "simulated timeout", provider=dep.provider, model=dep.model, deployment=name)
     return seconds, answer(wire, p.output_tokens), None
+
+
+def _book(ctx: SimContext, action: Book, amount: int) -> int:
+    if action.reservation is None:
+        ctx.store.record(action.keys, amount, action.entry)
+    else:
+        ctx.store.settle(action.reservation, amount, action.entry)
+    return amount
+
+
+def _written_cost(ctx: SimContext, wire: WireRequest, p: Prepared, seconds: float,
+                  elapsed: float) -> int:
+    """What the output of a call stopped `elapsed` seconds in had cost: the tokens written at
+    the deployment's simulated pace (after its time to first token and the prompt's prefill,
+    scaled like the call's drawn duration) at its output price."""
+    name = wire.headers[DEPLOYMENT]
+    b = ctx.behaviour(name)
+    head = b.ttft_s + int(wire.headers[PROMPT_TOKENS]) / b.prefill_tokens_per_s
+    whole = head + p.output_tokens / b.tokens_per_s
+    if whole <= 0 or seconds <= 0:
+        return 0
+    scale = seconds / whole  # the call's jitter
+    writing = elapsed - head * scale
+    if writing <= 0:
+        return 0
+    tokens = min(p.output_tokens, int(writing / scale * b.tokens_per_s))
+    dep = ctx.core.catalog.deployment(name)
+    return token_cost_nano(tokens, dep.output_usd_per_mtok)
 
 
 def _outcome(ctx: SimContext, number: int, p: Prepared, completion: Completion | None,

@@ -27,10 +27,11 @@ from .._running.retry import RetryPolicy
 from .._running.run import RequestRun
 from .._stores.base import BudgetKey
 from .._stores.memory import MemoryStore
-from .driver import Waits, run_request
+from .driver import Superseded, Waits, run_request
 from .model import DeploymentBehaviour, SimulationSettings
 from .provider import SimulatedProvider
 from .records import Prepared, RequestOutcome, Scenario, ScenarioRun
+from .sessions import SUPERSEDED, AutocompleteCounts, SessionModel
 from .synthetic import SyntheticCounter
 from .tally import OutcomeOrder, Tally
 
@@ -119,6 +120,7 @@ class SimContext(NamedTuple):
     rng: random.Random
     exhausted: dict[str, float]
     behaviours: dict[str, DeploymentBehaviour]
+    counts: AutocompleteCounts
 
     def behaviour(self, name: str) -> DeploymentBehaviour:
         found = self.behaviours.get(name)
@@ -131,20 +133,28 @@ class SimContext(NamedTuple):
 class ScenarioLoop:
     """One scenario's event loop, fed requests as they arrive (`arrive`, in arrival order) and
     drained at the end (`finish`). Outcomes go to a `Tally` as requests finish, so nothing per
-    request is kept unless `keep_outcomes` asks for it."""
+    request is kept unless `keep_outcomes` asks for it. With `sessions`, requests of a session
+    may be answered without a call or supersede the one before (`sessions.py`)."""
 
     def __init__(self, scenario: Scenario, *, settings: SimulationSettings,
                  counter: TokenCounter, start: dt.datetime, retry: RetryPolicy | None = None,
-                 health: HealthPolicy | None = None, keep_outcomes: bool = False):
+                 health: HealthPolicy | None = None, keep_outcomes: bool = False,
+                 sessions: SessionModel | None = None):
         self.clock = clock = SimClock(start)
         core = SimCore(scenario, counter=counter, clock=clock, retry=retry, health=health)
+        self.counts = sessions.counts if sessions is not None else AutocompleteCounts()
         self._ctx = SimContext(core, MemoryStore(max_ledger_entries=1), clock, settings,
-                               scenario, random.Random(settings.seed), {}, {})
+                               scenario, random.Random(settings.seed), {}, {}, self.counts)
+        self._sessions = sessions
+        # Requests of a session in flight (their place in the heap), and the places of those
+        # superseded there, skipped when they come up.
+        self._live: dict[int, tuple[int, Waits]] = {}
+        self._dead: set[int] = set()
         self.scenario = scenario
         self.tally = Tally(core.limits)
         self._kept: list[RequestOutcome] | None = [] if keep_outcomes else None
         self._order = OutcomeOrder(self._in_request_order, self.tally.by_time)
-        self._heap: list[tuple[float, int, Waits]] = []
+        self._heap: list[tuple[float, int, Waits, int]] = []
         self._seq = 0
         self.done = 0
 
@@ -152,31 +162,69 @@ class ScenarioLoop:
         """Start request `number` at its arrival, after every wait that ends before it."""
         heap = self._heap
         while heap and heap[0][0] < request.arrival:
-            self.clock.t, _, gen = heapq.heappop(heap)
-            self._step(gen)
+            self._pop()
         self.clock.t = request.arrival
+        if self._sessions is not None and request.session is not None:
+            begin = self._sessions.begin(number, request, request.arrival)
+            if begin.supersede is not None:
+                self._supersede(begin.supersede)
+            if begin.answer is not None:  # answered here: no call, no cost
+                self._order.finished(RequestOutcome(
+                    number, request.arrival, request.arrival, request.tenant, request.kind,
+                    request.prompt_tokens, None, 0, 0, 0, None, None))
+                self.done += 1
+                return
+            self._step(run_request(self._ctx, number, request), number)
+            return
         self._step(run_request(self._ctx, number, request))
 
     def finish(self) -> ScenarioRun:
         """Run every request still waiting to its end."""
         heap = self._heap
         while heap:
-            self.clock.t, _, gen = heapq.heappop(heap)
-            self._step(gen)
+            self._pop()
         self._order.close()
         ctx = self._ctx
         return ScenarioRun(self._kept if self._kept is not None else [], ctx.exhausted,
                            ctx.core.limits, self.tally)
 
-    def _step(self, gen: Waits) -> None:
+    def _pop(self) -> None:
+        self.clock.t, seq, gen, number = heapq.heappop(self._heap)
+        if seq in self._dead:
+            self._dead.discard(seq)
+            return
+        self._step(gen, number)
+
+    def _step(self, gen: Waits, number: int = -1, supersede: bool = False) -> None:
         try:
-            wait = next(gen)
+            wait = gen.throw(Superseded()) if supersede else next(gen)
         except StopIteration as stop:
             self.done += 1
-            self._order.finished(stop.value)
+            outcome: RequestOutcome = stop.value
+            if number >= 0:
+                self._ended(outcome)
+            self._order.finished(outcome)
             return
         self._seq += 1
-        heapq.heappush(self._heap, (self.clock.t + wait, self._seq, gen))
+        heapq.heappush(self._heap, (self.clock.t + wait, self._seq, gen, number))
+        if number >= 0:
+            self._live[number] = (self._seq, gen)
+
+    def _supersede(self, number: int) -> None:
+        """Stop request `number` now: its flow books what it has cost so far."""
+        found = self._live.get(number)
+        if found is None:
+            return
+        seq, gen = found
+        self._dead.add(seq)
+        self._step(gen, number, supersede=True)
+
+    def _ended(self, outcome: RequestOutcome) -> None:
+        self._live.pop(outcome.number, None)
+        if outcome.refused == SUPERSEDED:
+            self.counts.superseded += 1
+        if self._sessions is not None:
+            self._sessions.finished(outcome.number, outcome.refused is None, self.clock.t)
 
     def _in_request_order(self, outcome: RequestOutcome) -> None:
         self.tally.by_request(outcome)
@@ -195,10 +243,11 @@ def simulate_scenario(
     health: HealthPolicy | None = None,
     progress: Callable[[int], None] | None = None,
     keep_outcomes: bool = True,
+    sessions: SessionModel | None = None,
 ) -> ScenarioRun:
     """Run `requests` (in arrival order) under `scenario`."""
     loop = ScenarioLoop(scenario, settings=settings, counter=counter, start=start, retry=retry,
-                        health=health, keep_outcomes=keep_outcomes)
+                        health=health, keep_outcomes=keep_outcomes, sessions=sessions)
     for number, request in enumerate(requests):
         loop.arrive(number, request)
         if progress is not None and number % 1000 == 999:

@@ -77,6 +77,11 @@ class SimulationSettings(FrozenModel):
     seed: int = 0
     deployments: dict[str, DeploymentBehaviour] = Field(default_factory=dict)
     failed_answer_s: float = Field(default=_FAILED_ANSWER_S, ge=0)
+    # The share of an autocomplete session's requests that type through the suggestion before
+    # them, when a line does not say (`accepts_previous`): about the share of suggestions users
+    # accept (about 30% for Copilot: Ziegler et al., "Productivity assessment of neural code
+    # completion", MAPS 2022).
+    accept_rate: float = Field(default=0.3, ge=0, le=1)
 
     def behaviour(self, dep: Deployment, catalog: Catalog) -> DeploymentBehaviour:
         return self.deployments.get(dep.name) or default_behaviour(dep, catalog)

@@ -32,7 +32,10 @@ class Scenario(NamedTuple):
 
 class Prepared(NamedTuple):
     """A workload line made ready once for every scenario. `trimmable`: a synthetic
-    fill-in-the-middle prompt too long for some window (see `SimCore.start_prepared`)."""
+    fill-in-the-middle prompt too long for some window (see `SimCore.start_prepared`).
+    `session`, `accepts` and `repeat_key` are read only with the autocomplete features on
+    (`sessions.py`): the session, whether the user typed through its previous suggestion, and
+    the digest of a greedy request's prompt and parameters (None when it samples)."""
 
     arrival: float
     request: CompletionRequest
@@ -41,6 +44,9 @@ class Prepared(NamedTuple):
     prompt_tokens: int
     output_tokens: int
     trimmable: bool = False
+    session: str | None = None
+    accepts: bool = False
+    repeat_key: bytes | None = None
 
 
 class RequestOutcome(NamedTuple):

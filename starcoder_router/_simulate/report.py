@@ -81,6 +81,7 @@ def render_report(result: SimulationResult, *, workload_name: str) -> str:
             f"monthly budgets fall the same way in every run; it is not a forecast), "
             f"seed {result.seed}."),
         summary=_summary_table(result.summaries),
+        autocomplete=_autocomplete_table(result),
         figures="\n".join(parts),
         listed=_listed(result),
     )
@@ -210,6 +211,19 @@ def _summary_table(summaries: Sequence[PolicySummary]) -> str:
     return _table(head, rows, "summary")
 
 
+def _autocomplete_table(result: SimulationResult) -> str:
+    """Each policy with editor sessions, reuse and the cache off and on (when simulated)."""
+    if not result.autocomplete:
+        return ""
+    head = ("policy", "features", "requests", "upstream requests", "cost",
+            "served by reuse or cache", "reused", "cached", "superseded")
+    rows = [(f.policy, f.features, f"{f.requests:,}", f"{f.upstream_requests:,}",
+             _usd(f.cost_usd), f"{100 * f.served_locally_share:.1f}%", f"{f.reused:,}",
+             f"{f.cached:,}", f"{f.superseded:,}") for f in result.autocomplete]
+    return "<h2>Editor sessions, typed-ahead reuse and the cache: off and on</h2>" + \
+        _table(head, rows, "autocomplete")
+
+
 def _secs(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f} s"
 
@@ -267,6 +281,7 @@ summary {{ cursor: pointer; margin: 0.5em 0; }}
 <p>{intro}</p>
 <h2>Policies side by side</h2>
 {summary}
+{autocomplete}
 {figures}
 <h2>Refused and trimmed requests</h2>
 {listed}

@@ -9,6 +9,12 @@ Example line (token counts only, as `workload from-code` writes them)::
 `structured`. Text goes in `prompt` (completion, chat, structured) or `prefix`/`suffix`/`files`
 (fim); counts go in `prompt_tokens`, or `prefix_tokens`/`suffix_tokens`/`file_tokens`. A line
 gives text or counts, not both. `output_tokens`, when known, is what the model actually wrote.
+
+Editor autocomplete lines may name their `session` (one editor on one file; `"off"` is none),
+say whether the user typed through the previous suggestion of that session
+(`accepts_previous`; drawn at `[simulate] accept_rate` when absent) and give the sampling
+`temperature` (0 makes a request greedy, so the exact-repeat cache may answer it). The
+simulator reads them only with `--autocomplete on` (see `sessions.py`).
 """
 
 from __future__ import annotations
@@ -42,6 +48,10 @@ __all__ = [
 Kind = Literal["completion", "fim", "chat", "structured"]
 
 _JSON_OBJECT = ResponseFormat(type="json_object")
+# The router's own opt-out name (`_autocomplete/sessions.py`) and a bound on a session's name,
+# which the simulator keeps for every open session.
+_NO_SESSION = "off"
+_MAX_SESSION_CHARS = 256
 
 
 class WorkloadRequest(FrozenModel):
@@ -63,9 +73,15 @@ class WorkloadRequest(FrozenModel):
     tenant: str | None = None
     tags: tuple[str, ...] = ()
     output_tokens: int | None = Field(default=None, ge=0)
+    session: str | None = Field(default=None, min_length=1, max_length=_MAX_SESSION_CHARS)
+    accepts_previous: bool | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
 
     @model_validator(mode="after")
     def _text_or_counts(self) -> WorkloadRequest:
+        if self.accepts_previous is not None and self.session_key is None:
+            raise ValueError("accepts_previous needs a session: it says whether the user "
+                             "typed through the previous suggestion of the same session")
         fim_text = self.prefix is not None or self.suffix is not None or bool(self.files)
         fim_counts = self.prefix_tokens is not None or self.suffix_tokens is not None \
             or bool(self.file_tokens)
@@ -84,6 +100,11 @@ class WorkloadRequest(FrozenModel):
         if (self.prompt is None) == (self.prompt_tokens is None):
             raise ValueError("give prompt or prompt_tokens (exactly one)")
         return self
+
+    @property
+    def session_key(self) -> str | None:
+        """The session, None without one (`"off"`, as in the router, opts out)."""
+        return None if self.session is None or self.session == _NO_SESSION else self.session
 
     @property
     def has_text(self) -> bool:
@@ -238,7 +259,8 @@ class WorkloadFile:
     """A workload file checked line by line and then read again, lazily, each time it is
     iterated: its valid requests in arrival order (ties in file order). Only each valid line's
     timestamp and place in the file are held (16 bytes a request), so `simulate` can replay a
-    workload of any length. The file must not change in between.
+    workload of any length. The file must not change in between. `has_sessions`: a request
+    names a session (then `simulate` compares the autocomplete features off and on).
 
     Example::
 
@@ -253,6 +275,7 @@ class WorkloadFile:
         self._timestamps = array("d")
         self._offsets = array("q")
         in_order = True
+        sessions = False
         last = -math.inf
         with open(self.path, "rb") as f:
             offset = 0
@@ -267,9 +290,11 @@ class WorkloadFile:
                 self._timestamps.append(parsed.timestamp)
                 self._offsets.append(at)
                 in_order = in_order and parsed.timestamp >= last
+                sessions = sessions or parsed.session_key is not None
                 last = parsed.timestamp
         self.errors = tuple(errors)
         self._in_order = in_order
+        self.has_sessions = sessions
 
     def __len__(self) -> int:
         return len(self._offsets)
