@@ -25,7 +25,6 @@ from .._stores.base import SpendStore
 from .core import RouterCore
 from .hooks import Hooks
 from .retry import HedgePolicy, RetryPolicy
-from .run import RequestRun
 from .sessions_run import SessionHook
 
 if TYPE_CHECKING:
@@ -153,11 +152,6 @@ class BaseRouter:
         if req.stream != stream:
             req = req.model_copy(update={"stream": stream})
         return apply_mode(req)
-
-    def _start(self, request: CompletionRequest | None, fields: Mapping[str, Any], *,
-               stream: bool) -> RequestRun:
-        """Validate and route a request: the run that carries it out."""
-        return self._core.start(self._request(request, fields, stream=stream))
 
     def _close_owned_store(self) -> None:
         if self._core.owns_fleet:  # every close() ends here: stop the slot probes too
