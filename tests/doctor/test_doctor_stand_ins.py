@@ -23,6 +23,7 @@ from starcoder_router._doctor.session import Session
 from starcoder_router._providers.call import Endpoint
 from starcoder_router._providers.fireworks import Fireworks
 from starcoder_router._routing.catalog import Catalog
+from starcoder_router._routing.cost import actual_cost_nano, nano_to_usd
 from starcoder_router._secrets import Secret
 from starcoder_router._transports.httpx_transport import HttpxTransport
 from support.ports import free_port
@@ -328,3 +329,117 @@ def test_the_stop_search_finds_any_limit_within_its_bound(
 
     assert (found.status, found.value) == (status, value), found.detail
     assert session.report.requests <= 8
+
+
+def test_quirks_the_catalog_does_not_know_are_named_or_left_undecided(
+        tmp_path: Path, stack: ExitStack, capsys: pytest.CaptureFixture[str]) -> None:
+    lm = stack.enter_context(stand_in("lmstudio", sentinels_as_text=True))
+    ol = stack.enter_context(stand_in("ollama", specials="hidden"))
+    config = write_config(tmp_path / "router.toml", [lm, ol])
+    out = tmp_path / "router.overrides.toml"
+
+    code, report, err = doctor(capsys, "--config", str(config), "--write", str(out),
+                               "--deployment", "lmstudio/starcoder2-3b", "ollama/starcoder2-3b")
+
+    assert code == 0, err
+    fim = findings(report, "lmstudio/starcoder2-3b")["fim"]
+    assert (fim["status"], fim["value"]) == ("differs", "text"), fim["detail"]
+    # The server hides <file_sep> and does not stop on it: nothing shows whether it would.
+    special = findings(report, "ollama/starcoder2-3b")["special-stop"]
+    assert (special["status"], special["value"]) == ("undecided", None)
+    assert "cannot be told" in special["detail"]
+    assert "special_stops" not in tomllib.loads(out.read_text())["deployments"][
+        "ollama/starcoder2-3b"]
+
+
+def test_a_bill_other_than_usage_times_the_price_is_named(
+        tmp_path: Path, stack: ExitStack, capsys: pytest.CaptureFixture[str]) -> None:
+    di = stack.enter_context(stand_in("deepinfra", cost_per_mtok=(0.40, 1.20)))  # twice the list
+    config = write_config(tmp_path / "router.toml", [di])
+
+    code, report, err = doctor(capsys, "--config", str(config), "--yes",
+                               "--deployment", "deepinfra/starcoder2-15b")
+
+    assert code == 0, err
+    billed = findings(report, "deepinfra/starcoder2-15b")["billed"]
+    assert billed["status"] == "differs"
+    assert billed["value"]["reported_usd"] == pytest.approx(2 * billed["value"]["expected_usd"])
+
+
+def test_the_spend_is_what_the_answered_requests_used(
+        tmp_path: Path, stack: ExitStack, capsys: pytest.CaptureFixture[str]) -> None:
+    # Refusals of every kind: a 429, prompts over the window, too many stops.
+    fw = stack.enter_context(stand_in("fireworks", window=4096, max_stop=2, rate_limited=1,
+                                      retry_after="0.01"))
+    config = write_config(tmp_path / "router.toml", [fw])
+    dep = Catalog.default().deployment("fireworks/starcoder2-7b")
+
+    code, report, err = doctor(capsys, "--config", str(config), "--yes",
+                               "--deployment", dep.name)
+
+    assert code == 0, err
+    refused = fw.completions - len(fw.answered)
+    assert refused >= 3
+    used = sum(actual_cost_nano(dep, prompt, output) for prompt, output in fw.answered)
+    assert report["spent_usd"] == nano_to_usd(used) > 0
+    assert report["requests"] == fw.completions
+    worst = re.search(r"worst case for the whole run: \$([0-9.]+)", err)
+    assert worst and report["spent_usd"] <= float(worst[1])
+
+
+def _window_requests(si: StandIn) -> list[dict[str, Any]]:
+    """The bodies the window probe sent: prompts of `" x"` repeated."""
+    def prompt(body: dict[str, Any]) -> str:
+        return str(body.get("prompt", body.get("inputs", "")))
+    return [b for b in si.received if prompt(b).startswith(" x x") and not prompt(b).strip(" x")]
+
+
+def _max_tokens(body: dict[str, Any]) -> int:
+    options = body.get("options") or body.get("parameters") or {}
+    return int(body.get("max_tokens") or options.get("num_predict")
+               or options.get("max_new_tokens"))
+
+
+@pytest.mark.parametrize(("provider", "window", "value", "most"), [
+    ("fireworks", 8192, 8192, 3),  # as claimed: one over, one at
+    ("fireworks", 4096, 4096, 3),  # named in the error, then confirmed
+    ("tgi", 3000, 3000, 3),
+    ("llamacpp", 2048, 2048, 3),
+    ("vllm", 5000, 5000, 3),
+    ("lmstudio", 1024, 1024, 3),
+    ("openai-compatible", 3000, None, 10),  # no number in the error: a bounded bisection
+])
+def test_the_window_is_found_with_few_one_token_requests(
+        provider: str, window: int, value: int | None, most: int, tmp_path: Path,
+        stack: ExitStack, capsys: pytest.CaptureFixture[str]) -> None:
+    si = stack.enter_context(stand_in(provider, window=window))
+    config = write_config(tmp_path / "router.toml", [si])
+    name = DEPLOYMENT_NAMES[provider]
+
+    code, report, err = doctor(capsys, "--config", str(config), "--yes", "--deployment", name)
+
+    assert code == 0, err
+    found = findings(report, name)["window"]
+    if value is None:
+        assert window - 64 <= found["value"] <= window, found["detail"]
+    else:
+        assert found["value"] == value, found["detail"]
+    sent = _window_requests(si)
+    assert 2 <= len(sent) <= most
+    assert {_max_tokens(b) for b in sent} == {1}
+
+
+def test_no_request_from_these_tests_can_reach_a_hosted_endpoint(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Keys and --yes, but the catalog's real base URLs: the loopback guard refuses them.
+    monkeypatch.setenv("FIREWORKS_API_KEY", KEY)
+    monkeypatch.setenv("DEEPINFRA_TOKEN", KEY)
+    hosted = [d.name for d in Catalog.default().deployments if not d.is_local]
+
+    code, report, _ = doctor(capsys, "--yes", "--deployment", *hosted)
+
+    assert code == 1
+    for name in hosted:
+        reach = findings(report, name)["reach"]
+        assert reach["status"] == "failed" and "loopback" in reach["detail"], reach
+    assert report["spent_usd"] == 0

@@ -140,6 +140,7 @@ class StandIn:
     received: list[dict[str, Any]] = field(default_factory=list)
     completions: int = 0  # completion requests past the key check
     requests: int = 0  # every request, refused or not
+    answered: list[tuple[int, int]] = field(default_factory=list)  # usage of each reply sent
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
     _thread: threading.Thread | None = None

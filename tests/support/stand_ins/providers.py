@@ -126,6 +126,7 @@ async def openai(si: StandIn, request: web.Request, body: dict[str, Any]) -> web
                                                             "grammar"))
     gen = generate(b, max_tokens, stops=stops, stop_ids=body.get("stop_token_ids") or (),
                    preserved=body.get("preserved_tokens") or (), structured=structured)
+    si.answered.append((prompt, len(gen.tokens)))
     usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": len(gen.tokens),
                              "total_tokens": prompt + len(gen.tokens)}
     if (cost := _cost(b, prompt, len(gen.tokens))) is not None:
@@ -160,6 +161,7 @@ async def ollama(si: StandIn, request: web.Request, body: dict[str, Any]) -> web
                 {"error": "the input length exceeds the context length"}, status=400)
         prompt = window - 1  # what older servers do: drop the prompt's middle, say nothing
     gen = generate(b, max_tokens, stops=stops, structured=b.structured and "format" in body)
+    si.answered.append((prompt, len(gen.tokens)))
     done: dict[str, Any] = {"model": b.model, "created_at": "2026-12-07T00:00:00Z",
                             "response": "", "done": True, "done_reason": gen.finish}
     if b.usage_plain:
@@ -188,6 +190,7 @@ async def tgi_native(si: StandIn, request: web.Request, body: dict[str, Any]
     if refusal is not None:
         return refusal
     gen = generate(b, max_tokens, stops=stops, structured=b.structured and bool(grammar))
+    si.answered.append((prompt, len(gen.tokens)))
     finish = {"stop": "eos_token", "length": "length"}[gen.finish]
     if gen.stop_hit:
         finish = "stop_sequence"
