@@ -65,7 +65,9 @@ class Probe:
         return prompt, sum(m for _, m in self.requests)
 
 
-SMALL_PROMPT_TOKENS = 64  # every small probe prompt is shorter than this many UTF-8 bytes
+# Every small probe prompt is fewer tokens than this, with a few a server adds, even on a server
+# that reads control tokens as text (the special-stop prompt is then 92).
+SMALL_PROMPT_TOKENS = 128
 WINDOW_MARGIN = 16  # the window probe goes at most this far past the claimed window
 WINDOW_STEPS = 7  # bisection steps after the two requests around the claimed window
 STOP_CEILING = 32  # the stop-limit search tries at most this many stops

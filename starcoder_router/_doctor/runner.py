@@ -26,6 +26,7 @@ __all__ = ["probe_deployment", "probe_special_stop", "probe_stops", "probe_windo
 REACH_PROMPT = "def hello():\n"
 LATENCY_PROMPT = "def fibonacci(n):\n"
 STRUCTURED_PROMPT = 'Answer with a JSON object such as {"a": 1}:\n'
+STOPS_PROMPT = "def"
 
 
 def run_probes(session: Session) -> DeploymentReport:
@@ -146,7 +147,7 @@ def probe_stops(s: Session) -> Finding:
     undecided: list[str] = []
 
     def accepts(n: int) -> bool | None:
-        reply = s.send("def", 1, stop=_stops(n), max_stop=n)
+        reply = s.send(STOPS_PROMPT, 1, stop=_stops(n), max_stop=n)
         if reply.result is not None:
             return True
         if isinstance(reply.error, BadRequestError) and "stop" in str(reply.error).lower():

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from starcoder_router import Catalog, ConfigError
+from starcoder_router._doctor import runner
 from starcoder_router._doctor.overrides import (
     DeploymentOverride,
     apply_overrides,
@@ -20,16 +21,20 @@ from starcoder_router._doctor.overrides import (
 )
 from starcoder_router._doctor.probes import (
     PROBES,
+    SMALL_PROMPT_TOKENS,
     Bisect,
+    fim_prompts,
     judge_fim,
     judge_model,
     judge_special_stop,
     judge_structured,
     judge_usage,
     repeated,
+    special_stop_prompt,
     worst_case_cost_nano,
 )
 from starcoder_router._routing.cost import token_cost_nano
+from starcoder_router._routing.render import escape_special_tokens
 
 NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
 
@@ -62,7 +67,7 @@ def test_worst_case_cost_is_every_request_billed_in_full() -> None:
     prompt = output = 0
     for p in PROBES:
         for size, max_tokens in p.requests:
-            prompt += dep.context_window + 16 if size == "window" else 64
+            prompt += dep.context_window + 16 if size == "window" else SMALL_PROMPT_TOKENS
             output += max_tokens
     assert worst_case_cost_nano(dep) == token_cost_nano(prompt, 0.2) + token_cost_nano(output, 0.2)
     local = Catalog.default().deployment("fireworks/starcoder2-7b").model_copy(
@@ -186,3 +191,36 @@ async def test_the_gateway_routes_with_the_overrides_beside_its_config(tmp_path:
         assert gateway.router(None).catalog.deployment(dep.name).context_window == 4096
     finally:
         await gateway.aclose()
+
+
+def test_every_small_probe_prompt_is_within_the_plans_bound(exact_counter: object) -> None:
+    from starcoder_router import TokenizerCounter
+
+    assert isinstance(exact_counter, TokenizerCounter)
+    prompts = [runner.REACH_PROMPT, runner.LATENCY_PROMPT, runner.STRUCTURED_PROMPT,
+               runner.STOPS_PROMPT, repeated(8), special_stop_prompt(), *fim_prompts()]
+    # A server that reads control strings as text counts them as several tokens each.
+    for prompt in prompts + [escape_special_tokens(p) for p in prompts]:
+        assert exact_counter.count(prompt) + 4 <= SMALL_PROMPT_TOKENS, prompt
+
+
+def test_simulate_routes_with_the_overrides_beside_its_config(tmp_path: Path) -> None:
+    from starcoder_router import WorkloadRequest, simulate
+
+    config = tmp_path / "router.toml"
+    config.write_text('[policy]\nobjective = "cheapest"\n')
+    # 6,000 prompt tokens fit the 8,192 Fireworks claims for its cheapest deployment.
+    requests = [WorkloadRequest(timestamp=0, kind="completion", prompt_tokens=6000,
+                                max_tokens=16, output_tokens=16)]
+
+    def picked() -> str | None:
+        [outcome] = simulate(requests, config=config, policies=["configured"]).runs[
+            "configured"].outcomes
+        return outcome.deployment
+
+    before = picked()
+    assert before is not None and before.startswith("fireworks/")
+    (tmp_path / "router.overrides.toml").write_text(
+        f'[deployments."{before}"]\nmeasured_at = 2026-12-07T00:00:00Z\ncontext_window = 4096\n')
+    after = picked()
+    assert after is not None and after != before
