@@ -443,3 +443,24 @@ def test_no_request_from_these_tests_can_reach_a_hosted_endpoint(
         reach = findings(report, name)["reach"]
         assert reach["status"] == "failed" and "loopback" in reach["detail"], reach
     assert report["spent_usd"] == 0
+
+
+def test_latency_is_measured_on_streams_and_written(
+        tmp_path: Path, stack: ExitStack, capsys: pytest.CaptureFixture[str]) -> None:
+    si = stack.enter_context(stand_in("vllm", token_delay_s=0.02))  # before every event
+    config = write_config(tmp_path / "router.toml", [si])
+    out = tmp_path / "router.overrides.toml"
+
+    code, report, err = doctor(capsys, "--config", str(config), "--write", str(out),
+                               "--deployment", "vllm/starcoder2-3b")
+
+    assert code == 0, err
+    latency = findings(report, "vllm/starcoder2-3b")["latency"]
+    assert latency["status"] == "ok"
+    assert latency["value"]["ttft_s"] >= 0.02
+    # Events carry one or more tokens each, so a token costs a share of the delay.
+    assert 0.002 <= latency["value"]["s_per_token"] <= 0.5
+    written = tomllib.loads(out.read_text())["deployments"]["vllm/starcoder2-3b"]
+    assert written["ttft_s"] == pytest.approx(latency["value"]["ttft_s"], rel=1e-3)
+    assert written["s_per_token"] == pytest.approx(latency["value"]["s_per_token"], rel=1e-3)
+    assert sum(1 for b in si.received if b.get("stream")) == 3

@@ -25,6 +25,7 @@ from starcoder_router._doctor.probes import (
     Bisect,
     fim_prompts,
     judge_fim,
+    judge_latency,
     judge_model,
     judge_special_stop,
     judge_structured,
@@ -224,3 +225,11 @@ def test_simulate_routes_with_the_overrides_beside_its_config(tmp_path: Path) ->
         f'[deployments."{before}"]\nmeasured_at = 2026-12-07T00:00:00Z\ncontext_window = 4096\n')
     after = picked()
     assert after is not None and after != before
+
+
+def test_the_latency_judgement_takes_the_median() -> None:
+    found = judge_latency([0.30, 0.10, 0.20], [0.01, 0.03, 0.02])
+    assert found.status == "ok"
+    assert found.value == {"ttft_s": 0.20, "s_per_token": 0.02}
+    assert judge_latency([0.1], []).value == {"ttft_s": 0.1, "s_per_token": None}
+    assert judge_latency([], []).status == "undecided"
