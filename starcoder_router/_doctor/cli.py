@@ -31,8 +31,9 @@ __all__ = ["run"]
 
 
 def run(args: argparse.Namespace, *, ask: Callable[[str], str] | None = None) -> int:
-    """The command. Exit status 0, or 1 when a deployment could not be reached. `ask` reads
-    the answer to the confirmation (default: `input`, on a terminal only)."""
+    """The command. Exit status 0, 1 when a deployment could not be reached, or 130 when it
+    was interrupted (the findings and the spend so far are still shown). `ask` reads the
+    answer to the confirmation (default: `input`, on a terminal only)."""
     catalog, providers, tokenizer = _configured(args.config)
     deployments = _selected(catalog, args.deployment)
     # The tokenizer the config names, else one found locally (never downloaded): with it,
@@ -53,10 +54,16 @@ def run(args: argparse.Namespace, *, ask: Callable[[str], str] | None = None) ->
     reports: list[DeploymentReport] = []
     transport = HttpxTransport()
     try:
-        for dep in deployments:
+        for i, dep in enumerate(deployments):
             reports.append(_probe(core, dep, transport, allowed or dep.is_local, counter))
+            if reports[-1].interrupted:
+                reports += [_skipped(d, "interrupted") for d in deployments[i + 1:]]
+                break
     finally:
         transport.close()
+    interrupted = any(r.interrupted for r in reports)
+    if interrupted:
+        print("\ninterrupted: what was found and spent until then follows", file=sys.stderr)
     if args.json:
         print(json.dumps(report_json(reports), indent=2))
     else:
@@ -64,6 +71,8 @@ def run(args: argparse.Namespace, *, ask: Callable[[str], str] | None = None) ->
     if args.write:
         _write(args.write, existing, reports)
         print(f"wrote the measured figures to {args.write}", file=info)
+    if interrupted:
+        return 130
     reached = all(r.findings and r.findings[0].status != "failed" for r in reports)
     return 0 if reached else 1
 

@@ -30,7 +30,21 @@ STOPS_PROMPT = "def"
 
 
 def run_probes(session: Session) -> DeploymentReport:
-    """Every probe against the session's deployment, in order; the report keeps the findings."""
+    """Every probe against the session's deployment, in order; the report keeps the findings.
+    An interrupt (Ctrl-C) ends the run where it is: the report keeps what was found and spent
+    until then, and the probes not run say so."""
+    report = session.report
+    try:
+        _run_probes(session)
+    except KeyboardInterrupt:
+        report.interrupted = True
+        done = {f.probe for f in report.findings}
+        report.findings.extend(Finding(p.name, "skipped", "interrupted") for p in P.PROBES
+                               if p.name not in done)
+    return report
+
+
+def _run_probes(session: Session) -> DeploymentReport:
     out = session.report.findings
     reach = session.send(REACH_PROMPT, 4)
     out.append(_judge_reach(reach))

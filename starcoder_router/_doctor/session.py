@@ -49,7 +49,8 @@ class DeploymentReport:
     findings: list[Finding] = field(default_factory=list)
     requests: int = 0
     spent_nano: int = 0
-    usage_missing: int = 0  # replies without usage, costed at their bound
+    usage_missing: int = 0  # replies without usage (or cut off), costed at their bound
+    interrupted: bool = False  # Ctrl-C ended the run before every probe was done
 
     def finding(self, probe: str) -> Finding | None:
         return next((f for f in self.findings if f.probe == probe), None)
@@ -109,6 +110,11 @@ class Session:
             reply.error = in_context(exc, call)
         except UNREADABLE as exc:
             reply.error = unreadable_reply(exc, call)
+        except KeyboardInterrupt:
+            # Cut off in flight: the provider may bill it, so it counts at its bound.
+            self.report.usage_missing += 1
+            self.report.spent_nano += actual_cost_nano(self.dep, *_bound(call))
+            raise
         reply.elapsed = time.monotonic() - started
         if reply.result is not None:
             self._account(call, reply)
@@ -149,10 +155,10 @@ class Session:
         assert result is not None
         if result.prompt_tokens is None or result.completion_tokens is None:
             self.report.usage_missing += 1
-        prompt = result.prompt_tokens if result.prompt_tokens is not None else \
-            len(call.rendered.prompt.encode())  # UTF-8 bytes bound the token count
+        prompt_bound, completion_bound = _bound(call)
+        prompt = result.prompt_tokens if result.prompt_tokens is not None else prompt_bound
         completion = result.completion_tokens if result.completion_tokens is not None else \
-            call.request.max_tokens
+            completion_bound
         cost = actual_cost_nano(self.dep, prompt, completion)
         self.report.spent_nano += cost
         reported = reported_cost_usd(reply.body)
@@ -160,6 +166,12 @@ class Session:
             self.cost_reports += 1
             self.reported_cost_usd += reported
             self.expected_cost_nano += cost
+
+
+def _bound(call: Call) -> tuple[int, int]:
+    """The most a request can be billed for: its prompt's UTF-8 bytes (no fewer than its tokens)
+    and max_tokens."""
+    return len(call.rendered.prompt.encode()), call.request.max_tokens
 
 
 def reported_cost_usd(body: bytes) -> float | None:

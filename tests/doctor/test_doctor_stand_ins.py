@@ -464,3 +464,45 @@ def test_latency_is_measured_on_streams_and_written(
     assert written["ttft_s"] == pytest.approx(latency["value"]["ttft_s"], rel=1e-3)
     assert written["s_per_token"] == pytest.approx(latency["value"]["s_per_token"], rel=1e-3)
     assert sum(1 for b in si.received if b.get("stream")) == 3
+
+
+def test_an_interrupted_run_still_shows_what_it_spent(
+        tmp_path: Path, stack: ExitStack, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fw = stack.enter_context(stand_in("fireworks"))
+    di = stack.enter_context(stand_in("deepinfra"))
+    config = write_config(tmp_path / "router.toml", [fw, di])
+    dep = Catalog.default().deployment("fireworks/starcoder2-7b")
+
+    def interrupted(session: Session) -> None:
+        raise KeyboardInterrupt  # Ctrl-C while the stop limit is searched
+
+    monkeypatch.setattr("starcoder_router._doctor.runner.probe_stops", interrupted)
+    code = main(["doctor", "--config", str(config), "--yes", "--deployment", dep.name,
+                 "deepinfra/starcoder2-15b"])
+
+    out = capsys.readouterr()
+    assert code == 130
+    assert re.search(r"fireworks/starcoder2-7b +window +ok", out.out)
+    assert re.search(r"fireworks/starcoder2-7b +stops +skipped +interrupted", out.out)
+    assert re.search(r"deepinfra/starcoder2-15b +reach +skipped +interrupted", out.out)
+    assert di.requests == 0
+    used = sum(actual_cost_nano(dep, p, o) for p, o in fw.answered)
+    assert f"spent: ${nano_to_usd(used):.6f} over {fw.completions} requests" in out.out
+
+
+def test_a_request_cut_off_in_flight_counts_at_its_bound() -> None:
+    class CutOff:
+        def send(self, *args: Any, **kwargs: Any) -> Any:
+            raise KeyboardInterrupt
+
+    dep = Catalog.default().deployment("fireworks/starcoder2-7b")
+    session = Session(dep, Fireworks(), Endpoint("fireworks", "http://127.0.0.1:9", Secret(KEY)),
+                      CutOff())  # type: ignore[arg-type]
+
+    with pytest.raises(KeyboardInterrupt):
+        session.send("def f():", 8)
+
+    # The provider may bill it: its UTF-8 bytes bound the prompt, max_tokens the output.
+    assert session.report.spent_nano == actual_cost_nano(dep, len(b"def f():"), 8) > 0
+    assert session.report.usage_missing == 1
