@@ -122,7 +122,10 @@ def probe_window(s: Session) -> Finding:
         return Finding("window", "undecided", f"the request over the window failed: {reply.error}")
     if over:
         seen = reply.result.prompt_tokens if reply.result else None
-        if seen is not None and seen + 2 < claimed:  # it read less than it was sent
+        if seen is None:
+            return Finding("window", "undecided", f"takes {claimed + 1} tokens without an error "
+                           "but reports no prompt count: it may have dropped some silently")
+        if seen + 2 < claimed:  # it read less than it was sent
             return Finding("window", "differs", f"truncates silently: {claimed + 1} tokens sent, "
                            f"{seen} read", seen + 1)
         return Finding("window", "ok", f"takes {claimed + 1} tokens, more than the "

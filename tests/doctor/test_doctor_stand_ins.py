@@ -506,3 +506,20 @@ def test_a_request_cut_off_in_flight_counts_at_its_bound() -> None:
     # The provider may bill it: its UTF-8 bytes bound the prompt, max_tokens the output.
     assert session.report.spent_nano == actual_cost_nano(dep, len(b"def f():"), 8) > 0
     assert session.report.usage_missing == 1
+
+
+def test_a_window_that_takes_more_without_saying_how_much_it_read_is_undecided(
+        tmp_path: Path, stack: ExitStack, capsys: pytest.CaptureFixture[str]) -> None:
+    # Truncates silently and reports no usage: whether it read the whole prompt is unknown.
+    si = stack.enter_context(stand_in("ollama", window=2048, truncates=True, usage_plain=False))
+    config = write_config(tmp_path / "router.toml", [si])
+    out = tmp_path / "router.overrides.toml"
+
+    code, report, err = doctor(capsys, "--config", str(config), "--write", str(out),
+                               "--deployment", "ollama/starcoder2-3b")
+
+    assert code == 0, err
+    window = findings(report, "ollama/starcoder2-3b")["window"]
+    assert (window["status"], window["value"]) == ("undecided", None), window["detail"]
+    assert "context_window" not in tomllib.loads(out.read_text())["deployments"].get(
+        "ollama/starcoder2-3b", {})
