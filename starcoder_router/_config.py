@@ -115,8 +115,10 @@ _TOP_LEVEL = {"tokenizer", "policy", "providers", "deployments", "variants", "st
               "health", "fleet", "simulate", "server", "overrides", "autocomplete"}
 
 
-def load_config(path: str | os.PathLike[str], *, catalog: Catalog | None = None) -> RouterConfig:
-    """Read and validate a router config file."""
+def load_config(path: str | os.PathLike[str], *, catalog: Catalog | None = None,
+                overrides: bool = True) -> RouterConfig:
+    """Read and validate a router config file; `overrides=False` leaves out the measured
+    overrides (`doctor` measures against the claims)."""
     source = os.path.expanduser(os.fspath(path))
     data = read_toml(source)
     unknown = sorted(set(data) - _TOP_LEVEL)
@@ -131,7 +133,8 @@ def load_config(path: str | os.PathLike[str], *, catalog: Catalog | None = None)
         _known_provider(entry.get("provider"), source, f"deployments[{i}].provider")
     merged = base.merged(variants=_list(data, "variants", source), deployments=entries,
                          source=source)
-    merged = _with_overrides(merged, data.get("overrides"), source)
+    if overrides:
+        merged = _with_overrides(merged, data.get("overrides"), source)
     providers = {}
     for name, raw in _table(data, "providers", source).items():
         _known_provider(name, source, f"providers.{name}")

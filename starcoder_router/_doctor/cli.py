@@ -81,7 +81,8 @@ def _configured(path: str | None
                 ) -> tuple[Catalog, dict[str, ProviderSettings], str | None]:
     if not path:
         return Catalog.default(), {}, None
-    cfg = load_config(path)
+    # The config's claims, without what an earlier run measured: each run measures afresh.
+    cfg = load_config(path, overrides=False)
     return cfg.catalog, dict(cfg.providers), cfg.tokenizer
 
 

@@ -523,3 +523,24 @@ def test_a_window_that_takes_more_without_saying_how_much_it_read_is_undecided(
     assert (window["status"], window["value"]) == ("undecided", None), window["detail"]
     assert "context_window" not in tomllib.loads(out.read_text())["deployments"].get(
         "ollama/starcoder2-3b", {})
+
+
+def test_each_run_measures_against_the_catalog_not_the_last_measurement(
+        tmp_path: Path, stack: ExitStack, capsys: pytest.CaptureFixture[str]) -> None:
+    fw = stack.enter_context(stand_in("fireworks", window=4096, max_stop=2))
+    config = write_config(tmp_path / "router.toml", [fw])
+    out = tmp_path / "router.overrides.toml"  # beside the config: routing reads it
+    name = "fireworks/starcoder2-7b"
+    args = ("--config", str(config), "--yes", "--write", str(out), "--deployment", name)
+    assert doctor(capsys, *args)[0] == 0
+    assert tomllib.loads(out.read_text())["deployments"][name]["context_window"] == 4096
+
+    fw.behaviour = fw.behaviour.but(window=8192, max_stop=4)  # the provider went back
+    code, report, err = doctor(capsys, *args)
+
+    assert code == 0, err
+    found = findings(report, name)
+    assert (found["window"]["status"], found["window"]["value"]) == ("ok", 8192)
+    assert (found["stops"]["status"], found["stops"]["value"]) == ("ok", 4)
+    written = tomllib.loads(out.read_text())["deployments"][name]
+    assert (written["context_window"], written["max_stop"]) == (8192, 4)
