@@ -11,7 +11,7 @@ is the behaviour's `specials`:
 * "hidden": left out of the text and of stop matching (vLLM's `skip_special_tokens`, llama.cpp
   unless the token is in `preserved_tokens`); `stop_token_ids` still fire.
 
-Counting is StarCoder 2's own tokenizer (read from ../shared, as tests/conftest.py does), so a
+Counting is StarCoder 2's own tokenizer (the file tests/conftest.py reads), so a
 server's usage and the router's exact counts can be compared.
 """
 

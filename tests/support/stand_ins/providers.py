@@ -107,6 +107,12 @@ def _check(si: StandIn, stops: list[str], prompt: int, max_tokens: int,
     return None, prompt
 
 
+# Streams that end with a usage chunk only when `stream_options.include_usage` asks for one, as
+# OpenAI's completions API defines it (platform.openai.com/docs/api-reference/completions) and
+# vLLM implements it (vllm/entrypoints/openai/serving_completion.py).
+USAGE_WHEN_ASKED = {"vllm", "deepinfra", "lmstudio", "openai-compatible"}
+
+
 def _fits(window: int, provider: str) -> Callable[[int, int], bool]:
     if provider in ("llamacpp", "ollama"):
         return lambda prompt, _: prompt < window  # the prompt must leave room for a token
@@ -119,6 +125,11 @@ async def openai(si: StandIn, request: web.Request, body: dict[str, Any]) -> web
     stops = [stops] if isinstance(stops, str) else list(stops)
     max_tokens = int(body.get("max_tokens") or 16)
     prompt = count(str(body.get("prompt", "")), b) + b.bos_tokens
+    if si.provider == "fireworks" and body.get("context_length_exceeded_behavior") != "error" \
+            and prompt < b.window:
+        # Its default, "truncate", lowers max_tokens to what the window leaves (the
+        # `context_length_exceeded_behavior` parameter, docs.fireworks.ai/api-reference).
+        max_tokens = min(max_tokens, b.window - prompt)
     refusal, prompt = _check(si, stops, prompt, max_tokens, _fits(b.window, si.provider))
     if refusal is not None:
         return refusal
@@ -143,7 +154,8 @@ async def openai(si: StandIn, request: web.Request, body: dict[str, Any]) -> web
     events: list[dict[str, Any]] = [
         {**head, "choices": [{"index": 0, "text": p, "finish_reason": None}]} for p in pieces]
     events.append({**head, "choices": [{"index": 0, "text": "", "finish_reason": gen.finish}]})
-    if b.usage_stream:
+    asked = (body.get("stream_options") or {}).get("include_usage") is True
+    if b.usage_stream and (asked or si.provider not in USAGE_WHEN_ASKED):
         events.append({**head, "choices": [], "usage": usage})
     return await sse(request, events, delay=b.token_delay_s)
 
