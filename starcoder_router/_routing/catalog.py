@@ -113,7 +113,12 @@ class Deployment(FrozenModel):
     # unset, the provider's documented limit applies.
     max_stop: int | None = Field(default=None, gt=0)
     api: Literal["openai", "native"] | None = None
+    # Decode speed and time to first token, when known (`starcoder-router doctor --write`
+    # measures both): the latency prior until requests are observed, `tokens_per_second` also
+    # the self-hosted price's. Unset, the prior guesses from the model's size and whether the
+    # deployment is local.
     tokens_per_second: float | None = Field(default=None, gt=0)
+    ttft_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     # The first-token deadline for requests that set none (see `CompletionRequest`).
     first_token_timeout_s: float | None = Field(default=None, gt=0, le=600.0,
                                                 allow_inf_nan=False)

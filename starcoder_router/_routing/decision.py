@@ -431,7 +431,8 @@ def _expected_latency(dep: Deployment, var: Variant | None, hv: DeploymentHealth
     else:
         billions = (var.parameters if var is not None else 15e9) / 1e9
         tps = 400.0 / max(billions, 1.0)
-    overhead = 0.05 if dep.is_local else 0.3
+    # A time to first token the deployment was measured at (`doctor --write`) is its overhead.
+    overhead = dep.ttft_s if dep.ttft_s is not None else 0.05 if dep.is_local else 0.3
     return overhead + out_tokens / tps
 
 

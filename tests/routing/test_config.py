@@ -48,6 +48,7 @@ usd_per_hour = 1.2
 [[deployments]]
 name = "fireworks/starcoder2-7b"
 context_window = 16384
+ttft_s = 0.08
 
 [store]
 kind = "sqlite"
@@ -79,6 +80,7 @@ def test_a_full_config_loads(tmp_path: Path, tokenizer_path: Path) -> None:
     # An entry with an existing name overrides just the fields it gives.
     fw7 = cfg.catalog.deployment("fireworks/starcoder2-7b")
     assert fw7.context_window == 16384 and fw7.input_usd_per_mtok == 0.20
+    assert fw7.ttft_s == 0.08
     assert cfg.store is not None and cfg.store.kind == "sqlite"
     assert cfg.retry is not None and cfg.retry.max_retries == 4
 
@@ -111,6 +113,8 @@ def test_a_full_config_loads(tmp_path: Path, tokenizer_path: Path) -> None:
      "context_window = 4096\n", "[[deployments]] #1", "unknown variant 'starcoder3'"),
     ("[[deployments]]\nname = 'fireworks/starcoder2-3b'\ncontext_window = 'big'\n",
      "[[deployments]] #1 context_window", "valid integer"),
+    ("[[deployments]]\nname = 'fireworks/starcoder2-3b'\nttft_s = -0.1\n",
+     "[[deployments]] #1 ttft_s", "greater than or equal to 0"),
     ("[[deployments]]\nname = 'fireworks/starcoder2-3b'\ncapabilities = ['telepathy']\n",
      "[[deployments]] #1 capabilities[0]", "completion"),
     ("[providers.fireworks]\ntimeout = 0\n", "[providers.fireworks] timeout", "greater than 0"),

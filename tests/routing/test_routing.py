@@ -192,6 +192,32 @@ def test_quality_floor_on_a_benchmark_a_variant_lacks(exact_counter: TokenizerCo
         "fireworks/starcoder2-3b").reasons
 
 
+def test_a_measured_time_to_first_token_sets_the_latency_prior(
+        exact_counter: TokenizerCounter) -> None:
+    # Same variant, so the same decode-speed prior: only the fixed overhead tells them apart.
+    slow = OLLAMA_3B.model_copy(update={"ttft_s": 0.5})
+    fast = Deployment(provider="vllm", variant="starcoder2-3b", model="starcoder2-3b",
+                      context_window=16384, base_url="http://127.0.0.1:8000/v1", ttft_s=0.02)
+    router = _router(exact_counter, catalog=Catalog.default().with_deployments(slow, fast),
+                     policy=CostPolicy(objective="latency"))
+    decision = router.route(prompt="def fib(n):", max_tokens=64)
+    assert decision.chosen.name == "vllm/starcoder2-3b"
+    assert decision.candidate("ollama/starcoder2-3b").expected_latency_s == pytest.approx(
+        decision.candidate("vllm/starcoder2-3b").expected_latency_s + 0.48)
+
+    # A hosted deployment measured faster than a local one's prior beats it: unmeasured, the
+    # hosted prior's 0.3 s of network loses to the local prior's 0.05 s.
+    measured = Catalog.default().deployment("fireworks/starcoder2-3b").model_copy(
+        update={"ttft_s": 0.01})
+    both = Catalog.default().with_deployments(OLLAMA_3B, measured)
+    assert _router(exact_counter, catalog=both, policy=CostPolicy(objective="latency")).route(
+        prompt="def fib(n):", max_tokens=64).chosen.name == "fireworks/starcoder2-3b"
+    unmeasured = Catalog.default().with_deployments(OLLAMA_3B)
+    assert _router(exact_counter, catalog=unmeasured, policy=CostPolicy(objective="latency")
+                   ).route(prompt="def fib(n):", max_tokens=64).chosen.name == \
+        "ollama/starcoder2-3b"
+
+
 def test_balanced_objective_ranks_everything_eligible(exact_counter: TokenizerCounter) -> None:
     decision = _router(exact_counter, policy=CostPolicy(objective="balanced")).route(prompt="x")
     assert len(decision.ranked) == 3
