@@ -13,9 +13,10 @@ The file is TOML, one table per deployment, each figure with the date it was mea
 
 A router config names the file with `overrides = "path"`; without that key, a file called
 `<config stem>.overrides.toml` beside the config is read when it exists. Routing then uses the
-learned window and stop limit, and `tokens_per_second` from the measured time per token.
-`special_stops` and `ttft_s` are kept for the record: stops the server lets through are cut on
-our side whatever it does.
+learned window and stop limit, the measured time to first token (`ttft_s`) and
+`tokens_per_second` from the measured time per token: together the latency prior that ranks a
+deployment until requests to it are observed. `special_stops` is kept for the record: stops the
+server lets through are cut on our side whatever it does.
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ def _applied(dep: Deployment, o: DeploymentOverride) -> Deployment:
         update["context_window"] = o.context_window
     if o.max_stop is not None:
         update["max_stop"] = o.max_stop
+    if o.ttft_s is not None:
+        update["ttft_s"] = o.ttft_s
     if o.s_per_token is not None:
         update["tokens_per_second"] = 1.0 / o.s_per_token
     return dep.model_copy(update=update) if update else dep
@@ -98,7 +101,7 @@ def _applied(dep: Deployment, o: DeploymentOverride) -> Deployment:
 def dump_overrides(overrides: Mapping[str, DeploymentOverride]) -> str:
     """The TOML text of `overrides` (what `read_overrides` reads back)."""
     lines = ["# Written by `starcoder-router doctor --write`: what each deployment was measured",
-             "# to do. Routing uses context_window, max_stop and s_per_token.", ""]
+             "# to do. Routing uses context_window, max_stop, ttft_s and s_per_token.", ""]
     for name in sorted(overrides):
         lines.append(f"[deployments.{_quote(name)}]")
         for key, value in overrides[name].model_dump(exclude_none=True).items():

@@ -15,8 +15,9 @@ The defaults are assumptions, not measurements; set your own in the router confi
 Default speeds by variant size (hosted / local): up to 4B 150 / 40 output tokens per second,
 up to 8B 100 / 25, larger 60 / 12; prefill 20,000 / 12,000 / 6,000 tokens per second hosted and
 a tenth of that locally; time to first token 0.3 s hosted, 0.05 s local; failure rate 1% hosted,
-0.2% local; a failed attempt answers after 0.3 s. Every latency is multiplied by a log-normal
-jitter (sigma 0.25).
+0.2% local; a failed attempt answers after 0.3 s. A deployment's own `tokens_per_second` and
+`ttft_s` (what `starcoder-router doctor --write` measured) replace the defaults for its output
+speed and time to first token. Every latency is multiplied by a log-normal jitter (sigma 0.25).
 
 Output lengths, when a line does not say, are log-normal (sigma 0.8) around a median of 24
 tokens for fim, 64 for completion, 48 for structured and 160 for chat, at least 1 and at most
@@ -97,10 +98,12 @@ def default_behaviour(dep: Deployment, catalog: Catalog) -> DeploymentBehaviour:
     else:
         hosted, local, prefill = 60.0, 12.0, 6000.0
     if dep.is_local:
-        return DeploymentBehaviour(ttft_s=0.05, prefill_tokens_per_s=prefill / 10,
+        return DeploymentBehaviour(ttft_s=0.05 if dep.ttft_s is None else dep.ttft_s,
+                                   prefill_tokens_per_s=prefill / 10,
                                    tokens_per_s=dep.tokens_per_second or local,
                                    failure_rate=0.002)
-    return DeploymentBehaviour(ttft_s=0.3, prefill_tokens_per_s=prefill,
+    return DeploymentBehaviour(ttft_s=0.3 if dep.ttft_s is None else dep.ttft_s,
+                               prefill_tokens_per_s=prefill,
                                tokens_per_s=dep.tokens_per_second or hosted, failure_rate=0.01)
 
 

@@ -466,6 +466,34 @@ def test_latency_is_measured_on_streams_and_written(
     assert sum(1 for b in si.received if b.get("stream")) == 3
 
 
+def test_a_learned_time_to_first_token_changes_the_pick(
+        tmp_path: Path, stack: ExitStack, capsys: pytest.CaptureFixture[str]) -> None:
+    # llama.cpp streams its tokens faster but takes 0.3 s to start; vLLM starts at once.
+    slow = stack.enter_context(stand_in("llamacpp", token_delay_s=0.002,
+                                        first_token_delay_s=0.3))
+    quick = stack.enter_context(stand_in("vllm", token_delay_s=0.012))
+    config = write_config(tmp_path / "router.toml", [slow, quick],
+                          extra='\n[policy]\nobjective = "latency"\n')
+    request = {"prompt": "def f():", "max_tokens": 16}
+
+    code, report, err = doctor(capsys, "--config", str(config), "--write",
+                               str(tmp_path / "router.overrides.toml"), "--deployment",
+                               "llamacpp/starcoder2-3b", "vllm/starcoder2-3b")
+
+    assert code == 0, err
+    ttft = findings(report, "llamacpp/starcoder2-3b")["latency"]["value"]["ttft_s"]
+    assert ttft >= 0.3
+    with Router.from_config(config, env={}, tokenizer=False) as router:
+        assert router.catalog.deployment("llamacpp/starcoder2-3b").ttft_s == pytest.approx(
+            ttft, rel=1e-3)
+        decision = router.route(**request)
+        # Its time per token alone would still pick llama.cpp; the wait for the first one
+        # puts it behind.
+        assert decision.chosen.name == "vllm/starcoder2-3b"
+        assert decision.candidate("llamacpp/starcoder2-3b").expected_latency_s \
+            >= ttft > decision.candidate("vllm/starcoder2-3b").expected_latency_s
+
+
 def test_an_interrupted_run_still_shows_what_it_spent(
         tmp_path: Path, stack: ExitStack, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:

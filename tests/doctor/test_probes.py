@@ -145,11 +145,13 @@ def test_applying_overrides_changes_only_what_was_measured() -> None:
     catalog = Catalog.default()
     applied = apply_overrides(catalog, {
         "fireworks/starcoder2-7b": DeploymentOverride(measured_at=NOW, context_window=4096,
-                                                      max_stop=2, s_per_token=0.02),
+                                                      max_stop=2, ttft_s=0.2,
+                                                      s_per_token=0.02),
         "gone/deployment": DeploymentOverride(measured_at=NOW, context_window=1),
     })
     dep = applied.deployment("fireworks/starcoder2-7b")
-    assert (dep.context_window, dep.max_stop, dep.tokens_per_second) == (4096, 2, 50.0)
+    assert (dep.context_window, dep.max_stop, dep.ttft_s, dep.tokens_per_second) == \
+        (4096, 2, 0.2, 50.0)
     claimed = catalog.deployment("fireworks/starcoder2-7b")
     assert dep.input_usd_per_mtok == claimed.input_usd_per_mtok
     assert applied.deployment("deepinfra/starcoder2-15b") == \
@@ -225,6 +227,18 @@ def test_simulate_routes_with_the_overrides_beside_its_config(tmp_path: Path) ->
         f'[deployments."{before}"]\nmeasured_at = 2026-12-07T00:00:00Z\ncontext_window = 4096\n')
     after = picked()
     assert after is not None and after != before
+
+
+def test_the_simulator_starts_a_measured_deployment_at_its_time_to_first_token() -> None:
+    from starcoder_router._simulate.model import default_behaviour
+
+    catalog = Catalog.default()
+    measured = apply_overrides(catalog, {"fireworks/starcoder2-7b": DeploymentOverride(
+        measured_at=NOW, ttft_s=0.02, s_per_token=0.005)})
+    before = default_behaviour(catalog.deployment("fireworks/starcoder2-7b"), catalog)
+    after = default_behaviour(measured.deployment("fireworks/starcoder2-7b"), measured)
+    assert (before.ttft_s, after.ttft_s) == (0.3, 0.02)
+    assert after.tokens_per_s == pytest.approx(200.0)
 
 
 def test_the_latency_judgement_takes_the_median() -> None:

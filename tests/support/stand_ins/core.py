@@ -71,7 +71,8 @@ class Behaviour:
     cost_per_mtok: tuple[float, float] | None = None  # reports usage.estimated_cost
     truncates: bool = False  # Ollama before `truncate: false`: keeps the window, says nothing
     refuses_control_regex: bool = False  # TGI: a regex with a control-character class is 422
-    token_delay_s: float = 0.0
+    token_delay_s: float = 0.0  # before every streamed event
+    first_token_delay_s: float = 0.0  # once more, before a stream's first event
 
     def but(self, **changes: Any) -> Behaviour:
         return replace(self, **changes)
@@ -219,9 +220,11 @@ class StandIn:
 
 
 async def sse(request: web.Request, events: Sequence[Any], *, done: bool = True,
-              delay: float = 0.0) -> web.StreamResponse:
+              delay: float = 0.0, first: float = 0.0) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
     await resp.prepare(request)
+    if first:
+        await asyncio.sleep(first)
     for event in events:
         if delay:
             await asyncio.sleep(delay)
@@ -232,10 +235,12 @@ async def sse(request: web.Request, events: Sequence[Any], *, done: bool = True,
     return resp
 
 
-async def ndjson(request: web.Request, lines: Sequence[Any], delay: float = 0.0
-                 ) -> web.StreamResponse:
+async def ndjson(request: web.Request, lines: Sequence[Any], delay: float = 0.0,
+                 first: float = 0.0) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"content-type": "application/x-ndjson"})
     await resp.prepare(request)
+    if first:
+        await asyncio.sleep(first)
     for line in lines:
         if delay:
             await asyncio.sleep(delay)

@@ -157,7 +157,7 @@ async def openai(si: StandIn, request: web.Request, body: dict[str, Any]) -> web
     asked = (body.get("stream_options") or {}).get("include_usage") is True
     if b.usage_stream and (asked or si.provider not in USAGE_WHEN_ASKED):
         events.append({**head, "choices": [], "usage": usage})
-    return await sse(request, events, delay=b.token_delay_s)
+    return await sse(request, events, delay=b.token_delay_s, first=b.first_token_delay_s)
 
 
 async def ollama(si: StandIn, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
@@ -183,7 +183,8 @@ async def ollama(si: StandIn, request: web.Request, body: dict[str, Any]) -> web
     lines: list[dict[str, Any]] = [
         {"model": b.model, "created_at": done["created_at"], "response": p, "done": False}
         for p in _pieces(gen.text)]
-    return await ndjson(request, [*lines, done], delay=b.token_delay_s)
+    return await ndjson(request, [*lines, done], delay=b.token_delay_s,
+                        first=b.first_token_delay_s)
 
 
 async def tgi_native(si: StandIn, request: web.Request, body: dict[str, Any]
