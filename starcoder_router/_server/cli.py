@@ -30,11 +30,13 @@ __all__ = ["add_parser", "run_serve"]
 
 def add_parser(sub: Any) -> None:
     """Add the `serve` command to the CLI's subparsers."""
+    from .._argtypes import port, positive_int
+
     p = sub.add_parser("serve", help="run the HTTP gateway (OpenAI, Ollama and TGI protocols)")
     p.add_argument("--config", help="a router config file (TOML), with an optional [server]")
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default 8080)")
-    p.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    p.add_argument("--port", type=port, help="port (default 8080)")
+    p.add_argument("--workers", type=positive_int, default=1, help="processes sharing the port")
     p.add_argument("--state-dir", metavar="DIR",
                    help="where the spend database is kept when the config has no [store] "
                         "(default: $STARCODER_ROUTER_STATE_DIR, $XDG_STATE_HOME/starcoder-router "

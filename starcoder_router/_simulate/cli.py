@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -19,15 +20,17 @@ __all__ = ["add_commands"]
 
 def add_commands(sub: Any) -> None:
     """Add the commands to the `starcoder-router` subparsers `sub`."""
+    from .._argtypes import positive_float, positive_int
     from .names import SCENARIO_NAMES
 
     wl = sub.add_parser("workload", help="build workloads for `simulate`")
     wl_sub = wl.add_subparsers(required=True, metavar="source")
     code = wl_sub.add_parser("from-code", help="random cursor positions in a folder of code")
     code.add_argument("folder", help="the code to draw requests from")
-    code.add_argument("--requests", type=int, default=1000, help="how many requests to draw")
+    code.add_argument("--requests", type=positive_int, default=1000,
+                      help="how many requests to draw")
     code.add_argument("--seed", type=int, default=0, help="the same seed draws the same workload")
-    code.add_argument("--rate", type=float, default=1.0, help="requests per second")
+    code.add_argument("--rate", type=positive_float, default=1.0, help="requests per second")
     code.add_argument("--tenants", default="ide=0.6,review-bot=0.3,batch=0.1",
                       metavar="NAME=WEIGHT,...", help="tenants and their share of requests")
     code.add_argument("--tokenizer", help="tokenizer.json for exact counts (default: the "
@@ -75,6 +78,10 @@ def _cmd_from_code(args: argparse.Namespace) -> int:
     lines = build_from_code(args.folder, requests=args.requests, counter=counter,
                             seed=args.seed, rate=args.rate, tenants=_tenants(args.tenants),
                             keep_text=args.keep_text)
+    # The build finds a missing folder or one without code at its first line: take that line
+    # before opening the output, so a failed build leaves an earlier workload as it was.
+    first = next(iter(lines), None)
+    lines = itertools.chain([] if first is None else [first], lines)
     if args.output:
         with _open_for_writing(args.output) as f:
             _write(lines, f)
