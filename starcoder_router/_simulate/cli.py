@@ -117,6 +117,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from .names import SCENARIO_NAMES
     from .runner import simulate
     from .summary import summary_table
+    from .wording import budget_label, refusal_in_words
     from .workload import stream_workload
 
     if args.report:  # before the simulation, not after minutes of it
@@ -154,15 +155,16 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             out["report"] = args.report
         print(json.dumps(out, indent=2))
         return 0
-    print(f"{len(workload)} requests from {args.workload}"
-          + (f" ({len(workload.errors)} invalid lines skipped)" if workload.errors else ""))
+    print(f"{len(workload):,} requests from {args.workload}"
+          + (f" ({len(workload.errors):,} invalid lines skipped)" if workload.errors else ""))
     print(summary_table(result.summaries))
     for s in result.summaries:
         if s.refused_by_reason:
-            reasons = "; ".join(f"{n} {r}" for r, n in s.refused_by_reason.items())
+            reasons = "; ".join(f"{n:,} {refusal_in_words(r)}"
+                                for r, n in s.refused_by_reason.items())
             print(f"{s.name} refused: {reasons}")
         for budget, at in s.budget_exhausted_at_s.items():
-            print(f"{s.name}: budget {budget} exhausted after {at / 3600:.1f} h")
+            print(f"{s.name}: {budget_label(budget)} ran out after {at / 3600:.1f} h")
     if result.autocomplete:
         from .sessions import autocomplete_table
 
