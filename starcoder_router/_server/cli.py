@@ -15,15 +15,14 @@ On SIGINT/SIGTERM each worker stops accepting, lets in-flight requests finish fo
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
-import errno
-import logging
-import multiprocessing
-import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+# The event loop, sockets and processes are imported where they are used: `--help` builds this
+# command's parser and should not pay for them.
+if TYPE_CHECKING:
+    import argparse
+    import asyncio
 
 __all__ = ["add_parser", "run_serve"]
 
@@ -91,6 +90,8 @@ def run_serve(args: argparse.Namespace) -> int:
     if workers == 1:
         _serve(args.config, raw, False, spend_db)
         return 0
+    import multiprocessing
+
     ctx = multiprocessing.get_context("spawn")
     children = [ctx.Process(target=_serve, args=(args.config, raw, True, spend_db),
                             daemon=False) for _ in range(workers - 1)]
@@ -112,6 +113,8 @@ def _serve(config: str | None, raw_settings: dict[str, Any], reuse_port: bool,
            spend_db: str | None) -> None:
     """One worker: build the gateway inside the event loop and serve until signalled.
     `spend_db`: the default SQLite store's file (None when the config names a store)."""
+    import asyncio
+
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     try:
@@ -125,6 +128,8 @@ def _serve(config: str | None, raw_settings: dict[str, Any], reuse_port: bool,
 async def _serve_until_signalled(config: str | None, raw_settings: dict[str, Any],
                                  reuse_port: bool, spend_db: str | None,
                                  loop: asyncio.AbstractEventLoop) -> None:
+    import asyncio
+    import contextlib
     import signal
 
     from .app import create_app, listen
@@ -156,6 +161,9 @@ async def _serve_until_signalled(config: str | None, raw_settings: dict[str, Any
 def _cannot_serve(host: str, port: int) -> str | None:
     """Why the gateway could not start, checked before anything is printed or spawned: the
     `server` extra missing, or the address taken."""
+    import errno
+    import socket
+
     try:
         import prometheus_client  # noqa: F401
     except ImportError:
@@ -190,6 +198,8 @@ def _cannot_share(store_kind: str | None, workers: int) -> str | None:
 
 
 def _configure_logging() -> None:
+    import logging
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
 
@@ -204,6 +214,8 @@ def _loop_name() -> str:
 def _new_loop() -> asyncio.AbstractEventLoop:
     """uvloop's event loop when installed (the `server` extra brings it on Linux and macOS):
     it cuts the gateway's own time per request; else asyncio's."""
+    import asyncio
+
     try:
         import uvloop
     except ImportError:

@@ -65,7 +65,8 @@ def test_help_and_version_load_no_heavy_module(flag: str) -> None:
     code = ("import sys\nfrom starcoder_router._cli import main\n"
             f"try:\n    main([{flag!r}])\nexcept SystemExit:\n    pass\n"
             "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'pydantic', 'aiohttp', 'httpx', 'sqlite3', 'tomllib', 'multidict'})\n"
+            "{'pydantic', 'aiohttp', 'httpx', 'sqlite3', 'tomllib', 'multidict', 'asyncio',"
+            " 'socket', 'multiprocessing'})\n"
             "print('HEAVY', heavy, file=sys.stderr)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)
@@ -160,3 +161,14 @@ def test_temperature_past_2_is_a_usage_error(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit):
         main(["complete", "x", "--temperature", "2.5"])
     assert "argument --temperature: want a number from 0 to 2" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_the_command_line() -> None:
+    """`python -m starcoder_router` is the console script, for a venv whose bin is not on PATH."""
+    from starcoder_router import __version__
+
+    done = subprocess.run([sys.executable, "-m", "starcoder_router", "--version"],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"starcoder-router {__version__}\n"
