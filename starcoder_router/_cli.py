@@ -52,6 +52,9 @@ CLI_TOKENIZER_ADVICE = "pass --tokenizer PATH (a tokenizer.json)"
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if getattr(args, "own_logging", False):
+        # `serve` logs as a server does (timestamps, the access log at INFO) in every worker.
+        return _run(args)
     # The library's warnings (e.g. that token counts are estimated) go to stderr as one plain
     # line each; `discover -v` lowers the level to show every probe.
     handler = logging.StreamHandler(sys.stderr)

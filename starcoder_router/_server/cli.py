@@ -44,7 +44,7 @@ def add_parser(sub: Any) -> None:
                    help="do not log a line per request (on by default)")
     p.add_argument("--hash-key", metavar="KEY",
                    help="print the SHA-256 digest of an API key for [[server.tenants]] and exit")
-    p.set_defaults(func=run_serve)
+    p.set_defaults(func=run_serve, own_logging=True)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -144,6 +144,11 @@ async def _serve_until_signalled(config: str | None, raw_settings: dict[str, Any
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     overrides: dict[str, Any] = {"settings": settings}
+    if not _config_names_tokenizer(config):
+        from .._routing.tokens import LazyCounter
+
+        # A gateway operator names a tokenizer in the config file, not as a Python argument.
+        overrides["tokenizer"] = LazyCounter(advice=SERVE_TOKENIZER_ADVICE)
     if spend_db is not None:
         from .._stores.sqlite import SQLiteStore
 
@@ -156,6 +161,17 @@ async def _serve_until_signalled(config: str | None, raw_settings: dict[str, Any
     finally:
         # Stops accepting, lets in-flight requests run for shutdown_timeout_s, then cancels.
         await runner.cleanup()
+
+
+SERVE_TOKENIZER_ADVICE = 'set tokenizer = "/path/to/tokenizer.json" in the config file'
+
+
+def _config_names_tokenizer(config: str | None) -> bool:
+    if config is None:
+        return False
+    from .._config import load_config
+
+    return load_config(config).tokenizer is not None
 
 
 def _cannot_serve(host: str, port: int) -> str | None:
