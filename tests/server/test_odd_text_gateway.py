@@ -33,8 +33,8 @@ def _texts(path: str, raw: bytes, stream: bool) -> str:
         choice = body["choices"][0]
         return str(choice.get("text") or choice["message"]["content"])
     out = []
-    for line in raw.decode().splitlines():
-        line = line.removeprefix("data:").strip()
+    for raw_line in raw.decode().splitlines():
+        line = raw_line.removeprefix("data:").strip()
         if not line or line == "[DONE]":
             continue
         event = json.loads(line)
