@@ -28,6 +28,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._argtypes import non_negative_float, port, positive_float, positive_int, temperature
 from ._errors import (
     ConfigError,
     InvalidRequestError,
@@ -51,6 +52,9 @@ CLI_TOKENIZER_ADVICE = "pass --tokenizer PATH (a tokenizer.json)"
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if getattr(args, "own_logging", False):
+        # `serve` logs as a server does (timestamps, the access log at INFO) in every worker.
+        return _run(args)
     # The library's warnings (e.g. that token counts are estimated) go to stderr as one plain
     # line each; `discover -v` lowers the level to show every probe.
     handler = logging.StreamHandler(sys.stderr)
@@ -164,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="print the completion as JSON (with --stream: one JSON line per "
                           "chunk, then the completion)")
     run.add_argument("--structured", action="store_true", help="ask for a JSON object")
-    run.add_argument("--temperature", type=float,
+    run.add_argument("--temperature", type=temperature,
                      help="sampling temperature (default: the provider's)")
     run.add_argument("--tenant", help="count the spend against this tenant")
     run.set_defaults(func=_cmd_complete)
@@ -199,7 +203,7 @@ def _spend_and_local_commands(sub: Any) -> None:
     spend.set_defaults(func=_cmd_spend)
 
     disc = sub.add_parser("discover", help="probe local servers for StarCoder 2 models")
-    disc.add_argument("--timeout", type=float, default=0.5,
+    disc.add_argument("--timeout", type=positive_float, default=0.5,
                       help="seconds to wait for each answer")
     disc.add_argument("--address", action="append", default=[], metavar="PROVIDER=URL",
                       help="probe only these, e.g. llamacpp=http://localhost:9931 (repeatable); "
@@ -220,8 +224,8 @@ def _spend_and_local_commands(sub: Any) -> None:
 
     fake = sub.add_parser("fake-server", help="serve canned StarCoder answers on loopback, a "
                                                "stand-in provider for trying the CLI or gateway")
-    fake.add_argument("--port", type=int, default=8400, help="the port on 127.0.0.1")
-    fake.add_argument("--latency", type=float, default=0.0, metavar="SECONDS",
+    fake.add_argument("--port", type=port, default=8400, help="the port on 127.0.0.1")
+    fake.add_argument("--latency", type=non_negative_float, default=0.0, metavar="SECONDS",
                       help="wait this long before each answer")
     fake.set_defaults(func=_cmd_fake_server)
 
@@ -233,13 +237,13 @@ def _request_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-file", help="read the prompt from a file")
     p.add_argument("--prefix-file", help="fill-in-the-middle: the code before the cursor")
     p.add_argument("--suffix-file", help="fill-in-the-middle: the code after the cursor")
-    p.add_argument("--max-tokens", type=_positive_int, default=256,
+    p.add_argument("--max-tokens", type=positive_int, default=256,
                    help="the most tokens to generate")
     p.add_argument("--objective", choices=["cheapest", "quality", "latency", "balanced"],
                    help="what to rank deployments by (default: the config's, else cheapest)")
     p.add_argument("--min-quality", metavar="BENCHMARK:SCORE", type=_quality_floor,
                    help="e.g. humaneval:35")
-    p.add_argument("--max-cost", type=_positive_float, metavar="USD",
+    p.add_argument("--max-cost", type=positive_float, metavar="USD",
                    help="per-request worst-case cap")
     p.add_argument("--prefer-local", action="store_true",
                    help="rank local servers first while they can take the request")
@@ -257,26 +261,6 @@ def _quality_floor(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(
             f"want BENCHMARK:SCORE, e.g. humaneval:35, got {text!r}")
     return bench, value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (0 < value < math.inf):
-        raise argparse.ArgumentTypeError(f"want a positive number, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"want a positive whole number, got {text!r}")
-    return value
 
 
 def _catalog(args: argparse.Namespace) -> Catalog:

@@ -48,3 +48,27 @@ def _no_ambient_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("FIREWORKS_API_KEY", "FIREWORKS_AI_API_KEY", "DEEPINFRA_API_KEY",
                 "DEEPINFRA_TOKEN", "DEEPINFRA_API_TOKEN", "STARCODER_ROUTER_TOKENIZER"):
         monkeypatch.delenv(var, raising=False)
+
+
+# Files the tests leave for a person to look at (the report's screenshot): listed at the end of
+# the run with their paths, so a CI log says where to find them.
+ARTIFACTS = ROOT / "tests" / "artifacts"
+_RUN_STARTED = pytest.StashKey[float]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    import time
+
+    session.config.stash[_RUN_STARTED] = time.time()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
+                            config: pytest.Config) -> None:
+    started = config.stash.get(_RUN_STARTED, None)
+    if started is None or not ARTIFACTS.is_dir():
+        return
+    made = sorted(p for p in ARTIFACTS.iterdir() if p.stat().st_mtime >= started)
+    if made:
+        terminalreporter.write_sep("-", "artifacts to look at")
+        for path in made:
+            terminalreporter.write_line(str(path))

@@ -15,26 +15,27 @@ On SIGINT/SIGTERM each worker stops accepting, lets in-flight requests finish fo
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
-import errno
-import logging
-import multiprocessing
-import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+# The event loop, sockets and processes are imported where they are used: `--help` builds this
+# command's parser and should not pay for them.
+if TYPE_CHECKING:
+    import argparse
+    import asyncio
 
 __all__ = ["add_parser", "run_serve"]
 
 
 def add_parser(sub: Any) -> None:
     """Add the `serve` command to the CLI's subparsers."""
+    from .._argtypes import port, positive_int
+
     p = sub.add_parser("serve", help="run the HTTP gateway (OpenAI, Ollama and TGI protocols)")
     p.add_argument("--config", help="a router config file (TOML), with an optional [server]")
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default 8080)")
-    p.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    p.add_argument("--port", type=port, help="port (default 8080)")
+    p.add_argument("--workers", type=positive_int, default=1, help="processes sharing the port")
     p.add_argument("--state-dir", metavar="DIR",
                    help="where the spend database is kept when the config has no [store] "
                         "(default: $STARCODER_ROUTER_STATE_DIR, $XDG_STATE_HOME/starcoder-router "
@@ -43,7 +44,7 @@ def add_parser(sub: Any) -> None:
                    help="do not log a line per request (on by default)")
     p.add_argument("--hash-key", metavar="KEY",
                    help="print the SHA-256 digest of an API key for [[server.tenants]] and exit")
-    p.set_defaults(func=run_serve)
+    p.set_defaults(func=run_serve, own_logging=True)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -89,6 +90,8 @@ def run_serve(args: argparse.Namespace) -> int:
     if workers == 1:
         _serve(args.config, raw, False, spend_db)
         return 0
+    import multiprocessing
+
     ctx = multiprocessing.get_context("spawn")
     children = [ctx.Process(target=_serve, args=(args.config, raw, True, spend_db),
                             daemon=False) for _ in range(workers - 1)]
@@ -110,6 +113,8 @@ def _serve(config: str | None, raw_settings: dict[str, Any], reuse_port: bool,
            spend_db: str | None) -> None:
     """One worker: build the gateway inside the event loop and serve until signalled.
     `spend_db`: the default SQLite store's file (None when the config names a store)."""
+    import asyncio
+
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     try:
@@ -123,6 +128,8 @@ def _serve(config: str | None, raw_settings: dict[str, Any], reuse_port: bool,
 async def _serve_until_signalled(config: str | None, raw_settings: dict[str, Any],
                                  reuse_port: bool, spend_db: str | None,
                                  loop: asyncio.AbstractEventLoop) -> None:
+    import asyncio
+    import contextlib
     import signal
 
     from .app import create_app, listen
@@ -137,6 +144,11 @@ async def _serve_until_signalled(config: str | None, raw_settings: dict[str, Any
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     overrides: dict[str, Any] = {"settings": settings}
+    if not _config_names_tokenizer(config):
+        from .._routing.tokens import LazyCounter
+
+        # A gateway operator names a tokenizer in the config file, not as a Python argument.
+        overrides["tokenizer"] = LazyCounter(advice=SERVE_TOKENIZER_ADVICE)
     if spend_db is not None:
         from .._stores.sqlite import SQLiteStore
 
@@ -151,9 +163,23 @@ async def _serve_until_signalled(config: str | None, raw_settings: dict[str, Any
         await runner.cleanup()
 
 
+SERVE_TOKENIZER_ADVICE = 'set tokenizer = "/path/to/tokenizer.json" in the config file'
+
+
+def _config_names_tokenizer(config: str | None) -> bool:
+    if config is None:
+        return False
+    from .._config import load_config
+
+    return load_config(config).tokenizer is not None
+
+
 def _cannot_serve(host: str, port: int) -> str | None:
     """Why the gateway could not start, checked before anything is printed or spawned: the
     `server` extra missing, or the address taken."""
+    import errno
+    import socket
+
     try:
         import prometheus_client  # noqa: F401
     except ImportError:
@@ -188,6 +214,8 @@ def _cannot_share(store_kind: str | None, workers: int) -> str | None:
 
 
 def _configure_logging() -> None:
+    import logging
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
 
@@ -202,6 +230,8 @@ def _loop_name() -> str:
 def _new_loop() -> asyncio.AbstractEventLoop:
     """uvloop's event loop when installed (the `server` extra brings it on Linux and macOS):
     it cuts the gateway's own time per request; else asyncio's."""
+    import asyncio
+
     try:
         import uvloop
     except ImportError:

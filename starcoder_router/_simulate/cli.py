@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -19,15 +20,17 @@ __all__ = ["add_commands"]
 
 def add_commands(sub: Any) -> None:
     """Add the commands to the `starcoder-router` subparsers `sub`."""
+    from .._argtypes import positive_float, positive_int
     from .names import SCENARIO_NAMES
 
     wl = sub.add_parser("workload", help="build workloads for `simulate`")
     wl_sub = wl.add_subparsers(required=True, metavar="source")
     code = wl_sub.add_parser("from-code", help="random cursor positions in a folder of code")
     code.add_argument("folder", help="the code to draw requests from")
-    code.add_argument("--requests", type=int, default=1000, help="how many requests to draw")
+    code.add_argument("--requests", type=positive_int, default=1000,
+                      help="how many requests to draw")
     code.add_argument("--seed", type=int, default=0, help="the same seed draws the same workload")
-    code.add_argument("--rate", type=float, default=1.0, help="requests per second")
+    code.add_argument("--rate", type=positive_float, default=1.0, help="requests per second")
     code.add_argument("--tenants", default="ide=0.6,review-bot=0.3,batch=0.1",
                       metavar="NAME=WEIGHT,...", help="tenants and their share of requests")
     code.add_argument("--tokenizer", help="tokenizer.json for exact counts (default: the "
@@ -75,6 +78,10 @@ def _cmd_from_code(args: argparse.Namespace) -> int:
     lines = build_from_code(args.folder, requests=args.requests, counter=counter,
                             seed=args.seed, rate=args.rate, tenants=_tenants(args.tenants),
                             keep_text=args.keep_text)
+    # The build finds a missing folder or one without code at its first line: take that line
+    # before opening the output, so a failed build leaves an earlier workload as it was.
+    first = next(iter(lines), None)
+    lines = itertools.chain([] if first is None else [first], lines)
     if args.output:
         with _open_for_writing(args.output) as f:
             _write(lines, f)
@@ -110,6 +117,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from .names import SCENARIO_NAMES
     from .runner import simulate
     from .summary import summary_table
+    from .wording import budget_label, refusal_in_words
     from .workload import stream_workload
 
     if args.report:  # before the simulation, not after minutes of it
@@ -147,15 +155,16 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             out["report"] = args.report
         print(json.dumps(out, indent=2))
         return 0
-    print(f"{len(workload)} requests from {args.workload}"
-          + (f" ({len(workload.errors)} invalid lines skipped)" if workload.errors else ""))
+    print(f"{len(workload):,} requests from {args.workload}"
+          + (f" ({len(workload.errors):,} invalid lines skipped)" if workload.errors else ""))
     print(summary_table(result.summaries))
     for s in result.summaries:
         if s.refused_by_reason:
-            reasons = "; ".join(f"{n} {r}" for r, n in s.refused_by_reason.items())
+            reasons = "; ".join(f"{n:,} {refusal_in_words(r)}"
+                                for r, n in s.refused_by_reason.items())
             print(f"{s.name} refused: {reasons}")
         for budget, at in s.budget_exhausted_at_s.items():
-            print(f"{s.name}: budget {budget} exhausted after {at / 3600:.1f} h")
+            print(f"{s.name}: {budget_label(budget)} ran out after {at / 3600:.1f} h")
     if result.autocomplete:
         from .sessions import autocomplete_table
 

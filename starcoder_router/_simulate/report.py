@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 from collections.abc import Iterable, Sequence
 from types import ModuleType
 from typing import Any
@@ -22,13 +23,22 @@ from .labels import FONT_PX, LINE_PX, window_labels
 from .runner import SimulationResult
 from .summary import PolicySummary
 from .tally import MAX_LISTED, Tally
-from .wording import budget_label, deployment_colour, headline, policy_colour
+from .wording import (
+    budget_label,
+    deployment_colour,
+    headline,
+    policy_colour,
+    refusal_in_words,
+)
 
 __all__ = ["check_report_dependencies", "render_report", "write_report"]
 
 # Enough points for a smooth line; a workload of 100,000 requests would otherwise put 100,000
 # points per policy in the file.
 _MAX_POINTS = 400
+# Counts on an axis read as in the tables, 2,500 and 10,000 (Plotly would write 2500 and 10k):
+# d3-format's "," groups thousands (https://d3js.org/d3-format).
+_COUNT = ",~f"
 _DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 
 
@@ -119,7 +129,7 @@ def _deployment_mix(go: ModuleType, summaries: Sequence[PolicySummary]) -> Any:
                              marker_color=deployment_colour(dep)))
     fig.add_trace(go.Bar(x=names, y=[s.refused for s in summaries], name="refused",
                          marker_color="#999999"))
-    fig.update_layout(barmode="stack", yaxis_title="requests")
+    fig.update_layout(barmode="stack", yaxis_title="requests", yaxis_tickformat=_COUNT)
     return fig
 
 
@@ -185,6 +195,7 @@ def _prompt_sizes(go: ModuleType, result: SimulationResult) -> Any:
             font={"size": FONT_PX, "color": "#c0392b"})
     rows = max((label.row + 1 for label in labels), default=0)
     fig.update_layout(xaxis_title="prompt tokens", yaxis_title="requests", bargap=0.05,
+                      xaxis_tickformat=_COUNT, yaxis_tickformat=_COUNT,
                       xaxis_range=[0, x_max], showlegend=False,
                       margin={"t": 20 + rows * row_px, "l": 60, "r": 20})
     return fig
@@ -208,7 +219,7 @@ def _summary_table(summaries: Sequence[PolicySummary]) -> str:
                  f"{s.refused:,}", f"{s.trimmed_requests:,}", f"{s.tokens_trimmed:,}",
                  _secs(s.latency_p50_s), _secs(s.latency_p99_s), quality, exhausted)
         rows.append(cells)
-    return _table(head, rows, "summary")
+    return _table(head, rows, "summary", free=(3, 11))
 
 
 def _autocomplete_table(result: SimulationResult) -> str:
@@ -228,14 +239,24 @@ def _secs(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f} s"
 
 
-def _table(head: Sequence[str], rows: Iterable[Sequence[str]], cls: str) -> str:
-    out = [f'<table class="{cls}"><thead><tr>']
+def _table(head: Sequence[str], rows: Iterable[Sequence[str]], cls: str,
+           free: Sequence[int] = ()) -> str:
+    """`free`: the columns that hold names of the user's choosing (tenants, budgets), which
+    may break anywhere so that a long name cannot widen the table past the page."""
+    out = [f'<div class="scroll"><table class="{cls}"><thead><tr>']
     out += [f"<th>{html.escape(h)}</th>" for h in head]
     out.append("</tr></thead><tbody>")
     for r in rows:
-        out.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>")
-    out.append("</tbody></table>")
+        out.append("<tr>" + "".join(
+            f'<td class="n">{html.escape(c)}</td>' if _NUMBER.fullmatch(c)
+            else f'<td class="free">{html.escape(c)}</td>' if i in free
+            else f"<td>{html.escape(c)}</td>" for i, c in enumerate(r)) + "</tr>")
+    out.append("</tbody></table></div>")
     return "".join(out)
+
+
+# A cell that is one number (a count, dollars, seconds, hours, a share) stays on one line.
+_NUMBER = re.compile(r"[-$]?[\d,.]+(?: s| h|%)?")
 
 
 def _listed(result: SimulationResult) -> str:
@@ -248,12 +269,14 @@ def _listed(result: SimulationResult) -> str:
             continue
         rows = [(f"{o.number + 1:,}", f"{o.arrival / 3600:.2f} h", o.kind, o.tenant,
                  f"{o.prompt_tokens:,}",
-                 o.refused or f"trimmed {o.trimmed_tokens:,} tokens on {o.deployment}")
+                 refusal_in_words(o.refused) if o.refused
+                 else f"trimmed {o.trimmed_tokens:,} tokens on {o.deployment}")
                 for o in tally.listed]
         more = f" (first {MAX_LISTED} of {total:,})" if total > MAX_LISTED else ""
         parts.append(f"<details><summary>{html.escape(name)}: {total:,} request(s){more}"
                      "</summary>" + _table(("request", "arrival", "kind", "tenant",
-                                            "prompt tokens", "what happened"), rows, "listed")
+                                            "prompt tokens", "what happened"), rows, "listed",
+                                           free=(3, 5))
                      + "</details>")
     return "\n".join(parts) or "<p>No request was refused or trimmed.</p>"
 
@@ -264,13 +287,14 @@ _PAGE = """<!DOCTYPE html>
 <meta charset="utf-8">
 <title>{title}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px;
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 1em; max-width: 1200px;
        color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
 th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }}
 th {{ background: #f3f3f3; }}
-td:nth-child(n+3) {{ white-space: nowrap; }}
-table.summary td:nth-child(4), table.summary td:nth-child(12) {{ white-space: normal; }}
+td.n {{ white-space: nowrap; }}
+td.free {{ overflow-wrap: anywhere; min-width: 8em; }}
+div.scroll {{ overflow-x: auto; }}
 summary {{ cursor: pointer; margin: 0.5em 0; }}
 </style>
 <script type="text/javascript">{plotly}</script>

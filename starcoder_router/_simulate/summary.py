@@ -109,9 +109,9 @@ def summary_table(summaries: Sequence[PolicySummary]) -> str:
     for s in summaries:
         top = max(s.requests_by_deployment.items(), key=lambda kv: kv[1], default=None)
         rows.append((
-            s.name, _usd(s.cost_usd), str(s.served), str(s.refused), str(s.trimmed_requests),
-            _secs(s.latency_p50_s), _secs(s.latency_p99_s),
+            s.name, _usd(s.cost_usd), f"{s.served:,}", f"{s.refused:,}",
+            f"{s.trimmed_requests:,}", _secs(s.latency_p50_s), _secs(s.latency_p99_s),
             "-" if s.quality is None else f"{s.quality:.1f}",
-            f"{top[0]} ({top[1]})" if top else "-",
+            f"{top[0]} ({top[1]:,})" if top else "-",
         ))
     return text_table(rows)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from .summary import PolicySummary
 
-__all__ = ["budget_label", "deployment_colour", "headline", "policy_colour"]
+__all__ = ["budget_label", "deployment_colour", "headline", "policy_colour", "refusal_in_words"]
 
 # Plotly's default qualitative palette (plotly.colors.qualitative.Plotly).
 _PALETTE = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692",
@@ -36,6 +36,17 @@ def budget_label(key: str) -> str:
         owner = f"{kind}'s "
     when = f" ({bucket})" if bucket and bucket != "total" else ""
     return f"{owner}{_PERIODS[period]} budget{when}"
+
+
+def refusal_in_words(reason: str) -> str:
+    """A simulated refusal's reason with its budget named in words: `budget tenant:ide/day
+    exhausted` as `ide's daily budget exhausted`; other reasons as written."""
+    if reason.startswith("budget ") and reason.endswith(" exhausted"):
+        key = reason[len("budget "):-len(" exhausted")]
+        words = budget_label(key)
+        if words != key:
+            return f"{words} exhausted"
+    return reason
 
 
 def headline(summaries: Sequence[PolicySummary]) -> str:

@@ -65,7 +65,8 @@ def test_help_and_version_load_no_heavy_module(flag: str) -> None:
     code = ("import sys\nfrom starcoder_router._cli import main\n"
             f"try:\n    main([{flag!r}])\nexcept SystemExit:\n    pass\n"
             "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'pydantic', 'aiohttp', 'httpx', 'sqlite3', 'tomllib', 'multidict'})\n"
+            "{'pydantic', 'aiohttp', 'httpx', 'sqlite3', 'tomllib', 'multidict', 'asyncio',"
+            " 'socket', 'multiprocessing'})\n"
             "print('HEAVY', heavy, file=sys.stderr)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)
@@ -107,3 +108,67 @@ def test_the_tokenizer_notice_is_for_the_command_line_and_said_once(
     assert "--tokenizer PATH" in err and "tokenizer=<path" not in err
     assert "pip install" not in err  # the extra is installed here
     assert "token counts: estimated" in out and "no StarCoder 2 tokenizer" not in out
+
+
+# Every numeric option with a value it cannot take: the command must stop at parsing, naming
+# the flag, before it prints, opens, truncates or binds anything.
+_NUMBER_COMMANDS = {
+    ("route",): ["x"], ("complete",): ["x"], ("discover",): [], ("fake-server",): [],
+    ("workload", "from-code"): ["."], ("serve",): [],
+}
+_BAD_NUMBERS = ["nan", "inf", "-1", "abc"]
+_NUMERIC = [
+    (cmd, action.option_strings[-1])
+    for name, parser in ALL_PARSERS
+    for cmd in [tuple(name.split()[1:])] if cmd in _NUMBER_COMMANDS
+    for action in parser._actions
+    if action.option_strings and action.type is not None
+    and action.option_strings[-1] not in ("--min-quality", "--seed")
+]
+
+
+def test_the_numeric_options_are_all_checked() -> None:
+    assert {flag for _, flag in _NUMERIC} >= {
+        "--max-tokens", "--max-cost", "--temperature", "--timeout", "--port", "--latency",
+        "--requests", "--rate", "--workers"}
+
+
+@pytest.mark.parametrize(("cmd", "flag"), _NUMERIC, ids=[" ".join((*c, f)) for c, f in _NUMERIC])
+@pytest.mark.parametrize("value", _BAD_NUMBERS)
+def test_a_numeric_option_refuses_a_value_it_cannot_take(
+        capsys: pytest.CaptureFixture[str], cmd: tuple[str, ...], flag: str,
+        value: str) -> None:
+    if value == "-1" and flag == "--latency":
+        value = "-0.5"
+    with pytest.raises(SystemExit) as exc:
+        main([*cmd, *_NUMBER_COMMANDS[cmd], f"{flag}={value}"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: want " in err, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("cmd", "value"), [(("serve",), "65536"), (("fake-server",), "70000")])
+def test_a_port_past_65535_is_a_usage_error(capsys: pytest.CaptureFixture[str],
+                                            cmd: tuple[str, ...], value: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([*cmd, "--port", value])
+    assert exc.value.code == 2
+    assert "argument --port: want a port number from 0 to 65535" in capsys.readouterr().err
+
+
+def test_temperature_past_2_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["complete", "x", "--temperature", "2.5"])
+    assert "argument --temperature: want a number from 0 to 2" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_the_command_line() -> None:
+    """`python -m starcoder_router` is the console script, for a venv whose bin is not on PATH."""
+    from starcoder_router import __version__
+
+    done = subprocess.run([sys.executable, "-m", "starcoder_router", "--version"],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"starcoder-router {__version__}\n"

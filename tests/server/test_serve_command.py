@@ -95,3 +95,62 @@ def test_two_workers_print_one_banner() -> None:
     assert banners == [f"{BANNER} http://127.0.0.1:{port} (2 workers, "
                        f"{banners[0].rsplit('(2 workers, ', 1)[-1]}"]
     assert banners[0].endswith(("uvloop loop)", "asyncio loop)"))
+
+
+def test_the_tokenizer_notice_tells_a_gateway_operator_what_to_set(tmp_path: Path) -> None:
+    """`serve` has no --tokenizer flag and no Python caller: the notice names the config key."""
+    config = tmp_path / "router.toml"
+    config.write_text("[policy]\nallow_providers = ['openai-compatible']\n\n[[deployments]]\n"
+                      "name = 'local/3b'\nprovider = 'openai-compatible'\n"
+                      "variant = 'starcoder2-3b'\nmodel = 'm'\ncontext_window = 16384\n"
+                      "base_url = 'http://127.0.0.1:9/v1'\n", encoding="utf-8")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "STARCODER_ROUTER_TOKENIZER"}
+    env.update(PYTHONPATH=str(ROOT), HF_HUB_CACHE=str(tmp_path / "hub"))
+    code = "import sys; from starcoder_router._cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--config", str(config),
+                             "--port", str(port), "--no-access-log"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        httpx.post(f"http://127.0.0.1:{port}/v1/completions", timeout=30,
+                   json={"model": "starcoder2", "prompt": "x = 1\n" * 2000, "max_tokens": 8})
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert err.count("no StarCoder 2 tokenizer found") == 1, err
+    assert 'tokenizer = "/path/to/tokenizer.json" in the config file' in err
+    assert "tokenizer=<path" not in err and "--tokenizer" not in err
+
+
+def test_the_command_logs_each_request_and_each_error_once() -> None:
+    """The access log and the error lines are on by default in `serve` itself, not only in a
+    gateway built in Python: one line each, in the gateway's format."""
+    port = _free_port()
+    proc = _serve("--port", str(port))
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10)
+        missing = httpx.post(f"http://127.0.0.1:{port}/v1/completions", timeout=10,
+                             json={"model": "no-such-model", "prompt": "x"})
+        assert missing.status_code == 404
+        time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    lines = err.splitlines()
+    assert len([ln for ln in lines if "starcoder_router.access GET /v1/models 200" in ln]) == 1
+    assert len([ln for ln in lines if "POST /v1/completions 404" in ln]) == 1
+    assert len([ln for ln in lines if ": 404 model_not_found: " in ln]) == 1, err

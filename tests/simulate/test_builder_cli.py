@@ -153,4 +153,21 @@ def test_a_folder_without_code_is_an_error(tmp_path: Path) -> None:
     assert main(["workload", "from-code", str(tmp_path / "missing")]) == 2
     assert main(["workload", "from-code", str(tmp_path), "--tenants", "a=x"]) == 2
     (tmp_path / "a.py").write_text("x = 1\n", encoding="utf-8")
-    assert main(["workload", "from-code", str(tmp_path), "--rate", "nan"]) == 2
+    with pytest.raises(SystemExit) as exc:  # a usage error, before anything is built
+        main(["workload", "from-code", str(tmp_path), "--rate", "nan"])
+    assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("folder", ["missing", "empty"])
+def test_a_failed_build_leaves_the_output_file_as_it_was(tmp_path: Path, folder: str,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "workload.jsonl"
+    out.write_text('{"an": "earlier workload"}\n', encoding="utf-8")
+    assert main(["workload", "from-code", str(tmp_path / folder), "-o", str(out)]) == 2
+    assert "error: " in capsys.readouterr().err
+    assert out.read_text(encoding="utf-8") == '{"an": "earlier workload"}\n'
+    fresh = tmp_path / "new.jsonl"
+    assert main(["workload", "from-code", str(tmp_path / folder), "-o", str(fresh)]) == 2
+    assert not fresh.exists()

@@ -4,6 +4,7 @@ errors. The screenshot is kept in tests/artifacts/ (git-ignored) for a human to 
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,6 +81,16 @@ async def test_report_renders_every_plot_without_console_errors(chromium: int,
         rows = await page.evaluate("document.querySelectorAll('table.summary tbody tr').length")
         titles = await page.evaluate(
             "document.querySelector('#fig-budget-burn-down .infolayer').textContent")
+        ticks = await page.evaluate(
+            "Array.from(document.querySelectorAll('.xtick text, .ytick text'))"
+            ".map(e => e.textContent)")
+        # Every table within the page's column, whatever the tenant names: none runs off the
+        # right edge behind a scroll bar.
+        overflow = await page.evaluate("""
+            Array.from(document.querySelectorAll('table')).map(t =>
+              t.getBoundingClientRect().right - document.body.getBoundingClientRect().right)
+              .concat([document.documentElement.scrollWidth
+                       - document.documentElement.clientWidth])""")
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / "simulate-report.png"
         await page.screenshot(shot)
@@ -97,6 +108,9 @@ async def test_report_renders_every_plot_without_console_errors(chromium: int,
         assert plot["width"] > 300, plot
     assert rows == 5
     assert "</script><script>" in titles  # shown as text, not run
+    # Numbers on the axes are written as in the tables: 2,500 and 10,000, not 2500 or 10k.
+    assert ticks and not [t for t in ticks if re.search(r"\d{4}|\d[kMG]$", t)], ticks
+    assert max(overflow) <= 0, overflow
     assert errors == []
     assert shot.stat().st_size > 20_000  # a real picture, not a blank page
     shutil.copy(shot, report.with_suffix(".png"))

@@ -152,3 +152,29 @@ def test_a_long_tenant_name_is_cut_so_titles_side_by_side_stay_apart() -> None:
     (panel,), _ = burn_down_panels({"configured": run})
     assert panel.title.startswith("a-very-long-tenant") and "…'s daily budget" in panel.title
     assert len(panel.title) <= 34 + len(", $0.00")
+
+
+def test_policies_that_cost_the_same_stay_apart_in_both_charts(result: SimulationResult) -> None:
+    # "configured" and "cheapest-summed" run alike here: equal costs, one line on another
+    from starcoder_router._simulate.report import _cost_over_time
+
+    costs = {s.name: s.cost_usd for s in result.summaries}
+    assert costs["configured"] == costs["cheapest-summed"]
+    for fig in (_cost_over_time(go, result), _burn_down(go, result)):
+        style = {t.name: (t.line.dash, t.line.color) for t in fig.data}
+        assert len(set(style.values())) == len(style) == len(result.runs), style
+
+
+def test_the_page_explains_its_date_and_writes_every_count_with_separators(
+        result: SimulationResult) -> None:
+    import re
+
+    from starcoder_router._simulate.report import render_report
+
+    page = render_report(result, workload_name="w.jsonl")
+    intro = page.split("<p>", 1)[1].split("</p>", 1)[0]
+    assert f"starts at {result.start:%Y-%m-%d} 00:00 UTC (a fixed date" in intro
+    assert "it is not a forecast" in intro
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", page)
+    bare = [c for c in cells if re.fullmatch(r"\$?\d{4,}(\.\d+)?( s| h|%)?", c)]
+    assert cells and bare == []

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from starcoder_router._cli import main
 from starcoder_router._simulate.summary import PolicySummary
-from starcoder_router._simulate.wording import budget_label, deployment_colour, headline
+from starcoder_router._simulate.wording import (
+    budget_label,
+    deployment_colour,
+    headline,
+    refusal_in_words,
+)
+from support.simulation import budget_config, counts_workload
 
 
 def _summary(name: str, cost: float, served: int, quality: float | None = 35.0) -> PolicySummary:
@@ -47,3 +58,28 @@ def test_a_deployment_keeps_its_colour_whatever_else_is_shown(names: list[str]) 
     alone = {n: deployment_colour(n) for n in names}
     assert {n: deployment_colour(n) for n in reversed(names)} == alone
     assert all(c.startswith("#") and len(c) == 7 for c in alone.values())
+
+
+def test_refusals_name_budgets_in_words() -> None:
+    assert refusal_in_words("budget tenant:ide/day exhausted") == (
+        "ide's daily budget exhausted")
+    assert refusal_in_words("no route: lacks structured_output") == (
+        "no route: lacks structured_output")
+
+
+def test_the_terminal_summary_speaks_as_the_report_does(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Budgets in words and counts with thousands separators, as in the HTML report."""
+    workload = tmp_path / "workload.jsonl"
+    workload.write_text("".join(r.model_dump_json(exclude_none=True) + "\n"
+                                for r in counts_workload(1500, seed=3, rate=5)),
+                        encoding="utf-8")
+    config = budget_config(tmp_path / "router.toml", tenant_usd=0.02)
+    assert main(["simulate", str(workload), "--config", str(config),
+                 "--policy", "configured", "--policy", "largest"]) == 0
+    out = capsys.readouterr().out
+    assert "1,500 requests from" in out
+    assert "tenant:" not in out and "|20" not in out
+    assert "ide's daily budget exhausted" in out
+    assert "ide's daily budget (2030-01-07) ran out after" in out
+    assert not re.search(r"(?<![\d.,])\d{4,}(?![\d.,])", out.replace("2030-01-07", "")), out

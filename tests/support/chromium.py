@@ -118,8 +118,14 @@ class Page:
             raise RuntimeError(f"evaluating {expression!r}: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    async def screenshot(self, path: Path) -> None:
-        shot = await self.send("Page.captureScreenshot", format="png")
+    async def screenshot(self, path: Path, *, scale: float = 1.0) -> None:
+        """The whole page, top to bottom, not only the window's height."""
+        metrics = await self.send("Page.getLayoutMetrics")
+        size = metrics.get("cssContentSize") or metrics["contentSize"]
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"],
+                "scale": scale}
+        shot = await self.send("Page.captureScreenshot", format="png", clip=clip,
+                               captureBeyondViewport=True)
         path.write_bytes(base64.b64decode(shot["data"]))
 
     async def close(self) -> None:

@@ -1,0 +1,7 @@
+"""`python -m starcoder_router`: the `starcoder-router` command."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())
