@@ -77,17 +77,17 @@ async def _upstream(request: web.Request) -> web.StreamResponse:
                       else {"text": text})
         return web.json_response({"id": "u", "object": "x", "choices": [choice],
                                   "usage": usage})
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await response.prepare(request)
+    # The whole stream in one write: the stand-in spends one send on it (it is not what is
+    # measured), and the gateway finds every chunk buffered at once, its hardest case.
+    events = []
     for i, word in enumerate(words):
         choice = {"index": 0, "finish_reason": "stop" if i == len(words) - 1 else None}
         choice.update({"delta": {"content": word}} if chat else {"text": word})
-        await response.write(b"data: " + json.dumps({"id": "u", "choices": [choice]}).encode()
-                             + b"\n\n")
-    await response.write(b"data: " + json.dumps({"id": "u", "choices": [],
-                                                 "usage": usage}).encode() + b"\n\n")
-    await response.write(b"data: [DONE]\n\n")
-    return response
+        events.append(b"data: " + json.dumps({"id": "u", "choices": [choice]}).encode())
+    events.append(b"data: " + json.dumps({"id": "u", "choices": [], "usage": usage}).encode())
+    events.append(b"data: [DONE]")
+    return web.Response(body=b"\n\n".join(events) + b"\n\n",
+                        headers={"Content-Type": "text/event-stream"})
 
 
 async def _site(app: web.Application) -> tuple[web.AppRunner, str]:
@@ -174,9 +174,10 @@ async def _victim(url: str, until: float) -> list[float]:
     return latencies
 
 
-async def _attacker(url: str, until: float, workers: int, trap_url: str) -> Counter[str]:
+async def _attacker(url: str, until: float, workers: int, trap_url: str,
+                    only: tuple[str, ...] = ()) -> Counter[str]:
     seen: Counter[str] = Counter()
-    plan = attacks(trap_url)
+    plan = [a for a in attacks(trap_url) if not only or a[0] in only]
     headers = {"Authorization": f"Bearer {ATTACKER_KEY}",
                "Content-Type": "application/json"}
     timeout = aiohttp.ClientTimeout(total=60)
@@ -200,43 +201,64 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-class Scenario:
-    """The upstream, a trap socket and the gateway (a child process), up; `run(seconds,
-    attackers)` measures."""
+def _child(*args: str, session: bool = False) -> tuple[subprocess.Popen[str], str]:
+    """This script in a child process (in a session of its own: `session`), and the first line
+    it prints."""
+    proc = subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=session)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
 
-    def __init__(self) -> None:
-        self.loops = [LoopThread() for _ in range(3)]  # upstream, victim, attacker
-        upstream = web.Application()
-        upstream.router.add_post("/v1/completions", _upstream)
-        upstream.router.add_post("/v1/chat/completions", _upstream)
-        self._up_runner, up_url = self.loops[0].run(_site(upstream))
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.stdin is not None:
+        proc.stdin.close()  # a child stops when its stdin closes
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+class Scenario:
+    """The upstream stand-in and the gateway (child processes) and a trap socket, up;
+    `run(seconds, attackers)` measures. The victim runs on this process's loop, the attacker
+    in a child process of its own: neither waits for the other's interpreter."""
+
+    def __init__(self, profile: str | None = None, uncapped: bool = False) -> None:
+        self.victim = LoopThread()
+        self._upstream, up_url = _child("--upstream")
         self.trap = socket.socket()
         self.trap.bind(("127.0.0.1", 0))
         self.trap.listen(64)
         self.trap_url = f"http://127.0.0.1:{self.trap.getsockname()[1]}"
-        self._gateway = subprocess.Popen(
-            [sys.executable, __file__, "--serve", up_url], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        assert self._gateway.stdout is not None
-        self.url = self._gateway.stdout.readline().strip()
-        if not self.url.startswith("http"):
+        self._gateway, self.url = _child(
+            "--serve", up_url, *(["--profile", profile] if profile else []),
+            *(["--uncapped"] if uncapped else []))
+        if not (up_url.startswith("http") and self.url.startswith("http")):
             self.close()
-            raise RuntimeError("the gateway did not start")
+            raise RuntimeError("the upstream stand-in or the gateway did not start")
 
-    def run(self, seconds: float, attackers: int) -> dict[str, Any]:
-        victim_loop, attacker_loop = self.loops[1:]
-        until = time.perf_counter() + seconds
+    def run(self, seconds: float, attackers: int,
+            only: tuple[str, ...] = ()) -> dict[str, Any]:
         attack = None
         if attackers:
-            attack = asyncio.run_coroutine_threadsafe(
-                _attacker(self.url, until, attackers, self.trap_url), attacker_loop.loop)
+            attack, ready = _child("--attack", self.url, self.trap_url, str(seconds + 0.2),
+                                   str(attackers), *(f"--only={k}" for k in only),
+                                   session=True)
+            assert ready == "go", ready
             time.sleep(0.2)  # the attack is under way before the victim starts
-        latencies = victim_loop.run(_victim(self.url, until), timeout=seconds + 60)
-        seen = attack.result(seconds + 120) if attack is not None else Counter()
-        return {"p50_ms": _pct(latencies, 0.50) * 1e3, "p99_ms": _pct(latencies, 0.99) * 1e3,
-                "max_ms": max(latencies) * 1e3, "victim_requests": len(latencies),
-                "attack_requests": sum(seen.values()), "attack": dict(seen),
-                "trap_connections": self.trap_connections()}
+        until = time.perf_counter() + seconds
+        latencies = self.victim.run(_victim(self.url, until), timeout=seconds + 60)
+        seen: Counter[str] = Counter()
+        if attack is not None:
+            assert attack.stdout is not None
+            seen.update(json.loads(attack.stdout.readline() or "{}"))
+            _stop(attack)
+        return _summary(latencies, seen, self.trap_connections())
 
     def trap_connections(self) -> int:
         self.trap.setblocking(False)
@@ -250,46 +272,101 @@ class Scenario:
             n += 1
 
     def close(self) -> None:
-        if self._gateway.stdin is not None:
-            self._gateway.stdin.close()  # the gateway stops when its stdin closes
-        try:
-            self._gateway.wait(10)
-        except subprocess.TimeoutExpired:
-            self._gateway.kill()
-            self._gateway.wait()
-        if self._gateway.stdout is not None:
-            self._gateway.stdout.close()
-        self.loops[0].run(self._up_runner.cleanup())
+        _stop(self._gateway)
+        _stop(self._upstream)
         self.trap.close()
-        for lt in self.loops:
-            lt.stop()
+        self.victim.stop()
 
 
-def serve(upstream_url: str) -> None:
-    """The gateway under test, in this (child) process: prints its URL, serves until stdin
+async def _until_stdin_closes() -> None:
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+def serve_upstream() -> None:
+    """The upstream stand-in, in this (child) process: prints its URL, serves until stdin
     closes."""
 
     async def run() -> None:
-        gateway = Gateway(settings=ServerSettings(max_tokens=512, tenants=_tenants()),
-                          catalog=_catalog(upstream_url), env={})
-        runner, url = await _site(create_app(gateway))
+        upstream = web.Application()
+        upstream.router.add_post("/v1/completions", _upstream)
+        upstream.router.add_post("/v1/chat/completions", _upstream)
+        runner, url = await _site(upstream)
         print(url, flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await _until_stdin_closes()
         await runner.cleanup()
-        await gateway.aclose()
 
     asyncio.run(run())
 
 
-def measure(seconds: float, attackers: int) -> dict[str, Any]:
-    scenario = Scenario()
+def attack(url: str, trap_url: str, seconds: float, workers: int,
+           only: tuple[str, ...]) -> None:
+    """The attacker, in this (child) process: prints "go", attacks for `seconds`, prints what
+    it was answered (JSON)."""
+
+    async def run() -> Counter[str]:
+        print("go", flush=True)
+        return await _attacker(url, time.perf_counter() + seconds, workers, trap_url, only)
+
+    print(json.dumps(asyncio.run(run())), flush=True)
+
+
+def serve(upstream_url: str, profile: str | None = None, uncapped: bool = False) -> None:
+    """The gateway under test, in this (child) process: prints its URL, serves until stdin
+    closes (with `profile`, under cProfile, its statistics written there)."""
+
+    async def run() -> None:
+        gateway = Gateway(settings=_settings(uncapped), catalog=_catalog(upstream_url), env={})
+        runner, url = await _site(create_app(gateway))
+        print(url, flush=True)
+        await _until_stdin_closes()
+        await runner.cleanup()
+        await gateway.aclose()
+
+    if profile is None:
+        asyncio.run(run())
+        return
+    import cProfile
+
+    with cProfile.Profile() as prof:
+        asyncio.run(run())
+    prof.dump_stats(profile)
+
+
+def _settings(uncapped: bool) -> ServerSettings:
+    """The gateway's settings: the defaults, or (`uncapped`) no cap on requests in flight."""
+    caps = ({"max_requests_in_flight_per_tenant": 10**6, "max_requests_in_flight": 10**6}
+            if uncapped else {})
+    return ServerSettings(max_tokens=512, tenants=_tenants(), **caps)
+
+
+def _summary(latencies: list[float], seen: Counter[str], trap: int) -> dict[str, Any]:
+    return {"p50_ms": _pct(latencies, 0.50) * 1e3, "p99_ms": _pct(latencies, 0.99) * 1e3,
+            "max_ms": max(latencies) * 1e3, "victim_requests": len(latencies),
+            "attack_requests": sum(seen.values()), "attack": dict(seen),
+            "trap_connections": trap, "latencies": latencies}
+
+
+def measure(seconds: float, attackers: int, profile: str | None = None,
+            rounds: int = 3) -> dict[str, Any]:
+    """The victim alone and under attack, `seconds` of each, taken in `rounds` alternating
+    windows so that both see the same load from the rest of the machine."""
+    scenario = Scenario(profile)
+    runs: dict[str, list[dict[str, Any]]] = {"alone": [], "attacked": []}
     try:
         scenario.run(0.5, 0)  # warm up: imports, connections, the first routes
-        alone = scenario.run(seconds, 0)
-        attacked = scenario.run(seconds, attackers)
+        for _ in range(rounds):
+            runs["alone"].append(scenario.run(seconds / rounds, 0))
+            runs["attacked"].append(scenario.run(seconds / rounds, attackers))
     finally:
         scenario.close()
-    return {"alone": alone, "attacked": attacked, "attackers": attackers, "seconds": seconds}
+    result: dict[str, Any] = {"attackers": attackers, "seconds": seconds, "rounds": rounds}
+    for label, parts in runs.items():
+        seen: Counter[str] = Counter()
+        for part in parts:
+            seen.update(part["attack"])
+        result[label] = _summary([t for part in parts for t in part["latencies"]], seen,
+                                 sum(part["trap_connections"] for part in parts))
+    return result
 
 
 def section(result: dict[str, Any]) -> str:
@@ -325,11 +402,24 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> N
     p.add_argument("--attackers", type=int, default=32)
     p.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     p.add_argument("--serve", metavar="UPSTREAM_URL", help=argparse.SUPPRESS)
+    p.add_argument("--profile", metavar="FILE", help="cProfile the gateway into FILE")
+    p.add_argument("--upstream", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--uncapped", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--attack", nargs=4, metavar=("URL", "TRAP", "SECONDS", "WORKERS"),
+                   help=argparse.SUPPRESS)
+    p.add_argument("--only", action="append", default=[], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve:
-        serve(args.serve)
+        serve(args.serve, args.profile, args.uncapped)
         return
-    result = measure(args.seconds, args.attackers)
+    if args.upstream:
+        serve_upstream()
+        return
+    if args.attack:
+        url, trap, seconds, workers = args.attack
+        attack(url, trap, float(seconds), int(workers), tuple(args.only))
+        return
+    result = measure(args.seconds, args.attackers, args.profile)
     text = section(result)
     out(text)
     if args.write:

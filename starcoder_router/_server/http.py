@@ -26,6 +26,7 @@ from .autocomplete import (
     with_mode,
     with_session,
 )
+from .fairness import TimeSlice
 from .first_token import with_first_token_timeout
 from .gateway import Call, Gateway
 from .inputs import check_call, load_json
@@ -167,6 +168,7 @@ async def handle(request: web.Request, dialect: Dialect, parse: Parser) -> web.S
         tenant = request.get(TENANT_KEY)
         limits = gateway.settings.limits
         body = await read_json(request, gateway.settings.max_body_bytes, limits.max_json_depth)
+        await gateway.fairness.take_turn(tenant)  # parsing and routing: one tenant's at a time
         parsed = parse(request, body, gateway)
         check_call(parsed.call, limits)
         parsed = parsed._replace(call=parsed.call._replace(fields=with_mode(
@@ -179,6 +181,7 @@ async def handle(request: web.Request, dialect: Dialect, parse: Parser) -> web.S
         parsed = parsed._replace(call=parsed.call._replace(
             tenant=tenant, request_id=rid, hold=hold,
             fields=with_session(parsed.call.fields, request, gateway)))
+        await gateway.fairness.take_turn(tenant)  # routing, when the admission paused
         if parsed.stream:
             return await _stream(request, gateway, dialect, parsed, rid)
         completion = await gateway.complete(parsed.call)
@@ -226,8 +229,11 @@ async def _stream(request: web.Request, gateway: Gateway, dialect: Dialect, pars
     try:
         await response.prepare(request)
         try:
+            # Buffered chunks do not wait: share the loop with other tenants between them.
+            turns = TimeSlice(gateway.fairness, call.tenant)
             while chunk is not None:
                 await response.write(dialect.stream_chunk(chunk, parsed))
+                await turns.share()
                 chunk = await gateway.next_chunk(call, stream)
             await response.write(dialect.stream_end(stream.completion, parsed))
         except OSError:
