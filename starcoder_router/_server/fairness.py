@@ -86,12 +86,12 @@ class Fairness:
         if not queue and self._room(key):
             self._start(key)
             return
+        if (len(queue) if queue else 0) >= self._queue_cap:
+            raise _busy(f"this tenant has {self._queue_cap} requests waiting already "
+                        "(max_queued_per_tenant)")
         if queue is None:
             queue = self._queues[key] = deque()
             self._ring.append(key)
-        if len(queue) >= self._queue_cap:
-            raise _busy(f"more than {self._queue_cap} of this tenant's requests are waiting "
-                        "(max_queued_per_tenant)")
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         queue.append(waiter)
         try:

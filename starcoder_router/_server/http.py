@@ -92,8 +92,9 @@ async def read_json(request: web.Request, max_bytes: int,
                                    "compressed request bodies are not accepted"))
     chunks: list[bytes] = []
     size = 0
+    body_timeout_s = request.app[GATEWAY_KEY].settings.body_timeout_s
     try:
-        async with asyncio.timeout(request.app[GATEWAY_KEY].settings.body_timeout_s):
+        async with asyncio.timeout(body_timeout_s):
             async for data in request.content.iter_any():
                 size += len(data)
                 if size > max_bytes:
@@ -101,13 +102,14 @@ async def read_json(request: web.Request, max_bytes: int,
                 chunks.append(data)
     except TimeoutError:
         raise GatewayError(Problem(408, "invalid_request_error", "request_timeout",
-                                   "the request body was not received in time")) from None
+                                   f"the request body was not received within "
+                                   f"{body_timeout_s:g} s (body_timeout_s)")) from None
     return load_json(b"".join(chunks), max_depth)
 
 
 def _too_large(max_bytes: int) -> GatewayError:
     return GatewayError(Problem(413, "invalid_request_error", "request_too_large",
-                                f"the body is larger than {max_bytes} bytes"))
+                                f"the body is larger than {max_bytes} bytes (max_body_bytes)"))
 
 
 def parse_body(model: type[_M], body: dict[str, Any]) -> _M:

@@ -232,3 +232,18 @@ def test_over_the_queue_a_tenant_gets_429_and_another_is_served(serve: Any,
                    headers={"Authorization": f"Bearer {KEYS['acme']}"})
     assert r.status_code == 200
     assert gw.gateway.fairness.in_flight == 0
+
+
+async def test_with_no_queue_the_next_request_is_a_429_and_the_slot_still_frees() -> None:
+    fairness = _fairness(max_requests_in_flight_per_tenant=1, max_queued_per_tenant=0)
+    acme = _tenant("acme")
+    release = asyncio.Event()
+    holder = asyncio.create_task(_hold(fairness, acme, [], release))
+    await _settle()
+    with pytest.raises(GatewayError):
+        async with fairness.turn(acme):
+            pass
+    release.set()
+    await holder  # giving the slot back finds no empty queue to serve
+    async with fairness.turn(acme):
+        assert fairness.in_flight == 1
