@@ -1,18 +1,24 @@
 """A noisy neighbour: one tenant sends the worst inputs we know while another tenant's latency
 on simple requests is measured, against a loopback upstream stand-in.
 
-    python benchmarks/bench_noisy_neighbour.py [--seconds 5] [--attackers 32] [--write]
+    python benchmarks/bench_noisy_neighbour.py [--seconds 6] [--attackers 32] [--rounds 3]
+                                               [--write] [--profile FILE]
 
-The gateway runs in a process of its own (its one event loop is what is under test); the
-upstream stand-in, the victim and the attacker each run their own event loop on a thread of
-this process. The victim sends
-`/v1/completions` requests one after another; the attacker keeps `--attackers` requests in
-flight, cycling through: a stream with the most and longest stops allowed over an answer that
-keeps almost matching them, a schema with a backtracking `pattern` over a steered answer, a
-schema whose `$ref` points at a listening socket (counted: it must get no connection), a body
-nested 10,000 deep, a prompt of the largest size allowed, and bad token limits. Prints the
-victim's p50/p99 alone and under attack; `--write` puts them in BENCHMARKS.md.
-`tests/server/test_noisy_neighbour.py` runs the same scenario, shorter, and holds the bound.
+The gateway, the upstream stand-in and the attacker each run in a process of their own; the
+victim runs on this one, so that neither client waits for the other's interpreter and the
+victim's latency is the gateway's. The attacker runs in a session of its own: with Linux's
+`sched_autogroup` CPU time is shared between sessions, and a client on another machine would
+not take the gateway's share either. The victim sends `/v1/completions` requests one after
+another; the attacker keeps `--attackers` requests in flight, cycling through: a stream with
+the most and longest stops allowed over an answer that keeps almost matching them (sent in one
+write, so that the gateway finds every chunk buffered at once), a schema with a backtracking
+`pattern` over a steered answer, a schema whose `$ref` points at a listening socket (counted:
+it must get no connection), a body nested 10,000 deep, a prompt of the largest size allowed,
+and bad token limits. Alone and attacked windows alternate `--rounds` times (`--seconds` of
+each in all), so both see the same load from the rest of the machine. Prints the victim's
+p50/p99 alone and under attack; `--write` puts them in BENCHMARKS.md; `--profile` runs the
+gateway under cProfile. `tests/server/test_noisy_neighbour.py` runs the same scenario, shorter,
+and holds the bound.
 """
 
 from __future__ import annotations
@@ -77,17 +83,17 @@ async def _upstream(request: web.Request) -> web.StreamResponse:
                       else {"text": text})
         return web.json_response({"id": "u", "object": "x", "choices": [choice],
                                   "usage": usage})
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await response.prepare(request)
+    # The whole stream in one write: the stand-in spends one send on it (it is not what is
+    # measured), and the gateway finds every chunk buffered at once, its hardest case.
+    events = []
     for i, word in enumerate(words):
         choice = {"index": 0, "finish_reason": "stop" if i == len(words) - 1 else None}
         choice.update({"delta": {"content": word}} if chat else {"text": word})
-        await response.write(b"data: " + json.dumps({"id": "u", "choices": [choice]}).encode()
-                             + b"\n\n")
-    await response.write(b"data: " + json.dumps({"id": "u", "choices": [],
-                                                 "usage": usage}).encode() + b"\n\n")
-    await response.write(b"data: [DONE]\n\n")
-    return response
+        events.append(b"data: " + json.dumps({"id": "u", "choices": [choice]}).encode())
+    events.append(b"data: " + json.dumps({"id": "u", "choices": [], "usage": usage}).encode())
+    events.append(b"data: [DONE]")
+    return web.Response(body=b"\n\n".join(events) + b"\n\n",
+                        headers={"Content-Type": "text/event-stream"})
 
 
 async def _site(app: web.Application) -> tuple[web.AppRunner, str]:
@@ -174,9 +180,10 @@ async def _victim(url: str, until: float) -> list[float]:
     return latencies
 
 
-async def _attacker(url: str, until: float, workers: int, trap_url: str) -> Counter[str]:
+async def _attacker(url: str, until: float, workers: int, trap_url: str,
+                    only: tuple[str, ...] = ()) -> Counter[str]:
     seen: Counter[str] = Counter()
-    plan = attacks(trap_url)
+    plan = [a for a in attacks(trap_url) if not only or a[0] in only]
     headers = {"Authorization": f"Bearer {ATTACKER_KEY}",
                "Content-Type": "application/json"}
     timeout = aiohttp.ClientTimeout(total=60)
@@ -200,43 +207,64 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-class Scenario:
-    """The upstream, a trap socket and the gateway (a child process), up; `run(seconds,
-    attackers)` measures."""
+def _child(*args: str, session: bool = False) -> tuple[subprocess.Popen[str], str]:
+    """This script in a child process (in a session of its own: `session`), and the first line
+    it prints."""
+    proc = subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=session)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
 
-    def __init__(self) -> None:
-        self.loops = [LoopThread() for _ in range(3)]  # upstream, victim, attacker
-        upstream = web.Application()
-        upstream.router.add_post("/v1/completions", _upstream)
-        upstream.router.add_post("/v1/chat/completions", _upstream)
-        self._up_runner, up_url = self.loops[0].run(_site(upstream))
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.stdin is not None:
+        proc.stdin.close()  # a child stops when its stdin closes
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+class Scenario:
+    """The upstream stand-in and the gateway (child processes) and a trap socket, up;
+    `run(seconds, attackers)` measures. The victim runs on this process's loop, the attacker
+    in a child process of its own: neither waits for the other's interpreter."""
+
+    def __init__(self, profile: str | None = None, uncapped: bool = False) -> None:
+        self.victim = LoopThread()
+        self._upstream, up_url = _child("--upstream")
         self.trap = socket.socket()
         self.trap.bind(("127.0.0.1", 0))
         self.trap.listen(64)
         self.trap_url = f"http://127.0.0.1:{self.trap.getsockname()[1]}"
-        self._gateway = subprocess.Popen(
-            [sys.executable, __file__, "--serve", up_url], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        assert self._gateway.stdout is not None
-        self.url = self._gateway.stdout.readline().strip()
-        if not self.url.startswith("http"):
+        self._gateway, self.url = _child(
+            "--serve", up_url, *(["--profile", profile] if profile else []),
+            *(["--uncapped"] if uncapped else []))
+        if not (up_url.startswith("http") and self.url.startswith("http")):
             self.close()
-            raise RuntimeError("the gateway did not start")
+            raise RuntimeError("the upstream stand-in or the gateway did not start")
 
-    def run(self, seconds: float, attackers: int) -> dict[str, Any]:
-        victim_loop, attacker_loop = self.loops[1:]
-        until = time.perf_counter() + seconds
+    def run(self, seconds: float, attackers: int,
+            only: tuple[str, ...] = ()) -> dict[str, Any]:
         attack = None
         if attackers:
-            attack = asyncio.run_coroutine_threadsafe(
-                _attacker(self.url, until, attackers, self.trap_url), attacker_loop.loop)
+            attack, ready = _child("--attack", self.url, self.trap_url, str(seconds + 0.2),
+                                   str(attackers), *(f"--only={k}" for k in only),
+                                   session=True)
+            assert ready == "go", ready
             time.sleep(0.2)  # the attack is under way before the victim starts
-        latencies = victim_loop.run(_victim(self.url, until), timeout=seconds + 60)
-        seen = attack.result(seconds + 120) if attack is not None else Counter()
-        return {"p50_ms": _pct(latencies, 0.50) * 1e3, "p99_ms": _pct(latencies, 0.99) * 1e3,
-                "max_ms": max(latencies) * 1e3, "victim_requests": len(latencies),
-                "attack_requests": sum(seen.values()), "attack": dict(seen),
-                "trap_connections": self.trap_connections()}
+        until = time.perf_counter() + seconds
+        latencies = self.victim.run(_victim(self.url, until), timeout=seconds + 60)
+        seen: Counter[str] = Counter()
+        if attack is not None:
+            assert attack.stdout is not None
+            seen.update(json.loads(attack.stdout.readline() or "{}"))
+            _stop(attack)
+        return _summary(latencies, seen, self.trap_connections())
 
     def trap_connections(self) -> int:
         self.trap.setblocking(False)
@@ -250,86 +278,174 @@ class Scenario:
             n += 1
 
     def close(self) -> None:
-        if self._gateway.stdin is not None:
-            self._gateway.stdin.close()  # the gateway stops when its stdin closes
-        try:
-            self._gateway.wait(10)
-        except subprocess.TimeoutExpired:
-            self._gateway.kill()
-            self._gateway.wait()
-        if self._gateway.stdout is not None:
-            self._gateway.stdout.close()
-        self.loops[0].run(self._up_runner.cleanup())
+        _stop(self._gateway)
+        _stop(self._upstream)
         self.trap.close()
-        for lt in self.loops:
-            lt.stop()
+        self.victim.stop()
 
 
-def serve(upstream_url: str) -> None:
-    """The gateway under test, in this (child) process: prints its URL, serves until stdin
+async def _until_stdin_closes() -> None:
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+def serve_upstream() -> None:
+    """The upstream stand-in, in this (child) process: prints its URL, serves until stdin
     closes."""
 
     async def run() -> None:
-        gateway = Gateway(settings=ServerSettings(max_tokens=512, tenants=_tenants()),
-                          catalog=_catalog(upstream_url), env={})
-        runner, url = await _site(create_app(gateway))
+        upstream = web.Application()
+        upstream.router.add_post("/v1/completions", _upstream)
+        upstream.router.add_post("/v1/chat/completions", _upstream)
+        runner, url = await _site(upstream)
         print(url, flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await _until_stdin_closes()
         await runner.cleanup()
-        await gateway.aclose()
 
     asyncio.run(run())
 
 
-def measure(seconds: float, attackers: int) -> dict[str, Any]:
-    scenario = Scenario()
+def attack(url: str, trap_url: str, seconds: float, workers: int,
+           only: tuple[str, ...]) -> None:
+    """The attacker, in this (child) process: prints "go", attacks for `seconds`, prints what
+    it was answered (JSON)."""
+
+    async def run() -> Counter[str]:
+        print("go", flush=True)
+        return await _attacker(url, time.perf_counter() + seconds, workers, trap_url, only)
+
+    print(json.dumps(asyncio.run(run())), flush=True)
+
+
+def serve(upstream_url: str, profile: str | None = None, uncapped: bool = False) -> None:
+    """The gateway under test, in this (child) process: prints its URL, serves until stdin
+    closes (with `profile`, under cProfile, its statistics written there)."""
+
+    async def run() -> None:
+        gateway = Gateway(settings=_settings(uncapped), catalog=_catalog(upstream_url), env={})
+        runner, url = await _site(create_app(gateway))
+        print(url, flush=True)
+        await _until_stdin_closes()
+        await runner.cleanup()
+        await gateway.aclose()
+
+    if profile is None:
+        asyncio.run(run())
+        return
+    import cProfile
+
+    with cProfile.Profile() as prof:
+        asyncio.run(run())
+    prof.dump_stats(profile)
+
+
+def _settings(uncapped: bool) -> ServerSettings:
+    """The gateway's settings: the defaults, or (`uncapped`) no cap on requests in flight."""
+    caps = ({"max_requests_in_flight_per_tenant": 10**6, "max_requests_in_flight": 10**6}
+            if uncapped else {})
+    return ServerSettings(max_tokens=512, tenants=_tenants(), **caps)
+
+
+def _summary(latencies: list[float], seen: Counter[str], trap: int) -> dict[str, Any]:
+    return {"p50_ms": _pct(latencies, 0.50) * 1e3, "p99_ms": _pct(latencies, 0.99) * 1e3,
+            "max_ms": max(latencies) * 1e3, "victim_requests": len(latencies),
+            "attack_requests": sum(seen.values()), "attack": dict(seen),
+            "trap_connections": trap, "latencies": latencies}
+
+
+def measure(seconds: float, attackers: int, profile: str | None = None,
+            rounds: int = 3) -> dict[str, Any]:
+    """The victim alone and under attack, `seconds` of each, taken in `rounds` alternating
+    windows so that both see the same load from the rest of the machine."""
+    scenario = Scenario(profile)
+    runs: dict[str, list[dict[str, Any]]] = {"alone": [], "attacked": []}
     try:
         scenario.run(0.5, 0)  # warm up: imports, connections, the first routes
-        alone = scenario.run(seconds, 0)
-        attacked = scenario.run(seconds, attackers)
+        for _ in range(rounds):
+            runs["alone"].append(scenario.run(seconds / rounds, 0))
+            runs["attacked"].append(scenario.run(seconds / rounds, attackers))
     finally:
         scenario.close()
-    return {"alone": alone, "attacked": attacked, "attackers": attackers, "seconds": seconds}
+    result: dict[str, Any] = {"attackers": attackers, "seconds": seconds, "rounds": rounds}
+    for label, parts in runs.items():
+        seen: Counter[str] = Counter()
+        for part in parts:
+            seen.update(part["attack"])
+        result[label] = _summary([t for part in parts for t in part["latencies"]], seen,
+                                 sum(part["trap_connections"] for part in parts))
+    return result
+
+
+# The same script against the gateway as it was before per-tenant fairness (commit 755fa0a),
+# run twice alternating with the current code on the same machine and load (average 5-6).
+BEFORE = ("Before per-tenant fairness (commit 755fa0a, this script, two runs alternating with "
+          "the current code): 12-13 victim requests under attack, p50 516-528 ms, p99 "
+          "898-1,119 ms; alone p50 1.6-3.9 ms, p99 15-20 ms.")
 
 
 def section(result: dict[str, Any]) -> str:
     alone, attacked = result["alone"], result["attacked"]
     rows = [f"| {label} | {r['victim_requests']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
             f"{r['max_ms']:.1f} |" for label, r in (("alone", alone), ("under attack", attacked))]
+    ratio = (f"Under attack / alone: p50 {attacked['p50_ms'] / alone['p50_ms']:.0f}x, "
+             f"p99 {attacked['p99_ms'] / alone['p99_ms']:.0f}x.")
     kinds = sorted(attacked["attack"].items())
     return "\n".join([
         HEADING, "",
         f"`benchmarks/bench_noisy_neighbour.py`: one tenant sends simple `/v1/completions` "
-        f"requests one after another for {result['seconds']:.0f} s, alone and then while "
-        f"another tenant keeps {result['attackers']} hostile requests in flight (max-length "
-        "stops on a stream, a backtracking schema `pattern` over a steered answer, remote "
-        "`$ref`s, a body nested 10,000 deep, a deep schema, a max-size prompt, negative "
-        "token limits), all through one gateway process (one event loop) against a loopback "
-        "upstream; clients and upstream share another process on the same 2-core machine. "
-        "Latency in ms.", "",
+        f"requests one after another, alone and while another tenant keeps "
+        f"{result['attackers']} hostile requests in flight (max-length stops on a stream, a "
+        "backtracking schema `pattern` over a steered answer, remote `$ref`s, a body nested "
+        "10,000 deep, a deep schema, a max-size prompt, negative token limits), "
+        f"{result['seconds']:.0f} s of each in {result['rounds']} alternating windows, all "
+        "through one gateway process (one event loop, default settings: 8 requests in flight "
+        "per tenant) against a loopback upstream stand-in. The stand-in, the attacker and the "
+        "victim each run in a process of their own (the attacker in its own session, so that "
+        "Linux's per-session CPU sharing does not count its client work against the "
+        "gateway's) on the same shared 2-core machine. Latency in ms.", "",
         "| victim | requests | p50 | p99 | max |", "|---|---|---|---|---|", *rows, "",
+        f"{ratio} {BEFORE}", "",
         f"The attacker's requests: {attacked['attack_requests']} "
         f"({', '.join(f'{k} x{v}' for k, v in kinds)}). Connections to the `$ref` URL: "
         f"{attacked['trap_connections']}.", ""])
 
 
 def write(text: str, path: Path) -> None:
+    """Replace this benchmark's section of `path` where it stands (at the end when new)."""
     old = path.read_text() if path.exists() else ""
-    parts = [p for p in re.split(r"(?m)^(?=## )", old) if not p.startswith(HEADING)]
-    path.write_text("".join(parts).rstrip("\n") + "\n\n" + text)
+    parts = re.split(r"(?m)^(?=## )", old)
+    mine = [i for i, p in enumerate(parts) if p.startswith(HEADING)]
+    if not mine:
+        path.write_text(old.rstrip("\n") + "\n\n" + text)
+        return
+    parts[mine[0]] = text + ("\n" if mine[0] < len(parts) - 1 else "")
+    path.write_text("".join(p for i, p in enumerate(parts) if i not in mine[1:]))
 
 
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--seconds", type=float, default=6.0)
     p.add_argument("--attackers", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=3, help="alternating alone/attacked windows")
     p.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     p.add_argument("--serve", metavar="UPSTREAM_URL", help=argparse.SUPPRESS)
+    p.add_argument("--profile", metavar="FILE", help="cProfile the gateway into FILE")
+    p.add_argument("--upstream", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--uncapped", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--attack", nargs=4, metavar=("URL", "TRAP", "SECONDS", "WORKERS"),
+                   help=argparse.SUPPRESS)
+    p.add_argument("--only", action="append", default=[], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve:
-        serve(args.serve)
+        serve(args.serve, args.profile, args.uncapped)
         return
-    result = measure(args.seconds, args.attackers)
+    if args.upstream:
+        serve_upstream()
+        return
+    if args.attack:
+        url, trap, seconds, workers = args.attack
+        attack(url, trap, float(seconds), int(workers), tuple(args.only))
+        return
+    result = measure(args.seconds, args.attackers, args.profile, args.rounds)
     text = section(result)
     out(text)
     if args.write:

@@ -95,7 +95,10 @@ async def _answer(request: web.Request, handler: Handler,
     request[REQUEST_ID_KEY] = rid = _request_id(request)
     try:
         _authenticate(request)
-        return await handler(request)
+        if request.path in _OPEN_PATHS:
+            return await handler(request)
+        async with request.app[GATEWAY_KEY].fairness.turn(request.get(TENANT_KEY)):
+            return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -29,6 +29,7 @@ from .._stores.redis import cluster_url
 from .._stores.redis_limits import RateLimitRefused
 from .admission import Admission
 from .context import CallContext, current_call
+from .fairness import Fairness
 from .health_share import GatewayHealth
 from .local_share import sharing_for
 from .models import ModelChoice, model_names, resolve_model
@@ -104,6 +105,7 @@ class Gateway:
         if hasattr(self.store, "observer"):  # on_store_error = "allow": count blind admissions
             self.store.observer = self.metrics.on_store_event
         self.tenants = Tenants(self.settings.tenants)
+        self.fairness = Fairness(self.settings)  # slots for requests in flight, per tenant
         # The store's own bound on a Redis reply bounds the limiter's and shared health's too.
         redis_timeout_s = getattr(getattr(self.store, "inner", self.store), "timeout_s",
                                   DEFAULT_REDIS_TIMEOUT_S)

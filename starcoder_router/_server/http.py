@@ -26,6 +26,7 @@ from .autocomplete import (
     with_mode,
     with_session,
 )
+from .fairness import TimeSlice
 from .first_token import with_first_token_timeout
 from .gateway import Call, Gateway
 from .inputs import check_call, load_json
@@ -91,8 +92,9 @@ async def read_json(request: web.Request, max_bytes: int,
                                    "compressed request bodies are not accepted"))
     chunks: list[bytes] = []
     size = 0
+    body_timeout_s = request.app[GATEWAY_KEY].settings.body_timeout_s
     try:
-        async with asyncio.timeout(request.app[GATEWAY_KEY].settings.body_timeout_s):
+        async with asyncio.timeout(body_timeout_s):
             async for data in request.content.iter_any():
                 size += len(data)
                 if size > max_bytes:
@@ -100,13 +102,14 @@ async def read_json(request: web.Request, max_bytes: int,
                 chunks.append(data)
     except TimeoutError:
         raise GatewayError(Problem(408, "invalid_request_error", "request_timeout",
-                                   "the request body was not received in time")) from None
+                                   f"the request body was not received within "
+                                   f"{body_timeout_s:g} s (body_timeout_s)")) from None
     return load_json(b"".join(chunks), max_depth)
 
 
 def _too_large(max_bytes: int) -> GatewayError:
     return GatewayError(Problem(413, "invalid_request_error", "request_too_large",
-                                f"the body is larger than {max_bytes} bytes"))
+                                f"the body is larger than {max_bytes} bytes (max_body_bytes)"))
 
 
 def parse_body(model: type[_M], body: dict[str, Any]) -> _M:
@@ -167,6 +170,7 @@ async def handle(request: web.Request, dialect: Dialect, parse: Parser) -> web.S
         tenant = request.get(TENANT_KEY)
         limits = gateway.settings.limits
         body = await read_json(request, gateway.settings.max_body_bytes, limits.max_json_depth)
+        await gateway.fairness.take_turn(tenant)  # parsing and routing: one tenant's at a time
         parsed = parse(request, body, gateway)
         check_call(parsed.call, limits)
         parsed = parsed._replace(call=parsed.call._replace(fields=with_mode(
@@ -179,6 +183,7 @@ async def handle(request: web.Request, dialect: Dialect, parse: Parser) -> web.S
         parsed = parsed._replace(call=parsed.call._replace(
             tenant=tenant, request_id=rid, hold=hold,
             fields=with_session(parsed.call.fields, request, gateway)))
+        await gateway.fairness.take_turn(tenant)  # routing, when the admission paused
         if parsed.stream:
             return await _stream(request, gateway, dialect, parsed, rid)
         completion = await gateway.complete(parsed.call)
@@ -226,8 +231,11 @@ async def _stream(request: web.Request, gateway: Gateway, dialect: Dialect, pars
     try:
         await response.prepare(request)
         try:
+            # Buffered chunks do not wait: share the loop with other tenants between them.
+            turns = TimeSlice(gateway.fairness, call.tenant)
             while chunk is not None:
                 await response.write(dialect.stream_chunk(chunk, parsed))
+                await turns.share()
                 chunk = await gateway.next_chunk(call, stream)
             await response.write(dialect.stream_end(stream.completion, parsed))
         except OSError:

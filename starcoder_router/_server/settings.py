@@ -39,6 +39,8 @@ class TenantSettings(FrozenModel):
     key_sha256: str = Field(repr=False)  # as good as the key to whoever can guess keys
     requests_per_minute: int | None = Field(default=None, gt=0)
     tokens_per_minute: int | None = Field(default=None, gt=0)
+    # Its own cap on requests in flight (None: `[server] max_requests_in_flight_per_tenant`).
+    max_requests_in_flight: int | None = Field(default=None, gt=0)
 
     @field_validator("key_sha256")
     @classmethod
@@ -70,6 +72,11 @@ class ServerSettings(FrozenModel):
     client by its /64); over a cap a new connection is answered 503 (all) or 429 (one client)
     and closed.
     `max_requests_per_connection` closes a keep-alive connection after that many requests.
+    `max_requests_in_flight_per_tenant` (a tenant's own `max_requests_in_flight` overrides it)
+    and `max_requests_in_flight` cap the requests being served at once, per tenant and in all;
+    a request over a cap waits, unread, in its tenant's queue, and slots go to the tenants
+    with requests waiting in turn (`fairness.py`); over `max_queued_per_tenant` waiting, or
+    after `max_queue_wait_s`, the answer is 429.
     `metrics_key`, when set, is the bearer token `/metrics` requires (401 without it);
     `metrics_tenant_labels = false` drops tenant names from the metrics. `access_log` writes
     one line per request to the `starcoder_router.access` logger (no keys, no bodies).
@@ -96,6 +103,10 @@ class ServerSettings(FrozenModel):
     max_connections: int = Field(default=1024, gt=0)
     max_connections_per_client: int = Field(default=64, gt=0)
     max_requests_per_connection: int = Field(default=1000, gt=0)
+    max_requests_in_flight_per_tenant: int = Field(default=8, gt=0)
+    max_requests_in_flight: int = Field(default=256, gt=0)
+    max_queued_per_tenant: int = Field(default=256, ge=0)
+    max_queue_wait_s: float = Field(default=30.0, gt=0)
     metrics_key: SecretStr | None = None
     metrics_tenant_labels: bool = True
     autocomplete_mode: Literal["line", "block", "auto"] | None = None

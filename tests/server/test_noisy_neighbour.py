@@ -1,12 +1,14 @@
-"""A hostile tenant cannot freeze the gateway for another: while one tenant sends the worst
-inputs we know (max-length stops on a stream, a backtracking schema pattern over a steered
-answer, remote `$ref`s, deep JSON, deep schemas, max-size prompts, bad token limits; 8 in
-flight), another tenant's simple requests keep a p99 latency under 2 s. Measured on the shared
-2-core machine: ~10 ms alone, ~100-250 ms under this attack when the machine is quiet, up to
-~1 s when other work loads it; the old code froze the loop for good on the first backtracking
-pattern. Every request takes its turn on the loop, so the victim waits behind the attacker's
-requests in flight, each bounded by the input caps. The scenario is
-`benchmarks/bench_noisy_neighbour.py`'s, shorter."""
+"""A hostile tenant cannot freeze the gateway for another: while one tenant keeps 32 of the
+worst inputs we know in flight (max-length stops on a stream, a backtracking schema pattern
+over a steered answer, remote `$ref`s, deep JSON, deep schemas, max-size prompts, bad token
+limits), another tenant's simple requests keep a p99 latency under 600 ms (SECURITY.md, "No
+tenant can take the loop from another").
+
+Measured on the shared 2-core machine with its load average at 5-6 from other work: 4-9 ms p50
+alone, 40-60 ms p50 and 70-200 ms p99 under this attack; the code before per-tenant fairness
+gave 500 ms p50 and 0.9-1.1 s p99 in the same conditions, and froze the loop for good before
+the input caps. The bound leaves 3-5x over what was measured for a loaded CI machine. The
+scenario is `benchmarks/bench_noisy_neighbour.py`'s, shorter."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-P99_BOUND_MS = 2000.0
+P99_BOUND_MS = 600.0
 
 
 def _bench() -> Any:
@@ -34,13 +36,14 @@ def _bench() -> Any:
 
 @pytest.mark.timeout(120)
 def test_a_hostile_tenant_does_not_freeze_another() -> None:
-    result = _bench().measure(seconds=3.0, attackers=8)
+    result = _bench().measure(seconds=2.0, attackers=32, rounds=1)
     attacked = result["attacked"]
-    assert attacked["victim_requests"] >= 3
-    assert attacked["p99_ms"] < P99_BOUND_MS, result
+    assert attacked["victim_requests"] >= 5
+    shown = {k: v for k, v in attacked.items() if k != "latencies"}
+    assert attacked["p99_ms"] < P99_BOUND_MS, shown
     assert attacked["trap_connections"] == 0
     statuses = {kind.rsplit(": ", 1)[1] for kind in attacked["attack"]}
-    assert statuses <= {"200", "400", "503"}, attacked["attack"]
+    assert statuses <= {"200", "400", "429", "503"}, attacked["attack"]
     # 503 only where the steered answer fails the schema (no deployment could serve it).
     assert all(k.startswith("ReDoS") for k in attacked["attack"] if k.endswith(": 503"))
     assert attacked["attack_requests"] >= 30
