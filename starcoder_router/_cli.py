@@ -57,8 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     # The library's warnings (e.g. that token counts are estimated) go to stderr as one plain
     # line each; `discover -v` lowers the level to show every probe.
+    # The handler, not only the logger, holds the level: a host process (or an earlier command
+    # in it) may have left the library's logger at INFO, and a command prints warnings only.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING)
     logger = logging.getLogger("starcoder_router")
     level = logger.level
     logger.addHandler(handler)

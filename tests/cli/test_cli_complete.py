@@ -4,6 +4,7 @@ stderr; FIM files, streaming and JSON; the spend lands in the config's ledger.""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,22 @@ def test_a_failed_request_is_one_line_and_status_1(capsys: pytest.CaptureFixture
     out, err = capsys.readouterr()
     assert code == 1 and out == ""
     assert err.startswith("error: AuthenticationError:") and "Traceback" not in err
+
+
+def test_a_library_logger_left_at_info_prints_nothing_more(
+        capsys: pytest.CaptureFixture[str], server: FakeServer, fake_config: Path) -> None:
+    # A host process (or an earlier command in it) may leave the library's logger at INFO:
+    # a command still prints its warnings only, never each attempt.
+    logger = logging.getLogger("starcoder_router")
+    before = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        server.script(*[Reply(status=401, error="bad key")] * 3)
+        assert main(["complete", "x", "--config", str(fake_config)]) == 1
+    finally:
+        logger.setLevel(before)
+    err = capsys.readouterr().err
+    assert err.startswith("error: AuthenticationError:"), err
 
 
 def test_complete_with_no_route_explains(capsys: pytest.CaptureFixture[str]) -> None:
