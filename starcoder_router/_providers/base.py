@@ -17,6 +17,7 @@ from .._errors import BadRequestError, InvalidResponseError, ProviderError
 from .._routing.catalog import Deployment
 from .._routing.request import ResponseFormat
 from .._secrets import Secret
+from .._wire_json import loads as wire_loads
 from .call import (
     Call,
     Endpoint,
@@ -131,8 +132,12 @@ class SSEDecoder(StreamDecoder):
                 self.finished = True
                 return None
             if payload.startswith(b"{"):
-                return self.on_event(loads(payload, provider=self.call.deployment.provider,
-                                           what="stream event"))
+                try:
+                    obj = wire_loads(payload)
+                except (ValueError, RecursionError):  # said as every unreadable reply is
+                    obj = loads(payload, provider=self.call.deployment.provider,
+                                what="stream event")
+                return self.on_event(obj)
             self._data.append(payload)
             return None
         if not line and self._data:
@@ -170,10 +175,14 @@ class OpenAIStreamDecoder(SSEDecoder):
         if not isinstance(choices, list) or not isinstance(choices[0], dict):
             raise self.provider.invalid(self.call, "a stream event's choices are not objects")
         choice = choices[0]
-        fr = text_or_none(self.call, choice.get("finish_reason"), "finish reason")
-        if fr:
-            self.finish_raw = fr
-        text = text_or_none(self.call, choice.get("text"), "text")
+        fr = choice.get("finish_reason")
+        if fr is not None:
+            fr = text_or_none(self.call, fr, "finish reason")
+            if fr:
+                self.finish_raw = fr
+        text = choice.get("text")
+        if type(text) is not str:
+            text = text_or_none(self.call, text, "text")
         if text is None:
             delta = choice.get("delta")
             text = text_or_none(self.call, delta.get("content"), "text") \

@@ -12,10 +12,12 @@ paths exactly once (`settled`).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._autocomplete import Shaper
+from .._clock import SystemClock
 from .._errors import ProviderError, ProviderTransportError, StreamInterruptedError
 from .._providers.errormap import UNREADABLE, in_context, unreadable_reply, with_context
 from .._transports.base import WireResponse
@@ -70,7 +72,9 @@ class StreamAttempt:
         self.lock = threading.Lock()
         self.lost_hedge = False
         self._drained = 0
-        self._now = run.core.clock.now
+        clock = run.core.clock
+        # Read per event: the system clock's reading is `time.monotonic()`, called directly.
+        self._now = time.monotonic if type(clock) is SystemClock else clock.now
         self._deadline = run.deadline
         # Autocomplete's cut, applied after the stops like one more stop of our own; `cut`
         # turns true when it (or a stop found on our side) ends the completion before the

@@ -125,16 +125,21 @@ def _batches(raw: Iterator[bytes], until: float | None) -> Iterator[list[bytes]]
     since what a generator sets stays visible to the code it yields to."""
     splitter = LineSplitter()
     feed = splitter.feed
-    if until is None:
-        for chunk in raw:
-            yield feed(chunk)
-    else:
-        while True:
-            with deadline(until - time.monotonic()):
-                got = next(raw, None)
-            if got is None:
-                break
-            yield feed(got)
+    try:
+        if until is None:
+            for chunk in raw:
+                yield feed(chunk)
+        else:
+            while True:
+                with deadline(until - time.monotonic()):
+                    got = next(raw, None)
+                if got is None:
+                    break
+                yield feed(got)
+    except (*_CORE_TIMEOUTS, *_CORE_ERRORS) as exc:  # read from httpcore directly
+        raise _core_mapped(exc) from exc
+    except httpx.HTTPError as exc:  # read through httpx
+        raise _mapped(exc) from exc
     tail = splitter.flush()
     if tail:
         yield tail
@@ -208,10 +213,7 @@ class _HttpxStream:
 
     def batches(self) -> Iterator[list[bytes]]:
         """The complete lines of each read (see `line_batches`)."""
-        try:
-            yield from _batches(self._resp.iter_raw(), self._until)
-        except httpx.HTTPError as exc:
-            raise _mapped(exc) from exc
+        return _batches(self._resp.iter_raw(), self._until)
 
     def read(self) -> bytes:
         try:
@@ -257,12 +259,7 @@ class _CoreStream:
 
     def batches(self) -> Iterator[list[bytes]]:
         """The complete lines of each read (see `line_batches`)."""
-        try:
-            yield from _batches(iter(self._resp.stream), self._until)  # type: ignore[arg-type]
-        except (*_CORE_TIMEOUTS, *_CORE_ERRORS) as exc:
-            raise _core_mapped(exc) from exc
-        except httpx.HTTPError as exc:
-            raise _mapped(exc) from exc
+        return _batches(iter(self._resp.stream), self._until)  # type: ignore[arg-type]
 
     def read(self) -> bytes:
         try:
