@@ -8,9 +8,11 @@ applies no template of its own, so the tokens the model sees are the tokens we c
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from .._errors import BadRequestError, InvalidResponseError, ProviderError
@@ -291,15 +293,9 @@ class Provider:
         return {"response_format": {"type": "json_object"}}
 
     def headers(self, call: Call, *, stream: bool) -> dict[str, str]:
-        headers = {
-            "content-type": "application/json",
-            "accept": "text/event-stream" if stream else "application/json",
-        }
-        key = call.endpoint.api_key
-        if key:
-            headers["authorization"] = "Bearer " + key.reveal()
-        headers.update(call.endpoint.headers)
-        return headers
+        """A fresh dict (subclasses add to it) from one built per endpoint and kind."""
+        endpoint = call.endpoint
+        return dict(_base_headers(endpoint.api_key, endpoint.headers, stream))
 
     def url(self, call: Call, path: str) -> str:
         return call.endpoint.base_url.rstrip("/") + path
@@ -401,6 +397,21 @@ class Provider:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+@functools.lru_cache(maxsize=256)
+def _base_headers(key: Secret | None, extra: tuple[tuple[str, str], ...],
+                  stream: bool) -> Mapping[str, str]:
+    """The headers of every completion call to an endpoint: the same few on every call, so
+    built once (the caller copies them)."""
+    headers = {
+        "content-type": "application/json",
+        "accept": "text/event-stream" if stream else "application/json",
+    }
+    if key:
+        headers["authorization"] = "Bearer " + key.reveal()
+    headers.update(extra)
+    return MappingProxyType(headers)
 
 
 def side_request(endpoint: Endpoint, method: str, url: str,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from .._errors import ConfigError, StreamInterruptedError
 from .._stores.base import AsyncSpendStore
+from .._stores.inline import InlineAsync
 from .._stores.report import By, spend_report
 from .._transports.base import aline_batches
 from . import actions as act
@@ -95,6 +96,11 @@ class AsyncRouter(BaseRouter):
             raise ConfigError(f"{type(self._store).__name__} has no async methods "
                               f"({', '.join(missing)})")
         self._astore = cast(AsyncSpendStore, self._store)
+        # A store whose async booking only calls its sync one (memory, SQLite): booked without
+        # a coroutine per request. A subclass with its own `arecord`/`asettle` is awaited.
+        kind = type(self._store)
+        self._books_inline = (getattr(kind, "arecord", None) is InlineAsync.arecord
+                              and getattr(kind, "asettle", None) is InlineAsync.asettle)
         if transport not in ("aiohttp", "httpx") and isinstance(transport, str):
             raise ConfigError(f"unknown transport {transport!r}; use 'aiohttp' or 'httpx'")
         self._transport_kind = transport
@@ -110,7 +116,8 @@ class AsyncRouter(BaseRouter):
         begin = self._sessions.begin(req)
         if begin is not None:  # a session or the cache applies: see `sessions_run`
             return await complete_async(self, req, begin)
-        await count_off_loop(self._core.counter, req, self._counting)
+        if counts_off_loop(req):  # a large prompt: no coroutine to make for the others
+            await count_off_loop(self._core.counter, req, self._counting)
         run = self._core.start(req)
         return await self._drive(complete_flow(run, self._hedge))
 
@@ -191,6 +198,12 @@ class AsyncRouter(BaseRouter):
 
     async def perform(self, action: act.Action) -> Any:
         """Carry out one action of the flow and return what the flow asked for."""
+        if self._books_inline and type(action) is act.Book:
+            if action.reservation is None:
+                self._store.record(action.keys, action.cost_nano, action.entry)
+            else:
+                self._store.settle(action.reservation, action.cost_nano, action.entry)
+            return None
         match action:
             case act.Send():
                 # The slot is ours from here until the reply is read or the send fails.
