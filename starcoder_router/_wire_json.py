@@ -40,14 +40,23 @@ if _orjson is not None:
         except TypeError:
             return _std_dumps(obj)
 
-    # 19 digits reach past 2**63: such a number may not fit orjson's integers.
-    _LONG_BYTES = re.compile(rb"\d{19}")
+    # 19 digits reach past 2**63: such a number may not fit orjson's integers. In bytes, a run
+    # of 19 is found by mapping every ASCII digit to "0" and everything else to a space, then
+    # looking for 19 zeros: two passes in C, a fifth of what the regular expression's search
+    # costs on a stream event (the largest cost of decoding one, before orjson itself). `\d` in
+    # a bytes pattern is ASCII digits only, so the two agree; text keeps the expression, whose
+    # `\d` also matches other scripts' digits.
+    _DIGITS = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
+    _RUN = b"0" * 19
     _LONG_TEXT = re.compile(r"\d{19}")
 
     def loads(data: bytes | str) -> Any:
         """As `json.loads`: raises ValueError (or RecursionError) on what it cannot read."""
-        long = _LONG_TEXT if isinstance(data, str) else _LONG_BYTES
-        if long.search(data) is not None:  # type: ignore[arg-type]
+        if isinstance(data, str):
+            long = _LONG_TEXT.search(data) is not None
+        else:
+            long = len(data) >= 19 and _RUN in data.translate(_DIGITS)
+        if long:
             return json.loads(data)
         try:
             return _orjson_loads(data)

@@ -8,15 +8,18 @@ applies no template of its own, so the tokens the model sees are the tokens we c
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from .._errors import BadRequestError, InvalidResponseError, ProviderError
 from .._routing.catalog import Deployment
 from .._routing.request import ResponseFormat
 from .._secrets import Secret
+from .._wire_json import loads as wire_loads
 from .call import (
     Call,
     Endpoint,
@@ -131,8 +134,12 @@ class SSEDecoder(StreamDecoder):
                 self.finished = True
                 return None
             if payload.startswith(b"{"):
-                return self.on_event(loads(payload, provider=self.call.deployment.provider,
-                                           what="stream event"))
+                try:
+                    obj = wire_loads(payload)
+                except (ValueError, RecursionError):  # said as every unreadable reply is
+                    obj = loads(payload, provider=self.call.deployment.provider,
+                                what="stream event")
+                return self.on_event(obj)
             self._data.append(payload)
             return None
         if not line and self._data:
@@ -170,10 +177,14 @@ class OpenAIStreamDecoder(SSEDecoder):
         if not isinstance(choices, list) or not isinstance(choices[0], dict):
             raise self.provider.invalid(self.call, "a stream event's choices are not objects")
         choice = choices[0]
-        fr = text_or_none(self.call, choice.get("finish_reason"), "finish reason")
-        if fr:
-            self.finish_raw = fr
-        text = text_or_none(self.call, choice.get("text"), "text")
+        fr = choice.get("finish_reason")
+        if fr is not None:
+            fr = text_or_none(self.call, fr, "finish reason")
+            if fr:
+                self.finish_raw = fr
+        text = choice.get("text")
+        if type(text) is not str:
+            text = text_or_none(self.call, text, "text")
         if text is None:
             delta = choice.get("delta")
             text = text_or_none(self.call, delta.get("content"), "text") \
@@ -282,15 +293,9 @@ class Provider:
         return {"response_format": {"type": "json_object"}}
 
     def headers(self, call: Call, *, stream: bool) -> dict[str, str]:
-        headers = {
-            "content-type": "application/json",
-            "accept": "text/event-stream" if stream else "application/json",
-        }
-        key = call.endpoint.api_key
-        if key:
-            headers["authorization"] = "Bearer " + key.reveal()
-        headers.update(call.endpoint.headers)
-        return headers
+        """A fresh dict (subclasses add to it) from one built per endpoint and kind."""
+        endpoint = call.endpoint
+        return dict(_base_headers(endpoint.api_key, endpoint.headers, stream))
 
     def url(self, call: Call, path: str) -> str:
         return call.endpoint.base_url.rstrip("/") + path
@@ -392,6 +397,21 @@ class Provider:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+@functools.lru_cache(maxsize=256)
+def _base_headers(key: Secret | None, extra: tuple[tuple[str, str], ...],
+                  stream: bool) -> Mapping[str, str]:
+    """The headers of every completion call to an endpoint: the same few on every call, so
+    built once (the caller copies them)."""
+    headers = {
+        "content-type": "application/json",
+        "accept": "text/event-stream" if stream else "application/json",
+    }
+    if key:
+        headers["authorization"] = "Bearer " + key.reveal()
+    headers.update(extra)
+    return MappingProxyType(headers)
 
 
 def side_request(endpoint: Endpoint, method: str, url: str,

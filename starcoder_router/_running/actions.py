@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from .stream_attempt import StreamAttempt
 
 __all__ = [
-    "NEXT_LINE",
     "READ_BODY",
     "Action",
     "Book",
@@ -25,6 +24,7 @@ __all__ = [
     "Emit",
     "Open",
     "PumpAction",
+    "ReadOn",
     "Release",
     "Reserve",
     "Send",
@@ -112,7 +112,7 @@ Action = Sleep | Reserve | Book | Release | Send | StartStream | Drain | StartHe
 
 class Open(NamedTuple):
     """Open a stream on the transport for `provider`. Sends back the status code and headers;
-    the driver keeps the open handle for `READ_BODY` and `NEXT_LINE` and closes it at the end."""
+    the driver keeps the open handle for `READ_BODY` and reading on, and closes it at the end."""
 
     provider: str
     wire: WireRequest
@@ -127,19 +127,23 @@ class _ReadBody:
     """Read the whole body (an error status). Sends back bytes."""
 
 
-class _NextLine:
-    """Read the next line. Sends back bytes, or None at the end of the body."""
-
-
 READ_BODY = _ReadBody()
-NEXT_LINE = _NextLine()
+
+# A plain list of chunks is the hot path's one action: pass them on to the caller, then read on
+# and send back the complete lines of the next network read (a list, maybe empty), or None at
+# the end of the body. So a read costs one round trip into the attempt however many events it
+# brought, and the first such action is an empty list. Should the caller stop reading before the
+# last of them, the driver gives the rest back (`StreamAttempt.withdraw`) and throws
+# `GeneratorExit` (or `CancelledError`) in.
+ReadOn = list["StreamChunk"]
 
 
 class Emit(NamedTuple):
-    """Pass `chunk` on to the caller (the driver yields it). Sends back None; when the caller
-    stops reading, the driver throws `GeneratorExit` (or `CancelledError`) back in instead."""
+    """Pass `chunk` on to the caller without reading on (the last chunk, or those a stream's
+    end left over). Sends back None; when the caller stops reading, the driver throws
+    `GeneratorExit` (or `CancelledError`) back in instead."""
 
     chunk: StreamChunk
 
 
-PumpAction = Open | _ReadBody | _NextLine | Emit | Book | Release
+PumpAction = Open | _ReadBody | ReadOn | Emit | Book | Release

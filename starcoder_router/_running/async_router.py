@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from .._errors import ConfigError, StreamInterruptedError
 from .._stores.base import AsyncSpendStore
+from .._stores.inline import InlineAsync
 from .._stores.report import By, spend_report
+from .._transports.base import aline_batches
 from . import actions as act
 from .async_hedge import race
 from .base_router import BaseRouter
@@ -94,6 +96,11 @@ class AsyncRouter(BaseRouter):
             raise ConfigError(f"{type(self._store).__name__} has no async methods "
                               f"({', '.join(missing)})")
         self._astore = cast(AsyncSpendStore, self._store)
+        # A store whose async booking only calls its sync one (memory, SQLite): booked without
+        # a coroutine per request. A subclass with its own `arecord`/`asettle` is awaited.
+        kind = type(self._store)
+        self._books_inline = (getattr(kind, "arecord", None) is InlineAsync.arecord
+                              and getattr(kind, "asettle", None) is InlineAsync.asettle)
         if transport not in ("aiohttp", "httpx") and isinstance(transport, str):
             raise ConfigError(f"unknown transport {transport!r}; use 'aiohttp' or 'httpx'")
         self._transport_kind = transport
@@ -109,7 +116,8 @@ class AsyncRouter(BaseRouter):
         begin = self._sessions.begin(req)
         if begin is not None:  # a session or the cache applies: see `sessions_run`
             return await complete_async(self, req, begin)
-        await count_off_loop(self._core.counter, req, self._counting)
+        if counts_off_loop(req):  # a large prompt: no coroutine to make for the others
+            await count_off_loop(self._core.counter, req, self._counting)
         run = self._core.start(req)
         return await self._drive(complete_flow(run, self._hedge))
 
@@ -190,6 +198,12 @@ class AsyncRouter(BaseRouter):
 
     async def perform(self, action: act.Action) -> Any:
         """Carry out one action of the flow and return what the flow asked for."""
+        if self._books_inline and type(action) is act.Book:
+            if action.reservation is None:
+                self._store.record(action.keys, action.cost_nano, action.entry)
+            else:
+                self._store.settle(action.reservation, action.cost_nano, action.entry)
+            return None
         match action:
             case act.Send():
                 # The slot is ours from here until the reply is read or the send fails.
@@ -281,11 +295,10 @@ class AsyncRouter(BaseRouter):
         flow = attempt.pump()
         handle: AsyncStreamHandle | None = None
         hold: Hold | None = None  # the deployment's slot, from Open to the stream's end
-        lines: AsyncIterator[bytes] | None = None
+        batches: AsyncIterator[list[bytes]] | None = None
         reply: Any = None
         error: BaseException | None = None
-        next_line, emit = act.NEXT_LINE, act.Emit
-        idle = attempt.decoder.idle
+        emit = act.Emit
         try:
             while True:
                 try:
@@ -294,14 +307,17 @@ class AsyncRouter(BaseRouter):
                     return
                 reply, error = None, None
                 try:
-                    if action is next_line:  # the hot path: one line, then one chunk
-                        assert lines is not None
+                    if type(action) is list:  # the hot path: pass these on, then read on
+                        for i, chunk in enumerate(action):
+                            try:
+                                yield chunk
+                            except BaseException:
+                                attempt.withdraw(len(action) - i - 1)
+                                raise
+                        assert batches is not None
+                        # (The transport bounds every read by the stream's deadline.)
                         try:
-                            reply = await lines.__anext__()
-                            # SSE's blank line after each event changes nothing: not fed.
-                            # (The transport bounds every read by the stream's deadline.)
-                            while not reply and idle(reply):
-                                reply = await lines.__anext__()
+                            reply = await batches.__anext__()
                         except StopAsyncIteration:
                             reply = None
                         continue
@@ -317,7 +333,7 @@ class AsyncRouter(BaseRouter):
                                 connect_timeout=action.connect_timeout,
                                 total_timeout=action.total_timeout)
                             reply = handle.status, handle.headers
-                            lines = handle.alines()
+                            batches = aline_batches(handle)
                         case act.Book() | act.Release():
                             await self.perform(action)
                         case _:  # READ_BODY
@@ -326,9 +342,20 @@ class AsyncRouter(BaseRouter):
                 except BaseException as exc:  # incl. GeneratorExit and CancelledError
                     error = exc
         finally:
-            try:
-                if handle is not None:
-                    await handle.aclose()
-            finally:
-                if hold is not None:
-                    hold.release()
+            await _end_stream(batches, handle, hold)
+
+
+async def _end_stream(batches: AsyncIterator[list[bytes]] | None,
+                      handle: AsyncStreamHandle | None, hold: Hold | None) -> None:
+    """Close what a streaming attempt opened, and free its deployment's slot."""
+    try:
+        if handle is not None:
+            # An async generator is not closed by being dropped: close it, then the handle
+            # (ours: its deadline timer goes with it).
+            aclose = getattr(batches, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            await handle.aclose()
+    finally:
+        if hold is not None:
+            hold.release()

@@ -1,7 +1,9 @@
 """One streaming attempt, free of I/O and written once for both routers.
 
-`StreamAttempt.pump()` is a generator: it yields `Open`, `NEXT_LINE`, `Emit`, `Book`… and each
-router drives it with its own I/O (`Router.pump`, `AsyncRouter.pump`). The attempt keeps the
+`StreamAttempt.pump()` is a generator: it yields `Open`, lists of chunks (pass them on, then
+read on), `Emit`, `Book`… and each router drives it with its own I/O (`Router.pump`,
+`AsyncRouter.pump`). The lines of a network read are decoded in one go (`feed_lines`), so the
+cost of a round trip through the drivers is paid per read, not per event. The attempt keeps the
 books: first-token time, the deadline, draining the end marker, and what to settle when the
 stream finishes, breaks after output, or is closed early by the caller — on every one of those
 paths exactly once (`settled`).
@@ -10,14 +12,16 @@ paths exactly once (`settled`).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._autocomplete import Shaper
+from .._clock import SystemClock
 from .._errors import ProviderError, ProviderTransportError, StreamInterruptedError
 from .._providers.errormap import UNREADABLE, in_context, unreadable_reply, with_context
 from .._transports.base import WireResponse
-from .actions import NEXT_LINE, READ_BODY, Book, Emit, Open, PumpAction, Release
+from .actions import READ_BODY, Book, Emit, Open, PumpAction, Release
 from .results import Completion, StreamChunk, Usage
 
 if TYPE_CHECKING:
@@ -68,13 +72,20 @@ class StreamAttempt:
         self.lock = threading.Lock()
         self.lost_hedge = False
         self._drained = 0
-        self._now = run.core.clock.now
+        clock = run.core.clock
+        # Read per event: the system clock's reading is `time.monotonic()`, called directly.
+        self._now = time.monotonic if type(clock) is SystemClock else clock.now
         self._deadline = run.deadline
         # Autocomplete's cut, applied after the stops like one more stop of our own; `cut`
         # turns true when it (or a stop found on our side) ends the completion before the
         # provider did.
         self.shaper = Shaper(run.shaping) if run.shaping is not None else None
         self.cut = False
+        # Set by `feed_lines` when reading should stop: the end marker was drained, the cut
+        # closed the block, or an error came after some chunks of the same read (`_error`,
+        # raised once those are passed on, as if they had been read one by one).
+        self._done = False
+        self._error: Exception | None = None
 
     @property
     def text(self) -> str:
@@ -100,13 +111,14 @@ class StreamAttempt:
                 body = yield READ_BODY
                 raise in_context(self.provider.error(call, WireResponse(status, headers, body)),
                                   call)
-            while (line := (yield NEXT_LINE)) is not None:
-                chunk = self.feed(line)
-                if isinstance(chunk, StreamChunk):
-                    yield Emit(chunk)
-                elif chunk is _END:
-                    break
-                if self.cut:  # the block closed: the driver closes the upstream call
+            out: list[StreamChunk] = []
+            while (lines := (yield out)) is not None:
+                out = self.feed_lines(lines)
+                if self._done:  # the block closed (the driver closes the upstream call), or
+                    for chunk in out:  # the end marker was drained, or an error came
+                        yield Emit(chunk)
+                    if self._error is not None:
+                        raise self._error
                     break
             booking, last, problem = self.finish()
             yield from self._book(booking)
@@ -159,36 +171,66 @@ class StreamAttempt:
 
     # -- bookkeeping ----------------------------------------------------------------------------
 
-    def feed(self, line: bytes) -> StreamChunk | object | None:
-        """The chunk to pass on for `line`, None for a line without text, or `_END`."""
+    def feed_lines(self, lines: list[bytes]) -> list[StreamChunk]:
+        """The chunks to pass on for the lines of one read (often none). Sets `_done` when
+        reading should stop."""
+        out: list[StreamChunk] = []
+        if not lines:
+            return out
         decoder = self.decoder
-        if decoder.finished:
-            # Read the little that follows the end marker, so the connection goes back to the
-            # pool instead of being dropped; give up on a server that keeps on sending.
-            self._drained += 1
-            return _END if self._drained > _MAX_DRAIN_LINES else None
-        now = self._now()
-        if now > self._deadline:
-            # A server that keeps streaming must not keep the caller past the deadline.
-            raise with_context(
-                ProviderTransportError("the request deadline passed mid-stream"), self.call)
+        idle, feed, shaper = decoder.idle, decoder.feed, self.shaper
+        clock, deadline = self._now, self._deadline
         try:
-            delta = decoder.feed(line)
-        except UNREADABLE as exc:
-            raise unreadable_reply(exc, self.call) from exc
-        if self.shaper is not None and (delta or decoder.cutter.stopped):
-            ended = decoder.finished or decoder.finish_raw is not None
-            # A stop met on our side ends an autocomplete answer as its cut does: the
-            # upstream call is closed instead of read to its end.
-            delta = self.shaper.push(delta, end=ended or decoder.cutter.stopped)
-            self.cut = self.shaper.stopped and not ended
-        if not delta:
-            return None
-        if self.ttft is None:
-            self.ttft = now - self.started
-        self.parts.append(delta)
-        self.delivered += 1
-        return StreamChunk(delta, self.delivered - 1)
+            for line in lines:
+                if not line and idle(line):
+                    continue  # SSE's blank line after each event changes nothing
+                if decoder.finished:
+                    # Read the little that follows the end marker, so the connection goes
+                    # back to the pool instead of being dropped; give up on a server that
+                    # keeps on sending.
+                    self._drained += 1
+                    if self._drained > _MAX_DRAIN_LINES:
+                        self._done = True
+                        break
+                    continue
+                now = clock()
+                if now > deadline:
+                    # A server that keeps streaming must not keep the caller past the deadline
+                    # (checked per event: a read may bring many, and the caller may be slow).
+                    raise with_context(ProviderTransportError(
+                        "the request deadline passed mid-stream"), self.call)
+                try:
+                    delta = feed(line)
+                except UNREADABLE as exc:
+                    raise unreadable_reply(exc, self.call) from exc
+                if shaper is not None and (delta or decoder.cutter.stopped):
+                    ended = decoder.finished or decoder.finish_raw is not None
+                    # A stop met on our side ends an autocomplete answer as its cut does: the
+                    # upstream call is closed instead of read to its end.
+                    delta = shaper.push(delta, end=ended or decoder.cutter.stopped)
+                    self.cut = shaper.stopped and not ended
+                if delta:
+                    if self.ttft is None:
+                        self.ttft = now - self.started
+                    self.parts.append(delta)
+                    out.append(StreamChunk(delta, self.delivered))
+                    self.delivered += 1
+                if self.cut:
+                    self._done = True
+                    break
+        except Exception as exc:
+            if not out:
+                raise
+            # The chunks before it were read: they go to the caller first, then the error.
+            self._error, self._done = exc, True
+        return out
+
+    def withdraw(self, n: int) -> None:
+        """The caller stopped reading with the last `n` chunks passed on not taken: they were
+        never delivered, and the books say so."""
+        if n > 0 and not self.settled:
+            del self.parts[-n:]
+            self.delivered -= n
 
     def finish(self) -> tuple[_Booking, StreamChunk, str | None]:
         """At the end of the stream: what to settle, the last chunk (with the finish reason),
@@ -290,9 +332,3 @@ class StreamAttempt:
 # Why a lost hedge leg's stream ends, should its reply come after all.
 LOST_HEDGE = "cancelled: the other leg of the hedge answered first"
 
-
-class _End:
-    """`feed`'s answer when the stream is over and the connection should be let go."""
-
-
-_END = _End()

@@ -73,8 +73,16 @@ class Stream(_StreamBase):
         return self
 
     def __next__(self) -> StreamChunk:
-        item, self._pending = self._pending, None
-        chunk = self._take(item if item is not None else next(self._source))
+        item = self._pending
+        if item is None:
+            item = next(self._source)
+        else:
+            self._pending = None
+        if type(item) is StreamChunk:  # every chunk but the end (`_take`, inlined)
+            if item.text:
+                self._parts.append(item.text)
+            return item
+        chunk = self._take(item)
         if chunk is None:
             raise StopIteration
         return chunk
@@ -109,8 +117,16 @@ class AsyncStream(_StreamBase):
         return self
 
     async def __anext__(self) -> StreamChunk:
-        item, self._pending = self._pending, None
-        chunk = self._take(item if item is not None else await self._source.__anext__())
+        item = self._pending
+        if item is None:
+            item = await self._source.__anext__()
+        else:
+            self._pending = None
+        if type(item) is StreamChunk:  # every chunk but the end (`_take`, inlined)
+            if item.text:
+                self._parts.append(item.text)
+            return item
+        chunk = self._take(item)
         if chunk is None:
             raise StopAsyncIteration
         return chunk

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .._errors import ProviderTransportError, StreamInterruptedError
 from .._stores.report import By, spend_report
+from .._transports.base import line_batches
 from . import actions as act
 from .base_router import BaseRouter
 from .first_token import pull_sync
@@ -258,11 +259,10 @@ class Router(BaseRouter):
         flow = attempt.pump()
         handle: StreamHandle | None = None
         hold: Hold | None = None  # the deployment's slot, from Open to the stream's end
-        lines: Iterator[bytes] = iter(())
+        batches: Iterator[list[bytes]] = iter(())
         reply: Any = None
         error: BaseException | None = None
-        next_line, emit = act.NEXT_LINE, act.Emit
-        idle = attempt.decoder.idle
+        emit = act.Emit
         try:
             while True:
                 try:
@@ -271,12 +271,15 @@ class Router(BaseRouter):
                     return
                 reply, error = None, None
                 try:
-                    if action is next_line:  # the hot path: one line, then one chunk
-                        reply = next(lines, None)
-                        # SSE's blank line after each event changes nothing: not fed. (Every
-                        # read still runs under the stream's deadline in the transport.)
-                        while reply is not None and not reply and idle(reply):
-                            reply = next(lines, None)
+                    if type(action) is list:  # the hot path: pass these on, then read on
+                        for i, chunk in enumerate(action):
+                            try:
+                                yield chunk
+                            except BaseException:
+                                attempt.withdraw(len(action) - i - 1)
+                                raise
+                        # (Every read runs under the stream's deadline in the transport.)
+                        reply = next(batches, None)
                         continue
                     if type(action) is emit:
                         yield action.chunk
@@ -287,7 +290,7 @@ class Router(BaseRouter):
                                 action.deployment, urgent=action.urgent, limit=action.timeout)
                             handle = self._open(attempt, action)
                             reply = handle.status, handle.headers
-                            lines = handle.lines()
+                            batches = line_batches(handle)
                         case act.Book() | act.Release():
                             self.perform(action)
                         case _:  # READ_BODY

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 
 import aiohttp
 
@@ -109,7 +109,18 @@ class _AiohttpStream:
         self._resp.close()  # wakes the pending read with a connection error
 
     async def alines(self) -> AsyncIterator[bytes]:
+        batches = self.abatches()
+        try:
+            async for batch in batches:
+                for line in batch:
+                    yield line
+        finally:
+            await batches.aclose()  # an async generator does not close the one it iterates
+
+    async def abatches(self) -> AsyncGenerator[list[bytes], None]:
+        """The complete lines of each HTTP chunk as it arrived (see `aline_batches`)."""
         splitter = LineSplitter()
+        feed = splitter.feed
         content = self._resp.content
         # One timer for the whole stream, not a timeout per chunk (that costs a timer handle
         # scheduled and cancelled for every chunk): when the deadline passes, the connection is
@@ -125,8 +136,7 @@ class _AiohttpStream:
                     if not chunk_end:
                         break  # (b"", False) is the end of the body
                     continue
-                for line in splitter.feed(chunk):
-                    yield line
+                yield feed(chunk)
         except _ERRORS as exc:
             if self._expired:
                 raise ProviderTimeoutError("the stream's deadline passed") from exc
@@ -136,8 +146,9 @@ class _AiohttpStream:
                 watchdog.cancel()
         if self._expired:
             raise ProviderTimeoutError("the stream's deadline passed")
-        for line in splitter.flush():
-            yield line
+        tail = splitter.flush()
+        if tail:
+            yield tail
 
     async def aread(self) -> bytes:
         try:

@@ -1,7 +1,8 @@
 """What a transport is: the only code that touches the network.
 
 Adapters build `WireRequest`s and read `WireResponse`s; a transport sends one and returns the
-other, or opens a stream of lines. Transports raise `ProviderConnectionError` or
+other, or opens a stream of lines (our own streams also hand them over a network read at a time:
+`batches()`, `abatches()`). Transports raise `ProviderConnectionError` or
 `ProviderTimeoutError` without provider details; the router adds them. They are swappable, so the
 async transport can be chosen by measurement (see BENCHMARKS.md) without touching adapters.
 
@@ -26,6 +27,8 @@ __all__ = [
     "SyncTransport",
     "WireRequest",
     "WireResponse",
+    "aline_batches",
+    "line_batches",
     "split_lines",
 ]
 
@@ -122,6 +125,8 @@ class LineSplitter:
             chunk = self._tail + chunk
         lines = chunk.split(b"\n")
         self._tail = lines.pop()
+        if b"\r" not in chunk:  # the common case: nothing to strip
+            return lines
         return [line[:-1] if line.endswith(b"\r") else line for line in lines]
 
     def flush(self) -> list[bytes]:
@@ -134,3 +139,26 @@ def split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
     for chunk in chunks:
         yield from splitter.feed(chunk)
     yield from splitter.flush()
+
+
+def line_batches(handle: StreamHandle) -> Iterator[list[bytes]]:
+    """The lines of `handle`'s body, a list per network read: the complete lines each read
+    brought (maybe none), so that a reader decodes every event of a read in one go. Our own
+    handles have `batches()`; any other is read a line at a time."""
+    batches = getattr(handle, "batches", None)
+    if batches is not None:
+        return batches()  # type: ignore[no-any-return]
+    return ([line] for line in handle.lines())
+
+
+def aline_batches(handle: AsyncStreamHandle) -> AsyncIterator[list[bytes]]:
+    """The async twin of `line_batches` (`abatches()`, else `alines()` a line at a time)."""
+    batches = getattr(handle, "abatches", None)
+    if batches is not None:
+        return batches()  # type: ignore[no-any-return]
+    return _one_by_one(handle.alines())
+
+
+async def _one_by_one(lines: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
+    async for line in lines:
+        yield [line]

@@ -13,14 +13,14 @@ import contextlib
 import functools
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 
 import httpcore
 import httpx
 
 from .._errors import ProviderConnectionError, ProviderTimeoutError, ProviderTransportError
 from ._deadline import AsyncDeadlineTransport, DeadlineTransport, deadline
-from .base import LineSplitter, WireRequest, WireResponse, split_lines
+from .base import LineSplitter, WireRequest, WireResponse
 
 __all__ = ["HttpxAsyncTransport", "HttpxTransport"]
 
@@ -118,6 +118,33 @@ def _core_send(pool: httpcore.ConnectionPool, request: WireRequest, timeout: flo
     return WireResponse(resp.status, head, data)
 
 
+def _batches(raw: Iterator[bytes], until: float | None) -> Iterator[list[bytes]]:
+    """The complete lines of each chunk `raw` reads, then the unterminated last one. With
+    `until`, each read runs under the deadline on the thread that makes it (a hedged leg starts
+    on its own thread and is read on the caller's); it is set and reset around the read alone,
+    since what a generator sets stays visible to the code it yields to."""
+    splitter = LineSplitter()
+    feed = splitter.feed
+    try:
+        if until is None:
+            for chunk in raw:
+                yield feed(chunk)
+        else:
+            while True:
+                with deadline(until - time.monotonic()):
+                    got = next(raw, None)
+                if got is None:
+                    break
+                yield feed(got)
+    except (*_CORE_TIMEOUTS, *_CORE_ERRORS) as exc:  # read from httpcore directly
+        raise _core_mapped(exc) from exc
+    except httpx.HTTPError as exc:  # read through httpx
+        raise _mapped(exc) from exc
+    tail = splitter.flush()
+    if tail:
+        yield tail
+
+
 class HttpxTransport:
     """One pooled, keep-alive `httpx.Client`. A client you pass in keeps its own transport, so
     only httpx's per-read timeouts apply to it."""
@@ -181,24 +208,12 @@ class _HttpxStream:
         self.headers: Mapping[str, str] = resp.headers
 
     def lines(self) -> Iterator[bytes]:
-        try:
-            yield from split_lines(self._chunks())
-        except httpx.HTTPError as exc:
-            raise _mapped(exc) from exc
+        for batch in self.batches():
+            yield from batch
 
-    def _chunks(self) -> Iterator[bytes]:
-        raw = self._resp.iter_raw()
-        if self._until is None:
-            yield from raw
-            return
-        while True:
-            # Each read runs under the deadline on the thread that makes it (a hedged leg
-            # starts on its own thread and is read on the caller's).
-            with deadline(self._until - time.monotonic()):
-                chunk = next(raw, None)
-            if chunk is None:
-                return
-            yield chunk
+    def batches(self) -> Iterator[list[bytes]]:
+        """The complete lines of each read (see `line_batches`)."""
+        return _batches(self._resp.iter_raw(), self._until)
 
     def read(self) -> bytes:
         try:
@@ -239,25 +254,12 @@ class _CoreStream:
         self.headers: Mapping[str, str] = _core_headers(resp)
 
     def lines(self) -> Iterator[bytes]:
-        try:
-            yield from split_lines(self._chunks())
-        except (*_CORE_TIMEOUTS, *_CORE_ERRORS) as exc:
-            raise _core_mapped(exc) from exc
-        except httpx.HTTPError as exc:
-            raise _mapped(exc) from exc
+        for batch in self.batches():
+            yield from batch
 
-    def _chunks(self) -> Iterator[bytes]:
-        raw = iter(self._resp.stream)  # type: ignore[arg-type]
-        until = self._until
-        if until is None:
-            yield from raw
-            return
-        while True:
-            with deadline(until - time.monotonic()):
-                chunk = next(raw, None)
-            if chunk is None:
-                return
-            yield chunk
+    def batches(self) -> Iterator[list[bytes]]:
+        """The complete lines of each read (see `line_batches`)."""
+        return _batches(iter(self._resp.stream), self._until)  # type: ignore[arg-type]
 
     def read(self) -> bytes:
         try:
@@ -325,6 +327,16 @@ class _HttpxAsyncStream:
         self.headers: Mapping[str, str] = resp.headers
 
     async def alines(self) -> AsyncIterator[bytes]:
+        batches = self.abatches()
+        try:
+            async for batch in batches:
+                for line in batch:
+                    yield line
+        finally:
+            await batches.aclose()  # an async generator does not close the one it iterates
+
+    async def abatches(self) -> AsyncGenerator[list[bytes], None]:
+        """The complete lines of each read (see `aline_batches`)."""
         splitter = LineSplitter()
         raw = self._resp.aiter_raw()
         try:
@@ -335,12 +347,12 @@ class _HttpxAsyncStream:
                     chunk = await anext(raw, None)
                 if chunk is None:
                     break
-                for line in splitter.feed(chunk):
-                    yield line
+                yield splitter.feed(chunk)
         except httpx.HTTPError as exc:
             raise _mapped(exc) from exc
-        for line in splitter.flush():
-            yield line
+        tail = splitter.flush()
+        if tail:
+            yield tail
 
     async def aread(self) -> bytes:
         try:

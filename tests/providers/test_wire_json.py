@@ -91,3 +91,17 @@ def test_bodies_orjson_cannot_write_take_the_standard_path() -> None:
     for value in ({1: "int key"}, {"n": 2**70}, {"nested": [{"k": -(2**65)}]}):
         assert dumps(value) == json.dumps(value, separators=(",", ":"),
                                           ensure_ascii=False).encode("utf-8")
+
+
+@pytest.mark.parametrize("text", [
+    '{"created": 1733600000, "usage": {"prompt_tokens": 12345678901234567890123}}',
+    '{"n": -9223372036854775809}', '{"n": [1234567890123456789]}',
+    '{"id": "cmpl-1234567890-1234567890-1234567890", "n": 18446744073709551616}',
+    '{"id": "1234567890123456789", "n": 1e5}', '{"a": 123456789012345678}',
+])
+def test_long_integers_in_bytes_are_read_exactly(text: str) -> None:
+    """Bytes find a run of 19 digits without the regular expression (mapped to zeros); every
+    integer orjson would turn into a float is still read exactly, as `json` reads it."""
+    data = text.encode()
+    assert _same(loads(data), json.loads(data))
+    assert _same(loads(text), json.loads(text))
