@@ -95,3 +95,29 @@ def test_two_workers_print_one_banner() -> None:
     assert banners == [f"{BANNER} http://127.0.0.1:{port} (2 workers, "
                        f"{banners[0].rsplit('(2 workers, ', 1)[-1]}"]
     assert banners[0].endswith(("uvloop loop)", "asyncio loop)"))
+
+
+def test_a_worker_freezes_its_startup_heap_and_collects_young_objects_less_often(
+        tmp_path: Path) -> None:
+    port = _free_port()
+    report = ("import atexit, gc; atexit.register(lambda: print('GC', gc.get_threshold()[0], "
+              "gc.get_freeze_count(), file=sys.stderr))")
+    proc = _serve("--port", str(port), "--no-access-log", "--state-dir", str(tmp_path),
+                  prelude=report)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("the gateway did not start")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    [line] = [line for line in err.splitlines() if line.startswith("GC ")]
+    _, threshold, frozen = line.split()
+    assert int(threshold) == 10_000
+    assert int(frozen) > 10_000  # the modules, schemas and app made at startup
