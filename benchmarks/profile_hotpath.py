@@ -164,9 +164,34 @@ def route_fim_case() -> str:
     return head + "\n\n" + profile_text("route", prof)
 
 
+# `serve` under a profiler that runs only while the load does: SIGUSR1 starts it, SIGUSR2 stops
+# it and writes the stats. It times CPU (`time.thread_time`, the event loop's thread), not wall
+# time, which on a shared machine is mostly waiting for a core.
+_PROFILED_SERVE = """
+import cProfile, signal, sys, time
+prof = cProfile.Profile(time.thread_time)
+signal.signal(signal.SIGUSR1, lambda *_: prof.enable())
+def _stop(*_):
+    prof.disable()
+    prof.dump_stats(sys.argv[1])
+signal.signal(signal.SIGUSR2, _stop)
+from starcoder_router._cli import main
+sys.exit(main(["serve", *sys.argv[2:]]))
+"""
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU of a process (every thread), from /proc."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def gateway_case(base: str) -> str:
-    """`starcoder-router serve` under cProfile, 64 clients then one (as `bench_gateway.py`),
-    with the mock measured directly in the same run."""
+    """`starcoder-router serve` against the mock measured directly: the gateway's CPU per
+    request (all its threads) at 64 clients and at one, then a CPU profile of its event loop
+    under 64 clients, as `bench_gateway.py` loads it."""
     import os
     import signal
     import tempfile
@@ -178,27 +203,42 @@ def gateway_case(base: str) -> str:
     bench_gateway.gateway_config(base, cfg)
     port = bench_gateway.free_port()
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    gw = subprocess.Popen([sys.executable, "-m", "cProfile", "-o", str(prof), "-m",
-                           "starcoder_router._cli", "serve", "--config", str(cfg), "--port",
-                           str(port), "--state-dir", str(tmp / "state")], env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gw = subprocess.Popen([sys.executable, "-c", _PROFILED_SERVE, str(prof), "--config",
+                           str(cfg), "--port", str(port), "--state-dir", str(tmp / "state")],
+                          env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
+
+    def load(target: str, model: str, c: int, seconds: float = 3.0) -> dict[str, float]:
+        return asyncio.run(bench_gateway.load(target, model, seconds=seconds, concurrency=c,
+                                              stream=False, headers={}))
+
     report = []
     try:
         bench_gateway.wait_http(url + "/health")
-        for name, target, model in (("direct (mock)", base + "/v1/completions", "bench-model"),
-                                    ("gateway", url + "/v1/completions", "starcoder2")):
-            for c in (64, 1):
-                r = asyncio.run(bench_gateway.load(target, model, seconds=3.0, concurrency=c,
-                                                   stream=False, headers={}))
-                report.append(f"{name}, {c} client(s): {r['rps']:,.0f} req/s, "
-                              f"p50 {r['p50_ms']:.2f} ms")
+        load(url + "/v1/completions", "starcoder2", 64, 1.0)  # warm-up
+        for c in (64, 1):
+            direct = load(base + "/v1/completions", "bench-model", c)
+            before = _cpu_s(gw.pid)
+            r = load(url + "/v1/completions", "starcoder2", c)
+            cpu_us = 1e6 * (_cpu_s(gw.pid) - before) / max(1.0, r["rps"] * 3.0)
+            report.append(f"{c} client(s): direct {direct['rps']:,.0f} req/s, p50 "
+                          f"{direct['p50_ms']:.2f} ms; gateway {r['rps']:,.0f} req/s, p50 "
+                          f"{r['p50_ms']:.2f} ms, {cpu_us:.0f} us of gateway CPU a request")
+        gw.send_signal(signal.SIGUSR1)
+        r = load(url + "/v1/completions", "starcoder2", 64, 5.0)
+        gw.send_signal(signal.SIGUSR2)
+        report.append(f"profiled: 64 clients, {r['rps'] * 5.0:,.0f} requests in 5 s (cProfile "
+                      "inflates every Python call: read the shares, not the times)")
+        deadline = time.monotonic() + 10
+        while not prof.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         gw.send_signal(signal.SIGINT)
         gw.wait(timeout=30)
     out = io.StringIO()
     for order in ("tottime", "cumulative"):
-        out.write(f"== gateway: by {order} ==\n")
+        out.write(f"== gateway event loop, CPU: by {order} ==\n")
         pstats.Stats(str(prof), stream=out).sort_stats(order).print_stats(45)
     text = out.getvalue()
     for prefix in (str(ROOT) + "/", sys.prefix + "/lib/python3.11/site-packages/"):

@@ -156,6 +156,7 @@ async def _serve_until_signalled(config: str | None, raw_settings: dict[str, Any
     app = create_app(Gateway.from_config(config, **overrides))
     runner = await listen(app, settings, host=settings.host, port=settings.port,
                           reuse_port=reuse_port)
+    _settle_the_heap()
     try:
         await stop.wait()
     finally:
@@ -172,6 +173,28 @@ def _config_names_tokenizer(config: str | None) -> bool:
     from .._config import load_config
 
     return load_config(config).tokenizer is not None
+
+
+# Collections of the youngest generation: after this many more container objects were made
+# than freed (Python's default is 700; see `gc.set_threshold`).
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def _settle_the_heap() -> None:
+    """Once the worker is up: move everything made so far (modules, schemas, the app) out of the
+    cyclic collector's sight with `gc.freeze()` (https://docs.python.org/3/library/gc.html), and
+    collect the young generation less often. A request frees nearly all it makes by reference
+    counting, but with dozens in flight the default threshold of 700 ran a young collection
+    every few requests and each of them walked every request's live objects; the full
+    collections walked the whole heap. Measured at 64 clients, the collector took 10 to 15% of
+    the worker's time (about 60 us a request with the heap frozen, 150 us without); with both
+    changes under 1%. Cycles are still collected, a little later."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def _cannot_serve(host: str, port: int) -> str | None:

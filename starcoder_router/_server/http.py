@@ -10,6 +10,7 @@ every path (end, error, client gone, shutdown), which books its cost.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from .._ids import new_id
 from .._routing.limits import InputLimits
+from .._wire_json import dumps as wire_dumps
 from .autocomplete import (
     HEADER_MODE,
     HEADER_SERVED_FROM,
@@ -38,7 +40,7 @@ from .tenants import TokenHold
 if TYPE_CHECKING:
     from .._running.results import Completion, StreamChunk
 
-__all__ = ["Dialect", "Parsed", "handle", "parse_body", "read_json"]
+__all__ = ["Dialect", "Parsed", "handle", "json_body", "parse_body", "read_json"]
 
 logger = logging.getLogger("starcoder_router.server")
 
@@ -53,6 +55,16 @@ HEADER_DEPLOYMENT = "x-starcoder-router-deployment"
 HEADER_COST = "x-starcoder-router-cost-usd"
 HEADER_ATTEMPTS = "x-starcoder-router-attempts"
 HEADER_REQUEST_ID = "x-request-id"
+JSON_CONTENT_TYPE = "application/json; charset=utf-8"  # what `web.json_response` sends
+
+
+def json_body(payload: Any) -> bytes:
+    """`payload` as compact UTF-8 JSON, with orjson where it can (`_wire_json`); what it
+    refuses (a lone surrogate in a completion, say) is written by `json` as before, escaped."""
+    try:
+        return wire_dumps(payload)
+    except (TypeError, ValueError, UnicodeEncodeError):
+        return json.dumps(payload, separators=(",", ":")).encode()
 
 
 class Parsed(NamedTuple):
@@ -90,12 +102,18 @@ async def read_json(request: web.Request, max_bytes: int,
     if encoding != "identity":  # the app does not inflate bodies: no decompression bombs
         raise GatewayError(Problem(415, "invalid_request_error", "unsupported_content_encoding",
                                    "compressed request bodies are not accepted"))
+    content = request.content
+    if content.is_eof():  # the whole body came with the headers: nothing to wait for
+        data = content.read_nowait()
+        if len(data) > max_bytes:
+            raise _too_large(max_bytes)
+        return load_json(data, max_depth)
     chunks: list[bytes] = []
     size = 0
     body_timeout_s = request.app[GATEWAY_KEY].settings.body_timeout_s
     try:
         async with asyncio.timeout(body_timeout_s):
-            async for data in request.content.iter_any():
+            async for data in content.iter_any():
                 size += len(data)
                 if size > max_bytes:
                     raise _too_large(max_bytes)
@@ -172,23 +190,25 @@ async def handle(request: web.Request, dialect: Dialect, parse: Parser) -> web.S
         body = await read_json(request, gateway.settings.max_body_bytes, limits.max_json_depth)
         await gateway.fairness.take_turn(tenant)  # parsing and routing: one tenant's at a time
         parsed = parse(request, body, gateway)
-        check_call(parsed.call, limits)
-        parsed = parsed._replace(call=parsed.call._replace(fields=with_mode(
-            parsed.call.fields, request, body, gateway, dialect.name)))
-        parsed = parsed._replace(call=parsed.call._replace(fields=with_first_token_timeout(
-            parsed.call.fields, request.headers)))
-        gateway.router(parsed.call.model)  # an unknown model is a 404 before any counting
-        hold = await gateway.admit(tenant, parsed.call)
+        call = parsed.call
+        check_call(call, limits)
+        fields = with_mode(call.fields, request, body, gateway, dialect.name)
+        fields = with_first_token_timeout(fields, request.headers)
+        gateway.router(call.model)  # an unknown model is a 404 before any counting
+        call = call._replace(fields=fields)
+        hold = await gateway.admit(tenant, call)
         # The session is the router's, not part of the prompt: added after the token hold.
-        parsed = parsed._replace(call=parsed.call._replace(
-            tenant=tenant, request_id=rid, hold=hold,
-            fields=with_session(parsed.call.fields, request, gateway)))
+        call = call._replace(tenant=tenant, request_id=rid, hold=hold,
+                             fields=with_session(fields, request, gateway))
+        parsed = parsed._replace(call=call)
         await gateway.fairness.take_turn(tenant)  # routing, when the admission paused
         if parsed.stream:
             return await _stream(request, gateway, dialect, parsed, rid)
-        completion = await gateway.complete(parsed.call)
-        return web.json_response(dialect.completion_body(completion, parsed),
-                                 headers=_headers(completion, rid))
+        completion = await gateway.complete(call)
+        headers = _headers(completion, rid)
+        headers["Content-Type"] = JSON_CONTENT_TYPE
+        return web.Response(body=json_body(dialect.completion_body(completion, parsed)),
+                            headers=headers)
     except Exception as exc:
         return _failed(dialect, exc, rid)
     finally:

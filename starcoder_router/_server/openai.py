@@ -10,7 +10,6 @@ usage chunk when `stream_options.include_usage` is set, as the OpenAI API does
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -19,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .._ids import new_id
 from .gateway import Call, Gateway
-from .http import GATEWAY_KEY, Parsed, handle, parse_body
+from .http import GATEWAY_KEY, Parsed, handle, json_body, parse_body
 from .inputs import Float, Int, check_max_tokens
 from .models import UnknownModelError
 from .problems import Problem, invalid
@@ -155,7 +154,7 @@ def _finish(reason: str | None) -> str | None:
 
 
 def _sse(payload: Any) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + json_body(payload) + b"\n\n"
 
 
 class OpenAIDialect:

@@ -1,8 +1,10 @@
 """Async methods for stores whose operations are short and local: they run inline.
 
-Memory operations do no I/O at all, and a SQLite transaction on one machine takes tens of
-microseconds: handing either to a thread would cost more than the work. `MemoryStore` and
-`SQLiteStore` get their `a`-prefixed methods from here.
+Memory operations do no I/O at all: handing them to a thread would cost more than the work.
+`MemoryStore` gets its `a`-prefixed methods from here. (`SQLiteStore` did too, until the
+gateway's profile showed a transaction per request costing 150 to 250 us of loop time, and the
+loop waiting on other processes' write locks: its async methods have a writer thread of their
+own, `sqlite_writer.py`.)
 """
 
 from __future__ import annotations

@@ -15,9 +15,11 @@ waited at most 0.2 s. Processes still meet in SQLite's own lock.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -25,11 +27,14 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple, cast
 
+from .._errors import StarcoderRouterError, StoreError
 from .._ids import new_id
 from .base import SERVED_OUTCOMES, BudgetKey, BudgetStatus, LedgerEntry, Outcome, Reservation
-from .inline import InlineAsync
 from .periods import check_amount, refusal, require_aware, status_of, to_epoch, unique_keys
 from .rollup import Grain, Rollup, order
+from .sqlite_writer import Item, Writer, deliver
+
+logger = logging.getLogger("starcoder_router.store")
 
 __all__ = ["SQLiteStore"]
 
@@ -151,7 +156,7 @@ _SWEEP_EVERY_S = 600.0
 _PRUNE_EVERY_S = 60.0
 
 
-class SQLiteStore(InlineAsync):
+class SQLiteStore:
     """Spend, reservations and the ledger in a SQLite file shared by the processes of one host.
 
         store = SQLiteStore("spend.db")
@@ -165,12 +170,19 @@ class SQLiteStore(InlineAsync):
     `retention_days`, a background thread deletes raw rows and hourly roll-ups older than that,
     a bounded batch per short transaction (`prune()`), so requests wait at most one batch for
     the write lock; daily roll-ups are kept.
+
+    The sync methods run in the caller's thread. The async ones (`areserve`, `asettle`...) run
+    in one writer thread that commits whatever is queued as one transaction (`sqlite_writer`),
+    so the event loop never waits for the file; a booking that touches no budget is queued
+    without waiting. `close()` (or `aclose()`) writes what is queued first.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 30.0,
                  retention_days: float | None = None) -> None:
         self.path = os.fspath(path)
         self._lock = threading.Lock()
+        self._writer: Writer | None = None  # the async methods' thread, from their first call
+        self._lost = 0  # queued bookings that could not be written by the time of closing
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves; the module's implicit
         # transactions would start deferred ones, which can deadlock when they upgrade.
         self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None,
@@ -201,54 +213,84 @@ class SQLiteStore(InlineAsync):
 
     def reserve(self, keys: Sequence[BudgetKey], amount_nano: int, ttl_s: float) -> Reservation:
         check_amount(amount_nano, "amount_nano")
-        keys = unique_keys(keys)
-        rid = new_id()
         with self._transaction("BEGIN IMMEDIATE") as db:
-            now = time.time()
-            expires_at = now + ttl_s
-            self._maybe_sweep(db, now)
-            held = [self._read(db, key, now) for key in keys]
-            for key, (spent, reserved) in zip(keys, held, strict=True):
-                error = refusal(key, spent, reserved, amount_nano)
-                if error is not None:
-                    raise error
-            db.executemany("INSERT INTO budget_reservations VALUES (?, ?, ?, ?)",
-                           [(rid, key.key, amount_nano, expires_at) for key in keys])
-        statuses = tuple(status_of(key, spent, reserved + amount_nano)
-                         for key, (spent, reserved) in zip(keys, held, strict=True))
-        return Reservation(id=rid, keys=keys, amount_nano=amount_nano, expires_at=expires_at,
-                           statuses=statuses)
+            return self._reserve(db, unique_keys(keys), amount_nano, ttl_s, new_id())
 
     def settle(self, reservation: Reservation, actual_nano: int,
                entry: LedgerEntry | None = None) -> None:
         check_amount(actual_nano, "actual_nano")
+        row = _row_of(entry)
         with self._transaction("BEGIN IMMEDIATE") as db:
-            db.execute("DELETE FROM budget_reservations WHERE id = ?", (reservation.id,))
-            self._add(db, reservation.keys, actual_nano, entry)
+            _settle(db, reservation, actual_nano, row)
 
     def release(self, reservation: Reservation, entry: LedgerEntry | None = None) -> None:
+        row = _row_of(entry)
         with self._transaction("BEGIN IMMEDIATE") as db:
-            db.execute("DELETE FROM budget_reservations WHERE id = ?", (reservation.id,))
-            if entry is not None:
-                _insert(db, entry)
+            _release(db, reservation, row)
 
     def record(self, keys: Sequence[BudgetKey], actual_nano: int,
                entry: LedgerEntry | None = None) -> None:
         check_amount(actual_nano, "actual_nano")
+        row = _row_of(entry)
         with self._transaction("BEGIN IMMEDIATE") as db:
-            self._add(db, keys, actual_nano, entry)
+            _add(db, unique_keys(keys), actual_nano, row)
 
     def status(self, keys: Sequence[BudgetKey]) -> list[BudgetStatus]:
         # A deferred read transaction: one consistent snapshot for all keys, no write lock.
         with self._transaction("BEGIN") as db:
-            now = time.time()
-            return [status_of(key, *self._read(db, key, now)) for key in unique_keys(keys)]
+            return _status(db, unique_keys(keys))
 
     def spent(self, key: str) -> int:
         with self._lock:
-            row = self._db.execute("SELECT spent FROM budget_spend WHERE key = ?",
-                                   (key,)).fetchone()
-        return int(row[0]) if row else 0
+            self._drain()
+            return _spent(self._db, key)
+
+    # -- the async twins: in the writer thread ------------------------------------------------
+
+    async def areserve(self, keys: Sequence[BudgetKey], amount_nano: int,
+                       ttl_s: float) -> Reservation:
+        check_amount(amount_nano, "amount_nano")
+        unique, rid = unique_keys(keys), new_id()
+        reservation: Reservation = await self._queue().run(
+            lambda db: self._reserve(db, unique, amount_nano, ttl_s, rid))
+        return reservation
+
+    async def asettle(self, reservation: Reservation, actual_nano: int,
+                      entry: LedgerEntry | None = None) -> None:
+        check_amount(actual_nano, "actual_nano")
+        row = _row_of(entry)
+        await self._queue().run(lambda db: _settle(db, reservation, actual_nano, row))
+
+    async def arelease(self, reservation: Reservation, entry: LedgerEntry | None = None) -> None:
+        row = _row_of(entry)
+        await self._queue().run(lambda db: _release(db, reservation, row))
+
+    async def arecord(self, keys: Sequence[BudgetKey], actual_nano: int,
+                      entry: LedgerEntry | None = None) -> None:
+        check_amount(actual_nano, "actual_nano")
+        unique, row = unique_keys(keys), _row_of(entry)
+        if not unique:  # no budget reads it: the caller need not wait (see sqlite_writer)
+            if row is not None:
+                self._queue().behind(lambda db: _insert(db, row), row[0])
+            return
+        await self._queue().run(lambda db: _add(db, unique, actual_nano, row))
+
+    async def astatus(self, keys: Sequence[BudgetKey]) -> list[BudgetStatus]:
+        unique = unique_keys(keys)
+        statuses: list[BudgetStatus] = await self._queue().run(lambda db: _status(db, unique))
+        return statuses
+
+    async def aspent(self, key: str) -> int:
+        spent: int = await self._queue().run(lambda db: _spent(db, key))
+        return spent
+
+    async def aledger(self, *, since: dt.datetime | None = None, until: dt.datetime | None = None,
+                      tenant: str | None = None) -> list[LedgerEntry]:
+        # `ledger` writes what is queued first, as every sync method does.
+        return await asyncio.to_thread(self.ledger, since=since, until=until, tenant=tenant)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
 
     def ledger(self, *, since: dt.datetime | None = None, until: dt.datetime | None = None,
                tenant: str | None = None) -> list[LedgerEntry]:
@@ -267,6 +309,7 @@ class SQLiteStore(InlineAsync):
         if where:
             sql += " WHERE " + " AND ".join(where)
         with self._lock:
+            self._drain()
             rows = self._db.execute(sql + " ORDER BY time_us, seq", args).fetchall()
         return [_ledger_entry(row) for row in rows]
 
@@ -278,6 +321,7 @@ class SQLiteStore(InlineAsync):
         start = -(-_micros(since) // unit) * unit if since is not None else -2**62
         end = _micros(until) if until is not None else 2**62
         with self._lock:
+            self._drain()
             rows = self._db.execute(_SELECT[grain], (start, end, tenant, tenant)).fetchall()
         times: dict[int, dt.datetime] = {}
         tag_sets: dict[str, tuple[str, ...]] = {}  # a few distinct values: decode each once
@@ -315,19 +359,24 @@ class SQLiteStore(InlineAsync):
             self._closing.wait(_PRUNE_EVERY_S - 1.0)
 
     def close(self) -> None:
+        """Write what the async methods queued, stop the threads and close the file;
+        `StoreError` if queued bookings could not be written."""
         self._closing.set()
         if self._pruner is not None and self._pruner is not threading.current_thread():
             self._pruner.join()
+        if self._writer is not None:
+            self._writer.close()
         with self._lock:
+            self._drain()
             self._db.close()
-
-    # The async twins (from InlineAsync) run each transaction inline on the event loop. The
-    # price: while another process holds the write lock, the loop waits with it, for at most
-    # `busy_timeout_s`. Use RedisStore where many processes write at once.
+        if self._lost:
+            raise StoreError(f"{self._lost} ledger entries queued for {self.path!r} could not be "
+                             "written (see the log)")
 
     @contextlib.contextmanager
     def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            self._drain()  # what the async methods queued comes first
             self._db.execute(begin)
             try:
                 yield self._db
@@ -336,18 +385,99 @@ class SQLiteStore(InlineAsync):
                 raise
             self._db.execute("COMMIT")
 
-    @staticmethod
-    def _read(db: sqlite3.Connection, key: BudgetKey, now: float) -> tuple[int, int]:
-        spent, reserved = db.execute(_READ_KEY, (key.key, key.key, now)).fetchone()
-        return int(spent or 0), int(reserved or 0)
+    # -- the writer's side ----------------------------------------------------------------------
 
-    @staticmethod
-    def _add(db: sqlite3.Connection, keys: Sequence[BudgetKey], actual_nano: int,
-             entry: LedgerEntry | None) -> None:
-        db.executemany(_ADD_SPEND, [(key.key, actual_nano, to_epoch(key.expires_at))
-                                    for key in unique_keys(keys)])
-        if entry is not None:
-            _insert(db, entry)
+    def _queue(self) -> Writer:
+        writer = self._writer
+        if writer is None:
+            with self._lock:
+                if self._writer is None:
+                    self._writer = Writer(self._drain_locked,
+                                          f"write {os.path.basename(self.path)}")
+                writer = self._writer
+        return writer
+
+    def _drain_locked(self) -> None:
+        with self._lock:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Run everything queued, as one transaction (the caller holds `_lock`)."""
+        writer = self._writer
+        if writer is None or not writer.pending:
+            return
+        items = writer.take()
+        if not items:
+            return
+        try:
+            outcomes = self._commit(items)
+        except Exception as exc:
+            if isinstance(exc, sqlite3.OperationalError) or len(items) == 1:
+                outcomes = [(item, False, exc) for item in items]  # locked, I/O: all alike
+            else:  # something in one item: each on its own, so that only it fails
+                outcomes = []
+                for item in items:
+                    try:
+                        outcomes += self._commit([item])
+                    except Exception as alone:
+                        outcomes.append((item, False, alone))
+        failed = [(item, err) for item, ok, err in outcomes if not ok and item.future is None]
+        if failed:
+            self._unwritten(writer, failed)
+        else:
+            writer.retry_after = 0.0
+        deliver(outcomes)
+
+    def _commit(self, items: list[Item]) -> list[tuple[Item, bool, Any]]:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        outcomes: list[tuple[Item, bool, Any]] = []
+        try:
+            for item in items:
+                try:
+                    outcomes.append((item, True, item.work(db)))
+                except StarcoderRouterError as verdict:  # a refused reservation wrote nothing
+                    outcomes.append((item, False, verdict))
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+        return outcomes
+
+    def _unwritten(self, writer: Writer, failed: list[tuple[Item, BaseException]]) -> None:
+        """Bookings nobody waits for that did not commit: tried again unless closing."""
+        errors = sorted({f"{type(err).__name__}: {err}" for _, err in failed})
+        if writer.closing:
+            self._lost += len(failed)
+            logger.error("could not write %d queued ledger entries to %s (%s); request ids: %s",
+                         len(failed), self.path, "; ".join(errors),
+                         ", ".join(item.what for item, _ in failed))
+            return
+        retry = min(1.0, max(0.1, writer.retry_after * 2))
+        logger.warning("could not write %d queued ledger entries to %s (%s); trying again in "
+                       "%.1f s", len(failed), self.path, "; ".join(errors), retry)
+        writer.retry_after = retry
+        writer.put_back([item for item, _ in failed])
+
+    # -- inside a transaction ---------------------------------------------------------------------
+
+    def _reserve(self, db: sqlite3.Connection, keys: tuple[BudgetKey, ...], amount_nano: int,
+                 ttl_s: float, rid: str) -> Reservation:
+        now = time.time()
+        expires_at = now + ttl_s
+        self._maybe_sweep(db, now)
+        held = [_read(db, key, now) for key in keys]
+        for key, (spent, reserved) in zip(keys, held, strict=True):
+            error = refusal(key, spent, reserved, amount_nano)
+            if error is not None:
+                raise error
+        db.executemany("INSERT INTO budget_reservations VALUES (?, ?, ?, ?)",
+                       [(rid, key.key, amount_nano, expires_at) for key in keys])
+        statuses = tuple(status_of(key, spent, reserved + amount_nano)
+                         for key, (spent, reserved) in zip(keys, held, strict=True))
+        return Reservation(id=rid, keys=keys, amount_nano=amount_nano, expires_at=expires_at,
+                           statuses=statuses)
 
     def _maybe_sweep(self, db: sqlite3.Connection, now: float) -> None:
         # Runs inside a reserve transaction, at most every _SWEEP_EVERY_S per instance: dead
@@ -368,14 +498,57 @@ class Retention(NamedTuple):
         return int((now - self.days * 86400) * 1_000_000)
 
 
-def _insert(db: sqlite3.Connection, entry: LedgerEntry) -> None:
-    row = _ledger_row(entry)
+def _read(db: sqlite3.Connection, key: BudgetKey, now: float) -> tuple[int, int]:
+    spent, reserved = db.execute(_READ_KEY, (key.key, key.key, now)).fetchone()
+    return int(spent or 0), int(reserved or 0)
+
+
+def _status(db: sqlite3.Connection, keys: tuple[BudgetKey, ...]) -> list[BudgetStatus]:
+    now = time.time()
+    return [status_of(key, *_read(db, key, now)) for key in keys]
+
+
+def _spent(db: sqlite3.Connection, key: str) -> int:
+    row = db.execute("SELECT spent FROM budget_spend WHERE key = ?", (key,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _settle(db: sqlite3.Connection, reservation: Reservation, actual_nano: int,
+            row: tuple[Any, ...] | None) -> None:
+    db.execute("DELETE FROM budget_reservations WHERE id = ?", (reservation.id,))
+    _add(db, reservation.keys, actual_nano, row)
+
+
+def _release(db: sqlite3.Connection, reservation: Reservation,
+             row: tuple[Any, ...] | None) -> None:
+    db.execute("DELETE FROM budget_reservations WHERE id = ?", (reservation.id,))
+    if row is not None:
+        _insert(db, row)
+
+
+def _add(db: sqlite3.Connection, keys: Sequence[BudgetKey], actual_nano: int,
+         row: tuple[Any, ...] | None) -> None:
+    db.executemany(_ADD_SPEND, [(key.key, actual_nano, to_epoch(key.expires_at))
+                                for key in unique_keys(keys)])
+    if row is not None:
+        _insert(db, row)
+
+
+def _row_of(entry: LedgerEntry | None) -> tuple[Any, ...] | None:
+    """The ledger row of `entry`, made by the caller: a bad entry (a naive time) is refused
+    there, not in the writer thread."""
+    return None if entry is None else _ledger_row(entry)
+
+
+def _insert(db: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+    """One ledger row, added to its hour's and its day's roll-ups."""
     db.execute(_INSERT_LEDGER, row)
+    (_, time_us, deployment, _, _, prompt_tokens, completion_tokens, cost_nano, outcome, tenant,
+     tags, _) = row
     for grain, unit in _GRAIN_US.items():
-        db.execute(_ADD[grain], (row[1] // unit * unit, entry.tenant is not None,
-                                 entry.tenant or "", row[10], entry.deployment,
-                                 entry.outcome not in SERVED_OUTCOMES, entry.prompt_tokens,
-                                 entry.completion_tokens, entry.cost_nano))
+        db.execute(_ADD[grain], (time_us // unit * unit, tenant is not None, tenant or "", tags,
+                                 deployment, outcome not in SERVED_OUTCOMES, prompt_tokens,
+                                 completion_tokens, cost_nano))
 
 
 def _micros(when: dt.datetime) -> int:

@@ -154,3 +154,27 @@ def test_the_command_logs_each_request_and_each_error_once() -> None:
     assert len([ln for ln in lines if "starcoder_router.access GET /v1/models 200" in ln]) == 1
     assert len([ln for ln in lines if "POST /v1/completions 404" in ln]) == 1
     assert len([ln for ln in lines if ": 404 model_not_found: " in ln]) == 1, err
+def test_a_worker_freezes_its_startup_heap_and_collects_young_objects_less_often(
+        tmp_path: Path) -> None:
+    port = _free_port()
+    report = ("import atexit, gc; atexit.register(lambda: print('GC', gc.get_threshold()[0], "
+              "gc.get_freeze_count(), file=sys.stderr))")
+    proc = _serve("--port", str(port), "--no-access-log", "--state-dir", str(tmp_path),
+                  prelude=report)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("the gateway did not start")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    [line] = [line for line in err.splitlines() if line.startswith("GC ")]
+    _, threshold, frozen = line.split()
+    assert int(threshold) == 10_000
+    assert int(frozen) > 10_000  # the modules, schemas and app made at startup
