@@ -45,6 +45,8 @@ _RECENT_TEXTS = 512
 _ENDS = 256  # characters of a text's head and tail that find its likely base
 _MARGIN = 64  # more than the longest special token
 _STEP = 4096
+_FIRST_STEP = 64  # after a good hint the difference is usually near
+_SCAN = 16  # below this a character loop beats another comparison
 _ENTRY_OVERHEAD = 96  # bytes a cached entry costs beyond its text (key object, links, count)
 
 
@@ -87,48 +89,88 @@ def _block_cuts(seg: str) -> list[int]:
     return out
 
 
-def _common_prefix(x: str, y: str) -> int:
-    """Length of the common prefix, compared a block at a time (slices compare at C speed)."""
+def _common_prefix(x: str, y: str, hint: int = 0) -> int:
+    """Length of the common prefix. `hint`: a length the prefix likely reaches (the last edit's
+    place, for an editor's next request), tried first with one comparison.
+
+    Python has no zero-copy view of a `str`, so each comparison copies a slice of `y` and compares
+    it in place in `x` (`startswith` with a start: one copy, then memcmp)."""
     n = min(len(x), len(y))
     at = 0
-    while at < n and x[at:at + _STEP] == y[at:at + _STEP]:
-        at += _STEP
-    if at >= n:
+    if hint > 0:
+        guess = min(hint, n)
+        if x.startswith(y[:guess]):
+            at = guess
+        else:
+            n = guess  # the first difference lies before the guess
+    step = _FIRST_STEP if at else _STEP
+    while at < n:
+        step = min(step, n - at)
+        if not x.startswith(y[at:at + step], at):
+            break
+        at += step
+        step = min(2 * step, _STEP)
+    else:
         return n
-    lo, hi = at, min(at + _STEP, n)
-    while lo < hi:
+    lo, hi = at, at + step - 1  # the first difference lies in x[at:at + step]
+    while hi - lo > _SCAN:
         mid = (lo + hi + 1) // 2
-        if x[at:mid] == y[at:mid]:
+        if x.startswith(y[lo:mid], lo):
             lo = mid
         else:
             hi = mid - 1
+    while lo < hi and x[lo] == y[lo]:
+        lo += 1
     return lo
 
 
-def _common_suffix(x: str, y: str, limit: int) -> int:
-    """Length of the common suffix, at most `limit`."""
+def _common_suffix(x: str, y: str, limit: int, hint: int = 0) -> int:
+    """Length of the common suffix, at most `limit`; `hint` as for `_common_prefix`."""
     lx, ly = len(x), len(y)
+    n = limit
     k = 0
-    while k < limit:
-        step = min(_STEP, limit - k)
-        if x[lx - k - step:lx - k] != y[ly - k - step:ly - k]:
+    if hint > 0:
+        guess = min(hint, n)
+        if x.endswith(y[ly - guess:]):
+            k = guess
+        else:
+            n = guess
+    step = _FIRST_STEP if k else _STEP
+    while k < n:
+        step = min(step, n - k)
+        if not x.endswith(y[ly - k - step:ly - k], 0, lx - k):
             break
         k += step
+        step = min(2 * step, _STEP)
     else:
-        return k
-    lo, hi = 0, step
-    while lo < hi:
+        return n
+    lo, hi = k, k + step - 1  # the first difference from the end lies in the last step
+    while hi - lo > _SCAN:
         mid = (lo + hi + 1) // 2
-        if x[lx - k - mid:lx - k] == y[ly - k - mid:ly - k]:
+        if x.endswith(y[ly - mid:ly - lo], 0, lx - lo):
             lo = mid
         else:
             hi = mid - 1
-    return k + lo
+    while lo < hi and x[lx - lo - 1] == y[ly - lo - 1]:
+        lo += 1
+    return lo
 
 
 _PER_END = 2
 _SPLIT_FROM = 256  # characters: a changed block shorter than this is counted whole
 _CLOSE = 256  # characters: a base that differs from a text by no more is taken at once
+_HINT_BACK = 64  # characters: an editor's next edit may start this far before the last one
+
+
+class _Recent(NamedTuple):
+    """A large text counted lately, with its pieces, and the lengths of the head and tail it
+    shared with the text it was counted from (0 if none): its edit lies between them, and an
+    editor's next edit most likely at the same place."""
+
+    text: str
+    pieces: tuple[list[int], list[int]]
+    head: int
+    tail: int
 
 
 def _index(index: dict[str, tuple[str, ...]], key: str, text: str) -> None:
@@ -146,10 +188,12 @@ def _unindex(index: dict[str, tuple[str, ...]], key: str, text: str) -> None:
         del index[key]
 
 
-def _shared(text: str, base: str) -> tuple[int, int]:
-    """The lengths of the common head and the common tail (not overlapping it) of two texts."""
-    head = _common_prefix(text, base)
-    return head, _common_suffix(text, base, min(len(text), len(base)) - head)
+def _shared(text: str, base: _Recent) -> tuple[int, int]:
+    """The lengths of the common head and the common tail (not overlapping it) of `text` and a
+    recent text, tried first where that one's own edit was."""
+    b = base.text
+    head = _common_prefix(text, b, base.head - _HINT_BACK)
+    return head, _common_suffix(text, b, min(len(text), len(b)) - head, base.tail - _HINT_BACK)
 
 
 class CountCache:
@@ -176,8 +220,10 @@ class CountCache:
         self._hits = self._misses = self._evictions = 0
         # Whole large texts counted lately, with their pieces: the router counts a prompt in a
         # worker thread and then routes it on the event loop, which finds it here; and the next
-        # request of the same editor, found by its head or tail, reuses most of them.
-        self._recent: OrderedDict[str, tuple[list[int], list[int]]] = OrderedDict()
+        # request of the same editor, found by its head or tail, reuses most of them. Keyed by
+        # the text's id (the entry holds the text, so the id stays its own): hashing a 32 KB
+        # prompt costs more than finding it by its ends and comparing.
+        self._recent: OrderedDict[int, _Recent] = OrderedDict()
         self._recent_chars = 0
         # The last `_PER_END` texts with each head and tail, newest first: an editor's trimmed
         # prompt shares its head or tail with its untrimmed one, and each is best counted from
@@ -196,45 +242,51 @@ class CountCache:
         add up to `count(text)`. `fine` cuts at every line that allows it, not only at blocks."""
         if fine or not _RECENT_FROM <= len(text) <= self.max_chars // 32:
             return self._costs(text, fine)
+        n = len(text)
+        bases: list[_Recent] = []
         with self._lock:
-            got = self._recent.get(text)
-            if got is not None:
-                self._recent.move_to_end(text)
-                return got
-            bases = [(b, self._recent[b]) for b in dict.fromkeys(
-                (*self._by_head.get(text[:_ENDS], ()), *self._by_tail.get(text[-_ENDS:], ())))
-                if b in self._recent]
+            recent = self._recent
+            for b in (*self._by_head.get(text[:_ENDS], ()), *self._by_tail.get(text[-_ENDS:], ())):
+                if b is text or (len(b) == n and b == text):
+                    recent.move_to_end(id(b))
+                    return recent[id(b)].pieces
+                if all(r.text is not b for r in bases):
+                    bases.append(recent[id(b)])
         got = None
+        head = tail = 0
         if bases:
             # The base that shares most with `text`: an editor's last request rather than
             # another view of it (its trimmed or untrimmed prompt), which leaves more to count.
-            best = (-1, 0, "", ([0], [0]))
-            for b, pieces in bases:
-                head, tail = _shared(text, b)
-                if head + tail > best[0] + best[1]:
-                    best = (head, tail, b, pieces)
-                if len(text) - head - tail <= _CLOSE:  # an edit at one place: no better base
+            # Nearest in length first: that is the last request, one keystroke away.
+            bases.sort(key=lambda r: abs(len(r.text) - n))
+            best = None
+            for r in bases:
+                h, t = _shared(text, r)
+                if best is None or h + t > head + tail:
+                    head, tail, best = h, t, r
+                if n - h - t <= _CLOSE:  # an edit at one place: no better base
                     break
-            head, tail, base, pieces = best
-            got = self._costs_from(text, base, pieces, head, tail)
+            assert best is not None
+            got = self._costs_from(text, best.text, best.pieces, head, tail)
         if got is None:
             got = self._costs(text, fine)
-        self._remember(text, got)
+        self._remember(_Recent(text, got, head, tail))
         return got
 
-    def _remember(self, text: str, pieces: tuple[list[int], list[int]]) -> None:
+    def _remember(self, entry: _Recent) -> None:
+        text = entry.text
         with self._lock:
-            if text in self._recent:
+            if id(text) in self._recent:
                 return
-            self._recent[text] = pieces
+            self._recent[id(text)] = entry
             _index(self._by_head, text[:_ENDS], text)
             _index(self._by_tail, text[-_ENDS:], text)
             self._recent_chars += len(text)
             while self._recent_chars > self.max_chars // 2 or len(self._recent) > _RECENT_TEXTS:
-                old, _ = self._recent.popitem(last=False)
-                self._recent_chars -= len(old)
-                _unindex(self._by_head, old[:_ENDS], old)
-                _unindex(self._by_tail, old[-_ENDS:], old)
+                _, old = self._recent.popitem(last=False)
+                self._recent_chars -= len(old.text)
+                _unindex(self._by_head, old.text[:_ENDS], old.text)
+                _unindex(self._by_tail, old.text[-_ENDS:], old.text)
 
     def _costs_from(self, text: str, base: str, pieces: tuple[list[int], list[int]],
                     head: int, tail: int) -> tuple[list[int], list[int]] | None:
@@ -255,8 +307,10 @@ class CountCache:
         lo, hi = starts[i], starts[j] + shift if j < len(starts) else len(text)
         mid_starts, mid_costs = (self._costs(text[lo:hi], False, by_line=True) if hi > lo
                                  else ([], []))
-        return ([*starts[:i], *(lo + m for m in mid_starts), *(x + shift for x in starts[j:])],
-                [*costs[:i], *mid_costs, *costs[j:]])
+        out = starts[:i]
+        out += map(lo.__add__, mid_starts)
+        out += map(shift.__add__, starts[j:]) if shift else starts[j:]
+        return out, [*costs[:i], *mid_costs, *costs[j:]]
 
     def _costs(self, text: str, fine: bool, *,
                by_line: bool = False) -> tuple[list[int], list[int]]:
@@ -278,8 +332,7 @@ class CountCache:
         if len(text) < _RECENT_FROM or len(text) > self.max_chars // 32:
             return len(text) < _RECENT_FROM
         with self._lock:
-            return (text[:_ENDS] in self._by_head or text[-_ENDS:] in self._by_tail
-                    or text in self._recent)
+            return text[:_ENDS] in self._by_head or text[-_ENDS:] in self._by_tail
 
     def stats(self) -> CacheStats:
         with self._lock:

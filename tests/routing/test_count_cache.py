@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from starcoder_router import TokenizerCounter
+from starcoder_router._routing import count_cache
 from starcoder_router._routing.count_cache import CountCache, _block_cuts, line_cuts
 from starcoder_router._routing.render import SPECIAL_TOKENS
 
@@ -188,3 +189,60 @@ def test_reused_pieces_stay_exact_when_edits_make_or_break_special_tokens(
         starts, costs = counter.costs(text)
         assert starts[0] == 0 and sum(costs) == oracle.count(text)
     assert counter.cache_stats().hit_rate > 0.8
+
+
+class _Unhashable(str):
+    """A text that refuses to be hashed: what the hot path must not do to a large prompt (a
+    32 KB hash costs more than finding the text by its ends and comparing)."""
+
+    def __hash__(self) -> int:
+        raise AssertionError("a large text was hashed")
+
+
+def test_large_texts_are_found_without_hashing_them(oracle: TokenizerCounter,
+                                                    tokenizer_path: Path) -> None:
+    counter = _counter(tokenizer_path)
+    body = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(400))
+    first = _Unhashable(body)
+    assert counter.count(first) == oracle.count(body)
+    # The same text again (another object), then an editor's next request.
+    assert counter.count(_Unhashable(body)) == oracle.count(body)
+    nxt = body[:9000] + "y" + body[9000:]
+    assert counter.count(_Unhashable(nxt)) == oracle.count(nxt)
+    assert counter.counts_cheaply(_Unhashable(nxt + "z"))
+
+
+def _naive_prefix(x: str, y: str) -> int:
+    n = 0
+    while n < min(len(x), len(y)) and x[n] == y[n]:
+        n += 1
+    return n
+
+
+def _naive_suffix(x: str, y: str, limit: int) -> int:
+    n = 0
+    while n < limit and x[len(x) - 1 - n] == y[len(y) - 1 - n]:
+        n += 1
+    return n
+
+
+@pytest.mark.parametrize("steps", [(4096, 64, 16), (8, 2, 1), (32, 4, 3)])
+def test_common_ends_are_exact_with_any_hint(steps: tuple[int, int, int],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shared head and tail of two texts, whatever the hint (the last edit's place) says:
+    right, too far, too short or absent; with small steps every branch of the search runs."""
+    monkeypatch.setattr(count_cache, "_STEP", steps[0])
+    monkeypatch.setattr(count_cache, "_FIRST_STEP", steps[1])
+    monkeypatch.setattr(count_cache, "_SCAN", steps[2])
+    rng = random.Random(21)
+    for _ in range(3000):
+        a = "".join(rng.choice("ab") for _ in range(rng.randint(0, 300)))
+        middle = "".join(rng.choice("ab") for _ in range(rng.randint(0, 40)))
+        b = (a[:rng.randint(0, len(a))] + middle
+             + (a[-rng.randint(1, len(a)):] if a and rng.random() < 0.5 else ""))
+        x, y = (a, b) if rng.random() < 0.5 else (b, a)
+        hint = rng.choice([0, -5, rng.randint(0, 400)])
+        head = count_cache._common_prefix(x, y, hint)
+        assert head == _naive_prefix(x, y), (x, y, hint)
+        limit = rng.choice([min(len(x), len(y)) - head, rng.randint(0, min(len(x), len(y)))])
+        assert count_cache._common_suffix(x, y, limit, hint) == _naive_suffix(x, y, limit)
