@@ -14,8 +14,10 @@ text), and no part of the pattern looks behind. Sources: huggingface/tokenizers
 
 Editors' requests repeat almost all of their text, so pieces are blocks of lines cut at blank
 lines (code's paragraphs; found by content, so an edit moves no cut elsewhere), and at every line
-when a block would be long. Test: tests/routing/test_count_cache.py checks the sum against whole
-counts on real code and on random edits.
+when a block would be long. The span an edit changed is looked up finer: its lines, and a long
+line by its words (the cut before any white-space character that such an x follows), so a
+keystroke costs the count of the word it changed. Test: tests/routing/test_count_cache.py checks
+the sum against whole counts on real code and on random edits.
 
     cache = CountCache(engine.count_many)
     cache.count(big_prompt)          # counts each block once
@@ -39,6 +41,8 @@ _LINE = re.compile(r"\n[\t\n\x0b\x0c\r ]*[!-/:-~]")
 # Blocks end at an empty line; a blank line holding spaces is no block end, which only makes
 # that block longer.
 _BLANK = re.compile(r"\n\n[\t\n\x0b\x0c\r ]*[!-/:-~]")
+# White space, then x: a cut before the white space.
+_WORD = re.compile(r"[\t\n\x0b\x0c\r ][!-/:-~]")
 _MAX_BLOCK = 2048
 _RECENT_FROM = 4096
 _RECENT_TEXTS = 512
@@ -68,6 +72,12 @@ def line_cuts(text: str, start: int = 0, end: int | None = None) -> list[int]:
     """Safe cuts in `text[start:end]` at every line whose first non-blank character allows one."""
     stop = len(text) if end is None else end
     return [c for m in _LINE.finditer(text, start, stop) if (c := m.end() - 2) > start]
+
+
+def word_cuts(text: str) -> list[int]:
+    """Safe cuts in `text` before every white-space character that an ASCII character other than
+    white space or a digit follows (the last character of its run)."""
+    return [c for m in _WORD.finditer(text) if (c := m.start()) > 0]
 
 
 def _blank_cuts(seg: str) -> list[int]:
@@ -157,7 +167,8 @@ def _common_suffix(x: str, y: str, limit: int, hint: int = 0) -> int:
 
 
 _PER_END = 2
-_SPLIT_FROM = 256  # characters: a changed block shorter than this is counted whole
+_SPLIT_FROM = 256  # characters: a changed block shorter than this is not cut into lines
+_WORDS_FROM = 96  # characters: a changed line shorter than this is counted whole
 _CLOSE = 256  # characters: a base that differs from a text by no more is taken at once
 _HINT_BACK = 64  # characters: an editor's next edit may start this far before the last one
 
@@ -426,33 +437,43 @@ class CountCache:
             self._misses += len(missing)
         if not missing:
             return out
-        # What to count: whole missing pieces, or the missing lines of the ones split.
-        split: dict[int, list[str]] = {}
-        if by_line:
-            for i in missing:
-                p = pieces[i]
-                if len(p) >= _SPLIT_FROM and (cuts := line_cuts(p)):
-                    split[i] = [p[a:b] for a, b in itertools.pairwise([0, *cuts, len(p)])]
-        known: dict[str, int] = {}
-        if split:
-            with self._lock:
-                get = self._entries.get
-                for lines in split.values():
-                    for line in lines:
-                        n = get(line)
-                        if n is not None:
-                            known[line] = n
-        whole = [i for i in missing if i not in split]
-        lines = [x for i in split for x in split[i] if x not in known]
-        wanted = [pieces[i] for i in whole] + lines
-        counted = self._count_many(wanted) if wanted else []
-        for i, n in zip(whole, counted, strict=False):
+        wanted = [pieces[i] for i in missing]
+        counted = self._count_finer(wanted) if by_line else self._count_many(wanted)
+        for i, n in zip(missing, counted, strict=True):
             out[i] = n
-        known.update(zip(lines, counted[len(whole):], strict=True))
-        for i, parts in split.items():
-            out[i] = sum(known[x] for x in parts)
-        self._store([*((pieces[i], out[i]) for i in missing), *((x, known[x]) for x in lines)])
+        self._store(zip(wanted, counted, strict=True))
         return out
+
+    def _count_finer(self, texts: list[str]) -> list[int]:
+        """Counts of texts an edit made, none in the cache: each one cut into lines (or a long
+        line into words) is counted as the sum of its parts, looked up first; only the missing
+        parts are counted (again finer where they allow it) and kept."""
+        split: dict[int, list[str]] = {}
+        for k, t in enumerate(texts):
+            cuts = line_cuts(t) if len(t) >= _SPLIT_FROM else []
+            if not cuts and len(t) >= _WORDS_FROM:
+                cuts = word_cuts(t)
+            if cuts:
+                split[k] = [t[a:b] for a, b in itertools.pairwise([0, *cuts, len(t)])]
+        whole = [t for k, t in enumerate(texts) if k not in split]
+        counted = iter(self._count_many(whole) if whole else [])
+        if not split:
+            return list(counted)
+        known: dict[str, int] = {}
+        with self._lock:
+            get = self._entries.get
+            for parts in split.values():
+                for part in parts:
+                    n = get(part)
+                    if n is not None:
+                        known[part] = n
+        todo = list(dict.fromkeys(x for parts in split.values() for x in parts if x not in known))
+        if todo:
+            found = self._count_finer(todo)
+            known.update(zip(todo, found, strict=True))
+            self._store(zip(todo, found, strict=True))
+        return [sum(known[x] for x in split[k]) if k in split else next(counted)
+                for k in range(len(texts))]
 
     def _store(self, items: Iterable[tuple[str, int]]) -> None:
         limit = self.max_chars // 10

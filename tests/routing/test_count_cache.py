@@ -12,7 +12,7 @@ import pytest
 
 from starcoder_router import TokenizerCounter
 from starcoder_router._routing import count_cache
-from starcoder_router._routing.count_cache import CountCache, _block_cuts, line_cuts
+from starcoder_router._routing.count_cache import CountCache, _block_cuts, line_cuts, word_cuts
 from starcoder_router._routing.render import SPECIAL_TOKENS
 
 
@@ -47,6 +47,35 @@ def test_every_cut_is_safe_on_fuzzed_text(oracle: TokenizerCounter) -> None:
             assert 0 < c < len(text)
             left, right = text[:c], text[c:]
             assert oracle.count(left) + oracle.count(right) == oracle.count(text), (text, c)
+
+
+def test_every_word_cut_is_safe_on_fuzzed_text(oracle: TokenizerCounter) -> None:
+    rng = random.Random(11)
+    for _ in range(1500):
+        text = _fuzz_text(rng).replace("<fim_middle>", "").replace("<file_sep>", "")
+        cuts = word_cuts(text)
+        assert set(line_cuts(text)) <= set(cuts)
+        for c in cuts:
+            assert 0 < c < len(text)
+            left, right = text[:c], text[c:]
+            assert oracle.count(left) + oracle.count(right) == oracle.count(text), (text, c)
+
+
+def test_a_keystroke_in_a_long_line_counts_the_word_it_changed(
+        oracle: TokenizerCounter, tokenizer_path: Path) -> None:
+    counter = _counter(tokenizer_path)
+    counted: list[str] = []
+    engine = counter._cache._count_many
+    counter._cache._count_many = lambda texts: counted.extend(texts) or engine(texts)
+    body = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(300))
+    line = "    value = compute(alpha, beta, gamma) + other(delta, epsilon) * factor(zeta, eta)"
+    text = body + line + "\n" + body
+    assert counter.count(text) == oracle.count(text)
+    for at, typed in ((len(body) + 40, "x"), (len(body) + 41, "y"), (len(body) + 10, " z")):
+        text = text[:at] + typed + text[at:]
+        counted.clear()
+        assert counter.count(text) == oracle.count(text)
+        assert counted and max(map(len, counted)) < 16, counted
 
 
 def test_pieces_add_up_on_real_code(oracle: TokenizerCounter, tokenizer_path: Path,
