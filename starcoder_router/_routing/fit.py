@@ -126,14 +126,17 @@ def fit_prompt(
     allow_trim: bool = True,
 ) -> Fit | NoFit:
     """Fit `rendered` plus `max_tokens` of output into `window` tokens."""
+    prompt = rendered.prompt
+    if len(prompt) <= window - max_tokens and prompt.isascii():
+        return Fit(rendered, len(prompt), "bound")  # the byte bound, as `_fit` would find it
     # Keyed by the prompt's id; the entry holds the prompt, so a freed one's id cannot come back
     # for a different prompt while the entry lives.
-    key = (id(rendered.prompt), window - max_tokens, allow_trim)
+    key = (id(prompt), window - max_tokens, allow_trim)
     cached = counts._fits.get(key)
     if cached is not None:
         return cached[1]
     result = _fit(rendered, window, max_tokens, counts, allow_trim)
-    counts._fits[key] = (rendered.prompt, result)
+    counts._fits[key] = (prompt, result)
     return result
 
 
