@@ -182,6 +182,8 @@ class _Recent(NamedTuple):
     pieces: tuple[list[int], list[int]]
     head: int
     tail: int
+    head_key: str  # text[:_ENDS] and text[-_ENDS:], as indexed (their hashes kept with them)
+    tail_key: str
 
 
 def _index(index: dict[str, tuple[str, ...]], key: str, text: str) -> None:
@@ -254,24 +256,25 @@ class CountCache:
         if fine or not _RECENT_FROM <= len(text) <= self.max_chars // 32:
             return self._costs(text, fine)
         n = len(text)
-        bases: list[_Recent] = []
+        head_key, tail_key = text[:_ENDS], text[-_ENDS:]
+        bases: dict[int, _Recent] = {}
         with self._lock:
             recent = self._recent
-            for b in (*self._by_head.get(text[:_ENDS], ()), *self._by_tail.get(text[-_ENDS:], ())):
+            for b in (*self._by_head.get(head_key, ()), *self._by_tail.get(tail_key, ())):
                 if b is text or (len(b) == n and b == text):
                     recent.move_to_end(id(b))
                     return recent[id(b)].pieces
-                if all(r.text is not b for r in bases):
-                    bases.append(recent[id(b)])
+                bases[id(b)] = recent[id(b)]
         got = None
         head = tail = 0
         if bases:
             # The base that shares most with `text`: an editor's last request rather than
             # another view of it (its trimmed or untrimmed prompt), which leaves more to count.
             # Nearest in length first: that is the last request, one keystroke away.
-            bases.sort(key=lambda r: abs(len(r.text) - n))
+            order = sorted(bases.values(), key=lambda r: abs(len(r.text) - n)) \
+                if len(bases) > 1 else bases.values()
             best = None
-            for r in bases:
+            for r in order:
                 h, t = _shared(text, r)
                 if best is None or h + t > head + tail:
                     head, tail, best = h, t, r
@@ -281,7 +284,7 @@ class CountCache:
             got = self._costs_from(text, best.text, best.pieces, head, tail)
         if got is None:
             got = self._costs(text, fine)
-        self._remember(_Recent(text, got, head, tail))
+        self._remember(_Recent(text, got, head, tail, head_key, tail_key))
         return got
 
     def _remember(self, entry: _Recent) -> None:
@@ -290,14 +293,14 @@ class CountCache:
             if id(text) in self._recent:
                 return
             self._recent[id(text)] = entry
-            _index(self._by_head, text[:_ENDS], text)
-            _index(self._by_tail, text[-_ENDS:], text)
+            _index(self._by_head, entry.head_key, text)
+            _index(self._by_tail, entry.tail_key, text)
             self._recent_chars += len(text)
             while self._recent_chars > self.max_chars // 2 or len(self._recent) > _RECENT_TEXTS:
                 _, old = self._recent.popitem(last=False)
                 self._recent_chars -= len(old.text)
-                _unindex(self._by_head, old.text[:_ENDS], old.text)
-                _unindex(self._by_tail, old.text[-_ENDS:], old.text)
+                _unindex(self._by_head, old.head_key, old.text)
+                _unindex(self._by_tail, old.tail_key, old.text)
 
     def _costs_from(self, text: str, base: str, pieces: tuple[list[int], list[int]],
                     head: int, tail: int) -> tuple[list[int], list[int]] | None:
