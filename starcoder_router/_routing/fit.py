@@ -71,7 +71,7 @@ class PromptCounts:
     by another object while it is there): the candidates of one request share its rendered
     prompt object, and hashing a 32 KB prompt costs more than a count found in the cache."""
 
-    __slots__ = ("_costs", "_counts", "_fits", "_pieces", "counter", "plans")
+    __slots__ = ("_bound", "_costs", "_counts", "_fits", "_pieces", "counter", "plans")
 
     def __init__(self, counter: TokenCounter, plans: TrimPlans | None = None):
         self.counter = counter
@@ -80,6 +80,15 @@ class PromptCounts:
         self._fits: dict[tuple[int, int, bool], tuple[str, Fit | NoFit]] = {}
         self._pieces: dict[int, tuple[str, tuple[list[int], list[int]]]] = {}
         self._costs: tuple[_Costs | None] | None = None  # None: not looked up yet
+        self._bound: tuple[str, int] = ("", 0)
+
+    def bound(self, text: str) -> int:
+        """`text`'s UTF-8 length, the byte bound (one encoding for every window of a non-ASCII
+        prompt)."""
+        last = self._bound
+        if last[0] is not text:
+            last = self._bound = (text, utf8_length(text))
+        return last[1]
 
     def count(self, text: str) -> tuple[int, CountKind]:
         got = self._counts.get(id(text))
@@ -143,7 +152,7 @@ def fit_prompt(
 def _fit(rendered: Rendered, window: int, max_tokens: int, counts: PromptCounts,
          allow_trim: bool) -> Fit | NoFit:
     budget = window - max_tokens
-    bound = utf8_length(rendered.prompt)
+    bound = counts.bound(rendered.prompt)
     if bound <= budget:
         return Fit(rendered, bound, "bound")
     n, kind = counts.count(rendered.prompt)

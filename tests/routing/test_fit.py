@@ -142,3 +142,20 @@ def test_a_large_prompt_is_fitted_and_trimmed_without_hashing_it(
         fit = fit_prompt(r, window=window, max_tokens=256, counts=counts)
         assert isinstance(fit, Fit) and fit.prompt_tokens <= window - 256
     assert counts.count(r.prompt)[0] == exact_counter.count(str(r.prompt))
+
+
+def test_a_non_ascii_prompt_is_measured_once_for_every_window(
+        exact_counter: TokenizerCounter, monkeypatch: pytest.MonkeyPatch) -> None:
+    from starcoder_router._routing import fit as fit_module
+
+    measured: list[int] = []
+    real = fit_module.utf8_length
+    monkeypatch.setattr(fit_module, "utf8_length",
+                        lambda text: measured.append(len(text)) or real(text))
+    r = render(CompletionRequest(prefix="# é\n" + _lines(900, "p"), suffix=""))
+    counts = PromptCounts(exact_counter)
+    for window in (16384, 8192, 4096):
+        fit = fit_prompt(r, window=window, max_tokens=256, counts=counts)
+        assert isinstance(fit, Fit) and fit.prompt_tokens <= window - 256
+    assert measured == [len(r.prompt)]
+    assert counts.bound(r.prompt) == len(r.prompt.encode())
