@@ -53,6 +53,7 @@ class TiktokenEngine:
         self._encoding = encoding
         # Bound once: the hot path is one call per uncached block of text.
         self._encode = encoding.encode
+        self._encode_plain = encoding.encode_ordinary
         self._fallback = fallback
 
     def encode(self, text: str) -> list[int]:
@@ -73,6 +74,21 @@ class TiktokenEngine:
 
     def count_many(self, texts: list[str]) -> list[int]:
         return [self.count(t) for t in texts]
+
+    def count_plain(self, text: str) -> int:
+        """`count` for text that holds no special-token string, such as the count cache's pieces
+        (cut around every one): the ordinary encoding gives the same ids there without building
+        the set of allowed special tokens on every call (`tiktoken`'s `encode` does, about
+        6 µs; the edited line of a keystroke costs a few µs more)."""
+        try:
+            return len(self._encode_plain(text))
+        except BaseException as exc:
+            if type(exc).__name__ != "PanicException":
+                raise
+            return len(self._fallback(text))
+
+    def count_many_plain(self, texts: list[str]) -> list[int]:
+        return [self.count_plain(t) for t in texts]
 
 
 def tiktoken_engine(tokenizer: Tokenizer) -> TiktokenEngine | None:

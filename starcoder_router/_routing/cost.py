@@ -46,9 +46,10 @@ def actual_cost_nano(dep: Deployment, prompt_tokens: int, completion_tokens: int
     price when it is hosted. A local machine's hourly price is turned into a price per token
     from its observed throughput instead (`selfhosted.py`): timing each request would charge
     the hour once per concurrent request."""
-    cost = token_cost_nano(prompt_tokens, dep.input_usd_per_mtok) + token_cost_nano(
-        completion_tokens, dep.output_usd_per_mtok
-    )
-    if dep.usd_per_hour and not dep.is_local:
-        cost += round(dep.usd_per_hour * seconds / 3600 * NANO_PER_USD)
+    # `token_cost_nano` twice, written out: every routing decision costs each candidate twice.
+    cost = (round(prompt_tokens * dep.input_usd_per_mtok * 1000)
+            + round(completion_tokens * dep.output_usd_per_mtok * 1000))
+    hourly = dep.usd_per_hour
+    if hourly and not dep.is_local:
+        cost += round(hourly * seconds / 3600 * NANO_PER_USD)
     return cost

@@ -14,8 +14,10 @@ text), and no part of the pattern looks behind. Sources: huggingface/tokenizers
 
 Editors' requests repeat almost all of their text, so pieces are blocks of lines cut at blank
 lines (code's paragraphs; found by content, so an edit moves no cut elsewhere), and at every line
-when a block would be long. Test: tests/routing/test_count_cache.py checks the sum against whole
-counts on real code and on random edits.
+when a block would be long. The span an edit changed is looked up finer: its lines, and a long
+line by its words (the cut before any white-space character that such an x follows), so a
+keystroke costs the count of the word it changed. Test: tests/routing/test_count_cache.py checks
+the sum against whole counts on real code and on random edits.
 
     cache = CountCache(engine.count_many)
     cache.count(big_prompt)          # counts each block once
@@ -39,12 +41,16 @@ _LINE = re.compile(r"\n[\t\n\x0b\x0c\r ]*[!-/:-~]")
 # Blocks end at an empty line; a blank line holding spaces is no block end, which only makes
 # that block longer.
 _BLANK = re.compile(r"\n\n[\t\n\x0b\x0c\r ]*[!-/:-~]")
+# White space, then x: a cut before the white space.
+_WORD = re.compile(r"[\t\n\x0b\x0c\r ][!-/:-~]")
 _MAX_BLOCK = 2048
 _RECENT_FROM = 4096
 _RECENT_TEXTS = 512
 _ENDS = 256  # characters of a text's head and tail that find its likely base
 _MARGIN = 64  # more than the longest special token
 _STEP = 4096
+_FIRST_STEP = 64  # after a good hint the difference is usually near
+_SCAN = 16  # below this a character loop beats another comparison
 _ENTRY_OVERHEAD = 96  # bytes a cached entry costs beyond its text (key object, links, count)
 
 
@@ -68,6 +74,12 @@ def line_cuts(text: str, start: int = 0, end: int | None = None) -> list[int]:
     return [c for m in _LINE.finditer(text, start, stop) if (c := m.end() - 2) > start]
 
 
+def word_cuts(text: str) -> list[int]:
+    """Safe cuts in `text` before every white-space character that an ASCII character other than
+    white space or a digit follows (the last character of its run)."""
+    return [c for m in _WORD.finditer(text) if (c := m.start()) > 0]
+
+
 def _blank_cuts(seg: str) -> list[int]:
     return [c for m in _BLANK.finditer(seg) if (c := m.end() - 2) > 0]
 
@@ -87,48 +99,91 @@ def _block_cuts(seg: str) -> list[int]:
     return out
 
 
-def _common_prefix(x: str, y: str) -> int:
-    """Length of the common prefix, compared a block at a time (slices compare at C speed)."""
+def _common_prefix(x: str, y: str, hint: int = 0) -> int:
+    """Length of the common prefix. `hint`: a length the prefix likely reaches (the last edit's
+    place, for an editor's next request), tried first with one comparison.
+
+    Python has no zero-copy view of a `str`, so each comparison copies a slice of `y` and compares
+    it in place in `x` (`startswith` with a start: one copy, then memcmp)."""
     n = min(len(x), len(y))
     at = 0
-    while at < n and x[at:at + _STEP] == y[at:at + _STEP]:
-        at += _STEP
-    if at >= n:
+    if hint > 0:
+        guess = min(hint, n)
+        if x.startswith(y[:guess]):
+            at = guess
+        else:
+            n = guess  # the first difference lies before the guess
+    step = _FIRST_STEP if at else _STEP
+    while at < n:
+        step = min(step, n - at)
+        if not x.startswith(y[at:at + step], at):
+            break
+        at += step
+        step = min(2 * step, _STEP)
+    else:
         return n
-    lo, hi = at, min(at + _STEP, n)
-    while lo < hi:
+    lo, hi = at, at + step - 1  # the first difference lies in x[at:at + step]
+    while hi - lo > _SCAN:
         mid = (lo + hi + 1) // 2
-        if x[at:mid] == y[at:mid]:
+        if x.startswith(y[lo:mid], lo):
             lo = mid
         else:
             hi = mid - 1
+    while lo < hi and x[lo] == y[lo]:
+        lo += 1
     return lo
 
 
-def _common_suffix(x: str, y: str, limit: int) -> int:
-    """Length of the common suffix, at most `limit`."""
+def _common_suffix(x: str, y: str, limit: int, hint: int = 0) -> int:
+    """Length of the common suffix, at most `limit`; `hint` as for `_common_prefix`."""
     lx, ly = len(x), len(y)
+    n = limit
     k = 0
-    while k < limit:
-        step = min(_STEP, limit - k)
-        if x[lx - k - step:lx - k] != y[ly - k - step:ly - k]:
+    if hint > 0:
+        guess = min(hint, n)
+        if x.endswith(y[ly - guess:]):
+            k = guess
+        else:
+            n = guess
+    step = _FIRST_STEP if k else _STEP
+    while k < n:
+        step = min(step, n - k)
+        if not x.endswith(y[ly - k - step:ly - k], 0, lx - k):
             break
         k += step
+        step = min(2 * step, _STEP)
     else:
-        return k
-    lo, hi = 0, step
-    while lo < hi:
+        return n
+    lo, hi = k, k + step - 1  # the first difference from the end lies in the last step
+    while hi - lo > _SCAN:
         mid = (lo + hi + 1) // 2
-        if x[lx - k - mid:lx - k] == y[ly - k - mid:ly - k]:
+        if x.endswith(y[ly - mid:ly - lo], 0, lx - lo):
             lo = mid
         else:
             hi = mid - 1
-    return k + lo
+    while lo < hi and x[lx - lo - 1] == y[ly - lo - 1]:
+        lo += 1
+    return lo
 
 
 _PER_END = 2
-_SPLIT_FROM = 256  # characters: a changed block shorter than this is counted whole
+_SPLIT_FROM = 256  # characters: a changed block shorter than this is not cut into lines
+_WORDS_FROM = 96  # characters: a changed line shorter than this is counted whole
 _CLOSE = 256  # characters: a base that differs from a text by no more is taken at once
+_HINT_BACK = 64  # characters: an editor's next edit may start this far before the last one
+
+
+class _Recent(NamedTuple):
+    """A large text counted lately, with its pieces, and the lengths of the head and tail it
+    shared with the text it was counted from (0 if none): its edit lies between them, and an
+    editor's next edit most likely at the same place."""
+
+    text: str
+    pieces: tuple[list[int], list[int]]
+    head: int
+    tail: int
+    head_key: str  # text[:_ENDS] and text[-_ENDS:], as indexed (their hashes kept with them)
+    tail_key: str
 
 
 def _index(index: dict[str, tuple[str, ...]], key: str, text: str) -> None:
@@ -146,10 +201,12 @@ def _unindex(index: dict[str, tuple[str, ...]], key: str, text: str) -> None:
         del index[key]
 
 
-def _shared(text: str, base: str) -> tuple[int, int]:
-    """The lengths of the common head and the common tail (not overlapping it) of two texts."""
-    head = _common_prefix(text, base)
-    return head, _common_suffix(text, base, min(len(text), len(base)) - head)
+def _shared(text: str, base: _Recent) -> tuple[int, int]:
+    """The lengths of the common head and the common tail (not overlapping it) of `text` and a
+    recent text, tried first where that one's own edit was."""
+    b = base.text
+    head = _common_prefix(text, b, base.head - _HINT_BACK)
+    return head, _common_suffix(text, b, min(len(text), len(b)) - head, base.tail - _HINT_BACK)
 
 
 class CountCache:
@@ -176,8 +233,10 @@ class CountCache:
         self._hits = self._misses = self._evictions = 0
         # Whole large texts counted lately, with their pieces: the router counts a prompt in a
         # worker thread and then routes it on the event loop, which finds it here; and the next
-        # request of the same editor, found by its head or tail, reuses most of them.
-        self._recent: OrderedDict[str, tuple[list[int], list[int]]] = OrderedDict()
+        # request of the same editor, found by its head or tail, reuses most of them. Keyed by
+        # the text's id (the entry holds the text, so the id stays its own): hashing a 32 KB
+        # prompt costs more than finding it by its ends and comparing.
+        self._recent: OrderedDict[int, _Recent] = OrderedDict()
         self._recent_chars = 0
         # The last `_PER_END` texts with each head and tail, newest first: an editor's trimmed
         # prompt shares its head or tail with its untrimmed one, and each is best counted from
@@ -196,45 +255,52 @@ class CountCache:
         add up to `count(text)`. `fine` cuts at every line that allows it, not only at blocks."""
         if fine or not _RECENT_FROM <= len(text) <= self.max_chars // 32:
             return self._costs(text, fine)
+        n = len(text)
+        head_key, tail_key = text[:_ENDS], text[-_ENDS:]
+        bases: dict[int, _Recent] = {}
         with self._lock:
-            got = self._recent.get(text)
-            if got is not None:
-                self._recent.move_to_end(text)
-                return got
-            bases = [(b, self._recent[b]) for b in dict.fromkeys(
-                (*self._by_head.get(text[:_ENDS], ()), *self._by_tail.get(text[-_ENDS:], ())))
-                if b in self._recent]
+            recent = self._recent
+            for b in (*self._by_head.get(head_key, ()), *self._by_tail.get(tail_key, ())):
+                if b is text or (len(b) == n and b == text):
+                    recent.move_to_end(id(b))
+                    return recent[id(b)].pieces
+                bases[id(b)] = recent[id(b)]
         got = None
+        head = tail = 0
         if bases:
             # The base that shares most with `text`: an editor's last request rather than
             # another view of it (its trimmed or untrimmed prompt), which leaves more to count.
-            best = (-1, 0, "", ([0], [0]))
-            for b, pieces in bases:
-                head, tail = _shared(text, b)
-                if head + tail > best[0] + best[1]:
-                    best = (head, tail, b, pieces)
-                if len(text) - head - tail <= _CLOSE:  # an edit at one place: no better base
+            # Nearest in length first: that is the last request, one keystroke away.
+            order = sorted(bases.values(), key=lambda r: abs(len(r.text) - n)) \
+                if len(bases) > 1 else bases.values()
+            best = None
+            for r in order:
+                h, t = _shared(text, r)
+                if best is None or h + t > head + tail:
+                    head, tail, best = h, t, r
+                if n - h - t <= _CLOSE:  # an edit at one place: no better base
                     break
-            head, tail, base, pieces = best
-            got = self._costs_from(text, base, pieces, head, tail)
+            assert best is not None
+            got = self._costs_from(text, best.text, best.pieces, head, tail)
         if got is None:
             got = self._costs(text, fine)
-        self._remember(text, got)
+        self._remember(_Recent(text, got, head, tail, head_key, tail_key))
         return got
 
-    def _remember(self, text: str, pieces: tuple[list[int], list[int]]) -> None:
+    def _remember(self, entry: _Recent) -> None:
+        text = entry.text
         with self._lock:
-            if text in self._recent:
+            if id(text) in self._recent:
                 return
-            self._recent[text] = pieces
-            _index(self._by_head, text[:_ENDS], text)
-            _index(self._by_tail, text[-_ENDS:], text)
+            self._recent[id(text)] = entry
+            _index(self._by_head, entry.head_key, text)
+            _index(self._by_tail, entry.tail_key, text)
             self._recent_chars += len(text)
             while self._recent_chars > self.max_chars // 2 or len(self._recent) > _RECENT_TEXTS:
-                old, _ = self._recent.popitem(last=False)
-                self._recent_chars -= len(old)
-                _unindex(self._by_head, old[:_ENDS], old)
-                _unindex(self._by_tail, old[-_ENDS:], old)
+                _, old = self._recent.popitem(last=False)
+                self._recent_chars -= len(old.text)
+                _unindex(self._by_head, old.head_key, old.text)
+                _unindex(self._by_tail, old.tail_key, old.text)
 
     def _costs_from(self, text: str, base: str, pieces: tuple[list[int], list[int]],
                     head: int, tail: int) -> tuple[list[int], list[int]] | None:
@@ -255,8 +321,10 @@ class CountCache:
         lo, hi = starts[i], starts[j] + shift if j < len(starts) else len(text)
         mid_starts, mid_costs = (self._costs(text[lo:hi], False, by_line=True) if hi > lo
                                  else ([], []))
-        return ([*starts[:i], *(lo + m for m in mid_starts), *(x + shift for x in starts[j:])],
-                [*costs[:i], *mid_costs, *costs[j:]])
+        out = starts[:i]
+        out += map(lo.__add__, mid_starts)
+        out += map(shift.__add__, starts[j:]) if shift else starts[j:]
+        return out, [*costs[:i], *mid_costs, *costs[j:]]
 
     def _costs(self, text: str, fine: bool, *,
                by_line: bool = False) -> tuple[list[int], list[int]]:
@@ -278,8 +346,7 @@ class CountCache:
         if len(text) < _RECENT_FROM or len(text) > self.max_chars // 32:
             return len(text) < _RECENT_FROM
         with self._lock:
-            return (text[:_ENDS] in self._by_head or text[-_ENDS:] in self._by_tail
-                    or text in self._recent)
+            return text[:_ENDS] in self._by_head or text[-_ENDS:] in self._by_tail
 
     def stats(self) -> CacheStats:
         with self._lock:
@@ -373,33 +440,43 @@ class CountCache:
             self._misses += len(missing)
         if not missing:
             return out
-        # What to count: whole missing pieces, or the missing lines of the ones split.
-        split: dict[int, list[str]] = {}
-        if by_line:
-            for i in missing:
-                p = pieces[i]
-                if len(p) >= _SPLIT_FROM and (cuts := line_cuts(p)):
-                    split[i] = [p[a:b] for a, b in itertools.pairwise([0, *cuts, len(p)])]
-        known: dict[str, int] = {}
-        if split:
-            with self._lock:
-                get = self._entries.get
-                for lines in split.values():
-                    for line in lines:
-                        n = get(line)
-                        if n is not None:
-                            known[line] = n
-        whole = [i for i in missing if i not in split]
-        lines = [x for i in split for x in split[i] if x not in known]
-        wanted = [pieces[i] for i in whole] + lines
-        counted = self._count_many(wanted) if wanted else []
-        for i, n in zip(whole, counted, strict=False):
+        wanted = [pieces[i] for i in missing]
+        counted = self._count_finer(wanted) if by_line else self._count_many(wanted)
+        for i, n in zip(missing, counted, strict=True):
             out[i] = n
-        known.update(zip(lines, counted[len(whole):], strict=True))
-        for i, parts in split.items():
-            out[i] = sum(known[x] for x in parts)
-        self._store([*((pieces[i], out[i]) for i in missing), *((x, known[x]) for x in lines)])
+        self._store(zip(wanted, counted, strict=True))
         return out
+
+    def _count_finer(self, texts: list[str]) -> list[int]:
+        """Counts of texts an edit made, none in the cache: each one cut into lines (or a long
+        line into words) is counted as the sum of its parts, looked up first; only the missing
+        parts are counted (again finer where they allow it) and kept."""
+        split: dict[int, list[str]] = {}
+        for k, t in enumerate(texts):
+            cuts = line_cuts(t) if len(t) >= _SPLIT_FROM else []
+            if not cuts and len(t) >= _WORDS_FROM:
+                cuts = word_cuts(t)
+            if cuts:
+                split[k] = [t[a:b] for a, b in itertools.pairwise([0, *cuts, len(t)])]
+        whole = [t for k, t in enumerate(texts) if k not in split]
+        counted = iter(self._count_many(whole) if whole else [])
+        if not split:
+            return list(counted)
+        known: dict[str, int] = {}
+        with self._lock:
+            get = self._entries.get
+            for parts in split.values():
+                for part in parts:
+                    n = get(part)
+                    if n is not None:
+                        known[part] = n
+        todo = list(dict.fromkeys(x for parts in split.values() for x in parts if x not in known))
+        if todo:
+            found = self._count_finer(todo)
+            known.update(zip(todo, found, strict=True))
+            self._store(zip(todo, found, strict=True))
+        return [sum(known[x] for x in split[k]) if k in split else next(counted)
+                for k in range(len(texts))]
 
     def _store(self, items: Iterable[tuple[str, int]]) -> None:
         limit = self.max_chars // 10

@@ -286,109 +286,140 @@ def decide(
     deployments priced by the hour their effective price per token, by deployment name."""
     kind = request.kind
     raw_fim = kind == "prompt" and has_fim_sentinels(rendered.prompt)
-    needs: list[Capability] = ["fim" if raw_fim else _MODE_CAPABILITY[kind]]
+    needs: tuple[Capability, ...] = ("fim" if raw_fim else _MODE_CAPABILITY[kind],)
     if request.response_format is not None:
-        needs.append("structured_output")
+        needs += ("structured_output",)
     if request.stream:
-        needs.append("streaming")
-    ctx = _Context(request, policy, provider_status, tuple(needs), budget)
-    health = health or {}
-    self_hosted = self_hosted or {}
+        needs += ("streaming",)
     cap_nano = (
         usd_to_nano(policy.max_cost_per_request_usd)
         if policy.max_cost_per_request_usd is not None else None
     )
     budget_nano = budget.max_worst_case_nano if budget is not None else None
-    expected_out = policy.expected_output_tokens or request.max_tokens
-    expected_out = min(expected_out, request.max_tokens)
-    bench = policy.ranking_benchmark
+    max_tokens = request.max_tokens
+    expected_out = min(policy.expected_output_tokens or max_tokens, max_tokens)
     # The tightest money limit a candidate must respect, for tightening byte-bounded counts.
-    limit = min(x for x in (cap_nano, budget_nano, 1 << 62) if x is not None)
+    limit = 1 << 62
+    if cap_nano is not None:
+        limit = min(limit, cap_nano)
+    if budget_nano is not None:
+        limit = min(limit, budget_nano)
 
-    key = (ctx.needs, budget is not None and budget.local_only)
+    key = (needs, budget is not None and budget.local_only)
     rows = static.get(key) if static is not None else None
     if rows is None:
-        rows = _static_rows(ctx, deployments, variants, bench)
+        ctx = _Context(request, policy, provider_status, needs, budget)
+        rows = _static_rows(ctx, deployments, variants)
         if static is not None:
             static[key] = rows
+    counted = policy.count_local_spend
     candidates: list[Candidate] = []
-    for dep, var, quality, refused in rows:
-        if refused is not None:
-            candidates.append(refused)
+    eligible: list[tuple[Candidate, _Row]] = []
+    for row in rows:
+        if row.refused is not None:
+            candidates.append(row.refused)
             continue
-        cap = dep.max_output_tokens
-        if cap is not None and request.max_tokens > cap:
+        cap = row.dep.max_output_tokens
+        if cap is not None and max_tokens > cap:
             candidates.append(Candidate(
-                dep, False, (f"max_tokens {request.max_tokens} > the deployment's {cap}",),
-                quality=quality))
+                row.dep, False, (f"max_tokens {max_tokens} > the deployment's {cap}",),
+                quality=row.quality))
             continue
-        price = self_hosted.get(dep.name)
-        candidates.append(_evaluate(
-            dep, var, quality, rendered, request, counts, health.get(dep.name), now,
-            expected_out, cap_nano, budget_nano, limit,
-            _Pricing(price, price is not None and policy.count_local_spend),
-        ))
+        # Health and self-hosted prices are empty unless something was observed or a local
+        # deployment is priced by the hour: then these cost nothing.
+        price = self_hosted.get(row.dep.name) if self_hosted else None
+        cand = _evaluate(row, rendered, request, counts,
+                         health.get(row.dep.name) if health else None, now, expected_out,
+                         cap_nano, budget_nano, limit, price, counted)
+        candidates.append(cand)
+        if cand.eligible:
+            eligible.append((cand, row))
 
     objective: Objective = policy.objective
-    notes: list[str] = []
+    notes: tuple[str, ...] = ()
     if budget is not None and budget.force_cheapest and objective != "cheapest":
         objective = "cheapest"
     if budget is not None and budget.note:
-        notes.append(budget.note)
-    ranked = _rank([c for c in candidates if c.eligible], policy, objective)
-    return RoutingDecision(request, tuple(candidates), tuple(ranked), objective, tuple(notes),
-                           policy.count_local_spend)
+        notes = (budget.note,)
+    return RoutingDecision(request, tuple(candidates), _rank(eligible, objective), objective,
+                           notes, counted)
 
 
-StaticCache = dict[tuple[tuple[Capability, ...], bool], list["_StaticRow"]]
-_StaticRow = tuple[Deployment, "Variant | None", "float | None", "Candidate | None"]
+class _Row(NamedTuple):
+    """A deployment as every request of one kind sees it (worked out once per router and kind
+    of request): its variant and quality, the refused candidate when a filter that ignores the
+    request's text rules it out, the latency prior's parts, and its static place in the
+    ranking (local first if the policy prefers it, then the policy's provider order)."""
+
+    dep: Deployment
+    var: Variant | None
+    quality: float | None
+    refused: Candidate | None
+    overhead_s: float
+    tokens_per_s: float
+    preference: tuple[bool, int]
+
+
+StaticCache = dict[tuple[tuple[Capability, ...], bool], list[_Row]]
 
 
 def _static_rows(ctx: _Context, deployments: tuple[Deployment, ...],
-                 variants: Mapping[str, Variant], bench: str) -> list[_StaticRow]:
-    """Per deployment: its variant, its quality score, and the refused candidate when a filter
-    that ignores the request's text already rules it out."""
-    rows: list[_StaticRow] = []
+                 variants: Mapping[str, Variant]) -> list[_Row]:
+    policy = ctx.policy
+    prefer = {p: i for i, p in enumerate(policy.prefer_providers)}
+    rows: list[_Row] = []
     for dep in deployments:
         var = variants.get(dep.variant)
-        quality = var.score(bench) if var is not None else None
+        quality = var.score(policy.ranking_benchmark) if var is not None else None
         reasons = tuple(r for f in _CHEAP_FILTERS if (r := f(ctx, dep, var)) is not None)
         refused = Candidate(dep, False, reasons, quality=quality) if reasons else None
-        rows.append((dep, var, quality, refused))
+        # The latency prior, for deployments not yet observed: a fixed overhead (the time to
+        # first token the deployment was measured at by `doctor --write`, else network for
+        # hosted and none for local) plus decode time, slower for bigger models unless the
+        # deployment says its speed.
+        if dep.tokens_per_second:
+            tps = dep.tokens_per_second
+        else:
+            billions = (var.parameters if var is not None else 15e9) / 1e9
+            tps = 400.0 / max(billions, 1.0)
+        overhead = dep.ttft_s if dep.ttft_s is not None else 0.05 if dep.is_local else 0.3
+        preference = (policy.prefer_local and not dep.is_local,
+                      prefer.get(dep.provider, len(prefer)))
+        rows.append(_Row(dep, var, quality, refused, overhead, tps, preference))
     return rows
 
 
-class _Pricing(NamedTuple):
-    """A candidate's self-hosted price, and whether budgets count it (`count_local_spend`)."""
-
-    price: SelfHostedPrice | None
-    counted: bool
-
-    def worst_nano(self, dep: Deployment, prompt: int, out: int, seconds: float) -> int:
-        """What budgets hold: token prices and hosted hourly time, plus the self-hosted price
-        when counted."""
-        extra = self.price.cost_nano(prompt + out) if self.counted and self.price else 0
-        return actual_cost_nano(dep, prompt, out, seconds) + extra
-
-    def expected_nano(self, dep: Deployment, prompt: int, out: int, seconds: float) -> int:
-        """What ranks: the self-hosted price counts whether budgets count it or not."""
-        extra = self.price.cost_nano(prompt + out) if self.price else 0
-        return actual_cost_nano(dep, prompt, out, seconds) + extra
+def _worst_nano(dep: Deployment, prompt: int, out: int, seconds: float,
+                price: SelfHostedPrice | None, counted: bool) -> int:
+    """What budgets hold: token prices and hosted hourly time, plus the self-hosted price when
+    the policy counts local spend."""
+    cost = actual_cost_nano(dep, prompt, out, seconds)
+    return cost + price.cost_nano(prompt + out) if counted and price is not None else cost
 
 
-def _evaluate(dep: Deployment, var: Variant | None, quality: float | None, rendered: Rendered,
-              request: CompletionRequest, counts: PromptCounts, hv: DeploymentHealth | None,
-              now: float, expected_out: int, cap_nano: int | None, budget_nano: int | None,
-              limit: int, pricing: _Pricing) -> Candidate:
+def _evaluate(row: _Row, rendered: Rendered, request: CompletionRequest, counts: PromptCounts,
+              hv: DeploymentHealth | None, now: float, expected_out: int, cap_nano: int | None,
+              budget_nano: int | None, limit: int, price: SelfHostedPrice | None,
+              counted: bool) -> Candidate:
     """A deployment that passed the static filters: fit the prompt, cost it, and check the
-    money limits."""
-    fit = fit_prompt(rendered, window=dep.context_window, max_tokens=request.max_tokens,
+    money limits. `price`: a local deployment's self-hosted price, which ranks it; budgets hold
+    it too when `counted`."""
+    dep, quality, max_tokens = row.dep, row.quality, request.max_tokens
+    fit = fit_prompt(rendered, window=dep.context_window, max_tokens=max_tokens,
                      counts=counts, allow_trim=request.allow_trim)
     if isinstance(fit, NoFit):
         return Candidate(dep, False, (fit.reason,), fit.prompt_tokens, fit.count_kind,
                          quality=quality)
-    latency = _expected_latency(dep, var, hv, expected_out)
-    fit, worst = _worst_case(fit, dep, request.max_tokens, latency, counts, limit, pricing)
+    latency = (hv.latency_s if hv is not None and hv.latency_s is not None
+               else row.overhead_s + expected_out / row.tokens_per_s)
+    # A byte-bounded count is tightened by counting only when the bound alone would break a
+    # cost cap or budget.
+    seconds = latency if dep.usd_per_hour else 0.0
+    worst = _worst_nano(dep, fit.prompt_tokens, max_tokens, seconds, price, counted)
+    if worst > limit and fit.count_kind == "bound":
+        n, kind = counts.count(fit.rendered.prompt)
+        fit = Fit(fit.rendered, n, kind, fit.trimmed)
+        worst = _worst_nano(dep, n, max_tokens, seconds, price, counted)
     reasons = []
     if cap_nano is not None and worst > cap_nano:
         reasons.append(f"worst-case cost ${nano_to_usd(worst):.6f} > per-request cap "
@@ -398,79 +429,48 @@ def _evaluate(dep: Deployment, var: Variant | None, quality: float | None, rende
                        f"${nano_to_usd(budget_nano):.6f}")
     expected_in = (fit.prompt_tokens if fit.count_kind != "bound"
                    else int(fit.prompt_tokens / _BYTES_PER_TOKEN) + 1)
-    expected = pricing.expected_nano(dep, expected_in, expected_out, latency)
+    expected = actual_cost_nano(dep, expected_in, expected_out, latency)
+    if price is not None:  # ranks by the self-hosted price whether budgets count it or not
+        expected += price.cost_nano(expected_in + expected_out)
     cooling = hv.cooling_until if hv is not None and hv.cooling_until is not None \
         and hv.cooling_until > now else None
     return Candidate(dep, not reasons, tuple(reasons), fit.prompt_tokens, fit.count_kind, worst,
                      expected, latency, quality, fit.trimmed, fit.rendered, cooling,
-                     hv.reason if cooling is not None and hv is not None else "", pricing.price)
+                     hv.reason if cooling is not None and hv is not None else "", price)
 
 
-def _worst_case(fit: Fit, dep: Deployment, max_tokens: int, latency: float,
-                counts: PromptCounts, limit: int, pricing: _Pricing) -> tuple[Fit, int]:
-    """Worst-case cost; a byte-bounded count is tightened by counting only when the bound alone
-    would break a cost cap or budget."""
-    seconds = latency if dep.usd_per_hour else 0.0
-    worst = pricing.worst_nano(dep, fit.prompt_tokens, max_tokens, seconds)
-    if worst > limit and fit.count_kind == "bound":
-        n, kind = counts.count(fit.rendered.prompt)
-        fit = Fit(fit.rendered, n, kind, fit.trimmed)
-        worst = pricing.worst_nano(dep, n, max_tokens, seconds)
-    return fit, worst
-
-
-def _expected_latency(dep: Deployment, var: Variant | None, hv: DeploymentHealth | None,
-                      out_tokens: int) -> float:
-    """Observed latency when we have it; otherwise a prior: a fixed overhead (network for hosted,
-    none for local) plus decode time, slower for bigger models unless the deployment says its
-    speed. Priors only order deployments we have not measured yet."""
-    if hv is not None and hv.latency_s is not None:
-        return hv.latency_s
-    if dep.tokens_per_second:
-        tps = dep.tokens_per_second
-    else:
-        billions = (var.parameters if var is not None else 15e9) / 1e9
-        tps = 400.0 / max(billions, 1.0)
-    # A time to first token the deployment was measured at (`doctor --write`) is its overhead.
-    overhead = dep.ttft_s if dep.ttft_s is not None else 0.05 if dep.is_local else 0.3
-    return overhead + out_tokens / tps
-
-
-def _rank(eligible: list[Candidate], policy: CostPolicy, objective: Objective) -> list[Candidate]:
-    prefer = {p: i for i, p in enumerate(policy.prefer_providers)}
-
-    def preference(c: Candidate) -> tuple[bool, bool, int]:
-        d = c.deployment
-        return (
-            c.cooling_until is not None,
-            policy.prefer_local and not d.is_local,
-            prefer.get(d.provider, len(prefer)),
-        )
-
-    if objective == "balanced" and eligible:
-        max_cost = max(c.expected_nano or 0 for c in eligible) or 1
-        max_lat = max(c.expected_latency_s or 0.0 for c in eligible) or 1.0
-        max_q = max(c.quality or 0.0 for c in eligible) or 1.0
-
-        def key(c: Candidate) -> tuple[object, ...]:
-            score = ((c.expected_nano or 0) / max_cost + (c.expected_latency_s or 0.0) / max_lat
-                     - (c.quality or 0.0) / max_q)
-            return (*preference(c), score, c.deployment.name)
+def _rank(eligible: list[tuple[Candidate, _Row]], objective: Objective) -> tuple[Candidate, ...]:
+    """Cooling deployments last; then local first if the policy prefers it, then the policy's
+    provider order; then the objective; the name breaks ties."""
+    if len(eligible) < 2:
+        return tuple(c for c, _ in eligible)
+    keyed: list[tuple[tuple[object, ...], Candidate]]
+    if objective == "balanced":
+        max_cost = max(c.expected_nano or 0 for c, _ in eligible) or 1
+        max_lat = max(c.expected_latency_s or 0.0 for c, _ in eligible) or 1.0
+        max_q = max(c.quality or 0.0 for c, _ in eligible) or 1.0
+        keyed = [((c.cooling_until is not None, *r.preference,
+                   (c.expected_nano or 0) / max_cost + (c.expected_latency_s or 0.0) / max_lat
+                   - (c.quality or 0.0) / max_q, c.deployment.name), c) for c, r in eligible]
     elif objective == "quality":
-        def key(c: Candidate) -> tuple[object, ...]:
-            return (*preference(c), -(c.quality or 0.0), c.expected_nano, c.deployment.name)
+        keyed = [((c.cooling_until is not None, *r.preference, -(c.quality or 0.0),
+                   c.expected_nano, c.deployment.name), c) for c, r in eligible]
     elif objective == "latency":
-        def key(c: Candidate) -> tuple[object, ...]:
-            return (*preference(c), c.expected_latency_s, c.expected_nano, c.deployment.name)
+        keyed = [((c.cooling_until is not None, *r.preference, c.expected_latency_s,
+                   c.expected_nano, c.deployment.name), c) for c, r in eligible]
     else:
-        def key(c: Candidate) -> tuple[object, ...]:
-            return (*preference(c), c.expected_nano, -(c.quality or 0.0), c.deployment.name)
-
-    ranked = sorted(eligible, key=key)
-    if any(c.cooling_until is not None for c in ranked):
+        keyed = [((c.cooling_until is not None, *r.preference, c.expected_nano,
+                   -(c.quality or 0.0), c.deployment.name), c) for c, r in eligible]
+    keyed.sort(key=_first)
+    ranked = [c for _, c in keyed]
+    if ranked[-1].cooling_until is not None:
         # Among deployments that are all cooling down, the one that recovers first goes first.
         ready = [c for c in ranked if c.cooling_until is None]
         cooling = sorted((c for c in ranked if c.cooling_until is not None),
                          key=lambda c: c.cooling_until or 0.0)
         ranked = ready + cooling
-    return ranked
+    return tuple(ranked)
+
+
+def _first(item: tuple[tuple[object, ...], Candidate]) -> tuple[object, ...]:
+    return item[0]

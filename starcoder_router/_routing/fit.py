@@ -65,33 +65,50 @@ class PromptCounts:
     With a counter that reports its cacheable pieces (`TokenizerCounter.costs`), a large text's
     pieces are kept too, so trimming reads the counts of prefix, suffix and files off the prompt's
     count instead of counting them again. `plans` are the router's trim plans, kept between
-    requests (see `trim_plan`)."""
+    requests (see `trim_plan`).
 
-    __slots__ = ("_costs", "_counts", "_fits", "_pieces", "counter", "plans")
+    Memos are keyed by the text's id, and each entry holds its text (so the id cannot be taken
+    by another object while it is there): the candidates of one request share its rendered
+    prompt object, and hashing a 32 KB prompt costs more than a count found in the cache."""
+
+    __slots__ = ("_bound", "_costs", "_counts", "_fits", "_pieces", "counter", "plans")
 
     def __init__(self, counter: TokenCounter, plans: TrimPlans | None = None):
         self.counter = counter
         self.plans = plans
-        self._counts: dict[str, int] = {}
-        self._fits: dict[tuple[str, int, bool], Fit | NoFit] = {}
-        self._pieces: dict[str, tuple[list[int], list[int]]] = {}
+        self._counts: dict[int, tuple[str, int]] = {}
+        self._fits: dict[tuple[int, int, bool], tuple[str, Fit | NoFit]] = {}
+        self._pieces: dict[int, tuple[str, tuple[list[int], list[int]]]] = {}
         self._costs: tuple[_Costs | None] | None = None  # None: not looked up yet
+        self._bound: tuple[str, int] = ("", 0)
+
+    def bound(self, text: str) -> int:
+        """`text`'s UTF-8 length, the byte bound (one encoding for every window of a non-ASCII
+        prompt)."""
+        last = self._bound
+        if last[0] is not text:
+            last = self._bound = (text, utf8_length(text))
+        return last[1]
 
     def count(self, text: str) -> tuple[int, CountKind]:
-        n = self._counts.get(text)
-        if n is None:
+        got = self._counts.get(id(text))
+        if got is not None:
+            n = got[1]
+        else:
             if len(text) >= _PIECES_FROM and (costs := self.costs_function()) is not None:
-                pieces = self._pieces[text] = costs(text, fine=False)
+                pieces = costs(text, fine=False)
+                self._pieces[id(text)] = (text, pieces)
                 n = sum(pieces[1])
             else:
                 n = self.counter.count(text)
-            self._counts[text] = n
+            self._counts[id(text)] = (text, n)
         return n, ("exact" if self.counter.exact else "estimate")
 
     def pieces(self, text: str) -> tuple[list[int], list[int]] | None:
         """Where the counted pieces of `text` start and their counts, when the counter has them."""
         self.count(text)
-        return self._pieces.get(text)
+        got = self._pieces.get(id(text))
+        return got[1] if got is not None else None
 
     def costs_function(self) -> _Costs | None:
         if self._costs is None:
@@ -118,21 +135,24 @@ def fit_prompt(
     allow_trim: bool = True,
 ) -> Fit | NoFit:
     """Fit `rendered` plus `max_tokens` of output into `window` tokens."""
-    # Keyed by the prompt text (whose hash Python caches), not the object: a freed Rendered's
-    # id can come back for a different prompt.
-    key = (rendered.prompt, window - max_tokens, allow_trim)
+    prompt = rendered.prompt
+    if len(prompt) <= window - max_tokens and prompt.isascii():
+        return Fit(rendered, len(prompt), "bound")  # the byte bound, as `_fit` would find it
+    # Keyed by the prompt's id; the entry holds the prompt, so a freed one's id cannot come back
+    # for a different prompt while the entry lives.
+    key = (id(prompt), window - max_tokens, allow_trim)
     cached = counts._fits.get(key)
     if cached is not None:
-        return cached
+        return cached[1]
     result = _fit(rendered, window, max_tokens, counts, allow_trim)
-    counts._fits[key] = result
+    counts._fits[key] = (prompt, result)
     return result
 
 
 def _fit(rendered: Rendered, window: int, max_tokens: int, counts: PromptCounts,
          allow_trim: bool) -> Fit | NoFit:
     budget = window - max_tokens
-    bound = utf8_length(rendered.prompt)
+    bound = counts.bound(rendered.prompt)
     if bound <= budget:
         return Fit(rendered, bound, "bound")
     n, kind = counts.count(rendered.prompt)

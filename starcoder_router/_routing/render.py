@@ -70,6 +70,9 @@ CHAT_STOPS = ("### Instruction", "### Response", EOS)
 
 _SPECIAL_RE = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS))
 _ZWSP = "\u200b"
+# Code holds few "<": finding each (memchr speed) and matching there beats the regex's own scan,
+# which steps through every character; past this many the regex takes over the rest.
+_FIND_AT_MOST = 8
 
 
 class FimParts(NamedTuple):
@@ -101,10 +104,23 @@ def escape_special_tokens(text: str) -> str:
     return _SPECIAL_RE.sub(lambda m: "<" + _ZWSP + m.group(0)[1:], text)
 
 
+def _find_special(text: str) -> re.Match[str] | None:
+    """The first special-token string in `text`, as `_SPECIAL_RE.search(text)` finds it."""
+    at = text.find("<")
+    for _ in range(_FIND_AT_MOST):
+        if at < 0:
+            return None
+        found = _SPECIAL_RE.match(text, at)
+        if found is not None:
+            return found
+        at = text.find("<", at + 1)
+    return None if at < 0 else _SPECIAL_RE.search(text, at)
+
+
 def _guard(text: str, how: Literal["escape", "reject", "keep"], field: str) -> str:
-    if how == "keep" or "<" not in text:
+    if how == "keep":
         return text
-    found = _SPECIAL_RE.search(text)
+    found = _find_special(text)
     if found is None:
         return text
     if how == "reject":
@@ -124,7 +140,20 @@ def has_fim_sentinels(prompt: str) -> bool:
 
 
 def render(request: CompletionRequest) -> Rendered:
-    """Render `request` into StarCoder 2's prompt format (no trimming)."""
+    """Render `request` into StarCoder 2's prompt format (no trimming).
+
+    The last request rendered is remembered with its result: the async router renders a large
+    request to count it off the event loop and then again to route it. A request is immutable
+    (a changed copy is another object), so the same object renders the same."""
+    last = _LAST[0]
+    if last[0] is request:
+        return last[1]
+    rendered = _render(request)
+    _LAST[0] = (request, rendered)  # one store: a thread reads the old pair or the new
+    return rendered
+
+
+def _render(request: CompletionRequest) -> Rendered:
     how = request.special_tokens
     mode = request.kind
     if mode == "prompt":
@@ -137,10 +166,7 @@ def render(request: CompletionRequest) -> Rendered:
         parts = FimParts(
             prefix=_guard(request.prefix or "", how, "prefix"),
             suffix=_guard(request.suffix or "", how, "suffix"),
-            files=tuple(
-                RepoFile(path=_guard(f.path, how, "files.path"), text=_guard(f.text, how, "files"))
-                for f in request.files
-            ),
+            files=tuple(_guard_file(f, how) for f in request.files),
             repo_name=_guard(request.repo_name, how, "repo_name") if request.repo_name else None,
             path=_guard(request.path, how, "path") if request.path else None,
         )
@@ -155,18 +181,30 @@ def render(request: CompletionRequest) -> Rendered:
                     messages=messages)
 
 
+def _guard_file(f: RepoFile, how: Literal["escape", "reject", "keep"]) -> RepoFile:
+    path, text = _guard(f.path, how, "files.path"), _guard(f.text, how, "files")
+    if path is f.path and text is f.text:
+        return f  # nothing escaped: the validated file as it is
+    return RepoFile(path=path, text=text)
+
+
 def render_fim(parts: FimParts, user_stops: tuple[str, ...] = ()) -> Rendered:
     """The PSM prompt for `parts`, with repository context when given."""
     pieces: list[str] = []
     if parts.repo_name:
-        pieces.append(REPO_NAME + parts.repo_name)
+        pieces += (REPO_NAME, parts.repo_name)
     for f in parts.files:
-        pieces.append(f"{FILE_SEP}{f.path}\n{f.text}")
+        pieces += (FILE_SEP, f.path, "\n", f.text)
     if pieces or parts.path:
         pieces.append(FILE_SEP)
-    head = f"{parts.path}\n" if parts.path else ""
-    pieces.append(f"{FIM_PREFIX}{head}{parts.prefix}{FIM_SUFFIX}{parts.suffix}{FIM_MIDDLE}")
+    pieces.append(FIM_PREFIX)
+    if parts.path:
+        pieces += (parts.path, "\n")
+    pieces += (parts.prefix, FIM_SUFFIX, parts.suffix, FIM_MIDDLE)
     return Rendered("fim", "".join(pieces), _stops(user_stops, FIM_STOPS), fim=parts)
+
+
+_LAST: list[tuple[object, Rendered]] = [(None, Rendered("prompt", "", ()))]
 
 
 def _instruct_prompt(messages: tuple[Message, ...]) -> str:

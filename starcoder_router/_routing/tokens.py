@@ -142,8 +142,10 @@ class TokenizerCounter:
             raise MissingDependencyError("the tiktoken counting engine", "tiktoken", "fast")
         self._fast = fast
         self.engine: str = "tiktoken" if fast is not None else "tokenizers"
+        # The cache cuts every special-token string out before counting a piece, so its pieces
+        # take tiktoken's plain encoding.
         self._cache = CountCache(
-            fast.count_many if fast is not None else self._count_many_slow,
+            fast.count_many_plain if fast is not None else self._count_many_slow,
             specials=[t.content for t in tokenizer.get_added_tokens_decoder().values()],
             max_chars=max(0, cache_chars),
         )

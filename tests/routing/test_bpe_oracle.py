@@ -95,3 +95,19 @@ def test_exact_picks_are_unchanged(engines: tuple[TokenizerCounter, TokenizerCou
                           c.rendered.prompt if c.rendered else None) for c in d.ranked]
                         + [(c.deployment.name, c.reasons) for c in d.candidates])
         assert seen[0] == seen[1]
+
+
+def test_the_plain_count_is_the_count_of_text_without_special_tokens(
+        engines: tuple[TokenizerCounter, TokenizerCounter],
+        code_corpus: dict[str, list[tuple[str, str]]]) -> None:
+    """The count cache's pieces hold no special-token string (it cuts each one out), and for
+    them the engine skips special-token matching; the count is the same."""
+    fast, slow = engines
+    engine = fast._fast
+    assert engine is not None
+    for language in ("python", "c"):
+        for path, text in code_corpus[language][::4]:
+            for line in text.splitlines(keepends=True)[:200]:
+                assert engine.count_plain(line) == len(slow.encode(line)), (path, line)
+    # With a special token inside, the plain count reads it as text: the cache never asks.
+    assert engine.count_plain("<fim_middle>") > 1 == engine.count("<fim_middle>")

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from starcoder_router import TokenizerCounter
-from starcoder_router._routing.count_cache import CountCache, _block_cuts, line_cuts
+from starcoder_router._routing import count_cache
+from starcoder_router._routing.count_cache import CountCache, _block_cuts, line_cuts, word_cuts
 from starcoder_router._routing.render import SPECIAL_TOKENS
 
 
@@ -46,6 +47,35 @@ def test_every_cut_is_safe_on_fuzzed_text(oracle: TokenizerCounter) -> None:
             assert 0 < c < len(text)
             left, right = text[:c], text[c:]
             assert oracle.count(left) + oracle.count(right) == oracle.count(text), (text, c)
+
+
+def test_every_word_cut_is_safe_on_fuzzed_text(oracle: TokenizerCounter) -> None:
+    rng = random.Random(11)
+    for _ in range(1500):
+        text = _fuzz_text(rng).replace("<fim_middle>", "").replace("<file_sep>", "")
+        cuts = word_cuts(text)
+        assert set(line_cuts(text)) <= set(cuts)
+        for c in cuts:
+            assert 0 < c < len(text)
+            left, right = text[:c], text[c:]
+            assert oracle.count(left) + oracle.count(right) == oracle.count(text), (text, c)
+
+
+def test_a_keystroke_in_a_long_line_counts_the_word_it_changed(
+        oracle: TokenizerCounter, tokenizer_path: Path) -> None:
+    counter = _counter(tokenizer_path)
+    counted: list[str] = []
+    engine = counter._cache._count_many
+    counter._cache._count_many = lambda texts: counted.extend(texts) or engine(texts)
+    body = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(300))
+    line = "    value = compute(alpha, beta, gamma) + other(delta, epsilon) * factor(zeta, eta)"
+    text = body + line + "\n" + body
+    assert counter.count(text) == oracle.count(text)
+    for at, typed in ((len(body) + 40, "x"), (len(body) + 41, "y"), (len(body) + 10, " z")):
+        text = text[:at] + typed + text[at:]
+        counted.clear()
+        assert counter.count(text) == oracle.count(text)
+        assert counted and max(map(len, counted)) < 16, counted
 
 
 def test_pieces_add_up_on_real_code(oracle: TokenizerCounter, tokenizer_path: Path,
@@ -188,3 +218,60 @@ def test_reused_pieces_stay_exact_when_edits_make_or_break_special_tokens(
         starts, costs = counter.costs(text)
         assert starts[0] == 0 and sum(costs) == oracle.count(text)
     assert counter.cache_stats().hit_rate > 0.8
+
+
+class _Unhashable(str):
+    """A text that refuses to be hashed: what the hot path must not do to a large prompt (a
+    32 KB hash costs more than finding the text by its ends and comparing)."""
+
+    def __hash__(self) -> int:
+        raise AssertionError("a large text was hashed")
+
+
+def test_large_texts_are_found_without_hashing_them(oracle: TokenizerCounter,
+                                                    tokenizer_path: Path) -> None:
+    counter = _counter(tokenizer_path)
+    body = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(400))
+    first = _Unhashable(body)
+    assert counter.count(first) == oracle.count(body)
+    # The same text again (another object), then an editor's next request.
+    assert counter.count(_Unhashable(body)) == oracle.count(body)
+    nxt = body[:9000] + "y" + body[9000:]
+    assert counter.count(_Unhashable(nxt)) == oracle.count(nxt)
+    assert counter.counts_cheaply(_Unhashable(nxt + "z"))
+
+
+def _naive_prefix(x: str, y: str) -> int:
+    n = 0
+    while n < min(len(x), len(y)) and x[n] == y[n]:
+        n += 1
+    return n
+
+
+def _naive_suffix(x: str, y: str, limit: int) -> int:
+    n = 0
+    while n < limit and x[len(x) - 1 - n] == y[len(y) - 1 - n]:
+        n += 1
+    return n
+
+
+@pytest.mark.parametrize("steps", [(4096, 64, 16), (8, 2, 1), (32, 4, 3)])
+def test_common_ends_are_exact_with_any_hint(steps: tuple[int, int, int],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shared head and tail of two texts, whatever the hint (the last edit's place) says:
+    right, too far, too short or absent; with small steps every branch of the search runs."""
+    monkeypatch.setattr(count_cache, "_STEP", steps[0])
+    monkeypatch.setattr(count_cache, "_FIRST_STEP", steps[1])
+    monkeypatch.setattr(count_cache, "_SCAN", steps[2])
+    rng = random.Random(21)
+    for _ in range(3000):
+        a = "".join(rng.choice("ab") for _ in range(rng.randint(0, 300)))
+        middle = "".join(rng.choice("ab") for _ in range(rng.randint(0, 40)))
+        b = (a[:rng.randint(0, len(a))] + middle
+             + (a[-rng.randint(1, len(a)):] if a and rng.random() < 0.5 else ""))
+        x, y = (a, b) if rng.random() < 0.5 else (b, a)
+        hint = rng.choice([0, -5, rng.randint(0, 400)])
+        head = count_cache._common_prefix(x, y, hint)
+        assert head == _naive_prefix(x, y), (x, y, hint)
+        limit = rng.choice([min(len(x), len(y)) - head, rng.randint(0, min(len(x), len(y)))])
+        assert count_cache._common_suffix(x, y, limit, hint) == _naive_suffix(x, y, limit)

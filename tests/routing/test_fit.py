@@ -124,3 +124,38 @@ def test_memo_tells_different_prompts_apart(exact_counter: TokenizerCounter) -> 
         small = fit_prompt(render(CompletionRequest(prompt="def f(): pass")), window=4096,
                            max_tokens=64, counts=counts)
         assert isinstance(small, Fit)
+
+
+class _Unhashable(str):
+    def __hash__(self) -> int:
+        raise AssertionError("the prompt was hashed")
+
+
+def test_a_large_prompt_is_fitted_and_trimmed_without_hashing_it(
+        exact_counter: TokenizerCounter) -> None:
+    """Candidates share the rendered prompt object, so the memos go by identity: hashing a
+    32 KB prompt costs more than most of what routing it does."""
+    r = render(CompletionRequest(prefix=_lines(900, "p"), suffix=_lines(100, "s")))
+    r = r._replace(prompt=_Unhashable(r.prompt))
+    counts = PromptCounts(exact_counter)
+    for window in (16384, 8192, 8192):
+        fit = fit_prompt(r, window=window, max_tokens=256, counts=counts)
+        assert isinstance(fit, Fit) and fit.prompt_tokens <= window - 256
+    assert counts.count(r.prompt)[0] == exact_counter.count(str(r.prompt))
+
+
+def test_a_non_ascii_prompt_is_measured_once_for_every_window(
+        exact_counter: TokenizerCounter, monkeypatch: pytest.MonkeyPatch) -> None:
+    from starcoder_router._routing import fit as fit_module
+
+    measured: list[int] = []
+    real = fit_module.utf8_length
+    monkeypatch.setattr(fit_module, "utf8_length",
+                        lambda text: measured.append(len(text)) or real(text))
+    r = render(CompletionRequest(prefix="# é\n" + _lines(900, "p"), suffix=""))
+    counts = PromptCounts(exact_counter)
+    for window in (16384, 8192, 4096):
+        fit = fit_prompt(r, window=window, max_tokens=256, counts=counts)
+        assert isinstance(fit, Fit) and fit.prompt_tokens <= window - 256
+    assert measured == [len(r.prompt)]
+    assert counts.bound(r.prompt) == len(r.prompt.encode())

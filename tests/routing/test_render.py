@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from starcoder_router import CompletionRequest, InvalidRequestError, TokenizerCounter
@@ -145,3 +147,31 @@ def test_response_format_accepts_openai_shapes() -> None:
     assert (fmt.type, fmt.name, fmt.json_schema, fmt.strict) == (
         "json_schema", "person", {"type": "object"}, False)
     assert CompletionRequest(prompt="a", response_format="json").response_format is not None
+
+
+def test_a_request_renders_once_and_its_copy_anew() -> None:
+    """The async router renders a large request to count it off the loop, then to route it: the
+    second render is the first one's result; a changed copy (another object) renders anew."""
+    req = CompletionRequest(prefix="def f(<fim_middle>", suffix=")",
+                            files=[("a.py", "x = 1\n")])
+    first = render(req)
+    assert render(req) is first
+    other = req.model_copy(update={"prefix": "def g("})
+    assert render(other).prompt == ("<file_sep>a.py\nx = 1\n<file_sep><fim_prefix>def g("
+                                    "<fim_suffix>)<fim_middle>")
+    assert render(req) == first
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_finding_control_tokens_matches_a_full_search(seed: int) -> None:
+    """The scan from one "<" to the next finds the same first control token as the regex over the
+    whole text, with few or many "<" in it."""
+    from starcoder_router._routing.render import _SPECIAL_RE, SPECIAL_TOKENS, _find_special
+
+    rng = random.Random(seed)
+    atoms = ["<", "<<", "a < b", "x", "\n", "<fim_", "prefix>", "<pr>", "<pr_", "<|", "|>",
+             *SPECIAL_TOKENS[::5]]
+    for _ in range(2000):
+        text = "".join(rng.choice(atoms) for _ in range(rng.randint(0, 60)))
+        want, got = _SPECIAL_RE.search(text), _find_special(text)
+        assert (got.span() if got else None) == (want.span() if want else None), text
