@@ -232,6 +232,11 @@ class SyntheticCounter:
     def _blocks(self, text: str, lo: int, hi: int, cuts: list[int], costs: list[int]) -> None:
         """`text[lo:hi]`, which starts a line, in pieces: `_BLOCK`s of whole synthetic lines,
         a partial line alone, and the lines left over at the end together."""
+        if hi - lo >= _REMEMBER_FROM:
+            n = self._parts.find(text, lo, hi)
+            if n is not None:
+                _known_blocks(n, text[hi - 1] == "\n", lo, cuts, costs)
+                return
         pos = lo
         while pos < hi:
             cuts.append(pos)
@@ -251,6 +256,29 @@ class SyntheticCounter:
             cuts.append(pos)
             costs.append(LINE_TOKENS if part == line else count(part))
             pos += len(part)
+
+
+def _known_blocks(tokens: int, partial_first: bool, lo: int, cuts: list[int],
+                  costs: list[int]) -> None:
+    """The pieces `_blocks` finds in `synthetic_lines(tokens)` (`partial_first`) or in
+    `synthetic_text(tokens)` starting at `lo`, worked out from `tokens` alone: the partial line
+    (when it comes first), `_BLOCK`s, then the lines left over (and the partial line, when it
+    comes last) together."""
+    full, rest = divmod(tokens, LINE_TOKENS)
+    pos = lo
+    tail = rest
+    if rest and partial_first:
+        cuts.append(pos)
+        costs.append(rest)
+        pos += _PARTIAL_CHARS[rest]
+        tail = 0
+    blocks, left = divmod(full, _BLOCK_LINES)
+    end = pos + blocks * len(_BLOCK)
+    cuts.extend(range(pos, end, len(_BLOCK)))
+    costs.extend([_BLOCK_TOKENS] * blocks)
+    if left or tail:
+        cuts.append(end)
+        costs.append(left * LINE_TOKENS + tail)
 
 
 class PiecesCounter:
@@ -289,6 +317,9 @@ class _Recent:
 _BLOCK_LINES = 64
 _BLOCK = _LINE * _BLOCK_LINES
 _BLOCK_TOKENS = LINE_TOKENS * _BLOCK_LINES
+# The characters of the partial line of `rest` tokens that `synthetic_lines` puts first.
+_PARTIAL_CHARS = [len("".join(_TOKENS[:rest - 1])) + 1 if rest else 0
+                  for rest in range(LINE_TOKENS)]
 # Texts shorter than this are counted again: a lookup would cost about as much.
 _REMEMBER_FROM = 256
 # Enough for the prompts of the requests being prepared and routed at once (see `runner`).
