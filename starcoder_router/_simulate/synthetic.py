@@ -75,6 +75,7 @@ class SyntheticCounter:
     def __init__(self, inner: TokenCounter):
         self._inner = inner
         self._frames: dict[str, int] = {}
+        self._short: dict[str, int] = {}
         self._shapes: dict[tuple[str | None, str | None, tuple[str, ...]], int] = {}
         # Whole texts and their counts; synthetic parts and their START + newline counts.
         self._whole = _Recent(_RECENT)
@@ -110,7 +111,16 @@ class SyntheticCounter:
         if text == _LINE:
             return LINE_TOKENS  # trimming counts line by line: most lines are this one
         if len(text) < _REMEMBER_FROM:
-            return self._count(text)
+            if START in text:
+                return self._count(text)
+            # Short text of the format alone (the frame a trim keeps): `inner` counts it once.
+            n = self._short.get(text)
+            if n is None:
+                n = self._inner.count(text)
+                if len(self._short) >= _MAX_FRAMES:
+                    self._short.clear()
+                self._short[text] = n
+            return n
         n = self._whole.find(text, 0, len(text))
         if n is None:
             n = self._count(text)

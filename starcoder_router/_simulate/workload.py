@@ -141,7 +141,8 @@ class WorkloadRequest(FrozenModel):
         # Synthetic text is valid by construction: only the fields this line chose are checked,
         # once, in a request they are then copied from (see `_shell`).
         if self.kind == "fim":
-            files = tuple(RepoFile(path=f"f{i}.py", text=_made(text_of(n, False), n, made))
+            files = tuple(_file_shell(i).model_copy(update={
+                              "text": _made(text_of(n, False), n, made)})
                           for i, n in enumerate(self.file_tokens))
             n = self.prefix_tokens or 0
             prefix = _made(text_of(n, True), n, made)
@@ -191,6 +192,16 @@ def _shell(kind: Kind, files: bool, max_tokens: int, tenant: str | None,
 
 _SHELLS: dict[tuple[Kind, bool, int, str | None, tuple[str, ...]], CompletionRequest] = {}
 _MAX_SHELLS = 4096
+
+
+def _file_shell(i: int) -> RepoFile:
+    """The validated repository file `f{i}.py` with empty text, to copy a file from."""
+    while len(_FILE_SHELLS) <= i:
+        _FILE_SHELLS.append(RepoFile(path=f"f{len(_FILE_SHELLS)}.py", text=""))
+    return _FILE_SHELLS[i]
+
+
+_FILE_SHELLS: list[RepoFile] = []
 
 
 def _synthetic(tokens: int, cursor: bool) -> str:
