@@ -1,11 +1,12 @@
 """Where `simulate` spends its time: a cProfile of one policy over a repeated workload.
 
-    python benchmarks/profile_simulate.py                    # 20,000 requests
-    python benchmarks/profile_simulate.py --requests 100000 --out benchmarks/profiles/x.txt
+    python benchmarks/profile_simulate.py                    # 100,000 requests, as the target
+    python benchmarks/profile_simulate.py --requests 20000 --out benchmarks/profiles/x.txt
 
 The workload is built as `bench_simulate.py` builds it (`examples/workload.jsonl` repeated to
-size); the profile covers reading the lines and simulating them, sorted by internal time and by
-cumulative time.
+size; its 10,000 lines come again from the 10,001st on, and from their third coming the
+simulator finds them prepared); the profile covers reading the lines and simulating them,
+sorted by internal time and by cumulative time.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from bench_simulate import repeated_lines, run_once  # noqa: E402
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--requests", type=int, default=20_000)
+    p.add_argument("--requests", type=int, default=100_000)
     p.add_argument("--workload", default=str(ROOT / "examples" / "workload.jsonl"))
     p.add_argument("--out", help="write the profile here as text (default: standard output)")
     p.add_argument("--top", type=int, default=45)

@@ -156,14 +156,12 @@ def _outcome(ctx: SimContext, number: int, p: Prepared, completion: Completion |
     dep = completion.deployment if completion is not None else None
     trimmed = completion.trimmed if completion is not None else None
     cut = trimmed.tokens_before - trimmed.tokens_after if trimmed is not None else 0
-    quality = None
-    if dep is not None:
-        quality = ctx.core.catalog.variant(dep.variant).score(ctx.core.policy.ranking_benchmark)
+    quality = ctx.quality(dep) if dep is not None else None
     if completion is not None:
         attempts = len(completion.attempts)
     return RequestOutcome(number, p.arrival, ctx.clock.t, p.tenant, p.kind, p.prompt_tokens,
                           dep.name if dep else None, cost, attempts or 0, cut, refused,
-                          quality, tuple(k.key for k in keys))
+                          quality, ctx.core.budget_names(keys))
 
 
 _NUMBERS = re.compile(r"\$?\d[\d.,]*")

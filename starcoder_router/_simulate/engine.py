@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import math
 import random
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from .._clock import Clock
 from .._providers.base import Provider
+from .._routing.catalog import Deployment
 from .._routing.health import HealthPolicy
 from .._routing.request import CompletionRequest
 from .._routing.tokens import TokenCounter
@@ -38,6 +40,8 @@ from .tally import OutcomeOrder, Tally
 __all__ = ["ScenarioLoop", "SimClock", "SimContext", "SimCore", "simulate_scenario"]
 
 _FOREVER = dt.datetime.max.replace(tzinfo=dt.UTC)
+_MAX_NAMES = 1024
+_UNKNOWN = object()
 
 
 class SimClock(Clock):
@@ -76,8 +80,10 @@ class SimCore(RouterCore):
         self._with_pieces = (counter.with_pieces() if isinstance(counter, SyntheticCounter)
                              else None)
         self._keys: dict[tuple[str | None, tuple[str, ...]],
-                         tuple[tuple[BudgetKey, ...], dt.datetime]] = {}
+                         tuple[tuple[BudgetKey, ...], dt.datetime, float]] = {}
         self.limits: dict[str, int] = {}
+        self._sim_clock = clock
+        self._names: dict[int, tuple[tuple[BudgetKey, ...], tuple[str, ...]]] = {}
 
     def adapter(self, provider: str) -> Provider:
         return self._simulated
@@ -94,18 +100,35 @@ class SimCore(RouterCore):
         finally:
             self.counter = self._counter
 
+    def budget_names(self, keys: tuple[BudgetKey, ...]) -> tuple[str, ...]:
+        """The storage keys of `keys` (the same tuple comes back while its periods last)."""
+        if not keys:
+            return ()
+        found = self._names.get(id(keys))
+        if found is None or found[0] is not keys:
+            if len(self._names) >= _MAX_NAMES:
+                self._names.clear()
+            found = self._names[id(keys)] = (keys, tuple(k.key for k in keys))
+        return found[1]
+
     def budget_keys(self, request: CompletionRequest) -> tuple[BudgetKey, ...]:
         if not self.policy.budgets:
             return ()
-        now = self.clock.wall()
         memo = self._keys.get((request.tenant, request.tags))
-        if memo is not None and now < memo[1]:
-            return memo[0]
+        if memo is not None:
+            keys, ends, ends_s = memo
+            # Simulated seconds before the end, less a millisecond: past that, the wall clock
+            # (rounded to microseconds) decides, as it always did.
+            if self._sim_clock.t < ends_s or self.clock.wall() < ends:
+                return keys
         keys = super().budget_keys(request)
         for k in keys:
             self.limits[k.key] = k.limit_nano
-        ends = [k.resets_at for k in keys if k.resets_at is not None]
-        self._keys[(request.tenant, request.tags)] = (keys, min(ends) if ends else _FOREVER)
+        resets = [k.resets_at for k in keys if k.resets_at is not None]
+        ends = min(resets) if resets else _FOREVER
+        ends_s = (ends - self.clock.wall()).total_seconds() + self._sim_clock.t - 1e-3 \
+            if resets else math.inf
+        self._keys[(request.tenant, request.tags)] = (keys, ends, ends_s)
         return keys
 
 
@@ -121,6 +144,15 @@ class SimContext(NamedTuple):
     exhausted: dict[str, float]
     behaviours: dict[str, DeploymentBehaviour]
     counts: AutocompleteCounts
+    qualities: dict[str, float | None]
+
+    def quality(self, dep: Deployment) -> float | None:
+        """The ranking benchmark's score of `dep`'s variant (worked out once per deployment)."""
+        found = self.qualities.get(dep.name, _UNKNOWN)
+        if found is _UNKNOWN:
+            found = self.qualities[dep.name] = self.core.catalog.variant(dep.variant).score(
+                self.core.policy.ranking_benchmark)
+        return found  # type: ignore[return-value]
 
     def behaviour(self, name: str) -> DeploymentBehaviour:
         found = self.behaviours.get(name)
@@ -144,7 +176,8 @@ class ScenarioLoop:
         core = SimCore(scenario, counter=counter, clock=clock, retry=retry, health=health)
         self.counts = sessions.counts if sessions is not None else AutocompleteCounts()
         self._ctx = SimContext(core, MemoryStore(max_ledger_entries=1), clock, settings,
-                               scenario, random.Random(settings.seed), {}, {}, self.counts)
+                               scenario, random.Random(settings.seed), {}, {}, self.counts,
+                               {})
         self._sessions = sessions
         # Requests of a session in flight (their place in the heap), and the places of those
         # superseded there, skipped when they come up.

@@ -64,7 +64,7 @@ class DeploymentBehaviour(FrozenModel):
     outages: tuple[tuple[float, float], ...] = ()
 
     def failing_at(self, t: float) -> bool:
-        return any(start <= t < end for start, end in self.outages)
+        return bool(self.outages) and any(start <= t < end for start, end in self.outages)
 
     def latency(self, prompt_tokens: int, output_tokens: int, rng: random.Random) -> float:
         base = self.ttft_s + prompt_tokens / self.prefill_tokens_per_s \

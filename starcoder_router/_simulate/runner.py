@@ -21,23 +21,22 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Literal, NamedTuple
 
-from .._autocomplete.cache import cache_key, signature
 from .._autocomplete.sessions import AutocompletePolicy
 from .._config import load_config
 from .._errors import InvalidRequestError
 from .._routing.catalog import Catalog
 from .._routing.health import HealthPolicy
 from .._routing.policy import CostPolicy
-from .._routing.render import render
 from .._routing.tokens import EstimatingCounter, TokenCounter, load_token_counter
 from .._running.retry import RetryPolicy
 from .engine import ScenarioLoop
+from .memo import PreparedMemo
 from .model import SimulationSettings, draw_output_tokens, load_settings
 from .records import Prepared, ScenarioRun
 from .scenarios import SCENARIO_NAMES, build_scenarios
 from .sessions import AutocompleteCounts, AutocompleteFigures, SessionModel, figures_of
 from .summary import PolicySummary, summary_of
-from .synthetic import START, SyntheticCounter
+from .synthetic import SyntheticCounter
 from .workload import WorkloadFile, WorkloadRequest
 
 __all__ = ["DEFAULT_START", "SimulationResult", "prepare", "prepared", "simulate"]
@@ -71,6 +70,7 @@ def prepared(requests: Iterable[WorkloadRequest], *, counter: SyntheticCounter,
     rng = random.Random(seed)
     # Its own stream: drawing acceptances leaves every other draw as it was without sessions.
     accepting = random.Random(f"accepts:{seed}")
+    memo = PreparedMemo(counter, smallest_window)
     last = -math.inf
     for wr in requests:
         if wr.timestamp < last:
@@ -78,27 +78,19 @@ def prepared(requests: Iterable[WorkloadRequest], *, counter: SyntheticCounter,
                 f"workload requests must come in arrival order: timestamp {wr.timestamp} "
                 f"after {last} (read_workload and stream_workload sort them)")
         last = wr.timestamp
-        req = wr.to_request(made=counter.known)
+        made = memo.get(wr)
         output = wr.output_tokens if wr.output_tokens is not None else \
             draw_output_tokens(wr.kind, wr.max_tokens, rng)
-        given = wr.input_tokens
-        trimmable = False
-        if given is not None and wr.kind == "fim":
-            tokens = counter.fim_tokens(req, given)
-            trimmable = tokens + wr.max_tokens > smallest_window and \
-                all(START in f.text for f in req.files)
-        else:
-            tokens = counter.count(render(req).prompt)
         session = wr.session_key
         if session is None:
-            yield Prepared(wr.timestamp, req, wr.kind, wr.tenant or "-", tokens,
-                           min(output, wr.max_tokens), trimmable)
+            yield Prepared(wr.timestamp, made.request, wr.kind, wr.tenant or "-", made.tokens,
+                           min(output, wr.max_tokens), made.trimmable)
             continue
         accepts = wr.accepts_previous if wr.accepts_previous is not None else \
             accepting.random() < accept_rate
-        key = cache_key(req, signature(req)) if wr.temperature == 0 else None
-        yield Prepared(wr.timestamp, req, wr.kind, wr.tenant or "-", tokens,
-                       min(output, wr.max_tokens), trimmable, session, accepts, key)
+        key = made.repeat_key() if wr.temperature == 0 else None
+        yield Prepared(wr.timestamp, made.request, wr.kind, wr.tenant or "-", made.tokens,
+                       min(output, wr.max_tokens), made.trimmable, session, accepts, key)
 
 
 def prepare(requests: Sequence[WorkloadRequest], *, counter: SyntheticCounter,

@@ -75,6 +75,7 @@ class SyntheticCounter:
     def __init__(self, inner: TokenCounter):
         self._inner = inner
         self._frames: dict[str, int] = {}
+        self._short: dict[str, int] = {}
         self._shapes: dict[tuple[str | None, str | None, tuple[str, ...]], int] = {}
         # Whole texts and their counts; synthetic parts and their START + newline counts.
         self._whole = _Recent(_RECENT)
@@ -110,7 +111,16 @@ class SyntheticCounter:
         if text == _LINE:
             return LINE_TOKENS  # trimming counts line by line: most lines are this one
         if len(text) < _REMEMBER_FROM:
-            return self._count(text)
+            if START in text:
+                return self._count(text)
+            # Short text of the format alone (the frame a trim keeps): `inner` counts it once.
+            n = self._short.get(text)
+            if n is None:
+                n = self._inner.count(text)
+                if len(self._short) >= _MAX_FRAMES:
+                    self._short.clear()
+                self._short[text] = n
+            return n
         n = self._whole.find(text, 0, len(text))
         if n is None:
             n = self._count(text)
@@ -232,6 +242,11 @@ class SyntheticCounter:
     def _blocks(self, text: str, lo: int, hi: int, cuts: list[int], costs: list[int]) -> None:
         """`text[lo:hi]`, which starts a line, in pieces: `_BLOCK`s of whole synthetic lines,
         a partial line alone, and the lines left over at the end together."""
+        if hi - lo >= _REMEMBER_FROM:
+            n = self._parts.find(text, lo, hi)
+            if n is not None:
+                _known_blocks(n, text[hi - 1] == "\n", lo, cuts, costs)
+                return
         pos = lo
         while pos < hi:
             cuts.append(pos)
@@ -251,6 +266,29 @@ class SyntheticCounter:
             cuts.append(pos)
             costs.append(LINE_TOKENS if part == line else count(part))
             pos += len(part)
+
+
+def _known_blocks(tokens: int, partial_first: bool, lo: int, cuts: list[int],
+                  costs: list[int]) -> None:
+    """The pieces `_blocks` finds in `synthetic_lines(tokens)` (`partial_first`) or in
+    `synthetic_text(tokens)` starting at `lo`, worked out from `tokens` alone: the partial line
+    (when it comes first), `_BLOCK`s, then the lines left over (and the partial line, when it
+    comes last) together."""
+    full, rest = divmod(tokens, LINE_TOKENS)
+    pos = lo
+    tail = rest
+    if rest and partial_first:
+        cuts.append(pos)
+        costs.append(rest)
+        pos += _PARTIAL_CHARS[rest]
+        tail = 0
+    blocks, left = divmod(full, _BLOCK_LINES)
+    end = pos + blocks * len(_BLOCK)
+    cuts.extend(range(pos, end, len(_BLOCK)))
+    costs.extend([_BLOCK_TOKENS] * blocks)
+    if left or tail:
+        cuts.append(end)
+        costs.append(left * LINE_TOKENS + tail)
 
 
 class PiecesCounter:
@@ -289,6 +327,9 @@ class _Recent:
 _BLOCK_LINES = 64
 _BLOCK = _LINE * _BLOCK_LINES
 _BLOCK_TOKENS = LINE_TOKENS * _BLOCK_LINES
+# The characters of the partial line of `rest` tokens that `synthetic_lines` puts first.
+_PARTIAL_CHARS = [len("".join(_TOKENS[:rest - 1])) + 1 if rest else 0
+                  for rest in range(LINE_TOKENS)]
 # Texts shorter than this are counted again: a lookup would cost about as much.
 _REMEMBER_FROM = 256
 # Enough for the prompts of the requests being prepared and routed at once (see `runner`).

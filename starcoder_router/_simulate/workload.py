@@ -77,6 +77,15 @@ class WorkloadRequest(FrozenModel):
     accepts_previous: bool | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
 
+    def __init__(self, /, **data: Any) -> None:
+        super().__init__(**data)
+
+    # A model with an `__init__` of its own is validated from JSON through it, which checks
+    # the line a second time; marked as pydantic marks its own, `model_validate_json` (which
+    # raises pydantic's error: `parse_line` explains it) builds the request directly. See
+    # pydantic/_internal/_model_construction.py (`__pydantic_custom_init__`).
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
     @model_validator(mode="after")
     def _text_or_counts(self) -> WorkloadRequest:
         if self.accepts_previous is not None and self.session_key is None:
@@ -119,26 +128,31 @@ class WorkloadRequest(FrozenModel):
         return (self.prompt_tokens or 0) + (self.prefix_tokens or 0) + \
             (self.suffix_tokens or 0) + sum(self.file_tokens)
 
-    def to_request(self, *, made: Callable[[str, int], None] | None = None) -> CompletionRequest:
+    def to_request(self, *, made: Callable[[str, int], None] | None = None,
+                   lines: Callable[[int, bool], str] | None = None) -> CompletionRequest:
         """The `CompletionRequest` the router would see; counts become synthetic text of
-        exactly that many tokens (see `synthetic`), each passed to `made` with its count."""
+        exactly that many tokens (see `synthetic`), each passed to `made` with its count.
+        `lines(tokens, cursor)`, when given, makes that text instead of `synthetic_lines`
+        (it must return the same text: the simulator shares one string per count)."""
         common = {"max_tokens": self.max_tokens, "tenant": self.tenant, "tags": self.tags}
         if self.has_text or self.kind == "chat":
             return self._validated(common)
+        text_of = lines or _synthetic
         # Synthetic text is valid by construction: only the fields this line chose are checked,
         # once, in a request they are then copied from (see `_shell`).
         if self.kind == "fim":
-            files = tuple(RepoFile(path=f"f{i}.py", text=_made(synthetic_lines(n), n, made))
+            files = tuple(_file_shell(i).model_copy(update={
+                              "text": _made(text_of(n, False), n, made)})
                           for i, n in enumerate(self.file_tokens))
             n = self.prefix_tokens or 0
-            prefix = _made(synthetic_lines(n, cursor=True), n, made)
+            prefix = _made(text_of(n, True), n, made)
             n = self.suffix_tokens or 0
-            suffix = _made(synthetic_lines(n), n, made)
+            suffix = _made(text_of(n, False), n, made)
             return _shell(self.kind, bool(files), self.max_tokens, self.tenant, self.tags
                           ).model_copy(update={"prefix": prefix, "suffix": suffix,
                                                "files": files})
         n = self.prompt_tokens or 0
-        text = _made(synthetic_text(n), n, made)
+        text = _made(text_of(n, True), n, made)  # `synthetic_text(n)`
         return _shell(self.kind, False, self.max_tokens, self.tenant, self.tags
                       ).model_copy(update={"prompt": text})
 
@@ -178,6 +192,20 @@ def _shell(kind: Kind, files: bool, max_tokens: int, tenant: str | None,
 
 _SHELLS: dict[tuple[Kind, bool, int, str | None, tuple[str, ...]], CompletionRequest] = {}
 _MAX_SHELLS = 4096
+
+
+def _file_shell(i: int) -> RepoFile:
+    """The validated repository file `f{i}.py` with empty text, to copy a file from."""
+    while len(_FILE_SHELLS) <= i:
+        _FILE_SHELLS.append(RepoFile(path=f"f{len(_FILE_SHELLS)}.py", text=""))
+    return _FILE_SHELLS[i]
+
+
+_FILE_SHELLS: list[RepoFile] = []
+
+
+def _synthetic(tokens: int, cursor: bool) -> str:
+    return synthetic_lines(tokens, cursor=cursor)
 
 
 def _made(text: str, tokens: int, made: Callable[[str, int], None] | None) -> str:
@@ -300,17 +328,39 @@ class WorkloadFile:
         return len(self._offsets)
 
     def __iter__(self) -> Iterator[WorkloadRequest]:
+        if self._in_order:
+            yield from self._in_file_order()
+            return
         offsets = self._offsets
-        order: Iterable[int] = range(len(offsets))
-        if not self._in_order:
-            order = sorted(order, key=self._timestamps.__getitem__)  # stable: ties keep order
+        order = sorted(range(len(offsets)), key=self._timestamps.__getitem__)  # stable
         with open(self.path, "rb") as f:
             for i in order:
                 f.seek(offsets[i])
-                parsed = _parse_raw(f.readline())
-                if not isinstance(parsed, WorkloadRequest):
-                    raise ConfigError(f"{self.path} changed while it was being read")
-                yield parsed
+                yield self._parsed(f.readline())
+
+    def _in_file_order(self) -> Iterator[WorkloadRequest]:
+        """The valid lines read front to back, without seeking: the invalid and blank lines
+        between them are passed over by their length."""
+        offsets = self._offsets
+        with open(self.path, "rb") as f:
+            at = 0
+            for offset in offsets:
+                while at < offset:  # a line that was skipped when the file was checked
+                    skipped = f.readline()
+                    if not skipped:
+                        break
+                    at += len(skipped)
+                raw = f.readline()
+                if at != offset:
+                    raw = b""  # not where a line started: the file changed
+                at += len(raw)
+                yield self._parsed(raw)
+
+    def _parsed(self, raw: bytes) -> WorkloadRequest:
+        parsed = _parse_raw(raw)
+        if not isinstance(parsed, WorkloadRequest):
+            raise ConfigError(f"{self.path} changed while it was being read")
+        return parsed
 
     def __repr__(self) -> str:
         return f"WorkloadFile({self.path!r}: {len(self)} requests, {len(self.errors)} invalid)"

@@ -258,6 +258,8 @@ def test_a_synthetic_prompt_counts_fits_and_trims_the_same_by_every_way(
     plain = SyntheticCounter(EstimatingCounter())  # remembers nothing it was told
     assert counter.fim_tokens(request, wr.input_tokens or 0) == plain.count(prompt) \
         == counter.count(prompt) == sum(counter.pieces(prompt, fine=False)[1])
+    # The pieces of parts it was told about are worked out, not compared block by block.
+    assert counter.pieces(prompt, fine=False) == plain.pieces(prompt, fine=False)
     rendered = render(request)
     slow = fit_prompt(rendered, window=window, max_tokens=wr.max_tokens,
                       counts=PromptCounts(plain))
