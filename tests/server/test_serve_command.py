@@ -42,6 +42,18 @@ def _free_port() -> int:
         return port
 
 
+def _wait_until_up(port: int, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    pytest.fail("the gateway did not start")
+
+
 def test_port_in_use_fails_before_the_banner(taken_port: int) -> None:
     proc = _serve("--port", str(taken_port))
     out, err = proc.communicate(timeout=60)
@@ -78,15 +90,7 @@ def test_two_workers_print_one_banner() -> None:
     port = _free_port()
     proc = _serve("--port", str(port), "--workers", "2", "--no-access-log")
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("the gateway did not start")
+        _wait_until_up(port)
         time.sleep(2)  # the second worker has had its time to print, too
     finally:
         proc.send_signal(signal.SIGINT)
@@ -112,13 +116,7 @@ def test_the_tokenizer_notice_tells_a_gateway_operator_what_to_set(tmp_path: Pat
                              "--port", str(port), "--no-access-log"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        _wait_until_up(port)
         httpx.post(f"http://127.0.0.1:{port}/v1/completions", timeout=30,
                    json={"model": "starcoder2", "prompt": "x = 1\n" * 2000, "max_tokens": 8})
     finally:
@@ -135,13 +133,7 @@ def test_the_command_logs_each_request_and_each_error_once() -> None:
     port = _free_port()
     proc = _serve("--port", str(port))
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        _wait_until_up(port)
         httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10)
         missing = httpx.post(f"http://127.0.0.1:{port}/v1/completions", timeout=10,
                              json={"model": "no-such-model", "prompt": "x"})
@@ -162,15 +154,7 @@ def test_a_worker_freezes_its_startup_heap_and_collects_young_objects_less_often
     proc = _serve("--port", str(port), "--no-access-log", "--state-dir", str(tmp_path),
                   prelude=report)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("the gateway did not start")
+        _wait_until_up(port)
     finally:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
