@@ -10,7 +10,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 import aiohttp
 
 from .._errors import ProviderConnectionError, ProviderTimeoutError, ProviderTransportError
-from .base import LineSplitter, WireRequest, WireResponse
+from .base import LineSplitter, WireRequest, WireResponse, lines_of
 
 __all__ = ["AiohttpTransport"]
 
@@ -108,14 +108,8 @@ class _AiohttpStream:
         self._expired = True
         self._resp.close()  # wakes the pending read with a connection error
 
-    async def alines(self) -> AsyncIterator[bytes]:
-        batches = self.abatches()
-        try:
-            async for batch in batches:
-                for line in batch:
-                    yield line
-        finally:
-            await batches.aclose()  # an async generator does not close the one it iterates
+    def alines(self) -> AsyncIterator[bytes]:
+        return lines_of(self.abatches())
 
     async def abatches(self) -> AsyncGenerator[list[bytes], None]:
         """The complete lines of each HTTP chunk as it arrived (see `aline_batches`)."""

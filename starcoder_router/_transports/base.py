@@ -15,7 +15,7 @@ by then (the router passes what is left of the request's deadline).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from typing import Any, Literal, NamedTuple, Protocol
 
 __all__ = [
@@ -157,6 +157,16 @@ def aline_batches(handle: AsyncStreamHandle) -> AsyncIterator[list[bytes]]:
     if batches is not None:
         return batches()  # type: ignore[no-any-return]
     return _one_by_one(handle.alines())
+
+
+async def lines_of(batches: AsyncGenerator[list[bytes], None]) -> AsyncGenerator[bytes, None]:
+    """The lines of `batches` one at a time: `alines()` of a handle that reads in batches."""
+    try:
+        async for batch in batches:
+            for line in batch:
+                yield line
+    finally:
+        await batches.aclose()  # an async generator does not close the one it iterates
 
 
 async def _one_by_one(lines: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:

@@ -20,7 +20,7 @@ import httpx
 
 from .._errors import ProviderConnectionError, ProviderTimeoutError, ProviderTransportError
 from ._deadline import AsyncDeadlineTransport, DeadlineTransport, deadline
-from .base import LineSplitter, WireRequest, WireResponse
+from .base import LineSplitter, WireRequest, WireResponse, lines_of
 
 __all__ = ["HttpxAsyncTransport", "HttpxTransport"]
 
@@ -326,14 +326,8 @@ class _HttpxAsyncStream:
         self.status = resp.status_code
         self.headers: Mapping[str, str] = resp.headers
 
-    async def alines(self) -> AsyncIterator[bytes]:
-        batches = self.abatches()
-        try:
-            async for batch in batches:
-                for line in batch:
-                    yield line
-        finally:
-            await batches.aclose()  # an async generator does not close the one it iterates
+    def alines(self) -> AsyncIterator[bytes]:
+        return lines_of(self.abatches())
 
     async def abatches(self) -> AsyncGenerator[list[bytes], None]:
         """The complete lines of each read (see `aline_batches`)."""
