@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import respx
 
-from starcoder_router import Catalog, FakeClock, MemoryStore, RetryPolicy
-from support.hosted_replies import DI, FW, Wire
+from starcoder_router import (
+    AsyncRouter,
+    Catalog,
+    FakeClock,
+    MemoryStore,
+    RetryPolicy,
+    Router,
+    TokenizerCounter,
+)
+from support.hosted_replies import DI, FW, KEYS, Wire
+from support.router_driver import Driver, Make
 
 
 @pytest.fixture
@@ -38,3 +48,18 @@ def no_jitter() -> RetryPolicy:
 @pytest.fixture
 def catalog() -> Catalog:
     return Catalog.default()
+
+
+@pytest.fixture
+def make(drive: Driver, clock: FakeClock, store: MemoryStore, no_jitter: RetryPolicy,
+         exact_counter: TokenizerCounter) -> Make:
+    """`make(**kw)`: a router in the test's mode over the default catalog's hosted deployments,
+    with the test's clock, store, retry policy and the real tokenizer unless `kw` says other.
+    A test module may define its own `make`, which then wins."""
+
+    def build(**kw: Any) -> Router | AsyncRouter:
+        options = {"env": KEYS, "clock": clock, "store": store, "retry": no_jitter,
+                   "tokenizer": exact_counter} | kw
+        return drive.new_router(**options)
+
+    return build

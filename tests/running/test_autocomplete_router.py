@@ -6,36 +6,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import httpx
-import pytest
 
 from starcoder_router import (
-    AsyncRouter,
-    FakeClock,
     MemoryStore,
-    RetryPolicy,
-    Router,
-    TokenizerCounter,
 )
-from support.hosted_replies import KEYS, Wire, ok, sse
+from support.hosted_replies import Wire, ok, sse
 from support.router_driver import Driver, Make
 
 PREFIX = "def total(items):"
 BODY = "\n    s = 0\n    for i in items:\n        s += i\n    return s"
 NOISE = "\n\n\ndef unrelated():\n    pass\n"
 
-
-@pytest.fixture
-def make(drive: Driver, clock: FakeClock, store: MemoryStore, no_jitter: RetryPolicy,
-         exact_counter: TokenizerCounter) -> Make:
-    def build(**kw: Any) -> Router | AsyncRouter:
-        options = {"env": KEYS, "clock": clock, "store": store, "retry": no_jitter,
-                   "tokenizer": exact_counter} | kw
-        return drive.new_router(**options)
-
-    return build
 
 
 class _Events(httpx.SyncByteStream, httpx.AsyncByteStream):

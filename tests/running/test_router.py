@@ -16,7 +16,6 @@ import httpx
 import pytest
 
 from starcoder_router import (
-    AsyncRouter,
     AuthenticationError,
     BadRequestError,
     Budget,
@@ -29,28 +28,13 @@ from starcoder_router import (
     MemoryStore,
     ProviderServerError,
     RetryPolicy,
-    Router,
     StoreError,
     StreamInterruptedError,
     StructuredOutputError,
     TokenizerCounter,
 )
-from support.hosted_replies import KEYS, NAMES, BrokenStore, Wire, ok, sse, status
+from support.hosted_replies import NAMES, BrokenStore, Wire, ok, sse, status
 from support.router_driver import Driver, Make
-
-
-@pytest.fixture
-def make(drive: Driver, clock: FakeClock, store: MemoryStore, no_jitter: RetryPolicy,
-         exact_counter: TokenizerCounter) -> Make:
-    """`make(**kw)`: a router in the test's mode over the default catalog's hosted deployments,
-    with the test's clock, store, retry policy and the real tokenizer unless `kw` says other."""
-
-    def build(**kw: Any) -> Router | AsyncRouter:
-        options = {"env": KEYS, "clock": clock, "store": store, "retry": no_jitter,
-                   "tokenizer": exact_counter} | kw
-        return drive.new_router(**options)
-
-    return build
 
 
 def big_prefix(counter: TokenizerCounter, tokens: int) -> str:

@@ -6,33 +6,17 @@ one read (respx hands it over whole), so every event of it lands in the same bat
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import httpx
 import pytest
 
 from starcoder_router import (
-    AsyncRouter,
-    FakeClock,
     MemoryStore,
-    RetryPolicy,
-    Router,
     StreamInterruptedError,
     TokenizerCounter,
 )
-from support.hosted_replies import KEYS, Wire, sse
+from support.hosted_replies import Wire, sse
 from support.router_driver import Driver, Make
-
-
-@pytest.fixture
-def make(drive: Driver, clock: FakeClock, store: MemoryStore, no_jitter: RetryPolicy,
-         exact_counter: TokenizerCounter) -> Make:
-    def build(**kw: Any) -> Router | AsyncRouter:
-        options = {"env": KEYS, "clock": clock, "store": store, "retry": no_jitter,
-                   "tokenizer": exact_counter} | kw
-        return drive.new_router(**options)
-
-    return build
 
 
 async def test_closing_within_a_read_books_only_the_chunks_taken(
