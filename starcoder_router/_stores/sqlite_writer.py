@@ -15,15 +15,18 @@ budgets writes for every request): it is queued and the caller goes on (`behind`
 thread lets such entries gather for up to `LINGER_S` before their commit. No budget decision
 reads them, and they are never dropped while the process lives: a failed commit is tried again
 (backing off up to a second) until the store is closed, and closing waits for the queue to be
-written, raising `StoreError` if it cannot be. A process killed outright loses at most the last
-`LINGER_S` of them.
+written, raising `StoreError` if it cannot be; a process that exits without closing the store
+writes the queue as it exits. A process killed outright loses at most the last `LINGER_S` of
+them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -59,6 +62,7 @@ class Writer:
         self._closing = False
         self._waited = False  # someone waits for an item in the queue: no lingering
         self.retry_after = 0.0  # > 0 after a failed commit: the thread waits before trying again
+        self._at_exit: Callable[[], None] | None = None
 
     async def run(self, work: Work) -> Any:
         """`work`'s result, once its transaction has committed."""
@@ -79,6 +83,12 @@ class Writer:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, daemon=True, name=self._name)
                 self._thread.start()
+                # The thread is a daemon (it must not keep a process alive), so an interpreter
+                # that exits without closing the store would stop it with entries queued: the
+                # queue is written at exit instead (atexit handlers run before daemon threads
+                # are stopped, https://docs.python.org/3/library/atexit.html).
+                self._at_exit = _write_at_exit(weakref.ref(self))
+                atexit.register(self._at_exit)
             if item.future is not None and not self._waited:
                 self._waited = True
                 self._cond.notify()
@@ -127,8 +137,20 @@ class Writer:
             self._closing = True
             self._cond.notify()
             thread = self._thread
+            at_exit, self._at_exit = self._at_exit, None
+        if at_exit is not None:
+            atexit.unregister(at_exit)
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+
+
+def _write_at_exit(ref: weakref.ref[Writer]) -> Callable[[], None]:
+    def write() -> None:
+        writer = ref()
+        if writer is not None and writer.pending:
+            writer.retry_after = 0.0
+            writer._drain()  # under the store's lock, as the thread does
+    return write
 
 
 def deliver(outcomes: list[tuple[Item, bool, Any]]) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -141,3 +144,26 @@ async def test_a_cancelled_caller_still_books(tmp_path: Path) -> None:
     [status] = store.status([day])  # sync: what was queued is written first
     assert (status.spent_nano, status.reserved_nano) == (2 * CENT, 0)
     await store.aclose()
+
+
+def test_entries_queued_by_a_process_that_never_closes_its_store_are_written_at_exit(
+        tmp_path: Path) -> None:
+    """A script that books and ends without closing its store (as `asyncio.run(main())` often
+    does) keeps every entry: the queue is written as the interpreter exits."""
+    path = tmp_path / "spend.db"
+    script = (
+        "import asyncio, sys\n"
+        "from starcoder_router._stores.sqlite import SQLiteStore\n"
+        "from support.stores import entry\n"
+        "store = SQLiteStore(sys.argv[1])\n"
+        "async def main():\n"
+        "    for _ in range(20):\n"
+        "        await store.arecord((), 1000, entry(1000))\n"
+        "asyncio.run(main())\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{root / 'tests'}"}
+    subprocess.run([sys.executable, "-c", script, str(path)], check=True, env=env, timeout=60)
+    again = SQLiteStore(path)
+    assert len(again.ledger()) == 20
+    again.close()
